@@ -1,6 +1,79 @@
+using System.CommandLine;
+using ModelSurgery.Cli.Commands;
+
 namespace ModelSurgery.Cli;
 
-internal static class Program
+/// <summary>Entry point of the <c>modelsurgery</c> tool.</summary>
+public static class Program
 {
-    private static int Main(string[] args) => args.Length == 0 ? 2 : 0;
+    /// <summary>Runs the tool. Exit codes: 0 success, 1 failure (one-line message), 2 usage error.</summary>
+    public static async Task<int> Main(string[] args)
+    {
+        using var cancellation = new CancellationTokenSource();
+        Console.CancelKeyPress += (_, e) =>
+        {
+            e.Cancel = true;
+            cancellation.Cancel();
+        };
+        return await RunAsync(args, Console.Out, Console.Error, cancellation.Token).ConfigureAwait(false);
+    }
+
+    /// <summary>Runs the tool with the given writers, so tests can call it in-process.</summary>
+    public static async Task<int> RunAsync(string[] args, TextWriter output, TextWriter error, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(args);
+        ArgumentNullException.ThrowIfNull(error);
+        var context = new CliContext(output, error);
+        var root = new RootCommand("ModelSurgery: make small language models out of large ones.") { CliContext.Verbose };
+        foreach (Command command in CommandCatalog.Create(context))
+        {
+            root.Subcommands.Add(command);
+        }
+
+        ParseResult parsed = root.Parse(args);
+        if (parsed.Errors.Count > 0)
+        {
+            foreach (var parseError in parsed.Errors)
+            {
+                await error.WriteLineAsync($"error: {parseError.Message}").ConfigureAwait(false);
+            }
+
+            await error.WriteLineAsync("Run 'modelsurgery --help' for usage.").ConfigureAwait(false);
+            return ExitCodes.Usage;
+        }
+
+        try
+        {
+            var configuration = new InvocationConfiguration { EnableDefaultExceptionHandler = false, Output = output, Error = error };
+            return await parsed.InvokeAsync(configuration, cancellationToken).ConfigureAwait(false);
+        }
+        catch (UsageException ex)
+        {
+            await error.WriteLineAsync($"error: {ex.Message}").ConfigureAwait(false);
+            return ExitCodes.Usage;
+        }
+        catch (OperationCanceledException)
+        {
+            await error.WriteLineAsync("error: cancelled.").ConfigureAwait(false);
+            return ExitCodes.Failure;
+        }
+#pragma warning disable CA1031 // The tool's contract is a one-line message and exit code 1 for every failure.
+        catch (Exception ex)
+#pragma warning restore CA1031
+        {
+            await error.WriteLineAsync(parsed.GetValue(CliContext.Verbose) ? $"error: {ex}" : $"error: {OneLine(ex)}").ConfigureAwait(false);
+            return ExitCodes.Failure;
+        }
+    }
+
+    private static string OneLine(Exception ex)
+    {
+        Exception inner = ex is AggregateException { InnerExceptions.Count: 1 } aggregate ? aggregate.InnerExceptions[0] : ex;
+        while (inner is TypeInitializationException or System.Reflection.TargetInvocationException && inner.InnerException is not null)
+        {
+            inner = inner.InnerException;
+        }
+
+        return inner.Message.ReplaceLineEndings(" ");
+    }
 }

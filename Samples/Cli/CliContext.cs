@@ -1,0 +1,69 @@
+using System.CommandLine;
+using Microsoft.Extensions.Logging;
+
+namespace ModelSurgery.Cli;
+
+/// <summary>Exit codes of the tool.</summary>
+public static class ExitCodes
+{
+    /// <summary>Success.</summary>
+    public const int Success = 0;
+
+    /// <summary>The command ran and failed; a one-line message was printed.</summary>
+    public const int Failure = 1;
+
+    /// <summary>The command line was wrong.</summary>
+    public const int Usage = 2;
+}
+
+/// <summary>A command-line mistake found after parsing (a bad combination or value); exits with code 2.</summary>
+public sealed class UsageException : Exception
+{
+    /// <summary>Creates the exception.</summary>
+    public UsageException(string message)
+        : base(message)
+    {
+    }
+
+    /// <summary>Creates the exception.</summary>
+    public UsageException()
+    {
+    }
+
+    /// <summary>Creates the exception.</summary>
+    public UsageException(string message, Exception innerException)
+        : base(message, innerException)
+    {
+    }
+}
+
+/// <summary>What every command shares: output writers, logging and the global options.</summary>
+public sealed class CliContext(TextWriter output, TextWriter error)
+{
+    /// <summary><c>--verbose</c>: stack traces on failure and debug logging.</summary>
+    public static readonly Option<bool> Verbose = new("--verbose") { Description = "Show debug logs and full stack traces.", Recursive = true };
+
+    /// <summary>Standard output (results).</summary>
+    public TextWriter Output { get; } = output;
+
+    /// <summary>Standard error (logs, progress, errors).</summary>
+    public TextWriter Error { get; } = error;
+
+    /// <summary>Creates a logger factory writing to standard error.</summary>
+    public static ILoggerFactory CreateLoggerFactory(ParseResult parsed)
+    {
+        ArgumentNullException.ThrowIfNull(parsed);
+        LogLevel level = parsed.GetValue(Verbose) ? LogLevel.Debug : LogLevel.Information;
+        return LoggerFactory.Create(builder => builder
+            .SetMinimumLevel(level)
+            .AddSimpleConsole(options =>
+            {
+                options.SingleLine = true;
+                options.TimestampFormat = "HH:mm:ss ";
+            })
+            .AddFilter("Microsoft", LogLevel.Warning));
+    }
+
+    /// <summary>A progress reporter that draws one updating line on standard error.</summary>
+    public ConsoleProgressBar CreateProgressBar(string label) => new(Error, label);
+}

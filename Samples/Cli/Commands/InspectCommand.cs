@@ -1,0 +1,72 @@
+using System.CommandLine;
+using System.Globalization;
+using ModelSurgery.Inference.Configuration;
+using ModelSurgery.Inference.Inspection;
+
+namespace ModelSurgery.Cli.Commands;
+
+/// <summary><c>modelsurgery inspect &lt;checkpoint-dir | file.safetensors | config.json&gt; [--json]</c>.</summary>
+internal static class InspectCommand
+{
+    public static Command Create(CliContext context)
+    {
+        var path = new Argument<string>("path") { Description = "A checkpoint folder, a .safetensors file, or a bare config.json (parameter accounting only)." };
+        var json = new Option<bool>("--json") { Description = "Print the result as JSON." };
+        var command = new Command("inspect", "Show a model's architecture, parameter count by component, dtypes, shards and bytes.") { path, json };
+        command.SetAction(async (parsed, cancellationToken) =>
+        {
+            ModelInspection inspection = ModelInspector.Inspect(parsed.GetValue(path)!);
+            string text = parsed.GetValue(json) ? inspection.ToJson() : Render(inspection);
+            await context.Output.WriteLineAsync(text.AsMemory(), cancellationToken).ConfigureAwait(false);
+            return ExitCodes.Success;
+        });
+        return command;
+    }
+
+    internal static string Render(ModelInspection inspection)
+    {
+        LlamaConfig c = inspection.Config;
+        ParameterCount p = inspection.Parameters;
+        var w = new StringWriter(CultureInfo.InvariantCulture);
+        w.WriteLine($"{inspection.Source}");
+        w.WriteLine($"  architecture   {c.ModelType}: {c.NumHiddenLayers} layers, hidden {c.HiddenSize}, FFN {c.IntermediateSize}, " +
+                    $"{c.NumAttentionHeads} heads / {c.NumKeyValueHeads} KV heads of {c.HeadDim}, vocab {c.VocabSize}" +
+                    (c.TieWordEmbeddings ? ", tied embeddings" : string.Empty));
+        w.WriteLine($"  rope           theta {c.RopeTheta.ToString(CultureInfo.InvariantCulture)}" +
+                    (c.RopeScaling is null ? string.Empty : $", {c.RopeScaling.RopeType} scaling x{c.RopeScaling.Factor.ToString(CultureInfo.InvariantCulture)}") +
+                    $", max positions {c.MaxPositionEmbeddings}");
+        w.WriteLine("  parameters");
+        Row("embeddings", p.Embeddings);
+        Row("attention", p.Attention);
+        Row("mlp", p.Mlp);
+        Row("norms", p.Norms);
+        Row("head", p.Head);
+        Row("total", p.Total);
+        w.WriteLine($"    {"non-embedding",-14}{p.NonEmbedding,16:N0}   embeddings+head share {p.EmbeddingShare:P2}");
+        if (inspection.DTypes.Count > 0)
+        {
+            w.WriteLine("  storage");
+            foreach (DTypeUsage d in inspection.DTypes)
+            {
+                w.WriteLine($"    {d.DType,-14}{d.Tensors,6} tensors {FormatBytes(d.Bytes),12}");
+            }
+
+            foreach (ShardUsage s in inspection.Shards)
+            {
+                w.WriteLine($"    {s.File,-40}{s.Tensors,6} tensors {FormatBytes(s.Bytes),12}");
+            }
+        }
+
+        return w.ToString().TrimEnd();
+
+        void Row(string name, long count) => w.WriteLine($"    {name,-14}{count,16:N0}  {(p.Total == 0 ? 0 : (double)count / p.Total),7:P2}");
+    }
+
+    internal static string FormatBytes(long bytes) => bytes switch
+    {
+        >= 1L << 30 => string.Create(CultureInfo.InvariantCulture, $"{bytes / (double)(1L << 30):F2} GiB"),
+        >= 1L << 20 => string.Create(CultureInfo.InvariantCulture, $"{bytes / (double)(1L << 20):F2} MiB"),
+        >= 1L << 10 => string.Create(CultureInfo.InvariantCulture, $"{bytes / (double)(1L << 10):F2} KiB"),
+        _ => string.Create(CultureInfo.InvariantCulture, $"{bytes} B"),
+    };
+}
