@@ -22,12 +22,14 @@ public sealed record ShardUsage(string File, long Bytes, int Tensors);
 /// <param name="Parameters">Parameter accounting by component, from the config alone.</param>
 /// <param name="DTypes">Storage by dtype; empty when only a config was given.</param>
 /// <param name="Shards">Checkpoint files; empty when only a config was given.</param>
+/// <param name="Problems">Tensors the config calls for that are missing, have another shape, or are unexpected.</param>
 public sealed record ModelInspection(
     string Source,
     [property: JsonIgnore] LlamaConfig Config,
     ParameterCount Parameters,
     IReadOnlyList<DTypeUsage> DTypes,
-    IReadOnlyList<ShardUsage> Shards)
+    IReadOnlyList<ShardUsage> Shards,
+    IReadOnlyList<string> Problems)
 {
     /// <summary>Total bytes of tensor data (0 when only a config was given).</summary>
     public long TensorBytes => DTypes.Sum(d => d.Bytes);

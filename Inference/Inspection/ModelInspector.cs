@@ -1,3 +1,4 @@
+using ModelSurgery.Inference.Checkpoints;
 using ModelSurgery.Inference.Configuration;
 
 namespace ModelSurgery.Inference.Inspection;
@@ -14,17 +15,81 @@ public static class ModelInspector
     public static ModelInspection Inspect(string path)
     {
         ArgumentException.ThrowIfNullOrEmpty(path);
-        if (File.Exists(path) && path.EndsWith(".json", StringComparison.OrdinalIgnoreCase))
+        if (File.Exists(path) && path.EndsWith(".json", StringComparison.OrdinalIgnoreCase)
+            && !path.EndsWith(CheckpointReader.IndexFileName, StringComparison.OrdinalIgnoreCase))
         {
             LlamaConfig config = LlamaConfig.Load(path);
-            return new ModelInspection(path, config, LlamaTensorLayout.CountParameters(config), [], []);
+            return new ModelInspection(path, config, LlamaTensorLayout.CountParameters(config), [], [], []);
         }
 
-        if (!File.Exists(path) && !Directory.Exists(path))
+        string folder;
+        if (Directory.Exists(path))
+        {
+            folder = path;
+        }
+        else if (File.Exists(path))
+        {
+            folder = Path.GetDirectoryName(Path.GetFullPath(path))!;
+        }
+        else
         {
             throw new FileNotFoundException($"{path}: no such file or folder.", path);
         }
 
-        throw new InvalidDataException($"{path}: expected a checkpoint folder, a .safetensors file or a config.json.");
+        string configPath = Path.Combine(folder, "config.json");
+        if (!File.Exists(configPath))
+        {
+            throw new InvalidDataException($"{path}: no config.json in {folder}; give a checkpoint folder or a .safetensors file with its config.json beside it.");
+        }
+
+        LlamaConfig modelConfig = LlamaConfig.Load(configPath);
+        using CheckpointReader reader = CheckpointReader.Open(path);
+        var dtypes = new SortedDictionary<string, (int Count, long Bytes)>(StringComparer.Ordinal);
+        var tensorsPerShard = new Dictionary<string, int>(StringComparer.Ordinal);
+        foreach (string name in reader.TensorNames)
+        {
+            SafetensorsTensorInfo info = reader.GetInfo(name);
+            string dtype = info.DType.ToHeaderString();
+            dtypes[dtype] = dtypes.TryGetValue(dtype, out var seen) ? (seen.Count + 1, seen.Bytes + info.ByteLength) : (1, info.ByteLength);
+            string shard = reader.ShardOf(name);
+            tensorsPerShard[shard] = tensorsPerShard.GetValueOrDefault(shard) + 1;
+        }
+
+        return new ModelInspection(
+            path,
+            modelConfig,
+            LlamaTensorLayout.CountParameters(modelConfig),
+            [.. dtypes.Select(d => new DTypeUsage(d.Key, d.Value.Count, d.Value.Bytes))],
+            [.. reader.Shards.Select(s => new ShardUsage(Path.GetFileName(s.Path), s.ByteSize, tensorsPerShard.GetValueOrDefault(s.Path)))],
+            CompareWithLayout(modelConfig, reader));
+    }
+
+    /// <summary>Differences between the checkpoint's tensors and those its config calls for.</summary>
+    private static List<string> CompareWithLayout(LlamaConfig config, CheckpointReader reader)
+    {
+        var problems = new List<string>();
+        var expected = LlamaTensorLayout.Tensors(config).ToDictionary(s => s.Name, StringComparer.Ordinal);
+        foreach (TensorSpec spec in expected.Values)
+        {
+            if (!reader.TryGetInfo(spec.Name, out SafetensorsTensorInfo? info))
+            {
+                problems.Add($"missing tensor {spec.Name} [{string.Join(", ", spec.Shape)}]");
+            }
+            else if (!info.Shape.SequenceEqual(spec.Shape))
+            {
+                problems.Add($"tensor {spec.Name} has shape [{string.Join(", ", info.Shape)}], config calls for [{string.Join(", ", spec.Shape)}]");
+            }
+        }
+
+        foreach (string name in reader.TensorNames)
+        {
+            // A tied checkpoint may still carry lm_head.weight; loaders ignore it.
+            if (!expected.ContainsKey(name) && !(config.TieWordEmbeddings && name == LlamaTensorLayout.LmHead))
+            {
+                problems.Add($"unexpected tensor {name}");
+            }
+        }
+
+        return problems;
     }
 }

@@ -57,6 +57,11 @@ internal static class InspectCommand
             }
         }
 
+        foreach (string problem in inspection.Problems)
+        {
+            w.WriteLine($"  problem        {problem}");
+        }
+
         return w.ToString().TrimEnd();
 
         void Row(string name, long count) => w.WriteLine($"    {name,-14}{count,16:N0}  {(p.Total == 0 ? 0 : (double)count / p.Total),7:P2}");
