@@ -1,0 +1,84 @@
+using System.CommandLine;
+using ModelSurgery.Inference.Generation;
+using ModelSurgery.Inference.Modeling;
+
+namespace ModelSurgery.Cli.Commands;
+
+/// <summary>
+/// <c>modelsurgery generate --model &lt;dir&gt; [--prompt TEXT | --prompt-ids "1 2 3"] [--max-new-tokens N] [--temperature T]
+/// [--top-k K] [--top-p P] [--seed S] [--ids]</c>.
+/// </summary>
+internal static class GenerateCommand
+{
+    public static Command Create(CliContext context)
+    {
+        var model = CommonOptions.Model();
+        var prompt = new Option<string?>("--prompt") { Description = "Prompt text (needs a tokenizer in the model folder)." };
+        var promptIds = new Option<string?>("--prompt-ids") { Description = "Prompt as token ids separated by spaces, e.g. \"1 403 9\"." };
+        var maxNew = new Option<int>("--max-new-tokens") { Description = "Tokens to generate.", DefaultValueFactory = _ => 64 };
+        var temperature = new Option<double>("--temperature") { Description = "Sampling temperature; 0 is greedy.", DefaultValueFactory = _ => 0.0 };
+        var topK = new Option<int>("--top-k") { Description = "Sample from the k most likely tokens (0 = all).", DefaultValueFactory = _ => 0 };
+        var topP = new Option<double>("--top-p") { Description = "Nucleus sampling: the smallest set of tokens with this much probability.", DefaultValueFactory = _ => 1.0 };
+        var seed = new Option<ulong?>("--seed") { Description = "Random seed for reproducible sampling." };
+        var ids = new Option<bool>("--ids") { Description = "Print the generated token ids on one line, separated by spaces." };
+        var device = CommonOptions.Device();
+        var command = new Command("generate", "Generate a continuation (streamed).") { model, prompt, promptIds, maxNew, temperature, topK, topP, seed, ids, device };
+        command.SetAction(async (parsed, cancellationToken) =>
+        {
+            if (parsed.GetValue(prompt) is not null && parsed.GetValue(promptIds) is not null)
+            {
+                throw new UsageException("give --prompt or --prompt-ids, not both.");
+            }
+
+            var options = new GenerationOptions
+            {
+                MaxNewTokens = parsed.GetValue(maxNew),
+                Temperature = parsed.GetValue(temperature),
+                TopK = parsed.GetValue(topK),
+                TopP = parsed.GetValue(topP),
+                Seed = parsed.GetValue(seed),
+            };
+            try
+            {
+                options.Validate();
+            }
+            catch (ArgumentException ex)
+            {
+                throw new UsageException(ex.Message, ex);
+            }
+
+            string modelDir = parsed.GetValue(model)!;
+            using LlamaForCausalLM lm = ModelCheckpoint.Load(modelDir, new ModelLoadOptions { Device = parsed.GetValue(device)! });
+            var tokenizer = parsed.GetValue(ids) && parsed.GetValue(prompt) is null ? null : CliTokenizer.TryLoad(modelDir);
+            IReadOnlyList<int> promptTokens = parsed.GetValue(promptIds) is { } idText
+                ? TokenIds.Parse(idText, "--prompt-ids")
+                : parsed.GetValue(prompt) is { } text
+                    ? CliTokenizer.Encode(tokenizer, modelDir, text, lm.Config.BosTokenId)
+                    : [lm.Config.BosTokenId ?? throw new UsageException($"{modelDir}: config.json has no bos_token_id; give --prompt-ids.")];
+            options = options with { StopTokenIds = lm.Config.EosTokenIds };
+
+            var generated = new List<int>();
+            await foreach (int id in TextGenerator.GenerateAsync(lm, promptTokens, options, cancellationToken).ConfigureAwait(false))
+            {
+                generated.Add(id);
+                if (!parsed.GetValue(ids) && tokenizer is not null)
+                {
+                    // Decode the whole continuation and print the new suffix: pieces can merge across tokens.
+                    string before = tokenizer.Decode(generated.Take(generated.Count - 1)) ?? string.Empty;
+                    string after = tokenizer.Decode(generated) ?? string.Empty;
+                    await context.Output.WriteAsync(after.StartsWith(before, StringComparison.Ordinal) ? after[before.Length..] : after).ConfigureAwait(false);
+                    await context.Output.FlushAsync(cancellationToken).ConfigureAwait(false);
+                }
+            }
+
+            if (parsed.GetValue(ids) || tokenizer is null)
+            {
+                await context.Output.WriteAsync(string.Join(' ', generated)).ConfigureAwait(false);
+            }
+
+            await context.Output.WriteLineAsync().ConfigureAwait(false);
+            return ExitCodes.Success;
+        });
+        return command;
+    }
+}

@@ -1,0 +1,80 @@
+using System.CommandLine;
+using ModelSurgery.Inference.Checkpoints;
+using ModelSurgery.Inference.Configuration;
+
+namespace ModelSurgery.Cli.Commands;
+
+/// <summary><c>modelsurgery synth --like &lt;preset | config.json&gt; [--dtype bf16] [--max-shard-size SIZE] [--seed N] --out &lt;dir&gt;</c>.</summary>
+internal static class SynthCommand
+{
+    public static Command Create(CliContext context)
+    {
+        var like = new Option<string>("--like") { Description = $"A preset ({string.Join(", ", ModelPresets.Names)}) or a config.json path.", Required = true };
+        var dtype = new Option<string>("--dtype") { Description = "Stored dtype: f32, bf16 or f16.", DefaultValueFactory = _ => "bf16" };
+        var maxShard = new Option<string?>("--max-shard-size") { Description = "Split into shards of at most this size (e.g. 2GB, 500MB)." };
+        var seed = new Option<int>("--seed") { Description = "Random seed; the same seed gives identical files.", DefaultValueFactory = _ => 0 };
+        var output = new Option<string>("--out") { Description = "Output checkpoint folder.", Required = true };
+        var command = new Command("synth", "Write a random-weight checkpoint with the exact tensor names and shapes of a real model.") { like, dtype, maxShard, seed, output };
+        command.SetAction(async (parsed, cancellationToken) =>
+        {
+            LlamaConfig config = ResolveConfig(parsed.GetValue(like)!);
+            SafetensorsDType storedDType = ParseWeightDType(parsed.GetValue(dtype)!);
+            long maxShardBytes = parsed.GetValue(maxShard) is { } size ? ParseSize(size, "--max-shard-size") : long.MaxValue;
+            string outDir = parsed.GetValue(output)!;
+            using var bar = context.CreateProgressBar("synth");
+            await SyntheticCheckpoint.WriteAsync(
+                config,
+                outDir,
+                storedDType,
+                maxShardBytes,
+                parsed.GetValue(seed),
+                new Progress<SyntheticCheckpointProgress>(p => bar.Report(p.BytesWritten / 1e6, p.TotalBytes / 1e6, "MB")),
+                cancellationToken: cancellationToken).ConfigureAwait(false);
+            await context.Output.WriteLineAsync($"wrote {outDir}: {LlamaTensorLayout.CountParameters(config).Total:N0} parameters as {storedDType}").ConfigureAwait(false);
+            return ExitCodes.Success;
+        });
+        return command;
+    }
+
+    /// <summary>A preset name or a config.json path.</summary>
+    internal static LlamaConfig ResolveConfig(string like)
+    {
+        if (File.Exists(like))
+        {
+            return LlamaConfig.Load(like);
+        }
+
+        try
+        {
+            return ModelPresets.Get(like);
+        }
+        catch (ArgumentException ex)
+        {
+            throw new UsageException($"--like: '{like}' is neither a config.json file nor a preset ({string.Join(", ", ModelPresets.Names)}).", ex);
+        }
+    }
+
+    internal static SafetensorsDType ParseWeightDType(string text) => text.ToUpperInvariant() switch
+    {
+        "F32" or "FP32" or "FLOAT32" => SafetensorsDType.F32,
+        "BF16" or "BFLOAT16" => SafetensorsDType.BF16,
+        "F16" or "FP16" or "FLOAT16" => SafetensorsDType.F16,
+        _ => throw new UsageException($"--dtype: '{text}' is not one of f32, bf16, f16."),
+    };
+
+    internal static long ParseSize(string text, string option)
+    {
+        try
+        {
+            return ByteSize.Parse(text);
+        }
+        catch (FormatException ex)
+        {
+            throw new UsageException($"{option}: {ex.Message}", ex);
+        }
+        catch (ArgumentException ex)
+        {
+            throw new UsageException($"{option}: {ex.Message}", ex);
+        }
+    }
+}
