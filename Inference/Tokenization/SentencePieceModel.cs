@@ -1,0 +1,280 @@
+namespace ModelSurgery.Inference.Tokenization;
+
+/// <summary>The <c>type</c> of a SentencePiece piece (sentencepiece_model.proto numbering).</summary>
+public enum SentencePieceType
+{
+    /// <summary>An ordinary piece learned from text.</summary>
+    Normal = 1,
+
+    /// <summary>The unknown-token piece.</summary>
+    Unknown = 2,
+
+    /// <summary>A control symbol such as &lt;s&gt; or &lt;/s&gt;; never produced from text.</summary>
+    Control = 3,
+
+    /// <summary>A piece the user forced into the vocabulary; always matched whole.</summary>
+    UserDefined = 4,
+
+    /// <summary>A piece that is never used.</summary>
+    Unused = 5,
+
+    /// <summary>A byte-fallback piece &lt;0x00&gt;..&lt;0xFF&gt;.</summary>
+    Byte = 6,
+}
+
+/// <summary>The <c>model_type</c> of a SentencePiece trainer spec.</summary>
+public enum SentencePieceModelType
+{
+    /// <summary>Unigram language model: pieces are independent.</summary>
+    Unigram = 1,
+
+    /// <summary>BPE: pieces are built by merging pairs, higher score first.</summary>
+    Bpe = 2,
+
+    /// <summary>Whitespace-delimited words.</summary>
+    Word = 3,
+
+    /// <summary>Single characters.</summary>
+    Character = 4,
+}
+
+/// <summary>One vocabulary entry of a SentencePiece model; its id is its position in <see cref="SentencePieceModel.Pieces"/>.</summary>
+/// <param name="Piece">The piece text (spaces are written as U+2581).</param>
+/// <param name="Score">Log probability (unigram) or merge priority (BPE, higher first).</param>
+/// <param name="Type">The piece type.</param>
+public sealed record SentencePiece(string Piece, float Score, SentencePieceType Type)
+{
+    /// <summary>Fields of the piece message other than piece/score/type, written back unchanged.</summary>
+    internal ProtoMessage? Extra { get; init; }
+}
+
+/// <summary>
+/// A SentencePiece <c>.model</c> file (a serialized <c>ModelProto</c>) read into its pieces and the trainer settings
+/// vocabulary compression needs. Every other field, known or not, is kept as read and written back unchanged.
+/// </summary>
+public sealed class SentencePieceModel
+{
+    private const int PiecesField = 1, TrainerSpecField = 2, NormalizerSpecField = 3;
+    private const int PieceTextField = 1, PieceScoreField = 2, PieceTypeField = 3;
+    private const int ModelTypeField = 3, ByteFallbackField = 35, UnkIdField = 40, BosIdField = 41, EosIdField = 42, PadIdField = 43;
+    private const int AddDummyPrefixField = 3, RemoveExtraWhitespacesField = 4, EscapeWhitespacesField = 5;
+
+    private readonly ProtoMessage _model;
+    private readonly ProtoMessage _trainerSpec;
+
+    private SentencePieceModel(ProtoMessage model, ProtoMessage trainerSpec, IReadOnlyList<SentencePiece> pieces)
+    {
+        _model = model;
+        _trainerSpec = trainerSpec;
+        Pieces = pieces;
+    }
+
+    /// <summary>The vocabulary; a piece's id is its index.</summary>
+    public IReadOnlyList<SentencePiece> Pieces { get; }
+
+    /// <summary>trainer_spec.model_type (unigram when absent, as in the proto default).</summary>
+    public SentencePieceModelType ModelType => (SentencePieceModelType)(_trainerSpec.GetInt(ModelTypeField) ?? 1);
+
+    /// <summary>trainer_spec.byte_fallback: unknown characters become &lt;0xNN&gt; byte pieces.</summary>
+    public bool ByteFallback => (_trainerSpec.GetInt(ByteFallbackField) ?? 0) != 0;
+
+    /// <summary>trainer_spec.unk_id (default 0).</summary>
+    public int UnknownId => (int)(_trainerSpec.GetInt(UnkIdField) ?? 0);
+
+    /// <summary>trainer_spec.bos_id (default 1; -1 means none).</summary>
+    public int BosId => (int)(_trainerSpec.GetInt(BosIdField) ?? 1);
+
+    /// <summary>trainer_spec.eos_id (default 2; -1 means none).</summary>
+    public int EosId => (int)(_trainerSpec.GetInt(EosIdField) ?? 2);
+
+    /// <summary>trainer_spec.pad_id (default -1 = none).</summary>
+    public int PadId => (int)(_trainerSpec.GetInt(PadIdField) ?? -1);
+
+    /// <summary>Reads a <c>.model</c> file.</summary>
+    /// <exception cref="InvalidDataException">The file is not a SentencePiece model; the message names the file.</exception>
+    public static SentencePieceModel Load(string path) => Parse(File.ReadAllBytes(path), path);
+
+    /// <summary>Parses serialized <c>ModelProto</c> bytes.</summary>
+    /// <param name="data">The file contents.</param>
+    /// <param name="source">The file name, for error messages.</param>
+    public static SentencePieceModel Parse(ReadOnlySpan<byte> data, string source = "tokenizer.model")
+    {
+        ProtoMessage model = ProtoMessage.Parse(data, source);
+        var pieces = new List<SentencePiece>();
+        foreach (ProtoField field in model.Fields.Where(f => f.Number == PiecesField))
+        {
+            if (field.WireType != ProtoWireType.LengthDelimited)
+            {
+                throw new InvalidDataException($"{source}: field 'pieces' has the wrong wire type; this is not a SentencePiece model.");
+            }
+
+            ProtoMessage piece = ProtoMessage.Parse(field.Payload, source);
+            string text = piece.GetString(PieceTextField)
+                ?? throw new InvalidDataException($"{source}: piece {pieces.Count} has no text.");
+            var type = (SentencePieceType)(piece.GetInt(PieceTypeField) ?? 1);
+            if (!Enum.IsDefined(type))
+            {
+                throw new InvalidDataException($"{source}: piece {pieces.Count} ('{text}') has unknown type {(int)type}.");
+            }
+
+            float score = piece.GetFloat(PieceScoreField) ?? 0f;
+            piece.Fields.RemoveAll(f => f.Number is PieceTextField or PieceScoreField or PieceTypeField);
+            pieces.Add(new SentencePiece(text, score, type) { Extra = piece });
+        }
+
+        if (pieces.Count == 0)
+        {
+            throw new InvalidDataException($"{source}: no pieces found; this is not a SentencePiece model.");
+        }
+
+        ProtoField? trainer = model.Last(TrainerSpecField);
+        ProtoMessage trainerSpec = trainer is null ? new ProtoMessage() : ProtoMessage.Parse(trainer.Payload, source);
+        return new SentencePieceModel(model, trainerSpec, pieces);
+    }
+
+    /// <summary>Builds a model from scratch (used to express SentencePiece-style <c>tokenizer.json</c> files and in tests).</summary>
+    /// <param name="pieces">The vocabulary in id order.</param>
+    /// <param name="modelType">Unigram or BPE.</param>
+    /// <param name="byteFallback">Whether unknown characters fall back to byte pieces.</param>
+    /// <param name="unknownId">Id of the unknown piece.</param>
+    /// <param name="bosId">Id of the beginning-of-sentence piece, or -1.</param>
+    /// <param name="eosId">Id of the end-of-sentence piece, or -1.</param>
+    /// <param name="padId">Id of the padding piece, or -1.</param>
+    /// <param name="addDummyPrefix">Prepend a space (U+2581) to the input, as Llama 2 does.</param>
+    public static SentencePieceModel Create(IReadOnlyList<SentencePiece> pieces, SentencePieceModelType modelType, bool byteFallback,
+        int unknownId = 0, int bosId = 1, int eosId = 2, int padId = -1, bool addDummyPrefix = true)
+    {
+        ArgumentNullException.ThrowIfNull(pieces);
+        var trainer = new ProtoMessage();
+        trainer.SetInt(ModelTypeField, (int)modelType);
+        trainer.SetInt(ByteFallbackField, byteFallback ? 1 : 0);
+        trainer.SetInt(UnkIdField, unknownId);
+        trainer.SetInt(BosIdField, bosId);
+        trainer.SetInt(EosIdField, eosId);
+        trainer.SetInt(PadIdField, padId);
+        var normalizer = new ProtoMessage();
+        normalizer.SetString(1, "identity");
+        normalizer.SetInt(AddDummyPrefixField, addDummyPrefix ? 1 : 0);
+        normalizer.SetInt(RemoveExtraWhitespacesField, 0);
+        normalizer.SetInt(EscapeWhitespacesField, 1);
+        var model = new ProtoMessage();
+        model.SetBytes(TrainerSpecField, trainer.ToBytes());
+        model.SetBytes(NormalizerSpecField, normalizer.ToBytes());
+        return new SentencePieceModel(model, trainer, [.. pieces]);
+    }
+
+    /// <summary>
+    /// A model with only the pieces at <paramref name="keptIds"/>, in that order (new id = position); the trainer's
+    /// unk/bos/eos/pad ids are renumbered, and set to -1 where the piece was removed.
+    /// </summary>
+    /// <exception cref="ArgumentException">An id is out of range or repeated, or the unknown piece is removed.</exception>
+    public SentencePieceModel WithPieces(IReadOnlyList<int> keptIds)
+    {
+        ArgumentNullException.ThrowIfNull(keptIds);
+        var newIds = new Dictionary<int, int>();
+        foreach (int id in keptIds)
+        {
+            if (id < 0 || id >= Pieces.Count || !newIds.TryAdd(id, newIds.Count))
+            {
+                throw new ArgumentException($"Piece id {id} is out of range (0..{Pieces.Count - 1}) or repeated.", nameof(keptIds));
+            }
+        }
+
+        if (!newIds.ContainsKey(UnknownId))
+        {
+            throw new ArgumentException($"The unknown piece (id {UnknownId}) must be kept.", nameof(keptIds));
+        }
+
+        var trainer = ProtoMessage.Parse(_trainerSpec.ToBytes(), "trainer_spec");
+        foreach ((int field, int old) in new[] { (UnkIdField, UnknownId), (BosIdField, BosId), (EosIdField, EosId), (PadIdField, PadId) })
+        {
+            if (old >= 0)
+            {
+                trainer.SetInt(field, newIds.TryGetValue(old, out int renumbered) ? renumbered : -1);
+            }
+        }
+
+        var model = ProtoMessage.Parse(_model.ToBytes(), "model");
+        model.SetBytes(TrainerSpecField, trainer.ToBytes());
+        return new SentencePieceModel(model, trainer, [.. keptIds.Select(id => Pieces[id])]);
+    }
+
+    /// <summary>Serializes the model; pieces are written where the original had them, every other field as read.</summary>
+    public byte[] ToBytes()
+    {
+        var output = new ProtoMessage();
+        bool piecesWritten = false;
+        foreach (ProtoField field in _model.Fields)
+        {
+            if (field.Number == PiecesField)
+            {
+                if (!piecesWritten)
+                {
+                    output.Fields.AddRange(PieceFields());
+                    piecesWritten = true;
+                }
+            }
+            else
+            {
+                output.Fields.Add(field);
+            }
+        }
+
+        if (!piecesWritten)
+        {
+            output.Fields.InsertRange(0, PieceFields());
+        }
+
+        return output.ToBytes();
+    }
+
+    /// <summary>Writes the model to <paramref name="path"/> atomically.</summary>
+    public void Save(string path) => AtomicFile.Write(path, ToBytes());
+
+    private IEnumerable<ProtoField> PieceFields()
+    {
+        foreach (SentencePiece piece in Pieces)
+        {
+            var message = new ProtoMessage();
+            message.SetString(PieceTextField, piece.Piece);
+            message.SetFloat(PieceScoreField, piece.Score);
+            if (piece.Type != SentencePieceType.Normal)
+            {
+                message.SetInt(PieceTypeField, (int)piece.Type);
+            }
+
+            if (piece.Extra is not null)
+            {
+                message.Fields.AddRange(piece.Extra.Fields);
+            }
+
+            yield return new ProtoField(PiecesField, ProtoWireType.LengthDelimited, 0, message.ToBytes());
+        }
+    }
+}
+
+/// <summary>Atomic file writes: a temp file in the same folder, then a rename over the target.</summary>
+internal static class AtomicFile
+{
+    public static void Write(string path, byte[] bytes)
+    {
+        string full = Path.GetFullPath(path);
+        string directory = Path.GetDirectoryName(full)!;
+        Directory.CreateDirectory(directory);
+        string temp = Path.Combine(directory, $".{Path.GetFileName(full)}.{Guid.NewGuid():N}.tmp");
+        try
+        {
+            File.WriteAllBytes(temp, bytes);
+            File.Move(temp, full, overwrite: true);
+        }
+        finally
+        {
+            if (File.Exists(temp))
+            {
+                File.Delete(temp);
+            }
+        }
+    }
+
+    public static void WriteText(string path, string text) => Write(path, new System.Text.UTF8Encoding(false).GetBytes(text));
+}

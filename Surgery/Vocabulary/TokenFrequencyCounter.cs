@@ -1,0 +1,205 @@
+using System.Diagnostics;
+using System.Text;
+using System.Threading.Channels;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.ML.Tokenizers;
+using ModelSurgery.Inference.Configuration;
+using ModelSurgery.Inference.Tokenization;
+
+namespace ModelSurgery.Surgery.Vocabulary;
+
+/// <summary>Progress of a frequency count.</summary>
+/// <param name="Documents">Documents tokenized so far.</param>
+/// <param name="Bytes">UTF-8 bytes tokenized so far.</param>
+/// <param name="Tokens">Tokens produced so far.</param>
+/// <param name="MegabytesPerSecond">Throughput so far.</param>
+public sealed record CountingProgress(long Documents, long Bytes, long Tokens, double MegabytesPerSecond);
+
+/// <summary>Settings of a frequency count.</summary>
+public sealed record CountingOptions
+{
+    /// <summary>The model whose embedding share to report along the coverage curve, or null.</summary>
+    public LlamaConfig? Config { get; init; }
+
+    /// <summary>Counts array length; null takes the tokenizer's vocabulary size (or the largest id seen, for tiktoken).</summary>
+    public int? VocabSize { get; init; }
+
+    /// <summary>Recorded in <see cref="VocabularyStatistics.Tokenizer"/>.</summary>
+    public string TokenizerName { get; init; } = "";
+
+    /// <summary>Worker threads; null uses every core.</summary>
+    public int? MaxDegreeOfParallelism { get; init; }
+
+    /// <summary>Plain-text chunk size in characters.</summary>
+    public int ChunkChars { get; init; } = 1 << 16;
+
+    /// <summary>Stop after this many documents (null = all), for quick estimates.</summary>
+    public long? MaxDocuments { get; init; }
+}
+
+/// <summary>
+/// Counts how often each token id occurs in a corpus, streaming documents to one worker per core; each worker keeps
+/// its own counts, merged at the end, so no locking is needed per token.
+/// </summary>
+public static class TokenFrequencyCounter
+{
+    private const int BatchChars = 1 << 18;
+
+    /// <summary>Counts token frequencies over corpus files (files, folders, globs; JSONL or plain text).</summary>
+    /// <param name="tokenizer">The tokenizer whose ids to count (must be safe to call from several threads, as Microsoft.ML.Tokenizers' are).</param>
+    /// <param name="corpusPaths">Files, folders or glob patterns.</param>
+    /// <param name="jsonlField">The text field of JSONL records (default <c>text</c>).</param>
+    /// <param name="options">Count settings; null for defaults.</param>
+    /// <param name="progress">Receives progress after each batch.</param>
+    /// <param name="logger">Optional logger.</param>
+    /// <param name="cancellationToken">Stops the count.</param>
+    public static Task<VocabularyStatistics> ComputeAsync(Tokenizer tokenizer, IEnumerable<string> corpusPaths, string? jsonlField = null,
+        CountingOptions? options = null, IProgress<CountingProgress>? progress = null, ILogger? logger = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(tokenizer);
+        IReadOnlyList<string> files = CorpusReader.ExpandPaths(corpusPaths);
+        options ??= new CountingOptions();
+        VocabularyLog.CountingFiles(logger ?? NullLogger.Instance, files.Count);
+        return ComputeAsync(tokenizer, CorpusReader.ReadDocumentsAsync(files, jsonlField, options.ChunkChars, cancellationToken), options, progress, logger, cancellationToken);
+    }
+
+    /// <summary>Counts token frequencies over a stream of documents.</summary>
+    /// <param name="tokenizer">The tokenizer whose ids to count.</param>
+    /// <param name="documents">The texts.</param>
+    /// <param name="options">Count settings; null for defaults.</param>
+    /// <param name="progress">Receives progress after each batch.</param>
+    /// <param name="logger">Optional logger.</param>
+    /// <param name="cancellationToken">Stops the count.</param>
+    public static async Task<VocabularyStatistics> ComputeAsync(Tokenizer tokenizer, IAsyncEnumerable<string> documents, CountingOptions? options = null,
+        IProgress<CountingProgress>? progress = null, ILogger? logger = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(tokenizer);
+        ArgumentNullException.ThrowIfNull(documents);
+        options ??= new CountingOptions();
+        logger ??= NullLogger.Instance;
+        int workers = Math.Max(1, options.MaxDegreeOfParallelism ?? Environment.ProcessorCount);
+        int initialSize = options.VocabSize ?? TokenizerFiles.TryGetVocabularySize(tokenizer) ?? 1024;
+        var channel = Channel.CreateBounded<List<string>>(new BoundedChannelOptions(2 * workers) { SingleWriter = true });
+        var stopwatch = Stopwatch.StartNew();
+        long documentCount = 0, byteCount = 0, tokenCount = 0;
+
+        void Report()
+        {
+            long bytes = Interlocked.Read(ref byteCount);
+            progress?.Report(new CountingProgress(Interlocked.Read(ref documentCount), bytes, Interlocked.Read(ref tokenCount), Throughput(bytes, stopwatch.Elapsed.TotalSeconds)));
+        }
+
+        Task<long[]>[] consumers = [.. Enumerable.Range(0, workers).Select(_ => Task.Run(async () =>
+        {
+            long[] counts = new long[initialSize];
+            await foreach (List<string> batch in channel.Reader.ReadAllAsync(cancellationToken).ConfigureAwait(false))
+            {
+                long bytes = 0, tokens = 0;
+                foreach (string document in batch)
+                {
+                    IReadOnlyList<int> ids = tokenizer.EncodeToIds(document);
+                    foreach (int id in ids)
+                    {
+                        if (id >= counts.Length)
+                        {
+                            Array.Resize(ref counts, Math.Max(id + 1, counts.Length * 2));
+                        }
+
+                        counts[id]++;
+                    }
+
+                    tokens += ids.Count;
+                    bytes += Encoding.UTF8.GetByteCount(document);
+                }
+
+                Interlocked.Add(ref documentCount, batch.Count);
+                Interlocked.Add(ref byteCount, bytes);
+                Interlocked.Add(ref tokenCount, tokens);
+                Report();
+            }
+
+            return counts;
+        }, cancellationToken))];
+
+        try
+        {
+            var batch = new List<string>();
+            int batchChars = 0;
+            long produced = 0;
+            await foreach (string document in documents.WithCancellation(cancellationToken).ConfigureAwait(false))
+            {
+                if (options.MaxDocuments is long max && produced >= max)
+                {
+                    break;
+                }
+
+                produced++;
+                batch.Add(document);
+                batchChars += document.Length;
+                if (batchChars >= BatchChars)
+                {
+                    await channel.Writer.WriteAsync(batch, cancellationToken).ConfigureAwait(false);
+                    batch = [];
+                    batchChars = 0;
+                }
+            }
+
+            if (batch.Count > 0)
+            {
+                await channel.Writer.WriteAsync(batch, cancellationToken).ConfigureAwait(false);
+            }
+
+            channel.Writer.Complete();
+        }
+        catch (Exception e)
+        {
+            channel.Writer.TryComplete(e);
+            throw;
+        }
+
+        long[][] perWorker = await Task.WhenAll(consumers).ConfigureAwait(false);
+        stopwatch.Stop();
+        int size = Math.Max(options.VocabSize ?? 0, perWorker.Max(c => LastNonZero(c) + 1));
+        size = Math.Max(size, options.VocabSize ?? TokenizerFiles.TryGetVocabularySize(tokenizer) ?? 0);
+        long[] merged = new long[size];
+        foreach (long[] counts in perWorker)
+        {
+            for (int i = 0; i < Math.Min(counts.Length, size); i++)
+            {
+                merged[i] += counts[i];
+            }
+        }
+
+        double seconds = stopwatch.Elapsed.TotalSeconds;
+        var statistics = new VocabularyStatistics
+        {
+            Tokenizer = options.TokenizerName,
+            Counts = merged,
+            TotalTokens = merged.Sum(),
+            TotalBytes = byteCount,
+            Documents = documentCount,
+            ElapsedSeconds = seconds,
+            MegabytesPerSecond = Throughput(byteCount, seconds),
+            CoverageCurve = VocabularyStatistics.BuildCoverageCurve(merged, options.Config),
+        };
+        VocabularyLog.Counted(logger, statistics.TotalTokens, statistics.Documents, statistics.TotalBytes, statistics.MegabytesPerSecond, statistics.DistinctTokensSeen, statistics.VocabSize);
+        Report();
+        return statistics;
+    }
+
+    private static double Throughput(long bytes, double seconds) => seconds > 0 ? bytes / 1e6 / seconds : 0;
+
+    private static int LastNonZero(long[] counts)
+    {
+        for (int i = counts.Length - 1; i >= 0; i--)
+        {
+            if (counts[i] != 0)
+            {
+                return i;
+            }
+        }
+
+        return -1;
+    }
+}
