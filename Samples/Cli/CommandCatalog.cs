@@ -8,5 +8,8 @@ internal static class CommandCatalog
     public static IEnumerable<Command> Create(CliContext context)
     {
         yield return InspectCommand.Create(context);
+        yield return SynthCommand.Create(context);
+        yield return GenerateCommand.Create(context);
+        yield return PerplexityCommand.Create(context);
     }
 }

@@ -14,7 +14,7 @@ public sealed class ConsoleProgressBar : IDisposable
     private readonly Stopwatch _clock = Stopwatch.StartNew();
     private readonly bool _interactive = !Console.IsErrorRedirected;
     private readonly Lock _gate = new();
-    private TimeSpan _lastDraw = TimeSpan.MinValue;
+    private TimeSpan _lastDraw = TimeSpan.FromDays(-1);
     private bool _drewAny;
 
     /// <summary>Creates a progress line with a label.</summary>

@@ -1,0 +1,27 @@
+using Microsoft.ML.Tokenizers;
+using ModelSurgery.Inference.Tokenization;
+
+namespace ModelSurgery.Cli;
+
+/// <summary>The tokenizer that sits in a model folder, if any.</summary>
+internal static class CliTokenizer
+{
+    /// <summary>Loads the folder's tokenizer.json or tokenizer.model, or returns null when it has neither.</summary>
+    public static Tokenizer? TryLoad(string modelDir)
+    {
+        bool present = File.Exists(Path.Combine(modelDir, "tokenizer.json")) || File.Exists(Path.Combine(modelDir, "tokenizer.model"));
+        return present ? TokenizerFiles.Load(modelDir) : null;
+    }
+
+    /// <summary>Encodes prompt text, starting with the model's BOS token as Llama models expect.</summary>
+    public static int[] Encode(Tokenizer? tokenizer, string modelDir, string text, int? bosTokenId)
+    {
+        if (tokenizer is null)
+        {
+            throw new UsageException($"{modelDir} has no tokenizer (tokenizer.json or tokenizer.model): give the prompt as --prompt-ids.");
+        }
+
+        IReadOnlyList<int> ids = tokenizer.EncodeToIds(text);
+        return bosTokenId is int bos && (ids.Count == 0 || ids[0] != bos) ? [bos, .. ids] : [.. ids];
+    }
+}

@@ -1,0 +1,49 @@
+using System.CommandLine;
+using ModelSurgery.Inference.Evaluation;
+using ModelSurgery.Inference.Modeling;
+
+namespace ModelSurgery.Cli.Commands;
+
+/// <summary><c>modelsurgery perplexity --model &lt;dir&gt; --tokens &lt;file&gt; [--context N] [--stride N]</c>.</summary>
+internal static class PerplexityCommand
+{
+    public static Command Create(CliContext context)
+    {
+        var model = CommonOptions.Model();
+        var tokens = new Option<string>("--tokens") { Description = "Token file: a packed token file from 'modelsurgery tokenize', or token ids as text separated by spaces.", Required = true };
+        var contextLength = new Option<int?>("--context") { Description = "Window length (default: the model's max_position_embeddings, at most 1024)." };
+        var stride = new Option<int?>("--stride") { Description = "Window step (default: half the context)." };
+        var device = CommonOptions.Device();
+        var command = new Command("perplexity", "Perplexity of a model over a token file, with a sliding window.") { model, tokens, contextLength, stride, device };
+        command.SetAction(async (parsed, cancellationToken) =>
+        {
+            string modelDir = parsed.GetValue(model)!;
+            int[] ids = TokenInput.Read(parsed.GetValue(tokens)!);
+            using LlamaForCausalLM lm = ModelCheckpoint.Load(modelDir, new ModelLoadOptions { Device = parsed.GetValue(device)! });
+            int window = parsed.GetValue(contextLength) ?? Math.Min(lm.Config.MaxPositionEmbeddings, 1024);
+            int step = parsed.GetValue(stride) ?? Math.Max(1, window / 2);
+            if (window < 2 || window > lm.Config.MaxPositionEmbeddings)
+            {
+                throw new UsageException($"--context must be between 2 and the model's max_position_embeddings ({lm.Config.MaxPositionEmbeddings}), got {window}.");
+            }
+
+            if (step < 1 || step > window)
+            {
+                throw new UsageException($"--stride must be between 1 and --context ({window}), got {step}.");
+            }
+
+            using var bar = context.CreateProgressBar("perplexity");
+            PerplexityResult result = await PerplexityEvaluator.EvaluateAsync(
+                lm,
+                ids.AsMemory(),
+                window,
+                step,
+                new Progress<PerplexityProgress>(p => bar.Report(p.TokensScored, p.TokensTotal, $"ppl {p.RunningPerplexity:F3}")),
+                cancellationToken: cancellationToken).ConfigureAwait(false);
+            bar.Dispose();
+            await context.Output.WriteLineAsync($"perplexity {result.Perplexity:F4} (mean NLL {result.MeanNll:F4} nats over {result.TokensScored} tokens, context {result.Context}, stride {result.Stride})").ConfigureAwait(false);
+            return ExitCodes.Success;
+        });
+        return command;
+    }
+}
