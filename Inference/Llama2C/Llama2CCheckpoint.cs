@@ -297,11 +297,23 @@ public static class Llama2CCheckpoint
     /// <summary>The exact size of a file with this header, following the layouts of llama2.c's export.py.</summary>
     private static long ExpectedFileBytes(Llama2CHeader header, string path)
     {
+        try
+        {
+            return SumFileBytes(header, path);
+        }
+        catch (OverflowException ex)
+        {
+            throw new InvalidDataException($"{path}: the header's sizes describe more than {long.MaxValue} bytes.", ex);
+        }
+    }
+
+    private static long SumFileBytes(Llama2CHeader header, string path)
+    {
         long bytes = HeaderBytes(header.Version);
         foreach (Part part in FileOrder(header))
         {
-            long elements = Shape(part, header).Aggregate(1L, (a, b) => a * b);
-            long perTensor = elements * sizeof(float);
+            long elements = Shape(part, header).Aggregate(1L, (a, b) => checked(a * b));
+            long perTensor = checked(elements * sizeof(float));
             if (header.Version == Llama2CVersion.Version2 && IsQuantized(part))
             {
                 if (elements % header.GroupSize != 0)
@@ -312,7 +324,7 @@ public static class Llama2CCheckpoint
                 perTensor = elements + (elements / header.GroupSize * sizeof(float)); // int8 values, then one fp32 scale per group
             }
 
-            bytes += perTensor * Repeats(part, header);
+            bytes = checked(bytes + (perTensor * Repeats(part, header)));
         }
 
         return bytes;

@@ -78,6 +78,7 @@ public sealed class Llama2CCheckpointTests
             Assert.That(c.TieWordEmbeddings, Is.True);
         });
         c.Validate();
+        Assert.That(Llama2CCheckpoint.ReadHeader(FixturePath), Is.EqualTo(weights.Header));
 
         IReadOnlyList<TensorSpec> specs = LlamaTensorLayout.Tensors(c);
         Assert.That(weights.Tensors.Select(t => t.Name), Is.EqualTo(specs.Select(s => s.Name)));
@@ -312,6 +313,7 @@ public sealed class Llama2CCheckpointTests
     [TestCase(3, 7, "dim (64) is not divisible by n_heads (7)")]
     [TestCase(4, 3, "n_heads (8) is not divisible by n_kv_heads (3)")]
     [TestCase(1, -5, "hidden_dim must be positive")]
+    [TestCase(2, int.MaxValue, "bytes")]
     public void Inconsistent_header_is_rejected(int field, int value, string problem)
     {
         string path = Path.Combine(tempDir, "bad.bin");
