@@ -11,5 +11,7 @@ internal static class CommandCatalog
         yield return SynthCommand.Create(context);
         yield return GenerateCommand.Create(context);
         yield return PerplexityCommand.Create(context);
+        yield return Llama2CCommands.CreateImport(context);
+        yield return Llama2CCommands.CreateExport(context);
     }
 }

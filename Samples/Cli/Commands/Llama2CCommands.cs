@@ -1,0 +1,47 @@
+using System.CommandLine;
+using ModelSurgery.Inference.Configuration;
+using ModelSurgery.Inference.Llama2C;
+
+namespace ModelSurgery.Cli.Commands;
+
+/// <summary><c>modelsurgery import-llama2c &lt;file.bin&gt; &lt;out-dir&gt; [--dtype f32]</c> and <c>export-llama2c &lt;dir&gt; &lt;file.bin&gt;</c>.</summary>
+internal static class Llama2CCommands
+{
+    public static Command CreateImport(CliContext context)
+    {
+        var input = new Argument<string>("file.bin") { Description = "A llama2.c checkpoint (legacy, version 1 or version 2)." };
+        var output = new Argument<string>("out-dir") { Description = "Output Hugging Face checkpoint folder." };
+        var dtype = new Option<string>("--dtype") { Description = "Stored dtype: f32, bf16 or f16.", DefaultValueFactory = _ => "f32" };
+        var command = new Command("import-llama2c", "Convert a llama2.c checkpoint into a Hugging Face checkpoint folder.") { input, output, dtype };
+        command.SetAction(async (parsed, cancellationToken) =>
+        {
+            string path = parsed.GetValue(input)!;
+            if (!File.Exists(path))
+            {
+                throw new FileNotFoundException($"{path}: no such file.", path);
+            }
+
+            string outDir = parsed.GetValue(output)!;
+            LlamaConfig config = await Llama2CImporter.ImportAsync(path, outDir, SynthCommand.ParseWeightDType(parsed.GetValue(dtype)!), cancellationToken: cancellationToken).ConfigureAwait(false);
+            await context.Output.WriteLineAsync($"imported {path} -> {outDir}: {config.NumHiddenLayers} layers, hidden {config.HiddenSize}, vocab {config.VocabSize}, {LlamaTensorLayout.CountParameters(config).Total:N0} parameters").ConfigureAwait(false);
+            return ExitCodes.Success;
+        });
+        return command;
+    }
+
+    public static Command CreateExport(CliContext context)
+    {
+        var input = new Argument<string>("model-dir") { Description = "A Hugging Face checkpoint folder." };
+        var output = new Argument<string>("file.bin") { Description = "Output llama2.c file." };
+        var legacy = new Option<bool>("--legacy") { Description = "Write the legacy header (7 int32) instead of version 1." };
+        var command = new Command("export-llama2c", "Convert a Hugging Face checkpoint folder into a llama2.c file (float32).") { input, output, legacy };
+        command.SetAction(async (parsed, cancellationToken) =>
+        {
+            string outPath = parsed.GetValue(output)!;
+            Llama2CImporter.Export(parsed.GetValue(input)!, outPath, parsed.GetValue(legacy) ? Llama2CVersion.Legacy : Llama2CVersion.Version1);
+            await context.Output.WriteLineAsync($"wrote {outPath}").ConfigureAwait(false);
+            return ExitCodes.Success;
+        });
+        return command;
+    }
+}
