@@ -1,0 +1,105 @@
+using System.CommandLine;
+using System.Diagnostics;
+using System.Globalization;
+using ModelSurgery.Inference.Checkpoints;
+using ModelSurgery.Inference.Configuration;
+using TorchSharp;
+
+namespace ModelSurgery.Benchmarks;
+
+/// <summary>
+/// <c>io</c>: reading every tensor of a checkpoint against a plain sequential read of the same files, and peak RSS while
+/// streaming tensor by tensor (measured in a fresh child process so earlier work does not count).
+/// </summary>
+internal static class IoBenchmark
+{
+    public static Command Create()
+    {
+        var preset = new Option<string>("--preset") { DefaultValueFactory = _ => "tinyllama-1.1b", Description = "Model preset to synthesise." };
+        var dtype = new Option<string>("--dtype") { DefaultValueFactory = _ => "bf16", Description = "Stored dtype: f32, bf16, f16." };
+        var work = new Option<string>("--work") { DefaultValueFactory = _ => Path.Combine("artifacts", "bench"), Description = "Folder for synthetic checkpoints (reused across runs)." };
+        var repeat = new Option<int>("--repeat") { DefaultValueFactory = _ => 3, Description = "Measurements of each reader; the median is reported." };
+        var command = new Command("io", "Checkpoint read throughput and streaming peak RSS.") { preset, dtype, work, repeat };
+        command.SetAction(async (parsed, ct) =>
+        {
+            string dir = await Checkpoints.EnsureSyntheticAsync(parsed.GetValue(preset)!, parsed.GetValue(dtype)!, parsed.GetValue(work)!, ct);
+            using var reader = CheckpointReader.Open(dir);
+            string[] files = [.. reader.Shards.Select(s => s.Path)];
+            long fileBytes = reader.Shards.Sum(s => s.ByteSize);
+            var sequential = new List<double>();
+            var tensors = new List<double>();
+            bool cold = true;
+            for (int r = 0; r < parsed.GetValue(repeat); r++)
+            {
+                cold &= Measure.DropPageCache();
+                var watch = Stopwatch.StartNew();
+                Measure.SequentialRead(files);
+                sequential.Add(watch.Elapsed.TotalSeconds);
+
+                cold &= Measure.DropPageCache();
+                watch.Restart();
+                foreach (string name in reader.TensorNames)
+                {
+                    using torch.Tensor t = reader.ReadTensor(name);
+                }
+
+                tensors.Add(watch.Elapsed.TotalSeconds);
+            }
+
+            double seq = Median(sequential), ten = Median(tensors);
+            Console.WriteLine($"checkpoint       {dir} ({Measure.Mb(fileBytes)} in {files.Length} file(s), {reader.TensorNames.Count} tensors)");
+            Console.WriteLine($"page cache       {(cold ? "dropped before each read (cold reads)" : "could not be dropped (warm reads)")}");
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"sequential read  {seq:F2} s  ({fileBytes / seq / 1e6:F0} MB/s)   median of {sequential.Count}"));
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"read all tensors {ten:F2} s  ({fileBytes / ten / 1e6:F0} MB/s)   median of {tensors.Count}"));
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"ratio            {ten / seq:F2}  (goal <= 1.2)"));
+
+            long largest = reader.TensorNames.Max(n => reader.GetInfo(n).ByteLength);
+            (long baseline, long peak) = RunStreamingChild(dir);
+            Console.WriteLine($"largest tensor   {Measure.Mb(largest)}");
+            Console.WriteLine($"streaming RSS    peak {Measure.Mb(peak)}, of which process baseline before reading {Measure.Mb(baseline)}");
+            Console.WriteLine($"peak - baseline  {Measure.Mb(peak - baseline)}  (goal: largest tensor + 256 MB = {Measure.Mb(largest + (256L << 20))})");
+            return 0;
+        });
+        return command;
+    }
+
+    /// <summary>Hidden child mode: stream every tensor and print baseline and peak RSS.</summary>
+    public static Command CreateStreamingChild()
+    {
+        var dir = new Argument<string>("dir");
+        var command = new Command("io-stream-child", "Internal: streams every tensor and prints RSS figures.") { dir };
+        command.Hidden = true;
+        command.SetAction(parsed =>
+        {
+            using (torch.ones(1))
+            {
+                // Loads LibTorch so its pages count in the baseline.
+            }
+
+            using var reader = CheckpointReader.Open(parsed.GetValue(dir)!);
+            long baseline = Measure.RssBytes();
+            Measure.ResetPeakRss();
+            foreach (string name in reader.TensorNames)
+            {
+                using torch.Tensor t = reader.ReadTensor(name);
+            }
+
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{baseline} {Measure.PeakRssBytes()}"));
+            return 0;
+        });
+        return command;
+    }
+
+    private static (long Baseline, long Peak) RunStreamingChild(string dir)
+    {
+        string output = ChildProcess.RunSelf(["io-stream-child", dir]);
+        long[] values = [.. output.Trim().Split(' ').Select(v => long.Parse(v, CultureInfo.InvariantCulture))];
+        return (values[0], values[1]);
+    }
+
+    private static double Median(List<double> values)
+    {
+        values.Sort();
+        return values[values.Count / 2];
+    }
+}

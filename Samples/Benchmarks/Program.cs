@@ -1,0 +1,10 @@
+using System.CommandLine;
+using ModelSurgery.Benchmarks;
+
+// Benchmarks print measured figures; they are commands, never tests.
+var root = new RootCommand("ModelSurgery benchmarks: each command prints what it measured on this machine.")
+{
+    IoBenchmark.Create(),
+    IoBenchmark.CreateStreamingChild(),
+};
+return await root.Parse(args).InvokeAsync();
