@@ -156,7 +156,8 @@ public static partial class Evaluator
         }
 
         int total = items.Sum(i => i.Choices.Count);
-        var requestProgress = progress is null ? null : new Progress<int>(done => progress.Report(new EvaluationProgress(spec.Name, index, count, done, total)));
+        // Relayed synchronously so the caller sees reports in order, before the task's result.
+        var requestProgress = progress is null ? null : new Relay(done => progress.Report(new EvaluationProgress(spec.Name, index, count, done, total)));
         IReadOnlyList<MultipleChoicePrediction> predictions = await ScoreItemsAsync(scorer, items, requestProgress, cancellationToken).ConfigureAwait(false);
         IReadOnlyDictionary<string, MetricValue> all = MultipleChoiceMetrics.Aggregate(predictions);
         var metrics = spec.Metrics.Append(MetricNames.ByteNormalizedAccuracy).Distinct().ToDictionary(m => m, m => all[m]);
@@ -198,5 +199,10 @@ public static partial class Evaluator
             [MetricNames.TokenPerplexity] = new(text.TokenPerplexity, double.NaN),
         };
         return new TaskResult(spec.Name, texts.Count, 0, metrics) { Text = text };
+    }
+
+    private sealed class Relay(Action<int> report) : IProgress<int>
+    {
+        public void Report(int value) => report(value);
     }
 }
