@@ -111,9 +111,10 @@ public sealed class LogLikelihoodScorer
         IReadOnlyList<int> whole = EncodeText(context + continuation);
         List<int> contextIds = [.. EncodeText(context)];
         List<int> continuationIds = [.. whole.Skip(contextIds.Count)];
-        if (_options.AddBosToken && PrefixTokenId is int bos)
+        if (_options.AddBosToken)
         {
-            contextIds.Insert(0, bos);
+            contextIds.Insert(0, PrefixTokenId ?? throw new ArgumentException(
+                "EvaluationOptions.AddBosToken is set but the tokenizer has no BOS token; set EvaluationOptions.PrefixTokenId.", nameof(request)));
         }
 
         return new TokenizedRequest(contextIds, continuationIds);
