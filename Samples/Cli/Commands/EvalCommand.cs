@@ -1,0 +1,114 @@
+using System.CommandLine;
+using ModelSurgery.Inference.Evaluation;
+using ModelSurgery.Inference.Modeling;
+
+namespace ModelSurgery.Cli.Commands;
+
+/// <summary>
+/// <c>modelsurgery eval --model &lt;dir&gt; [--model &lt;dir&gt; ...] --task &lt;name&gt;=&lt;file.jsonl&gt; ... [--perplexity &lt;text file&gt;]
+/// [--few-shot K] [--limit N] [--batch-size B] [--out report.md]</c>. The first model is the reference the others are compared with.
+/// </summary>
+internal static class EvalCommand
+{
+    private static readonly Dictionary<string, Func<string, TaskSpec>> KnownTasks = new(StringComparer.OrdinalIgnoreCase)
+    {
+        ["arc_easy"] = TaskSpec.ArcEasy,
+        ["arc-easy"] = TaskSpec.ArcEasy,
+        ["arc_challenge"] = TaskSpec.ArcChallenge,
+        ["arc-challenge"] = TaskSpec.ArcChallenge,
+        ["hellaswag"] = TaskSpec.HellaSwag,
+        ["piqa"] = TaskSpec.Piqa,
+        ["boolq"] = TaskSpec.BoolQ,
+        ["mmlu"] = TaskSpec.Mmlu,
+    };
+
+    public static Command Create(CliContext context)
+    {
+        var models = new Option<string[]>("--model") { Description = "Checkpoint folder (with its tokenizer); repeat for several. The first is the reference.", Required = true, AllowMultipleArgumentsPerToken = false };
+        var tasks = new Option<string[]>("--task") { Description = "name=file.jsonl; names arc_easy, arc_challenge, hellaswag, piqa, boolq, mmlu, or any other name for the generic {context, choices, answer} format." };
+        var perplexity = new Option<string[]>("--perplexity") { Description = "A text file (.txt, or .jsonl with a \"text\" field) scored for bits per byte and token perplexity." };
+        var fewShot = new Option<int>("--few-shot") { Description = "Few-shot examples per prompt.", DefaultValueFactory = _ => 0 };
+        var limit = new Option<int?>("--limit") { Description = "Score at most this many documents per task." };
+        var batchSize = new Option<int>("--batch-size") { Description = "Requests per forward pass (1 turns batching off).", DefaultValueFactory = _ => 8 };
+        var output = new Option<string?>("--out") { Description = "Write the comparison as Markdown here, with .json and .png beside it." };
+        var device = CommonOptions.Device();
+        var command = new Command("eval", "Evaluate and compare models: multiple-choice benchmarks scored as lm-evaluation-harness does, bits per byte.")
+        {
+            models, tasks, perplexity, fewShot, limit, batchSize, output, device,
+        };
+        command.SetAction(async (parsed, cancellationToken) =>
+        {
+            var specs = new List<TaskSpec>();
+            foreach (string task in parsed.GetValue(tasks) ?? [])
+            {
+                specs.Add(ParseTask(task));
+            }
+
+            foreach (string text in parsed.GetValue(perplexity) ?? [])
+            {
+                specs.Add(TaskSpec.Text(Path.GetFileNameWithoutExtension(text), text));
+            }
+
+            if (specs.Count == 0)
+            {
+                throw new UsageException("give at least one --task or --perplexity.");
+            }
+
+            var evaluations = new List<ModelEvaluation>();
+            foreach (string modelDir in parsed.GetValue(models)!)
+            {
+                var tokenizer = CliTokenizer.TryLoad(modelDir) ?? throw new UsageException($"{modelDir} has no tokenizer (tokenizer.json or tokenizer.model); evaluation needs one.");
+                using LlamaForCausalLM lm = ModelCheckpoint.Load(modelDir, new ModelLoadOptions { Device = parsed.GetValue(device)! });
+                var options = new EvaluationOptions
+                {
+                    ModelName = Path.GetFileName(Path.TrimEndingDirectorySeparator(modelDir)),
+                    BatchSize = parsed.GetValue(batchSize),
+                    FewShot = parsed.GetValue(fewShot),
+                    Limit = parsed.GetValue(limit),
+                    MaxLength = lm.Config.MaxPositionEmbeddings,
+                    PrefixTokenId = lm.Config.BosTokenId,
+                };
+                using var bar = context.CreateProgressBar(options.ModelName);
+                ModelEvaluation evaluation = await Evaluator.EvaluateAsync(
+                    lm,
+                    tokenizer,
+                    specs,
+                    options,
+                    new Progress<EvaluationProgress>(p => bar.Report(p.Completed, p.Total, $"{p.Task} ({p.TaskIndex + 1}/{p.TaskCount})")),
+                    cancellationToken: cancellationToken).ConfigureAwait(false);
+                evaluations.Add(evaluation);
+            }
+
+            var report = new EvaluationReport(evaluations);
+            await context.Output.WriteLineAsync(report.ToMarkdown()).ConfigureAwait(false);
+            if (parsed.GetValue(output) is { } path)
+            {
+                report.WriteMarkdown(path);
+                report.WriteJson(Path.ChangeExtension(path, ".json"));
+                (string task, string metric) = report.Columns[0];
+                report.WriteBarChart(Path.ChangeExtension(path, ".png"), task, metric);
+                await context.Output.WriteLineAsync($"wrote {path}").ConfigureAwait(false);
+            }
+
+            return ExitCodes.Success;
+        });
+        return command;
+    }
+
+    private static TaskSpec ParseTask(string text)
+    {
+        int eq = text.IndexOf('=', StringComparison.Ordinal);
+        if (eq <= 0 || eq == text.Length - 1)
+        {
+            throw new UsageException($"--task '{text}': expected name=file.jsonl.");
+        }
+
+        string name = text[..eq], path = text[(eq + 1)..];
+        if (!File.Exists(path))
+        {
+            throw new UsageException($"--task {name}: no such file '{path}'.");
+        }
+
+        return KnownTasks.TryGetValue(name, out var create) ? create(path) : new TaskSpec(name, TaskFormat.Generic, path);
+    }
+}
