@@ -390,6 +390,24 @@ public sealed class LlamaForCausalLMTests
     }
 
     [Test]
+    public void Converting_the_model_dtype_keeps_names_loading_and_forward_working()
+    {
+        LlamaConfig config = TinyModels.Config();
+        using var reference = TinyModels.Create(config);
+        using var model = TinyModels.Create(config, seed: 2);
+        model.to(ScalarType.BFloat16);
+
+        Assert.That(model.DType, Is.EqualTo(ScalarType.BFloat16));
+        Assert.That(model.ToStateDict().Values.Select(t => t.dtype), Is.All.EqualTo(ScalarType.BFloat16));
+        model.LoadStateDict(reference.ToStateDict());
+        using var ids = TinyModels.Ids([5, 6, 7]);
+        using var noGrad = torch.no_grad();
+        using var expected = reference.forward(ids);
+        using var actual = model.forward(ids);
+        Assert.That(TinyModels.MaxAbsDiff(expected, actual), Is.LessThan(0.05));
+    }
+
+    [Test]
     public void Initialization_is_reproducible_for_a_seed_with_the_usual_scale()
     {
         LlamaConfig config = TinyModels.Config();
