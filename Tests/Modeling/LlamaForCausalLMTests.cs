@@ -358,6 +358,26 @@ public sealed class LlamaForCausalLMTests
     }
 
     [Test]
+    public void Rotary_apply_rotates_each_first_half_element_with_its_second_half_partner()
+    {
+        LlamaConfig config = TinyModels.Config(heads: 8, kvHeads: 8); // head_dim 4
+        using RotaryTables tables = new LlamaRotaryEmbedding(config).CreateTables(5, 1, ScalarType.Float32, torch.CPU);
+        using var x = torch.tensor(new float[] { 1, 2, 3, 4 }, [1, 1, 1, 4]); // [B, H, T, hd]
+        using var rotated = tables.Apply(x);
+
+        // rotate_half pairs element i with i + hd/2: (x0, x2) turn by angle 5 * theta^0, (x1, x3) by 5 * theta^(-1/2).
+        double a0 = 5.0, a1 = 5.0 / 100.0;
+        double[] expected =
+        [
+            (1 * Math.Cos(a0)) - (3 * Math.Sin(a0)),
+            (2 * Math.Cos(a1)) - (4 * Math.Sin(a1)),
+            (3 * Math.Cos(a0)) + (1 * Math.Sin(a0)),
+            (4 * Math.Cos(a1)) + (2 * Math.Sin(a1)),
+        ];
+        Assert.That(rotated.data<float>().ToArray(), Is.EqualTo(expected).Within(1e-5));
+    }
+
+    [Test]
     public void Rotary_tables_use_the_rotate_half_layout()
     {
         LlamaConfig config = TinyModels.Config(heads: 4, kvHeads: 4);
@@ -374,12 +394,13 @@ public sealed class LlamaForCausalLMTests
         }
     }
 
-    [Test]
-    public void Bfloat16_model_tracks_the_float32_model()
+    [TestCase(ScalarType.BFloat16)]
+    [TestCase(ScalarType.Float16)]
+    public void Half_precision_model_tracks_the_float32_model(ScalarType dtype)
     {
         LlamaConfig config = TinyModels.Config();
         using var reference = TinyModels.Create(config);
-        using var half = new LlamaForCausalLM(config, ScalarType.BFloat16);
+        using var half = new LlamaForCausalLM(config, dtype);
         half.LoadStateDict(reference.ToStateDict());
         using var ids = TinyModels.Ids(TinyModels.RandomIds(8, 50, seed: 21));
         using var noGrad = torch.no_grad();
