@@ -11,7 +11,7 @@ namespace ModelSurgery.Inference.Evaluation;
 /// <param name="MeanNll">Mean negative log-likelihood per scored token, in nats.</param>
 /// <param name="TokensScored">Tokens predicted (every token but the first).</param>
 /// <param name="Context">Window length used.</param>
-/// <param name="Stride">Window step used.</param>
+/// <param name="Stride">Window step used: the requested stride, capped at <paramref name="Context"/> - 1.</param>
 public sealed record PerplexityResult(double Perplexity, double MeanNll, long TokensScored, int Context, int Stride);
 
 /// <summary>Progress of a perplexity run.</summary>
@@ -23,7 +23,9 @@ public sealed record PerplexityProgress(long TokensScored, long TokensTotal, dou
 /// <summary>
 /// Perplexity with Hugging Face's sliding-window method: windows of <c>context</c> tokens start every <c>stride</c>
 /// tokens; each window scores only the tokens after the previous window's end, so every token (but the first) is scored
-/// exactly once, with up to <c>context - stride</c> tokens of earlier text as context that is not rescored.
+/// exactly once, with up to <c>context - stride</c> tokens of earlier text as context that is not rescored. Unlike the
+/// Hugging Face recipe, a stride equal to the context is reduced by one, so the first token of each window is not
+/// dropped from the score.
 /// </summary>
 public static partial class PerplexityEvaluator
 {
@@ -31,44 +33,12 @@ public static partial class PerplexityEvaluator
     /// <param name="model">The model (run under no_grad, batch of one).</param>
     /// <param name="tokens">The token ids; at least two.</param>
     /// <param name="context">Window length, at most the model's <c>max_position_embeddings</c>.</param>
-    /// <param name="stride">Window step, 1..context; equal to <paramref name="context"/> means disjoint windows.</param>
+    /// <param name="stride">Window step, 1..context; equal to <paramref name="context"/> means (almost) disjoint windows.</param>
     /// <param name="progress">Receives progress after each window.</param>
     /// <param name="logger">Receives a summary line.</param>
     /// <param name="cancellationToken">Checked between windows.</param>
     /// <exception cref="ArgumentException">Too few tokens, an id outside the vocabulary, or a bad context or stride.</exception>
     public static async Task<PerplexityResult> EvaluateAsync(
-        LlamaForCausalLM model,
-        ReadOnlyMemory<int> tokens,
-        int context,
-        int stride,
-        IProgress<PerplexityProgress>? progress = null,
-        ILogger? logger = null,
-        CancellationToken cancellationToken = default)
-    {
-        ArgumentNullException.ThrowIfNull(model);
-        logger ??= NullLogger.Instance;
-        Validate(model, tokens.Span, context, stride);
-
-        long total = tokens.Length - 1;
-        double nllSum = 0;
-        long scored = 0;
-        foreach ((int begin, int end, int firstTarget) in Windows(tokens.Length, context, stride))
-        {
-            cancellationToken.ThrowIfCancellationRequested();
-            await Task.Yield();
-            nllSum += ScoreWindow(model, tokens.Span[begin..end], firstTarget - begin);
-            scored += end - firstTarget;
-            progress?.Report(new PerplexityProgress(scored, total, Math.Exp(nllSum / scored)));
-        }
-
-        double meanNll = nllSum / scored;
-        var result = new PerplexityResult(Math.Exp(meanNll), meanNll, scored, context, stride);
-        LogResult(logger, result.Perplexity, result.MeanNll, result.TokensScored, context, stride);
-        return result;
-    }
-
-    /// <summary>Evaluates <paramref name="model"/> on a list of token ids; see the <see cref="ReadOnlyMemory{T}"/> overload.</summary>
-    public static Task<PerplexityResult> EvaluateAsync(
         LlamaForCausalLM model,
         IReadOnlyList<int> tokens,
         int context,
@@ -77,13 +47,34 @@ public static partial class PerplexityEvaluator
         ILogger? logger = null,
         CancellationToken cancellationToken = default)
     {
+        ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(tokens);
-        return EvaluateAsync(model, new ReadOnlyMemory<int>([.. tokens]), context, stride, progress, logger, cancellationToken);
+        logger ??= NullLogger.Instance;
+        int[] ids = tokens as int[] ?? [.. tokens];
+        Validate(model, ids, context, stride);
+
+        long total = ids.Length - 1;
+        double nllSum = 0;
+        long scored = 0;
+        foreach ((int begin, int end, int firstTarget) in Windows(ids.Length, context, stride))
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            await Task.Yield();
+            nllSum += ScoreWindow(model, ids.AsSpan(begin, end - begin), firstTarget - begin);
+            scored += end - firstTarget;
+            progress?.Report(new PerplexityProgress(scored, total, Math.Exp(nllSum / scored)));
+        }
+
+        double meanNll = nllSum / scored;
+        var result = new PerplexityResult(Math.Exp(meanNll), meanNll, scored, context, Math.Min(stride, context - 1));
+        LogResult(logger, result.Perplexity, result.MeanNll, result.TokensScored, context, result.Stride);
+        return result;
     }
 
     /// <summary>
     /// The windows the evaluator runs: tokens [Begin, End) go through the model and positions [FirstTarget, End) are
     /// scored; FirstTarget is the previous window's end (or 1), so the scored ranges tile 1..tokenCount-1 exactly once.
+    /// Windows start every min(stride, context - 1) tokens so that every scored token has at least one token of context.
     /// </summary>
     public static IReadOnlyList<(int Begin, int End, int FirstTarget)> Windows(int tokenCount, int context, int stride)
     {
@@ -91,17 +82,15 @@ public static partial class PerplexityEvaluator
         ArgumentOutOfRangeException.ThrowIfLessThan(context, 2);
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(stride);
         ArgumentOutOfRangeException.ThrowIfGreaterThan(stride, context);
+        // Each window's first token has nothing before it inside the window, so a window may add at most context - 1
+        // new targets; a larger stride would leave tokens unscored (as Hugging Face's recipe does with stride = context).
+        int step = Math.Min(stride, context - 1);
         var windows = new List<(int, int, int)>();
-        int previousEnd = 0;
-        for (int begin = 0; previousEnd < tokenCount; begin += stride)
+        int previousEnd = 1;
+        for (int begin = 0; previousEnd < tokenCount; begin += step)
         {
             int end = Math.Min(begin + context, tokenCount);
-            int firstTarget = Math.Max(previousEnd, begin + 1);
-            if (firstTarget < end)
-            {
-                windows.Add((begin, end, firstTarget));
-            }
-
+            windows.Add((begin, end, previousEnd));
             previousEnd = end;
         }
 

@@ -30,8 +30,6 @@ public sealed class LlamaForCausalLM : Module<Tensor, Tensor>
     [ComponentName(Name = "lm_head")]
     private readonly LlamaLinear? _lmHead;
 
-    private readonly Dictionary<string, Parameter> _parametersByName;
-
     /// <summary>Builds the model for <paramref name="config"/> on <paramref name="device"/> (CPU when null).</summary>
     /// <exception cref="InvalidDataException">The config is inconsistent.</exception>
     /// <exception cref="ArgumentException"><paramref name="dtype"/> is not float32, bfloat16 or float16.</exception>
@@ -46,29 +44,28 @@ public sealed class LlamaForCausalLM : Module<Tensor, Tensor>
         }
 
         Config = config;
-        DType = dtype;
-        Device = device ?? torch.CPU;
-        _model = new LlamaModel(config, dtype, Device);
-        _lmHead = config.TieWordEmbeddings ? null : new LlamaLinear("lm_head", config.HiddenSize, config.VocabSize, hasBias: false, dtype, Device);
+        device ??= torch.CPU;
+        _model = new LlamaModel(config, dtype, device);
+        _lmHead = config.TieWordEmbeddings ? null : new LlamaLinear("lm_head", config.HiddenSize, config.VocabSize, hasBias: false, dtype, device);
         RegisterComponents();
 
-        _parametersByName = named_parameters().ToDictionary(p => p.name, p => p.parameter, StringComparer.Ordinal);
+        var actual = ParametersByName().Keys;
         var expected = LlamaTensorLayout.Tensors(config).Select(s => s.Name).ToHashSet(StringComparer.Ordinal);
-        if (!expected.SetEquals(_parametersByName.Keys))
+        if (!expected.SetEquals(actual))
         {
             // A module/layout disagreement is a programming error, caught at construction rather than at load time.
-            throw new InvalidOperationException($"Model parameters do not match LlamaTensorLayout: {string.Join(", ", _parametersByName.Keys.Except(expected).Concat(expected.Except(_parametersByName.Keys)))}.");
+            throw new InvalidOperationException($"Model parameters do not match LlamaTensorLayout: {string.Join(", ", actual.Except(expected).Concat(expected.Except(actual)))}.");
         }
     }
 
     /// <summary>The architecture.</summary>
     public LlamaConfig Config { get; }
 
-    /// <summary>Parameter dtype.</summary>
-    public ScalarType DType { get; }
+    /// <summary>Parameter dtype (follows <c>to(...)</c> conversions).</summary>
+    public ScalarType DType => _model.EmbedTokens.Weight.dtype;
 
-    /// <summary>Device the parameters were created on.</summary>
-    public Device Device { get; }
+    /// <summary>Device of the parameters (follows <c>to(...)</c> moves).</summary>
+    public Device Device => _model.EmbedTokens.Weight.device;
 
     /// <summary>The decoder stack (<c>model</c>).</summary>
     public LlamaModel Model => _model;
@@ -123,10 +120,11 @@ public sealed class LlamaForCausalLM : Module<Tensor, Tensor>
     {
         using var noGrad = torch.no_grad();
         using var generator = new Generator(unchecked((ulong)seed), torch.CPU);
+        Dictionary<string, Parameter> parameters = ParametersByName();
         foreach (TensorSpec spec in LlamaTensorLayout.Tensors(Config))
         {
             using var scope = NewDisposeScope();
-            Parameter target = _parametersByName[spec.Name];
+            Parameter target = parameters[spec.Name];
             if (spec.Component == ParameterComponent.Norms)
             {
                 target.fill_(1.0);
@@ -180,14 +178,19 @@ public sealed class LlamaForCausalLM : Module<Tensor, Tensor>
     /// </summary>
     public OrderedDictionary<string, Tensor> ToStateDict()
     {
+        Dictionary<string, Parameter> parameters = ParametersByName();
         var result = new OrderedDictionary<string, Tensor>(StringComparer.Ordinal);
         foreach (TensorSpec spec in LlamaTensorLayout.Tensors(Config))
         {
-            result.Add(spec.Name, _parametersByName[spec.Name]);
+            result.Add(spec.Name, parameters[spec.Name]);
         }
 
         return result;
     }
+
+    // Looked up on each use: Module.to(...) replaces parameter objects.
+    private Dictionary<string, Parameter> ParametersByName() =>
+        named_parameters().ToDictionary(p => p.name, p => p.parameter, StringComparer.Ordinal);
 
     private Tensor Head(Tensor normed)
     {
@@ -200,6 +203,7 @@ public sealed class LlamaForCausalLM : Module<Tensor, Tensor>
     {
         IReadOnlyList<TensorSpec> specs = LlamaTensorLayout.Tensors(Config);
         CheckKeysAndShapes(specs, shapes, source);
+        Dictionary<string, Parameter> parameters = ParametersByName();
         using var noGrad = torch.no_grad();
         foreach (TensorSpec spec in specs)
         {
@@ -211,7 +215,7 @@ public sealed class LlamaForCausalLM : Module<Tensor, Tensor>
                     throw new InvalidDataException($"{source}: tensor {spec.Name} was declared {FormatShape(shapes[spec.Name])} but read as {FormatShape(value.shape)}.");
                 }
 
-                _parametersByName[spec.Name].copy_(value);
+                parameters[spec.Name].copy_(value);
             }
             finally
             {
