@@ -13,5 +13,6 @@ internal static class CommandCatalog
         yield return PerplexityCommand.Create(context);
         yield return Llama2CCommands.CreateImport(context);
         yield return Llama2CCommands.CreateExport(context);
+        yield return EvalCommand.Create(context);
     }
 }

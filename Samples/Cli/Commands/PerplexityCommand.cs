@@ -35,7 +35,7 @@ internal static class PerplexityCommand
             using var bar = context.CreateProgressBar("perplexity");
             PerplexityResult result = await PerplexityEvaluator.EvaluateAsync(
                 lm,
-                ids.AsMemory(),
+                ids,
                 window,
                 step,
                 new Progress<PerplexityProgress>(p => bar.Report(p.TokensScored, p.TokensTotal, $"ppl {p.RunningPerplexity:F3}")),
