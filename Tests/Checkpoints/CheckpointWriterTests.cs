@@ -386,6 +386,43 @@ public sealed class CheckpointWriterTests
     }
 
     [Test]
+    public async Task Tensors_stream_from_a_checkpoint_into_a_new_one_without_conversion()
+    {
+        var tensors = FiveTensors();
+        try
+        {
+            using var source = new TempDirectory();
+            await CheckpointWriter.WriteAsync(source.Path, tensors, new CheckpointWriterOptions { MaxShardBytes = 100 });
+            using var reader = CheckpointReader.Open(source.Path);
+
+            await using (var writer = CheckpointWriter.Create(_dir.Path, [new CheckpointTensor("renamed", SafetensorsDType.F32, [4, 4])]))
+            {
+                Assert.That(() => writer.WriteFromAsync("renamed", reader, "missing"), Throws.TypeOf<KeyNotFoundException>());
+            }
+
+            await using (var writer = CheckpointWriter.Create(_dir.Path, [new CheckpointTensor("renamed", SafetensorsDType.F16, [4, 4])]))
+            {
+                Assert.That(() => writer.WriteFromAsync("renamed", reader, "layer.3.weight"),
+                    Throws.ArgumentException.With.Message.Contains("is F32 [4, 4] but 'renamed' was declared F16 [4, 4]"));
+            }
+
+            await using (var writer = CheckpointWriter.Create(_dir.Path, [new CheckpointTensor("renamed", SafetensorsDType.F32, [4, 4])]))
+            {
+                await writer.WriteFromAsync("renamed", reader, "layer.3.weight");
+                await writer.CompleteAsync();
+            }
+
+            using var copy = CheckpointReader.Open(_dir.Path);
+            using var read = copy.ReadTensor("renamed");
+            Assert.That(read.bytes.ToArray(), Is.EqualTo(tensors[3].Tensor.bytes.ToArray()));
+        }
+        finally
+        {
+            DisposeAll(tensors);
+        }
+    }
+
+    [Test]
     public async Task Empty_checkpoint_is_a_header_only_file()
     {
         await CheckpointWriter.WriteAsync(_dir.Path, []);
