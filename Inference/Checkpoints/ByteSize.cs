@@ -76,7 +76,7 @@ public static class ByteSize
             return false;
         }
 
-        if (!number.All(c => char.IsAsciiDigit(c) || c == '.'))
+        if (!number.All(c => char.IsAsciiDigit(c) || c == '.') || !number.Any(char.IsAsciiDigit))
         {
             error = number.StartsWith('-')
                 ? "sizes cannot be negative"
@@ -86,7 +86,8 @@ public static class ByteSize
 
         if (!decimal.TryParse(number, NumberStyles.AllowDecimalPoint, CultureInfo.InvariantCulture, out decimal value))
         {
-            error = $"'{number}' is not a number";
+            // Digits with at most one point only fail to parse when they exceed decimal's range.
+            error = number.Count(c => c == '.') <= 1 ? "it is too large" : $"'{number}' is not a number";
             return false;
         }
 

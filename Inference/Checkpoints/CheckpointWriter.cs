@@ -52,7 +52,8 @@ public sealed record CheckpointWriterOptions
 /// Output follows Hugging Face: one <c>model.safetensors</c>, or shards <c>model-00001-of-0000N.safetensors</c> plus
 /// <c>model.safetensors.index.json</c>. Every file is written under a temporary name in the target directory and renamed
 /// only once the whole checkpoint is complete; a failure, a cancellation or disposing before completion deletes the
-/// temporary files and leaves the directory as it was. Identical input gives byte-identical files.
+/// temporary files and leaves the directory as it was. Identical input gives byte-identical files. A writer is used by one
+/// caller at a time (its calls are sequential by nature: each appends to the same file).
 /// </remarks>
 public sealed partial class CheckpointWriter : IAsyncDisposable, IDisposable
 {
@@ -299,6 +300,55 @@ public sealed partial class CheckpointWriter : IAsyncDisposable, IDisposable
         {
             ArrayPool<byte>.Shared.Return(buffer);
         }
+    }
+
+    /// <summary>
+    /// Streams the stored bytes of <paramref name="sourceName"/> from <paramref name="source"/> as the data of the next
+    /// declared tensor, without materializing it (for tensors copied unchanged from a checkpoint).
+    /// </summary>
+    /// <param name="name">Must be the next declared tensor.</param>
+    /// <param name="source">Checkpoint to copy from.</param>
+    /// <param name="sourceName">Tensor in <paramref name="source"/>; it must have the declared dtype and shape.</param>
+    /// <param name="cancellationToken">Cancels the write; the checkpoint is then abandoned.</param>
+    /// <exception cref="ArgumentException">Out of order, or the source dtype or shape differs from the declaration. Any failure abandons the checkpoint.</exception>
+    /// <exception cref="KeyNotFoundException">The source has no such tensor.</exception>
+    public async Task WriteFromAsync(string name, CheckpointReader source, string sourceName, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(source);
+        await GuardAsync(async () =>
+        {
+            var declared = Expect(name, fresh: true);
+            var info = source.GetInfo(sourceName);
+            if (info.DType != declared.DType || !info.Shape.SequenceEqual(declared.Shape))
+            {
+                throw new ArgumentException(
+                    $"Tensor '{sourceName}' of '{source.Location}' is {info.DType.ToHeaderString()} [{string.Join(", ", info.Shape)}] but '{name}' was declared {declared.DType.ToHeaderString()} [{string.Join(", ", declared.Shape)}].",
+                    nameof(sourceName));
+            }
+
+            long length = info.ByteLength;
+            if (length == 0)
+            {
+                await AppendAsync(ReadOnlyMemory<byte>.Empty, cancellationToken).ConfigureAwait(false);
+                return;
+            }
+
+            byte[] buffer = ArrayPool<byte>.Shared.Rent((int)Math.Min(CopyBufferBytes, length));
+            try
+            {
+                for (long offset = 0; offset < length;)
+                {
+                    int chunk = (int)Math.Min(buffer.Length, length - offset);
+                    source.ReadBytes(sourceName, offset, buffer.AsSpan(0, chunk));
+                    await AppendAsync(buffer.AsMemory(0, chunk), cancellationToken).ConfigureAwait(false);
+                    offset += chunk;
+                }
+            }
+            finally
+            {
+                ArrayPool<byte>.Shared.Return(buffer);
+            }
+        }).ConfigureAwait(false);
     }
 
     /// <summary>

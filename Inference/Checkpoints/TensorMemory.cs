@@ -50,7 +50,4 @@ internal static unsafe class TensorMemory
             count -= chunk;
         }
     }
-
-    /// <summary>Total bytes of a tensor.</summary>
-    public static long ByteLength(torch.Tensor tensor) => checked(tensor.numel() * tensor.element_size());
 }
