@@ -1,0 +1,106 @@
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace ModelSurgery.Inference.Modeling;
+
+/// <summary>
+/// Keys and values of past positions for incremental decoding: one preallocated [B, kvHeads, MaxLength, headDim] buffer
+/// pair per decoder layer, filled front to back. Each layer tracks its own length, so a forward pass through all
+/// layers advances <see cref="Length"/> by the number of new tokens. Meant for inference under <c>torch.no_grad()</c>.
+/// The buffers live outside any dispose scope; dispose the cache to free them.
+/// </summary>
+public sealed class KvCache : IDisposable
+{
+    private readonly Tensor?[] _keys;
+    private readonly Tensor?[] _values;
+    private readonly int[] _lengths;
+
+    /// <summary>Creates an empty cache for <paramref name="layerCount"/> layers holding up to <paramref name="maxLength"/> positions.</summary>
+    /// <exception cref="ArgumentOutOfRangeException">A count is not positive.</exception>
+    public KvCache(int layerCount, int maxLength)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(layerCount);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(maxLength);
+        _keys = new Tensor?[layerCount];
+        _values = new Tensor?[layerCount];
+        _lengths = new int[layerCount];
+        MaxLength = maxLength;
+    }
+
+    /// <summary>Most positions the cache can hold.</summary>
+    public int MaxLength { get; }
+
+    /// <summary>Number of layers.</summary>
+    public int LayerCount => _lengths.Length;
+
+    /// <summary>Positions cached in layer 0: the position offset of the next token after a full forward pass.</summary>
+    public int Length => _lengths[0];
+
+    /// <summary>Positions cached in layer <paramref name="layer"/>.</summary>
+    public int LengthOf(int layer) => _lengths[layer];
+
+    /// <summary>
+    /// Appends new keys and values [B, kvHeads, T, headDim] of <paramref name="layer"/> and returns views of everything
+    /// cached for it so far, [B, kvHeads, length + T, headDim] each (owned by the caller's dispose scope).
+    /// </summary>
+    /// <exception cref="InvalidOperationException">The cache would exceed <see cref="MaxLength"/>.</exception>
+    /// <exception cref="ArgumentException">The shapes differ from earlier appends.</exception>
+    public (Tensor Keys, Tensor Values) Append(int layer, Tensor keys, Tensor values)
+    {
+        ArgumentNullException.ThrowIfNull(keys);
+        ArgumentNullException.ThrowIfNull(values);
+        ArgumentOutOfRangeException.ThrowIfNegative(layer);
+        ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual(layer, LayerCount);
+        if (keys.dim() != 4 || !keys.shape.SequenceEqual(values.shape))
+        {
+            throw new ArgumentException($"KV cache layer {layer}: keys [{string.Join(", ", keys.shape)}] and values [{string.Join(", ", values.shape)}] must both be [B, kvHeads, T, headDim].", nameof(keys));
+        }
+
+        int length = _lengths[layer];
+        long added = keys.shape[2];
+        if (length + added > MaxLength)
+        {
+            throw new InvalidOperationException($"KV cache layer {layer}: {length} cached + {added} new positions exceed the maximum length {MaxLength}.");
+        }
+
+        Tensor keyBuffer = _keys[layer] ??= Allocate(keys);
+        Tensor valueBuffer = _values[layer] ??= Allocate(values);
+        if (keyBuffer.shape[0] != keys.shape[0] || keyBuffer.shape[1] != keys.shape[1] || keyBuffer.shape[3] != keys.shape[3])
+        {
+            throw new ArgumentException($"KV cache layer {layer}: new keys [{string.Join(", ", keys.shape)}] do not match the cached [{string.Join(", ", keyBuffer.shape)}] in batch, heads or head size.", nameof(keys));
+        }
+
+        using (Tensor keySlot = keyBuffer.narrow(2, length, added)) // [B, KV, T, hd]
+        using (Tensor valueSlot = valueBuffer.narrow(2, length, added)) // [B, KV, T, hd]
+        {
+            keySlot.copy_(keys);
+            valueSlot.copy_(values);
+        }
+
+        _lengths[layer] = (int)(length + added);
+        return (keyBuffer.narrow(2, 0, length + added), valueBuffer.narrow(2, 0, length + added)); // [B, KV, S, hd]
+    }
+
+    /// <summary>Forgets every cached position but keeps the buffers for reuse.</summary>
+    public void Reset() => Array.Clear(_lengths);
+
+    /// <summary>Frees the buffers.</summary>
+    public void Dispose()
+    {
+        for (int i = 0; i < LayerCount; i++)
+        {
+            _keys[i]?.Dispose();
+            _values[i]?.Dispose();
+            _keys[i] = null;
+            _values[i] = null;
+            _lengths[i] = 0;
+        }
+    }
+
+    private Tensor Allocate(Tensor like)
+    {
+        // The buffer outlives the step that first fills it, so it must not belong to that step's dispose scope.
+        Tensor buffer = torch.zeros([like.shape[0], like.shape[1], MaxLength, like.shape[3]], like.dtype, like.device); // [B, KV, max, hd]
+        return buffer.DetachFromDisposeScope();
+    }
+}

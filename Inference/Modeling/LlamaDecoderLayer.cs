@@ -1,0 +1,89 @@
+using ModelSurgery.Inference.Configuration;
+using TorchSharp;
+using TorchSharp.Modules;
+using TorchSharp.Utils;
+using static TorchSharp.torch;
+using static TorchSharp.torch.nn;
+
+namespace ModelSurgery.Inference.Modeling;
+
+/// <summary>
+/// One pre-norm decoder layer: <c>h = x + attn(norm1(x))</c>, <c>out = h + mlp(norm2(h))</c>.
+/// </summary>
+/// <remarks>
+/// Layer-by-layer use (scoring, probing): take <c>hidden = model.Embed(ids)</c>, then for each layer of
+/// <see cref="LlamaForCausalLM.Layers"/> call <c>hidden = layer.forward(hidden, positionOffset, cache)</c> (or pass
+/// shared <see cref="RotaryTables"/> from <see cref="LlamaForCausalLM.CreateRotaryTables"/> to build them once), and
+/// finish with <see cref="LlamaForCausalLM.FinalNormAndHead"/>. Without a cache, the position offset is usually 0; with
+/// one it must equal the positions already cached for this layer, and the layer appends its keys and values.
+/// </remarks>
+public sealed class LlamaDecoderLayer : Module<Tensor, Tensor>
+{
+    [ComponentName(Name = "input_layernorm")]
+    private readonly LlamaRmsNorm _inputNorm;
+
+    [ComponentName(Name = "self_attn")]
+    private readonly LlamaAttention _attention;
+
+    [ComponentName(Name = "post_attention_layernorm")]
+    private readonly LlamaRmsNorm _postAttentionNorm;
+
+    [ComponentName(Name = "mlp")]
+    private readonly LlamaMlp _mlp;
+
+    private readonly LlamaRotaryEmbedding _rotary;
+
+    /// <summary>Creates decoder layer <paramref name="layerIndex"/> (projection weights uninitialised, norms at one).</summary>
+    public LlamaDecoderLayer(LlamaConfig config, int layerIndex, LlamaRotaryEmbedding rotary, ScalarType dtype, Device device)
+        : base(layerIndex.ToString(System.Globalization.CultureInfo.InvariantCulture))
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        LayerIndex = layerIndex;
+        _rotary = rotary;
+        _inputNorm = new LlamaRmsNorm("input_layernorm", config.HiddenSize, config.RmsNormEps, dtype, device);
+        _attention = new LlamaAttention(config, layerIndex, rotary, dtype, device);
+        _postAttentionNorm = new LlamaRmsNorm("post_attention_layernorm", config.HiddenSize, config.RmsNormEps, dtype, device);
+        _mlp = new LlamaMlp(config, dtype, device);
+        RegisterComponents();
+    }
+
+    /// <summary>Index of this layer in the model.</summary>
+    public int LayerIndex { get; }
+
+    /// <summary>The norm before attention (<c>input_layernorm</c>).</summary>
+    public LlamaRmsNorm InputNorm => _inputNorm;
+
+    /// <summary>The attention block (<c>self_attn</c>).</summary>
+    public LlamaAttention Attention => _attention;
+
+    /// <summary>The norm before the MLP (<c>post_attention_layernorm</c>).</summary>
+    public LlamaRmsNorm PostAttentionNorm => _postAttentionNorm;
+
+    /// <summary>The feed-forward block (<c>mlp</c>).</summary>
+    public LlamaMlp Mlp => _mlp;
+
+    /// <summary>Runs the layer over a whole sequence from position 0 without a cache: [B, T, D] to [B, T, D].</summary>
+    public override Tensor forward(Tensor input) => forward(input, 0, null);
+
+    /// <summary>
+    /// Runs the layer on hidden states [B, T, D] of positions [<paramref name="positionOffset"/>, offset + T), appending
+    /// to <paramref name="cache"/> when given; returns [B, T, D].
+    /// </summary>
+    public Tensor forward(Tensor hidden, long positionOffset, KvCache? cache = null)
+    {
+        ArgumentNullException.ThrowIfNull(hidden);
+        using RotaryTables rope = _rotary.CreateTables(positionOffset, hidden.shape[1], hidden.dtype, hidden.device);
+        return forward(hidden, rope, cache);
+    }
+
+    /// <summary>Runs the layer with precomputed rotary tables (shared by all layers of one forward pass): [B, T, D] to [B, T, D].</summary>
+    public Tensor forward(Tensor hidden, RotaryTables rope, KvCache? cache = null)
+    {
+        ArgumentNullException.ThrowIfNull(hidden);
+        using var scope = NewDisposeScope();
+        Tensor attended = _attention.forward(_inputNorm.forward(hidden), rope, cache); // [B, T, D]
+        Tensor residual = hidden + attended; // [B, T, D]
+        Tensor transformed = _mlp.forward(_postAttentionNorm.forward(residual)); // [B, T, D]
+        return (residual + transformed).MoveToOuterDisposeScope(); // [B, T, D]
+    }
+}

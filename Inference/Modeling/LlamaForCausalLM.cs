@@ -1,0 +1,271 @@
+using System.Globalization;
+using System.Text;
+using ModelSurgery.Inference.Configuration;
+using TorchSharp;
+using TorchSharp.Modules;
+using TorchSharp.Utils;
+using static TorchSharp.torch;
+using static TorchSharp.torch.nn;
+
+namespace ModelSurgery.Inference.Modeling;
+
+/// <summary>
+/// A Llama-family causal language model (<c>llama</c>, <c>mistral</c>, <c>qwen2</c>) whose state-dict keys are exactly the
+/// Hugging Face names of <see cref="LlamaTensorLayout"/>. With tied embeddings there is no <c>lm_head.weight</c> and the
+/// head multiplies by the embedding matrix.
+/// </summary>
+/// <remarks>
+/// A new model's embedding and projection weights are uninitialised memory (norms are one, biases zero): load a
+/// checkpoint with <see cref="LoadStateDict"/> / <see cref="LoadWeights"/>, or call <see cref="InitializeWeights"/> to
+/// train from scratch. Parameters are float32, bfloat16 or float16; norms, rotary angles and logits are computed in float32.
+/// </remarks>
+public sealed class LlamaForCausalLM : Module<Tensor, Tensor>
+{
+    /// <summary>Standard deviation of the from-scratch initialisation (Hugging Face's default <c>initializer_range</c>).</summary>
+    public const double InitializerRange = 0.02;
+
+    [ComponentName(Name = "model")]
+    private readonly LlamaModel _model;
+
+    [ComponentName(Name = "lm_head")]
+    private readonly LlamaLinear? _lmHead;
+
+    private readonly Dictionary<string, Parameter> _parametersByName;
+
+    /// <summary>Builds the model for <paramref name="config"/> on <paramref name="device"/> (CPU when null).</summary>
+    /// <exception cref="InvalidDataException">The config is inconsistent.</exception>
+    /// <exception cref="ArgumentException"><paramref name="dtype"/> is not float32, bfloat16 or float16.</exception>
+    public LlamaForCausalLM(LlamaConfig config, ScalarType dtype = ScalarType.Float32, Device? device = null)
+        : base(nameof(LlamaForCausalLM))
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        config.Validate();
+        if (dtype is not (ScalarType.Float32 or ScalarType.BFloat16 or ScalarType.Float16))
+        {
+            throw new ArgumentException($"Model dtype {dtype} is not supported: use Float32, BFloat16 or Float16.", nameof(dtype));
+        }
+
+        Config = config;
+        DType = dtype;
+        Device = device ?? torch.CPU;
+        _model = new LlamaModel(config, dtype, Device);
+        _lmHead = config.TieWordEmbeddings ? null : new LlamaLinear("lm_head", config.HiddenSize, config.VocabSize, hasBias: false, dtype, Device);
+        RegisterComponents();
+
+        _parametersByName = named_parameters().ToDictionary(p => p.name, p => p.parameter, StringComparer.Ordinal);
+        var expected = LlamaTensorLayout.Tensors(config).Select(s => s.Name).ToHashSet(StringComparer.Ordinal);
+        if (!expected.SetEquals(_parametersByName.Keys))
+        {
+            // A module/layout disagreement is a programming error, caught at construction rather than at load time.
+            throw new InvalidOperationException($"Model parameters do not match LlamaTensorLayout: {string.Join(", ", _parametersByName.Keys.Except(expected).Concat(expected.Except(_parametersByName.Keys)))}.");
+        }
+    }
+
+    /// <summary>The architecture.</summary>
+    public LlamaConfig Config { get; }
+
+    /// <summary>Parameter dtype.</summary>
+    public ScalarType DType { get; }
+
+    /// <summary>Device the parameters were created on.</summary>
+    public Device Device { get; }
+
+    /// <summary>The decoder stack (<c>model</c>).</summary>
+    public LlamaModel Model => _model;
+
+    /// <summary>The decoder layers in order; see <see cref="LlamaDecoderLayer"/> for layer-by-layer use.</summary>
+    public IReadOnlyList<LlamaDecoderLayer> Layers => _model.Layers;
+
+    /// <summary>The untied LM head (<c>lm_head</c>), or null when the head is the embedding matrix.</summary>
+    public LlamaLinear? LmHead => _lmHead;
+
+    /// <summary>The matrix the head multiplies by: <c>lm_head.weight</c>, or the embedding when tied; [V, D].</summary>
+    public Parameter HeadWeight => _lmHead?.Weight ?? _model.EmbedTokens.Weight;
+
+    /// <summary>Logits (float32) of a whole sequence: token ids [B, T] (int64) to [B, T, V].</summary>
+    public override Tensor forward(Tensor inputIds) => forward(inputIds, null);
+
+    /// <summary>
+    /// Logits (float32) [B, T, V] of token ids [B, T] that follow the positions already in <paramref name="cache"/>; the
+    /// new keys and values are appended to it. Without a cache the sequence starts at position 0.
+    /// </summary>
+    public Tensor forward(Tensor inputIds, KvCache? cache)
+    {
+        ArgumentNullException.ThrowIfNull(inputIds);
+        using var scope = NewDisposeScope();
+        Tensor hidden = _model.forward(inputIds, cache); // [B, T, D]
+        return Head(hidden).MoveToOuterDisposeScope(); // [B, T, V]
+    }
+
+    /// <summary>Embeds token ids: [B, T] (int64) to hidden states [B, T, D] in the model dtype.</summary>
+    public Tensor Embed(Tensor inputIds) => _model.EmbedTokens.forward(inputIds);
+
+    /// <summary>Applies the final norm and the head to the last layer's output: [B, T, D] to float32 logits [B, T, V].</summary>
+    public Tensor FinalNormAndHead(Tensor hidden)
+    {
+        ArgumentNullException.ThrowIfNull(hidden);
+        using var scope = NewDisposeScope();
+        return Head(_model.Norm.forward(hidden)).MoveToOuterDisposeScope(); // [B, T, V]
+    }
+
+    /// <summary>Rotary tables for positions [offset, offset + length) in the model dtype and device, to share across layers.</summary>
+    public RotaryTables CreateRotaryTables(long positionOffset, long length) =>
+        _model.Rotary.CreateTables(positionOffset, length, DType, Device);
+
+    /// <summary>An empty KV cache for this model holding up to <paramref name="maxLength"/> positions.</summary>
+    public KvCache CreateKvCache(int maxLength) => new(Config.NumHiddenLayers, maxLength);
+
+    /// <summary>
+    /// Initialises for training from scratch, reproducibly for a seed on any device: projection and embedding weights
+    /// from normal(0, <see cref="InitializerRange"/>), biases zero, norm weights one.
+    /// </summary>
+    public void InitializeWeights(long seed)
+    {
+        using var noGrad = torch.no_grad();
+        using var generator = new Generator(unchecked((ulong)seed), torch.CPU);
+        foreach (TensorSpec spec in LlamaTensorLayout.Tensors(Config))
+        {
+            using var scope = NewDisposeScope();
+            Parameter target = _parametersByName[spec.Name];
+            if (spec.Component == ParameterComponent.Norms)
+            {
+                target.fill_(1.0);
+            }
+            else if (spec.Name.EndsWith(".bias", StringComparison.Ordinal))
+            {
+                target.zero_();
+            }
+            else
+            {
+                // Sampled on the CPU so that a seed gives the same weights everywhere.
+                Tensor values = torch.empty(spec.Shape, ScalarType.Float32).normal_(0.0, InitializerRange, generator); // spec.Shape
+                target.copy_(values);
+            }
+        }
+    }
+
+    /// <summary>
+    /// Loads every parameter from an in-memory state dict with strict checks (see <see cref="LoadWeights"/>). The tensors
+    /// are copied (converted to <see cref="DType"/> and <see cref="Device"/>) and stay owned by the caller.
+    /// </summary>
+    /// <exception cref="InvalidDataException">Keys are missing or unexpected, or shapes differ; the message lists them all.</exception>
+    public void LoadStateDict(IReadOnlyDictionary<string, Tensor> stateDict, string source = "state dict")
+    {
+        ArgumentNullException.ThrowIfNull(stateDict);
+        var shapes = stateDict.ToDictionary(kv => kv.Key, kv => kv.Value.shape, StringComparer.Ordinal);
+        LoadCore(shapes, name => stateDict[name], disposeAfterCopy: false, source);
+    }
+
+    /// <summary>
+    /// Streams parameters from a checkpoint: <paramref name="shapes"/> lists every tensor the checkpoint holds with its
+    /// shape, and <paramref name="readTensor"/> reads one by name (called once per model parameter, in layout order; the
+    /// returned tensor is disposed after it is copied). Checks before reading anything: every expected key present, no
+    /// unexpected key, equal shapes. A tied model ignores an <c>lm_head.weight</c> of the embedding's shape. Values are
+    /// converted to <see cref="DType"/> and <see cref="Device"/>.
+    /// </summary>
+    /// <param name="shapes">Checkpoint tensor names and shapes.</param>
+    /// <param name="readTensor">Reads a tensor by name.</param>
+    /// <param name="source">The checkpoint's name (a path), for error messages.</param>
+    /// <exception cref="InvalidDataException">Keys are missing or unexpected, or shapes differ; the message lists them all.</exception>
+    public void LoadWeights(IReadOnlyDictionary<string, long[]> shapes, Func<string, Tensor> readTensor, string source = "checkpoint")
+    {
+        ArgumentNullException.ThrowIfNull(shapes);
+        ArgumentNullException.ThrowIfNull(readTensor);
+        LoadCore(shapes, readTensor, disposeAfterCopy: true, source);
+    }
+
+    /// <summary>
+    /// The parameters by Hugging Face name in <see cref="LlamaTensorLayout"/> order. The values are the model's live
+    /// parameters, not copies: do not dispose them; clone to keep values independent of later training.
+    /// </summary>
+    public OrderedDictionary<string, Tensor> ToStateDict()
+    {
+        var result = new OrderedDictionary<string, Tensor>(StringComparer.Ordinal);
+        foreach (TensorSpec spec in LlamaTensorLayout.Tensors(Config))
+        {
+            result.Add(spec.Name, _parametersByName[spec.Name]);
+        }
+
+        return result;
+    }
+
+    private Tensor Head(Tensor normed)
+    {
+        using var scope = NewDisposeScope();
+        Tensor logits = nn.functional.linear(normed, HeadWeight); // [B, T, V]
+        return logits.to_type(ScalarType.Float32).MoveToOuterDisposeScope(); // [B, T, V]
+    }
+
+    private void LoadCore(IReadOnlyDictionary<string, long[]> shapes, Func<string, Tensor> readTensor, bool disposeAfterCopy, string source)
+    {
+        IReadOnlyList<TensorSpec> specs = LlamaTensorLayout.Tensors(Config);
+        CheckKeysAndShapes(specs, shapes, source);
+        using var noGrad = torch.no_grad();
+        foreach (TensorSpec spec in specs)
+        {
+            Tensor value = readTensor(spec.Name);
+            try
+            {
+                if (!value.shape.SequenceEqual(spec.Shape))
+                {
+                    throw new InvalidDataException($"{source}: tensor {spec.Name} was declared {FormatShape(shapes[spec.Name])} but read as {FormatShape(value.shape)}.");
+                }
+
+                _parametersByName[spec.Name].copy_(value);
+            }
+            finally
+            {
+                if (disposeAfterCopy)
+                {
+                    value.Dispose();
+                }
+            }
+        }
+    }
+
+    private void CheckKeysAndShapes(IReadOnlyList<TensorSpec> specs, IReadOnlyDictionary<string, long[]> shapes, string source)
+    {
+        var missing = new List<string>();
+        var mismatched = new List<string>();
+        foreach (TensorSpec spec in specs)
+        {
+            if (!shapes.TryGetValue(spec.Name, out long[]? shape))
+            {
+                missing.Add($"{spec.Name} {FormatShape(spec.Shape)}");
+            }
+            else if (!shape.SequenceEqual(spec.Shape))
+            {
+                mismatched.Add($"{spec.Name}: expected {FormatShape(spec.Shape)}, found {FormatShape(shape)}");
+            }
+        }
+
+        var expected = specs.Select(s => s.Name).ToHashSet(StringComparer.Ordinal);
+        long[] embeddingShape = [Config.VocabSize, Config.HiddenSize];
+        var unexpected = shapes
+            .Where(kv => !expected.Contains(kv.Key))
+            .Where(kv => !(Config.TieWordEmbeddings && kv.Key == LlamaTensorLayout.LmHead && kv.Value.SequenceEqual(embeddingShape)))
+            .Select(kv => $"{kv.Key} {FormatShape(kv.Value)}")
+            .Order(StringComparer.Ordinal)
+            .ToList();
+        if (missing.Count == 0 && unexpected.Count == 0 && mismatched.Count == 0)
+        {
+            return;
+        }
+
+        var message = new StringBuilder().Append(CultureInfo.InvariantCulture, $"{source}: weights do not match the {Config.ModelType} model ({Config.NumHiddenLayers} layers, hidden {Config.HiddenSize}, vocab {Config.VocabSize}).");
+        AppendList("missing", missing);
+        AppendList("unexpected", unexpected);
+        AppendList("shape mismatch", mismatched);
+        throw new InvalidDataException(message.ToString());
+
+        void AppendList(string title, List<string> items)
+        {
+            if (items.Count > 0)
+            {
+                message.Append(CultureInfo.InvariantCulture, $" {title} ({items.Count}): {string.Join("; ", items)}.");
+            }
+        }
+    }
+
+    private static string FormatShape(long[] shape) => $"[{string.Join(", ", shape)}]";
+}

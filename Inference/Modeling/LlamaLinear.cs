@@ -1,0 +1,39 @@
+using TorchSharp;
+using TorchSharp.Modules;
+using TorchSharp.Utils;
+using static TorchSharp.torch;
+using static TorchSharp.torch.nn;
+
+namespace ModelSurgery.Inference.Modeling;
+
+/// <summary>
+/// A linear projection <c>y = x Wᵀ + b</c> whose parameters are named <c>weight</c> and <c>bias</c> like PyTorch's
+/// <c>nn.Linear</c>, but allocated uninitialised: checkpoint loading or <see cref="LlamaForCausalLM.InitializeWeights"/>
+/// fills them, so building a large model costs no random initialisation.
+/// </summary>
+public sealed class LlamaLinear : Module<Tensor, Tensor>
+{
+    [ComponentName(Name = "weight")]
+    private readonly Parameter _weight;
+
+    [ComponentName(Name = "bias")]
+    private readonly Parameter? _bias;
+
+    /// <summary>Creates an uninitialised projection from <paramref name="inFeatures"/> to <paramref name="outFeatures"/>.</summary>
+    public LlamaLinear(string name, long inFeatures, long outFeatures, bool hasBias, ScalarType dtype, Device device)
+        : base(name)
+    {
+        _weight = new Parameter(torch.empty([outFeatures, inFeatures], dtype, device)); // [out, in]
+        _bias = hasBias ? new Parameter(torch.zeros([outFeatures], dtype, device)) : null; // [out]
+        RegisterComponents();
+    }
+
+    /// <summary>The weight matrix, [out, in].</summary>
+    public Parameter Weight => _weight;
+
+    /// <summary>The bias vector [out], or null when the projection has none.</summary>
+    public Parameter? Bias => _bias;
+
+    /// <summary>Projects the last dimension: [..., in] to [..., out].</summary>
+    public override Tensor forward(Tensor input) => nn.functional.linear(input, _weight, _bias);
+}

@@ -1,0 +1,69 @@
+using ModelSurgery.Inference.Configuration;
+using TorchSharp;
+using TorchSharp.Modules;
+using TorchSharp.Utils;
+using static TorchSharp.torch;
+using static TorchSharp.torch.nn;
+
+namespace ModelSurgery.Inference.Modeling;
+
+/// <summary>The decoder stack of a Llama-family model (Hugging Face's <c>LlamaModel</c>): embedding, layers, final norm.</summary>
+public sealed class LlamaModel : Module<Tensor, Tensor>
+{
+    [ComponentName(Name = "embed_tokens")]
+    private readonly LlamaEmbedding _embedTokens;
+
+    [ComponentName(Name = "layers")]
+    private readonly ModuleList<LlamaDecoderLayer> _layers;
+
+    [ComponentName(Name = "norm")]
+    private readonly LlamaRmsNorm _norm;
+
+    private readonly LlamaRotaryEmbedding _rotary;
+
+    /// <summary>Creates the stack (embedding and projections uninitialised, norms at one).</summary>
+    public LlamaModel(LlamaConfig config, ScalarType dtype, Device device)
+        : base("model")
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        _rotary = new LlamaRotaryEmbedding(config);
+        _embedTokens = new LlamaEmbedding("embed_tokens", config.VocabSize, config.HiddenSize, dtype, device);
+        _layers = new ModuleList<LlamaDecoderLayer>([.. Enumerable.Range(0, config.NumHiddenLayers)
+            .Select(i => new LlamaDecoderLayer(config, i, _rotary, dtype, device))]);
+        _norm = new LlamaRmsNorm("norm", config.HiddenSize, config.RmsNormEps, dtype, device);
+        RegisterComponents();
+    }
+
+    /// <summary>The token embedding (<c>embed_tokens</c>).</summary>
+    public LlamaEmbedding EmbedTokens => _embedTokens;
+
+    /// <summary>The decoder layers in order (<c>layers.N</c>).</summary>
+    public IReadOnlyList<LlamaDecoderLayer> Layers => (IReadOnlyList<LlamaDecoderLayer>)_layers;
+
+    /// <summary>The final norm (<c>norm</c>).</summary>
+    public LlamaRmsNorm Norm => _norm;
+
+    /// <summary>The rotary frequencies shared by all layers.</summary>
+    public LlamaRotaryEmbedding Rotary => _rotary;
+
+    /// <summary>Final normalised hidden states of a whole sequence: token ids [B, T] to [B, T, D].</summary>
+    public override Tensor forward(Tensor inputIds) => forward(inputIds, null);
+
+    /// <summary>
+    /// Final normalised hidden states [B, T, D] of token ids [B, T] that follow the positions already in
+    /// <paramref name="cache"/> (appending to it), or start at position 0 without one.
+    /// </summary>
+    public Tensor forward(Tensor inputIds, KvCache? cache)
+    {
+        ArgumentNullException.ThrowIfNull(inputIds);
+        using var scope = NewDisposeScope();
+        Tensor hidden = _embedTokens.forward(inputIds); // [B, T, D]
+        using RotaryTables rope = _rotary.CreateTables(cache?.Length ?? 0, inputIds.shape[1], hidden.dtype, hidden.device);
+        foreach (LlamaDecoderLayer layer in _layers)
+        {
+            hidden = layer.forward(hidden, rope, cache); // [B, T, D]
+        }
+
+        return _norm.forward(hidden).MoveToOuterDisposeScope(); // [B, T, D]
+    }
+}
