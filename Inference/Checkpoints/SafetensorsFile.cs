@@ -1,0 +1,323 @@
+using System.Diagnostics.CodeAnalysis;
+using System.IO.MemoryMappedFiles;
+using TorchSharp;
+
+namespace ModelSurgery.Inference.Checkpoints;
+
+/// <summary>
+/// A safetensors file opened read-only on a memory map. The header is validated on open; reads copy only the bytes
+/// they need from the map straight into new CPU tensors of the stored dtype. Reads are thread-safe; disposing while
+/// reads are in flight is not.
+/// </summary>
+public sealed unsafe class SafetensorsFile : IDisposable
+{
+    private readonly MemoryMappedFile? _map;
+    private readonly MemoryMappedViewAccessor? _view;
+    private readonly Dictionary<string, SafetensorsTensorInfo> _byName;
+    private byte* _data;
+    private int _disposed;
+
+    private SafetensorsFile(string path, long fileLength, SafetensorsHeader.Parsed header, MemoryMappedFile? map, MemoryMappedViewAccessor? view)
+    {
+        Path = path;
+        FileLength = fileLength;
+        DataStart = header.DataStart;
+        Tensors = header.Tensors;
+        Metadata = header.Metadata;
+        TensorNames = header.Tensors.Select(t => t.Name).ToArray();
+        TotalTensorBytes = header.Tensors.Sum(t => t.ByteLength);
+        _byName = header.Tensors.ToDictionary(t => t.Name, StringComparer.Ordinal);
+        _map = map;
+        _view = view;
+        if (view is not null)
+        {
+            byte* pointer = null;
+            view.SafeMemoryMappedViewHandle.AcquirePointer(ref pointer);
+            _data = pointer + view.PointerOffset + header.DataStart;
+        }
+    }
+
+    /// <summary>Path the file was opened from.</summary>
+    public string Path { get; }
+
+    /// <summary>Size of the file in bytes.</summary>
+    public long FileLength { get; }
+
+    /// <summary>Offset in the file of the data buffer: 8 plus the header length.</summary>
+    public long DataStart { get; }
+
+    /// <summary>Every tensor, in the order of their data in the file.</summary>
+    public IReadOnlyList<SafetensorsTensorInfo> Tensors { get; }
+
+    /// <summary>Tensor names, in the order of their data in the file.</summary>
+    public IReadOnlyList<string> TensorNames { get; }
+
+    /// <summary>The header's <c>__metadata__</c> map (empty when absent).</summary>
+    public IReadOnlyDictionary<string, string> Metadata { get; }
+
+    /// <summary>Sum of the byte lengths of all tensors (the size of the data buffer).</summary>
+    public long TotalTensorBytes { get; }
+
+    /// <summary>Opens and validates <paramref name="path"/>.</summary>
+    /// <exception cref="FileNotFoundException">The file does not exist.</exception>
+    /// <exception cref="InvalidDataException">The file breaks a rule of the format; the message names the file, the tensor and the rule.</exception>
+    public static SafetensorsFile Open(string path)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(path);
+        if (!BitConverter.IsLittleEndian)
+        {
+            throw new PlatformNotSupportedException("safetensors data is little-endian; big-endian hosts are not supported.");
+        }
+
+        var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read | FileShare.Delete, 1, FileOptions.RandomAccess);
+        MemoryMappedFile? map = null;
+        MemoryMappedViewAccessor? view = null;
+        try
+        {
+            long length = stream.Length;
+            var header = SafetensorsHeader.Read(path, stream.SafeFileHandle);
+            if (length > header.DataStart)
+            {
+                // A map of an empty data buffer is useless (and a zero-length map is an error), so only map when there is data.
+                map = MemoryMappedFile.CreateFromFile(stream, null, 0, MemoryMappedFileAccess.Read, HandleInheritability.None, leaveOpen: false);
+                view = map.CreateViewAccessor(0, 0, MemoryMappedFileAccess.Read);
+            }
+            else
+            {
+                stream.Dispose();
+            }
+
+            return new SafetensorsFile(path, length, header, map, view);
+        }
+        catch
+        {
+            view?.Dispose();
+            map?.Dispose();
+            stream.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Whether the file holds a tensor called <paramref name="name"/>.</summary>
+    public bool Contains(string name) => _byName.ContainsKey(name);
+
+    /// <summary>The header entry of <paramref name="name"/>, if present.</summary>
+    public bool TryGetInfo(string name, [MaybeNullWhen(false)] out SafetensorsTensorInfo info) => _byName.TryGetValue(name, out info);
+
+    /// <summary>The header entry of <paramref name="name"/>.</summary>
+    /// <exception cref="KeyNotFoundException">No such tensor.</exception>
+    public SafetensorsTensorInfo GetInfo(string name)
+    {
+        ArgumentNullException.ThrowIfNull(name);
+        return _byName.TryGetValue(name, out var info)
+            ? info
+            : throw new KeyNotFoundException($"Tensor '{name}' is not in safetensors file '{Path}'.");
+    }
+
+    /// <summary>Reads a whole tensor.</summary>
+    /// <returns>A new CPU tensor of the stored dtype and shape.</returns>
+    public torch.Tensor ReadTensor(string name)
+    {
+        var info = GetInfo(name);
+        var tensor = NewTensor(info, info.Shape);
+        TensorMemory.Copy(DataOf(info), TensorMemory.DataPointer(tensor), info.ByteLength);
+        return tensor;
+    }
+
+    /// <summary>Reads <paramref name="length"/> entries from <paramref name="start"/> along dimension <paramref name="dim"/>.</summary>
+    /// <param name="name">Tensor name.</param>
+    /// <param name="dim">Dimension to slice; negative counts from the end.</param>
+    /// <param name="start">First index along <paramref name="dim"/>.</param>
+    /// <param name="length">Number of indices.</param>
+    /// <returns>A new CPU tensor whose shape is the stored one with <paramref name="dim"/> set to <paramref name="length"/>.</returns>
+    /// <exception cref="ArgumentException">The tensor is a scalar, or the dimension or the range is out of bounds.</exception>
+    public torch.Tensor ReadSlice(string name, int dim, long start, long length)
+    {
+        var info = GetInfo(name);
+        int axis = NormalizeDim(info, dim);
+        long size = info.Shape[axis];
+        if (start < 0 || length < 0 || start > size - length)
+        {
+            throw new ArgumentException(
+                $"Slice [{start}, {start}+{length}) is out of range for dimension {axis} of size {size} of tensor '{name}' in '{Path}'.",
+                nameof(start));
+        }
+
+        var shape = (long[])info.Shape.Clone();
+        shape[axis] = length;
+        var tensor = NewTensor(info, shape);
+        var (outer, inner) = Strides(info, axis);
+        long run = length * inner;
+        if (run == 0 || outer == 0)
+        {
+            return tensor;
+        }
+
+        byte* source = DataOf(info) + (start * inner);
+        byte* destination = TensorMemory.DataPointer(tensor);
+        long sourceStride = size * inner;
+        for (long o = 0; o < outer; o++)
+        {
+            TensorMemory.Copy(source + (o * sourceStride), destination + (o * run), run);
+        }
+
+        return tensor;
+    }
+
+    /// <summary>Gathers the given indices along dimension <paramref name="dim"/>, in the given order (duplicates allowed).</summary>
+    /// <param name="name">Tensor name.</param>
+    /// <param name="dim">Dimension to gather along; negative counts from the end.</param>
+    /// <param name="indices">Indices along <paramref name="dim"/>, each in [0, size).</param>
+    /// <returns>A new CPU tensor whose shape is the stored one with <paramref name="dim"/> set to the number of indices.</returns>
+    /// <exception cref="ArgumentException">The tensor is a scalar, or the dimension or an index is out of bounds.</exception>
+    public torch.Tensor ReadIndices(string name, int dim, IReadOnlyList<long> indices)
+    {
+        ArgumentNullException.ThrowIfNull(indices);
+        var info = GetInfo(name);
+        int axis = NormalizeDim(info, dim);
+        long size = info.Shape[axis];
+        for (int i = 0; i < indices.Count; i++)
+        {
+            if (indices[i] < 0 || indices[i] >= size)
+            {
+                throw new ArgumentException(
+                    $"Index {indices[i]} (position {i}) is out of range for dimension {axis} of size {size} of tensor '{name}' in '{Path}'.",
+                    nameof(indices));
+            }
+        }
+
+        var shape = (long[])info.Shape.Clone();
+        shape[axis] = indices.Count;
+        var tensor = NewTensor(info, shape);
+        var (outer, inner) = Strides(info, axis);
+        if (indices.Count == 0 || outer == 0 || inner == 0)
+        {
+            return tensor;
+        }
+
+        // Consecutive ascending indices are merged into one run, so contiguous selections cost one copy per outer row.
+        var runs = new List<(long Source, long Destination, long Count)>();
+        for (int i = 0; i < indices.Count;)
+        {
+            int j = i + 1;
+            while (j < indices.Count && indices[j] == indices[j - 1] + 1)
+            {
+                j++;
+            }
+
+            runs.Add((indices[i], i, j - i));
+            i = j;
+        }
+
+        byte* source = DataOf(info);
+        byte* destination = TensorMemory.DataPointer(tensor);
+        long sourceStride = size * inner;
+        long destinationStride = checked(indices.Count * inner);
+        for (long o = 0; o < outer; o++)
+        {
+            byte* sourceRow = source + (o * sourceStride);
+            byte* destinationRow = destination + (o * destinationStride);
+            foreach (var (from, to, count) in runs)
+            {
+                TensorMemory.Copy(sourceRow + (from * inner), destinationRow + (to * inner), count * inner);
+            }
+        }
+
+        return tensor;
+    }
+
+    /// <summary>Copies raw bytes of a tensor, starting <paramref name="byteOffset"/> bytes into its data, into <paramref name="destination"/>.</summary>
+    /// <remarks>Works for every dtype, including those TorchSharp lacks; use it to stream a tensor without materializing it.</remarks>
+    /// <exception cref="ArgumentException">The range runs past the end of the tensor's data.</exception>
+    public void ReadBytes(string name, long byteOffset, Span<byte> destination)
+    {
+        var info = GetInfo(name);
+        if (byteOffset < 0 || byteOffset > info.ByteLength - destination.Length)
+        {
+            throw new ArgumentException(
+                $"Byte range [{byteOffset}, {byteOffset}+{destination.Length}) is outside the {info.ByteLength} bytes of tensor '{name}' in '{Path}'.",
+                nameof(byteOffset));
+        }
+
+        if (destination.IsEmpty)
+        {
+            return;
+        }
+
+        new ReadOnlySpan<byte>(DataOf(info) + byteOffset, destination.Length).CopyTo(destination);
+    }
+
+    /// <inheritdoc />
+    public void Dispose()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+        {
+            return;
+        }
+
+        if (_view is not null)
+        {
+            _view.SafeMemoryMappedViewHandle.ReleasePointer();
+            _view.Dispose();
+        }
+
+        _map?.Dispose();
+        _data = null;
+    }
+
+    /// <inheritdoc />
+    public override string ToString() => $"{Path} ({Tensors.Count} tensors, {TotalTensorBytes} bytes)";
+
+    private byte* DataOf(SafetensorsTensorInfo info)
+    {
+        ObjectDisposedException.ThrowIf(_disposed != 0, this);
+        return _data + info.DataBegin;
+    }
+
+    private torch.Tensor NewTensor(SafetensorsTensorInfo info, long[] shape)
+    {
+        ObjectDisposedException.ThrowIf(_disposed != 0, this);
+        if (!info.DType.TryToScalarType(out var scalarType))
+        {
+            throw new NotSupportedException(
+                $"Tensor '{info.Name}' in '{Path}' has dtype {info.DType.ToHeaderString()}, which TorchSharp cannot hold; use ReadBytes.");
+        }
+
+        return torch.empty(shape, scalarType, torch.CPU);
+    }
+
+    private int NormalizeDim(SafetensorsTensorInfo info, int dim)
+    {
+        int rank = info.Shape.Length;
+        if (rank == 0)
+        {
+            throw new ArgumentException($"Tensor '{info.Name}' in '{Path}' is a scalar and cannot be sliced.", nameof(dim));
+        }
+
+        int axis = dim < 0 ? dim + rank : dim;
+        if (axis < 0 || axis >= rank)
+        {
+            throw new ArgumentException($"Dimension {dim} is out of range for tensor '{info.Name}' of rank {rank} in '{Path}'.", nameof(dim));
+        }
+
+        return axis;
+    }
+
+    /// <summary>Rows before <paramref name="axis"/>, and bytes of one index step along it.</summary>
+    private static (long Outer, long Inner) Strides(SafetensorsTensorInfo info, int axis)
+    {
+        long outer = 1;
+        for (int d = 0; d < axis; d++)
+        {
+            outer *= info.Shape[d];
+        }
+
+        long inner = info.DType.ElementSize();
+        for (int d = axis + 1; d < info.Shape.Length; d++)
+        {
+            inner *= info.Shape[d];
+        }
+
+        return (outer, inner);
+    }
+}
