@@ -51,7 +51,10 @@ internal sealed class StreamingModelAccess : ModelAccess
     {
         _source = source;
         _layer = new LlamaDecoderLayer(source.Config, 0, Rotary, ScalarType.Float32, device);
-        _layer.requires_grad_(false);
+        foreach (var parameter in _layer.parameters())
+        {
+            parameter.requires_grad = false;
+        }
     }
 
     public override string Location => _source.Location;
@@ -76,7 +79,11 @@ internal sealed class StreamingModelAccess : ModelAccess
         return _layer;
     }
 
-    public override void Dispose() => _layer.Dispose();
+    public override void Dispose()
+    {
+        _layer.Dispose();
+        base.Dispose();
+    }
 
     private Tensor Read(string name, long[] expectedShape)
     {
