@@ -20,6 +20,7 @@ public sealed class LlamaModel : Module<Tensor, Tensor>
     private readonly LlamaRmsNorm _norm;
 
     private readonly LlamaRotaryEmbedding _rotary;
+    private readonly LlamaDecoderLayer[] _layerArray;
 
     /// <summary>Creates the stack (embedding and projections uninitialised, norms at one).</summary>
     public LlamaModel(LlamaConfig config, ScalarType dtype, Device device)
@@ -28,8 +29,8 @@ public sealed class LlamaModel : Module<Tensor, Tensor>
         ArgumentNullException.ThrowIfNull(config);
         _rotary = new LlamaRotaryEmbedding(config);
         _embedTokens = new LlamaEmbedding("embed_tokens", config.VocabSize, config.HiddenSize, dtype, device);
-        _layers = new ModuleList<LlamaDecoderLayer>([.. Enumerable.Range(0, config.NumHiddenLayers)
-            .Select(i => new LlamaDecoderLayer(config, i, _rotary, dtype, device))]);
+        _layerArray = [.. Enumerable.Range(0, config.NumHiddenLayers).Select(i => new LlamaDecoderLayer(config, i, _rotary, dtype, device))];
+        _layers = new ModuleList<LlamaDecoderLayer>(_layerArray);
         _norm = new LlamaRmsNorm("norm", config.HiddenSize, config.RmsNormEps, dtype, device);
         RegisterComponents();
     }
@@ -38,7 +39,7 @@ public sealed class LlamaModel : Module<Tensor, Tensor>
     public LlamaEmbedding EmbedTokens => _embedTokens;
 
     /// <summary>The decoder layers in order (<c>layers.N</c>).</summary>
-    public IReadOnlyList<LlamaDecoderLayer> Layers => (IReadOnlyList<LlamaDecoderLayer>)_layers;
+    public IReadOnlyList<LlamaDecoderLayer> Layers => _layerArray.AsReadOnly();
 
     /// <summary>The final norm (<c>norm</c>).</summary>
     public LlamaRmsNorm Norm => _norm;
@@ -59,7 +60,7 @@ public sealed class LlamaModel : Module<Tensor, Tensor>
         using var scope = NewDisposeScope();
         Tensor hidden = _embedTokens.forward(inputIds); // [B, T, D]
         using RotaryTables rope = _rotary.CreateTables(cache?.Length ?? 0, inputIds.shape[1], hidden.dtype, hidden.device);
-        foreach (LlamaDecoderLayer layer in _layers)
+        foreach (LlamaDecoderLayer layer in _layerArray)
         {
             hidden = layer.forward(hidden, rope, cache); // [B, T, D]
         }
