@@ -264,7 +264,7 @@ public static class WholeModelScoring
     }
 
     /// <summary>Mean next-token cross-entropy of logits [B, T, V] for ids [B, T].</summary>
-    internal static Tensor NextTokenLoss(Tensor logits, Tensor ids)
+    public static Tensor NextTokenLoss(Tensor logits, Tensor ids)
     {
         using var scope = torch.NewDisposeScope();
         long vocab = logits.shape[2], length = ids.shape[1];
