@@ -124,6 +124,60 @@ public sealed class ImportanceScorerTests
     }
 
     [Test]
+    public async Task Whole_model_metrics_from_a_checkpoint_match_the_model_in_memory()
+    {
+        var config = Config(layers: 2);
+        using LlamaForCausalLM model = Create(config);
+        CalibrationData data = Data(config);
+        using var directory = new TempDirectory();
+        await CheckpointWriter.WriteAsync(directory.Path, [.. model.ToStateDict().Select(kv => (kv.Key, kv.Value))]);
+        config.Save(Path.Combine(directory.Path, CheckpointWeightSource.ConfigFileName));
+        var options = new ScoringOptions { Metrics = ["taylor", "skip-loss"], BatchSize = 2 };
+
+        var inMemory = await ImportanceScorer.ScoreAsync(model, data, options);
+        var fromDisk = await ImportanceScorer.ScoreAsync(directory.Path, data, options);
+
+        Assert.Multiple(() =>
+        {
+            Assert.That(fromDisk[0].Heads!.Values, Is.EqualTo(inMemory[0].Heads!.Values).Within(1e-6));
+            Assert.That(fromDisk[0].HiddenChannels, Is.EqualTo(inMemory[0].HiddenChannels).Within(1e-6));
+            Assert.That(fromDisk[1].Layers, Is.EqualTo(inMemory[1].Layers).Within(1e-6));
+        });
+    }
+
+    [Test]
+    public async Task Forward_metrics_read_every_tensor_once_and_report_progress_per_layer()
+    {
+        var config = Config(layers: 3);
+        using LlamaForCausalLM model = Create(config);
+        var source = new CountingSource(new StateDictWeightSource(config, model.ToStateDict()));
+        var reports = new List<ScoringProgress>();
+        var progress = new SynchronousProgress(reports);
+
+        await ImportanceScorer.ScoreAsync(source, Data(config), new ScoringOptions { Metrics = ["l1", "l2", "activation", "wanda", "block-influence", "angular-2"] }, progress);
+
+        Assert.Multiple(() =>
+        {
+            Assert.That(source.Reads.Keys, Is.EquivalentTo(model.ToStateDict().Keys));
+            Assert.That(source.Reads.Values, Has.All.EqualTo(1));
+            Assert.That(reports.Select(r => r.Completed), Is.EqualTo(Values(1, 2, 3)));
+        });
+    }
+
+    [Test]
+    public void Cancellation_stops_scoring()
+    {
+        var config = Config();
+        using LlamaForCausalLM model = Create(config);
+        using var cancelled = new CancellationTokenSource();
+        cancelled.Cancel();
+
+        Assert.That(
+            () => ImportanceScorer.ScoreAsync(model, Data(config), new ScoringOptions { Metrics = ["activation"] }, cancellationToken: cancelled.Token),
+            Throws.InstanceOf<OperationCanceledException>());
+    }
+
+    [Test]
     public async Task Learned_masks_push_the_gates_of_useless_heads_lowest()
     {
         var config = Config(layers: 2, heads: 4, kvHeads: 4, hidden: 32, intermediate: 32, vocab: 12);
@@ -239,4 +293,24 @@ public sealed class ImportanceScorerTests
     }
 
     private static T[] Values<T>(params T[] values) => values;
+
+    private sealed class CountingSource(IWeightSource inner) : IWeightSource
+    {
+        public Dictionary<string, int> Reads { get; } = [];
+
+        public ModelSurgery.Inference.Configuration.LlamaConfig Config => inner.Config;
+
+        public string Location => inner.Location;
+
+        public Tensor ReadTensor(string name)
+        {
+            Reads[name] = Reads.GetValueOrDefault(name) + 1;
+            return inner.ReadTensor(name);
+        }
+    }
+
+    private sealed class SynchronousProgress(List<ScoringProgress> reports) : IProgress<ScoringProgress>
+    {
+        public void Report(ScoringProgress value) => reports.Add(value);
+    }
 }
