@@ -1,0 +1,128 @@
+using System.Globalization;
+using ModelSurgery.Inference.Configuration;
+
+namespace ModelSurgery.Surgery.Planning;
+
+/// <summary>
+/// What building a student from a plan costs, estimated from shapes alone. Reads: only the kept rows and columns of each
+/// teacher tensor (student elements at the teacher's element size). Writes: every student tensor at the student's element
+/// size (file headers not counted). Peak memory of a streaming build that handles one tensor at a time: the largest
+/// student tensor held twice (its slice read in the teacher's dtype plus its copy in the student's dtype) plus the I/O buffer.
+/// </summary>
+/// <param name="TeacherParameters">All teacher parameters.</param>
+/// <param name="StudentParameters">All student parameters.</param>
+/// <param name="TeacherBytes">Size of the whole teacher checkpoint (for comparison with <paramref name="BytesToRead"/>).</param>
+/// <param name="BytesToRead">Bytes read from the teacher.</param>
+/// <param name="BytesToWrite">Bytes written for the student.</param>
+/// <param name="PeakBytes">Estimated peak memory of a streaming build.</param>
+/// <param name="LargestTensor">Name of the largest student tensor, which sets the peak.</param>
+/// <param name="TeacherBytesPerElement">Element size of the teacher's weights.</param>
+/// <param name="StudentBytesPerElement">Element size of the student's weights.</param>
+/// <param name="IoBufferBytes">Read/write buffer included in the peak.</param>
+public sealed record PlanEstimate(
+    long TeacherParameters,
+    long StudentParameters,
+    long TeacherBytes,
+    long BytesToRead,
+    long BytesToWrite,
+    long PeakBytes,
+    string LargestTensor,
+    int TeacherBytesPerElement,
+    int StudentBytesPerElement,
+    long IoBufferBytes)
+{
+    /// <summary>Default I/O buffer counted in the peak: 64 MiB.</summary>
+    public const long DefaultIoBufferBytes = 64L << 20;
+
+    /// <summary>Estimates the cost of building <paramref name="plan"/>'s student.</summary>
+    /// <param name="plan">A valid plan.</param>
+    /// <param name="teacherDtype">Teacher weight dtype (float32, bfloat16, float16, ...); null uses the teacher's torch_dtype, else float32.</param>
+    /// <param name="studentDtype">Student weight dtype; null keeps the teacher's.</param>
+    /// <param name="ioBufferBytes">I/O buffer included in the peak.</param>
+    /// <exception cref="ArgumentException">A dtype is unknown.</exception>
+    /// <exception cref="InvalidDataException">The plan is invalid.</exception>
+    public static PlanEstimate For(SurgeryPlan plan, string? teacherDtype = null, string? studentDtype = null, long ioBufferBytes = DefaultIoBufferBytes)
+    {
+        ArgumentNullException.ThrowIfNull(plan);
+        ArgumentOutOfRangeException.ThrowIfNegative(ioBufferBytes);
+        int teacherSize = BytesPerElement(teacherDtype ?? plan.Teacher.TorchDtype ?? "float32");
+        int studentSize = studentDtype is null ? teacherSize : BytesPerElement(studentDtype);
+        IReadOnlyList<TensorSpec> student = plan.StudentTensors();
+        TensorSpec largest = student.MaxBy(s => s.ElementCount)!;
+        long teacherParameters = LlamaTensorLayout.CountParameters(plan.Teacher).Total;
+        long studentParameters = student.Sum(s => s.ElementCount);
+        return new PlanEstimate(
+            teacherParameters,
+            studentParameters,
+            teacherParameters * teacherSize,
+            studentParameters * teacherSize,
+            studentParameters * studentSize,
+            (largest.ElementCount * (teacherSize + studentSize)) + ioBufferBytes,
+            largest.Name,
+            teacherSize,
+            studentSize,
+            ioBufferBytes);
+    }
+
+    /// <summary>Bytes per element of a torch dtype name as written in <c>config.json</c> (<c>torch_dtype</c>) or by TorchSharp.</summary>
+    /// <exception cref="ArgumentException">The name is not a known floating-point dtype.</exception>
+    public static int BytesPerElement(string dtype)
+    {
+        ArgumentNullException.ThrowIfNull(dtype);
+        return dtype.ToUpperInvariant() switch
+        {
+            "FLOAT32" or "FLOAT" or "F32" => 4,
+            "BFLOAT16" or "BF16" or "FLOAT16" or "HALF" or "F16" => 2,
+            "FLOAT64" or "DOUBLE" or "F64" => 8,
+            "FLOAT8_E4M3FN" or "FLOAT8_E5M2" or "F8_E4M3" or "F8_E5M2" => 1,
+            _ => throw new ArgumentException($"Unknown dtype '{dtype}' (expected float32, bfloat16, float16, float64 or float8).", nameof(dtype)),
+        };
+    }
+
+    /// <summary>A human-readable summary: read, write and peak sizes.</summary>
+    public string Summary() => string.Create(CultureInfo.InvariantCulture,
+        $"reads {FormatBytes(BytesToRead)} of the teacher's {FormatBytes(TeacherBytes)} ({(TeacherBytes == 0 ? 0 : (double)BytesToRead / TeacherBytes):P1}), "
+        + $"writes {FormatBytes(BytesToWrite)} ({StudentParameters:N0} parameters at {StudentBytesPerElement} bytes), "
+        + $"peak memory about {FormatBytes(PeakBytes)} (largest tensor {LargestTensor}, plus {FormatBytes(IoBufferBytes)} of I/O buffer).");
+
+    /// <summary>Bytes as B, KiB, MiB, GiB or TiB with two decimals.</summary>
+    public static string FormatBytes(long bytes)
+    {
+        string[] units = ["B", "KiB", "MiB", "GiB", "TiB"];
+        double value = bytes;
+        int unit = 0;
+        while (Math.Abs(value) >= 1024 && unit < units.Length - 1)
+        {
+            value /= 1024;
+            unit++;
+        }
+
+        return unit == 0
+            ? string.Create(CultureInfo.InvariantCulture, $"{bytes} B")
+            : string.Create(CultureInfo.InvariantCulture, $"{value:0.00} {units[unit]}");
+    }
+}
+
+/// <summary>Refuses to start a build whose estimated peak memory exceeds what the process may use.</summary>
+public static class MemoryGuard
+{
+    /// <summary>Memory the process may use: <see cref="GC.GetGCMemoryInfo()"/>.TotalAvailableMemoryBytes (honours container limits).</summary>
+    public static long AvailableBytes() => GC.GetGCMemoryInfo().TotalAvailableMemoryBytes;
+
+    /// <summary>Throws when <paramref name="estimate"/>'s peak exceeds the available memory, unless <paramref name="allowOverride"/> is set.</summary>
+    /// <param name="estimate">The estimate to check.</param>
+    /// <param name="allowOverride">Proceed anyway (the caller accepts the risk of running out of memory).</param>
+    /// <param name="availableBytes">Available memory; null measures it with <see cref="AvailableBytes"/>.</param>
+    /// <exception cref="InvalidOperationException">The peak exceeds the available memory; the message gives both numbers.</exception>
+    public static void EnsureFits(PlanEstimate estimate, bool allowOverride = false, long? availableBytes = null)
+    {
+        ArgumentNullException.ThrowIfNull(estimate);
+        long available = availableBytes ?? AvailableBytes();
+        if (estimate.PeakBytes > available && !allowOverride)
+        {
+            throw new InvalidOperationException(string.Create(CultureInfo.InvariantCulture,
+                $"The build needs about {PlanEstimate.FormatBytes(estimate.PeakBytes)} ({estimate.PeakBytes:N0} bytes, largest tensor {estimate.LargestTensor}) "
+                + $"but only {PlanEstimate.FormatBytes(available)} ({available:N0} bytes) is available; free memory, use a smaller student dtype, or set the override flag to proceed anyway."));
+        }
+    }
+}
