@@ -305,7 +305,7 @@ public sealed record SurgeryPlan
             : "per-layer widths (non-uniform)";
         return string.Create(CultureInfo.InvariantCulture, $"""
             teacher: {Teacher.NumHiddenLayers} layers, hidden {Teacher.HiddenSize}, {Teacher.NumAttentionHeads} heads / {Teacher.NumKeyValueHeads} KV heads of {Teacher.HeadDim}, FFN {Teacher.IntermediateSize}, vocab {Teacher.VocabSize}: {teacher.Total:N0} parameters
-            student: {Layers.Count} layers (teacher {string.Join(",", Layers.Select(l => l.TeacherLayer))}), hidden {HiddenChannels.Count}, {widths}, vocab {KeptTokens?.Count ?? Teacher.VocabSize}: {student.Total:N0} parameters ({(double)student.Total / teacher.Total:P1} of the teacher)
+            student: {Layers.Count} layers (teacher {string.Join(",", Layers.Select(l => l.TeacherLayer))}), hidden {HiddenChannels.Count}, {widths}, vocab {KeptTokens?.Count ?? Teacher.VocabSize}: {student.Total:N0} parameters ({100.0 * student.Total / teacher.Total:0.0}% of the teacher)
             """);
     }
 
