@@ -145,6 +145,31 @@ public sealed class SurgeryPlanTests
     }
 
     [Test]
+    public void Head_rows_expand_each_kept_head_to_its_head_dim_rows()
+    {
+        LayerPlan layer = Explicit().Layers[0];
+        Assert.That(layer.QueryRows(4), Is.EqualTo(new[] { 20, 21, 22, 23, 28, 29, 30, 31 }));
+        Assert.That(layer.KvRows(4), Is.EqualTo(new[] { 4, 5, 6, 7 }));
+    }
+
+    [Test]
+    public void Plan_json_with_null_fields_is_rejected_naming_them()
+    {
+        string json = Explicit().ToJson().Replace("\"neurons\": [0,2,4,6]", "\"neurons\": null", StringComparison.Ordinal)
+            .Replace("\"hidden_channels\": [0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23]", "\"hidden_channels\": null", StringComparison.Ordinal);
+        var ex = Assert.Throws<InvalidDataException>(() => SurgeryPlan.FromJson(json, "p.json"));
+        Assert.That(ex!.Message, Does.Contain("layers[0].neurons: must keep at least one").And.Contain("hidden_channels: must keep at least one"));
+    }
+
+    [Test]
+    public void Misspelt_fields_are_rejected_rather_than_ignored()
+    {
+        string json = Explicit().ToJson().Replace("\"kept_tokens\": null", "\"kept_token\": [1, 2]", StringComparison.Ordinal);
+        var ex = Assert.Throws<InvalidDataException>(() => SurgeryPlan.FromJson(json, "p.json"));
+        Assert.That(ex!.Message, Does.Contain("p.json").And.Contain("kept_token"));
+    }
+
+    [Test]
     public void Tied_embeddings_stay_tied()
     {
         SurgeryPlan plan = Explicit() with { Teacher = PlanningFixtures.Toy(tied: true) };
