@@ -53,7 +53,7 @@ public sealed class ScoreMatrix : IEquatable<ScoreMatrix>
     }
 
     /// <summary>All values, row after row.</summary>
-    public IReadOnlyList<double> Values => _values;
+    public IReadOnlyList<double> Values => Array.AsReadOnly(_values);
 
     /// <summary>One row, copied.</summary>
     public double[] Row(int row)
