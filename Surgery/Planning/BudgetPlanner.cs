@@ -48,7 +48,7 @@ public sealed record ShapeCandidate(StudentShape Shape, LlamaConfig Config, Para
 
     /// <summary><c>L20 D1792 H14/KV14 FFN6208 V48000: 1,093,214,208 params (-0.6%)</c>.</summary>
     public override string ToString() =>
-        string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{Shape}: {Parameters.Total:N0} params ({BudgetDeviation:+0.0%;-0.0%}), FFN ratio {FfnRatio:0.00}");
+        string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{Shape}: {Parameters.Total:N0} params ({(BudgetDeviation >= 0 ? "+" : "")}{BudgetDeviation:0.0%}), FFN ratio {FfnRatio:0.00}");
 }
 
 /// <summary>

@@ -81,7 +81,7 @@ public sealed record PlanEstimate(
 
     /// <summary>A human-readable summary: read, write and peak sizes.</summary>
     public string Summary() => string.Create(CultureInfo.InvariantCulture,
-        $"reads {FormatBytes(BytesToRead)} of the teacher's {FormatBytes(TeacherBytes)} ({(TeacherBytes == 0 ? 0 : (double)BytesToRead / TeacherBytes):P1}), "
+        $"reads {FormatBytes(BytesToRead)} of the teacher's {FormatBytes(TeacherBytes)} ({(TeacherBytes == 0 ? 0 : 100.0 * BytesToRead / TeacherBytes):0.0}%), "
         + $"writes {FormatBytes(BytesToWrite)} ({StudentParameters:N0} parameters at {StudentBytesPerElement} bytes), "
         + $"peak memory about {FormatBytes(PeakBytes)} (largest tensor {LargestTensor}, plus {FormatBytes(IoBufferBytes)} of I/O buffer).");
 

@@ -26,6 +26,7 @@ namespace ModelSurgery.Surgery.Planning;
 /// <para>Head dimension is never cut: the student's <c>head_dim</c> is written explicitly as the teacher's, so the hidden
 /// size need not equal heads * head_dim. Tied embeddings stay tied.</para>
 /// </remarks>
+[JsonUnmappedMemberHandling(JsonUnmappedMemberHandling.Disallow)]
 public sealed record SurgeryPlan
 {
     /// <summary>The plan file format version written by this library.</summary>
@@ -216,7 +217,7 @@ public sealed record SurgeryPlan
             }
         }
 
-        if (!AllowNonUniform && Layers.All(l => l is not null))
+        if (!AllowNonUniform && Layers.All(l => l is { KvHeads: not null, QueryHeads: not null, Neurons: not null }))
         {
             CheckUniform(errors);
         }
@@ -243,7 +244,7 @@ public sealed record SurgeryPlan
     /// </summary>
     public string ToJson() => JsonSerializer.Serialize(this, JsonOptions);
 
-    /// <summary>Parses and validates a plan written by <see cref="ToJson"/>.</summary>
+    /// <summary>Parses and validates a plan written by <see cref="ToJson"/>. Unknown fields are rejected, so a misspelt optional field is not silently ignored.</summary>
     /// <param name="json">The JSON text.</param>
     /// <param name="source">Where the text came from, for error messages.</param>
     /// <exception cref="InvalidDataException">The text is not plan JSON, or the plan is invalid.</exception>
@@ -305,7 +306,7 @@ public sealed record SurgeryPlan
             : "per-layer widths (non-uniform)";
         return string.Create(CultureInfo.InvariantCulture, $"""
             teacher: {Teacher.NumHiddenLayers} layers, hidden {Teacher.HiddenSize}, {Teacher.NumAttentionHeads} heads / {Teacher.NumKeyValueHeads} KV heads of {Teacher.HeadDim}, FFN {Teacher.IntermediateSize}, vocab {Teacher.VocabSize}: {teacher.Total:N0} parameters
-            student: {Layers.Count} layers (teacher {string.Join(",", Layers.Select(l => l.TeacherLayer))}), hidden {HiddenChannels.Count}, {widths}, vocab {KeptTokens?.Count ?? Teacher.VocabSize}: {student.Total:N0} parameters ({(double)student.Total / teacher.Total:P1} of the teacher)
+            student: {Layers.Count} layers (teacher {string.Join(",", Layers.Select(l => l.TeacherLayer))}), hidden {HiddenChannels.Count}, {widths}, vocab {KeptTokens?.Count ?? Teacher.VocabSize}: {student.Total:N0} parameters ({100.0 * student.Total / teacher.Total:0.0}% of the teacher)
             """);
     }
 

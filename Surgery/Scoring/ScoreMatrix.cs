@@ -53,7 +53,7 @@ public sealed class ScoreMatrix : IEquatable<ScoreMatrix>
     }
 
     /// <summary>All values, row after row.</summary>
-    public IReadOnlyList<double> Values => _values;
+    public IReadOnlyList<double> Values => Array.AsReadOnly(_values);
 
     /// <summary>One row, copied.</summary>
     public double[] Row(int row)
@@ -147,14 +147,18 @@ internal sealed class ScoreMatrixJsonConverter : JsonConverter<ScoreMatrix>
 
     public override void Write(Utf8JsonWriter writer, ScoreMatrix value, JsonSerializerOptions options)
     {
-        writer.WriteStartArray();
-        for (int r = 0; r < value.Rows; r++)
+        // One row per line keeps large matrices readable and diffable; the writer does not indent raw values itself.
+        string[] rows = [.. Enumerable.Range(0, value.Rows).Select(r => JsonSerializer.Serialize(value.Row(r), CompactJson.NamedFloats))];
+        if (!writer.Options.Indented || rows.Length == 0)
         {
-            // One row per line keeps large matrices readable and diffable.
-            writer.WriteRawValue(JsonSerializer.Serialize(value.Row(r), options.NumberHandling == JsonNumberHandling.Strict ? CompactJson.Strict : CompactJson.NamedFloats));
+            writer.WriteRawValue($"[{string.Join(',', rows)}]");
+            return;
         }
 
-        writer.WriteEndArray();
+        string newLine = writer.Options.NewLine;
+        string inner = newLine + new string(writer.Options.IndentCharacter, (writer.CurrentDepth + 1) * writer.Options.IndentSize);
+        string outer = newLine + new string(writer.Options.IndentCharacter, writer.CurrentDepth * writer.Options.IndentSize);
+        writer.WriteRawValue($"[{inner}{string.Join("," + inner, rows)}{outer}]");
     }
 }
 
