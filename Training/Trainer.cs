@@ -216,7 +216,7 @@ public sealed class Trainer
         double lossSum = 0;
         for (int micro = 0; micro < _options.GradAccumulation; micro++)
         {
-            TrainingBatch batch = sampler.Next();
+            TrainingBatch batch = sampler.Next(ModelDevice(_model));
             Tensor loss = _objective.Loss(_model, batch); // []
             lossSum += loss.to(ScalarType.Float64).item<double>();
             (loss / _options.GradAccumulation).backward();
@@ -269,7 +269,7 @@ public sealed class Trainer
             for (long i = 0; i < batches; i++)
             {
                 using var scope = torch.NewDisposeScope();
-                TrainingBatch batch = sampler.Next();
+                TrainingBatch batch = sampler.Next(ModelDevice(_model));
                 Tensor logits = _model.forward(batch.Inputs); // [B, T, V]
                 sum += CrossEntropyObjective.Compute(logits, batch.Targets).to(ScalarType.Float64).item<double>();
             }
@@ -277,6 +277,16 @@ public sealed class Trainer
 
         _model.train();
         return sum / batches;
+    }
+
+    /// <summary>The device of a model's first parameter (CPU for a model without parameters).</summary>
+    /// <param name="model">The model.</param>
+    /// <returns>Where its inputs must go.</returns>
+    public static Device ModelDevice(nn.Module model)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        Parameter? first = model.parameters().FirstOrDefault();
+        return first?.device ?? torch.CPU;
     }
 
     private async Task SaveModelAsync(string directory, CancellationToken cancellationToken)

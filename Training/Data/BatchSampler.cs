@@ -104,8 +104,9 @@ public sealed class BatchSampler
     }
 
     /// <summary>Draws the next batch, starting a new epoch when the current one cannot fill it.</summary>
+    /// <param name="device">Device for the tokens (the model's device); CPU when null.</param>
     /// <returns>The batch; its tensor belongs to the caller's dispose scope.</returns>
-    public TrainingBatch Next()
+    public TrainingBatch Next(Device? device = null)
     {
         if (_position + BatchSize > _windows.Length)
         {
@@ -123,7 +124,14 @@ public sealed class BatchSampler
         }
 
         _position += BatchSize;
-        return new TrainingBatch(torch.tensor(data, [BatchSize, SeqLen + 1], ScalarType.Int64), windows); // [B, T+1]
+        Tensor tokens = torch.tensor(data, [BatchSize, SeqLen + 1], ScalarType.Int64); // [B, T+1]
+        if (device is not null && device.type != DeviceType.CPU)
+        {
+            using Tensor host = tokens;
+            tokens = host.to(device);
+        }
+
+        return new TrainingBatch(tokens, windows);
     }
 
     private long[] OrderFor(long epoch)

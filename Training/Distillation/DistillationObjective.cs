@@ -23,9 +23,16 @@ public sealed class DistillationObjective : ITrainingObjective
     /// <param name="loss">The logit distillation loss.</param>
     /// <param name="hidden">Optional hidden-state distillation (its projections are trained with the student).</param>
     /// <param name="hiddenWeight">Weight of the hidden-state term.</param>
-    public DistillationObjective(nn.Module<Tensor, Tensor> teacher, DistillationLoss loss, HiddenStateDistillation? hidden = null, double hiddenWeight = 1.0)
+    /// <param name="teacherDtype">Optional lower precision for the teacher (e.g. bfloat16): the teacher is converted in place.</param>
+    public DistillationObjective(
+        nn.Module<Tensor, Tensor> teacher, DistillationLoss loss, HiddenStateDistillation? hidden = null, double hiddenWeight = 1.0, ScalarType? teacherDtype = null)
     {
         _teacher = teacher ?? throw new ArgumentNullException(nameof(teacher));
+        if (teacherDtype is { } dtype)
+        {
+            _teacher.to(dtype);
+        }
+
         _loss = loss ?? throw new ArgumentNullException(nameof(loss));
         if (hidden is not null && teacher is not IHiddenStateModel)
         {
@@ -52,6 +59,7 @@ public sealed class DistillationObjective : ITrainingObjective
         ArgumentNullException.ThrowIfNull(batch);
         using var scope = torch.NewDisposeScope();
         Tensor inputs = batch.Inputs; // [B, T]
+        Tensor teacherInputs = inputs.to(Trainer.ModelDevice(_teacher)); // [B, T]
         Tensor teacherLogits;
         IReadOnlyList<Tensor>? teacherHidden = null;
         _teacher.eval();
@@ -59,11 +67,11 @@ public sealed class DistillationObjective : ITrainingObjective
         {
             if (_hidden is not null)
             {
-                (teacherLogits, teacherHidden) = ((IHiddenStateModel)_teacher).ForwardWithHiddenStates(inputs); // [B, T, Vt]
+                (teacherLogits, teacherHidden) = ((IHiddenStateModel)_teacher).ForwardWithHiddenStates(teacherInputs); // [B, T, Vt]
             }
             else
             {
-                teacherLogits = _teacher.forward(inputs); // [B, T, Vt]
+                teacherLogits = _teacher.forward(teacherInputs); // [B, T, Vt]
             }
         }
 
@@ -76,12 +84,12 @@ public sealed class DistillationObjective : ITrainingObjective
             }
 
             (Tensor logits, IReadOnlyList<Tensor> hidden) = student.ForwardWithHiddenStates(inputs); // [B, T, Vs]
-            loss = _loss.Compute(logits, teacherLogits, batch.Targets) + (_hiddenWeight * _hidden.forward(hidden, teacherHidden!));
+            loss = _loss.Compute(logits, teacherLogits.to(logits.device), batch.Targets) + (_hiddenWeight * _hidden.forward(hidden, [.. teacherHidden!.Select(h => h.to(logits.device))]));
         }
         else
         {
             Tensor logits = model.forward(inputs); // [B, T, Vs]
-            loss = _loss.Compute(logits, teacherLogits, batch.Targets);
+            loss = _loss.Compute(logits, teacherLogits.to(logits.device), batch.Targets);
         }
 
         return loss.MoveToOuterDisposeScope();

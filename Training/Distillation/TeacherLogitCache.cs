@@ -157,7 +157,17 @@ public sealed class TeacherLogitCache : IDisposable
         }
 
         var map = MemoryMappedFile.CreateFromFile(path, FileMode.Open, null, 0, MemoryMappedFileAccess.Read);
-        var view = map.CreateViewAccessor(0, length, MemoryMappedFileAccess.Read);
+        MemoryMappedViewAccessor view;
+        try
+        {
+            view = map.CreateViewAccessor(0, length, MemoryMappedFileAccess.Read);
+        }
+        catch
+        {
+            map.Dispose();
+            throw;
+        }
+
         var recordOf = new Dictionary<long, long>((int)count);
         for (long i = 0; i < count; i++)
         {
@@ -210,7 +220,7 @@ public sealed class TeacherLogitCache : IDisposable
             file.Read(TokenWindows.Start(windows[start + r], seqLen), tokens.AsSpan(r * seqLen, seqLen));
         }
 
-        Tensor inputs = torch.tensor(tokens, [rows, seqLen], ScalarType.Int64); // [B, T]
+        Tensor inputs = torch.tensor(tokens, [rows, seqLen], ScalarType.Int64).to(Trainer.ModelDevice(teacher)); // [B, T]
         Tensor logits = restrict.RestrictTeacher(teacher.forward(inputs)).to(ScalarType.Float32); // [B, T, V]
         if (logits.shape[^1] < k)
         {
@@ -218,6 +228,8 @@ public sealed class TeacherLogitCache : IDisposable
         }
 
         (Tensor top, Tensor ids) = logits.topk(k, dim: -1); // [B, T, k] each
+        top = top.cpu();
+        ids = ids.cpu();
         float[] topValues = top.contiguous().data<float>().ToArray();
         int[] topIds = ids.to(ScalarType.Int32).contiguous().data<int>().ToArray();
         int perRecord = seqLen * k;

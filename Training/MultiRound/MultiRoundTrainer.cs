@@ -103,7 +103,7 @@ public sealed class MultiRoundTrainer
                 cancellationToken.ThrowIfCancellationRequested();
                 using var scope = torch.NewDisposeScope();
                 var sampler = new BatchSampler(file, batches[b], batches[b].Length, seqLen, 0, shuffle: false);
-                TrainingBatch batch = sampler.Next();
+                TrainingBatch batch = sampler.Next(Trainer.ModelDevice(model));
                 Tensor logits = model.forward(batch.Inputs); // [B, T, V]
                 losses[b] = CrossEntropyObjective.Compute(logits, batch.Targets).to(ScalarType.Float64).item<double>();
             }
