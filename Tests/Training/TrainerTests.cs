@@ -104,6 +104,17 @@ public sealed class TrainerTests
     }
 
     [Test]
+    public async Task Resuming_a_different_run_is_refused_with_the_state_file_name()
+    {
+        using var model = new TinyCausalLm(Vocab, 8, seed: 1);
+        TrainingOptions options = Options("mismatch", 2);
+        await new Trainer(model, options).TrainAsync(Data);
+        Assert.That(
+            async () => await new Trainer(model, options with { Steps = 3 }).TrainAsync(Data, resume: true),
+            Throws.TypeOf<InvalidDataException>().With.Message.Contains(Trainer.StateFileName).And.Message.Contains("2 steps"));
+    }
+
+    [Test]
     public async Task Non_finite_steps_are_skipped_without_touching_the_weights()
     {
         using var model = new TinyCausalLm(Vocab, 16, seed: 1);
