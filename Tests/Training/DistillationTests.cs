@@ -1,0 +1,183 @@
+using ModelSurgery.Training;
+using ModelSurgery.Training.Data;
+using ModelSurgery.Training.Distillation;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace ModelSurgery.Tests.Training;
+
+public sealed class DistillationTests
+{
+    // Teacher logits [ln 3, 0] give p = [3/4, 1/4]; student logits [0, 0] give q = [1/2, 1/2].
+    // KL(p || q) = 3/4 ln(3/4 / 1/2) + 1/4 ln(1/4 / 1/2) = 3/4 ln 1.5 + 1/4 ln 0.5            = 0.130812...
+    // KL(q || p) = 1/2 ln(1/2 / 3/4) + 1/2 ln(1/2 / 1/4) = 1/2 ln(2/3) + 1/2 ln 2             = 0.143841...
+    // m = (p + q) / 2 = [5/8, 3/8]; JSD = 1/2 [3/4 ln(6/5) + 1/4 ln(2/3)] + 1/2 [1/2 ln(4/5) + 1/2 ln(4/3)] = 0.033822...
+    private static readonly double ForwardKl = (0.75 * Math.Log(1.5)) + (0.25 * Math.Log(0.5));
+    private static readonly double ReverseKl = (0.5 * Math.Log(2.0 / 3)) + (0.5 * Math.Log(2));
+    private static readonly double Jsd = (0.5 * ((0.75 * Math.Log(6.0 / 5)) + (0.25 * Math.Log(2.0 / 3)))) + (0.5 * ((0.5 * Math.Log(4.0 / 5)) + (0.5 * Math.Log(4.0 / 3))));
+
+    private static Tensor Logits(params double[] values) => torch.tensor(values, ScalarType.Float32).reshape(1, 1, values.Length); // [1, 1, V]
+
+    private static double Value(Tensor t) => t.to(ScalarType.Float64).item<double>();
+
+    [TestCase(DistillationDivergence.ForwardKl)]
+    [TestCase(DistillationDivergence.ReverseKl)]
+    [TestCase(DistillationDivergence.JensenShannon)]
+    public void Each_divergence_matches_the_hand_computed_value(DistillationDivergence divergence)
+    {
+        double expected = divergence switch
+        {
+            DistillationDivergence.ForwardKl => ForwardKl,
+            DistillationDivergence.ReverseKl => ReverseKl,
+            _ => Jsd,
+        };
+        using Tensor student = Logits(0, 0);
+        using Tensor teacher = Logits(Math.Log(3), 0);
+        using Tensor loss = new DistillationLoss(divergence, temperature: 1, alpha: 1).DistillationTerm(student, teacher);
+        Assert.That(Value(loss), Is.EqualTo(expected).Within(1e-6));
+        Assert.That(ForwardKl, Is.EqualTo(0.130812).Within(1e-6), "the written-out arithmetic");
+    }
+
+    [Test]
+    public void Temperature_softens_both_sides_and_scales_by_its_square()
+    {
+        // At T = 2 the teacher logits [2 ln 3, 0] become [ln 3, 0], so the divergence is the one above, times T^2 = 4.
+        using Tensor student = Logits(0, 0);
+        using Tensor teacher = Logits(2 * Math.Log(3), 0);
+        using Tensor loss = new DistillationLoss(DistillationDivergence.ForwardKl, temperature: 2, alpha: 1).DistillationTerm(student, teacher);
+        Assert.That(Value(loss), Is.EqualTo(4 * ForwardKl).Within(1e-6));
+    }
+
+    [Test]
+    public void Alpha_mixes_distillation_with_cross_entropy()
+    {
+        // CE of uniform logits over 2 ids is ln 2 whatever the target.
+        using Tensor student = Logits(0, 0);
+        using Tensor teacher = Logits(Math.Log(3), 0);
+        using Tensor targets = torch.tensor(new long[] { 1 }).reshape(1, 1);
+        using Tensor loss = new DistillationLoss(DistillationDivergence.ForwardKl, temperature: 1, alpha: 0.25).Compute(student, teacher, targets);
+        Assert.That(Value(loss), Is.EqualTo((0.25 * ForwardKl) + (0.75 * Math.Log(2))).Within(1e-6));
+    }
+
+    [Test]
+    public void Teacher_logits_are_restricted_to_the_kept_ids_before_the_softmax()
+    {
+        // The teacher has 4 ids; the student keeps teacher ids 0 and 2, whose logits are [ln 3, 0]. Ids 1 and 3 must not
+        // take probability mass, so the result equals the 2-id case.
+        using Tensor student = Logits(0, 0);
+        using Tensor teacher = Logits(Math.Log(3), 5, 0, -7);
+        var loss = new DistillationLoss(DistillationDivergence.ForwardKl, temperature: 1, alpha: 1, keptTeacherIds: [0, 2]);
+        using Tensor value = loss.DistillationTerm(student, teacher);
+        Assert.Multiple(() =>
+        {
+            Assert.That(Value(value), Is.EqualTo(ForwardKl).Within(1e-6));
+            Assert.That(() => new DistillationLoss(alpha: 1).DistillationTerm(student, teacher), Throws.ArgumentException.With.Message.Contains("do not match"));
+        });
+    }
+
+    [Test]
+    public void Top_k_distillation_renormalises_the_teacher_over_its_kept_ids()
+    {
+        // Student logits [0, 0, 0]: q = 1/3 each. Cached teacher top-2 logits [ln 3, 0] at ids [2, 0]: p = [3/4, 1/4].
+        // Loss = 3/4 ln(3/4 / 1/3) + 1/4 ln(1/4 / 1/3) = 3/4 ln 2.25 + 1/4 ln 0.75.
+        using Tensor student = Logits(0, 0, 0);
+        using Tensor values = Logits(Math.Log(3), 0);
+        using Tensor indices = torch.tensor(new long[] { 2, 0 }).reshape(1, 1, 2);
+        using Tensor loss = new DistillationLoss(alpha: 1).TopKDistillationTerm(student, values, indices);
+        Assert.That(Value(loss), Is.EqualTo((0.75 * Math.Log(2.25)) + (0.25 * Math.Log(0.75))).Within(1e-6));
+    }
+
+    [Test]
+    public void Hidden_state_distillation_is_mse_and_learns_a_projection_when_widths_differ()
+    {
+        // Equal widths: student [1, 2] against teacher [0, 0] gives MSE (1 + 4) / 2 = 2.5.
+        using var same = new HiddenStateDistillation([0], 2, 2);
+        using Tensor student = torch.tensor(new float[] { 1, 2 }).reshape(1, 1, 2);
+        using Tensor teacher = torch.zeros(1, 1, 2);
+        using Tensor loss = same.forward([student], [teacher]);
+        using var projected = new HiddenStateDistillation([1, 0], 2, 3);
+        Assert.Multiple(() =>
+        {
+            Assert.That(Value(loss), Is.EqualTo(2.5).Within(1e-6));
+            Assert.That(same.parameters().Count(), Is.Zero);
+            Assert.That(projected.parameters().Select(p => p.shape), Is.EqualTo(new[] { new long[] { 3, 2 }, [3, 2] }));
+        });
+    }
+
+    [Test]
+    public async Task A_student_distilled_from_a_teacher_with_hidden_states_learns()
+    {
+        string dir = Directory.CreateTempSubdirectory("distill").FullName;
+        try
+        {
+            using TokenFile file = TokenFile.Open(TrainingTestData.WritePatternFile(dir, 16, 20, 50));
+            long[] windows = [.. Enumerable.Range(0, (int)TokenWindows.Count(file.Count, 16)).Select(i => (long)i)];
+            using var teacher = new TinyCausalLm(16, 24, seed: 7);
+            await new Trainer(teacher, new TrainingOptions { LearningRate = 1e-2, BatchSize = 4, SeqLen = 16, Steps = 30, EvalEvery = 0, OutputDir = Path.Combine(dir, "t") })
+                .TrainAsync(new TrainingData(file, windows, []));
+
+            using var student = new TinyCausalLm(16, 8, seed: 8);
+            var hidden = new HiddenStateDistillation([0, 1], 8, 24);
+            var objective = new DistillationObjective(teacher, new DistillationLoss(DistillationDivergence.ForwardKl, temperature: 2, alpha: 0.5), hidden, hiddenWeight: 0.1);
+            float[] projectionBefore = hidden.parameters().First().data<float>().ToArray();
+            float[] teacherBefore = teacher.parameters().First().data<float>().ToArray();
+            TrainingResult result = await new Trainer(student, new TrainingOptions { LearningRate = 1e-2, BatchSize = 4, SeqLen = 16, Steps = 20, EvalEvery = 0, OutputDir = Path.Combine(dir, "s") }, objective)
+                .TrainAsync(new TrainingData(file, windows, []));
+
+            Assert.Multiple(() =>
+            {
+                Assert.That(objective.Parameters, Has.Count.EqualTo(2));
+                Assert.That(result.History[^1].Loss, Is.LessThan(result.History[0].Loss * 0.7));
+                Assert.That(hidden.parameters().First().data<float>().ToArray(), Is.Not.EqualTo(projectionBefore), "the projection is trained");
+                Assert.That(teacher.parameters().First().data<float>().ToArray(), Is.EqualTo(teacherBefore), "the teacher is frozen");
+            });
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    [Test]
+    public async Task The_top_k_cache_round_trips_and_with_k_equal_to_the_vocabulary_matches_full_distillation()
+    {
+        string dir = Directory.CreateTempSubdirectory("topk").FullName;
+        try
+        {
+            using TokenFile file = TokenFile.Open(TrainingTestData.WritePatternFile(dir, 16, 4, 40));
+            long[] windows = [5, 1, 3, 0];
+            using var teacher = new TinyCausalLm(16, 8, seed: 3);
+            using var student = new TinyCausalLm(16, 8, seed: 4);
+            string path = Path.Combine(dir, "teacher.topk");
+            await TeacherLogitCache.WriteAsync(teacher, file, windows, path, k: 16, seqLen: 8, batchSize: 3);
+            using TeacherLogitCache cache = TeacherLogitCache.Open(path);
+
+            var sampler = new BatchSampler(file, [3, 5], 2, 8, 0, shuffle: false);
+            TrainingBatch batch = sampler.Next();
+            (Tensor values, Tensor indices) = cache.Read(batch.Windows);
+            using Tensor teacherLogits = teacher.forward(batch.Inputs).detach(); // [2, 8, 16]
+            using Tensor studentLogits = student.forward(batch.Inputs).detach();
+            var loss = new DistillationLoss(DistillationDivergence.ForwardKl, temperature: 2, alpha: 1);
+            using Tensor cached = loss.TopKDistillationTerm(studentLogits, values, indices);
+            using Tensor full = loss.DistillationTerm(studentLogits, teacherLogits);
+            using Tensor top3 = new CachedDistillationObjective(cache, loss).Loss(student, batch);
+
+            Assert.Multiple(() =>
+            {
+                Assert.That(cache.Count, Is.EqualTo(4));
+                Assert.That(values.shape, Is.EqualTo(new long[] { 2, 8, 16 }));
+                Assert.That(values[.., .., 0].data<float>().ToArray(), Is.EqualTo(teacherLogits.max(-1).values.data<float>().ToArray()));
+                Assert.That(Value(cached), Is.EqualTo(Value(full)).Within(1e-5));
+                Assert.That(Value(top3), Is.EqualTo(Value(full)).Within(1e-5));
+                Assert.That(() => cache.Read([2]), Throws.ArgumentException.With.Message.Contains("Window 2"));
+            });
+
+            File.WriteAllBytes(Path.Combine(dir, "cut.topk"), File.ReadAllBytes(path)[..^4]);
+            Assert.That(() => TeacherLogitCache.Open(Path.Combine(dir, "cut.topk")), Throws.TypeOf<InvalidDataException>().With.Message.Contains("cut.topk"));
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+}

@@ -1,0 +1,177 @@
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace ModelSurgery.Training.Distillation;
+
+/// <summary>How the student's distribution is compared with the teacher's.</summary>
+public enum DistillationDivergence
+{
+    /// <summary>KL(teacher || student): the student covers every mode of the teacher (Hinton et al.).</summary>
+    ForwardKl,
+
+    /// <summary>KL(student || teacher): the student concentrates on the teacher's main modes.</summary>
+    ReverseKl,
+
+    /// <summary>Jensen-Shannon: (KL(p || m) + KL(q || m)) / 2 with m the average of the two; symmetric and bounded by ln 2.</summary>
+    JensenShannon,
+}
+
+/// <summary>
+/// Logit distillation mixed with cross-entropy: loss = alpha * KD + (1 - alpha) * CE, where KD is the chosen divergence
+/// between softmax(teacher / T) and softmax(student / T), averaged over positions and multiplied by T^2 so that its
+/// gradients keep their size as the temperature changes (Hinton et al., 2015). CE is the plain next-token loss at T = 1.
+/// When the vocabularies differ, the teacher's logits are first restricted to <see cref="KeptTeacherIds"/>
+/// (student id i is teacher id kept[i]) and the softmax is taken over the kept ids only.
+/// </summary>
+public sealed class DistillationLoss
+{
+    private readonly long[]? _kept;
+
+    /// <summary>Creates the loss.</summary>
+    /// <param name="divergence">Forward KL, reverse KL or JSD.</param>
+    /// <param name="temperature">Softmax temperature T, positive.</param>
+    /// <param name="alpha">Weight of the distillation term in [0, 1].</param>
+    /// <param name="keptTeacherIds">For a compressed student vocabulary: the teacher id of each student id; null when the vocabularies are equal.</param>
+    public DistillationLoss(DistillationDivergence divergence = DistillationDivergence.ForwardKl, double temperature = 1.0, double alpha = 0.5, IReadOnlyList<long>? keptTeacherIds = null)
+    {
+        if (!(temperature > 0) || !double.IsFinite(temperature))
+        {
+            throw new ArgumentOutOfRangeException(nameof(temperature), $"Distillation temperature must be positive; got {temperature}.");
+        }
+
+        if (!(alpha >= 0 && alpha <= 1))
+        {
+            throw new ArgumentOutOfRangeException(nameof(alpha), $"Distillation alpha must be in [0, 1]; got {alpha}.");
+        }
+
+        Divergence = divergence;
+        Temperature = temperature;
+        Alpha = alpha;
+        _kept = keptTeacherIds is null ? null : [.. keptTeacherIds];
+    }
+
+    /// <summary>The divergence used.</summary>
+    public DistillationDivergence Divergence { get; }
+
+    /// <summary>Softmax temperature.</summary>
+    public double Temperature { get; }
+
+    /// <summary>Weight of the distillation term.</summary>
+    public double Alpha { get; }
+
+    /// <summary>Teacher id of each student id, or null.</summary>
+    public IReadOnlyList<long>? KeptTeacherIds => _kept;
+
+    /// <summary>Restricts teacher logits to the kept ids (unchanged when there is no map).</summary>
+    /// <param name="teacherLogits">[..., Vt] teacher logits.</param>
+    /// <returns>[..., Vs] logits in student id order.</returns>
+    public Tensor RestrictTeacher(Tensor teacherLogits)
+    {
+        ArgumentNullException.ThrowIfNull(teacherLogits);
+        if (_kept is null)
+        {
+            return teacherLogits.alias();
+        }
+
+        long teacherVocab = teacherLogits.shape[^1];
+        if (_kept.Any(id => id < 0 || id >= teacherVocab))
+        {
+            throw new ArgumentException($"keptTeacherIds holds ids outside the teacher vocabulary of {teacherVocab}.", nameof(teacherLogits));
+        }
+
+        using Tensor index = torch.tensor(_kept, ScalarType.Int64, teacherLogits.device); // [Vs]
+        return teacherLogits.index_select(-1, index); // [..., Vs]
+    }
+
+    /// <summary>The distillation term alone: divergence at temperature T, mean over positions, times T^2.</summary>
+    /// <param name="studentLogits">[..., Vs] student logits.</param>
+    /// <param name="teacherLogits">[..., Vt] teacher logits (restricted to the kept ids here).</param>
+    /// <returns>Scalar float32 loss.</returns>
+    public Tensor DistillationTerm(Tensor studentLogits, Tensor teacherLogits)
+    {
+        ArgumentNullException.ThrowIfNull(studentLogits);
+        using var scope = torch.NewDisposeScope();
+        Tensor teacher = RestrictTeacher(teacherLogits).to(ScalarType.Float32); // [..., V]
+        if (!teacher.shape.SequenceEqual(studentLogits.shape))
+        {
+            throw new ArgumentException(
+                $"Teacher logits [{string.Join(", ", teacher.shape)}] (after the kept-id map) do not match student logits [{string.Join(", ", studentLogits.shape)}].",
+                nameof(teacherLogits));
+        }
+
+        Tensor logQ = (studentLogits.to(ScalarType.Float32) / Temperature).log_softmax(-1); // [..., V] student
+        Tensor logP = (teacher / Temperature).log_softmax(-1); // [..., V] teacher
+        Tensor perPosition = Divergence switch
+        {
+            DistillationDivergence.ForwardKl => Kl(logP, logQ),
+            DistillationDivergence.ReverseKl => Kl(logQ, logP),
+            _ => Jsd(logP, logQ),
+        }; // [...]
+        return (perPosition.mean() * (Temperature * Temperature)).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>alpha * KD + (1 - alpha) * CE.</summary>
+    /// <param name="studentLogits">[B, T, Vs] student logits.</param>
+    /// <param name="teacherLogits">[B, T, Vt] teacher logits.</param>
+    /// <param name="targets">[B, T] next-token ids (student ids).</param>
+    /// <returns>Scalar float32 loss.</returns>
+    public Tensor Compute(Tensor studentLogits, Tensor teacherLogits, Tensor targets)
+    {
+        using var scope = torch.NewDisposeScope();
+        Tensor loss = Alpha * DistillationTerm(studentLogits, teacherLogits);
+        if (Alpha < 1)
+        {
+            loss = loss + ((1 - Alpha) * CrossEntropyObjective.Compute(studentLogits, targets));
+        }
+
+        return loss.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// Distillation term against cached top-k teacher logits: the teacher distribution is softmax(values / T) renormalised
+    /// over its k kept ids; the student's log-probabilities are its full-vocabulary log_softmax(student / T) read at those
+    /// ids, so student mass outside the teacher's top k is penalised. Returns sum_k p_k (log p_k - log q_k), mean over
+    /// positions, times T^2 (the forward KL of the truncated teacher; the divergence setting is not used here).
+    /// </summary>
+    /// <param name="studentLogits">[B, T, Vs] student logits.</param>
+    /// <param name="topValues">[B, T, k] teacher logits of the top k ids.</param>
+    /// <param name="topIndices">[B, T, k] int64 student ids of the top k.</param>
+    /// <returns>Scalar float32 loss.</returns>
+    public Tensor TopKDistillationTerm(Tensor studentLogits, Tensor topValues, Tensor topIndices)
+    {
+        ArgumentNullException.ThrowIfNull(studentLogits);
+        ArgumentNullException.ThrowIfNull(topValues);
+        ArgumentNullException.ThrowIfNull(topIndices);
+        using var scope = torch.NewDisposeScope();
+        Tensor logQ = (studentLogits.to(ScalarType.Float32) / Temperature).log_softmax(-1).gather(-1, topIndices); // [B, T, k]
+        Tensor logP = (topValues.to(ScalarType.Float32) / Temperature).log_softmax(-1); // [B, T, k]
+        return (Kl(logP, logQ).mean() * (Temperature * Temperature)).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>alpha * top-k KD + (1 - alpha) * CE.</summary>
+    /// <param name="studentLogits">[B, T, Vs] student logits.</param>
+    /// <param name="topValues">[B, T, k] cached teacher logits.</param>
+    /// <param name="topIndices">[B, T, k] int64 student ids.</param>
+    /// <param name="targets">[B, T] next-token ids.</param>
+    /// <returns>Scalar float32 loss.</returns>
+    public Tensor ComputeTopK(Tensor studentLogits, Tensor topValues, Tensor topIndices, Tensor targets)
+    {
+        using var scope = torch.NewDisposeScope();
+        Tensor loss = Alpha * TopKDistillationTerm(studentLogits, topValues, topIndices);
+        if (Alpha < 1)
+        {
+            loss = loss + ((1 - Alpha) * CrossEntropyObjective.Compute(studentLogits, targets));
+        }
+
+        return loss.MoveToOuterDisposeScope();
+    }
+
+    // sum_v exp(logA) * (logA - logB) over the last dimension: KL(A || B) per position.
+    private static Tensor Kl(Tensor logA, Tensor logB) => (logA.exp() * (logA - logB)).sum(-1);
+
+    private static Tensor Jsd(Tensor logP, Tensor logQ)
+    {
+        Tensor logM = torch.logaddexp(logP, logQ) - Math.Log(2); // [..., V] log of the average distribution
+        return 0.5 * (Kl(logP, logM) + Kl(logQ, logM));
+    }
+}

@@ -1,0 +1,97 @@
+using ModelSurgery.Training.Data;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace ModelSurgery.Training.Distillation;
+
+/// <summary>
+/// Trains the student against a teacher run in the same process: the teacher is put in eval mode and run without
+/// gradients (in whatever dtype it was loaded, e.g. bfloat16 to save memory; its logits are compared in float32).
+/// Optionally adds hidden-state distillation weighted by <c>hiddenWeight</c>; then both models must implement
+/// <see cref="IHiddenStateModel"/>.
+/// </summary>
+public sealed class DistillationObjective : ITrainingObjective
+{
+    private readonly nn.Module<Tensor, Tensor> _teacher;
+    private readonly DistillationLoss _loss;
+    private readonly HiddenStateDistillation? _hidden;
+    private readonly double _hiddenWeight;
+
+    /// <summary>Creates the objective.</summary>
+    /// <param name="teacher">The teacher: ids [B, T] to logits [B, T, Vt]; it is not trained.</param>
+    /// <param name="loss">The logit distillation loss.</param>
+    /// <param name="hidden">Optional hidden-state distillation (its projections are trained with the student).</param>
+    /// <param name="hiddenWeight">Weight of the hidden-state term.</param>
+    /// <param name="teacherDtype">Optional lower precision for the teacher (e.g. bfloat16): the teacher is converted in place.</param>
+    public DistillationObjective(
+        nn.Module<Tensor, Tensor> teacher, DistillationLoss loss, HiddenStateDistillation? hidden = null, double hiddenWeight = 1.0, ScalarType? teacherDtype = null)
+    {
+        _teacher = teacher ?? throw new ArgumentNullException(nameof(teacher));
+        if (teacherDtype is { } dtype)
+        {
+            _teacher.to(dtype);
+        }
+
+        _loss = loss ?? throw new ArgumentNullException(nameof(loss));
+        if (hidden is not null && teacher is not IHiddenStateModel)
+        {
+            throw new ArgumentException("Hidden-state distillation needs a teacher that implements IHiddenStateModel.", nameof(teacher));
+        }
+
+        _hidden = hidden;
+        _hiddenWeight = hiddenWeight;
+        foreach (Parameter p in _teacher.parameters())
+        {
+            p.requires_grad = false;
+        }
+
+        Parameters = hidden is null ? [] : [.. hidden.named_parameters().Select(p => ("hidden." + p.name, p.parameter))];
+    }
+
+    /// <inheritdoc />
+    public IReadOnlyList<(string Name, Parameter Parameter)> Parameters { get; }
+
+    /// <inheritdoc />
+    public Tensor Loss(nn.Module<Tensor, Tensor> model, TrainingBatch batch)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(batch);
+        using var scope = torch.NewDisposeScope();
+        Tensor inputs = batch.Inputs; // [B, T]
+        Tensor teacherInputs = inputs.to(Trainer.ModelDevice(_teacher)); // [B, T]
+        Tensor teacherLogits;
+        IReadOnlyList<Tensor>? teacherHidden = null;
+        _teacher.eval();
+        using (torch.no_grad())
+        {
+            if (_hidden is not null)
+            {
+                (teacherLogits, teacherHidden) = ((IHiddenStateModel)_teacher).ForwardWithHiddenStates(teacherInputs); // [B, T, Vt]
+            }
+            else
+            {
+                teacherLogits = _teacher.forward(teacherInputs); // [B, T, Vt]
+            }
+        }
+
+        Tensor loss;
+        if (_hidden is not null)
+        {
+            if (model is not IHiddenStateModel student)
+            {
+                throw new ArgumentException("Hidden-state distillation needs a student that implements IHiddenStateModel.", nameof(model));
+            }
+
+            (Tensor logits, IReadOnlyList<Tensor> hidden) = student.ForwardWithHiddenStates(inputs); // [B, T, Vs]
+            loss = _loss.Compute(logits, teacherLogits.to(logits.device), batch.Targets) + (_hiddenWeight * _hidden.forward(hidden, [.. teacherHidden!.Select(h => h.to(logits.device))]));
+        }
+        else
+        {
+            Tensor logits = model.forward(inputs); // [B, T, Vs]
+            loss = _loss.Compute(logits, teacherLogits.to(logits.device), batch.Targets);
+        }
+
+        return loss.MoveToOuterDisposeScope();
+    }
+}

@@ -1,0 +1,567 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text;
+using System.Text.Json;
+using ModelSurgery.Inference.Reporting;
+using ModelSurgery.Training.Data;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace ModelSurgery.Training;
+
+/// <summary>
+/// Trains a causal language model (ids [B, T] to logits [B, T, V]) with AdamW, warmup plus cosine schedule, gradient
+/// accumulation and clipping, skipping non-finite steps, periodic evaluation, checkpoints and metrics.
+/// <para>
+/// Output folder layout: <c>checkpoints/last/</c> (model through the checkpointer plus <c>training-state.bin</c>),
+/// <c>checkpoints/best/</c> (model with the lowest validation loss), <c>metrics.jsonl</c>, <c>metrics.csv</c> and
+/// <c>loss.png</c>. The training state holds the float32 weights, optimizer moments, step, torch generator state and
+/// data cursor, so a resumed run continues bit for bit (on CPU float32).
+/// </para>
+/// <para>
+/// bf16: TorchSharp has no usable autocast on CPU, so <see cref="TrainingPrecision.Bf16"/> converts the model to
+/// bfloat16 for the forward and backward passes and keeps a float32 master copy of every weight; the optimizer updates
+/// the master copy from float32 gradients and the result is rounded back into the bfloat16 weights.
+/// </para>
+/// </summary>
+public sealed class Trainer
+{
+    /// <summary>Name of the training state file inside <c>checkpoints/last</c>.</summary>
+    public const string StateFileName = "training-state.bin";
+
+    private static ReadOnlySpan<byte> StateMagic => "MSTRAIN1"u8;
+
+    private readonly nn.Module<Tensor, Tensor> _model;
+    private readonly TrainingOptions _options;
+    private readonly ITrainingObjective _objective;
+    private readonly IModelCheckpointer? _checkpointer;
+    private readonly ILogger _logger;
+
+    /// <summary>Creates a trainer.</summary>
+    /// <param name="model">The model to train, in place (converted to bfloat16 when <see cref="TrainingOptions.Precision"/> asks).</param>
+    /// <param name="options">Hyper-parameters and output folder.</param>
+    /// <param name="objective">The loss; default next-token cross-entropy.</param>
+    /// <param name="checkpointer">Writes model checkpoints; when null only the training state is written.</param>
+    /// <param name="logger">Optional logger.</param>
+    public Trainer(
+        nn.Module<Tensor, Tensor> model,
+        TrainingOptions options,
+        ITrainingObjective? objective = null,
+        IModelCheckpointer? checkpointer = null,
+        ILogger? logger = null)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(options);
+        options.Validate();
+        _model = model;
+        _options = options;
+        _objective = objective ?? CrossEntropyObjective.Instance;
+        _checkpointer = checkpointer;
+        _logger = logger ?? NullLogger.Instance;
+    }
+
+    /// <summary>Path of the training state a resumed run reads.</summary>
+    /// <param name="outputDir">The run's output folder.</param>
+    /// <returns>The state file path.</returns>
+    public static string StatePath(string outputDir) => Path.Combine(outputDir, "checkpoints", "last", StateFileName);
+
+    /// <summary>Runs training to the last step.</summary>
+    /// <param name="data">Token file and window split.</param>
+    /// <param name="progress">Optional per-step progress.</param>
+    /// <param name="resume">Continue from <see cref="StatePath"/> when it exists.</param>
+    /// <param name="cancellationToken">Stops at the next step boundary after saving the last checkpoint and state.</param>
+    /// <returns>The run's history.</returns>
+    /// <exception cref="TrainingDivergedException">Too many non-finite steps in a row.</exception>
+    public async Task<TrainingResult> TrainAsync(
+        TrainingData data,
+        IProgress<TrainingProgress>? progress = null,
+        bool resume = false,
+        CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(data);
+        long totalSteps = _options.TotalSteps();
+        var schedule = LearningRateSchedule.For(_options, totalSteps);
+        var sampler = new BatchSampler(data.File, data.TrainWindows, _options.BatchSize, _options.SeqLen, _options.Seed, data.ShuffleTrain);
+        Directory.CreateDirectory(_options.OutputDir);
+
+        // Parameters the optimizer updates, in a fixed order (model, then objective): the state file relies on it.
+        List<(string Name, Parameter Parameter)> modelParameters = [.. _model.named_parameters()];
+        if (_options.Precision == TrainingPrecision.Bf16)
+        {
+            _model.to(ScalarType.BFloat16);
+            modelParameters = [.. _model.named_parameters()];
+        }
+
+        // In bf16 the optimizer sees float32 master copies; in fp32 it sees the model's own parameters.
+        List<(string Name, Parameter Parameter)> optimized = _options.Precision == TrainingPrecision.Bf16
+            ? [.. modelParameters.Select(p => (p.Name, new Parameter(p.Parameter.detach().to(ScalarType.Float32).clone())))]
+            : modelParameters;
+        optimized.AddRange(_objective.Parameters.Select(p => ("objective." + p.Name, p.Parameter)));
+
+        var (decay, noDecay) = WeightDecayGroups.Split(optimized);
+        using var optimizer = torch.optim.AdamW(
+            [
+                new AdamW.ParamGroup(decay.Select(p => p.Parameter), lr: _options.LearningRate, beta1: _options.Beta1, beta2: _options.Beta2, eps: _options.Epsilon, weight_decay: _options.WeightDecay),
+                new AdamW.ParamGroup(noDecay.Select(p => p.Parameter), lr: _options.LearningRate, beta1: _options.Beta1, beta2: _options.Beta2, eps: _options.Epsilon, weight_decay: 0),
+            ],
+            lr: _options.LearningRate,
+            beta1: _options.Beta1,
+            beta2: _options.Beta2,
+            eps: _options.Epsilon,
+            weight_decay: _options.WeightDecay);
+
+        var run = new RunState();
+        string statePath = StatePath(_options.OutputDir);
+        if (resume && File.Exists(statePath))
+        {
+            LoadState(statePath, run, sampler, optimizer, optimized, totalSteps);
+            CopyMastersToModel(optimized, modelParameters);
+            TrainingLog.Resumed(_logger, statePath, run.Step, totalSteps);
+        }
+        else
+        {
+            torch.random.manual_seed((long)(_options.Seed & long.MaxValue));
+            TrainingLog.Starting(_logger, totalSteps, _options.TokensPerStep, decay.Count, noDecay.Count);
+        }
+
+        using var metrics = new MetricsWriter(_options.OutputDir, run, resumed: run.Step > 0);
+        var clipped = optimized.Select(p => p.Parameter).ToList();
+        var clock = Stopwatch.StartNew();
+        long startStep = run.Step;
+        int nonFiniteInARow = run.NonFiniteInARow;
+        while (run.Step < totalSteps)
+        {
+            if (cancellationToken.IsCancellationRequested)
+            {
+                await SaveLastAsync(run, sampler, optimizer, optimized).ConfigureAwait(false);
+                cancellationToken.ThrowIfCancellationRequested();
+            }
+
+            double lr = schedule.At(run.Step);
+            foreach (var group in optimizer.ParamGroups)
+            {
+                group.LearningRate = lr;
+            }
+
+            StepRecord record = TrainStep(sampler, optimizer, optimized, modelParameters, clipped, lr, run.Step + 1);
+            run.Step++;
+            run.History.Add(record);
+            nonFiniteInARow = record.Skipped ? nonFiniteInARow + 1 : 0;
+            run.NonFiniteInARow = nonFiniteInARow;
+            metrics.AppendStep(record);
+            if (record.Skipped)
+            {
+                TrainingLog.SkippedStep(_logger, record.Step, record.Loss, record.GradNorm, nonFiniteInARow);
+                if (nonFiniteInARow >= _options.MaxNonFiniteSteps)
+                {
+                    metrics.Flush();
+                    throw new TrainingDivergedException(
+                        $"Training stopped at step {record.Step}: {nonFiniteInARow} steps in a row had a non-finite loss or gradient " +
+                        $"(limit MaxNonFiniteSteps = {_options.MaxNonFiniteSteps}). Lower the learning rate or check the data and model.");
+                }
+            }
+
+            double? validationLoss = null;
+            bool last = run.Step == totalSteps;
+            if (data.ValidationWindows.Count >= _options.BatchSize && _options.EvalBatches > 0
+                && ((_options.EvalEvery > 0 && run.Step % _options.EvalEvery == 0) || last))
+            {
+                validationLoss = Evaluate(data);
+                run.Evaluations.Add(new EvalRecord(run.Step, validationLoss.Value));
+                metrics.AppendEval(run.Evaluations[^1]);
+                TrainingLog.Evaluated(_logger, run.Step, validationLoss.Value);
+                if (run.BestValidationLoss is null || validationLoss < run.BestValidationLoss)
+                {
+                    run.BestValidationLoss = validationLoss;
+                    await SaveModelAsync(Path.Combine(_options.OutputDir, "checkpoints", "best"), cancellationToken).ConfigureAwait(false);
+                }
+            }
+
+            if (last || (_options.CheckpointEvery > 0 && run.Step % _options.CheckpointEvery == 0))
+            {
+                await SaveLastAsync(run, sampler, optimizer, optimized).ConfigureAwait(false);
+                metrics.DrawChart();
+            }
+
+            double elapsed = clock.Elapsed.TotalSeconds;
+            long done = run.Step - startStep;
+            double tokensPerSecond = elapsed > 0 ? done * _options.TokensPerStep / elapsed : 0;
+            var eta = TimeSpan.FromSeconds(done > 0 ? elapsed / done * (totalSteps - run.Step) : 0);
+            progress?.Report(new TrainingProgress(run.Step, totalSteps, record.Loss, lr, record.GradNorm, tokensPerSecond, eta, record.Skipped, validationLoss));
+            if (run.Step % 10 == 0 || last)
+            {
+                TrainingLog.StepDone(_logger, run.Step, totalSteps, record.Loss, lr, tokensPerSecond, eta);
+            }
+        }
+
+        return new TrainingResult(run.Step, run.History, run.Evaluations, run.BestValidationLoss, _options.OutputDir);
+    }
+
+    private StepRecord TrainStep(
+        BatchSampler sampler,
+        AdamW optimizer,
+        List<(string Name, Parameter Parameter)> optimized,
+        List<(string Name, Parameter Parameter)> modelParameters,
+        List<Parameter> clipped,
+        double lr,
+        long stepNumber)
+    {
+        using var scope = torch.NewDisposeScope();
+        _model.train();
+        optimizer.zero_grad();
+        _model.zero_grad();
+        double lossSum = 0;
+        for (int micro = 0; micro < _options.GradAccumulation; micro++)
+        {
+            TrainingBatch batch = sampler.Next(ModelDevice(_model));
+            Tensor loss = _objective.Loss(_model, batch); // []
+            lossSum += loss.to(ScalarType.Float64).item<double>();
+            (loss / _options.GradAccumulation).backward();
+        }
+
+        double meanLoss = lossSum / _options.GradAccumulation;
+        if (_options.Precision == TrainingPrecision.Bf16)
+        {
+            for (int i = 0; i < modelParameters.Count; i++)
+            {
+                Tensor? grad = modelParameters[i].Parameter.grad;
+                optimized[i].Parameter.grad = grad?.to(ScalarType.Float32);
+            }
+        }
+
+        // With clipping disabled the norm is still measured (an infinite bound leaves gradients unchanged).
+        double gradNorm = torch.nn.utils.clip_grad_norm_(clipped, _options.GradClip > 0 ? _options.GradClip : double.PositiveInfinity);
+        bool skipped = !double.IsFinite(meanLoss) || !double.IsFinite(gradNorm);
+        if (!skipped)
+        {
+            optimizer.step();
+            CopyMastersToModel(optimized, modelParameters);
+        }
+
+        return new StepRecord(stepNumber, meanLoss, lr, gradNorm, skipped);
+    }
+
+    private void CopyMastersToModel(List<(string Name, Parameter Parameter)> optimized, List<(string Name, Parameter Parameter)> modelParameters)
+    {
+        if (_options.Precision != TrainingPrecision.Bf16)
+        {
+            return;
+        }
+
+        using var noGrad = torch.no_grad();
+        for (int i = 0; i < modelParameters.Count; i++)
+        {
+            modelParameters[i].Parameter.copy_(optimized[i].Parameter);
+        }
+    }
+
+    private double Evaluate(TrainingData data)
+    {
+        var sampler = new BatchSampler(data.File, data.ValidationWindows, _options.BatchSize, _options.SeqLen, _options.Seed, shuffle: false);
+        long batches = Math.Min(_options.EvalBatches, sampler.BatchesPerEpoch);
+        double sum = 0;
+        _model.eval();
+        using (torch.no_grad())
+        {
+            for (long i = 0; i < batches; i++)
+            {
+                using var scope = torch.NewDisposeScope();
+                TrainingBatch batch = sampler.Next(ModelDevice(_model));
+                Tensor logits = _model.forward(batch.Inputs); // [B, T, V]
+                sum += CrossEntropyObjective.Compute(logits, batch.Targets).to(ScalarType.Float64).item<double>();
+            }
+        }
+
+        _model.train();
+        return sum / batches;
+    }
+
+    /// <summary>The device of a model's first parameter (CPU for a model without parameters).</summary>
+    /// <param name="model">The model.</param>
+    /// <returns>Where its inputs must go.</returns>
+    public static Device ModelDevice(nn.Module model)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        Parameter? first = model.parameters().FirstOrDefault();
+        return first?.device ?? torch.CPU;
+    }
+
+    private async Task SaveModelAsync(string directory, CancellationToken cancellationToken)
+    {
+        if (_checkpointer is null)
+        {
+            return;
+        }
+
+        Directory.CreateDirectory(directory);
+        await _checkpointer.SaveAsync(_model, directory, cancellationToken).ConfigureAwait(false);
+    }
+
+    private async Task SaveLastAsync(RunState run, BatchSampler sampler, AdamW optimizer, List<(string Name, Parameter Parameter)> optimized)
+    {
+        string directory = Path.Combine(_options.OutputDir, "checkpoints", "last");
+        // The model checkpoint must be complete even when the run is being cancelled.
+        await SaveModelAsync(directory, CancellationToken.None).ConfigureAwait(false);
+        Directory.CreateDirectory(directory);
+        SaveState(Path.Combine(directory, StateFileName), run, sampler, optimizer, optimized);
+        TrainingLog.Saved(_logger, run.Step, directory);
+    }
+
+    private void SaveState(string path, RunState run, BatchSampler sampler, AdamW optimizer, List<(string Name, Parameter Parameter)> optimized)
+    {
+        string temp = Path.Combine(Path.GetDirectoryName(path)!, $".{Path.GetFileName(path)}.{Guid.NewGuid():N}.tmp");
+        try
+        {
+            using (var stream = new FileStream(temp, FileMode.CreateNew, FileAccess.Write))
+            using (var writer = new BinaryWriter(stream, Encoding.UTF8))
+            {
+                writer.Write(StateMagic);
+                writer.Write(run.Step);
+                writer.Write(_options.TotalSteps());
+                writer.Write(_options.Seed);
+                writer.Write(run.NonFiniteInARow);
+                writer.Write(run.BestValidationLoss ?? double.NaN);
+                BatchSamplerState cursor = sampler.State;
+                writer.Write(cursor.Epoch);
+                writer.Write(cursor.Position);
+                writer.Write(cursor.Seed);
+                using (Tensor rng = torch.random.get_rng_state())
+                {
+                    rng.Save(writer);
+                }
+
+                writer.Write(optimized.Count);
+                foreach ((string name, Parameter p) in optimized)
+                {
+                    writer.Write(name);
+                    p.Save(writer);
+                }
+
+                var buffers = _model.named_buffers().ToList();
+                writer.Write(buffers.Count);
+                foreach ((string name, Tensor b) in buffers)
+                {
+                    writer.Write(name);
+                    b.Save(writer);
+                }
+
+                optimizer.save_state_dict(writer);
+                writer.Write(run.History.Count);
+                foreach (StepRecord r in run.History)
+                {
+                    writer.Write(r.Step);
+                    writer.Write(r.Loss);
+                    writer.Write(r.LearningRate);
+                    writer.Write(r.GradNorm);
+                    writer.Write(r.Skipped);
+                }
+
+                writer.Write(run.Evaluations.Count);
+                foreach (EvalRecord e in run.Evaluations)
+                {
+                    writer.Write(e.Step);
+                    writer.Write(e.ValidationLoss);
+                }
+
+                writer.Flush();
+                stream.Flush(flushToDisk: true);
+            }
+
+            File.Move(temp, path, overwrite: true);
+        }
+        finally
+        {
+            File.Delete(temp);
+        }
+    }
+
+    private void LoadState(string path, RunState run, BatchSampler sampler, AdamW optimizer, List<(string Name, Parameter Parameter)> optimized, long totalSteps)
+    {
+        using var stream = File.OpenRead(path);
+        using var reader = new BinaryReader(stream, Encoding.UTF8);
+        try
+        {
+            if (!reader.ReadBytes(StateMagic.Length).AsSpan().SequenceEqual(StateMagic))
+            {
+                throw new InvalidDataException($"Training state '{path}' does not start with 'MSTRAIN1'; it is not a training state file.");
+            }
+
+            run.Step = reader.ReadInt64();
+            long savedTotal = reader.ReadInt64();
+            ulong savedSeed = reader.ReadUInt64();
+            if (savedTotal != totalSteps || savedSeed != _options.Seed)
+            {
+                throw new InvalidDataException(
+                    $"Training state '{path}' belongs to a run of {savedTotal} steps with seed {savedSeed}; this run has {totalSteps} steps and seed {_options.Seed}.");
+            }
+
+            run.NonFiniteInARow = reader.ReadInt32();
+            double best = reader.ReadDouble();
+            run.BestValidationLoss = double.IsNaN(best) ? null : best;
+            sampler.Restore(new BatchSamplerState(reader.ReadInt64(), reader.ReadInt64(), reader.ReadUInt64()));
+            using (Tensor rng = TensorExtensionMethods.Load(reader))
+            {
+                torch.random.set_rng_state(rng);
+            }
+
+            int count = reader.ReadInt32();
+            if (count != optimized.Count)
+            {
+                throw new InvalidDataException($"Training state '{path}' holds {count} parameters; the model and objective have {optimized.Count}.");
+            }
+
+            using (torch.no_grad())
+            {
+                foreach ((string name, Parameter p) in optimized)
+                {
+                    string saved = reader.ReadString();
+                    if (saved != name)
+                    {
+                        throw new InvalidDataException($"Training state '{path}' has parameter '{saved}' where the model has '{name}'.");
+                    }
+
+                    p.Load(reader);
+                }
+
+                var buffers = _model.named_buffers().ToDictionary(b => b.name, b => b.buffer);
+                int bufferCount = reader.ReadInt32();
+                for (int i = 0; i < bufferCount; i++)
+                {
+                    string name = reader.ReadString();
+                    if (!buffers.TryGetValue(name, out Tensor? buffer))
+                    {
+                        throw new InvalidDataException($"Training state '{path}' has buffer '{name}', which the model does not have.");
+                    }
+
+                    buffer.Load(reader);
+                }
+            }
+
+            optimizer.load_state_dict(reader);
+            int steps = reader.ReadInt32();
+            for (int i = 0; i < steps; i++)
+            {
+                run.History.Add(new StepRecord(reader.ReadInt64(), reader.ReadDouble(), reader.ReadDouble(), reader.ReadDouble(), reader.ReadBoolean()));
+            }
+
+            int evals = reader.ReadInt32();
+            for (int i = 0; i < evals; i++)
+            {
+                run.Evaluations.Add(new EvalRecord(reader.ReadInt64(), reader.ReadDouble()));
+            }
+        }
+        catch (Exception e) when (e is EndOfStreamException or ArgumentException)
+        {
+            throw new InvalidDataException($"Training state '{path}' is truncated or does not match the model: {e.Message}", e);
+        }
+    }
+
+    /// <summary>Mutable bookkeeping of a run, saved in the training state.</summary>
+    private sealed class RunState
+    {
+        public long Step { get; set; }
+
+        public int NonFiniteInARow { get; set; }
+
+        public double? BestValidationLoss { get; set; }
+
+        public List<StepRecord> History { get; } = [];
+
+        public List<EvalRecord> Evaluations { get; } = [];
+    }
+
+    /// <summary>Appends metrics to JSONL and CSV and draws the loss chart.</summary>
+    private sealed class MetricsWriter : IDisposable
+    {
+        private readonly string _directory;
+        private readonly RunState _run;
+        private readonly StreamWriter _jsonl;
+        private readonly StreamWriter _csv;
+
+        public MetricsWriter(string directory, RunState run, bool resumed)
+        {
+            _directory = directory;
+            _run = run;
+            // A resumed run rewrites the logs from the saved history, dropping steps logged after the last checkpoint.
+            _jsonl = new StreamWriter(Path.Combine(directory, "metrics.jsonl"), append: false);
+            _csv = new StreamWriter(Path.Combine(directory, "metrics.csv"), append: false);
+            _csv.WriteLine("step,loss,lr,grad_norm,skipped,val_loss");
+            if (resumed)
+            {
+                var evals = run.Evaluations.ToDictionary(e => e.Step);
+                foreach (StepRecord r in run.History)
+                {
+                    WriteStep(r);
+                    if (evals.TryGetValue(r.Step, out EvalRecord? e))
+                    {
+                        WriteEval(e);
+                    }
+                }
+            }
+
+            Flush();
+        }
+
+        public void AppendStep(StepRecord record)
+        {
+            WriteStep(record);
+            Flush();
+        }
+
+        public void AppendEval(EvalRecord record)
+        {
+            WriteEval(record);
+            Flush();
+        }
+
+        public void Flush()
+        {
+            _jsonl.Flush();
+            _csv.Flush();
+        }
+
+        public void DrawChart()
+        {
+            var finite = _run.History.Where(r => double.IsFinite(r.Loss)).ToList();
+            if (finite.Count == 0)
+            {
+                return;
+            }
+
+            var series = new List<LineSeries> { new("train", [.. finite.Select(r => (double)r.Step)], [.. finite.Select(r => r.Loss)]) };
+            if (_run.Evaluations.Count > 0)
+            {
+                series.Add(new LineSeries("validation", [.. _run.Evaluations.Select(e => (double)e.Step)], [.. _run.Evaluations.Select(e => e.ValidationLoss)]));
+            }
+
+            Charts.Lines(Path.Combine(_directory, "loss.png"), "Loss", "step", "loss", series);
+        }
+
+        public void Dispose()
+        {
+            _jsonl.Dispose();
+            _csv.Dispose();
+        }
+
+        private static string Number(double value) => value.ToString("R", CultureInfo.InvariantCulture);
+
+        private static string JsonNumber(double value) => double.IsFinite(value) ? Number(value) : JsonSerializer.Serialize(Number(value));
+
+        private void WriteStep(StepRecord r)
+        {
+            _jsonl.WriteLine(string.Create(
+                CultureInfo.InvariantCulture,
+                $"{{\"step\":{r.Step},\"loss\":{JsonNumber(r.Loss)},\"lr\":{JsonNumber(r.LearningRate)},\"grad_norm\":{JsonNumber(r.GradNorm)},\"skipped\":{(r.Skipped ? "true" : "false")}}}"));
+            _csv.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{r.Step},{Number(r.Loss)},{Number(r.LearningRate)},{Number(r.GradNorm)},{(r.Skipped ? 1 : 0)},"));
+        }
+
+        private void WriteEval(EvalRecord e)
+        {
+            _jsonl.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{{\"step\":{e.Step},\"val_loss\":{JsonNumber(e.ValidationLoss)}}}"));
+            _csv.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{e.Step},,,,,{Number(e.ValidationLoss)}"));
+        }
+    }
+}

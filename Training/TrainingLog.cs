@@ -1,0 +1,28 @@
+using Microsoft.Extensions.Logging;
+
+namespace ModelSurgery.Training;
+
+/// <summary>Log messages of the training assembly.</summary>
+internal static partial class TrainingLog
+{
+    [LoggerMessage(Level = LogLevel.Information, Message = "Resumed from {StatePath} at step {Step} of {TotalSteps}.")]
+    public static partial void Resumed(ILogger logger, string statePath, long step, long totalSteps);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Training {TotalSteps} steps of {TokensPerStep} tokens ({Decay} decayed and {NoDecay} undecayed parameter tensors).")]
+    public static partial void Starting(ILogger logger, long totalSteps, long tokensPerStep, int decay, int noDecay);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Step {Step}: non-finite loss {Loss} or gradient norm {GradNorm}; update skipped ({Count} in a row).")]
+    public static partial void SkippedStep(ILogger logger, long step, double loss, double gradNorm, int count);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Step {Step}: validation loss {ValidationLoss:F4}.")]
+    public static partial void Evaluated(ILogger logger, long step, double validationLoss);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Step {Step}/{TotalSteps}: loss {Loss:F4}, lr {LearningRate:E3}, {TokensPerSecond:F0} tokens/s, ETA {Eta}.")]
+    public static partial void StepDone(ILogger logger, long step, long totalSteps, double loss, double learningRate, double tokensPerSecond, TimeSpan eta);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Saved training state at step {Step} to {Directory}.")]
+    public static partial void Saved(ILogger logger, long step, string directory);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Round {Round}: scanned {Batches} batches (mean loss {MeanLoss:F4}), selected {Selected}.")]
+    public static partial void RoundSelected(ILogger logger, int round, int batches, double meanLoss, int selected);
+}
