@@ -19,12 +19,54 @@ public enum ParameterComponent
     Head,
 }
 
+/// <summary>What a tensor does in the network, so code that transforms weights never has to parse names.</summary>
+public enum TensorRole
+{
+    /// <summary><c>model.embed_tokens</c>: [vocab, hidden].</summary>
+    Embedding,
+
+    /// <summary><c>input_layernorm</c>: [hidden].</summary>
+    InputNorm,
+
+    /// <summary><c>self_attn.q_proj</c>: [heads * head_dim, hidden].</summary>
+    QueryProjection,
+
+    /// <summary><c>self_attn.k_proj</c>: [kv_heads * head_dim, hidden].</summary>
+    KeyProjection,
+
+    /// <summary><c>self_attn.v_proj</c>: [kv_heads * head_dim, hidden].</summary>
+    ValueProjection,
+
+    /// <summary><c>self_attn.o_proj</c>: [hidden, heads * head_dim].</summary>
+    OutputProjection,
+
+    /// <summary><c>post_attention_layernorm</c>: [hidden].</summary>
+    PostAttentionNorm,
+
+    /// <summary><c>mlp.gate_proj</c>: [intermediate, hidden].</summary>
+    GateProjection,
+
+    /// <summary><c>mlp.up_proj</c>: [intermediate, hidden].</summary>
+    UpProjection,
+
+    /// <summary><c>mlp.down_proj</c>: [hidden, intermediate].</summary>
+    DownProjection,
+
+    /// <summary><c>model.norm</c>: [hidden].</summary>
+    FinalNorm,
+
+    /// <summary><c>lm_head</c>: [vocab, hidden].</summary>
+    LmHead,
+}
+
 /// <summary>One tensor of a Llama-family checkpoint: its Hugging Face name, shape and role.</summary>
 /// <param name="Name">State-dict key, e.g. <c>model.layers.3.self_attn.q_proj.weight</c>.</param>
 /// <param name="Shape">Shape in the checkpoint (PyTorch layout: Linear weights are [out, in]).</param>
 /// <param name="Component">What the tensor counts towards.</param>
 /// <param name="Layer">Decoder layer index, or null for embeddings, the final norm and the head.</param>
-public sealed record TensorSpec(string Name, long[] Shape, ParameterComponent Component, int? Layer)
+/// <param name="Role">What the tensor does.</param>
+/// <param name="IsBias">True for a projection's bias (its one dimension is the projection's output).</param>
+public sealed record TensorSpec(string Name, long[] Shape, ParameterComponent Component, int? Layer, TensorRole Role, bool IsBias = false)
 {
     /// <summary>Number of elements.</summary>
     public long ElementCount => Shape.Aggregate(1L, (a, b) => a * b);
@@ -69,44 +111,48 @@ public static class LlamaTensorLayout
         long q = (long)config.NumAttentionHeads * config.HeadDim;
         long kv = (long)config.NumKeyValueHeads * config.HeadDim;
         long ffn = config.IntermediateSize;
-        var specs = new List<TensorSpec> { new(EmbedTokens, [config.VocabSize, d], ParameterComponent.Embeddings, null) };
+        var specs = new List<TensorSpec> { new(EmbedTokens, [config.VocabSize, d], ParameterComponent.Embeddings, null, TensorRole.Embedding) };
         for (int i = 0; i < config.NumHiddenLayers; i++)
         {
             string p = LayerPrefix(i);
-            specs.Add(new(p + "input_layernorm.weight", [d], ParameterComponent.Norms, i));
-            AddLinear(p + "self_attn.q_proj", q, d, config.HasQkvBias, ParameterComponent.Attention, i);
-            AddLinear(p + "self_attn.k_proj", kv, d, config.HasQkvBias, ParameterComponent.Attention, i);
-            AddLinear(p + "self_attn.v_proj", kv, d, config.HasQkvBias, ParameterComponent.Attention, i);
-            AddLinear(p + "self_attn.o_proj", d, q, config.HasOutputBias, ParameterComponent.Attention, i);
-            specs.Add(new(p + "post_attention_layernorm.weight", [d], ParameterComponent.Norms, i));
-            AddLinear(p + "mlp.gate_proj", ffn, d, config.MlpBias, ParameterComponent.Mlp, i);
-            AddLinear(p + "mlp.up_proj", ffn, d, config.MlpBias, ParameterComponent.Mlp, i);
-            AddLinear(p + "mlp.down_proj", d, ffn, config.MlpBias, ParameterComponent.Mlp, i);
+            specs.Add(new(p + "input_layernorm.weight", [d], ParameterComponent.Norms, i, TensorRole.InputNorm));
+            AddLinear(p + "self_attn.q_proj", q, d, config.HasQkvBias, ParameterComponent.Attention, i, TensorRole.QueryProjection);
+            AddLinear(p + "self_attn.k_proj", kv, d, config.HasQkvBias, ParameterComponent.Attention, i, TensorRole.KeyProjection);
+            AddLinear(p + "self_attn.v_proj", kv, d, config.HasQkvBias, ParameterComponent.Attention, i, TensorRole.ValueProjection);
+            AddLinear(p + "self_attn.o_proj", d, q, config.HasOutputBias, ParameterComponent.Attention, i, TensorRole.OutputProjection);
+            specs.Add(new(p + "post_attention_layernorm.weight", [d], ParameterComponent.Norms, i, TensorRole.PostAttentionNorm));
+            AddLinear(p + "mlp.gate_proj", ffn, d, config.MlpBias, ParameterComponent.Mlp, i, TensorRole.GateProjection);
+            AddLinear(p + "mlp.up_proj", ffn, d, config.MlpBias, ParameterComponent.Mlp, i, TensorRole.UpProjection);
+            AddLinear(p + "mlp.down_proj", d, ffn, config.MlpBias, ParameterComponent.Mlp, i, TensorRole.DownProjection);
         }
 
-        specs.Add(new(FinalNorm, [d], ParameterComponent.Norms, null));
+        specs.Add(new(FinalNorm, [d], ParameterComponent.Norms, null, TensorRole.FinalNorm));
         if (!config.TieWordEmbeddings)
         {
-            specs.Add(new(LmHead, [config.VocabSize, d], ParameterComponent.Head, null));
+            specs.Add(new(LmHead, [config.VocabSize, d], ParameterComponent.Head, null, TensorRole.LmHead));
         }
 
         return specs;
 
-        void AddLinear(string name, long outFeatures, long inFeatures, bool bias, ParameterComponent component, int layer)
+        void AddLinear(string name, long outFeatures, long inFeatures, bool bias, ParameterComponent component, int layer, TensorRole role)
         {
-            specs.Add(new(name + ".weight", [outFeatures, inFeatures], component, layer));
+            specs.Add(new(name + ".weight", [outFeatures, inFeatures], component, layer, role));
             if (bias)
             {
-                specs.Add(new(name + ".bias", [outFeatures], component, layer));
+                specs.Add(new(name + ".bias", [outFeatures], component, layer, role, IsBias: true));
             }
         }
     }
 
     /// <summary>Counts the parameters of <paramref name="config"/> by component, without allocating any weight.</summary>
-    public static ParameterCount CountParameters(LlamaConfig config)
+    public static ParameterCount CountParameters(LlamaConfig config) => CountParameters(Tensors(config));
+
+    /// <summary>Counts the parameters of a list of tensors by component (e.g. a student with per-layer widths).</summary>
+    public static ParameterCount CountParameters(IEnumerable<TensorSpec> tensors)
     {
+        ArgumentNullException.ThrowIfNull(tensors);
         long embeddings = 0, attention = 0, mlp = 0, norms = 0, head = 0;
-        foreach (TensorSpec spec in Tensors(config))
+        foreach (TensorSpec spec in tensors)
         {
             switch (spec.Component)
             {

@@ -103,26 +103,7 @@ public sealed record SurgeryPlan
     /// <summary>The student's parameters by component (per-layer widths are honoured for non-uniform plans).</summary>
     /// <exception cref="InvalidDataException">The plan is invalid.</exception>
     [JsonIgnore]
-    public ParameterCount ParameterCount
-    {
-        get
-        {
-            long embeddings = 0, attention = 0, mlp = 0, norms = 0, head = 0;
-            foreach (TensorSpec spec in StudentTensors())
-            {
-                switch (spec.Component)
-                {
-                    case ParameterComponent.Embeddings: embeddings += spec.ElementCount; break;
-                    case ParameterComponent.Attention: attention += spec.ElementCount; break;
-                    case ParameterComponent.Mlp: mlp += spec.ElementCount; break;
-                    case ParameterComponent.Norms: norms += spec.ElementCount; break;
-                    case ParameterComponent.Head: head += spec.ElementCount; break;
-                }
-            }
-
-            return new ParameterCount(embeddings, attention, mlp, norms, head);
-        }
-    }
+    public ParameterCount ParameterCount => LlamaTensorLayout.CountParameters(StudentTensors());
 
     /// <summary>
     /// Every tensor of the student checkpoint in state-dict order (names and shapes from <see cref="LlamaTensorLayout"/>),

@@ -1,0 +1,238 @@
+using System.Diagnostics;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+using ModelSurgery.Inference.Checkpoints;
+using ModelSurgery.Inference.Configuration;
+using ModelSurgery.Surgery.Planning;
+using TorchSharp;
+
+namespace ModelSurgery.Surgery.Building;
+
+/// <summary>Options of <see cref="StudentBuilder.BuildAsync"/>.</summary>
+public sealed record StudentBuildOptions
+{
+    /// <summary>Stored dtype of the student; null keeps each teacher tensor's dtype.</summary>
+    public SafetensorsDType? DType { get; init; }
+
+    /// <summary>Largest shard of the student checkpoint (default 2 GiB).</summary>
+    public long MaxShardBytes { get; init; } = 2L << 30;
+
+    /// <summary>Teacher rows read per chunk when streaming a matrix (bounds the read buffer).</summary>
+    public long ChunkBytes { get; init; } = 64L << 20;
+
+    /// <summary>Build even when the memory estimate exceeds what this process may use.</summary>
+    public bool IgnoreMemoryEstimate { get; init; }
+
+    /// <summary>
+    /// A tokenizer file or folder to place in the student (e.g. the compressed tokenizer of a plan with kept tokens). When
+    /// null, the teacher's tokenizer files are copied if the plan keeps the whole vocabulary.
+    /// </summary>
+    public string? Tokenizer { get; init; }
+}
+
+/// <summary>Progress of a student build, reported after each tensor.</summary>
+/// <param name="TensorsWritten">Student tensors finished.</param>
+/// <param name="TensorCount">Student tensors in all.</param>
+/// <param name="BytesRead">Teacher bytes read so far.</param>
+/// <param name="BytesWritten">Student bytes written so far.</param>
+/// <param name="TotalBytesToWrite">Student bytes in all.</param>
+public sealed record StudentBuildProgress(int TensorsWritten, int TensorCount, long BytesRead, long BytesWritten, long TotalBytesToWrite);
+
+/// <summary>What a build produced and what it cost.</summary>
+/// <param name="Directory">The student checkpoint folder.</param>
+/// <param name="Config">The student's config.</param>
+/// <param name="Parameters">The student's parameter count.</param>
+/// <param name="BytesRead">Teacher bytes copied out of the memory-mapped files (whole kept rows).</param>
+/// <param name="BytesWritten">Student tensor bytes written.</param>
+/// <param name="Elapsed">Wall time.</param>
+public sealed record StudentBuildResult(string Directory, LlamaConfig Config, ParameterCount Parameters, long BytesRead, long BytesWritten, TimeSpan Elapsed);
+
+/// <summary>
+/// Builds a student checkpoint from a teacher checkpoint and a <see cref="SurgeryPlan"/>, reading only the kept rows of
+/// each teacher tensor (columns are selected in memory, a chunk of rows at a time) and streaming the result into a
+/// normal Hugging Face checkpoint. The teacher is never loaded whole: peak memory is about one student tensor plus a
+/// read chunk.
+/// </summary>
+public static partial class StudentBuilder
+{
+    /// <summary>Tokenizer files copied from the teacher when the vocabulary is unchanged.</summary>
+    public static readonly IReadOnlyList<string> TokenizerFileNames =
+        ["tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt", "added_tokens.json"];
+
+    /// <summary>Builds the student of <paramref name="plan"/> from <paramref name="teacherDirectory"/> into <paramref name="outputDirectory"/>.</summary>
+    /// <exception cref="InvalidDataException">The plan is invalid or was made for another teacher, or a teacher tensor is missing or misshapen; the message names it.</exception>
+    /// <exception cref="InvalidOperationException">The memory estimate exceeds what is available (see <see cref="StudentBuildOptions.IgnoreMemoryEstimate"/>).</exception>
+    /// <exception cref="NotSupportedException">The plan has per-layer widths, which no single config.json describes.</exception>
+    public static async Task<StudentBuildResult> BuildAsync(
+        string teacherDirectory,
+        SurgeryPlan plan,
+        string outputDirectory,
+        StudentBuildOptions? options = null,
+        IProgress<StudentBuildProgress>? progress = null,
+        ILogger? logger = null,
+        CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(plan);
+        options ??= new StudentBuildOptions();
+        logger ??= NullLogger.Instance;
+        var clock = Stopwatch.StartNew();
+
+        // Everything is checked before the first weight is read.
+        plan.EnsureValid();
+        if (!plan.IsUniform)
+        {
+            throw new NotSupportedException("The plan has per-layer widths (allow_non_uniform): no single config.json describes such a student, so it cannot be built as a loadable checkpoint.");
+        }
+
+        LlamaConfig teacher = LlamaConfig.Load(Path.Combine(teacherDirectory, "config.json"));
+        EnsureSameArchitecture(teacher, plan.Teacher, teacherDirectory);
+        LlamaConfig student = plan.Student;
+        IReadOnlyList<TensorSelection> selections = TensorSelection.For(plan);
+
+        using CheckpointReader reader = CheckpointReader.Open(teacherDirectory);
+        var teacherShapes = LlamaTensorLayout.Tensors(teacher).ToDictionary(s => s.Name, s => s.Shape, StringComparer.Ordinal);
+        foreach (TensorSelection selection in selections)
+        {
+            if (!reader.TryGetInfo(selection.TeacherName, out SafetensorsTensorInfo? info))
+            {
+                throw new InvalidDataException($"{teacherDirectory}: teacher tensor {selection.TeacherName} (needed for {selection.Student.Name}) is missing.");
+            }
+
+            if (!info.Shape.SequenceEqual(teacherShapes[selection.TeacherName]))
+            {
+                throw new InvalidDataException($"{teacherDirectory}: teacher tensor {selection.TeacherName} has shape [{string.Join(", ", info.Shape)}], its config calls for [{string.Join(", ", teacherShapes[selection.TeacherName])}].");
+            }
+        }
+
+        SafetensorsDType storedDType = options.DType ?? reader.GetInfo(selections[0].TeacherName).DType;
+        PlanEstimate estimate = PlanEstimate.For(plan, reader.GetInfo(selections[0].TeacherName).DType.ToTorchDtypeName(), storedDType.ToTorchDtypeName(), options.ChunkBytes);
+        string estimateSummary = estimate.Summary();
+        LogEstimate(logger, estimateSummary);
+        MemoryGuard.EnsureFits(estimate, options.IgnoreMemoryEstimate);
+
+        Directory.CreateDirectory(outputDirectory);
+        CheckpointTensor[] declared = [.. selections.Select(s => new CheckpointTensor(s.Student.Name, options.DType ?? reader.GetInfo(s.TeacherName).DType, s.Student.Shape))];
+        long bytesRead = 0, bytesWritten = 0;
+        await using (CheckpointWriter writer = CheckpointWriter.Create(outputDirectory, declared, new CheckpointWriterOptions { MaxShardBytes = options.MaxShardBytes }, logger))
+        {
+            for (int i = 0; i < selections.Count; i++)
+            {
+                cancellationToken.ThrowIfCancellationRequested();
+                bytesRead += await CopyTensorAsync(reader, writer, selections[i], declared[i].DType, options.ChunkBytes, cancellationToken).ConfigureAwait(false);
+                bytesWritten += declared[i].ByteLength;
+                progress?.Report(new StudentBuildProgress(i + 1, selections.Count, bytesRead, bytesWritten, writer.TotalTensorBytes));
+            }
+
+            await writer.CompleteAsync(cancellationToken).ConfigureAwait(false);
+        }
+
+        LlamaConfig written = student with { TorchDtype = storedDType.ToTorchDtypeName() };
+        written.Save(Path.Combine(outputDirectory, "config.json"));
+        GenerationConfigFile.Write(outputDirectory, written, GenerationConfigFile.TryRead(teacherDirectory));
+        CopyTokenizer(teacherDirectory, outputDirectory, plan, options.Tokenizer, logger);
+
+        var result = new StudentBuildResult(outputDirectory, written, LlamaTensorLayout.CountParameters(written), bytesRead, bytesWritten, clock.Elapsed);
+        LogBuilt(logger, outputDirectory, result.Parameters.Total, bytesRead, bytesWritten, clock.Elapsed.TotalSeconds);
+        return result;
+    }
+
+    /// <summary>Streams one student tensor, a chunk of kept rows at a time; returns the teacher bytes read.</summary>
+    private static async Task<long> CopyTensorAsync(CheckpointReader reader, CheckpointWriter writer, TensorSelection selection, SafetensorsDType dtype, long chunkBytes, CancellationToken cancellationToken)
+    {
+        SafetensorsTensorInfo info = reader.GetInfo(selection.TeacherName);
+        long rowCount = selection.Rows?.Length ?? info.Shape[0];
+        long rowBytes = info.Shape.Length == 1 ? info.DType.ElementSize() : info.Shape[1] * info.DType.ElementSize();
+        long rowsPerChunk = Math.Max(1, chunkBytes / rowBytes);
+        using var columns = selection.Columns is null ? null : torch.tensor(selection.Columns);
+        long read = 0;
+        for (long start = 0; start < rowCount; start += rowsPerChunk)
+        {
+            long count = Math.Min(rowsPerChunk, rowCount - start);
+            using var scope = torch.NewDisposeScope();
+            torch.Tensor chunk = selection.Rows is null
+                ? reader.ReadSlice(selection.TeacherName, 0, start, count) // [count, in]
+                : reader.ReadIndices(selection.TeacherName, 0, new ArraySegment<long>(selection.Rows, (int)start, (int)count)); // [count, in]
+            read += count * rowBytes;
+            if (columns is not null)
+            {
+                chunk = chunk.index_select(1, columns); // [count, kept]
+            }
+
+            chunk = chunk.to(dtype.ToScalarType()).contiguous();
+            await writer.WriteBytesAsync(selection.Student.Name, chunk.bytes.ToArray(), cancellationToken).ConfigureAwait(false);
+        }
+
+        return read;
+    }
+
+    private static void EnsureSameArchitecture(LlamaConfig actual, LlamaConfig planned, string teacherDirectory)
+    {
+        (string Field, object A, object B)[] fields =
+        [
+            ("model_type", actual.ModelType, planned.ModelType),
+            ("vocab_size", actual.VocabSize, planned.VocabSize),
+            ("hidden_size", actual.HiddenSize, planned.HiddenSize),
+            ("intermediate_size", actual.IntermediateSize, planned.IntermediateSize),
+            ("num_hidden_layers", actual.NumHiddenLayers, planned.NumHiddenLayers),
+            ("num_attention_heads", actual.NumAttentionHeads, planned.NumAttentionHeads),
+            ("num_key_value_heads", actual.NumKeyValueHeads, planned.NumKeyValueHeads),
+            ("head_dim", actual.HeadDim, planned.HeadDim),
+            ("tie_word_embeddings", actual.TieWordEmbeddings, planned.TieWordEmbeddings),
+        ];
+        foreach (var (field, a, b) in fields)
+        {
+            if (!a.Equals(b))
+            {
+                throw new InvalidDataException($"{teacherDirectory}: the plan was made for another teacher: {field} is {a} here but {b} in the plan.");
+            }
+        }
+    }
+
+    private static void CopyTokenizer(string teacherDirectory, string outputDirectory, SurgeryPlan plan, string? tokenizer, ILogger logger)
+    {
+        if (tokenizer is not null)
+        {
+            IEnumerable<string> files = Directory.Exists(tokenizer)
+                ? TokenizerFileNames.Select(n => Path.Combine(tokenizer, n)).Where(File.Exists)
+                : [tokenizer];
+            foreach (string file in files)
+            {
+                CopyAtomically(file, Path.Combine(outputDirectory, Path.GetFileName(file)));
+            }
+
+            return;
+        }
+
+        bool vocabularyKept = plan.KeptTokens is null || (plan.KeptTokens.Count == plan.Teacher.VocabSize && plan.KeptTokens.Select((t, i) => t == i).All(x => x));
+        if (!vocabularyKept)
+        {
+            LogNoTokenizer(logger, outputDirectory);
+            return;
+        }
+
+        foreach (string name in TokenizerFileNames)
+        {
+            string source = Path.Combine(teacherDirectory, name);
+            if (File.Exists(source))
+            {
+                CopyAtomically(source, Path.Combine(outputDirectory, name));
+            }
+        }
+    }
+
+    private static void CopyAtomically(string source, string destination)
+    {
+        string temp = destination + ".tmp";
+        File.Copy(source, temp, overwrite: true);
+        File.Move(temp, destination, overwrite: true);
+    }
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Build estimate: {Summary}")]
+    private static partial void LogEstimate(ILogger logger, string summary);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Built {Directory}: {Parameters:N0} parameters, {BytesRead:N0} bytes read, {BytesWritten:N0} bytes written in {Seconds:F1} s")]
+    private static partial void LogBuilt(ILogger logger, string directory, long parameters, long bytesRead, long bytesWritten, double seconds);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "{Directory}: the plan compresses the vocabulary and no tokenizer was given, so none was written; pass the compressed tokenizer")]
+    private static partial void LogNoTokenizer(ILogger logger, string directory);
+}
