@@ -166,6 +166,7 @@ public sealed class HuggingFaceTokenizerJson
             ranks[Encoding.Latin1.GetString(token.Bytes)] = token.Rank;
         }
 
+        TokenPriority priority = BpeMerging.FromDictionary(ranks);
         var vocab = new JsonObject();
         var merges = new JsonArray();
         foreach (TiktokenToken token in vocabulary.Tokens)
@@ -176,8 +177,7 @@ public sealed class HuggingFaceTokenizerJson
                 continue;
             }
 
-            string[] symbols = [.. token.Bytes.Select(b => ((char)b).ToString())];
-            if (BpeMerging.Parents(symbols, s => ranks.TryGetValue(s, out long r) ? r : null, token.Rank) is var (left, right))
+            if (BpeMerging.Parents(Encoding.Latin1.GetString(token.Bytes), priority, token.Rank) is var (left, right))
             {
                 merges.Add($"{ByteLevelAlphabet.Encode(Encoding.Latin1.GetBytes(left))} {ByteLevelAlphabet.Encode(Encoding.Latin1.GetBytes(right))}");
             }

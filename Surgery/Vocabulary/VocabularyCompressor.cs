@@ -213,6 +213,7 @@ public static class VocabularyCompressor
             pieceIds.TryAdd(model.Pieces[order[r]].Piece, order[r]);
         }
 
+        TokenPriority priority = BpeMerging.FromDictionary(rank);
         IReadOnlyList<int> Parents(int id)
         {
             SentencePiece piece = model.Pieces[id];
@@ -221,8 +222,7 @@ public static class VocabularyCompressor
                 return [];
             }
 
-            string[] symbols = [.. piece.Piece.EnumerateRunes().Select(r => r.ToString())];
-            return BpeMerging.Parents(symbols, s => rank.TryGetValue(s, out long r) ? r : null, rank[piece.Piece]) is var (left, right)
+            return BpeMerging.Parents(piece.Piece, priority, rank[piece.Piece]) is var (left, right)
                 && pieceIds.TryGetValue(left, out int l) && pieceIds.TryGetValue(right, out int rr)
                 ? [l, rr]
                 : [];
@@ -252,6 +252,7 @@ public static class VocabularyCompressor
             bytesById[token.Rank] = token.Bytes;
         }
 
+        TokenPriority priority = BpeMerging.FromDictionary(ranks);
         var required = new HashSet<int>(vocabulary.SpecialTokens.Values);
         required.UnionWith(vocabulary.Tokens.Where(t => t.Bytes.Length == 1).Select(t => t.Rank));
 
@@ -262,8 +263,7 @@ public static class VocabularyCompressor
                 return [];
             }
 
-            string[] symbols = [.. bytes.Select(b => ((char)b).ToString())];
-            return BpeMerging.Parents(symbols, s => ranks.TryGetValue(s, out long r) ? r : null, id) is var (left, right)
+            return BpeMerging.Parents(Encoding.Latin1.GetString(bytes), priority, id) is var (left, right)
                 ? [(int)ranks[left], (int)ranks[right]]
                 : [];
         }
