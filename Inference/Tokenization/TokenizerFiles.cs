@@ -101,7 +101,8 @@ public static class TokenizerFiles
 
     /// <summary>
     /// One more than the largest token id the tokenizer can produce (vocabulary plus special tokens), or null when the
-    /// tokenizer type does not expose its vocabulary (tiktoken).
+    /// tokenizer type does not expose its vocabulary. For tiktoken only the special tokens are visible; they follow the
+    /// regular ranks, so the largest special id is used (null without special tokens).
     /// </summary>
     public static int? TryGetVocabularySize(Tokenizer tokenizer)
     {
@@ -111,6 +112,7 @@ public static class TokenizerFiles
         {
             BpeTokenizer b => Math.Max(Max(b.Vocabulary.Values), Max(b.SpecialTokens?.Values)) + 1,
             SentencePieceTokenizer s => Math.Max(Max(s.Vocabulary.Values), Max(s.SpecialTokens?.Values)) + 1,
+            TiktokenTokenizer t when t.SpecialTokens is { Count: > 0 } specials => specials.Values.Max() + 1,
             CodeGenTokenizer c => Math.Max(Max(c.Vocabulary.Values), Max(c.SpecialTokens?.Values)) + 1,
             _ => null,
         };
