@@ -138,6 +138,15 @@ public sealed class TokenFrequencyCounterTests
         Assert.That(() => CorpusReader.ExpandPaths([Path.Combine(_dir, "nothing*.txt")]), Throws.ArgumentException.With.Message.Contains("nothing*.txt"));
     }
 
+    [Test]
+    public void A_malformed_record_fails_the_count_with_its_file_and_line()
+    {
+        string file = Path.Combine(_dir, "bad.jsonl");
+        File.WriteAllLines(file, [.. Enumerable.Repeat("""{"text": "fine words here"}""", 2000), "{broken"]);
+        Assert.That(() => TokenFrequencyCounter.ComputeAsync(TokenizerFiles.Load("gpt2"), [file], options: new CountingOptions { MaxDegreeOfParallelism = 2 }),
+            Throws.InstanceOf<InvalidDataException>().With.Message.Contains("line 2001"));
+    }
+
     /// <summary>Collects progress reports on the reporting thread (Progress&lt;T&gt; would post them later).</summary>
     private sealed class SynchronousProgress(List<CountingProgress> reports) : IProgress<CountingProgress>
     {
