@@ -236,6 +236,52 @@ public sealed class VocabularyCompressorTests
     }
 
     [Test]
+    public void SentencePiece_style_tokenizer_json_compression_keeps_bytes_and_merge_parents()
+    {
+        File.WriteAllText(Path.Combine(_dir, "tokenizer.json"), TinySentencePiece.TokenizerJson());
+        HuggingFaceTokenizerJson json = HuggingFaceTokenizerJson.Load(Path.Combine(_dir, "tokenizer.json"));
+        Tokenizer original = json.CreateTokenizer();
+        long[] counts = Count(original, json.IdCount, ["hello hello hello world"]);
+        counts[json.Vocabulary["▁world"]] = 0;
+
+        var result = VocabularyCompressor.Compress(json, counts, CompressionTarget.Keep(259 + 10));
+        Assert.That(result.Selection.Required, Is.EqualTo(259), "unk, <s>, </s> and 256 byte tokens");
+        Assert.That(result.Tokenizer.Vocabulary.Keys, Is.SupersetOf(new[] { "▁hello", "▁hel", "lo", "▁h", "el", "▁", "h", "e", "l", "o" }));
+        Assert.That(result.Tokenizer.Vocabulary.Keys, Does.Not.Contain("▁world"));
+        Assert.That(result.Tokenizer.Merges.Select(m => m.Result), Is.EquivalentTo(new[] { "▁h", "el", "▁hel", "lo", "▁hello" }));
+        // <s> keeps id 1, so the post-processor still points at it.
+        Assert.That(JsonNode.Parse(result.Tokenizer.ToJson())!["post_processor"]!["special_tokens"]!["<s>"]!["ids"]![0]!.GetValue<int>(), Is.EqualTo(1));
+
+        Tokenizer compressed = result.Tokenizer.CreateTokenizer();
+        Assert.That(compressed.EncodeToTokens("hello", out _).Select(t => t.Value), Is.EqualTo(new[] { "▁hello" }));
+        AssertRoundTrips(compressed, original, result.Map, ["hello world", .. VocabularyTestText.HeldOut]);
+    }
+
+    [Test]
+    public void Commands_write_statistics_chart_and_compressed_folder()
+    {
+        TiktokenVocabulary vocabulary = TokenizerLoadingTests.Gpt2Subset(1000);
+        string source = Directory.CreateDirectory(Path.Combine(_dir, "source")).FullName;
+        HuggingFaceTokenizerJson.FromTiktoken(vocabulary).Save(Path.Combine(source, "tokenizer.json"));
+        File.WriteAllText(Path.Combine(source, "tokenizer_config.json"), """{"added_tokens_decoder": {"1000": {"content": "<|endoftext|>", "special": true}}, "model_max_length": 1024}""");
+        string corpus = Path.Combine(_dir, "corpus.txt");
+        File.WriteAllText(corpus, VocabularyTestText.Corpus());
+
+        string stats = Path.Combine(_dir, "stats.json"), chart = Path.Combine(_dir, "coverage.png");
+        VocabularyStatistics statistics = VocabularyCommands.StatsAsync(source, [corpus], stats, chartPath: chart).GetAwaiter().GetResult();
+        Assert.That(statistics.VocabSize, Is.EqualTo(1001));
+        Assert.That(File.Exists(stats) && File.Exists(chart), Is.True);
+
+        string output = Path.Combine(_dir, "compressed");
+        CompressionResult result = VocabularyCommands.CompressAsync(source, stats, CompressionTarget.Cover(0.95), output).GetAwaiter().GetResult();
+        Assert.That(result.Selection.Coverage, Is.GreaterThanOrEqualTo(0.95));
+        var config = JsonNode.Parse(File.ReadAllText(Path.Combine(output, "tokenizer_config.json")))!;
+        Assert.That(config["added_tokens_decoder"]!.AsObject().Single().Key, Is.EqualTo((result.Map.NewVocabSize - 1).ToString(System.Globalization.CultureInfo.InvariantCulture)));
+        Assert.That(config["model_max_length"]!.GetValue<int>(), Is.EqualTo(1024));
+        AssertRoundTrips(TokenizerFiles.Load(output), TokenizerFiles.Load(source), VocabularyMap.Load(result.MapPath), VocabularyTestText.HeldOut);
+    }
+
+    [Test]
     public void SentencePiece_unigram_pieces_are_independent()
     {
         List<SentencePiece> pieces = TinySentencePiece.Pieces();
