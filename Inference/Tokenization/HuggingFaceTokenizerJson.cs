@@ -4,6 +4,7 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using System.Text.RegularExpressions;
 using Microsoft.ML.Tokenizers;
+using ModelSurgery.Inference.IO;
 
 namespace ModelSurgery.Inference.Tokenization;
 
@@ -292,7 +293,7 @@ public sealed class HuggingFaceTokenizerJson
     public string ToJson() => _root.ToJsonString(new JsonSerializerOptions { WriteIndented = true, Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping });
 
     /// <summary>Writes the file atomically.</summary>
-    public void Save(string path) => AtomicFile.WriteText(path, ToJson());
+    public void Save(string path) => AtomicFile.WriteAllText(path, ToJson());
 
     /// <summary>
     /// A Microsoft.ML.Tokenizers tokenizer: byte-level files become a <see cref="BpeTokenizer"/> with the file's split

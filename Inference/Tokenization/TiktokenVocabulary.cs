@@ -5,6 +5,7 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using System.Text.RegularExpressions;
 using Microsoft.ML.Tokenizers;
+using ModelSurgery.Inference.IO;
 
 namespace ModelSurgery.Inference.Tokenization;
 
@@ -146,7 +147,7 @@ public sealed class TiktokenVocabulary
     /// <summary>Writes the <c>.tiktoken</c> file and its side file (<c>&lt;path&gt;.json</c>) atomically.</summary>
     public void Save(string path)
     {
-        AtomicFile.WriteText(path, ToTiktokenText());
+        AtomicFile.WriteAllText(path, ToTiktokenText());
         var special = new JsonObject();
         foreach ((string token, int id) in SpecialTokens.OrderBy(p => p.Value))
         {
@@ -154,7 +155,7 @@ public sealed class TiktokenVocabulary
         }
 
         var root = new JsonObject { ["pattern"] = Pattern, ["special_tokens"] = special };
-        AtomicFile.WriteText(path + ".json", root.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+        AtomicFile.WriteAllText(path + ".json", root.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
     }
 
     /// <summary>A Microsoft.ML.Tokenizers tokenizer for this vocabulary.</summary>

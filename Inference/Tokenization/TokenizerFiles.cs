@@ -86,13 +86,14 @@ public static class TokenizerFiles
             case TokenizerFormat.Tiktoken:
                 return TiktokenVocabulary.Load(file).CreateTokenizer();
             default:
-                SentencePieceModel model = SentencePieceModel.Load(file);
+                byte[] bytes = File.ReadAllBytes(file);
+                SentencePieceModel model = SentencePieceModel.Parse(bytes, file);
                 if (model.ModelType != SentencePieceModelType.Bpe)
                 {
                     throw new InvalidDataException($"{file}: SentencePiece model_type is {model.ModelType}; Microsoft.ML.Tokenizers only runs BPE models.");
                 }
 
-                using (var stream = File.OpenRead(file))
+                using (var stream = new MemoryStream(bytes))
                 {
                     return LlamaTokenizer.Create(stream, addBeginOfSentence: false, addEndOfSentence: false);
                 }

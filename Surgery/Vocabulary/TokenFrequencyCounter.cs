@@ -79,7 +79,8 @@ public static class TokenFrequencyCounter
         options ??= new CountingOptions();
         logger ??= NullLogger.Instance;
         int workers = Math.Max(1, options.MaxDegreeOfParallelism ?? Environment.ProcessorCount);
-        int initialSize = options.VocabSize ?? TokenizerFiles.TryGetVocabularySize(tokenizer) ?? 1024;
+        int? vocabSize = options.VocabSize ?? TokenizerFiles.TryGetVocabularySize(tokenizer);
+        int initialSize = vocabSize ?? 1024;
         var channel = Channel.CreateBounded<List<string>>(new BoundedChannelOptions(2 * workers) { SingleWriter = true });
         var stopwatch = Stopwatch.StartNew();
         long documentCount = 0, byteCount = 0, tokenCount = 0;
@@ -185,8 +186,7 @@ public static class TokenFrequencyCounter
 
         long[][] perWorker = await AwaitWorkersAsync(consumers).ConfigureAwait(false);
         stopwatch.Stop();
-        int size = Math.Max(options.VocabSize ?? 0, perWorker.Max(c => LastNonZero(c) + 1));
-        size = Math.Max(size, options.VocabSize ?? TokenizerFiles.TryGetVocabularySize(tokenizer) ?? 0);
+        int size = Math.Max(vocabSize ?? 0, perWorker.Max(c => LastNonZero(c) + 1));
         long[] merged = new long[size];
         foreach (long[] counts in perWorker)
         {

@@ -34,7 +34,6 @@ public static class VocabularyCommands
         {
             TokenizerName = tokenizerPath,
             Config = configPath is null ? null : LlamaConfig.Load(configPath),
-            VocabSize = TokenizerVocabularySize(tokenizerPath),
         };
         VocabularyStatistics statistics = await TokenFrequencyCounter.ComputeAsync(tokenizer, corpusPaths, jsonlField, options, progress, logger, cancellationToken)
             .ConfigureAwait(false);
@@ -60,17 +59,4 @@ public static class VocabularyCommands
     public static Task<CompressionResult> CompressAsync(string tokenizerPath, string statisticsPath, CompressionTarget target, string outputDirectory,
         ILogger? logger = null, CancellationToken cancellationToken = default) =>
         VocabularyCompressor.CompressAsync(tokenizerPath, VocabularyStatistics.Load(statisticsPath), target, outputDirectory, logger, cancellationToken);
-
-    /// <summary>The full id count of the tokenizer's own file format, so counts cover ids never seen.</summary>
-    private static int TokenizerVocabularySize(string tokenizerPath)
-    {
-        (TokenizerFormat format, string file) = TokenizerFiles.Detect(tokenizerPath);
-        return format switch
-        {
-            TokenizerFormat.HuggingFaceJson => HuggingFaceTokenizerJson.Load(file).IdCount,
-            TokenizerFormat.SentencePiece => SentencePieceModel.Load(file).Pieces.Count,
-            TokenizerFormat.Tiktoken => TiktokenVocabulary.Load(file).IdCount,
-            _ => TiktokenVocabulary.LoadGpt2().IdCount,
-        };
-    }
 }

@@ -3,6 +3,7 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
+using ModelSurgery.Inference.IO;
 using ModelSurgery.Inference.Tokenization;
 
 namespace ModelSurgery.Surgery.Vocabulary;
@@ -394,7 +395,7 @@ public static class VocabularyCompressor
         string specialMap = Path.Combine(sourceDirectory, "special_tokens_map.json");
         if (File.Exists(specialMap))
         {
-            AtomicFile.WriteText(Path.Combine(outputDirectory, "special_tokens_map.json"), File.ReadAllText(specialMap));
+            AtomicFile.WriteAllText(Path.Combine(outputDirectory, "special_tokens_map.json"), File.ReadAllText(specialMap));
         }
 
         string config = Path.Combine(sourceDirectory, "tokenizer_config.json");
@@ -419,6 +420,6 @@ public static class VocabularyCompressor
             root["added_tokens_decoder"] = renumbered;
         }
 
-        AtomicFile.WriteText(Path.Combine(outputDirectory, "tokenizer_config.json"), root.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+        AtomicFile.WriteAllText(Path.Combine(outputDirectory, "tokenizer_config.json"), root.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
     }
 }
