@@ -4,6 +4,7 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using System.Text.RegularExpressions;
 using Microsoft.ML.Tokenizers;
+using ModelSurgery.Inference.IO;
 
 namespace ModelSurgery.Inference.Tokenization;
 
@@ -166,6 +167,7 @@ public sealed class HuggingFaceTokenizerJson
             ranks[Encoding.Latin1.GetString(token.Bytes)] = token.Rank;
         }
 
+        TokenPriority priority = BpeMerging.FromDictionary(ranks);
         var vocab = new JsonObject();
         var merges = new JsonArray();
         foreach (TiktokenToken token in vocabulary.Tokens)
@@ -176,8 +178,7 @@ public sealed class HuggingFaceTokenizerJson
                 continue;
             }
 
-            string[] symbols = [.. token.Bytes.Select(b => ((char)b).ToString())];
-            if (BpeMerging.Parents(symbols, s => ranks.TryGetValue(s, out long r) ? r : null, token.Rank) is var (left, right))
+            if (BpeMerging.Parents(Encoding.Latin1.GetString(token.Bytes), priority, token.Rank) is var (left, right))
             {
                 merges.Add($"{ByteLevelAlphabet.Encode(Encoding.Latin1.GetBytes(left))} {ByteLevelAlphabet.Encode(Encoding.Latin1.GetBytes(right))}");
             }
@@ -292,7 +293,7 @@ public sealed class HuggingFaceTokenizerJson
     public string ToJson() => _root.ToJsonString(new JsonSerializerOptions { WriteIndented = true, Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping });
 
     /// <summary>Writes the file atomically.</summary>
-    public void Save(string path) => AtomicFile.WriteText(path, ToJson());
+    public void Save(string path) => AtomicFile.WriteAllText(path, ToJson());
 
     /// <summary>
     /// A Microsoft.ML.Tokenizers tokenizer: byte-level files become a <see cref="BpeTokenizer"/> with the file's split

@@ -1,3 +1,5 @@
+using ModelSurgery.Inference.IO;
+
 namespace ModelSurgery.Inference.Tokenization;
 
 /// <summary>The <c>type</c> of a SentencePiece piece (sentencepiece_model.proto numbering).</summary>
@@ -229,7 +231,7 @@ public sealed class SentencePieceModel
     }
 
     /// <summary>Writes the model to <paramref name="path"/> atomically.</summary>
-    public void Save(string path) => AtomicFile.Write(path, ToBytes());
+    public void Save(string path) => AtomicFile.WriteAllBytes(path, ToBytes());
 
     private IEnumerable<ProtoField> PieceFields()
     {
@@ -251,30 +253,4 @@ public sealed class SentencePieceModel
             yield return new ProtoField(PiecesField, ProtoWireType.LengthDelimited, 0, message.ToBytes());
         }
     }
-}
-
-/// <summary>Atomic file writes: a temp file in the same folder, then a rename over the target.</summary>
-internal static class AtomicFile
-{
-    public static void Write(string path, byte[] bytes)
-    {
-        string full = Path.GetFullPath(path);
-        string directory = Path.GetDirectoryName(full)!;
-        Directory.CreateDirectory(directory);
-        string temp = Path.Combine(directory, $".{Path.GetFileName(full)}.{Guid.NewGuid():N}.tmp");
-        try
-        {
-            File.WriteAllBytes(temp, bytes);
-            File.Move(temp, full, overwrite: true);
-        }
-        finally
-        {
-            if (File.Exists(temp))
-            {
-                File.Delete(temp);
-            }
-        }
-    }
-
-    public static void WriteText(string path, string text) => Write(path, new System.Text.UTF8Encoding(false).GetBytes(text));
 }

@@ -5,6 +5,7 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using System.Text.RegularExpressions;
 using Microsoft.ML.Tokenizers;
+using ModelSurgery.Inference.IO;
 
 namespace ModelSurgery.Inference.Tokenization;
 
@@ -146,7 +147,7 @@ public sealed class TiktokenVocabulary
     /// <summary>Writes the <c>.tiktoken</c> file and its side file (<c>&lt;path&gt;.json</c>) atomically.</summary>
     public void Save(string path)
     {
-        AtomicFile.WriteText(path, ToTiktokenText());
+        AtomicFile.WriteAllText(path, ToTiktokenText());
         var special = new JsonObject();
         foreach ((string token, int id) in SpecialTokens.OrderBy(p => p.Value))
         {
@@ -154,7 +155,7 @@ public sealed class TiktokenVocabulary
         }
 
         var root = new JsonObject { ["pattern"] = Pattern, ["special_tokens"] = special };
-        AtomicFile.WriteText(path + ".json", root.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+        AtomicFile.WriteAllText(path + ".json", root.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
     }
 
     /// <summary>A Microsoft.ML.Tokenizers tokenizer for this vocabulary.</summary>
@@ -177,11 +178,12 @@ public sealed class TiktokenVocabulary
     {
         var tokens = new List<TiktokenToken>();
         var ranks = new HashSet<int>();
-        int lineNumber = 0;
+        int lineNumber = 0, nextRank = 0;
         while (reader.ReadLine() is { } line)
         {
             lineNumber++;
-            if (line.Length == 0)
+            // Microsoft.ML.Tokenizers' packaged files start with "Capacity: N" and leave ranks implicit (line order).
+            if (line.Length == 0 || (lineNumber == 1 && line.StartsWith("Capacity:", StringComparison.Ordinal)))
             {
                 continue;
             }
@@ -190,19 +192,26 @@ public sealed class TiktokenVocabulary
             byte[] bytes;
             try
             {
-                bytes = space > 0 ? Convert.FromBase64String(line[..space]) : throw new FormatException("no space");
+                bytes = Convert.FromBase64String(space > 0 ? line[..space] : line);
             }
             catch (FormatException)
             {
                 throw new InvalidDataException($"{source}: line {lineNumber} is not 'base64 rank'.");
             }
 
-            if (!int.TryParse(line.AsSpan(space + 1), NumberStyles.None, CultureInfo.InvariantCulture, out int rank) || !ranks.Add(rank))
+            int rank = nextRank;
+            if (space > 0 && !int.TryParse(line.AsSpan(space + 1), NumberStyles.None, CultureInfo.InvariantCulture, out rank))
             {
-                throw new InvalidDataException($"{source}: line {lineNumber} has a missing, malformed or repeated rank.");
+                throw new InvalidDataException($"{source}: line {lineNumber} has a malformed rank.");
+            }
+
+            if (!ranks.Add(rank))
+            {
+                throw new InvalidDataException($"{source}: line {lineNumber} repeats rank {rank}.");
             }
 
             tokens.Add(new TiktokenToken(bytes, rank));
+            nextRank = rank + 1;
         }
 
         if (tokens.Count == 0)

@@ -86,13 +86,14 @@ public static class TokenizerFiles
             case TokenizerFormat.Tiktoken:
                 return TiktokenVocabulary.Load(file).CreateTokenizer();
             default:
-                SentencePieceModel model = SentencePieceModel.Load(file);
+                byte[] bytes = File.ReadAllBytes(file);
+                SentencePieceModel model = SentencePieceModel.Parse(bytes, file);
                 if (model.ModelType != SentencePieceModelType.Bpe)
                 {
                     throw new InvalidDataException($"{file}: SentencePiece model_type is {model.ModelType}; Microsoft.ML.Tokenizers only runs BPE models.");
                 }
 
-                using (var stream = File.OpenRead(file))
+                using (var stream = new MemoryStream(bytes))
                 {
                     return LlamaTokenizer.Create(stream, addBeginOfSentence: false, addEndOfSentence: false);
                 }
@@ -101,7 +102,8 @@ public static class TokenizerFiles
 
     /// <summary>
     /// One more than the largest token id the tokenizer can produce (vocabulary plus special tokens), or null when the
-    /// tokenizer type does not expose its vocabulary (tiktoken).
+    /// tokenizer type does not expose its vocabulary. For tiktoken only the special tokens are visible; they follow the
+    /// regular ranks, so the largest special id is used (null without special tokens).
     /// </summary>
     public static int? TryGetVocabularySize(Tokenizer tokenizer)
     {
@@ -111,6 +113,7 @@ public static class TokenizerFiles
         {
             BpeTokenizer b => Math.Max(Max(b.Vocabulary.Values), Max(b.SpecialTokens?.Values)) + 1,
             SentencePieceTokenizer s => Math.Max(Max(s.Vocabulary.Values), Max(s.SpecialTokens?.Values)) + 1,
+            TiktokenTokenizer t when t.SpecialTokens is { Count: > 0 } specials => specials.Values.Max() + 1,
             CodeGenTokenizer c => Math.Max(Max(c.Vocabulary.Values), Max(c.SpecialTokens?.Values)) + 1,
             _ => null,
         };

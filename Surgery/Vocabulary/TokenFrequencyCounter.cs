@@ -79,7 +79,8 @@ public static class TokenFrequencyCounter
         options ??= new CountingOptions();
         logger ??= NullLogger.Instance;
         int workers = Math.Max(1, options.MaxDegreeOfParallelism ?? Environment.ProcessorCount);
-        int initialSize = options.VocabSize ?? TokenizerFiles.TryGetVocabularySize(tokenizer) ?? 1024;
+        int? vocabSize = options.VocabSize ?? TokenizerFiles.TryGetVocabularySize(tokenizer);
+        int initialSize = vocabSize ?? 1024;
         var channel = Channel.CreateBounded<List<string>>(new BoundedChannelOptions(2 * workers) { SingleWriter = true });
         var stopwatch = Stopwatch.StartNew();
         long documentCount = 0, byteCount = 0, tokenCount = 0;
@@ -90,44 +91,59 @@ public static class TokenFrequencyCounter
             progress?.Report(new CountingProgress(Interlocked.Read(ref documentCount), bytes, Interlocked.Read(ref tokenCount), Throughput(bytes, stopwatch.Elapsed.TotalSeconds)));
         }
 
+        // A failing worker cancels the producer, so it never waits forever on a full channel.
+        using var workerFailed = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         Task<long[]>[] consumers = [.. Enumerable.Range(0, workers).Select(_ => Task.Run(async () =>
         {
             long[] counts = new long[initialSize];
-            await foreach (List<string> batch in channel.Reader.ReadAllAsync(cancellationToken).ConfigureAwait(false))
+            try
             {
-                long bytes = 0, tokens = 0;
-                foreach (string document in batch)
+                await foreach (List<string> batch in channel.Reader.ReadAllAsync(workerFailed.Token).ConfigureAwait(false))
                 {
-                    IReadOnlyList<int> ids = tokenizer.EncodeToIds(document);
-                    foreach (int id in ids)
-                    {
-                        if (id >= counts.Length)
-                        {
-                            Array.Resize(ref counts, Math.Max(id + 1, counts.Length * 2));
-                        }
-
-                        counts[id]++;
-                    }
-
-                    tokens += ids.Count;
-                    bytes += Encoding.UTF8.GetByteCount(document);
+                    CountBatch(batch, ref counts);
                 }
-
-                Interlocked.Add(ref documentCount, batch.Count);
-                Interlocked.Add(ref byteCount, bytes);
-                Interlocked.Add(ref tokenCount, tokens);
-                Report();
+            }
+            catch
+            {
+                await workerFailed.CancelAsync().ConfigureAwait(false);
+                throw;
             }
 
             return counts;
         }, cancellationToken))];
+
+        void CountBatch(List<string> batch, ref long[] counts)
+        {
+            long bytes = 0, tokens = 0;
+            foreach (string document in batch)
+            {
+                IReadOnlyList<int> ids = tokenizer.EncodeToIds(document);
+                foreach (int id in ids)
+                {
+                    if (id >= counts.Length)
+                    {
+                        Array.Resize(ref counts, Math.Max(id + 1, counts.Length * 2));
+                    }
+
+                    counts[id]++;
+                }
+
+                tokens += ids.Count;
+                bytes += Encoding.UTF8.GetByteCount(document);
+            }
+
+            Interlocked.Add(ref documentCount, batch.Count);
+            Interlocked.Add(ref byteCount, bytes);
+            Interlocked.Add(ref tokenCount, tokens);
+            Report();
+        }
 
         try
         {
             var batch = new List<string>();
             int batchChars = 0;
             long produced = 0;
-            await foreach (string document in documents.WithCancellation(cancellationToken).ConfigureAwait(false))
+            await foreach (string document in documents.WithCancellation(workerFailed.Token).ConfigureAwait(false))
             {
                 if (options.MaxDocuments is long max && produced >= max)
                 {
@@ -139,7 +155,7 @@ public static class TokenFrequencyCounter
                 batchChars += document.Length;
                 if (batchChars >= BatchChars)
                 {
-                    await channel.Writer.WriteAsync(batch, cancellationToken).ConfigureAwait(false);
+                    await channel.Writer.WriteAsync(batch, workerFailed.Token).ConfigureAwait(false);
                     batch = [];
                     batchChars = 0;
                 }
@@ -147,21 +163,30 @@ public static class TokenFrequencyCounter
 
             if (batch.Count > 0)
             {
-                await channel.Writer.WriteAsync(batch, cancellationToken).ConfigureAwait(false);
+                await channel.Writer.WriteAsync(batch, workerFailed.Token).ConfigureAwait(false);
             }
 
             channel.Writer.Complete();
         }
-        catch (Exception e)
+        catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
         {
-            channel.Writer.TryComplete(e);
+            // A worker failed and cancelled the producer: report the worker's error.
+            channel.Writer.TryComplete();
+            await AwaitWorkersAsync(consumers).ConfigureAwait(false);
+            throw;
+        }
+        catch
+        {
+            // The producer failed (e.g. a malformed JSONL line): stop the workers, then report the producer's error.
+            await workerFailed.CancelAsync().ConfigureAwait(false);
+            channel.Writer.TryComplete();
+            await Task.WhenAny(Task.WhenAll(consumers)).ConfigureAwait(false);
             throw;
         }
 
-        long[][] perWorker = await Task.WhenAll(consumers).ConfigureAwait(false);
+        long[][] perWorker = await AwaitWorkersAsync(consumers).ConfigureAwait(false);
         stopwatch.Stop();
-        int size = Math.Max(options.VocabSize ?? 0, perWorker.Max(c => LastNonZero(c) + 1));
-        size = Math.Max(size, options.VocabSize ?? TokenizerFiles.TryGetVocabularySize(tokenizer) ?? 0);
+        int size = Math.Max(vocabSize ?? 0, perWorker.Max(c => LastNonZero(c) + 1));
         long[] merged = new long[size];
         foreach (long[] counts in perWorker)
         {
@@ -186,6 +211,21 @@ public static class TokenFrequencyCounter
         VocabularyLog.Counted(logger, statistics.TotalTokens, statistics.Documents, statistics.TotalBytes, statistics.MegabytesPerSecond, statistics.DistinctTokensSeen, statistics.VocabSize);
         Report();
         return statistics;
+    }
+
+    /// <summary>Waits for every worker; when some failed, throws the first error that is not the cancellation it caused in the others.</summary>
+    private static async Task<long[][]> AwaitWorkersAsync(Task<long[]>[] workers)
+    {
+        Task<long[][]> all = Task.WhenAll(workers);
+        try
+        {
+            return await all.ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (all.Exception?.InnerExceptions.FirstOrDefault(e => e is not OperationCanceledException) is { } error)
+        {
+            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(error);
+            throw;
+        }
     }
 
     private static double Throughput(long bytes, double seconds) => seconds > 0 ? bytes / 1e6 / seconds : 0;

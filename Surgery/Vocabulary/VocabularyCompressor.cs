@@ -3,6 +3,7 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
+using ModelSurgery.Inference.IO;
 using ModelSurgery.Inference.Tokenization;
 
 namespace ModelSurgery.Surgery.Vocabulary;
@@ -213,6 +214,7 @@ public static class VocabularyCompressor
             pieceIds.TryAdd(model.Pieces[order[r]].Piece, order[r]);
         }
 
+        TokenPriority priority = BpeMerging.FromDictionary(rank);
         IReadOnlyList<int> Parents(int id)
         {
             SentencePiece piece = model.Pieces[id];
@@ -221,8 +223,7 @@ public static class VocabularyCompressor
                 return [];
             }
 
-            string[] symbols = [.. piece.Piece.EnumerateRunes().Select(r => r.ToString())];
-            return BpeMerging.Parents(symbols, s => rank.TryGetValue(s, out long r) ? r : null, rank[piece.Piece]) is var (left, right)
+            return BpeMerging.Parents(piece.Piece, priority, rank[piece.Piece]) is var (left, right)
                 && pieceIds.TryGetValue(left, out int l) && pieceIds.TryGetValue(right, out int rr)
                 ? [l, rr]
                 : [];
@@ -252,6 +253,7 @@ public static class VocabularyCompressor
             bytesById[token.Rank] = token.Bytes;
         }
 
+        TokenPriority priority = BpeMerging.FromDictionary(ranks);
         var required = new HashSet<int>(vocabulary.SpecialTokens.Values);
         required.UnionWith(vocabulary.Tokens.Where(t => t.Bytes.Length == 1).Select(t => t.Rank));
 
@@ -262,8 +264,7 @@ public static class VocabularyCompressor
                 return [];
             }
 
-            string[] symbols = [.. bytes.Select(b => ((char)b).ToString())];
-            return BpeMerging.Parents(symbols, s => ranks.TryGetValue(s, out long r) ? r : null, id) is var (left, right)
+            return BpeMerging.Parents(Encoding.Latin1.GetString(bytes), priority, id) is var (left, right)
                 ? [(int)ranks[left], (int)ranks[right]]
                 : [];
         }
@@ -394,7 +395,7 @@ public static class VocabularyCompressor
         string specialMap = Path.Combine(sourceDirectory, "special_tokens_map.json");
         if (File.Exists(specialMap))
         {
-            AtomicFile.WriteText(Path.Combine(outputDirectory, "special_tokens_map.json"), File.ReadAllText(specialMap));
+            AtomicFile.WriteAllText(Path.Combine(outputDirectory, "special_tokens_map.json"), File.ReadAllText(specialMap));
         }
 
         string config = Path.Combine(sourceDirectory, "tokenizer_config.json");
@@ -419,6 +420,6 @@ public static class VocabularyCompressor
             root["added_tokens_decoder"] = renumbered;
         }
 
-        AtomicFile.WriteText(Path.Combine(outputDirectory, "tokenizer_config.json"), root.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+        AtomicFile.WriteAllText(Path.Combine(outputDirectory, "tokenizer_config.json"), root.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
     }
 }

@@ -1,6 +1,7 @@
 using System.Text.Json;
 using System.Text.Json.Serialization;
 using ModelSurgery.Inference.Configuration;
+using ModelSurgery.Inference.IO;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -131,7 +132,7 @@ public sealed record VocabularyMap
     public string ToJson() => JsonSerializer.Serialize(this, JsonOptions);
 
     /// <summary>Writes <c>vocab_map.json</c> atomically.</summary>
-    public void Save(string path) => AtomicFile.WriteText(path, ToJson());
+    public void Save(string path) => AtomicFile.WriteAllText(path, ToJson());
 
     /// <summary>Reads a map written by <see cref="Save"/>.</summary>
     /// <exception cref="InvalidDataException">The file is not a valid map; the message names it.</exception>
@@ -149,28 +150,4 @@ public sealed record VocabularyMap
     }
 
     private static readonly JsonSerializerOptions JsonOptions = new() { WriteIndented = false };
-}
-
-/// <summary>Atomic file writes: a temp file in the same folder, then a rename over the target.</summary>
-internal static class AtomicFile
-{
-    public static void WriteText(string path, string text)
-    {
-        string full = Path.GetFullPath(path);
-        string directory = Path.GetDirectoryName(full)!;
-        Directory.CreateDirectory(directory);
-        string temp = Path.Combine(directory, $".{Path.GetFileName(full)}.{Guid.NewGuid():N}.tmp");
-        try
-        {
-            File.WriteAllText(temp, text);
-            File.Move(temp, full, overwrite: true);
-        }
-        finally
-        {
-            if (File.Exists(temp))
-            {
-                File.Delete(temp);
-            }
-        }
-    }
 }

@@ -1,6 +1,7 @@
 using System.Text.Json;
 using ModelSurgery.Inference.Configuration;
 using ModelSurgery.Inference.Reporting;
+using ModelSurgery.Inference.IO;
 
 namespace ModelSurgery.Surgery.Vocabulary;
 
@@ -88,7 +89,7 @@ public sealed record VocabularyStatistics
     public string ToJson() => JsonSerializer.Serialize(this, JsonOptions);
 
     /// <summary>Writes the statistics as JSON atomically.</summary>
-    public void Save(string path) => AtomicFile.WriteText(path, ToJson());
+    public void Save(string path) => AtomicFile.WriteAllText(path, ToJson());
 
     /// <summary>Reads statistics written by <see cref="Save"/>.</summary>
     /// <exception cref="InvalidDataException">The file is not valid statistics JSON; the message names it.</exception>
