@@ -20,8 +20,11 @@ public sealed record StudentBuildOptions
     /// <summary>Teacher rows read per chunk when streaming a matrix (bounds the read buffer).</summary>
     public long ChunkBytes { get; init; } = 64L << 20;
 
-    /// <summary>Build even when the memory estimate exceeds what this process may use.</summary>
+    /// <summary>Build even when the memory estimate exceeds <see cref="MemoryLimitBytes"/>.</summary>
     public bool IgnoreMemoryEstimate { get; init; }
+
+    /// <summary>Memory the build may use; null means what this process may use (<see cref="MemoryGuard.AvailableBytes"/>).</summary>
+    public long? MemoryLimitBytes { get; init; }
 
     /// <summary>
     /// A tokenizer file or folder to place in the student (e.g. the compressed tokenizer of a plan with kept tokens). When
@@ -108,7 +111,7 @@ public static partial class StudentBuilder
         PlanEstimate estimate = PlanEstimate.For(plan, reader.GetInfo(selections[0].TeacherName).DType.ToTorchDtypeName(), storedDType.ToTorchDtypeName(), options.ChunkBytes);
         string estimateSummary = estimate.Summary();
         LogEstimate(logger, estimateSummary);
-        MemoryGuard.EnsureFits(estimate, options.IgnoreMemoryEstimate);
+        MemoryGuard.EnsureFits(estimate, options.IgnoreMemoryEstimate, options.MemoryLimitBytes);
 
         Directory.CreateDirectory(outputDirectory);
         CheckpointTensor[] declared = [.. selections.Select(s => new CheckpointTensor(s.Student.Name, options.DType ?? reader.GetInfo(s.TeacherName).DType, s.Student.Shape))];
