@@ -14,5 +14,9 @@ internal static class CommandCatalog
         yield return Llama2CCommands.CreateImport(context);
         yield return Llama2CCommands.CreateExport(context);
         yield return EvalCommand.Create(context);
+        yield return SurgeryCommands.CreateScore(context);
+        yield return SurgeryCommands.CreatePlan(context);
+        yield return SurgeryCommands.CreateBuild(context);
+        yield return SurgeryCommands.CreatePrune(context);
     }
 }

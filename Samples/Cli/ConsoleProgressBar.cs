@@ -44,7 +44,7 @@ public sealed class ConsoleProgressBar : IDisposable
             string bar = new string('#', filled) + new string('-', width - filled);
             double rate = now.TotalSeconds > 0 ? done / now.TotalSeconds : 0;
             string eta = rate > 0 && total > done ? FormatTime(TimeSpan.FromSeconds((total - done) / rate)) : "--:--";
-            string line = string.Create(CultureInfo.InvariantCulture, $"{_label} [{bar}] {fraction * 100,5:F1}% {done:0}/{total:0} elapsed {FormatTime(now)} eta {eta} {status}");
+            string line = string.Create(CultureInfo.InvariantCulture, $"{_label} [{bar}] {fraction * 100,5:F1}% {done:0.#}/{total:0.#} elapsed {FormatTime(now)} eta {eta} {status}");
             if (_interactive)
             {
                 _writer.Write("\r" + line.PadRight(Math.Min(Console.WindowWidth > 0 ? Console.WindowWidth - 1 : 120, 160)));

@@ -1,0 +1,412 @@
+using System.CommandLine;
+using System.Globalization;
+using ModelSurgery.Inference.Configuration;
+using ModelSurgery.Surgery.Building;
+using ModelSurgery.Surgery.Planning;
+using ModelSurgery.Surgery.Scoring;
+
+namespace ModelSurgery.Cli.Commands;
+
+/// <summary>
+/// Parameter inheritance from the command line: <c>score</c> (importance on calibration data), <c>plan</c> (scores and
+/// targets into a plan), <c>build</c> (the student checkpoint from a plan) and <c>prune</c> (all three in one go).
+/// </summary>
+internal static class SurgeryCommands
+{
+    public static Command CreateScore(CliContext context)
+    {
+        var model = CommonOptions.Model();
+        var calibration = new CalibrationOptions();
+        var metrics = MetricsOption();
+        var output = new Option<string>("--out") { Description = "Folder for <metric>.json, <metric>.csv and the heat map / layer curve PNGs.", Required = true };
+        var device = CommonOptions.Device();
+        var command = new Command("score", "Score layers, heads, neurons and hidden channels of a model on calibration data.") { model, metrics, output, device };
+        calibration.AddTo(command);
+        command.SetAction(async (parsed, cancellationToken) =>
+        {
+            IReadOnlyList<ImportanceScores> scores = await ScoreAsync(context, parsed, parsed.GetValue(model)!, calibration, parsed.GetValue(metrics)!, parsed.GetValue(device)!, cancellationToken).ConfigureAwait(false);
+            await SaveScoresAsync(context, scores, parsed.GetValue(output)!).ConfigureAwait(false);
+            return ExitCodes.Success;
+        });
+        return command;
+    }
+
+    public static Command CreatePlan(CliContext context)
+    {
+        var model = CommonOptions.Model();
+        var scores = new Option<string[]>("--scores") { Description = "Scores JSON from 'score'; repeat to combine (e.g. block-influence for layers, l2 for width): the first file holding a part supplies it." };
+        var targets = new PlanTargets();
+        var output = new Option<string>("--out") { Description = "Plan JSON to write.", Required = true };
+        var command = new Command("plan", "Turn importance scores and target sizes (or a parameter budget) into a validated plan.") { model, scores, output };
+        targets.AddTo(command);
+        command.SetAction(async (parsed, cancellationToken) =>
+        {
+            LlamaConfig teacher = LlamaConfig.Load(Path.Combine(parsed.GetValue(model)!, "config.json"));
+            ImportanceScores? combined = Combine([.. (parsed.GetValue(scores) ?? []).Select(ImportanceScores.Load)], teacher);
+            SurgeryPlan plan = targets.Build(context, parsed, teacher, combined);
+            await WritePlanAsync(context, plan, parsed.GetValue(output)!).ConfigureAwait(false);
+            return ExitCodes.Success;
+        });
+        return command;
+    }
+
+    public static Command CreateBuild(CliContext context)
+    {
+        var model = CommonOptions.Model();
+        var plan = new Option<string>("--plan") { Description = "Plan JSON from 'plan' (or edited by hand).", Required = true };
+        var build = new BuildOptions();
+        var command = new Command("build", "Build the student checkpoint from a plan, reading only the kept rows and columns of the teacher.") { model, plan };
+        build.AddTo(command);
+        command.SetAction(async (parsed, cancellationToken) =>
+        {
+            SurgeryPlan loaded = SurgeryPlan.Load(parsed.GetValue(plan)!);
+            await build.RunAsync(context, parsed, parsed.GetValue(model)!, loaded, cancellationToken).ConfigureAwait(false);
+            return ExitCodes.Success;
+        });
+        return command;
+    }
+
+    public static Command CreatePrune(CliContext context)
+    {
+        var model = CommonOptions.Model();
+        var calibration = new CalibrationOptions();
+        var metrics = MetricsOption();
+        var targets = new PlanTargets();
+        var build = new BuildOptions();
+        var device = CommonOptions.Device();
+        var command = new Command("prune", "Score, plan and build in one go; the scores and the plan are kept in <out>/surgery/.") { model, metrics, device };
+        calibration.AddTo(command);
+        targets.AddTo(command);
+        build.AddTo(command);
+        command.SetAction(async (parsed, cancellationToken) =>
+        {
+            string teacherDir = parsed.GetValue(model)!;
+            string surgeryDir = Path.Combine(parsed.GetValue(build.Output)!, "surgery");
+            LlamaConfig teacher = LlamaConfig.Load(Path.Combine(teacherDir, "config.json"));
+            IReadOnlyList<ImportanceScores> scores = await ScoreAsync(context, parsed, teacherDir, calibration, parsed.GetValue(metrics)!, parsed.GetValue(device)!, cancellationToken).ConfigureAwait(false);
+            SurgeryPlan plan = targets.Build(context, parsed, teacher, Combine(scores, teacher));
+            await build.RunAsync(context, parsed, teacherDir, plan, cancellationToken).ConfigureAwait(false);
+
+            // Written after the build: its writer owns the output folder and clears stale files there.
+            await SaveScoresAsync(context, scores, surgeryDir).ConfigureAwait(false);
+            await WritePlanAsync(context, plan, Path.Combine(surgeryDir, "plan.json")).ConfigureAwait(false);
+            return ExitCodes.Success;
+        });
+        return command;
+    }
+
+    private static Option<string[]> MetricsOption() => new("--metric")
+    {
+        Description = $"Metric(s) to compute: {string.Join(", ", ScoringMetrics.All.Select(m => m.Name))}; repeat for several.",
+        DefaultValueFactory = _ => [ScoringMetrics.L2, ScoringMetrics.BlockInfluence],
+    };
+
+    private static async Task<IReadOnlyList<ImportanceScores>> ScoreAsync(CliContext context, ParseResult parsed, string modelDir, CalibrationOptions calibration, string[] metrics, string device, CancellationToken cancellationToken)
+    {
+        foreach (string metric in metrics)
+        {
+            try
+            {
+                ScoringMetrics.Get(metric);
+            }
+            catch (ArgumentException ex)
+            {
+                throw new UsageException($"--metric: {ex.Message}", ex);
+            }
+        }
+
+        CalibrationData? data = calibration.Load(parsed);
+        var options = new ScoringOptions
+        {
+            Metrics = metrics,
+            BatchSize = parsed.GetValue(calibration.BatchSize),
+            Device = Inference.Runtime.ComputeDevice.Resolve(device),
+        };
+        using var bar = context.CreateProgressBar("score");
+        return await ImportanceScorer.ScoreAsync(
+            modelDir,
+            data,
+            options,
+            new Progress<ScoringProgress>(p => bar.Report(p.Completed, p.Total, p.Stage)),
+            cancellationToken: cancellationToken).ConfigureAwait(false);
+    }
+
+    private static async Task SaveScoresAsync(CliContext context, IReadOnlyList<ImportanceScores> scores, string folder)
+    {
+        Directory.CreateDirectory(folder);
+        foreach (ImportanceScores score in scores)
+        {
+            string stem = Path.Combine(folder, score.Metric);
+            score.Save(stem + ".json");
+            score.SaveCsv(stem + ".csv");
+            if (score.Heads is not null)
+            {
+                score.DrawHeadHeatMap(stem + "-heads.png");
+            }
+
+            if (score.Layers is not null)
+            {
+                score.DrawLayerCurves(stem + "-layers.png");
+            }
+
+            await context.Output.WriteLineAsync($"wrote {stem}.json ({Parts(score)})").ConfigureAwait(false);
+        }
+
+        // Metrics that rank the same units can be compared: how much do they agree?
+        for (int i = 0; i < scores.Count; i++)
+        {
+            for (int j = i + 1; j < scores.Count; j++)
+            {
+                if (scores[i].Heads is { } a && scores[j].Heads is { } b)
+                {
+                    await context.Output.WriteLineAsync(string.Create(CultureInfo.InvariantCulture, $"spearman(heads) {scores[i].Metric} vs {scores[j].Metric}: {ImportanceScores.SpearmanCorrelation(a, b):F3}")).ConfigureAwait(false);
+                }
+            }
+        }
+    }
+
+    private static string Parts(ImportanceScores s) => string.Join(", ", new (string Name, object? Part)[]
+    {
+        ("layers", s.Layers), ("heads", s.Heads), ("kv_groups", s.KvGroups), ("neurons", s.Neurons), ("hidden_channels", s.HiddenChannels), ("tokens", s.Tokens),
+    }.Where(p => p.Part is not null).Select(p => p.Name));
+
+    /// <summary>Merges score sets part by part: the first set that has a part supplies it.</summary>
+    private static ImportanceScores? Combine(IReadOnlyList<ImportanceScores> scores, LlamaConfig teacher)
+    {
+        if (scores.Count == 0)
+        {
+            return null;
+        }
+
+        foreach (ImportanceScores s in scores)
+        {
+            s.EnsureMatches(teacher);
+        }
+
+        return scores[0] with
+        {
+            Metric = string.Join("+", scores.Select(s => s.Metric)),
+            Layers = scores.Select(s => s.Layers).FirstOrDefault(p => p is not null),
+            Heads = scores.Select(s => s.Heads).FirstOrDefault(p => p is not null),
+            KvGroups = scores.Select(s => s.KvGroups).FirstOrDefault(p => p is not null),
+            Neurons = scores.Select(s => s.Neurons).FirstOrDefault(p => p is not null),
+            HiddenChannels = scores.Select(s => s.HiddenChannels).FirstOrDefault(p => p is not null),
+            Tokens = scores.Select(s => s.Tokens).FirstOrDefault(p => p is not null),
+        };
+    }
+
+    private static async Task WritePlanAsync(CliContext context, SurgeryPlan plan, string path)
+    {
+        Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
+        plan.Save(path);
+        await context.Output.WriteLineAsync(plan.Summary()).ConfigureAwait(false);
+        await context.Output.WriteLineAsync($"wrote {path}").ConfigureAwait(false);
+    }
+
+    /// <summary>Calibration data options: a token file, how many windows, how long.</summary>
+    private sealed class CalibrationOptions
+    {
+        public Option<string?> Tokens { get; } = new("--tokens") { Description = "Calibration tokens: a packed token file from 'tokenize', or token ids as text." };
+
+        public Option<int> Sequences { get; } = new("--sequences") { Description = "Calibration windows.", DefaultValueFactory = _ => 64 };
+
+        public Option<int> Length { get; } = new("--length") { Description = "Tokens per calibration window.", DefaultValueFactory = _ => 256 };
+
+        public Option<int> BatchSize { get; } = new("--batch-size") { Description = "Calibration windows per forward pass.", DefaultValueFactory = _ => 4 };
+
+        public Option<int> Seed { get; } = new("--seed") { Description = "Seed of the window positions and of random metrics.", DefaultValueFactory = _ => 0 };
+
+        public void AddTo(Command command)
+        {
+            command.Options.Add(Tokens);
+            command.Options.Add(Sequences);
+            command.Options.Add(Length);
+            command.Options.Add(BatchSize);
+            command.Options.Add(Seed);
+        }
+
+        public CalibrationData? Load(ParseResult parsed)
+        {
+            if (parsed.GetValue(Tokens) is not { } path)
+            {
+                return null;
+            }
+
+            int[] ids = TokenInput.Read(path);
+            int length = parsed.GetValue(Length);
+            if (ids.Length <= length)
+            {
+                throw new UsageException($"--tokens {path} holds {ids.Length} tokens, not enough for windows of --length {length}.");
+            }
+
+            return CalibrationData.FromTokenStream(ids, parsed.GetValue(Sequences), length, parsed.GetValue(Seed));
+        }
+    }
+
+    /// <summary>What the student keeps: explicit sizes, or a parameter budget.</summary>
+    private sealed class PlanTargets
+    {
+        private readonly Option<int?> _layers = new("--layers") { Description = "Layers to keep." };
+        private readonly Option<string?> _keepLayers = new("--keep-layers") { Description = "Teacher layers to keep, e.g. \"0,1,2,21\"." };
+        private readonly Option<string> _layerSelection = new("--layer-selection") { Description = "How --layers picks: prior (the paper's first-and-last prior) or scores (top layer scores).", DefaultValueFactory = _ => "prior" };
+        private readonly Option<int?> _kvGroups = new("--kv-groups") { Description = "Keep this many whole KV groups (with all their query heads)." };
+        private readonly Option<int?> _headsPerGroup = new("--heads-per-group") { Description = "Keep every KV head and this many query heads in each group." };
+        private readonly Option<int?> _neurons = new("--neurons") { Description = "FFN neurons per layer." };
+        private readonly Option<double?> _neuronFraction = new("--neuron-fraction") { Description = "FFN neurons per layer, as a fraction of the teacher's." };
+        private readonly Option<int?> _hidden = new("--hidden") { Description = "Hidden channels." };
+        private readonly Option<double?> _hiddenFraction = new("--hidden-fraction") { Description = "Hidden channels, as a fraction of the teacher's." };
+        private readonly Option<int> _roundTo = new("--round-to") { Description = "Round neuron and channel counts (and, with --budget, candidate widths) to a multiple of this.", DefaultValueFactory = _ => 1 };
+        private readonly Option<string?> _budget = new("--budget") { Description = "Parameter budget (e.g. 1.1e9): choose the deepest-and-thinnest shape that meets it." };
+
+        public void AddTo(Command command)
+        {
+            foreach (Option option in new Option[] { _layers, _keepLayers, _layerSelection, _kvGroups, _headsPerGroup, _neurons, _neuronFraction, _hidden, _hiddenFraction, _roundTo, _budget })
+            {
+                command.Options.Add(option);
+            }
+        }
+
+        public SurgeryPlan Build(CliContext context, ParseResult parsed, LlamaConfig teacher, ImportanceScores? scores)
+        {
+            Exclusive(parsed, _layers, _keepLayers);
+            Exclusive(parsed, _kvGroups, _headsPerGroup);
+            Exclusive(parsed, _neurons, _neuronFraction);
+            Exclusive(parsed, _hidden, _hiddenFraction);
+            LayerSelection selection = parsed.GetValue(_layerSelection) switch
+            {
+                "prior" => LayerSelection.PositionPrior,
+                "scores" => LayerSelection.TopScores,
+                var other => throw new UsageException($"--layer-selection: '{other}' is not prior or scores."),
+            };
+
+            try
+            {
+                var builder = PlanBuilder.For(teacher, scores);
+                if (parsed.GetValue(_budget) is { } budgetText)
+                {
+                    if (!double.TryParse(budgetText, NumberStyles.Float, CultureInfo.InvariantCulture, out double budget) || budget <= 0)
+                    {
+                        throw new UsageException($"--budget: '{budgetText}' is not a positive number of parameters.");
+                    }
+
+                    int multiple = Math.Max(1, parsed.GetValue(_roundTo));
+                    IReadOnlyList<ShapeCandidate> candidates = BudgetPlanner.Candidates(teacher, (long)budget, new BudgetConstraints { HiddenMultiple = multiple, IntermediateMultiple = multiple });
+                    if (candidates.Count == 0)
+                    {
+                        throw new UsageException($"--budget {budgetText}: no student shape of this teacher comes within the tolerance of that budget.");
+                    }
+
+                    context.Output.WriteLine($"{candidates.Count} shapes meet the budget; deepest and thinnest first:");
+                    foreach (ShapeCandidate candidate in candidates.Take(5))
+                    {
+                        context.Output.WriteLine($"  {candidate}");
+                    }
+
+                    builder.WithShape(candidates[0].Shape, selection);
+                }
+
+                if (parsed.GetValue(_layers) is int layers)
+                {
+                    _ = selection == LayerSelection.TopScores ? builder.KeepTopLayers(layers) : builder.KeepLayersByPositionPrior(layers);
+                }
+
+                if (parsed.GetValue(_keepLayers) is { } keep)
+                {
+                    builder.KeepLayers(TokenIds.Parse(keep, "--keep-layers"));
+                }
+
+                if (parsed.GetValue(_kvGroups) is int groups)
+                {
+                    builder.KeepWholeKvGroups(groups);
+                }
+
+                if (parsed.GetValue(_headsPerGroup) is int perGroup)
+                {
+                    builder.KeepQueryHeadsPerGroup(perGroup);
+                }
+
+                if (parsed.GetValue(_neurons) is int neurons)
+                {
+                    builder.KeepNeurons(neurons);
+                }
+
+                if (parsed.GetValue(_neuronFraction) is double neuronFraction)
+                {
+                    builder.KeepNeuronFraction(neuronFraction);
+                }
+
+                if (parsed.GetValue(_hidden) is int hidden)
+                {
+                    builder.KeepHiddenChannels(hidden);
+                }
+
+                if (parsed.GetValue(_hiddenFraction) is double hiddenFraction)
+                {
+                    builder.KeepHiddenChannelFraction(hiddenFraction);
+                }
+
+                builder.RoundWidthsTo(parsed.GetValue(_roundTo));
+                return builder.Build();
+            }
+            catch (ArgumentException ex)
+            {
+                throw new UsageException(ex.Message, ex);
+            }
+        }
+
+        private static void Exclusive(ParseResult parsed, Option a, Option b)
+        {
+            if (parsed.GetResult(a) is { Implicit: false } && parsed.GetResult(b) is { Implicit: false })
+            {
+                throw new UsageException($"give {a.Name} or {b.Name}, not both.");
+            }
+        }
+    }
+
+    /// <summary>Where and how the student is written.</summary>
+    private sealed class BuildOptions
+    {
+        public Option<string> Output { get; } = new("--out") { Description = "Student checkpoint folder.", Required = true };
+
+        private readonly Option<string?> _dtype = new("--dtype") { Description = "Stored dtype of the student (f32, bf16, f16); default: the teacher's." };
+        private readonly Option<string?> _maxShard = new("--max-shard-size") { Description = "Largest shard (e.g. 2GB).", DefaultValueFactory = _ => "2GiB" };
+        private readonly Option<string?> _tokenizer = new("--tokenizer") { Description = "Tokenizer file or folder to put in the student (needed when the plan compresses the vocabulary)." };
+        private readonly Option<bool> _force = new("--force") { Description = "Build even when the memory estimate exceeds what is available." };
+
+        public void AddTo(Command command)
+        {
+            command.Options.Add(Output);
+            command.Options.Add(_dtype);
+            command.Options.Add(_maxShard);
+            command.Options.Add(_tokenizer);
+            command.Options.Add(_force);
+        }
+
+        public async Task RunAsync(CliContext context, ParseResult parsed, string teacherDir, SurgeryPlan plan, CancellationToken cancellationToken)
+        {
+            var options = new StudentBuildOptions
+            {
+                DType = parsed.GetValue(_dtype) is { } dtype ? SynthCommand.ParseWeightDType(dtype) : null,
+                MaxShardBytes = SynthCommand.ParseSize(parsed.GetValue(_maxShard)!, "--max-shard-size"),
+                Tokenizer = parsed.GetValue(_tokenizer),
+                IgnoreMemoryEstimate = parsed.GetValue(_force),
+            };
+            PlanEstimate estimate = PlanEstimate.For(plan, plan.Teacher.TorchDtype, options.DType is { } d ? Inference.Checkpoints.SyntheticCheckpoint.ToTorchDtypeName(d) : null);
+            await context.Error.WriteLineAsync($"estimate: {estimate.Summary()}").ConfigureAwait(false);
+            StudentBuildResult result;
+            using (var bar = context.CreateProgressBar("build"))
+            {
+                result = await StudentBuilder.BuildAsync(
+                    teacherDir,
+                    plan,
+                    parsed.GetValue(Output)!,
+                    options,
+                    new Progress<StudentBuildProgress>(p => bar.Report(p.BytesWritten / 1e6, p.TotalBytesToWrite / 1e6, "MB written")),
+                    cancellationToken: cancellationToken).ConfigureAwait(false);
+            }
+
+            await context.Output.WriteLineAsync(string.Create(CultureInfo.InvariantCulture,
+                $"built {result.Directory}: {result.Parameters.Total:N0} parameters ({result.Config.NumHiddenLayers} layers, hidden {result.Config.HiddenSize}, FFN {result.Config.IntermediateSize}, {result.Config.NumAttentionHeads}/{result.Config.NumKeyValueHeads} heads), {result.BytesRead / 1e6:F1} MB read, {result.BytesWritten / 1e6:F1} MB written in {result.Elapsed.TotalSeconds:F1} s")).ConfigureAwait(false);
+        }
+    }
+}
