@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using System.Diagnostics.CodeAnalysis;
 using System.IO.MemoryMappedFiles;
 using TorchSharp;
@@ -9,7 +10,7 @@ namespace ModelSurgery.Inference.Checkpoints;
 /// they need from the map straight into new CPU tensors of the stored dtype. Reads are thread-safe; disposing while
 /// reads are in flight is not.
 /// </summary>
-public sealed unsafe class SafetensorsFile : IDisposable
+public sealed unsafe partial class SafetensorsFile : IDisposable
 {
     private readonly MemoryMappedFile? _map;
     private readonly MemoryMappedViewAccessor? _view;
@@ -121,6 +122,7 @@ public sealed unsafe class SafetensorsFile : IDisposable
         var info = GetInfo(name);
         var tensor = NewTensor(info, info.Shape);
         TensorMemory.Copy(DataOf(info), TensorMemory.DataPointer(tensor), info.ByteLength);
+        ReleasePages(DataOf(info), info.ByteLength);
         return tensor;
     }
 
@@ -161,6 +163,7 @@ public sealed unsafe class SafetensorsFile : IDisposable
             TensorMemory.Copy(source + (o * sourceStride), destination + (o * run), run);
         }
 
+        ReleasePages(DataOf(info), info.ByteLength);
         return tensor;
     }
 
@@ -223,6 +226,7 @@ public sealed unsafe class SafetensorsFile : IDisposable
             }
         }
 
+        ReleasePages(DataOf(info), info.ByteLength);
         return tensor;
     }
 
@@ -245,6 +249,7 @@ public sealed unsafe class SafetensorsFile : IDisposable
         }
 
         new ReadOnlySpan<byte>(DataOf(info) + byteOffset, destination.Length).CopyTo(destination);
+        ReleasePages(DataOf(info) + byteOffset, destination.Length);
     }
 
     /// <inheritdoc />
@@ -267,6 +272,28 @@ public sealed unsafe class SafetensorsFile : IDisposable
 
     /// <inheritdoc />
     public override string ToString() => $"{Path} ({Tensors.Count} tensors, {TotalTensorBytes} bytes)";
+
+    /// <summary>
+    /// Drops this process's mapping of pages that were just copied out (they stay in the page cache), so streaming a
+    /// checkpoint larger than memory does not grow the resident set by the file's size. Linux only; a no-op elsewhere.
+    /// </summary>
+    private static void ReleasePages(byte* start, long length)
+    {
+        if (!OperatingSystem.IsLinux() || length <= 0)
+        {
+            return;
+        }
+
+        long pageSize = Environment.SystemPageSize;
+        long begin = (long)start / pageSize * pageSize;
+        long end = ((long)start + length + pageSize - 1) / pageSize * pageSize;
+        _ = Madvise((nint)begin, (nuint)(end - begin), MadviseDontNeed);
+    }
+
+    private const int MadviseDontNeed = 4;
+
+    [LibraryImport("libc", EntryPoint = "madvise")]
+    private static partial int Madvise(nint address, nuint length, int advice);
 
     private byte* DataOf(SafetensorsTensorInfo info)
     {
