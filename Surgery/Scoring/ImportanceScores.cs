@@ -155,6 +155,31 @@ public sealed record ImportanceScores
         return scores;
     }
 
+    /// <summary>
+    /// Merges score sets part by part: the first set that has a part supplies it. Use it to rank layers by one metric (e.g.
+    /// block influence) and widths by another (e.g. activations).
+    /// </summary>
+    /// <exception cref="ArgumentException">No score sets were given.</exception>
+    public static ImportanceScores Combine(IReadOnlyList<ImportanceScores> scores)
+    {
+        ArgumentNullException.ThrowIfNull(scores);
+        if (scores.Count == 0)
+        {
+            throw new ArgumentException("Give at least one set of scores to combine.", nameof(scores));
+        }
+
+        return scores[0] with
+        {
+            Metric = string.Join("+", scores.Select(s => s.Metric)),
+            Layers = scores.Select(s => s.Layers).FirstOrDefault(p => p is not null),
+            Heads = scores.Select(s => s.Heads).FirstOrDefault(p => p is not null),
+            KvGroups = scores.Select(s => s.KvGroups).FirstOrDefault(p => p is not null),
+            Neurons = scores.Select(s => s.Neurons).FirstOrDefault(p => p is not null),
+            HiddenChannels = scores.Select(s => s.HiddenChannels).FirstOrDefault(p => p is not null),
+            Tokens = scores.Select(s => s.Tokens).FirstOrDefault(p => p is not null),
+        };
+    }
+
     /// <summary>Writes <see cref="ToJson"/> to <paramref name="path"/> atomically.</summary>
     public void Save(string path) => AtomicFile.WriteAllText(path, ToJson());
 

@@ -170,29 +170,14 @@ internal static class SurgeryCommands
         ("layers", s.Layers), ("heads", s.Heads), ("kv_groups", s.KvGroups), ("neurons", s.Neurons), ("hidden_channels", s.HiddenChannels), ("tokens", s.Tokens),
     }.Where(p => p.Part is not null).Select(p => p.Name));
 
-    /// <summary>Merges score sets part by part: the first set that has a part supplies it.</summary>
     private static ImportanceScores? Combine(IReadOnlyList<ImportanceScores> scores, LlamaConfig teacher)
     {
-        if (scores.Count == 0)
-        {
-            return null;
-        }
-
         foreach (ImportanceScores s in scores)
         {
             s.EnsureMatches(teacher);
         }
 
-        return scores[0] with
-        {
-            Metric = string.Join("+", scores.Select(s => s.Metric)),
-            Layers = scores.Select(s => s.Layers).FirstOrDefault(p => p is not null),
-            Heads = scores.Select(s => s.Heads).FirstOrDefault(p => p is not null),
-            KvGroups = scores.Select(s => s.KvGroups).FirstOrDefault(p => p is not null),
-            Neurons = scores.Select(s => s.Neurons).FirstOrDefault(p => p is not null),
-            HiddenChannels = scores.Select(s => s.HiddenChannels).FirstOrDefault(p => p is not null),
-            Tokens = scores.Select(s => s.Tokens).FirstOrDefault(p => p is not null),
-        };
+        return scores.Count == 0 ? null : ImportanceScores.Combine(scores);
     }
 
     private static async Task WritePlanAsync(CliContext context, SurgeryPlan plan, string path)
