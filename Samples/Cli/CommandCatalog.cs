@@ -14,5 +14,6 @@ internal static class CommandCatalog
         yield return Llama2CCommands.CreateImport(context);
         yield return Llama2CCommands.CreateExport(context);
         yield return EvalCommand.Create(context);
+        yield return VocabCommands.Create(context);
     }
 }
