@@ -48,7 +48,7 @@ public sealed class VocabCommandTests
         {
             int size = statistics.SizeForCoverage(coverage);
             double share = LlamaTensorLayout.CountParameters(config with { VocabSize = size }).EmbeddingShare;
-            Assert.That(output, Does.Contain(string.Create(CultureInfo.InvariantCulture, $"coverage {coverage * 100:0.##}%: {size:N0} tokens, embedding + head share {share:P2}")));
+            Assert.That(output, Does.Contain(string.Create(CultureInfo.InvariantCulture, $"coverage {coverage * 100:0.##}%: {size:N0} tokens, embedding + head share {share * 100:F2}%")));
         }
     }
 
@@ -87,6 +87,23 @@ public sealed class VocabCommandTests
 
         int[] corpusIds = [.. compressed.EncodeToIds(VocabularyTestText.Corpus()).Take(64)];
         Assert.That(TinyTokenizedModel.MaxKeptLogitDifference(teacher, student, map, corpusIds), Is.LessThan(1e-5));
+    }
+
+    [Test]
+    public async Task Compress_takes_the_tokenizer_from_tokenizer_option_when_the_model_folder_has_none()
+    {
+        string teacherDir = Path.Combine(_dir, "teacher"), outDir = Path.Combine(_dir, "out");
+        using LlamaForCausalLM teacher = await TinyTokenizedModel.SaveAsync(teacherDir);
+        string tokenizerFile = Path.Combine(_dir, "tokenizer.json");
+        File.Move(Path.Combine(teacherDir, "tokenizer.json"), tokenizerFile);
+        string corpus = TinyTokenizedModel.WriteCorpus(_dir);
+
+        var (code, output, error) = await RunAsync("vocab", "compress", "--model", teacherDir, "--tokenizer", tokenizerFile, "--corpus", corpus, "--keep", "400", "--out", outDir);
+
+        Assert.That(code, Is.EqualTo(ExitCodes.Success), error);
+        Assert.That(output, Does.Contain("-> 400 tokens"));
+        Assert.That(LlamaConfig.Load(Path.Combine(outDir, "config.json")).VocabSize, Is.EqualTo(400));
+        Assert.That(TokenizerFiles.Load(outDir).EncodeToIds(VocabularyTestText.HeldOut[0]), Has.All.LessThan(400));
     }
 
     [TestCase("--keep", "300", "--coverage", "0.9")]

@@ -74,13 +74,13 @@ internal static class VocabCommands
             await o.WriteLineAsync(Invariant($"vocabulary {statistics.VocabSize:N0} ids, {statistics.DistinctTokensSeen:N0} seen")).ConfigureAwait(false);
             if (config is not null)
             {
-                await o.WriteLineAsync(Invariant($"embedding + head share at vocab_size {config.VocabSize:N0}: {LlamaTensorLayout.CountParameters(config).EmbeddingShare:P2}")).ConfigureAwait(false);
+                await o.WriteLineAsync(Invariant($"embedding + head share at vocab_size {config.VocabSize:N0}: {LlamaTensorLayout.CountParameters(config).EmbeddingShare * 100:F2}%")).ConfigureAwait(false);
             }
 
             foreach (double coverage in ReportedCoverages)
             {
                 int size = statistics.SizeForCoverage(coverage);
-                string share = config is null ? "" : Invariant($", embedding + head share {LlamaTensorLayout.CountParameters(config with { VocabSize = size }).EmbeddingShare:P2}");
+                string share = config is null ? "" : Invariant($", embedding + head share {LlamaTensorLayout.CountParameters(config with { VocabSize = size }).EmbeddingShare * 100:F2}%");
                 await o.WriteLineAsync(Invariant($"coverage {coverage * 100:0.##}%: {size:N0} tokens{share}")).ConfigureAwait(false);
             }
 
@@ -97,8 +97,9 @@ internal static class VocabCommands
         var coverage = new Option<double?>("--coverage") { Description = "Keep the fewest most frequent tokens that cover this fraction of the corpus, e.g. 0.98." };
         var field = Field();
         var pad = new Option<int>("--pad-to-multiple") { Description = "Pad vocab_size to a multiple of this with zero embedding and head rows.", DefaultValueFactory = _ => 1 };
+        var tokenizer = new Option<string?>("--tokenizer") { Description = "The model's tokenizer when the folder has none (file or gpt2); its ids must be the embedding rows." };
         var output = new Option<string>("--out") { Description = "Output checkpoint folder.", Required = true };
-        var command = new Command("compress", "Compress a model's vocabulary to the most frequent tokens of a corpus: tokenizer, embedding and head.") { model, corpus, keep, coverage, field, pad, output };
+        var command = new Command("compress", "Compress a model's vocabulary to the most frequent tokens of a corpus: tokenizer, embedding and head.") { model, corpus, keep, coverage, field, pad, tokenizer, output };
         command.SetAction(async (parsed, cancellationToken) =>
         {
             CompressionTarget target = (parsed.GetValue(keep), parsed.GetValue(coverage)) switch
@@ -126,13 +127,13 @@ internal static class VocabCommands
             using var loggers = CliContext.CreateLoggerFactory(parsed);
             long totalBytes = CorpusBytes(corpusPaths);
             using var counting = context.CreateProgressBar("counting");
-            using var building = context.CreateProgressBar("building");
+            ConsoleProgressBar? building = null;
             ModelCompressionResult result = await ModelVocabularyCompressor.CompressAsync(
                 modelDir,
                 corpusPaths,
                 target,
                 parsed.GetValue(output)!,
-                new ModelCompressionOptions { JsonlField = parsed.GetValue(field), PadVocabToMultiple = padMultiple },
+                new ModelCompressionOptions { JsonlField = parsed.GetValue(field), PadVocabToMultiple = padMultiple, Tokenizer = parsed.GetValue(tokenizer) },
                 new SynchronousProgress<ModelCompressionProgress>(p =>
                 {
                     if (p.Counting is { } c)
@@ -141,20 +142,21 @@ internal static class VocabCommands
                     }
                     else if (p.Building is { } b)
                     {
+                        building ??= context.CreateProgressBar("building");
                         building.Report(b.TensorsWritten, b.TensorCount);
                     }
                 }),
                 loggers.CreateLogger("vocab"),
                 cancellationToken).ConfigureAwait(false);
             counting.Dispose();
-            building.Dispose();
+            building?.Dispose();
 
             TextWriter o = context.Output;
             int stored = result.Build.Config.VocabSize;
             string padded = stored == result.Map.NewVocabSize ? "" : Invariant($" (vocab_size {stored:N0} with padding)");
             await o.WriteLineAsync(Invariant($"vocabulary {result.Map.OldVocabSize:N0} -> {result.Map.NewVocabSize:N0} tokens{padded}, {result.Selection.AddedForClosure:N0} added to keep merges reachable")).ConfigureAwait(false);
-            await o.WriteLineAsync(Invariant($"coverage {result.Selection.Coverage:P2} of {result.Statistics.TotalTokens:N0} corpus tokens")).ConfigureAwait(false);
-            await o.WriteLineAsync(Invariant($"embedding + head share {result.Before.EmbeddingShare:P2} -> {result.After.EmbeddingShare:P2}; parameters {result.Before.Total:N0} -> {result.After.Total:N0}")).ConfigureAwait(false);
+            await o.WriteLineAsync(Invariant($"coverage {result.Selection.Coverage * 100:F2}% of {result.Statistics.TotalTokens:N0} corpus tokens")).ConfigureAwait(false);
+            await o.WriteLineAsync(Invariant($"embedding + head share {result.Before.EmbeddingShare * 100:F2}% -> {result.After.EmbeddingShare * 100:F2}%; parameters {result.Before.Total:N0} -> {result.After.Total:N0}")).ConfigureAwait(false);
             await o.WriteLineAsync($"wrote {result.Build.Directory} ({VocabularyCompressor.MapFileName}, {ModelVocabularyCompressor.StatisticsFileName}, {ModelVocabularyCompressor.ChartFileName})").ConfigureAwait(false);
             return ExitCodes.Success;
         });
