@@ -101,4 +101,20 @@ public sealed class ModelVocabularyCompressorTests
             Throws.ArgumentException.With.Message.Contains("257"));
         Assert.That(Directory.EnumerateFileSystemEntries(outDir), Is.Empty);
     }
+
+    [Test]
+    public async Task Bad_padding_or_writing_over_the_model_is_refused_before_anything_is_written()
+    {
+        string teacherDir = Path.Combine(_dir, "teacher");
+        using LlamaForCausalLM teacher = await TinyTokenizedModel.SaveAsync(teacherDir);
+        string corpus = TinyTokenizedModel.WriteCorpus(_dir);
+        string[] before = [.. Directory.EnumerateFiles(teacherDir)];
+
+        Assert.That(async () => await ModelVocabularyCompressor.CompressAsync(teacherDir, [corpus], CompressionTarget.Keep(500), Path.Combine(_dir, "out"),
+            new ModelCompressionOptions { PadVocabToMultiple = 0 }), Throws.ArgumentException.With.Message.Contains("PadVocabToMultiple"));
+        Assert.That(async () => await ModelVocabularyCompressor.CompressAsync(teacherDir, [corpus], CompressionTarget.Keep(500), teacherDir + Path.DirectorySeparatorChar),
+            Throws.ArgumentException.With.Message.Contains("must differ from the model folder"));
+        Assert.That(Directory.Exists(Path.Combine(_dir, "out")), Is.False);
+        Assert.That(Directory.EnumerateFiles(teacherDir), Is.EquivalentTo(before));
+    }
 }
