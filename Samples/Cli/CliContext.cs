@@ -61,6 +61,7 @@ public sealed class CliContext(TextWriter output, TextWriter error)
                 options.SingleLine = true;
                 options.TimestampFormat = "HH:mm:ss ";
             })
+            .AddConsole(options => options.LogToStandardErrorThreshold = LogLevel.Trace)
             .AddFilter("Microsoft", LogLevel.Warning));
     }
 

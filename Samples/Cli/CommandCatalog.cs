@@ -18,5 +18,6 @@ internal static class CommandCatalog
         yield return SurgeryCommands.CreatePlan(context);
         yield return SurgeryCommands.CreateBuild(context);
         yield return SurgeryCommands.CreatePrune(context);
+        yield return VocabCommands.Create(context);
     }
 }

@@ -31,6 +31,12 @@ public sealed record StudentBuildOptions
     /// null, the teacher's tokenizer files are copied if the plan keeps the whole vocabulary.
     /// </summary>
     public string? Tokenizer { get; init; }
+
+    /// <summary>
+    /// Pads the student's vocab_size up to a multiple of this (1 = no padding) with zero rows in the embedding and the
+    /// LM head, for faster matrix shapes. Padding ids are never produced by the tokenizer; their logits are 0.
+    /// </summary>
+    public int PadVocabToMultiple { get; init; } = 1;
 }
 
 /// <summary>Progress of a student build, reported after each tensor.</summary>
@@ -89,7 +95,14 @@ public static partial class StudentBuilder
 
         LlamaConfig teacher = LlamaConfig.Load(Path.Combine(teacherDirectory, "config.json"));
         EnsureSameArchitecture(teacher, plan.Teacher, teacherDirectory);
+        if (options.PadVocabToMultiple < 1)
+        {
+            throw new ArgumentException($"PadVocabToMultiple must be at least 1, got {options.PadVocabToMultiple}.", nameof(options));
+        }
+
         LlamaConfig student = plan.Student;
+        int paddedVocab = (student.VocabSize + options.PadVocabToMultiple - 1) / options.PadVocabToMultiple * options.PadVocabToMultiple;
+        student = student with { VocabSize = paddedVocab };
         IReadOnlyList<TensorSelection> selections = TensorSelection.For(plan);
 
         using CheckpointReader reader = CheckpointReader.Open(teacherDirectory);
@@ -114,7 +127,7 @@ public static partial class StudentBuilder
         MemoryGuard.EnsureFits(estimate, options.IgnoreMemoryEstimate, options.MemoryLimitBytes);
 
         Directory.CreateDirectory(outputDirectory);
-        CheckpointTensor[] declared = [.. selections.Select(s => new CheckpointTensor(s.Student.Name, options.DType ?? reader.GetInfo(s.TeacherName).DType, s.Student.Shape))];
+        CheckpointTensor[] declared = [.. selections.Select(s => new CheckpointTensor(s.Student.Name, options.DType ?? reader.GetInfo(s.TeacherName).DType, StoredShape(s.Student, paddedVocab)))];
         long bytesRead = 0, bytesWritten = 0;
         await using (CheckpointWriter writer = CheckpointWriter.Create(outputDirectory, declared, new CheckpointWriterOptions { MaxShardBytes = options.MaxShardBytes }, logger))
         {
@@ -122,6 +135,7 @@ public static partial class StudentBuilder
             {
                 cancellationToken.ThrowIfCancellationRequested();
                 bytesRead += await CopyTensorAsync(reader, writer, selections[i], declared[i].DType, options.ChunkBytes, cancellationToken).ConfigureAwait(false);
+                await WritePaddingRowsAsync(writer, selections[i].Student, declared[i], cancellationToken).ConfigureAwait(false);
                 bytesWritten += declared[i].ByteLength;
                 progress?.Report(new StudentBuildProgress(i + 1, selections.Count, bytesRead, bytesWritten, writer.TotalTensorBytes));
             }
@@ -166,6 +180,28 @@ public static partial class StudentBuilder
         }
 
         return read;
+    }
+
+    /// <summary>The stored shape: vocabulary matrices get <paramref name="paddedVocab"/> rows, everything else is as planned.</summary>
+    private static long[] StoredShape(TensorSpec spec, int paddedVocab) =>
+        spec.Role is TensorRole.Embedding or TensorRole.LmHead && !spec.IsBias ? [paddedVocab, .. spec.Shape.Skip(1)] : spec.Shape;
+
+    /// <summary>Appends zero rows to a vocabulary matrix whose stored shape is padded beyond the kept tokens.</summary>
+    private static async Task WritePaddingRowsAsync(CheckpointWriter writer, TensorSpec planned, CheckpointTensor stored, CancellationToken cancellationToken)
+    {
+        long extraRows = stored.Shape[0] - planned.Shape[0];
+        if (extraRows <= 0)
+        {
+            return;
+        }
+
+        long rowBytes = stored.ByteLength / stored.Shape[0];
+        byte[] zeros = new byte[rowBytes * Math.Min(extraRows, 1024)];
+        for (long done = 0; done < extraRows; done += 1024)
+        {
+            long rows = Math.Min(1024, extraRows - done);
+            await writer.WriteBytesAsync(stored.Name, zeros.AsMemory(0, (int)(rows * rowBytes)), cancellationToken).ConfigureAwait(false);
+        }
     }
 
     private static void EnsureSameArchitecture(LlamaConfig actual, LlamaConfig planned, string teacherDirectory)
