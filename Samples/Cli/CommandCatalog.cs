@@ -14,5 +14,9 @@ internal static class CommandCatalog
         yield return Llama2CCommands.CreateImport(context);
         yield return Llama2CCommands.CreateExport(context);
         yield return EvalCommand.Create(context);
+        yield return TokenizeCommand.Create(context);
+        yield return TrainCommand.Create(context);
+        yield return DistillCommand.Create(context);
+        yield return CacheTeacherCommand.Create(context);
     }
 }
