@@ -90,7 +90,9 @@ public sealed class DistillCommandTests
         Assert.That(code, Is.Zero, error);
         AssertLossFalls("cached");
 
-        (code, _, error) = await TrainCliSupport.RunAsync(Distill("wrong-length", _student, _tokens, "--teacher-cache", cache, "--seq-len", "8"));
+        string[] shorter = [.. Distill("wrong-length", _student, _tokens, "--teacher-cache", cache)];
+        shorter[Array.IndexOf(shorter, "--seq-len") + 1] = "8";
+        (code, _, error) = await TrainCliSupport.RunAsync(shorter);
         Assert.That(code, Is.EqualTo(1));
         Assert.That(error, Does.Contain("--seq-len 8"));
     }

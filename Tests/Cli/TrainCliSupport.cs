@@ -45,8 +45,8 @@ internal static class TrainCliSupport
     }
 
     /// <summary>Options every training test uses: small batches, a high learning rate, CPU.</summary>
-    public static string[] FastOptions(int steps) =>
-        ["--steps", steps.ToString(System.Globalization.CultureInfo.InvariantCulture), "--lr", "1e-2", "--min-lr", "1e-3", "--batch-size", "4", "--seq-len", "16", "--eval-every", "10", "--eval-batches", "2", "--device", "cpu"];
+    public static string[] FastOptions(int steps, int evalEvery = 10) =>
+        ["--steps", steps.ToString(System.Globalization.CultureInfo.InvariantCulture), "--lr", "1e-2", "--min-lr", "1e-3", "--batch-size", "4", "--seq-len", "16", "--eval-every", evalEvery.ToString(System.Globalization.CultureInfo.InvariantCulture), "--eval-batches", "2", "--device", "cpu"];
 
     public static async Task<(int Code, string Output, string Error)> RunAsync(IEnumerable<string> args, TextWriter? error = null, CancellationToken cancellationToken = default)
     {

@@ -25,6 +25,9 @@ public sealed class TrainCommandTests
     private string[] Train(string outName, int steps, params string[] extra) =>
         ["train", "--model", _model, "--data", _tokens, "--out", Path.Combine(_dir, outName), .. TrainCliSupport.FastOptions(steps), .. extra];
 
+    private string[] TrainWithoutEvaluation(string outName, int steps, params string[] extra) =>
+        ["train", "--model", _model, "--data", _tokens, "--out", Path.Combine(_dir, outName), .. TrainCliSupport.FastOptions(steps, evalEvery: 0), .. extra];
+
     [Test]
     public async Task Train_lowers_the_loss_and_writes_loadable_checkpoints_metrics_and_chart()
     {
@@ -55,18 +58,18 @@ public sealed class TrainCommandTests
     [Test]
     public async Task Resume_after_cancellation_ends_where_an_uninterrupted_run_ends()
     {
-        (int code, _, string error) = await TrainCliSupport.RunAsync(Train("whole", 12, "--eval-every", "0"));
+        (int code, _, string error) = await TrainCliSupport.RunAsync(TrainWithoutEvaluation("whole", 12));
         Assert.That(code, Is.Zero, error);
 
         // Cancel as soon as the first step is reported on the progress line; the trainer saves its state and stops.
         using var cancellation = new CancellationTokenSource();
         using var cancelOnProgress = new CancellingWriter(cancellation);
-        (code, _, _) = await TrainCliSupport.RunAsync(Train("resumed", 12, "--eval-every", "0"), cancelOnProgress, cancellation.Token);
+        (code, _, _) = await TrainCliSupport.RunAsync(TrainWithoutEvaluation("resumed", 12), cancelOnProgress, cancellation.Token);
         Assert.That(code, Is.EqualTo(1), "a cancelled run exits with 1");
         double[] partial = TrainCliSupport.Losses(Path.Combine(_dir, "resumed", "metrics.jsonl"));
         Assert.That(partial.Length, Is.InRange(1, 11));
 
-        (code, _, error) = await TrainCliSupport.RunAsync(Train("resumed", 12, "--eval-every", "0", "--resume"));
+        (code, _, error) = await TrainCliSupport.RunAsync(TrainWithoutEvaluation("resumed", 12, "--resume"));
         Assert.That(code, Is.Zero, error);
         double[] whole = TrainCliSupport.Losses(Path.Combine(_dir, "whole", "metrics.jsonl"));
         double[] resumed = TrainCliSupport.Losses(Path.Combine(_dir, "resumed", "metrics.jsonl"));
