@@ -19,5 +19,9 @@ internal static class CommandCatalog
         yield return SurgeryCommands.CreateBuild(context);
         yield return SurgeryCommands.CreatePrune(context);
         yield return VocabCommands.Create(context);
+        yield return TokenizeCommand.Create(context);
+        yield return TrainCommand.Create(context);
+        yield return DistillCommand.Create(context);
+        yield return CacheTeacherCommand.Create(context);
     }
 }

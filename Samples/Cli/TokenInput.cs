@@ -1,11 +1,15 @@
 using ModelSurgery.Cli.Commands;
+using ModelSurgery.Training.Data;
 
 namespace ModelSurgery.Cli;
 
 /// <summary>Reads token ids from the files commands accept.</summary>
 internal static class TokenInput
 {
-    /// <summary>Reads token ids from a text file of ids separated by whitespace or commas.</summary>
+    /// <summary>
+    /// Reads token ids from a packed token file (recognised by its <c>MSTOKENS</c> magic, as written by
+    /// <c>modelsurgery tokenize</c>) or from a text file of ids separated by whitespace or commas.
+    /// </summary>
     public static int[] Read(string path)
     {
         if (!File.Exists(path))
@@ -13,6 +17,25 @@ internal static class TokenInput
             throw new FileNotFoundException($"{path}: no such token file.", path);
         }
 
+        if (IsPackedTokenFile(path))
+        {
+            using TokenFile file = TokenFile.Open(path);
+            if (file.Count > Array.MaxLength)
+            {
+                throw new InvalidDataException($"{path}: {file.Count} tokens do not fit in memory as one sequence.");
+            }
+
+            long[] ids = file.Read(0, (int)file.Count);
+            return [.. ids.Select(id => (int)id)];
+        }
+
         return TokenIds.Parse(File.ReadAllText(path), path);
+    }
+
+    private static bool IsPackedTokenFile(string path)
+    {
+        Span<byte> head = stackalloc byte[TokenFile.Magic.Length];
+        using var stream = File.OpenRead(path);
+        return stream.ReadAtLeast(head, head.Length, throwOnEndOfStream: false) == head.Length && head.SequenceEqual(TokenFile.Magic);
     }
 }

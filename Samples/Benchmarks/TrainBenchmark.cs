@@ -1,0 +1,215 @@
+using System.CommandLine;
+using System.Diagnostics;
+using System.Globalization;
+using ModelSurgery.Inference.Configuration;
+using ModelSurgery.Inference.Modeling;
+using ModelSurgery.Training;
+using ModelSurgery.Training.Data;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace ModelSurgery.Benchmarks;
+
+/// <summary>
+/// <c>train</c>: training throughput of a small Llama through <see cref="Trainer"/> in fp32 and bf16, against the
+/// matmul peak of this machine measured in the same run.
+/// <para>
+/// Model FLOPs per trained token = 6 * N + 12 * L * T * D (PaLM, appendix B): N counts the parameters that take part in
+/// matmuls (every decoder layer plus the LM head; the embedding lookup is not a matmul), the second term is attention
+/// scores and weighted values over T positions, forward and backward. Achieved FLOP/s = that times tokens/s; the
+/// fraction of peak divides it by the 2048 x 2048 matmul rate of the same dtype.
+/// </para>
+/// </summary>
+internal static class TrainBenchmark
+{
+    public static Command Create()
+    {
+        var hidden = new Option<int>("--hidden") { DefaultValueFactory = _ => 384, Description = "Hidden size D." };
+        var layers = new Option<int>("--layers") { DefaultValueFactory = _ => 6, Description = "Decoder layers L." };
+        var heads = new Option<int>("--heads") { DefaultValueFactory = _ => 6, Description = "Attention heads." };
+        var ffn = new Option<int>("--ffn") { DefaultValueFactory = _ => 1024, Description = "MLP intermediate size." };
+        var vocab = new Option<int>("--vocab") { DefaultValueFactory = _ => 8192, Description = "Vocabulary size." };
+        var seqLen = new Option<int>("--seq-len") { DefaultValueFactory = _ => 256, Description = "Tokens per window T." };
+        var batch = new Option<int>("--batch-size") { DefaultValueFactory = _ => 4, Description = "Windows per step." };
+        var steps = new Option<int>("--steps") { DefaultValueFactory = _ => 2, Description = "Timed steps per precision (after one warm-up step)." };
+        var precisions = new Option<string>("--precisions") { DefaultValueFactory = _ => "fp32,bf16", Description = "Comma-separated: fp32, bf16." };
+        var threads = new Option<int?>("--threads") { Description = "torch.set_num_threads (default: leave torch's choice)." };
+        var command = new Command("train", "Training throughput (tokens/s) and fraction of the measured matmul peak.")
+        { hidden, layers, heads, ffn, vocab, seqLen, batch, steps, precisions, threads };
+        command.SetAction(async (parsed, ct) =>
+        {
+            if (parsed.GetValue(threads) is int n)
+            {
+                torch.set_num_threads(n);
+            }
+
+            var config = new LlamaConfig
+            {
+                VocabSize = parsed.GetValue(vocab),
+                HiddenSize = parsed.GetValue(hidden),
+                IntermediateSize = parsed.GetValue(ffn),
+                NumHiddenLayers = parsed.GetValue(layers),
+                NumAttentionHeads = parsed.GetValue(heads),
+                NumKeyValueHeads = parsed.GetValue(heads),
+                MaxPositionEmbeddings = Math.Max(2048, parsed.GetValue(seqLen)),
+                EosTokenIds = [0],
+            };
+            int t = parsed.GetValue(seqLen), b = parsed.GetValue(batch), timed = parsed.GetValue(steps);
+            ParameterCount count = LlamaTensorLayout.CountParameters(config);
+            long embedding = (long)config.VocabSize * config.HiddenSize;
+            long matmulParameters = count.Total - embedding + (config.TieWordEmbeddings ? embedding : 0);
+            double flopsPerToken = (6.0 * matmulParameters) + (12.0 * config.NumHiddenLayers * t * config.HiddenSize);
+
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"machine          {Environment.ProcessorCount} logical cores, torch threads {torch.get_num_threads()}, load average {LoadAverage()}"));
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"model            D {config.HiddenSize}, L {config.NumHiddenLayers}, heads {config.NumAttentionHeads}, FFN {config.IntermediateSize}, vocab {config.VocabSize}: {count.Total / 1e6:F1} M parameters ({matmulParameters / 1e6:F1} M in matmuls)"));
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"batch            {b} x {t} = {b * t} tokens per step, {timed} timed steps after 1 warm-up step"));
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"FLOPs per token  6 N + 12 L T D = {flopsPerToken / 1e6:F1} M"));
+
+            string work = Directory.CreateTempSubdirectory("train-bench").FullName;
+            try
+            {
+                string tokens = WriteRandomTokens(work, config.VocabSize, (long)b * t * (timed + 2) * 2);
+                using TokenFile file = TokenFile.Open(tokens);
+                var rows = new List<string>();
+                foreach (string precision in parsed.GetValue(precisions)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+                {
+                    ScalarType dtype = precision == "bf16" ? ScalarType.BFloat16 : ScalarType.Float32;
+                    double peak = MatmulPeak(dtype);
+                    double bare = BareForwardBackward(config, dtype, b, t, timed);
+                    double trainer = await TrainerThroughput(config, file, precision == "bf16" ? TrainingPrecision.Bf16 : TrainingPrecision.Fp32, b, t, timed, Path.Combine(work, precision), ct);
+                    rows.Add(string.Create(
+                        CultureInfo.InvariantCulture,
+                        $"{precision,-9} {peak / 1e9,10:F1} {bare,12:F0} {trainer,12:F0} {trainer * flopsPerToken / 1e9,12:F2} {100 * trainer * flopsPerToken / peak,9:F1}%"));
+                }
+
+                Console.WriteLine();
+                Console.WriteLine("precision  matmul peak  fwd+bwd only  Trainer      achieved   of peak");
+                Console.WriteLine("            (GFLOP/s)    (tokens/s)   (tokens/s)   (GFLOP/s)");
+                rows.ForEach(Console.WriteLine);
+                Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"AdamW step + gradient clipping alone (fp32, {count.Total / 1e6:F1} M parameters): {OptimizerStepSeconds(config):F2} s per step"));
+                Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"load average after: {LoadAverage()}"));
+            }
+            finally
+            {
+                Directory.Delete(work, recursive: true);
+            }
+        });
+        return command;
+    }
+
+    /// <summary>Best rate of a few 2048 x 2048 matmuls (2 n^3 FLOPs each).</summary>
+    private static double MatmulPeak(ScalarType dtype)
+    {
+        const int size = 2048;
+        using var scope = torch.NewDisposeScope();
+        Tensor a = torch.randn([size, size]).to(dtype); // [n, n]
+        Tensor c = torch.randn([size, size]).to(dtype); // [n, n]
+        using (torch.mm(a, c))
+        {
+        }
+
+        double best = double.MaxValue;
+        for (int i = 0; i < 3; i++)
+        {
+            var watch = Stopwatch.StartNew();
+            using Tensor product = torch.mm(a, c); // [n, n]
+            best = Math.Min(best, watch.Elapsed.TotalSeconds);
+        }
+
+        return 2.0 * size * size * size / best;
+    }
+
+    /// <summary>Seconds of one AdamW step plus global-norm clipping over the model's parameters (best of three).</summary>
+    private static double OptimizerStepSeconds(LlamaConfig config)
+    {
+        using var model = new LlamaForCausalLM(config);
+        model.InitializeWeights(1);
+        var parameters = model.parameters().ToList();
+        foreach (var p in parameters)
+        {
+            p.grad = torch.randn_like(p) * 1e-3;
+        }
+
+        using var optimizer = torch.optim.AdamW(parameters, lr: 1e-4);
+        double best = double.MaxValue;
+        for (int i = 0; i < 4; i++)
+        {
+            var watch = Stopwatch.StartNew();
+            torch.nn.utils.clip_grad_norm_(parameters, 1.0);
+            optimizer.step();
+            if (i > 0)
+            {
+                best = Math.Min(best, watch.Elapsed.TotalSeconds);
+            }
+        }
+
+        return best;
+    }
+
+    /// <summary>Tokens/s of model forward, loss and backward alone, the floor any training loop adds to.</summary>
+    private static double BareForwardBackward(LlamaConfig config, ScalarType dtype, int batch, int seqLen, int steps)
+    {
+        using var model = new LlamaForCausalLM(config, dtype);
+        model.InitializeWeights(1);
+        model.train();
+        double total = 0;
+        for (int i = 0; i <= steps; i++)
+        {
+            using var scope = torch.NewDisposeScope();
+            Tensor ids = torch.randint(config.VocabSize, [batch, seqLen + 1], dtype: ScalarType.Int64); // [B, T+1]
+            var watch = Stopwatch.StartNew();
+            Tensor logits = model.forward(ids[.., ..^1]); // [B, T, V]
+            Tensor loss = CrossEntropyObjective.Compute(logits, ids[.., 1..]);
+            loss.backward();
+            model.zero_grad();
+            if (i > 0)
+            {
+                total += watch.Elapsed.TotalSeconds;
+            }
+        }
+
+        return (double)batch * seqLen * steps / total;
+    }
+
+    /// <summary>Tokens/s of <see cref="Trainer"/> steps, timed from the end of the warm-up step to the end of the last timed one.</summary>
+    private static async Task<double> TrainerThroughput(LlamaConfig config, TokenFile file, TrainingPrecision precision, int batch, int seqLen, int steps, string output, CancellationToken ct)
+    {
+        using var model = new LlamaForCausalLM(config);
+        model.InitializeWeights(1);
+        var options = new TrainingOptions
+        {
+            BatchSize = batch,
+            SeqLen = seqLen,
+            Steps = steps + 2, // the last step also writes the training state; it is not timed
+            EvalEvery = 0,
+            EvalBatches = 0,
+            CheckpointEvery = 0,
+            Precision = precision,
+            OutputDir = output,
+        };
+        var marks = new Dictionary<long, double>();
+        var clock = Stopwatch.StartNew();
+        var progress = new Marks(p => marks[p.Step] = clock.Elapsed.TotalSeconds);
+        long windows = TokenWindows.Count(file.Count, seqLen);
+        await new Trainer(model, options).TrainAsync(new TrainingData(file, [.. Enumerable.Range(0, (int)windows).Select(w => (long)w)], []), progress, cancellationToken: ct);
+        return (double)batch * seqLen * steps / (marks[steps + 1] - marks[1]);
+    }
+
+    private static string WriteRandomTokens(string directory, int vocab, long count)
+    {
+        string path = Path.Combine(directory, "tokens.bin");
+        var random = new Random(5);
+        using var writer = new TokenFileWriter(path, vocab, 0);
+        writer.AppendDocument([.. Enumerable.Range(0, (int)count).Select(_ => random.Next(1, vocab))]);
+        writer.Complete();
+        return path;
+    }
+
+    private static string LoadAverage() =>
+        File.Exists("/proc/loadavg") ? string.Join(' ', File.ReadAllText("/proc/loadavg").Split(' ').Take(3)) : "n/a";
+
+    private sealed class Marks(Action<TrainingProgress> report) : IProgress<TrainingProgress>
+    {
+        public void Report(TrainingProgress value) => report(value);
+    }
+}

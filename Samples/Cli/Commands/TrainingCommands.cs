@@ -1,0 +1,379 @@
+using System.CommandLine;
+using System.Globalization;
+using Microsoft.Extensions.Logging;
+using ModelSurgery.Inference.Configuration;
+using ModelSurgery.Training;
+using ModelSurgery.Training.Distillation;
+using ModelSurgery.Training.MultiRound;
+using ModelSurgery.Training.Recipes;
+
+namespace ModelSurgery.Cli.Commands;
+
+/// <summary>
+/// The options <c>train</c> and <c>distill</c> share, turned into <see cref="TrainingOptions"/> and
+/// <see cref="StudentTrainingSettings"/>.
+/// </summary>
+internal sealed class TrainingCommandOptions
+{
+    public const string LayoutHelp =
+        "Output folder: checkpoints/last (model + training-state.bin for --resume), checkpoints/best (lowest validation loss), " +
+        "checkpoints/final (model after the last step), metrics.jsonl, metrics.csv, loss.png; with --rounds R > 1 each round writes these under round-k/ " +
+        "and round-sampling.jsonl logs the batch draws, and the final model still goes to checkpoints/final. " +
+        "Checkpoints are normal model folders (config.json + model.safetensors + the source tokenizer files).";
+
+    private readonly Option<string> _data = new("--data") { Description = "Token file from 'modelsurgery tokenize'. Its <file>.json description supplies the validation split.", Required = true };
+    private readonly Option<string> _out = new("--out") { Description = "Output folder (see the layout above).", Required = true };
+    private readonly Option<long?> _steps = new("--steps") { Description = "Optimizer steps (give --steps or --tokens)." };
+    private readonly Option<long?> _tokens = new("--tokens") { Description = "Training tokens to consume; steps = ceil(tokens / tokens per step)." };
+    private readonly Option<double> _lr = new("--lr") { Description = "Peak learning rate.", DefaultValueFactory = _ => 3e-4 };
+    private readonly Option<double> _minLr = new("--min-lr") { Description = "Learning rate at the end of the cosine decay.", DefaultValueFactory = _ => 1e-5 };
+    private readonly Option<double> _warmup = new("--warmup-fraction") { Description = "Share of steps in linear warmup.", DefaultValueFactory = _ => 0.03 };
+    private readonly Option<double> _weightDecay = new("--weight-decay") { Description = "AdamW decoupled weight decay (not on norms and biases).", DefaultValueFactory = _ => 0.1 };
+    private readonly Option<double> _gradClip = new("--grad-clip") { Description = "Global gradient-norm clip (0: off).", DefaultValueFactory = _ => 1.0 };
+    private readonly Option<long?> _batchTokens = new("--batch-tokens") { Description = "Tokens per optimizer step; sets --grad-accum to batch-tokens / (batch-size * seq-len), which must divide evenly." };
+    private readonly Option<int> _batchSize = new("--batch-size") { Description = "Windows per micro-batch.", DefaultValueFactory = _ => 8 };
+    private readonly Option<int?> _seqLen = new("--seq-len") { Description = "Tokens per window (default: the model's max_position_embeddings, at most 512)." };
+    private readonly Option<int?> _gradAccum = new("--grad-accum") { Description = "Micro-batches per optimizer step (default 1)." };
+    private readonly Option<int> _evalEvery = new("--eval-every") { Description = "Validate every N steps (0: only at the end).", DefaultValueFactory = _ => 100 };
+    private readonly Option<int> _evalBatches = new("--eval-batches") { Description = "Validation batches per evaluation.", DefaultValueFactory = _ => 8 };
+    private readonly Option<int> _checkpointEvery = new("--checkpoint-every") { Description = "Save checkpoints/last every N steps (0: only at the end).", DefaultValueFactory = _ => 500 };
+    private readonly Option<string> _precision = new("--precision") { Description = "fp32, or bf16 (bfloat16 compute with float32 master weights).", DefaultValueFactory = _ => "fp32" };
+    private readonly Option<int> _rounds = new("--rounds") { Description = "Multi-round training: R rounds (1: plain training).", DefaultValueFactory = _ => 1 };
+    private readonly Option<double> _roundRatio = new("--round-ratio") { Description = "Share of batches redrawn by loss for each later round.", DefaultValueFactory = _ => 0.5 };
+    private readonly Option<bool> _resume = new("--resume") { Description = "Continue from <out>/checkpoints/last/training-state.bin (same options required)." };
+    private readonly Option<ulong> _seed = new("--seed") { Description = "Seed of data order and initialisation.", DefaultValueFactory = _ => 1234 };
+    private readonly Option<double?> _valFraction = new("--val-fraction") { Description = "Validation share of windows; overrides the value recorded by 'tokenize' (default: recorded, else 0)." };
+    private readonly Option<string> _device = CommonOptions.Device();
+
+    public TrainingCommandOptions()
+    {
+        _precision.AcceptOnlyFromAmong("fp32", "bf16");
+    }
+
+    public Option<string> Data => _data;
+
+    public Option<string> Out => _out;
+
+    public Option<string> Device => _device;
+
+    public Option<double?> ValidationFraction => _valFraction;
+
+    public void AddTo(Command command)
+    {
+        foreach (Option option in new Option[]
+        {
+            _data, _out, _steps, _tokens, _lr, _minLr, _warmup, _weightDecay, _gradClip, _batchTokens, _batchSize, _seqLen, _gradAccum,
+            _evalEvery, _evalBatches, _checkpointEvery, _precision, _rounds, _roundRatio, _resume, _seed, _valFraction, _device,
+        })
+        {
+            command.Options.Add(option);
+        }
+    }
+
+    /// <summary>The run's options; command-line mistakes become <see cref="UsageException"/>.</summary>
+    public (TrainingOptions Options, StudentTrainingSettings Settings) Read(ParseResult parsed, string modelDir)
+    {
+        long? steps = parsed.GetValue(_steps);
+        long? tokens = parsed.GetValue(_tokens);
+        if (steps is null == tokens is null)
+        {
+            throw new UsageException("give exactly one of --steps and --tokens.");
+        }
+
+        int seqLen = parsed.GetValue(_seqLen) ?? Math.Min(512, ReadConfig(modelDir).MaxPositionEmbeddings);
+        int batchSize = parsed.GetValue(_batchSize);
+        int? gradAccum = parsed.GetValue(_gradAccum);
+        if (parsed.GetValue(_batchTokens) is long batchTokens)
+        {
+            long perMicro = (long)batchSize * seqLen;
+            if (gradAccum is not null)
+            {
+                throw new UsageException("give --batch-tokens or --grad-accum, not both.");
+            }
+
+            if (batchTokens <= 0 || batchSize <= 0 || seqLen <= 0 || batchTokens % perMicro != 0)
+            {
+                throw new UsageException($"--batch-tokens {batchTokens} must be a positive multiple of --batch-size x --seq-len = {perMicro}.");
+            }
+
+            gradAccum = (int)(batchTokens / perMicro);
+        }
+
+        int rounds = parsed.GetValue(_rounds);
+        if (rounds < 1)
+        {
+            throw new UsageException($"--rounds must be at least 1, got {rounds}.");
+        }
+
+        if (rounds > 1 && parsed.GetValue(_resume))
+        {
+            throw new UsageException("--resume works with single-round runs only (--rounds 1).");
+        }
+
+        var options = new TrainingOptions
+        {
+            LearningRate = parsed.GetValue(_lr),
+            MinLearningRate = parsed.GetValue(_minLr),
+            WarmupFraction = parsed.GetValue(_warmup),
+            WeightDecay = parsed.GetValue(_weightDecay),
+            GradClip = parsed.GetValue(_gradClip),
+            BatchSize = batchSize,
+            SeqLen = seqLen,
+            GradAccumulation = gradAccum ?? 1,
+            Steps = steps,
+            Tokens = tokens,
+            EvalEvery = parsed.GetValue(_evalEvery),
+            EvalBatches = parsed.GetValue(_evalBatches),
+            CheckpointEvery = parsed.GetValue(_checkpointEvery),
+            Precision = parsed.GetValue(_precision) == "bf16" ? TrainingPrecision.Bf16 : TrainingPrecision.Fp32,
+            Seed = parsed.GetValue(_seed),
+            OutputDir = parsed.GetValue(_out)!,
+        };
+        try
+        {
+            options.Validate();
+            if (rounds > 1)
+            {
+                RoundSampler.CountFor(1, parsed.GetValue(_roundRatio));
+            }
+        }
+        catch (ArgumentException e)
+        {
+            throw new UsageException(OptionName(e.Message), e);
+        }
+
+        double? fraction = parsed.GetValue(_valFraction);
+        if (fraction is { } f && !(f >= 0 && f < 1))
+        {
+            throw new UsageException($"--val-fraction must be in [0, 1), got {f}.");
+        }
+
+        var settings = new StudentTrainingSettings
+        {
+            ValidationFraction = fraction,
+            Rounds = rounds > 1 ? new MultiRoundOptions(rounds, parsed.GetValue(_roundRatio)) : null,
+            Resume = parsed.GetValue(_resume),
+            Device = parsed.GetValue(_device)!,
+        };
+        return (options, settings);
+    }
+
+    public static LlamaConfig ReadConfig(string modelDir)
+    {
+        string path = Path.Combine(modelDir, "config.json");
+        if (!File.Exists(path))
+        {
+            throw new FileNotFoundException($"{modelDir}: no config.json; not a checkpoint folder.", path);
+        }
+
+        return LlamaConfig.Load(path);
+    }
+
+    /// <summary>Runs a training recipe with a progress line on standard error and prints the outcome.</summary>
+    public static async Task<int> RunWithProgressAsync(CliContext context, ParseResult parsed, string label, Func<IProgress<TrainingProgress>, ILogger, Task<StudentTrainingResult>> run)
+    {
+        using ILoggerFactory loggers = CliContext.CreateLoggerFactory(parsed);
+        ILogger logger = parsed.GetValue(CliContext.Verbose) ? loggers.CreateLogger("modelsurgery." + label) : Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance;
+        StudentTrainingResult result;
+        using (ConsoleProgressBar bar = context.CreateProgressBar(label))
+        {
+            var progress = new SynchronousProgress<TrainingProgress>(p => bar.Report(
+                p.Step,
+                p.TotalSteps,
+                string.Create(CultureInfo.InvariantCulture, $"step {p.Step} loss {p.Loss:F4} lr {p.LearningRate:E2} {p.TokensPerSecond:F0} tok/s eta {p.Eta:hh\\:mm\\:ss}{(p.ValidationLoss is { } v ? $" val {v:F4}" : string.Empty)}")));
+            result = await run(progress, logger).ConfigureAwait(false);
+        }
+
+        TrainingResult last = result.Runs[^1];
+        string best = result.Runs.Select(r => r.BestValidationLoss).LastOrDefault(b => b is not null) is { } b ? string.Create(CultureInfo.InvariantCulture, $", best validation loss {b:F4}") : string.Empty;
+        await context.Output.WriteLineAsync(string.Create(
+            CultureInfo.InvariantCulture,
+            $"{label}: {result.Runs.Count} round(s), {last.Steps} steps in the last, final loss {result.FinalLoss:F4}{best}; final checkpoint {result.FinalCheckpoint}")).ConfigureAwait(false);
+        return ExitCodes.Success;
+    }
+
+    // Validation messages name the property (e.g. "LearningRate"); say which option that is.
+    private static string OptionName(string message) => message
+        .Replace("Training option MinLearningRate", "--min-lr", StringComparison.Ordinal)
+        .Replace("Training option LearningRate", "--lr", StringComparison.Ordinal)
+        .Replace("Training option WarmupFraction", "--warmup-fraction", StringComparison.Ordinal)
+        .Replace("Training option WeightDecay", "--weight-decay", StringComparison.Ordinal)
+        .Replace("Training option GradClip", "--grad-clip", StringComparison.Ordinal)
+        .Replace("Training option BatchSize", "--batch-size", StringComparison.Ordinal)
+        .Replace("Training option SeqLen", "--seq-len", StringComparison.Ordinal)
+        .Replace("Training option GradAccumulation", "--grad-accum", StringComparison.Ordinal)
+        .Replace("Training option Steps or Tokens", "--steps or --tokens", StringComparison.Ordinal)
+        .Replace("Training option Steps", "--steps or --tokens", StringComparison.Ordinal)
+        .Replace("Training option EvalEvery", "--eval-every", StringComparison.Ordinal)
+        .Replace("Training option EvalBatches", "--eval-batches", StringComparison.Ordinal)
+        .Replace("Training option CheckpointEvery", "--checkpoint-every", StringComparison.Ordinal)
+        .Replace("Training option OutputDir", "--out", StringComparison.Ordinal);
+}
+
+/// <summary>An <see cref="IProgress{T}"/> that reports on the caller's thread (Progress&lt;T&gt; would post to the thread pool and reorder lines).</summary>
+internal sealed class SynchronousProgress<T>(Action<T> report) : IProgress<T>
+{
+    public void Report(T value) => report(value);
+}
+
+/// <summary><c>modelsurgery train</c>.</summary>
+internal static class TrainCommand
+{
+    public static Command Create(CliContext context)
+    {
+        var model = CommonOptions.Model();
+        var shared = new TrainingCommandOptions();
+        var command = new Command(
+            "train",
+            "Train a checkpoint on a token file with next-token cross-entropy (AdamW, warmup + cosine, clipping). " + TrainingCommandOptions.LayoutHelp)
+        { model };
+        shared.AddTo(command);
+        command.SetAction(async (parsed, cancellationToken) =>
+        {
+            string modelDir = parsed.GetValue(model)!;
+            (TrainingOptions options, StudentTrainingSettings settings) = shared.Read(parsed, modelDir);
+            return await TrainingCommandOptions.RunWithProgressAsync(context, parsed, "train", (progress, logger) =>
+                StudentTraining.TrainAsync(modelDir, parsed.GetValue(shared.Data)!, options, settings, progress, logger, cancellationToken)).ConfigureAwait(false);
+        });
+        return command;
+    }
+}
+
+/// <summary><c>modelsurgery distill</c>.</summary>
+internal static class DistillCommand
+{
+    public static Command Create(CliContext context)
+    {
+        var teacher = new Option<string?>("--teacher") { Description = "Teacher checkpoint folder (not needed with --teacher-cache unless --plan is given)." };
+        var student = new Option<string>("--student") { Description = "Student checkpoint folder; its vocab_map.json (from vocabulary compression), if any, maps student ids to teacher ids.", Required = true };
+        var kdLoss = new Option<string>("--kd-loss") { Description = "kl (forward KL), rkl (reverse KL) or jsd (Jensen-Shannon).", DefaultValueFactory = _ => "kl" };
+        kdLoss.AcceptOnlyFromAmong("kl", "rkl", "jsd");
+        var temperature = new Option<double>("--temperature") { Description = "Softmax temperature T (the KD term is scaled by T^2).", DefaultValueFactory = _ => 1.0 };
+        var alpha = new Option<double>("--alpha") { Description = "loss = alpha * KD + (1 - alpha) * cross-entropy.", DefaultValueFactory = _ => 0.5 };
+        var cache = new Option<string?>("--teacher-cache") { Description = "Top-k teacher logits from 'modelsurgery cache-teacher' (same --data, --seq-len and split); the teacher is then not run (top-k forward KL)." };
+        var plan = new Option<string?>("--plan") { Description = "Surgery plan (plan.json): student layer i also matches teacher layer plan.layers[i].teacher_layer's hidden state (MSE, learned projection when widths differ)." };
+        var hiddenWeight = new Option<double>("--hidden-weight") { Description = "Weight of the hidden-state term (with --plan).", DefaultValueFactory = _ => 1.0 };
+        var teacherDtype = new Option<string>("--teacher-dtype") { Description = "fp32 or bf16: precision the teacher runs in.", DefaultValueFactory = _ => "fp32" };
+        teacherDtype.AcceptOnlyFromAmong("fp32", "bf16");
+        var shared = new TrainingCommandOptions();
+        var command = new Command(
+            "distill",
+            "Distil a teacher into a student on a token file of student ids (logit KD mixed with cross-entropy, optional hidden-state KD). " + TrainingCommandOptions.LayoutHelp)
+        { teacher, student, kdLoss, temperature, alpha, cache, plan, hiddenWeight, teacherDtype };
+        shared.AddTo(command);
+        command.SetAction(async (parsed, cancellationToken) =>
+        {
+            string studentDir = parsed.GetValue(student)!;
+            string? teacherDir = parsed.GetValue(teacher);
+            string? cachePath = parsed.GetValue(cache);
+            string? planPath = parsed.GetValue(plan);
+            if (teacherDir is null && (cachePath is null || planPath is not null))
+            {
+                throw new UsageException(planPath is null ? "give --teacher or --teacher-cache." : "--plan needs --teacher (hidden states come from the running teacher).");
+            }
+
+            if (cachePath is not null && planPath is not null)
+            {
+                throw new UsageException("--teacher-cache and --plan cannot be combined: hidden-state distillation runs the teacher.");
+            }
+
+            double t = parsed.GetValue(temperature);
+            double a = parsed.GetValue(alpha);
+            if (!(t > 0) || !double.IsFinite(t))
+            {
+                throw new UsageException($"--temperature must be positive, got {t}.");
+            }
+
+            if (!(a >= 0 && a <= 1))
+            {
+                throw new UsageException($"--alpha must be in [0, 1], got {a}.");
+            }
+
+            (TrainingOptions options, StudentTrainingSettings settings) = shared.Read(parsed, studentDir);
+            var distillation = new DistillationSettings
+            {
+                Divergence = parsed.GetValue(kdLoss) switch
+                {
+                    "rkl" => DistillationDivergence.ReverseKl,
+                    "jsd" => DistillationDivergence.JensenShannon,
+                    _ => DistillationDivergence.ForwardKl,
+                },
+                Temperature = t,
+                Alpha = a,
+                TeacherCachePath = cachePath,
+                PlanPath = planPath,
+                HiddenWeight = parsed.GetValue(hiddenWeight),
+                TeacherDType = parsed.GetValue(teacherDtype) == "bf16" ? TorchSharp.torch.ScalarType.BFloat16 : null,
+            };
+            return await TrainingCommandOptions.RunWithProgressAsync(context, parsed, "distill", (progress, logger) =>
+                StudentTraining.DistillAsync(teacherDir, studentDir, parsed.GetValue(shared.Data)!, options, distillation, settings, progress, logger, cancellationToken)).ConfigureAwait(false);
+        });
+        return command;
+    }
+}
+
+/// <summary><c>modelsurgery cache-teacher</c>.</summary>
+internal static class CacheTeacherCommand
+{
+    public static Command Create(CliContext context)
+    {
+        var teacher = new Option<string>("--teacher") { Description = "Teacher checkpoint folder.", Required = true };
+        var data = new Option<string>("--data") { Description = "Token file (student ids when --vocab-map is given).", Required = true };
+        var output = new Option<string>("--out") { Description = "Cache file to write.", Required = true };
+        var topK = new Option<int>("--top-k") { Description = "Logits kept per position.", DefaultValueFactory = _ => 32 };
+        var seqLen = new Option<int?>("--seq-len") { Description = "Tokens per window; must equal the distill run's --seq-len (default as in train)." };
+        var batchSize = new Option<int>("--batch-size") { Description = "Windows per teacher pass.", DefaultValueFactory = _ => 8 };
+        var vocabMap = new Option<string?>("--vocab-map") { Description = "vocab_map.json of a compressed student: the teacher reads mapped ids and the cache stores student ids." };
+        var valFraction = new Option<double?>("--val-fraction") { Description = "Validation share (default: as recorded by 'tokenize'); only training windows are cached." };
+        var device = CommonOptions.Device();
+        var command = new Command(
+            "cache-teacher",
+            "Run the teacher once over the training windows of a token file and store its top-k logits for 'distill --teacher-cache'.")
+        { teacher, data, output, topK, seqLen, batchSize, vocabMap, valFraction, device };
+        command.SetAction(async (parsed, cancellationToken) =>
+        {
+            string teacherDir = parsed.GetValue(teacher)!;
+            int k = parsed.GetValue(topK);
+            int batch = parsed.GetValue(batchSize);
+            if (k < 1 || batch < 1)
+            {
+                throw new UsageException($"--top-k and --batch-size must be positive, got {k} and {batch}.");
+            }
+
+            int length = parsed.GetValue(seqLen) ?? Math.Min(512, TrainingCommandOptions.ReadConfig(teacherDir).MaxPositionEmbeddings);
+            if (length < 1)
+            {
+                throw new UsageException($"--seq-len must be positive, got {length}.");
+            }
+
+            var settings = new StudentTrainingSettings { ValidationFraction = parsed.GetValue(valFraction), Device = parsed.GetValue(device)! };
+            string path = parsed.GetValue(output)!;
+            string tokensPath = parsed.GetValue(data)!;
+            int total;
+            using (var file = ModelSurgery.Training.Data.TokenFile.Open(tokensPath))
+            {
+                total = StudentTraining.OpenData(file, length, settings).TrainWindows.Count;
+            }
+
+            int windows;
+            using (ConsoleProgressBar bar = context.CreateProgressBar("cache-teacher"))
+            {
+                windows = await StudentTraining.CacheTeacherAsync(
+                    teacherDir,
+                    tokensPath,
+                    path,
+                    k,
+                    length,
+                    batch,
+                    parsed.GetValue(vocabMap),
+                    settings,
+                    new SynchronousProgress<long>(n => bar.Report(n, total)),
+                    cancellationToken).ConfigureAwait(false);
+            }
+
+            await context.Output.WriteLineAsync(string.Create(CultureInfo.InvariantCulture, $"cached top-{k} teacher logits of {windows} windows of {length} tokens to {path}")).ConfigureAwait(false);
+            return ExitCodes.Success;
+        });
+        return command;
+    }
+}
