@@ -96,7 +96,11 @@ public sealed class NuGetConsumerTests
         await File.WriteAllTextAsync(Path.Combine(app, "Program.cs"), ConsumerProgram);
 
         string output = Run(app, "run", "--project", Path.Combine(app, "Consumer.csproj"));
+        await TestContext.Out.WriteLineAsync(output);
 
+        // The native fix reaches the consumer through the package graph (ModelSurgery -> ... -> ModelSurgery.Inference).
+        string importedTargets = await File.ReadAllTextAsync(Path.Combine(app, "obj", "Consumer.csproj.nuget.g.targets"));
+        Assert.That(importedTargets, Does.Contain("buildTransitive/ModelSurgery.Inference.targets").Or.Contain("buildTransitive\\ModelSurgery.Inference.targets"));
         Assert.That(output, Does.Contain($"ModelSurgery.Inference {_version}"), output);
         Assert.That(output, Does.Contain($"ModelSurgery.Surgery {_version}"), output);
         Assert.That(output, Does.Contain($"ModelSurgery.Training {_version}"), output);
