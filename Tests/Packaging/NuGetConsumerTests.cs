@@ -40,7 +40,7 @@ public sealed class NuGetConsumerTests
         _version = "0.1.0-test." + DateTime.UtcNow.ToString("yyyyMMddHHmmssfff", CultureInfo.InvariantCulture);
         string repository = FindRepositoryRoot();
         Run(repository, "pack", Path.Combine(repository, UmbrellaProject), "-c", "Release",
-            "-o", _feed, "--artifacts-path", Path.Combine(_workDirectory, "artifacts"), $"-p:Version={_version}");
+            "-o", _feed, "--artifacts-path", Path.Combine(_workDirectory, "artifacts"), $"-p:Version={_version}", "-nodeReuse:false");
     }
 
     [OneTimeTearDown]
@@ -51,10 +51,16 @@ public sealed class NuGetConsumerTests
             string globalPackages = GlobalPackagesFolder();
             foreach (string id in PackageIds())
             {
-                string extracted = Path.Combine(globalPackages, id.ToLowerInvariant(), _version);
+                string idFolder = Path.Combine(globalPackages, id.ToLowerInvariant());
+                string extracted = Path.Combine(idFolder, _version);
                 if (Directory.Exists(extracted))
                 {
                     Directory.Delete(extracted, recursive: true);
+                }
+
+                if (Directory.Exists(idFolder) && !Directory.EnumerateFileSystemEntries(idFolder).Any())
+                {
+                    Directory.Delete(idFolder);
                 }
             }
         }
