@@ -6,5 +6,6 @@ var root = new RootCommand("ModelSurgery benchmarks: each command prints what it
 {
     IoBenchmark.Create(),
     IoBenchmark.CreateStreamingChild(),
+    EvalBenchmark.Create(),
 };
 return await root.Parse(args).InvokeAsync();
