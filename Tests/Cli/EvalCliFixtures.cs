@@ -74,15 +74,22 @@ internal static class CliFixtures
         WriteAsciiTokenizer(modelDir);
     }
 
+    /// <summary>A byte-level BPE tokenizer.json with one token per byte (ids 0..255, no merges) plus "&lt;s&gt;" (id 256).</summary>
+    public static void WriteByteTokenizer(string modelDir) =>
+        WriteByteLevelTokenizer(modelDir, Enumerable.Range(0, 256), bos: 256);
+
     /// <summary>
     /// A byte-level BPE tokenizer.json over newline and printable ASCII (ids 0..95, no merges) plus "&lt;s&gt;" (id 96):
     /// every id decodes to valid text, so streamed output can be compared with a whole decode.
     /// </summary>
-    public static void WriteAsciiTokenizer(string modelDir)
+    public static void WriteAsciiTokenizer(string modelDir) =>
+        WriteByteLevelTokenizer(modelDir, Enumerable.Range(32, 95).Prepend(10), AsciiBos);
+
+    private static void WriteByteLevelTokenizer(string modelDir, IEnumerable<int> bytes, int bos)
     {
         var vocab = new JsonObject();
         int id = 0;
-        foreach (int b in Enumerable.Range(32, 95).Prepend(10))
+        foreach (int b in bytes)
         {
             vocab[ByteLevelAlphabet.ToChar((byte)b).ToString()] = id++;
         }
@@ -90,7 +97,7 @@ internal static class CliFixtures
         var root = new JsonObject
         {
             ["version"] = "1.0",
-            ["added_tokens"] = new JsonArray(new JsonObject { ["id"] = AsciiBos, ["content"] = "<s>", ["special"] = true }),
+            ["added_tokens"] = new JsonArray(new JsonObject { ["id"] = bos, ["content"] = "<s>", ["special"] = true }),
             ["pre_tokenizer"] = new JsonObject { ["type"] = "ByteLevel", ["add_prefix_space"] = false, ["trim_offsets"] = true, ["use_regex"] = true },
             ["decoder"] = new JsonObject { ["type"] = "ByteLevel", ["add_prefix_space"] = true, ["trim_offsets"] = true, ["use_regex"] = true },
             ["model"] = new JsonObject { ["type"] = "BPE", ["vocab"] = vocab, ["merges"] = new JsonArray() },

@@ -35,6 +35,25 @@ public sealed class GenerateCliTests
     }
 
     [Test]
+    public async Task Streamed_text_holds_back_characters_split_over_byte_tokens()
+    {
+        // Every byte is a token, so sampled continuations split multi-byte characters and emit stray high bytes.
+        string model = Path.Combine(_dir, "bytes");
+        string config = Path.Combine(_dir, "bytes-config.json");
+        await File.WriteAllTextAsync(config, CliFixtures.TinyConfigJson.Replace("\"vocab_size\": 97", "\"vocab_size\": 257", StringComparison.Ordinal).Replace("\"bos_token_id\": 96", "\"bos_token_id\": 256", StringComparison.Ordinal));
+        await CliFixtures.RunOkAsync("synth", "--like", config, "--dtype", "f32", "--seed", "4", "--out", model);
+        CliFixtures.WriteByteTokenizer(model);
+        string[] args = ["generate", "--model", model, "--prompt", "caf\u00e9 ", "--max-new-tokens", "64", "--temperature", "1.0", "--seed", "9"];
+
+        CliRun ids = await CliFixtures.RunOkAsync([.. args, "--ids"]);
+        CliRun text = await CliFixtures.RunOkAsync(args);
+
+        int[] generated = [.. ids.Output.Split(' ', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(int.Parse)];
+        Assert.That(generated.Count(id => id is >= 0x80 and < 256), Is.GreaterThan(4), "the continuation has non-ASCII bytes");
+        Assert.That(text.Output, Is.EqualTo(TokenizerFiles.Load(model).Decode(generated) + Environment.NewLine));
+    }
+
+    [Test]
     public async Task Sampling_with_a_seed_is_reproducible()
     {
         string[] args = ["generate", "--model", _model, "--prompt", "ab", "--max-new-tokens", "16", "--temperature", "1.0", "--top-k", "20", "--seed", "5", "--ids"];
