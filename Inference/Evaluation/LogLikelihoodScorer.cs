@@ -1,5 +1,6 @@
 using System.Text;
 using Microsoft.ML.Tokenizers;
+using ModelSurgery.Inference.Modeling;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -256,12 +257,16 @@ public sealed class LogLikelihoodScorer
     {
         using var scope = NewDisposeScope();
         int width = batch.Max(i => i.Input.Length);
+
+        // Logits are needed only from the first target position of the batch on: [first, width).
+        int first = batch.Min(i => i.Input.Length - i.Target.Length);
+        int scoredWidth = width - first;
         var input = new long[batch.Length * width];
-        var target = new long[batch.Length * width];
+        var target = new long[batch.Length * scoredWidth];
         for (int b = 0; b < batch.Length; b++)
         {
             ScoringItem item = batch[b];
-            int offset = item.Input.Length - item.Target.Length;
+            int offset = item.Input.Length - item.Target.Length - first;
             for (int t = 0; t < item.Input.Length; t++)
             {
                 input[(b * width) + t] = item.Input[t];
@@ -269,30 +274,32 @@ public sealed class LogLikelihoodScorer
 
             for (int t = 0; t < item.Target.Length; t++)
             {
-                target[(b * width) + offset + t] = item.Target[t];
+                target[(b * scoredWidth) + offset + t] = item.Target[t];
             }
         }
 
         // Right padding with token 0: a causal model's earlier positions never see it.
-        Tensor inputIds = tensor(input, [batch.Length, width], ScalarType.Int64, device);    // [B, T]
-        Tensor targets = tensor(target, [batch.Length, width], ScalarType.Int64, device);    // [B, T]
-        Tensor logits = _model.forward(inputIds);                                            // [B, T, V]
-        Tensor logProbs = nn.functional.log_softmax(logits.to_type(ScalarType.Float32), -1); // [B, T, V]
-        Tensor tokenLogProbs = logProbs.gather(-1, targets.unsqueeze(-1)).squeeze(-1);       // [B, T]
-        Tensor greedy = logProbs.argmax(-1).eq(targets);                                     // [B, T]
+        Tensor inputIds = tensor(input, [batch.Length, width], ScalarType.Int64, device);        // [B, T]
+        Tensor targets = tensor(target, [batch.Length, scoredWidth], ScalarType.Int64, device);  // [B, S]
+        Tensor logits = _model is LlamaForCausalLM llama
+            ? llama.LogitsFrom(inputIds, first)                                                    // [B, S, V]
+            : _model.forward(inputIds)[.., first..];                                              // [B, S, V]
+        Tensor logProbs = nn.functional.log_softmax(logits.to_type(ScalarType.Float32), -1);     // [B, S, V]
+        Tensor tokenLogProbs = logProbs.gather(-1, targets.unsqueeze(-1)).squeeze(-1);           // [B, S]
+        Tensor greedy = logProbs.argmax(-1).eq(targets);                                         // [B, S]
         float[] logP = tokenLogProbs.cpu().data<float>().ToArray();
         bool[] isGreedy = greedy.cpu().data<bool>().ToArray();
 
         for (int b = 0; b < batch.Length; b++)
         {
             ScoringItem item = batch[b];
-            int offset = item.Input.Length - item.Target.Length;
+            int offset = item.Input.Length - item.Target.Length - first;
             double sum = 0;
             bool all = true;
             for (int t = 0; t < item.Target.Length; t++)
             {
-                sum += logP[(b * width) + offset + t];
-                all &= isGreedy[(b * width) + offset + t];
+                sum += logP[(b * scoredWidth) + offset + t];
+                all &= isGreedy[(b * scoredWidth) + offset + t];
             }
 
             results[item.Index] = (sum, all);

@@ -94,6 +94,22 @@ public sealed class LlamaForCausalLM : Module<Tensor, Tensor>
         return Head(hidden).MoveToOuterDisposeScope(); // [B, T, V]
     }
 
+    /// <summary>
+    /// Logits (float32) of a whole sequence at positions <paramref name="firstPosition"/>..T-1 only: token ids [B, T]
+    /// to [B, T - firstPosition, V]. Scoring needs logits only where targets are, and the head over every position
+    /// costs as much as a few layers for a large vocabulary.
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="firstPosition"/> is not within [0, T).</exception>
+    public Tensor LogitsFrom(Tensor inputIds, long firstPosition)
+    {
+        ArgumentNullException.ThrowIfNull(inputIds);
+        ArgumentOutOfRangeException.ThrowIfNegative(firstPosition);
+        ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual(firstPosition, inputIds.shape[1]);
+        using var scope = NewDisposeScope();
+        Tensor hidden = _model.forward(inputIds, null); // [B, T, D]
+        return Head(hidden[.., (int)firstPosition..]).MoveToOuterDisposeScope(); // [B, T - first, V]
+    }
+
     /// <summary>Embeds token ids: [B, T] (int64) to hidden states [B, T, D] in the model dtype.</summary>
     public Tensor Embed(Tensor inputIds) => _model.EmbedTokens.forward(inputIds);
 

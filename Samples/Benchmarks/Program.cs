@@ -7,5 +7,6 @@ var root = new RootCommand("ModelSurgery benchmarks: each command prints what it
     IoBenchmark.Create(),
     IoBenchmark.CreateStreamingChild(),
     TrainBenchmark.Create(),
+    EvalBenchmark.Create(),
 };
 return await root.Parse(args).InvokeAsync();

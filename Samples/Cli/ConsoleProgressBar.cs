@@ -16,6 +16,7 @@ public sealed class ConsoleProgressBar : IDisposable
     private readonly Lock _gate = new();
     private TimeSpan _lastDraw = TimeSpan.FromDays(-1);
     private bool _drewAny;
+    private bool _disposed;
 
     /// <summary>Creates a progress line with a label.</summary>
     public ConsoleProgressBar(TextWriter writer, string label)
@@ -29,6 +30,11 @@ public sealed class ConsoleProgressBar : IDisposable
     {
         lock (_gate)
         {
+            if (_disposed)
+            {
+                return;
+            }
+
             TimeSpan now = _clock.Elapsed;
             bool finished = total > 0 && done >= total;
             TimeSpan interval = _interactive ? TimeSpan.FromMilliseconds(100) : TimeSpan.FromSeconds(5);
@@ -61,9 +67,14 @@ public sealed class ConsoleProgressBar : IDisposable
     /// <inheritdoc />
     public void Dispose()
     {
-        if (_interactive && _drewAny)
+        lock (_gate)
         {
-            _writer.WriteLine();
+            if (_interactive && _drewAny && !_disposed)
+            {
+                _writer.WriteLine();
+            }
+
+            _disposed = true;
         }
     }
 

@@ -1,4 +1,5 @@
 using System.CommandLine;
+using System.Globalization;
 using ModelSurgery.Cli.Commands;
 
 namespace ModelSurgery.Cli;
@@ -23,6 +24,9 @@ public static class Program
     {
         ArgumentNullException.ThrowIfNull(args);
         ArgumentNullException.ThrowIfNull(error);
+
+        // Scripts read the output: numbers look the same under every culture. The culture flows with this call only.
+        CultureInfo.CurrentCulture = CultureInfo.InvariantCulture;
         var context = new CliContext(output, error);
         var root = new RootCommand("ModelSurgery: make small language models out of large ones.") { CliContext.Verbose };
         foreach (Command command in CommandCatalog.Create(context))

@@ -74,7 +74,7 @@ internal static class EvalCommand
                     tokenizer,
                     specs,
                     options,
-                    new Progress<EvaluationProgress>(p => bar.Report(p.Completed, p.Total, $"{p.Task} ({p.TaskIndex + 1}/{p.TaskCount})")),
+                    new InlineProgress<EvaluationProgress>(p => bar.Report(p.Completed, p.Total, $"{p.Task} ({p.TaskIndex + 1}/{p.TaskCount})")),
                     cancellationToken: cancellationToken).ConfigureAwait(false);
                 evaluations.Add(evaluation);
             }
@@ -106,7 +106,7 @@ internal static class EvalCommand
         string name = text[..eq], path = text[(eq + 1)..];
         if (!File.Exists(path))
         {
-            throw new UsageException($"--task {name}: no such file '{path}'.");
+            throw new FileNotFoundException($"--task {name}: no such file {path}.", path);
         }
 
         return KnownTasks.TryGetValue(name, out var create) ? create(path) : new TaskSpec(name, TaskFormat.Generic, path);

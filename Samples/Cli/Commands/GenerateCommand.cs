@@ -58,22 +58,34 @@ internal static class GenerateCommand
             options = options with { StopTokenIds = lm.Config.EosTokenIds };
 
             var generated = new List<int>();
+            int printed = 0;
             await foreach (int id in TextGenerator.GenerateAsync(lm, promptTokens, options, cancellationToken).ConfigureAwait(false))
             {
                 generated.Add(id);
                 if (!parsed.GetValue(ids) && tokenizer is not null)
                 {
-                    // Decode the whole continuation and print the new suffix: pieces can merge across tokens.
-                    string before = tokenizer.Decode(generated.Take(generated.Count - 1)) ?? string.Empty;
-                    string after = tokenizer.Decode(generated) ?? string.Empty;
-                    await context.Output.WriteAsync(after.StartsWith(before, StringComparison.Ordinal) ? after[before.Length..] : after).ConfigureAwait(false);
-                    await context.Output.FlushAsync(cancellationToken).ConfigureAwait(false);
+                    // Decode the whole continuation and print what is new: pieces can merge across tokens, and a
+                    // character split over byte tokens decodes to U+FFFD until its last byte arrives, so hold that back.
+                    string decoded = tokenizer.Decode(generated) ?? string.Empty;
+                    int stable = decoded.EndsWith('\uFFFD') ? decoded.TrimEnd('\uFFFD').Length : decoded.Length;
+                    if (stable > printed)
+                    {
+                        await context.Output.WriteAsync(decoded.AsMemory(printed, stable - printed), cancellationToken).ConfigureAwait(false);
+                        await context.Output.FlushAsync(cancellationToken).ConfigureAwait(false);
+                        printed = stable;
+                    }
                 }
             }
 
             if (parsed.GetValue(ids) || tokenizer is null)
             {
                 await context.Output.WriteAsync(string.Join(' ', generated)).ConfigureAwait(false);
+            }
+            else
+            {
+                // Whatever was held back (an incomplete character at the very end).
+                string decoded = tokenizer.Decode(generated) ?? string.Empty;
+                await context.Output.WriteAsync(decoded.Length > printed ? decoded[printed..] : string.Empty).ConfigureAwait(false);
             }
 
             await context.Output.WriteLineAsync().ConfigureAwait(false);

@@ -127,7 +127,7 @@ internal static class SurgeryCommands
             modelDir,
             data,
             options,
-            new Progress<ScoringProgress>(p => bar.Report(p.Completed, p.Total, p.Stage)),
+            new InlineProgress<ScoringProgress>(p => bar.Report(p.Completed, p.Total, p.Stage)),
             cancellationToken: cancellationToken).ConfigureAwait(false);
     }
 
@@ -386,7 +386,7 @@ internal static class SurgeryCommands
                     plan,
                     parsed.GetValue(Output)!,
                     options,
-                    new Progress<StudentBuildProgress>(p => bar.Report(p.BytesWritten / 1e6, p.TotalBytesToWrite / 1e6, "MB written")),
+                    new InlineProgress<StudentBuildProgress>(p => bar.Report(p.BytesWritten / 1e6, p.TotalBytesToWrite / 1e6, "MB written")),
                     cancellationToken: cancellationToken).ConfigureAwait(false);
             }
 

@@ -28,7 +28,7 @@ internal static class SynthCommand
                 storedDType,
                 maxShardBytes,
                 parsed.GetValue(seed),
-                new Progress<SyntheticCheckpointProgress>(p => bar.Report(p.BytesWritten / 1e6, p.TotalBytes / 1e6, "MB")),
+                new InlineProgress<SyntheticCheckpointProgress>(p => bar.Report(p.BytesWritten / 1e6, p.TotalBytes / 1e6, "MB")),
                 cancellationToken: cancellationToken).ConfigureAwait(false);
             await context.Output.WriteLineAsync($"wrote {outDir}: {LlamaTensorLayout.CountParameters(config).Total:N0} parameters as {storedDType}").ConfigureAwait(false);
             return ExitCodes.Success;

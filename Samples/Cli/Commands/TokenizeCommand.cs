@@ -54,7 +54,7 @@ internal static class TokenizeCommand
                     parsed.GetValue(inputs)!,
                     outPath,
                     new TokenizeOptions(vocab, separatorId, parsed.GetValue(field)!),
-                    new SynchronousProgress<TokenizeProgress>(p => bar.Report(p.Documents, 0, $"{p.Tokens} tokens, {Path.GetFileName(p.CurrentFile)}")),
+                    new InlineProgress<TokenizeProgress>(p => bar.Report(p.Documents, 0, $"{p.Tokens} tokens, {Path.GetFileName(p.CurrentFile)}")),
                     cancellationToken).ConfigureAwait(false);
             }
 

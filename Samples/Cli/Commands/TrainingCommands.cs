@@ -177,7 +177,7 @@ internal sealed class TrainingCommandOptions
         StudentTrainingResult result;
         using (ConsoleProgressBar bar = context.CreateProgressBar(label))
         {
-            var progress = new SynchronousProgress<TrainingProgress>(p => bar.Report(
+            var progress = new InlineProgress<TrainingProgress>(p => bar.Report(
                 p.Step,
                 p.TotalSteps,
                 string.Create(CultureInfo.InvariantCulture, $"step {p.Step} loss {p.Loss:F4} lr {p.LearningRate:E2} {p.TokensPerSecond:F0} tok/s eta {p.Eta:hh\\:mm\\:ss}{(p.ValidationLoss is { } v ? $" val {v:F4}" : string.Empty)}")));
@@ -210,11 +210,6 @@ internal sealed class TrainingCommandOptions
         .Replace("Training option OutputDir", "--out", StringComparison.Ordinal);
 }
 
-/// <summary>An <see cref="IProgress{T}"/> that reports on the caller's thread (Progress&lt;T&gt; would post to the thread pool and reorder lines).</summary>
-internal sealed class SynchronousProgress<T>(Action<T> report) : IProgress<T>
-{
-    public void Report(T value) => report(value);
-}
 
 /// <summary><c>modelsurgery train</c>.</summary>
 internal static class TrainCommand
@@ -367,7 +362,7 @@ internal static class CacheTeacherCommand
                     batch,
                     parsed.GetValue(vocabMap),
                     settings,
-                    new SynchronousProgress<long>(n => bar.Report(n, total)),
+                    new InlineProgress<long>(n => bar.Report(n, total)),
                     cancellationToken).ConfigureAwait(false);
             }
 

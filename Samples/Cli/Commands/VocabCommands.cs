@@ -63,7 +63,7 @@ internal static class VocabCommands
                 parsed.GetValue(field),
                 parsed.GetValue(plot),
                 configPath,
-                new SynchronousProgress<CountingProgress>(p => bar.Report(p.Bytes, totalBytes, string.Create(CultureInfo.InvariantCulture, $"{p.Tokens:N0} tokens {p.MegabytesPerSecond:F1} MB/s"))),
+                new InlineProgress<CountingProgress>(p => bar.Report(p.Bytes, totalBytes, string.Create(CultureInfo.InvariantCulture, $"{p.Tokens:N0} tokens {p.MegabytesPerSecond:F1} MB/s"))),
                 loggers.CreateLogger("vocab"),
                 cancellationToken).ConfigureAwait(false);
             bar.Dispose();
@@ -134,7 +134,7 @@ internal static class VocabCommands
                 target,
                 parsed.GetValue(output)!,
                 new ModelCompressionOptions { JsonlField = parsed.GetValue(field), PadVocabToMultiple = padMultiple, Tokenizer = parsed.GetValue(tokenizer) },
-                new SynchronousProgress<ModelCompressionProgress>(p =>
+                new InlineProgress<ModelCompressionProgress>(p =>
                 {
                     if (p.Counting is { } c)
                     {
@@ -178,10 +178,4 @@ internal static class VocabCommands
     }
 
     private static string Invariant(FormattableString text) => text.ToString(CultureInfo.InvariantCulture);
-
-    /// <summary>Reports on the calling thread (Progress&lt;T&gt; would post to the thread pool).</summary>
-    private sealed class SynchronousProgress<T>(Action<T> report) : IProgress<T>
-    {
-        public void Report(T value) => report(value);
-    }
 }
