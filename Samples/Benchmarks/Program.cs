@@ -8,5 +8,8 @@ var root = new RootCommand("ModelSurgery benchmarks: each command prints what it
     IoBenchmark.CreateStreamingChild(),
     TrainBenchmark.Create(),
     EvalBenchmark.Create(),
+    SurgeryBenchmark.Create(),
+    SurgeryBenchmark.CreateScoreChild(),
+    SurgeryBenchmark.CreateBuildChild(),
 };
 return await root.Parse(args).InvokeAsync();

@@ -1,0 +1,138 @@
+using System.CommandLine;
+using System.Diagnostics;
+using System.Globalization;
+using ModelSurgery.Inference.Checkpoints;
+using ModelSurgery.Inference.Configuration;
+using ModelSurgery.Surgery.Building;
+using ModelSurgery.Surgery.Planning;
+using ModelSurgery.Surgery.Scoring;
+using TorchSharp;
+
+namespace ModelSurgery.Benchmarks;
+
+/// <summary>
+/// <c>surgery</c>: scoring and building against a synthetic teacher larger than half of this machine's memory (the
+/// <c>llama-2-7b</c> preset in bf16, 13.5 GB). Each measured step runs in a fresh child process, so its peak RSS is its own.
+/// </summary>
+internal static class SurgeryBenchmark
+{
+    public static Command Create()
+    {
+        var preset = new Option<string>("--preset") { DefaultValueFactory = _ => "llama-2-7b", Description = "Teacher preset to synthesise." };
+        var work = new Option<string>("--work") { DefaultValueFactory = _ => Path.Combine("artifacts", "bench"), Description = "Folder for synthetic checkpoints (reused across runs)." };
+        var sequences = new Option<int>("--sequences") { DefaultValueFactory = _ => 4, Description = "Calibration windows." };
+        var length = new Option<int>("--length") { DefaultValueFactory = _ => 128, Description = "Tokens per calibration window." };
+        var budget = new Option<double>("--student-budget") { DefaultValueFactory = _ => 1.1e9, Description = "Student parameter budget." };
+        var command = new Command("surgery", "Peak RSS of layer-by-layer scoring, and bytes read / peak RSS / wall time of a student build, on a teacher larger than half the RAM.")
+        {
+            preset, work, sequences, length, budget,
+        };
+        command.SetAction(async (parsed, ct) =>
+        {
+            string teacher = await Checkpoints.EnsureSyntheticAsync(parsed.GetValue(preset)!, "bf16", parsed.GetValue(work)!, ct);
+            using (var reader = CheckpointReader.Open(teacher))
+            {
+                Console.WriteLine($"teacher          {teacher}: {Measure.Mb(reader.Shards.Sum(s => s.ByteSize))} on disk, machine memory {Measure.Mb(MemoryGuard.AvailableBytes())}");
+            }
+
+            // Scoring with a forward-only metric: one decoder layer in memory at a time.
+            Measure.DropPageCache();
+            string[] score = ChildProcess.RunSelf(["surgery-score-child", teacher, parsed.GetValue(sequences).ToString(CultureInfo.InvariantCulture), parsed.GetValue(length).ToString(CultureInfo.InvariantCulture)]).Trim().Split(' ');
+            Console.WriteLine($"score            metric activation on {parsed.GetValue(sequences)} x {parsed.GetValue(length)} tokens: {double.Parse(score[0], CultureInfo.InvariantCulture):F1} s, peak RSS {Measure.Mb(long.Parse(score[1], CultureInfo.InvariantCulture))} (goal <= 4,000 MB)");
+
+            // Building a student of about the budget: the deepest-and-thinnest shape the planner proposes, random scores.
+            LlamaConfig config = LlamaConfig.Load(Path.Combine(teacher, "config.json"));
+            ShapeCandidate shape = BudgetPlanner.Candidates(config, (long)parsed.GetValue(budget), new BudgetConstraints { HiddenMultiple = 128, IntermediateMultiple = 64 })[0];
+            SurgeryPlan plan = PlanBuilder.Random(config, shape.Shape, seed: 1);
+            string planPath = Path.Combine(parsed.GetValue(work)!, "bench-plan.json");
+            plan.Save(planPath);
+            string student = Path.Combine(parsed.GetValue(work)!, "bench-student");
+            long studentBytes = plan.ParameterCount.Total * 2;
+            Console.WriteLine($"student plan     {plan.Summary().Split('\n')[^1].Trim()}");
+
+            Measure.DropPageCache();
+            string[] build = ChildProcess.RunSelf(["surgery-build-child", teacher, planPath, student]).Trim().Split(' ');
+            double buildSeconds = double.Parse(build[0], CultureInfo.InvariantCulture);
+            long copied = long.Parse(build[1], CultureInfo.InvariantCulture), storage = long.Parse(build[2], CultureInfo.InvariantCulture), peak = long.Parse(build[3], CultureInfo.InvariantCulture);
+
+            // The baseline: a plain sequential read of as many bytes as the build copied out of the teacher.
+            Measure.DropPageCache();
+            var watch = Stopwatch.StartNew();
+            long sequentialBytes = SequentialPrefix(teacher, copied);
+            double sequentialSeconds = watch.Elapsed.TotalSeconds;
+
+            Console.WriteLine($"build            {buildSeconds:F1} s; student {Measure.Mb(studentBytes)}");
+            Console.WriteLine($"  bytes copied   {Measure.Mb(copied)} = {(double)copied / studentBytes:F2} x student (whole kept rows; goal <= 1.3)");
+            Console.WriteLine($"  storage read   {(storage < 0 ? "unavailable" : Measure.Mb(storage) + $" = {(double)storage / studentBytes:F2} x student (pages the kernel read for those rows)")}");
+            Console.WriteLine($"  peak RSS       {Measure.Mb(peak)} (goal: student + 1 GB = {Measure.Mb(studentBytes + (1L << 30))})");
+            Console.WriteLine($"  sequential     {Measure.Mb(sequentialBytes)} in {sequentialSeconds:F1} s; build / sequential = {buildSeconds / sequentialSeconds:F2} (goal <= 1.5)");
+            return 0;
+        });
+        return command;
+    }
+
+    /// <summary>Hidden child: score with a forward-only metric; prints seconds and peak RSS.</summary>
+    public static Command CreateScoreChild()
+    {
+        var teacher = new Argument<string>("teacher");
+        var sequences = new Argument<int>("sequences");
+        var length = new Argument<int>("length");
+        var command = new Command("surgery-score-child", "Internal.") { teacher, sequences, length };
+        command.Hidden = true;
+        command.SetAction(async (parsed, ct) =>
+        {
+            string dir = parsed.GetValue(teacher)!;
+            LlamaConfig config = LlamaConfig.Load(Path.Combine(dir, "config.json"));
+            var random = new Random(0);
+            int[] tokens = [.. Enumerable.Range(0, parsed.GetValue(sequences) * (parsed.GetValue(length) + 1) * 2).Select(_ => random.Next(config.VocabSize))];
+            var data = CalibrationData.FromTokenStream(tokens, parsed.GetValue(sequences), parsed.GetValue(length), seed: 0);
+            var watch = Stopwatch.StartNew();
+            await ImportanceScorer.ScoreAsync(dir, data, new ScoringOptions { Metrics = [ScoringMetrics.Activation], BatchSize = parsed.GetValue(sequences) }, cancellationToken: ct);
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{watch.Elapsed.TotalSeconds} {Measure.PeakRssBytes()}"));
+            return 0;
+        });
+        return command;
+    }
+
+    /// <summary>Hidden child: build a student; prints seconds, bytes copied, storage bytes read and peak RSS.</summary>
+    public static Command CreateBuildChild()
+    {
+        var teacher = new Argument<string>("teacher");
+        var plan = new Argument<string>("plan");
+        var output = new Argument<string>("out");
+        var command = new Command("surgery-build-child", "Internal.") { teacher, plan, output };
+        command.Hidden = true;
+        command.SetAction(async (parsed, ct) =>
+        {
+            using (torch.ones(1))
+            {
+                // Loads LibTorch before the clock starts.
+            }
+
+            long storageBefore = Measure.StorageReadBytes();
+            StudentBuildResult result = await StudentBuilder.BuildAsync(parsed.GetValue(teacher)!, SurgeryPlan.Load(parsed.GetValue(plan)!), parsed.GetValue(output)!, cancellationToken: ct);
+            long storage = storageBefore < 0 ? -1 : Measure.StorageReadBytes() - storageBefore;
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{result.Elapsed.TotalSeconds} {result.BytesRead} {storage} {Measure.PeakRssBytes()}"));
+            return 0;
+        });
+        return command;
+    }
+
+    private static long SequentialPrefix(string checkpoint, long bytes)
+    {
+        using var reader = CheckpointReader.Open(checkpoint);
+        byte[] buffer = new byte[16 << 20];
+        long total = 0;
+        foreach (CheckpointShard shard in reader.Shards)
+        {
+            using var stream = new FileStream(shard.Path, FileMode.Open, FileAccess.Read, FileShare.Read, 1, FileOptions.SequentialScan);
+            int read;
+            while (total < bytes && (read = stream.Read(buffer, 0, (int)Math.Min(buffer.Length, bytes - total))) > 0)
+            {
+                total += read;
+            }
+        }
+
+        return total;
+    }
+}

@@ -1,0 +1,79 @@
+using Microsoft.Extensions.Logging;
+using ModelSurgery.Inference.Evaluation;
+using ModelSurgery.Inference.Modeling;
+using ModelSurgery.Inference.Tokenization;
+using ModelSurgery.Surgery;
+
+namespace ModelSurgery.Training.Recipes;
+
+/// <summary>
+/// Continues the fluent flow past surgery: <c>build -> distil or train -> evaluate</c>, with the same async, progress and
+/// cancellation conventions as <see cref="Surgeon"/>.
+/// </summary>
+/// <example><code>
+/// SurgeryResult surgery = await Surgeon.ForTeacher(teacher).CalibrateOn(tokens).Plan(p => p.KeepTopLayers(6)).BuildAsync(studentDir);
+/// StudentTrainingResult trained = await surgery.DistillAsync("brown.tokens", new TrainingOptions { OutputDir = "runs/student", Steps = 2000 });
+/// ModelEvaluation scores = await trained.EvaluateAsync([TaskSpec.ArcEasy("arc_easy.jsonl")]);
+/// </code></example>
+public static class PipelineExtensions
+{
+    /// <summary>Distils the freshly built student from the teacher it was cut from, on a token file of student ids.</summary>
+    /// <param name="surgery">The surgery whose student to train.</param>
+    /// <param name="tokensPath">Token file (from <c>modelsurgery tokenize</c> or <see cref="Data.Tokenization"/>).</param>
+    /// <param name="options">Hyper-parameters; <see cref="TrainingOptions.OutputDir"/> receives checkpoints, metrics and curves.</param>
+    /// <param name="distillation">Loss settings; by default forward KL at temperature 1 mixed half and half with cross-entropy.</param>
+    /// <param name="settings">Split, rounds, resume, device and save options.</param>
+    /// <param name="progress">Per-step progress.</param>
+    /// <param name="logger">Optional logger.</param>
+    /// <param name="cancellationToken">Stops after saving the last checkpoint.</param>
+    public static Task<StudentTrainingResult> DistillAsync(
+        this SurgeryResult surgery,
+        string tokensPath,
+        TrainingOptions options,
+        DistillationSettings? distillation = null,
+        StudentTrainingSettings? settings = null,
+        IProgress<TrainingProgress>? progress = null,
+        ILogger? logger = null,
+        CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(surgery);
+        return StudentTraining.DistillAsync(surgery.TeacherDirectory, surgery.Student.Directory, tokensPath, options, distillation ?? new DistillationSettings(), settings, progress, logger, cancellationToken);
+    }
+
+    /// <summary>Continues pretraining the freshly built student with plain cross-entropy.</summary>
+    public static Task<StudentTrainingResult> TrainAsync(
+        this SurgeryResult surgery,
+        string tokensPath,
+        TrainingOptions options,
+        StudentTrainingSettings? settings = null,
+        IProgress<TrainingProgress>? progress = null,
+        ILogger? logger = null,
+        CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(surgery);
+        return StudentTraining.TrainAsync(surgery.Student.Directory, tokensPath, options, settings, progress, logger, cancellationToken);
+    }
+
+    /// <summary>Evaluates the trained model's final checkpoint (with the tokenizer saved beside it) on benchmark and text tasks.</summary>
+    /// <exception cref="InvalidDataException">The checkpoint has no tokenizer; the message names the folder.</exception>
+    public static async Task<ModelEvaluation> EvaluateAsync(
+        this StudentTrainingResult trained,
+        IReadOnlyList<TaskSpec> tasks,
+        EvaluationOptions? options = null,
+        IProgress<EvaluationProgress>? progress = null,
+        ILogger? logger = null,
+        CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(trained);
+        string directory = trained.FinalCheckpoint;
+        if (!File.Exists(Path.Combine(directory, "tokenizer.json")) && !File.Exists(Path.Combine(directory, "tokenizer.model")))
+        {
+            throw new InvalidDataException($"{directory}: no tokenizer.json or tokenizer.model beside the weights; evaluation needs the model's tokenizer.");
+        }
+
+        var tokenizer = TokenizerFiles.Load(directory);
+        using LlamaForCausalLM model = ModelCheckpoint.Load(directory, logger: logger);
+        options ??= new EvaluationOptions { ModelName = Path.GetFileName(Path.TrimEndingDirectorySeparator(directory)), MaxLength = model.Config.MaxPositionEmbeddings };
+        return await Evaluator.EvaluateAsync(model, tokenizer, tasks, options, progress, logger, cancellationToken).ConfigureAwait(false);
+    }
+}
