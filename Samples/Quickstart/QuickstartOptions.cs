@@ -5,7 +5,7 @@ namespace ModelSurgery.Quickstart;
 /// <summary>Model sizes and token budgets of one quickstart run.</summary>
 /// <param name="VocabSize">Tokens kept from GPT-2's vocabulary (the most frequent in Brown, with their merge closure).</param>
 /// <param name="SeqLen">Training and evaluation context.</param>
-/// <param name="BatchSize">Sequences per step.</param>
+/// <param name="BatchSize">Sequences per teacher step.</param>
 /// <param name="TeacherLayers">Teacher decoder layers.</param>
 /// <param name="TeacherHidden">Teacher hidden size.</param>
 /// <param name="TeacherHeads">Teacher query heads.</param>
@@ -18,6 +18,7 @@ namespace ModelSurgery.Quickstart;
 /// <param name="StudentKvHeads">Student key/value heads.</param>
 /// <param name="StudentFfn">Student MLP width.</param>
 /// <param name="StudentTokens">Tokens each student is trained on.</param>
+/// <param name="StudentBatchSize">Sequences per student step (smaller than the teacher's: more updates from a small budget).</param>
 /// <param name="CalibrationSequences">Calibration windows the teacher is scored on.</param>
 /// <param name="BrownDocuments">Brown documents used (null: all 500).</param>
 /// <param name="EvalBrownDocuments">Held-out Brown documents evaluated.</param>
@@ -39,6 +40,7 @@ public sealed record QuickstartSizes(
     int StudentKvHeads,
     int StudentFfn,
     long StudentTokens,
+    int StudentBatchSize,
     int CalibrationSequences,
     int? BrownDocuments,
     int EvalBrownDocuments,
@@ -52,14 +54,14 @@ public sealed record QuickstartSizes(
     public static QuickstartSizes Full { get; } = new(
         VocabSize: 8192, SeqLen: 128, BatchSize: 16,
         TeacherLayers: 6, TeacherHidden: 128, TeacherHeads: 4, TeacherKvHeads: 2, TeacherFfn: 384, TeacherTokens: 409_600,
-        StudentLayers: 3, StudentHidden: 96, StudentHeads: 2, StudentKvHeads: 1, StudentFfn: 288, StudentTokens: 61_440,
-        CalibrationSequences: 32, BrownDocuments: null, EvalBrownDocuments: 10, EvalHeldoutDocuments: 60, SampleTokens: 40);
+        StudentLayers: 3, StudentHidden: 96, StudentHeads: 2, StudentKvHeads: 1, StudentFfn: 288, StudentTokens: 40_960, StudentBatchSize: 8,
+        CalibrationSequences: 32, BrownDocuments: null, EvalBrownDocuments: 6, EvalHeldoutDocuments: 40, SampleTokens: 40);
 
     /// <summary>Tiny models and budgets: the whole pipeline in seconds (tests and CI).</summary>
     public static QuickstartSizes Fast { get; } = new(
         VocabSize: 1024, SeqLen: 32, BatchSize: 8,
         TeacherLayers: 4, TeacherHidden: 64, TeacherHeads: 4, TeacherKvHeads: 2, TeacherFfn: 192, TeacherTokens: 20_000,
-        StudentLayers: 2, StudentHidden: 48, StudentHeads: 2, StudentKvHeads: 1, StudentFfn: 96, StudentTokens: 8_000,
+        StudentLayers: 2, StudentHidden: 48, StudentHeads: 2, StudentKvHeads: 1, StudentFfn: 96, StudentTokens: 8_000, StudentBatchSize: 8,
         CalibrationSequences: 8, BrownDocuments: 20, EvalBrownDocuments: 1, EvalHeldoutDocuments: 8, SampleTokens: 12);
 }
 
@@ -69,10 +71,13 @@ public sealed record QuickstartOptions
     /// <summary>Default output folder, relative to the current folder.</summary>
     public const string DefaultOutputDir = "artifacts/quickstart";
 
-    /// <summary>Where reports, charts, the student checkpoints and (by default) the cached teacher go.</summary>
-    public string OutputDir { get; init; } = DefaultOutputDir;
+    /// <summary>Default output folder of <see cref="Fast"/> runs, so that they never replace the full run's cached teacher.</summary>
+    public const string DefaultFastOutputDir = "artifacts/quickstart-fast";
 
-    /// <summary>The cached teacher's folder; default <c>teacher</c> inside <see cref="OutputDir"/>.</summary>
+    /// <summary>Where reports, charts, the student checkpoints and (by default) the cached teacher go; null for the default.</summary>
+    public string? OutputDir { get; init; }
+
+    /// <summary>The cached teacher's folder; default <c>teacher</c> inside the output folder.</summary>
     public string? TeacherDir { get; init; }
 
     /// <summary>Folder holding <c>brown.jsonl</c> and <c>heldout.jsonl</c>; default the <c>Data</c> folder next to the program.</summary>
@@ -93,8 +98,11 @@ public sealed record QuickstartOptions
     /// <summary>The sizes this run uses.</summary>
     public QuickstartSizes Sizes => Fast ? QuickstartSizes.Fast : QuickstartSizes.Full;
 
+    /// <summary>The output folder this run uses.</summary>
+    public string ResolvedOutputDir => OutputDir ?? (Fast ? DefaultFastOutputDir : DefaultOutputDir);
+
     /// <summary>The teacher folder this run uses.</summary>
-    public string ResolvedTeacherDir => TeacherDir ?? Path.Combine(OutputDir, "teacher");
+    public string ResolvedTeacherDir => TeacherDir ?? Path.Combine(ResolvedOutputDir, "teacher");
 
     /// <summary>The data folder this run uses.</summary>
     public string ResolvedDataDir => DataDir ?? Path.Combine(AppContext.BaseDirectory, "Data");
@@ -104,7 +112,7 @@ public sealed record QuickstartOptions
         Usage: dotnet run -c Release --project Samples/Quickstart -- [options]
 
           --fast          tiny models and token budgets (seconds; used by the tests)
-          --out <dir>     output folder (default artifacts/quickstart)
+          --out <dir>     output folder (default artifacts/quickstart, or artifacts/quickstart-fast with --fast)
           --teacher <dir> cached teacher folder (default <out>/teacher)
           --data <dir>    folder with brown.jsonl and heldout.jsonl (default: shipped with the program)
           --fresh         retrain the teacher even if a cached one matches

@@ -87,7 +87,7 @@ public static class QuickstartPipeline
             torch.set_num_threads(threads);
         }
 
-        string outDir = Path.GetFullPath(options.OutputDir);
+        string outDir = Path.GetFullPath(options.ResolvedOutputDir);
         string dataOut = Path.Combine(outDir, "data");
         Directory.CreateDirectory(dataOut);
         var log = new StepLog(output);
@@ -116,8 +116,8 @@ public static class QuickstartPipeline
             TorchDtype = "float32",
         };
         string teacherDir = Path.GetFullPath(options.ResolvedTeacherDir);
-        TrainingOptions teacherTraining = TrainingFor(sizes, sizes.TeacherTokens, learningRate: 2e-3, Path.Combine(outDir, "runs", TeacherName));
-        (IReadOnlyList<StepRecord> teacherHistory, double teacherValidation, bool fromCache) = await EnsureTeacherAsync(
+        TrainingOptions teacherTraining = TrainingFor(sizes, sizes.TeacherTokens, sizes.BatchSize, learningRate: 3e-3, Path.Combine(outDir, "runs", TeacherName));
+        (IReadOnlyList<StepRecord> teacherHistory, IReadOnlyList<EvalRecord> teacherEvaluations, bool fromCache) = await EnsureTeacherAsync(
             options, teacherConfig, teacherTraining, data, teacherDir, log, cancellationToken).ConfigureAwait(false);
 
         // 3. Surgery -----------------------------------------------------------------------------------------------
@@ -163,27 +163,39 @@ public static class QuickstartPipeline
         using LlamaForCausalLM inherited = ModelCheckpoint.Load(inheritedDir);
         var distillation = new DistillationObjective(teacher, new DistillationLoss(DistillationDivergence.ForwardKl, temperature: 1.0, alpha: 0.5));
         TrainingResult inheritedRun = await TrainAsync(
-            inherited, TrainingFor(sizes, sizes.StudentTokens, learningRate: 1e-3, Path.Combine(outDir, "runs", InheritedName)),
+            inherited, TrainingFor(sizes, sizes.StudentTokens, sizes.StudentBatchSize, learningRate: 1e-3, Path.Combine(outDir, "runs", InheritedName)),
             distillation, data, log, InheritedName, cancellationToken).ConfigureAwait(false);
         await ModelCheckpoint.SaveAsync(inherited, inheritedDir, cancellationToken: cancellationToken).ConfigureAwait(false);
 
         using var random = new LlamaForCausalLM(plan.Student);
         random.InitializeWeights((long)Seed);
         TrainingResult randomRun = await TrainAsync(
-            random, TrainingFor(sizes, sizes.StudentTokens, learningRate: 1e-3, Path.Combine(outDir, "runs", RandomName)),
+            random, TrainingFor(sizes, sizes.StudentTokens, sizes.StudentBatchSize, learningRate: 1e-3, Path.Combine(outDir, "runs", RandomName)),
             null, data, log, RandomName, cancellationToken).ConfigureAwait(false);
         string randomDir = Path.Combine(outDir, "student-random");
         await ModelCheckpoint.SaveAsync(random, randomDir, cancellationToken: cancellationToken).ConfigureAwait(false);
 
-        // The teacher curve is in tokens seen, like the students' (which start at zero too).
+        // Curves over tokens seen. The inherited student's training loss mixes cross-entropy and the KL term, so the
+        // comparable numbers are the validation cross-entropies on held-out Brown.
+        long studentTokensPerStep = (long)sizes.StudentBatchSize * sizes.SeqLen;
         string lossCurves = Path.Combine(outDir, "loss-curves.png");
         Charts.Lines(lossCurves, "Training loss on Brown", "tokens", "loss",
         [
-            Curve("teacher (cross-entropy)", teacherHistory, teacherTraining.TokensPerStep),
-            Curve("inherited student (distillation)", inheritedRun.History, sizes.BatchSize * sizes.SeqLen),
-            Curve("random student (cross-entropy)", randomRun.History, sizes.BatchSize * sizes.SeqLen),
+            Curve("teacher (cross-entropy)", teacherHistory.Select(s => (s.Step, s.Loss)), teacherTraining.TokensPerStep),
+            Curve("inherited student (distillation: 0.5 CE + 0.5 KL)", inheritedRun.History.Select(s => (s.Step, s.Loss)), studentTokensPerStep),
+            Curve("random student (cross-entropy)", randomRun.History.Select(s => (s.Step, s.Loss)), studentTokensPerStep),
         ]);
-        log.Info($"loss curves {Path.GetFileName(lossCurves)}");
+        string validationCurves = Path.Combine(outDir, "validation-curves.png");
+        var validation = new List<LineSeries>();
+        if (teacherEvaluations.Count > 0)
+        {
+            validation.Add(Curve("teacher", teacherEvaluations.Select(e => (e.Step, e.ValidationLoss)), teacherTraining.TokensPerStep));
+        }
+
+        validation.Add(Curve("inherited student", inheritedRun.Evaluations.Select(e => (e.Step, e.ValidationLoss)), studentTokensPerStep));
+        validation.Add(Curve("random student", randomRun.Evaluations.Select(e => (e.Step, e.ValidationLoss)), studentTokensPerStep));
+        Charts.Lines(validationCurves, "Validation cross-entropy on held-out Brown", "tokens", "loss", validation);
+        log.Info($"loss curves {Path.GetFileName(lossCurves)}, {Path.GetFileName(validationCurves)}");
         log.Done();
 
         // 5. Evaluate ----------------------------------------------------------------------------------------------
@@ -193,7 +205,7 @@ public static class QuickstartPipeline
         var rows = new List<QuickstartModelResult>();
         foreach ((string name, LlamaForCausalLM model, double validationLoss) in new[]
         {
-            (TeacherName, teacher, teacherValidation),
+            (TeacherName, teacher, teacherEvaluations.Count == 0 ? double.NaN : teacherEvaluations[^1].ValidationLoss),
             (InheritedName, inherited, LastValidation(inheritedRun)),
             (RandomName, random, LastValidation(randomRun)),
         })
@@ -237,7 +249,7 @@ public static class QuickstartPipeline
         output.WriteLine();
         output.WriteLine($"Wrote {reportPath}, charts and checkpoints under {outDir}");
         output.WriteLine($"Total {total.Elapsed.TotalSeconds:F1} s{(fromCache ? " (teacher from cache; --fresh retrains it)" : string.Empty)}");
-        return new QuickstartResult(outDir, rows, fromCache, reportPath, [heatMap, layerCurves, lossCurves, brownChart, heldoutChart], total.Elapsed);
+        return new QuickstartResult(outDir, rows, fromCache, reportPath, [heatMap, layerCurves, lossCurves, validationCurves, brownChart, heldoutChart], total.Elapsed);
     }
 
     private sealed record DataSet(
@@ -317,7 +329,7 @@ public static class QuickstartPipeline
 
     private static double LastValidation(TrainingResult run) => run.Evaluations.Count == 0 ? double.NaN : run.Evaluations[^1].ValidationLoss;
 
-    private static async Task<(IReadOnlyList<StepRecord> History, double ValidationLoss, bool FromCache)> EnsureTeacherAsync(
+    private static async Task<(IReadOnlyList<StepRecord> History, IReadOnlyList<EvalRecord> Evaluations, bool FromCache)> EnsureTeacherAsync(
         QuickstartOptions options, LlamaConfig config, TrainingOptions training, DataSet data, string teacherDir, StepLog log, CancellationToken cancellationToken)
     {
         // The cache is valid only for the same architecture, vocabulary and training budget.
@@ -332,7 +344,8 @@ public static class QuickstartPipeline
                 StepRecord[] history = manifest["history"].Deserialize<StepRecord[]>() ?? [];
                 log.Info($"using the cached teacher in {teacherDir} (trained in {(double?)manifest["train_seconds"]:F0} s; --fresh retrains it)");
                 log.Done();
-                return (history, (double?)manifest["validation_loss"] ?? double.NaN, true);
+                EvalRecord[] evaluations = manifest["evaluations"].Deserialize<EvalRecord[]>() ?? [];
+                return (history, evaluations, true);
             }
 
             log.Info($"the cached teacher in {teacherDir} was trained with other settings; retraining");
@@ -348,13 +361,13 @@ public static class QuickstartPipeline
         {
             ["fingerprint"] = fingerprint,
             ["train_seconds"] = watch.Elapsed.TotalSeconds,
-            ["validation_loss"] = LastValidation(result),
+            ["evaluations"] = JsonSerializer.SerializeToNode(result.Evaluations),
             ["history"] = JsonSerializer.SerializeToNode(result.History),
         };
         AtomicFile.WriteAllText(manifestPath, record.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
         log.Info($"saved the teacher to {teacherDir}");
         log.Done();
-        return (result.History, LastValidation(result), false);
+        return (result.History, result.Evaluations, false);
     }
 
     private static async Task<TrainingResult> TrainAsync(
@@ -381,15 +394,15 @@ public static class QuickstartPipeline
         return result;
     }
 
-    private static TrainingOptions TrainingFor(QuickstartSizes sizes, long tokens, double learningRate, string outputDir) => new()
+    private static TrainingOptions TrainingFor(QuickstartSizes sizes, long tokens, int batchSize, double learningRate, string outputDir) => new()
     {
         LearningRate = learningRate,
         MinLearningRate = learningRate / 10,
         WarmupFraction = 0.05,
-        BatchSize = sizes.BatchSize,
+        BatchSize = batchSize,
         SeqLen = sizes.SeqLen,
         Tokens = tokens,
-        EvalEvery = (int)Math.Max(1, tokens / ((long)sizes.BatchSize * sizes.SeqLen) / 4),
+        EvalEvery = (int)Math.Max(1, tokens / ((long)batchSize * sizes.SeqLen) / 4),
         EvalBatches = 4,
         Seed = Seed,
         OutputDir = outputDir,
@@ -425,8 +438,11 @@ public static class QuickstartPipeline
         return text.ToString();
     }
 
-    private static LineSeries Curve(string label, IReadOnlyList<StepRecord> history, long tokensPerStep) =>
-        new(label, [.. history.Select(s => (double)(s.Step * tokensPerStep))], [.. history.Select(s => s.Loss)]);
+    private static LineSeries Curve(string label, IEnumerable<(long Step, double Loss)> points, long tokensPerStep)
+    {
+        (long Step, double Loss)[] all = [.. points];
+        return new(label, [.. all.Select(p => (double)(p.Step * tokensPerStep))], [.. all.Select(p => p.Loss)]);
+    }
 
     private static string Fingerprint(LlamaConfig config, TrainingOptions training, VocabularyMap map)
     {
