@@ -1,0 +1,482 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Security.Cryptography;
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Microsoft.ML.Tokenizers;
+using TorchSharp;
+using ModelSurgery.Inference.Configuration;
+using ModelSurgery.Inference.Evaluation;
+using ModelSurgery.Inference.Generation;
+using ModelSurgery.Inference.IO;
+using ModelSurgery.Inference.Modeling;
+using ModelSurgery.Inference.Reporting;
+using ModelSurgery.Inference.Tokenization;
+using ModelSurgery.Surgery.Building;
+using ModelSurgery.Surgery.Planning;
+using ModelSurgery.Surgery.Scoring;
+using ModelSurgery.Surgery.Vocabulary;
+using ModelSurgery.Training;
+using ModelSurgery.Training.Data;
+using ModelSurgery.Training.Distillation;
+
+namespace ModelSurgery.Quickstart;
+
+/// <summary>One model's row of the quickstart's results.</summary>
+/// <param name="Name">teacher, inherited or random.</param>
+/// <param name="Parameters">All parameters.</param>
+/// <param name="NonEmbeddingParameters">Parameters outside the embedding and head.</param>
+/// <param name="BrownBitsPerByte">Bits per byte on held-out Brown documents.</param>
+/// <param name="BrownPerplexity">Token perplexity on held-out Brown documents.</param>
+/// <param name="HeldoutBitsPerByte">Bits per byte on heldout.jsonl (other sources than Brown).</param>
+/// <param name="HeldoutPerplexity">Token perplexity on heldout.jsonl.</param>
+/// <param name="ValidationLoss">Cross-entropy on the held-out Brown windows at the end of training.</param>
+/// <param name="Sample">Text generated from the sample prompt.</param>
+public sealed record QuickstartModelResult(
+    string Name, long Parameters, long NonEmbeddingParameters, double BrownBitsPerByte, double BrownPerplexity,
+    double HeldoutBitsPerByte, double HeldoutPerplexity, double ValidationLoss, string Sample);
+
+/// <summary>What a quickstart run produced.</summary>
+/// <param name="OutputDir">The output folder.</param>
+/// <param name="Models">Teacher, inherited student, random student.</param>
+/// <param name="TeacherFromCache">Whether the teacher was loaded from the cache instead of trained.</param>
+/// <param name="ReportPath">The Markdown comparison table.</param>
+/// <param name="Charts">Every PNG written.</param>
+/// <param name="Elapsed">Wall time of the run.</param>
+public sealed record QuickstartResult(
+    string OutputDir, IReadOnlyList<QuickstartModelResult> Models, bool TeacherFromCache, string ReportPath, IReadOnlyList<string> Charts, TimeSpan Elapsed)
+{
+    /// <summary>The row of <paramref name="name"/>.</summary>
+    public QuickstartModelResult this[string name] => Models.First(m => m.Name == name);
+}
+
+/// <summary>
+/// The quickstart: compress GPT-2's vocabulary to Brown, train (or load) a small teacher, score it, cut a student a quarter
+/// of its size, distil it and compare it with a randomly initialised student of the same shape.
+/// </summary>
+public static class QuickstartPipeline
+{
+    /// <summary>Name of the teacher's model row.</summary>
+    public const string TeacherName = "teacher";
+
+    /// <summary>Name of the inherited (and distilled) student's row.</summary>
+    public const string InheritedName = "inherited";
+
+    /// <summary>Name of the randomly initialised student's row.</summary>
+    public const string RandomName = "random";
+
+    /// <summary>File in the teacher folder that says what the cached teacher was trained with.</summary>
+    public const string TeacherManifestFileName = "quickstart-teacher.json";
+
+    private const string BrownTask = "brown_heldout";
+    private const string HeldoutTask = "heldout_jsonl";
+    private const string SamplePrompt = "The jury said that";
+    private const ulong Seed = 1234;
+
+    /// <summary>Runs every step, printing headers, timings and the final table to <paramref name="output"/>.</summary>
+    /// <exception cref="FileNotFoundException">brown.jsonl or heldout.jsonl is missing from the data folder.</exception>
+    public static async Task<QuickstartResult> RunAsync(QuickstartOptions options, TextWriter output, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentNullException.ThrowIfNull(output);
+        var total = Stopwatch.StartNew();
+        QuickstartSizes sizes = options.Sizes;
+        if (options.Threads is int threads)
+        {
+            torch.set_num_threads(threads);
+        }
+
+        string outDir = Path.GetFullPath(options.ResolvedOutputDir);
+        string dataOut = Path.Combine(outDir, "data");
+        Directory.CreateDirectory(dataOut);
+        var log = new StepLog(output);
+        output.WriteLine($"ModelSurgery quickstart ({(options.Fast ? "fast" : "full")} sizes) -> {outDir}");
+
+        // 1. Data --------------------------------------------------------------------------------------------------
+        log.Step("1. Data: Brown Corpus, GPT-2 tokenizer, vocabulary compression");
+        DataSet data = await PrepareDataAsync(options, sizes, dataOut, log, cancellationToken).ConfigureAwait(false);
+        using TokenFile tokens = data.Tokens;
+
+        // 2. Teacher -----------------------------------------------------------------------------------------------
+        log.Step("2. Teacher: a small Llama trained from scratch on Brown");
+        LlamaConfig teacherConfig = new()
+        {
+            VocabSize = data.Map.NewVocabSize,
+            HiddenSize = sizes.TeacherHidden,
+            IntermediateSize = sizes.TeacherFfn,
+            NumHiddenLayers = sizes.TeacherLayers,
+            NumAttentionHeads = sizes.TeacherHeads,
+            NumKeyValueHeads = sizes.TeacherKvHeads,
+            MaxPositionEmbeddings = sizes.SeqLen,
+            RmsNormEps = 1e-5,
+            TieWordEmbeddings = true,
+            BosTokenId = data.SeparatorId,
+            EosTokenIds = [data.SeparatorId],
+            TorchDtype = "float32",
+        };
+        string teacherDir = Path.GetFullPath(options.ResolvedTeacherDir);
+        TrainingOptions teacherTraining = TrainingFor(sizes, sizes.TeacherTokens, sizes.BatchSize, learningRate: 3e-3, Path.Combine(outDir, "runs", TeacherName));
+        (IReadOnlyList<StepRecord> teacherHistory, IReadOnlyList<EvalRecord> teacherEvaluations, bool fromCache) = await EnsureTeacherAsync(
+            options, teacherConfig, teacherTraining, data, teacherDir, log, cancellationToken).ConfigureAwait(false);
+
+        // 3. Surgery -----------------------------------------------------------------------------------------------
+        log.Step("3. Surgery: score the teacher, plan a quarter-size student, build it from the teacher's files");
+        var calibration = CalibrationData.FromTokenStream(data.TrainTokenSample, sizes.CalibrationSequences, sizes.SeqLen, seed: 7);
+        IReadOnlyList<ImportanceScores> scored = await ImportanceScorer.ScoreAsync(
+            teacherDir, calibration, new ScoringOptions { Metrics = [ScoringMetrics.Activation, ScoringMetrics.BlockInfluence], BatchSize = 8 },
+            cancellationToken: cancellationToken).ConfigureAwait(false);
+        ImportanceScores activation = scored[0];
+        ImportanceScores blockInfluence = scored[1];
+
+        // Widths by activation, layers by block influence: one score set for the plan builder.
+        ImportanceScores scores = activation with { Metric = "activation+block-influence", Layers = blockInfluence.Layers };
+        scores.Save(Path.Combine(outDir, "scores.json"));
+        string heatMap = Path.Combine(outDir, "scores-heads.png");
+        scores.DrawHeadHeatMap(heatMap);
+        string layerCurves = Path.Combine(outDir, "scores-layers.png");
+        scores.DrawLayerCurves(layerCurves);
+        log.Info($"scored {calibration.SequenceCount} x {calibration.SequenceLength} calibration tokens (activation, block influence)");
+        log.Info($"block influence per layer: {string.Join(" ", blockInfluence.Layers!.Select(v => v.ToString("F3", CultureInfo.InvariantCulture)))}");
+
+        var shape = new StudentShape(sizes.StudentLayers, sizes.StudentHidden, sizes.StudentFfn, sizes.StudentHeads, sizes.StudentKvHeads, teacherConfig.VocabSize);
+        SurgeryPlan plan = PlanBuilder.For(teacherConfig, scores)
+            .WithDescription("quickstart: layers by block influence, widths by activation")
+            .WithShape(shape, LayerSelection.TopScores)
+            .Build();
+        string planPath = Path.Combine(outDir, "plan.json");
+        plan.Save(planPath);
+        ParameterCount teacherCount = LlamaTensorLayout.CountParameters(teacherConfig);
+        ParameterCount studentCount = plan.ParameterCount;
+        log.Info($"teacher L{teacherConfig.NumHiddenLayers} D{teacherConfig.HiddenSize} H{teacherConfig.NumAttentionHeads}/KV{teacherConfig.NumKeyValueHeads} FFN{teacherConfig.IntermediateSize}: {Count(teacherCount.NonEmbedding)} non-embedding parameters");
+        log.Info($"student {shape}: {Count(studentCount.NonEmbedding)} non-embedding parameters ({(double)studentCount.NonEmbedding / teacherCount.NonEmbedding:P0} of the teacher)");
+        log.Info($"kept teacher layers {string.Join(", ", plan.Layers.Select(l => l.TeacherLayer))} (position prior would keep {string.Join(", ", PlanBuilder.PositionPriorLayers(teacherConfig.NumHiddenLayers, sizes.StudentLayers))})");
+        string inheritedDir = Path.Combine(outDir, "student-inherited");
+        StudentBuildResult built = await StudentBuilder.BuildAsync(teacherDir, plan, inheritedDir, cancellationToken: cancellationToken).ConfigureAwait(false);
+        log.Info($"built {inheritedDir} ({built.BytesRead / 1024} KiB read, {built.BytesWritten / 1024} KiB written); heat map {Path.GetFileName(heatMap)}");
+        log.Done();
+
+        // 4. Train -------------------------------------------------------------------------------------------------
+        log.Step($"4. Train both students on {Count(sizes.StudentTokens)} tokens: inherited + distilled vs random init + cross-entropy");
+        using LlamaForCausalLM teacher = ModelCheckpoint.Load(teacherDir);
+        teacher.eval();
+        using LlamaForCausalLM inherited = ModelCheckpoint.Load(inheritedDir);
+        var distillation = new DistillationObjective(teacher, new DistillationLoss(DistillationDivergence.ForwardKl, temperature: 1.0, alpha: 0.5));
+        TrainingResult inheritedRun = await TrainAsync(
+            inherited, TrainingFor(sizes, sizes.StudentTokens, sizes.StudentBatchSize, learningRate: 1e-3, Path.Combine(outDir, "runs", InheritedName)),
+            distillation, data, log, InheritedName, cancellationToken).ConfigureAwait(false);
+        await ModelCheckpoint.SaveAsync(inherited, inheritedDir, cancellationToken: cancellationToken).ConfigureAwait(false);
+
+        using var random = new LlamaForCausalLM(plan.Student);
+        random.InitializeWeights((long)Seed);
+        TrainingResult randomRun = await TrainAsync(
+            random, TrainingFor(sizes, sizes.StudentTokens, sizes.StudentBatchSize, learningRate: 1e-3, Path.Combine(outDir, "runs", RandomName)),
+            null, data, log, RandomName, cancellationToken).ConfigureAwait(false);
+        string randomDir = Path.Combine(outDir, "student-random");
+        await ModelCheckpoint.SaveAsync(random, randomDir, cancellationToken: cancellationToken).ConfigureAwait(false);
+
+        // Curves over tokens seen. The inherited student's training loss mixes cross-entropy and the KL term, so the
+        // comparable numbers are the validation cross-entropies on held-out Brown.
+        long studentTokensPerStep = (long)sizes.StudentBatchSize * sizes.SeqLen;
+        string lossCurves = Path.Combine(outDir, "loss-curves.png");
+        Charts.Lines(lossCurves, "Training loss on Brown", "tokens", "loss",
+        [
+            Curve("teacher (cross-entropy)", teacherHistory.Select(s => (s.Step, s.Loss)), teacherTraining.TokensPerStep),
+            Curve("inherited student (distillation: 0.5 CE + 0.5 KL)", inheritedRun.History.Select(s => (s.Step, s.Loss)), studentTokensPerStep),
+            Curve("random student (cross-entropy)", randomRun.History.Select(s => (s.Step, s.Loss)), studentTokensPerStep),
+        ]);
+        string validationCurves = Path.Combine(outDir, "validation-curves.png");
+        var validation = new List<LineSeries>();
+        if (teacherEvaluations.Count > 0)
+        {
+            validation.Add(Curve("teacher", teacherEvaluations.Select(e => (e.Step, e.ValidationLoss)), teacherTraining.TokensPerStep));
+        }
+
+        validation.Add(Curve("inherited student", inheritedRun.Evaluations.Select(e => (e.Step, e.ValidationLoss)), studentTokensPerStep));
+        validation.Add(Curve("random student", randomRun.Evaluations.Select(e => (e.Step, e.ValidationLoss)), studentTokensPerStep));
+        Charts.Lines(validationCurves, "Validation cross-entropy on held-out Brown", "tokens", "loss", validation);
+        log.Info($"loss curves {Path.GetFileName(lossCurves)}, {Path.GetFileName(validationCurves)}");
+        log.Done();
+
+        // 5. Evaluate ----------------------------------------------------------------------------------------------
+        log.Step("5. Evaluate: bits per byte and perplexity on held-out Brown and on heldout.jsonl");
+        IReadOnlyList<TaskSpec> tasks = [TaskSpec.Text(BrownTask, data.EvalBrownPath), TaskSpec.Text(HeldoutTask, data.EvalHeldoutPath)];
+        var evaluations = new List<ModelEvaluation>();
+        var rows = new List<QuickstartModelResult>();
+        foreach ((string name, LlamaForCausalLM model, double validationLoss) in new[]
+        {
+            (TeacherName, teacher, teacherEvaluations.Count == 0 ? double.NaN : teacherEvaluations[^1].ValidationLoss),
+            (InheritedName, inherited, LastValidation(inheritedRun)),
+            (RandomName, random, LastValidation(randomRun)),
+        })
+        {
+            var watch = Stopwatch.StartNew();
+            model.eval();
+            ModelEvaluation evaluation = await Evaluator.EvaluateAsync(
+                model, data.Tokenizer, tasks,
+                new EvaluationOptions { ModelName = name, MaxLength = sizes.SeqLen, BatchSize = 8, PrefixTokenId = data.SeparatorId },
+                cancellationToken: cancellationToken).ConfigureAwait(false);
+            evaluations.Add(evaluation);
+            string sample = await GenerateAsync(model, data.Tokenizer, sizes.SampleTokens, cancellationToken).ConfigureAwait(false);
+            ParameterCount count = LlamaTensorLayout.CountParameters(model.Config);
+            rows.Add(new QuickstartModelResult(
+                name, count.Total, count.NonEmbedding,
+                evaluation[BrownTask]!.Metrics[MetricNames.BitsPerByte].Value, evaluation[BrownTask]!.Metrics[MetricNames.TokenPerplexity].Value,
+                evaluation[HeldoutTask]!.Metrics[MetricNames.BitsPerByte].Value, evaluation[HeldoutTask]!.Metrics[MetricNames.TokenPerplexity].Value,
+                validationLoss, sample));
+            log.Info($"{name,-9} brown {rows[^1].BrownBitsPerByte:F3} bpb, heldout {rows[^1].HeldoutBitsPerByte:F3} bpb ({watch.Elapsed.TotalSeconds:F1} s)");
+        }
+
+        var report = new EvaluationReport(evaluations, TeacherName);
+        string reportPath = Path.Combine(outDir, "report.md");
+        string summary = Summary(rows, data, sizes, fromCache);
+        AtomicFile.WriteAllText(reportPath, summary + "\n## Evaluation (EvaluationReport)\n\n" + report.ToMarkdown());
+        report.WriteJson(Path.Combine(outDir, "report.json"));
+        string brownChart = Path.Combine(outDir, "comparison-brown.png");
+        report.WriteBarChart(brownChart, BrownTask, MetricNames.BitsPerByte);
+        string heldoutChart = Path.Combine(outDir, "comparison-heldout.png");
+        report.WriteBarChart(heldoutChart, HeldoutTask, MetricNames.BitsPerByte);
+        log.Done();
+
+        output.WriteLine();
+        output.WriteLine(summary);
+        output.WriteLine("Samples (prompt: \"" + SamplePrompt + "\"):");
+        foreach (QuickstartModelResult row in rows)
+        {
+            output.WriteLine($"  {row.Name,-9} {SamplePrompt}{row.Sample.ReplaceLineEndings(" ")}");
+        }
+
+        output.WriteLine();
+        output.WriteLine($"Wrote {reportPath}, charts and checkpoints under {outDir}");
+        output.WriteLine($"Total {total.Elapsed.TotalSeconds:F1} s{(fromCache ? " (teacher from cache; --fresh retrains it)" : string.Empty)}");
+        return new QuickstartResult(outDir, rows, fromCache, reportPath, [heatMap, layerCurves, lossCurves, validationCurves, brownChart, heldoutChart], total.Elapsed);
+    }
+
+    private sealed record DataSet(
+        Tokenizer Tokenizer, VocabularyMap Map, int SeparatorId, TokenFile Tokens, IReadOnlyList<long> TrainWindows, IReadOnlyList<long> ValidationWindows,
+        int[] TrainTokenSample, string EvalBrownPath, string EvalHeldoutPath);
+
+    private static async Task<DataSet> PrepareDataAsync(QuickstartOptions options, QuickstartSizes sizes, string dataOut, StepLog log, CancellationToken cancellationToken)
+    {
+        string dataDir = options.ResolvedDataDir;
+        string brown = Path.Combine(dataDir, "brown.jsonl");
+        string heldout = Path.Combine(dataDir, "heldout.jsonl");
+        foreach (string input in new[] { brown, heldout })
+        {
+            if (!File.Exists(input))
+            {
+                throw new FileNotFoundException($"{input}: sample text not found; pass --data with the folder holding brown.jsonl and heldout.jsonl.", input);
+            }
+        }
+
+        // Every tenth Brown document is held out: the trainer validates on it and the evaluation reads it as text.
+        string[] lines = [.. File.ReadLines(brown).Where(l => !string.IsNullOrWhiteSpace(l)).Take(sizes.BrownDocuments ?? int.MaxValue)];
+        string trainPath = Path.Combine(dataOut, "brown-train.jsonl");
+        string validPath = Path.Combine(dataOut, "brown-valid.jsonl");
+        string[] valid = [.. lines.Where((_, i) => i % 10 == 9)];
+        AtomicFile.WriteAllText(trainPath, string.Join('\n', lines.Where((_, i) => i % 10 != 9)) + "\n");
+        AtomicFile.WriteAllText(validPath, string.Join('\n', valid) + "\n");
+        string evalBrown = Path.Combine(dataOut, "eval-brown.jsonl");
+        string evalHeldout = Path.Combine(dataOut, "eval-heldout.jsonl");
+        AtomicFile.WriteAllText(evalBrown, string.Join('\n', valid.Take(sizes.EvalBrownDocuments)) + "\n");
+        AtomicFile.WriteAllText(evalHeldout, string.Join('\n', File.ReadLines(heldout).Where(l => !string.IsNullOrWhiteSpace(l)).Take(sizes.EvalHeldoutDocuments)) + "\n");
+        log.Info($"{lines.Length - valid.Length} Brown documents for training, {valid.Length} held out; evaluating {sizes.EvalBrownDocuments} of them and {sizes.EvalHeldoutDocuments} heldout.jsonl documents");
+
+        Tokenizer gpt2 = TokenizerFiles.Load("gpt2");
+        VocabularyStatistics statistics = await TokenFrequencyCounter.ComputeAsync(
+            gpt2, [trainPath], "text", new CountingOptions { TokenizerName = "gpt2", VocabSize = 50257 }, cancellationToken: cancellationToken).ConfigureAwait(false);
+        statistics.Save(Path.Combine(dataOut, "gpt2-brown-stats.json"));
+        statistics.SaveCoverageChart(Path.Combine(dataOut, "vocabulary-coverage.png"));
+        log.Info($"GPT-2 tokens in Brown (train): {Count(statistics.TotalTokens)} ({statistics.DistinctTokensSeen} distinct of {statistics.VocabSize}); {statistics.SizeForCoverage(0.98)} tokens cover 98%");
+
+        CompressionResult compressed = await VocabularyCompressor.CompressAsync(
+            "gpt2", statistics, CompressionTarget.Keep(sizes.VocabSize), Path.Combine(dataOut, "tokenizer"), cancellationToken: cancellationToken).ConfigureAwait(false);
+        log.Info($"vocabulary {compressed.Map.OldVocabSize} -> {compressed.Map.NewVocabSize} tokens, covering {compressed.Selection.Coverage:P2} of Brown's tokens ({compressed.TokenizerPath})");
+
+        Tokenizer tokenizer = TokenizerFiles.Load(compressed.TokenizerPath);
+        int separator = compressed.Map.NewId(50256) ?? throw new InvalidDataException($"{compressed.MapPath}: <|endoftext|> (GPT-2 id 50256) was not kept.");
+
+        // Train documents first, then the held-out ones, in one token file; the held-out part is tokenized alone too to find where it starts.
+        var tokenizeOptions = new TokenizeOptions(compressed.Map.NewVocabSize, separator);
+        string tokensPath = Path.Combine(dataOut, "brown.tokens");
+        TokenizeResult all = await Tokenization.TokenizeAsync(tokenizer, [trainPath, validPath], tokensPath, tokenizeOptions, cancellationToken: cancellationToken).ConfigureAwait(false);
+        TokenizeResult heldPart = await Tokenization.TokenizeAsync(tokenizer, [validPath], Path.Combine(dataOut, "brown-valid.tokens"), tokenizeOptions, cancellationToken: cancellationToken).ConfigureAwait(false);
+        long boundary = all.Tokens - heldPart.Tokens;
+        int seqLen = sizes.SeqLen;
+        long windows = TokenWindows.Count(all.Tokens, seqLen);
+        var train = new List<long>();
+        var validation = new List<long>();
+        for (long w = 0; w < windows; w++)
+        {
+            long start = TokenWindows.Start(w, seqLen);
+            if (start + seqLen + 1 <= boundary)
+            {
+                train.Add(w);
+            }
+            else if (start >= boundary)
+            {
+                validation.Add(w);
+            }
+        }
+
+        var file = TokenFile.Open(tokensPath);
+        int sampleLength = (int)Math.Min(boundary, (long)sizes.CalibrationSequences * seqLen * 8);
+        int[] sample = [.. file.Read(0, sampleLength).Select(t => (int)t)];
+        log.Info($"{Count(all.Tokens)} tokens with the compressed tokenizer: {train.Count} training and {validation.Count} validation windows of {seqLen}");
+        log.Done();
+        return new DataSet(tokenizer, compressed.Map, separator, file, train, validation, sample, evalBrown, evalHeldout);
+    }
+
+    private static double LastValidation(TrainingResult run) => run.Evaluations.Count == 0 ? double.NaN : run.Evaluations[^1].ValidationLoss;
+
+    private static async Task<(IReadOnlyList<StepRecord> History, IReadOnlyList<EvalRecord> Evaluations, bool FromCache)> EnsureTeacherAsync(
+        QuickstartOptions options, LlamaConfig config, TrainingOptions training, DataSet data, string teacherDir, StepLog log, CancellationToken cancellationToken)
+    {
+        // The cache is valid only for the same architecture, vocabulary and training budget.
+        string fingerprint = Fingerprint(config, training, data.Map);
+        string manifestPath = Path.Combine(teacherDir, TeacherManifestFileName);
+        if (!options.Fresh && File.Exists(manifestPath) && File.Exists(Path.Combine(teacherDir, "config.json")))
+        {
+            JsonNode manifest = JsonNode.Parse(File.ReadAllText(manifestPath))
+                ?? throw new InvalidDataException($"{manifestPath}: empty manifest.");
+            if ((string?)manifest["fingerprint"] == fingerprint)
+            {
+                StepRecord[] history = manifest["history"].Deserialize<StepRecord[]>() ?? [];
+                log.Info($"using the cached teacher in {teacherDir} (trained in {(double?)manifest["train_seconds"]:F0} s; --fresh retrains it)");
+                log.Done();
+                EvalRecord[] evaluations = manifest["evaluations"].Deserialize<EvalRecord[]>() ?? [];
+                return (history, evaluations, true);
+            }
+
+            log.Info($"the cached teacher in {teacherDir} was trained with other settings; retraining");
+        }
+
+        using var model = new LlamaForCausalLM(config);
+        model.InitializeWeights((long)Seed);
+        log.Info($"{Count(LlamaTensorLayout.CountParameters(config).Total)} parameters, {Count(training.Tokens ?? 0)} tokens in {training.TotalSteps()} steps of {training.BatchSize} x {training.SeqLen}");
+        var watch = Stopwatch.StartNew();
+        TrainingResult result = await TrainAsync(model, training, null, data, log, TeacherName, cancellationToken).ConfigureAwait(false);
+        await ModelCheckpoint.SaveAsync(model, teacherDir, cancellationToken: cancellationToken).ConfigureAwait(false);
+        var record = new JsonObject
+        {
+            ["fingerprint"] = fingerprint,
+            ["train_seconds"] = watch.Elapsed.TotalSeconds,
+            ["evaluations"] = JsonSerializer.SerializeToNode(result.Evaluations),
+            ["history"] = JsonSerializer.SerializeToNode(result.History),
+        };
+        AtomicFile.WriteAllText(manifestPath, record.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+        log.Info($"saved the teacher to {teacherDir}");
+        log.Done();
+        return (result.History, result.Evaluations, false);
+    }
+
+    private static async Task<TrainingResult> TrainAsync(
+        LlamaForCausalLM model, TrainingOptions training, ITrainingObjective? objective, DataSet data, StepLog log, string name, CancellationToken cancellationToken)
+    {
+        model.train();
+        var trainer = new Trainer(model, training, objective);
+        long total = training.TotalSteps();
+        long every = Math.Max(1, total / 8);
+        var progress = new SyncProgress<TrainingProgress>(p =>
+        {
+            if (p.Step % every == 0 || p.Step == total)
+            {
+                string validation = p.ValidationLoss is double v ? $", validation {v:F3}" : string.Empty;
+                log.Info($"{name} step {p.Step}/{p.TotalSteps}: loss {p.Loss:F3}{validation}, {p.TokensPerSecond:F0} tokens/s");
+            }
+        });
+        var watch = Stopwatch.StartNew();
+        TrainingResult result = await trainer.TrainAsync(
+            new TrainingData(data.Tokens, data.TrainWindows, data.ValidationWindows), progress, cancellationToken: cancellationToken).ConfigureAwait(false);
+        model.eval();
+        string best = result.BestValidationLoss is double b ? $", best validation loss {b:F3}" : string.Empty;
+        log.Info($"{name}: {result.Steps} steps in {watch.Elapsed.TotalSeconds:F1} s, final loss {result.FinalLoss:F3}{best}");
+        return result;
+    }
+
+    private static TrainingOptions TrainingFor(QuickstartSizes sizes, long tokens, int batchSize, double learningRate, string outputDir) => new()
+    {
+        LearningRate = learningRate,
+        MinLearningRate = learningRate / 10,
+        WarmupFraction = 0.05,
+        BatchSize = batchSize,
+        SeqLen = sizes.SeqLen,
+        Tokens = tokens,
+        EvalEvery = (int)Math.Max(1, tokens / ((long)batchSize * sizes.SeqLen) / 4),
+        EvalBatches = 4,
+        Seed = Seed,
+        OutputDir = outputDir,
+        CheckpointEvery = int.MaxValue,
+    };
+
+    private static async Task<string> GenerateAsync(LlamaForCausalLM model, Tokenizer tokenizer, int maxNewTokens, CancellationToken cancellationToken)
+    {
+        int[] prompt = [.. tokenizer.EncodeToIds(SamplePrompt)];
+        var generated = new List<int>();
+        var generation = new GenerationOptions { MaxNewTokens = maxNewTokens, Temperature = 0.8, TopK = 40, Seed = 7 };
+        await foreach (int id in TextGenerator.GenerateAsync(model, prompt, generation, cancellationToken).ConfigureAwait(false))
+        {
+            generated.Add(id);
+        }
+
+        return tokenizer.Decode(generated) ?? string.Empty;
+    }
+
+    private static string Summary(IReadOnlyList<QuickstartModelResult> rows, DataSet data, QuickstartSizes sizes, bool fromCache)
+    {
+        var text = new StringBuilder();
+        text.AppendLine(CultureInfo.InvariantCulture, $"## Quickstart results (vocabulary {data.Map.NewVocabSize}, context {sizes.SeqLen}; students trained on {Count(sizes.StudentTokens)} tokens each; teacher {(fromCache ? "cached" : "trained")} on {Count(sizes.TeacherTokens)})");
+        text.AppendLine();
+        text.AppendLine("| Model | Parameters | Non-embedding | Brown held-out bpb | Brown ppl | heldout.jsonl bpb | heldout.jsonl ppl | Validation loss |");
+        text.AppendLine("|---|---:|---:|---:|---:|---:|---:|---:|");
+        foreach (QuickstartModelResult r in rows)
+        {
+            text.AppendLine(CultureInfo.InvariantCulture,
+                $"| {r.Name} | {Count(r.Parameters)} | {Count(r.NonEmbeddingParameters)} | {r.BrownBitsPerByte:F3} | {r.BrownPerplexity:F1} | {r.HeldoutBitsPerByte:F3} | {r.HeldoutPerplexity:F1} | {r.ValidationLoss:F3} |");
+        }
+
+        return text.ToString();
+    }
+
+    private static LineSeries Curve(string label, IEnumerable<(long Step, double Loss)> points, long tokensPerStep)
+    {
+        (long Step, double Loss)[] all = [.. points];
+        return new(label, [.. all.Select(p => (double)(p.Step * tokensPerStep))], [.. all.Select(p => p.Loss)]);
+    }
+
+    private static string Fingerprint(LlamaConfig config, TrainingOptions training, VocabularyMap map)
+    {
+        string text = string.Join('\n', config.ToJson(), training with { OutputDir = string.Empty }, map.ToJson());
+        return Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(text)));
+    }
+
+    private static string Count(long n) => n switch
+    {
+        >= 1_000_000 => (n / 1e6).ToString("F2", CultureInfo.InvariantCulture) + "M",
+        >= 1_000 => (n / 1e3).ToString("F1", CultureInfo.InvariantCulture) + "K",
+        _ => n.ToString(CultureInfo.InvariantCulture),
+    };
+
+    /// <summary>Reports on the caller's thread (unlike <see cref="Progress{T}"/>), so lines come out in order.</summary>
+    private sealed class SyncProgress<T>(Action<T> report) : IProgress<T>
+    {
+        public void Report(T value) => report(value);
+    }
+
+    /// <summary>Step headers with their wall time.</summary>
+    private sealed class StepLog(TextWriter output)
+    {
+        private readonly Stopwatch _step = new();
+
+        public void Step(string title)
+        {
+            output.WriteLine();
+            output.WriteLine($"== {title}");
+            _step.Restart();
+        }
+
+        public void Info(string line) => output.WriteLine($"   [{_step.Elapsed.TotalSeconds,6:F1} s] {line}");
+
+        public void Done() => output.WriteLine($"   done in {_step.Elapsed.TotalSeconds:F1} s");
+    }
+}
