@@ -74,6 +74,10 @@ public static class PipelineExtensions
         var tokenizer = TokenizerFiles.Load(directory);
         using LlamaForCausalLM model = ModelCheckpoint.Load(directory, logger: logger);
         options ??= new EvaluationOptions { ModelName = Path.GetFileName(Path.TrimEndingDirectorySeparator(directory)), MaxLength = model.Config.MaxPositionEmbeddings };
+
+        // Text tasks predict the first token from a BOS/EOS prefix: use the model's own when none was set.
+        int? prefix = model.Config.BosTokenId ?? (model.Config.EosTokenIds.Count > 0 ? model.Config.EosTokenIds[0] : null);
+        options = options with { PrefixTokenId = options.PrefixTokenId ?? prefix };
         return await Evaluator.EvaluateAsync(model, tokenizer, tasks, options, progress, logger, cancellationToken).ConfigureAwait(false);
     }
 }
