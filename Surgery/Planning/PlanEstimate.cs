@@ -1,4 +1,5 @@
 using System.Globalization;
+using ModelSurgery.Inference.Checkpoints;
 using ModelSurgery.Inference.Configuration;
 
 namespace ModelSurgery.Surgery.Planning;
@@ -81,26 +82,9 @@ public sealed record PlanEstimate(
 
     /// <summary>A human-readable summary: read, write and peak sizes.</summary>
     public string Summary() => string.Create(CultureInfo.InvariantCulture,
-        $"reads {FormatBytes(BytesToRead)} of the teacher's {FormatBytes(TeacherBytes)} ({(TeacherBytes == 0 ? 0 : 100.0 * BytesToRead / TeacherBytes):0.0}%), "
-        + $"writes {FormatBytes(BytesToWrite)} ({StudentParameters:N0} parameters at {StudentBytesPerElement} bytes), "
-        + $"peak memory about {FormatBytes(PeakBytes)} (largest tensor {LargestTensor}, plus {FormatBytes(IoBufferBytes)} of I/O buffer).");
-
-    /// <summary>Bytes as B, KiB, MiB, GiB or TiB with two decimals.</summary>
-    public static string FormatBytes(long bytes)
-    {
-        string[] units = ["B", "KiB", "MiB", "GiB", "TiB"];
-        double value = bytes;
-        int unit = 0;
-        while (Math.Abs(value) >= 1024 && unit < units.Length - 1)
-        {
-            value /= 1024;
-            unit++;
-        }
-
-        return unit == 0
-            ? string.Create(CultureInfo.InvariantCulture, $"{bytes} B")
-            : string.Create(CultureInfo.InvariantCulture, $"{value:0.00} {units[unit]}");
-    }
+        $"reads {ByteSize.Format(BytesToRead)} of the teacher's {ByteSize.Format(TeacherBytes)} ({(TeacherBytes == 0 ? 0 : 100.0 * BytesToRead / TeacherBytes):0.0}%), "
+        + $"writes {ByteSize.Format(BytesToWrite)} ({StudentParameters:N0} parameters at {StudentBytesPerElement} bytes), "
+        + $"peak memory about {ByteSize.Format(PeakBytes)} (largest tensor {LargestTensor}, plus {ByteSize.Format(IoBufferBytes)} of I/O buffer).");
 }
 
 /// <summary>Refuses to start a build whose estimated peak memory exceeds what the process may use.</summary>
@@ -121,8 +105,8 @@ public static class MemoryGuard
         if (estimate.PeakBytes > available && !allowOverride)
         {
             throw new InvalidOperationException(string.Create(CultureInfo.InvariantCulture,
-                $"The build needs about {PlanEstimate.FormatBytes(estimate.PeakBytes)} ({estimate.PeakBytes:N0} bytes, largest tensor {estimate.LargestTensor}) "
-                + $"but only {PlanEstimate.FormatBytes(available)} ({available:N0} bytes) is available; free memory, use a smaller student dtype, or set the override flag to proceed anyway."));
+                $"The build needs about {ByteSize.Format(estimate.PeakBytes)} ({estimate.PeakBytes:N0} bytes, largest tensor {estimate.LargestTensor}) "
+                + $"but only {ByteSize.Format(available)} ({available:N0} bytes) is available; free memory, use a smaller student dtype, or set the override flag to proceed anyway."));
         }
     }
 }

@@ -54,7 +54,7 @@ public sealed class PlanEstimateTests
         PlanEstimate estimate = PlanEstimate.For(plan, ioBufferBytes: 0);
         Assert.That((estimate.TeacherBytesPerElement, estimate.StudentBytesPerElement, estimate.BytesToWrite), Is.EqualTo((2, 2, 160)));
         Assert.That(Assert.Throws<ArgumentException>(() => PlanEstimate.For(plan, "int3"))!.Message, Does.Contain("'int3'"));
-        Assert.That(PlanEstimate.FormatBytes(3L << 30), Is.EqualTo("3.00 GiB"));
+        Assert.That(ModelSurgery.Inference.Checkpoints.ByteSize.Format(3L << 30), Is.EqualTo("3.00 GiB"));
     }
 
     [Test]

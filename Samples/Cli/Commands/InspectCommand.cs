@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Globalization;
+using ModelSurgery.Inference.Checkpoints;
 using ModelSurgery.Inference.Configuration;
 using ModelSurgery.Inference.Inspection;
 
@@ -48,12 +49,12 @@ internal static class InspectCommand
             w.WriteLine("  storage");
             foreach (DTypeUsage d in inspection.DTypes)
             {
-                w.WriteLine($"    {d.DType,-14}{d.Tensors,6} tensors {FormatBytes(d.Bytes),12}");
+                w.WriteLine($"    {d.DType,-14}{d.Tensors,6} tensors {ByteSize.Format(d.Bytes),12}");
             }
 
             foreach (ShardUsage s in inspection.Shards)
             {
-                w.WriteLine($"    {s.File,-40}{s.Tensors,6} tensors {FormatBytes(s.Bytes),12}");
+                w.WriteLine($"    {s.File,-40}{s.Tensors,6} tensors {ByteSize.Format(s.Bytes),12}");
             }
         }
 
@@ -66,12 +67,4 @@ internal static class InspectCommand
 
         void Row(string name, long count) => w.WriteLine($"    {name,-14}{count,16:N0}  {(p.Total == 0 ? 0 : (double)count / p.Total),7:P2}");
     }
-
-    internal static string FormatBytes(long bytes) => bytes switch
-    {
-        >= 1L << 30 => string.Create(CultureInfo.InvariantCulture, $"{bytes / (double)(1L << 30):F2} GiB"),
-        >= 1L << 20 => string.Create(CultureInfo.InvariantCulture, $"{bytes / (double)(1L << 20):F2} MiB"),
-        >= 1L << 10 => string.Create(CultureInfo.InvariantCulture, $"{bytes / (double)(1L << 10):F2} KiB"),
-        _ => string.Create(CultureInfo.InvariantCulture, $"{bytes} B"),
-    };
 }
