@@ -29,10 +29,7 @@ public static class GenerationConfigFile
             root["pad_token_id"] = pad;
         }
 
-        string path = Path.Combine(directory, FileName);
-        string temp = path + ".tmp";
-        File.WriteAllText(temp, root.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
-        File.Move(temp, path, overwrite: true);
+        IO.AtomicFile.WriteAllText(Path.Combine(directory, FileName), root.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
     }
 
     /// <summary>Reads the file in <paramref name="directory"/>, or null when there is none.</summary>

@@ -284,12 +284,7 @@ public sealed record LlamaConfig
     }
 
     /// <summary>Writes <c>config.json</c> atomically (temp file, then rename).</summary>
-    public void Save(string path)
-    {
-        string temp = path + ".tmp";
-        File.WriteAllText(temp, ToJson());
-        File.Move(temp, path, overwrite: true);
-    }
+    public void Save(string path) => IO.AtomicFile.WriteAllText(path, ToJson());
 
     private static RopeScaling? ParseRopeScaling(JsonNode? node, string source)
     {

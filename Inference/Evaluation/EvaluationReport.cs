@@ -90,11 +90,11 @@ public sealed class EvaluationReport
 
     /// <summary>Writes <see cref="ToMarkdown"/> atomically.</summary>
     /// <param name="path">Output path.</param>
-    public void WriteMarkdown(string path) => WriteAtomically(path, ToMarkdown());
+    public void WriteMarkdown(string path) => IO.AtomicFile.WriteAllText(path, ToMarkdown());
 
     /// <summary>Writes <see cref="ToJson"/> atomically.</summary>
     /// <param name="path">Output path.</param>
-    public void WriteJson(string path) => WriteAtomically(path, ToJson());
+    public void WriteJson(string path) => IO.AtomicFile.WriteAllText(path, ToJson());
 
     /// <summary>Writes a PNG bar chart of one task metric over the models, with standard errors as error bars.</summary>
     /// <param name="path">Output PNG path.</param>
@@ -148,20 +148,4 @@ public sealed class EvaluationReport
         >= 1_000 => (count / 1e3).ToString("F1", CultureInfo.InvariantCulture) + "K",
         _ => count.ToString(CultureInfo.InvariantCulture),
     };
-
-    private static void WriteAtomically(string path, string text)
-    {
-        string directory = Path.GetDirectoryName(Path.GetFullPath(path))!;
-        Directory.CreateDirectory(directory);
-        string temp = Path.Combine(directory, $".{Path.GetFileName(path)}.{Guid.NewGuid():N}.tmp");
-        try
-        {
-            File.WriteAllText(temp, text, new UTF8Encoding(false));
-            File.Move(temp, path, overwrite: true);
-        }
-        finally
-        {
-            File.Delete(temp);
-        }
-    }
 }

@@ -28,6 +28,27 @@ public static class AtomicFile
         }
     }
 
+    /// <summary>Copies <paramref name="source"/> to <paramref name="destination"/> atomically: no reader ever sees a half-copied file.</summary>
+    public static void Copy(string source, string destination)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(source);
+        ArgumentException.ThrowIfNullOrWhiteSpace(destination);
+        string full = Path.GetFullPath(destination);
+        string temp = Path.Combine(Path.GetDirectoryName(full)!, $".{Path.GetFileName(full)}.{Guid.NewGuid():N}.tmp");
+        try
+        {
+            File.Copy(source, temp);
+            File.Move(temp, full, overwrite: true);
+        }
+        finally
+        {
+            if (File.Exists(temp))
+            {
+                File.Delete(temp);
+            }
+        }
+    }
+
     /// <summary>Writes <paramref name="text"/> as UTF-8 (no byte order mark) to <paramref name="path"/> atomically.</summary>
     public static void WriteAllText(string path, string text)
     {

@@ -3,6 +3,7 @@ using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using ModelSurgery.Inference.Checkpoints;
 using ModelSurgery.Inference.Configuration;
+using ModelSurgery.Inference.IO;
 using ModelSurgery.Surgery.Planning;
 using TorchSharp;
 
@@ -236,7 +237,7 @@ public static partial class StudentBuilder
                 : [tokenizer];
             foreach (string file in files)
             {
-                CopyAtomically(file, Path.Combine(outputDirectory, Path.GetFileName(file)));
+                AtomicFile.Copy(file, Path.Combine(outputDirectory, Path.GetFileName(file)));
             }
 
             return;
@@ -254,16 +255,9 @@ public static partial class StudentBuilder
             string source = Path.Combine(teacherDirectory, name);
             if (File.Exists(source))
             {
-                CopyAtomically(source, Path.Combine(outputDirectory, name));
+                AtomicFile.Copy(source, Path.Combine(outputDirectory, name));
             }
         }
-    }
-
-    private static void CopyAtomically(string source, string destination)
-    {
-        string temp = destination + ".tmp";
-        File.Copy(source, temp, overwrite: true);
-        File.Move(temp, destination, overwrite: true);
     }
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Build estimate: {Summary}")]

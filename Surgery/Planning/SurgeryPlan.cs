@@ -3,6 +3,7 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using System.Text.Json.Serialization;
 using ModelSurgery.Inference.Configuration;
+using ModelSurgery.Inference.IO;
 using ModelSurgery.Surgery.Scoring;
 
 namespace ModelSurgery.Surgery.Planning;

@@ -22,25 +22,3 @@ internal sealed class OneLineIntListConverter : JsonConverter<IReadOnlyList<int>
     public override void Write(Utf8JsonWriter writer, IReadOnlyList<int> value, JsonSerializerOptions options) =>
         writer.WriteRawValue(JsonSerializer.Serialize(value, CompactJson.Strict));
 }
-
-/// <summary>Atomic text writes shared by the scoring and planning files.</summary>
-internal static class AtomicFile
-{
-    /// <summary>Writes <paramref name="text"/> to a temp file next to <paramref name="path"/>, then renames it over the target.</summary>
-    public static void WriteAllText(string path, string text)
-    {
-        ArgumentException.ThrowIfNullOrEmpty(path);
-        string directory = Path.GetDirectoryName(Path.GetFullPath(path))!;
-        Directory.CreateDirectory(directory);
-        string temp = Path.Combine(directory, $".{Path.GetFileName(path)}.{Guid.NewGuid():N}.tmp");
-        try
-        {
-            File.WriteAllText(temp, text);
-            File.Move(temp, path, overwrite: true);
-        }
-        finally
-        {
-            File.Delete(temp);
-        }
-    }
-}

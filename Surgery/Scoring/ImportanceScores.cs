@@ -3,6 +3,7 @@ using System.Text;
 using System.Text.Json;
 using System.Text.Json.Serialization;
 using ModelSurgery.Inference.Configuration;
+using ModelSurgery.Inference.IO;
 using ModelSurgery.Inference.Reporting;
 
 namespace ModelSurgery.Surgery.Scoring;

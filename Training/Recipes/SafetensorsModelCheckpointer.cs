@@ -1,4 +1,5 @@
 using Microsoft.Extensions.Logging;
+using ModelSurgery.Inference.IO;
 using ModelSurgery.Inference.Modeling;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -51,17 +52,7 @@ public sealed class SafetensorsModelCheckpointer(ModelSaveOptions? saveOptions =
             }
 
             // Copy under a temporary name first so a reader never sees a half-copied file.
-            string target = Path.Combine(directory, name);
-            string temp = Path.Combine(directory, $".{name}.{Guid.NewGuid():N}.tmp");
-            try
-            {
-                File.Copy(source, temp);
-                File.Move(temp, target, overwrite: true);
-            }
-            finally
-            {
-                File.Delete(temp);
-            }
+            AtomicFile.Copy(source, Path.Combine(directory, name));
         }
     }
 }
