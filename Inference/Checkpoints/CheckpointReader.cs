@@ -114,6 +114,9 @@ public sealed class CheckpointReader : IDisposable
     /// <inheritdoc cref="SafetensorsFile.ReadIndices"/>
     public torch.Tensor ReadIndices(string name, int dim, IReadOnlyList<long> indices) => FileOf(name).ReadIndices(name, dim, indices);
 
+    /// <inheritdoc cref="SafetensorsFile.ReadSubmatrix"/>
+    public torch.Tensor ReadSubmatrix(string name, IReadOnlyList<long> rows, IReadOnlyList<long> columns) => FileOf(name).ReadSubmatrix(name, rows, columns);
+
     /// <inheritdoc cref="SafetensorsFile.ReadBytes"/>
     public void ReadBytes(string name, long byteOffset, Span<byte> destination) => FileOf(name).ReadBytes(name, byteOffset, destination);
 

@@ -252,6 +252,112 @@ public sealed unsafe partial class SafetensorsFile : IDisposable
         return tensor;
     }
 
+    /// <summary>
+    /// Reads a sub-matrix of a 2-D tensor: the given rows (in order), and of each row only the given columns (in order).
+    /// Only kept elements are copied, straight from the mapped file, so a student matrix costs its own size in copying.
+    /// </summary>
+    /// <param name="name">Tensor name.</param>
+    /// <param name="rows">Row indices (duplicates allowed).</param>
+    /// <param name="columns">Column indices (duplicates allowed).</param>
+    /// <returns>A new CPU tensor [rows, columns] of the stored dtype.</returns>
+    /// <exception cref="ArgumentException">The tensor is not 2-D, or an index is out of range.</exception>
+    public torch.Tensor ReadSubmatrix(string name, IReadOnlyList<long> rows, IReadOnlyList<long> columns)
+    {
+        ArgumentNullException.ThrowIfNull(rows);
+        ArgumentNullException.ThrowIfNull(columns);
+        var info = GetInfo(name);
+        if (info.Rank != 2)
+        {
+            throw new ArgumentException($"Tensor '{name}' in '{Path}' has rank {info.Rank}; a sub-matrix needs a 2-D tensor.", nameof(name));
+        }
+
+        CheckIndices(info, 0, rows, nameof(rows));
+        CheckIndices(info, 1, columns, nameof(columns));
+        var tensor = NewTensor(info, [rows.Count, columns.Count]);
+        if (rows.Count == 0 || columns.Count == 0)
+        {
+            return tensor;
+        }
+
+        long element = info.DType.ElementSize();
+        long sourceRowBytes = info.Shape[1] * element;
+        var runs = Runs(columns);
+        byte* source = DataOf(info);
+        byte* destination = TensorMemory.DataPointer(tensor);
+        long destinationRowBytes = columns.Count * element;
+        foreach (var (from, count) in Runs(rows))
+        {
+            Prefetch(source + (rows[(int)from] * sourceRowBytes), count * sourceRowBytes);
+        }
+
+        for (int r = 0; r < rows.Count; r++)
+        {
+            byte* sourceRow = source + (rows[r] * sourceRowBytes);
+            byte* destinationRow = destination + (r * destinationRowBytes);
+            if (element == 2)
+            {
+                // The common case (bf16/f16 weights): scattered channels make most runs one element long.
+                CopyRuns((ushort*)sourceRow, (ushort*)destinationRow, runs, columns);
+            }
+            else
+            {
+                foreach (var (to, count) in runs)
+                {
+                    Buffer.MemoryCopy(sourceRow + (columns[(int)to] * element), destinationRow + (to * element), count * element, count * element);
+                }
+            }
+        }
+
+        ReleasePages(DataOf(info), info.ByteLength);
+        return tensor;
+    }
+
+    private static void CopyRuns(ushort* source, ushort* destination, List<(long Start, long Count)> runs, IReadOnlyList<long> columns)
+    {
+        foreach (var (to, count) in runs)
+        {
+            ushort* from = source + columns[(int)to];
+            ushort* into = destination + to;
+            for (long i = 0; i < count; i++)
+            {
+                into[i] = from[i];
+            }
+        }
+    }
+
+    /// <summary>Runs of consecutive ascending indices, as (position in the list, length).</summary>
+    private static List<(long Start, long Count)> Runs(IReadOnlyList<long> indices)
+    {
+        var runs = new List<(long Start, long Count)>();
+        for (int i = 0; i < indices.Count;)
+        {
+            int j = i + 1;
+            while (j < indices.Count && indices[j] == indices[j - 1] + 1)
+            {
+                j++;
+            }
+
+            runs.Add((i, j - i));
+            i = j;
+        }
+
+        return runs;
+    }
+
+    private void CheckIndices(SafetensorsTensorInfo info, int axis, IReadOnlyList<long> indices, string parameter)
+    {
+        long size = info.Shape[axis];
+        for (int i = 0; i < indices.Count; i++)
+        {
+            if (indices[i] < 0 || indices[i] >= size)
+            {
+                throw new ArgumentException(
+                    $"Index {indices[i]} (position {i}) is out of range for dimension {axis} of size {size} of tensor '{info.Name}' in '{Path}'.",
+                    parameter);
+            }
+        }
+    }
+
     /// <summary>Copies raw bytes of a tensor, starting <paramref name="byteOffset"/> bytes into its data, into <paramref name="destination"/>.</summary>
     /// <remarks>Works for every dtype, including those TorchSharp lacks; use it to stream a tensor without materializing it.</remarks>
     /// <exception cref="ArgumentException">The range runs past the end of the tensor's data.</exception>

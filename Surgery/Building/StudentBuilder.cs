@@ -52,15 +52,15 @@ public sealed record StudentBuildProgress(int TensorsWritten, int TensorCount, l
 /// <param name="Directory">The student checkpoint folder.</param>
 /// <param name="Config">The student's config.</param>
 /// <param name="Parameters">The student's parameter count.</param>
-/// <param name="BytesRead">Teacher bytes copied out of the memory-mapped files (whole kept rows).</param>
+/// <param name="BytesRead">Teacher bytes copied out of the memory-mapped files: the kept elements only (the storage pages they sit on are read whole).</param>
 /// <param name="BytesWritten">Student tensor bytes written.</param>
 /// <param name="Elapsed">Wall time.</param>
 public sealed record StudentBuildResult(string Directory, LlamaConfig Config, ParameterCount Parameters, long BytesRead, long BytesWritten, TimeSpan Elapsed);
 
 /// <summary>
-/// Builds a student checkpoint from a teacher checkpoint and a <see cref="SurgeryPlan"/>, reading only the kept rows of
-/// each teacher tensor (columns are selected in memory, a chunk of rows at a time) and streaming the result into a
-/// normal Hugging Face checkpoint. The teacher is never loaded whole: peak memory is about one student tensor plus a
+/// Builds a student checkpoint from a teacher checkpoint and a <see cref="SurgeryPlan"/>, copying only the kept rows and
+/// columns of each teacher tensor out of the memory-mapped files (a chunk of rows at a time) and streaming the result into
+/// a normal Hugging Face checkpoint. The teacher is never loaded whole: peak memory is about one student tensor plus a
 /// read chunk.
 /// </summary>
 public static partial class StudentBuilder
@@ -154,33 +154,51 @@ public static partial class StudentBuilder
         return result;
     }
 
-    /// <summary>Streams one student tensor, a chunk of kept rows at a time; returns the teacher bytes read.</summary>
+    /// <summary>Streams one student tensor, a chunk of kept rows at a time; returns the teacher bytes copied out.</summary>
     private static async Task<long> CopyTensorAsync(CheckpointReader reader, CheckpointWriter writer, TensorSelection selection, SafetensorsDType dtype, long chunkBytes, CancellationToken cancellationToken)
     {
         SafetensorsTensorInfo info = reader.GetInfo(selection.TeacherName);
+        long element = info.DType.ElementSize();
         long rowCount = selection.Rows?.Length ?? info.Shape[0];
-        long rowBytes = info.Shape.Length == 1 ? info.DType.ElementSize() : info.Shape[1] * info.DType.ElementSize();
+        long rowBytes = info.Shape.Length == 1 ? element : (selection.Columns?.Length ?? info.Shape[1]) * element;
         long rowsPerChunk = Math.Max(1, chunkBytes / rowBytes);
-        using var columns = selection.Columns is null ? null : torch.tensor(selection.Columns);
-        long read = 0;
+        long copied = 0;
         for (long start = 0; start < rowCount; start += rowsPerChunk)
         {
             long count = Math.Min(rowsPerChunk, rowCount - start);
             using var scope = torch.NewDisposeScope();
-            torch.Tensor chunk = selection.Rows is null
-                ? reader.ReadSlice(selection.TeacherName, 0, start, count) // [count, in]
-                : reader.ReadIndices(selection.TeacherName, 0, new ArraySegment<long>(selection.Rows, (int)start, (int)count)); // [count, in]
-            read += count * rowBytes;
-            if (columns is not null)
-            {
-                chunk = chunk.index_select(1, columns); // [count, kept]
-            }
-
+            IReadOnlyList<long> rows = selection.Rows is null
+                ? new RowRange(start, count)
+                : new ArraySegment<long>(selection.Rows, (int)start, (int)count);
+            torch.Tensor chunk = selection.Columns is not null
+                ? reader.ReadSubmatrix(selection.TeacherName, rows, selection.Columns) // [count, kept columns]
+                : selection.Rows is null
+                    ? reader.ReadSlice(selection.TeacherName, 0, start, count) // [count, in]
+                    : reader.ReadIndices(selection.TeacherName, 0, rows); // [count, in]
+            copied += count * rowBytes;
             chunk = chunk.to(dtype.ToScalarType()).contiguous();
             await writer.WriteBytesAsync(selection.Student.Name, chunk.bytes.ToArray(), cancellationToken).ConfigureAwait(false);
         }
 
-        return read;
+        return copied;
+    }
+
+    /// <summary>Rows start..start+count-1 as an index list, without allocating it.</summary>
+    private sealed class RowRange(long start, long count) : IReadOnlyList<long>
+    {
+        public long this[int index] => start + index;
+
+        public int Count => (int)count;
+
+        public IEnumerator<long> GetEnumerator()
+        {
+            for (long i = 0; i < count; i++)
+            {
+                yield return start + i;
+            }
+        }
+
+        System.Collections.IEnumerator System.Collections.IEnumerable.GetEnumerator() => GetEnumerator();
     }
 
     /// <summary>The stored shape: vocabulary matrices get <paramref name="paddedVocab"/> rows, everything else is as planned.</summary>
