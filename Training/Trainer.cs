@@ -127,6 +127,11 @@ public sealed class Trainer
             TrainingLog.Starting(_logger, totalSteps, _options.TokensPerStep, decay.Count, noDecay.Count);
         }
 
+        if (OperatingSystem.IsLinux() && string.IsNullOrEmpty(Environment.GetEnvironmentVariable(CpuThreading.WaitPolicyVariable)))
+        {
+            TrainingLog.SpinningOpenMpWorkers(_logger);
+        }
+
         using var metrics = new MetricsWriter(_options.OutputDir, run, resumed: run.Step > 0);
         var clipped = optimized.Select(p => p.Parameter).ToList();
         var clock = Stopwatch.StartNew();
@@ -211,8 +216,19 @@ public sealed class Trainer
     {
         using var scope = torch.NewDisposeScope();
         _model.train();
-        optimizer.zero_grad();
+        // Release the model's gradients first (backward allocates fresh ones) so that the optimizer's in-place zeroing
+        // does not clear them only for them to be dropped; in bf16 the float32 master gradients are replaced after
+        // backward anyway. The optimizer then zeroes what is left: the objective's parameters.
         _model.zero_grad();
+        if (_options.Precision == TrainingPrecision.Bf16)
+        {
+            for (int i = 0; i < modelParameters.Count; i++)
+            {
+                optimized[i].Parameter.grad = null;
+            }
+        }
+
+        optimizer.zero_grad();
         double lossSum = 0;
         for (int micro = 0; micro < _options.GradAccumulation; micro++)
         {
