@@ -2,6 +2,8 @@ using System.CommandLine;
 using ModelSurgery.Benchmarks;
 
 // Benchmarks print measured figures; they are commands, never tests.
+// Before LibTorch loads: OpenMP threads that spin while waiting starve each other on small or busy machines.
+ModelSurgery.Training.CpuThreading.PreferPassiveWaiting();
 var root = new RootCommand("ModelSurgery benchmarks: each command prints what it measured on this machine.")
 {
     IoBenchmark.Create(),

@@ -10,6 +10,8 @@ public static class Program
     /// <summary>Runs the tool. Exit codes: 0 success, 1 failure (one-line message), 2 usage error.</summary>
     public static async Task<int> Main(string[] args)
     {
+        // Before LibTorch loads: OpenMP threads that spin while waiting starve each other on small or busy machines.
+        Training.CpuThreading.PreferPassiveWaiting();
         using var cancellation = new CancellationTokenSource();
         Console.CancelKeyPress += (_, e) =>
         {

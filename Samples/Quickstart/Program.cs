@@ -1,4 +1,8 @@
 using ModelSurgery.Quickstart;
+using ModelSurgery.Training;
+
+// Before LibTorch loads: OpenMP threads that spin while waiting starve each other on small or busy machines.
+CpuThreading.PreferPassiveWaiting();
 
 QuickstartOptions? options;
 try
