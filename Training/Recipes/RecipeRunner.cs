@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Globalization;
 using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json;
@@ -40,7 +41,8 @@ public enum RecipeStepStatus
 /// <param name="Message">What is happening.</param>
 /// <param name="Completed">Units done in the step.</param>
 /// <param name="Total">Units in the step (0 when unknown).</param>
-public sealed record RecipeProgress(string Step, string Message, double Completed, double Total);
+/// <param name="StepFinished">True on the step's last report (done, skipped or not in the recipe).</param>
+public sealed record RecipeProgress(string Step, string Message, double Completed, double Total, bool StepFinished = false);
 
 /// <summary>One step of a recipe run.</summary>
 /// <param name="Name">Step name.</param>
@@ -123,8 +125,8 @@ public static class RecipeRunner
             return new()
             {
                 ["teacher"] = compressed.Build.Directory,
-                ["vocab_size"] = compressed.Map.NewVocabSize.ToString(System.Globalization.CultureInfo.InvariantCulture),
-                ["coverage"] = compressed.Selection.Coverage.ToString("F4", System.Globalization.CultureInfo.InvariantCulture),
+                ["vocab_size"] = compressed.Map.NewVocabSize.ToString(CultureInfo.InvariantCulture),
+                ["coverage"] = compressed.Selection.Coverage.ToString("F4", CultureInfo.InvariantCulture),
             };
         }).ConfigureAwait(false);
         string effectiveTeacher = run.Output("vocabulary", "teacher") ?? teacher;
@@ -232,7 +234,7 @@ public static class RecipeRunner
             return new()
             {
                 ["student"] = trained.FinalCheckpoint,
-                ["final_loss"] = trained.FinalLoss.ToString("F4", System.Globalization.CultureInfo.InvariantCulture),
+                ["final_loss"] = trained.FinalLoss.ToString("F4", CultureInfo.InvariantCulture),
                 ["metrics"] = Path.Combine(dir, "metrics.jsonl"),
             };
         }).ConfigureAwait(false);
@@ -330,7 +332,7 @@ public static class RecipeRunner
         return File.Exists(resolved) || Directory.Exists(resolved) ? resolved : tokenizer;
     }
 
-    private static string Invariant(long value) => value.ToString(System.Globalization.CultureInfo.InvariantCulture);
+    private static string Invariant(long value) => value.ToString(CultureInfo.InvariantCulture);
 
     private static string Hash(params string[] parts) =>
         Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(string.Join("\n\u0001", parts))));
@@ -395,6 +397,7 @@ public static class RecipeRunner
                 }
 
                 Results.Add(new RecipeStepResult(name, dir, RecipeStepStatus.NotInRecipe, TimeSpan.Zero, inputsHash, new Dictionary<string, string>()));
+                Progress?.Report(new RecipeProgress(name, "not in the recipe", 1, 1, StepFinished: true));
                 return;
             }
 
@@ -406,7 +409,7 @@ public static class RecipeRunner
                 {
                     _records[name] = done;
                     Results.Add(new RecipeStepResult(name, dir, RecipeStepStatus.Skipped, TimeSpan.Zero, inputsHash, done.Outputs));
-                    Progress?.Report(new RecipeProgress(name, "skipped (finished earlier, inputs unchanged)", 1, 1));
+                    Progress?.Report(new RecipeProgress(name, "skipped (finished earlier, inputs unchanged)", 1, 1, StepFinished: true));
                     RecipeLog.Skipped(logger, name);
                     return;
                 }
@@ -431,7 +434,7 @@ public static class RecipeRunner
             AtomicFile.WriteAllText(stepFile, JsonSerializer.Serialize(record, StepJson));
             _records[name] = record;
             Results.Add(new RecipeStepResult(name, dir, resume ? RecipeStepStatus.Resumed : RecipeStepStatus.Ran, clock.Elapsed, inputsHash, outputs));
-            Progress?.Report(new RecipeProgress(name, $"done in {clock.Elapsed.TotalSeconds:F1} s", 1, 1));
+            Progress?.Report(new RecipeProgress(name, string.Create(CultureInfo.InvariantCulture, $"{(resume ? "resumed, done" : "done")} in {clock.Elapsed.TotalSeconds:F1} s"), 1, 1, StepFinished: true));
         }
     }
 
