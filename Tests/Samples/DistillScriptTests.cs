@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Text;
 using ModelSurgery.Tests.Training;
+using ModelSurgery.Training.Recipes;
 
 namespace ModelSurgery.Tests.Samples;
 
@@ -29,6 +30,16 @@ public sealed class DistillScriptTests
         {
             Directory.Delete(dir, recursive: true);
         }
+    }
+
+    [Test]
+    public void The_sample_recipe_is_valid_and_points_at_the_quickstart_teacher_and_brown()
+    {
+        string root = FindRepositoryRoot();
+        DistillationRecipe recipe = DistillationRecipe.Load(Path.Combine(root, "Samples", "pipelines", "distill.recipe.json"));
+        Assert.That(recipe.Resolve(recipe.Teacher), Is.EqualTo(Path.Combine(root, "artifacts", "quickstart", "teacher")));
+        Assert.That(File.Exists(recipe.Resolve(recipe.Data.Corpus[0])), Is.True, "brown.jsonl");
+        Assert.That(recipe.Evaluation!.Text.Select(recipe.Resolve).All(File.Exists), Is.True);
     }
 
     private static string FindRepositoryRoot()

@@ -346,6 +346,6 @@ public sealed record RecipeEvaluation
     /// <summary>Sequences per forward pass.</summary>
     public int BatchSize { get; init; } = 8;
 
-    /// <summary>Evaluate the teacher too, for a side-by-side table.</summary>
+    /// <summary>Evaluate the teacher too, for a side-by-side table (when the teacher folder holds a tokenizer).</summary>
     public bool IncludeTeacher { get; init; } = true;
 }

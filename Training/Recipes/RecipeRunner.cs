@@ -198,7 +198,10 @@ public static class RecipeRunner
         {
             SurgeryPlan plan = SurgeryPlan.Load(run.Output("plan", "plan")!);
             string student = Path.Combine(dir, "student");
-            SurgeryResult built = await surgeon.UsePlan(plan).WriteWith(new StudentBuildOptions { PadVocabToMultiple = recipe.Build.PadVocabToMultiple })
+            // A teacher saved without its tokenizer (data.tokenizer names it) gets that tokenizer in the student.
+            string? tokenizer = recipe.Vocabulary is null && recipe.Data.Tokenizer is not null && !HasTokenizer(effectiveTeacher) ? ResolveTokenizer(recipe, recipe.Data.Tokenizer) : null;
+            SurgeryResult built = await surgeon.UsePlan(plan)
+                .WriteWith(new StudentBuildOptions { PadVocabToMultiple = recipe.Build.PadVocabToMultiple, Tokenizer = tokenizer is not null && Path.Exists(tokenizer) ? tokenizer : null })
                 .BuildAsync(student, run.Token).ConfigureAwait(false);
             return new() { ["student"] = built.Student.Directory };
         }).ConfigureAwait(false);
@@ -248,7 +251,7 @@ public static class RecipeRunner
             IReadOnlyList<TaskSpec> tasks = [.. e.Tasks.Select(t => new TaskSpec(t.Key, TaskFormatOf(t.Key), recipe.Resolve(t.Value))), .. e.Text.Select(p => TaskSpec.Text(Path.GetFileNameWithoutExtension(p), recipe.Resolve(p)))];
             var models = new List<ModelEvaluation>();
             var evaluated = new List<(string Name, string Directory)> { ("student", studentCheckpoint) };
-            if (e.IncludeTeacher)
+            if (e.IncludeTeacher && HasTokenizer(effectiveTeacher))
             {
                 evaluated.Insert(0, ("teacher", effectiveTeacher));
             }
@@ -331,6 +334,9 @@ public static class RecipeRunner
         string resolved = recipe.Resolve(tokenizer);
         return File.Exists(resolved) || Directory.Exists(resolved) ? resolved : tokenizer;
     }
+
+    private static bool HasTokenizer(string directory) =>
+        File.Exists(Path.Combine(directory, "tokenizer.json")) || File.Exists(Path.Combine(directory, "tokenizer.model"));
 
     private static string Invariant(long value) => value.ToString(CultureInfo.InvariantCulture);
 
