@@ -119,7 +119,7 @@ public static class RecipeRunner
         {
             ModelCompressionResult compressed = await ModelVocabularyCompressor.CompressAsync(
                 teacher, recipe.Data.Corpus.Select(recipe.Resolve), recipe.Vocabulary.Target, Path.Combine(dir, "teacher"),
-                new ModelCompressionOptions { JsonlField = recipe.Data.Field, PadVocabToMultiple = recipe.Vocabulary.PadToMultiple, Tokenizer = recipe.Data.Tokenizer is null ? null : ResolveTokenizer(recipe, recipe.Data.Tokenizer) },
+                new ModelCompressionOptions { JsonlField = recipe.Data.Field, PadVocabToMultiple = recipe.Vocabulary.PadToMultiple, Tokenizer = SourceTokenizer(recipe, teacher, Path.Combine(dir, "source-tokenizer")) },
                 Relay<ModelCompressionProgress>(run, "vocabulary", p => p.Counting is { } c ? ("counting", c.Documents, 0) : ("building", p.Building!.BytesWritten, p.Building.TotalBytesToWrite)),
                 logger, run.Token).ConfigureAwait(false);
             return new()
@@ -135,7 +135,7 @@ public static class RecipeRunner
         string dataInputs = Hash(run.LastHash, DistillationRecipe.SectionJson(recipe.Data), CorpusStamp(recipe), recipe.Vocabulary is null ? FolderStamp(teacher) : string.Empty);
         await run.StepAsync("data", dataInputs, async dir =>
         {
-            string tokenizerPath = recipe.Vocabulary is not null || recipe.Data.Tokenizer is null ? effectiveTeacher : ResolveTokenizer(recipe, recipe.Data.Tokenizer);
+            string tokenizerPath = recipe.Vocabulary is not null ? effectiveTeacher : SourceTokenizer(recipe, teacher, Path.Combine(dir, "tokenizer")) ?? teacher;
             Tokenizer tokenizer = TokenizerFiles.Load(tokenizerPath);
             LlamaConfig config = LlamaConfig.Load(Path.Combine(effectiveTeacher, "config.json"));
             int separator = recipe.Data.SeparatorId ?? (config.EosTokenIds.Count > 0 ? config.EosTokenIds[0] : config.BosTokenId)
@@ -158,7 +158,7 @@ public static class RecipeRunner
                 ValidationFraction = recipe.Data.ValidationFraction,
                 Tokenizer = tokenizerPath,
             }.Save(tokens);
-            return new() { ["tokens"] = tokens, ["token_count"] = Invariant(result.Tokens), ["documents"] = Invariant(result.Documents) };
+            return new() { ["tokens"] = tokens, ["tokenizer"] = tokenizerPath, ["token_count"] = Invariant(result.Tokens), ["documents"] = Invariant(result.Documents) };
         }).ConfigureAwait(false);
         string tokensPath = run.Output("data", "tokens")!;
 
@@ -198,10 +198,10 @@ public static class RecipeRunner
         {
             SurgeryPlan plan = SurgeryPlan.Load(run.Output("plan", "plan")!);
             string student = Path.Combine(dir, "student");
-            // A teacher saved without its tokenizer (data.tokenizer names it) gets that tokenizer in the student.
-            string? tokenizer = recipe.Vocabulary is null && recipe.Data.Tokenizer is not null && !HasTokenizer(effectiveTeacher) ? ResolveTokenizer(recipe, recipe.Data.Tokenizer) : null;
+            // The student gets the tokenizer the data was tokenized with (a teacher may be saved without one).
+            string? tokenizer = run.Output("data", "tokenizer");
             SurgeryResult built = await surgeon.UsePlan(plan)
-                .WriteWith(new StudentBuildOptions { PadVocabToMultiple = recipe.Build.PadVocabToMultiple, Tokenizer = tokenizer is not null && Path.Exists(tokenizer) ? tokenizer : null })
+                .WriteWith(new StudentBuildOptions { PadVocabToMultiple = recipe.Build.PadVocabToMultiple, Tokenizer = tokenizer is not null && Directory.Exists(tokenizer) && HasTokenizer(tokenizer) ? tokenizer : null })
                 .BuildAsync(student, run.Token).ConfigureAwait(false);
             return new() { ["student"] = built.Student.Directory };
         }).ConfigureAwait(false);
@@ -328,11 +328,58 @@ public static class RecipeRunner
         _ => throw new InvalidDataException($"evaluation.tasks.{name}: unknown task."),
     };
 
-    private static string ResolveTokenizer(DistillationRecipe recipe, string tokenizer)
+    /// <summary>
+    /// The tokenizer named by <c>data.tokenizer</c> (else the teacher's) as a folder holding tokenizer.json or
+    /// tokenizer.model: a tiktoken vocabulary (a .tiktoken file, a folder holding one, or the built-in gpt2) is written
+    /// as a Hugging Face tokenizer.json into <paramref name="scratch"/>, so it travels into every checkpoint and evaluation
+    /// can load it. Null when the teacher folder already holds a loadable tokenizer and none was named.
+    /// </summary>
+    private static string? SourceTokenizer(DistillationRecipe recipe, string teacher, string scratch)
     {
-        // A bare name (gpt2) is a built-in tokenizer; anything that exists relative to the recipe is a path.
-        string resolved = recipe.Resolve(tokenizer);
-        return File.Exists(resolved) || Directory.Exists(resolved) ? resolved : tokenizer;
+        string? spec = recipe.Data.Tokenizer;
+        if (spec is null && HasTokenizer(teacher))
+        {
+            return null;
+        }
+
+        string resolved = spec is null ? teacher : recipe.Resolve(spec);
+        TiktokenVocabulary? tiktoken = null;
+        if (Directory.Exists(resolved))
+        {
+            if (HasTokenizer(resolved))
+            {
+                return resolved;
+            }
+
+            string[] files = Directory.GetFiles(resolved, "*.tiktoken");
+            if (files.Length != 1)
+            {
+                throw new InvalidDataException($"data.tokenizer: {resolved} holds no tokenizer.json, tokenizer.model or single .tiktoken file.");
+            }
+
+            tiktoken = TiktokenVocabulary.Load(files[0]);
+        }
+        else if (File.Exists(resolved))
+        {
+            if (!resolved.EndsWith(".tiktoken", StringComparison.OrdinalIgnoreCase))
+            {
+                return resolved;
+            }
+
+            tiktoken = TiktokenVocabulary.Load(resolved);
+        }
+        else if (string.Equals(spec, "gpt2", StringComparison.OrdinalIgnoreCase))
+        {
+            tiktoken = TiktokenVocabulary.LoadGpt2();
+        }
+        else
+        {
+            throw new InvalidDataException($"data.tokenizer: {resolved} is neither a tokenizer file or folder nor a built-in name (gpt2).");
+        }
+
+        Directory.CreateDirectory(scratch);
+        HuggingFaceTokenizerJson.FromTiktoken(tiktoken).Save(Path.Combine(scratch, "tokenizer.json"));
+        return scratch;
     }
 
     private static bool HasTokenizer(string directory) =>
