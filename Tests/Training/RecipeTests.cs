@@ -125,6 +125,26 @@ public sealed class RecipeTests
         Assert.That(TrainingLines(), Is.EqualTo(6));
     }
 
+    [Test]
+    public async Task Without_vocabulary_compression_the_data_tokenizer_travels_into_the_student()
+    {
+        // The teacher folder holds no tokenizer; data.tokenizer names the folder that does.
+        string tokenizer = Path.Combine(_dir, "tokenizer");
+        Directory.CreateDirectory(tokenizer);
+        File.Move(Path.Combine(_dir, "teacher", "tokenizer.json"), Path.Combine(tokenizer, "tokenizer.json"));
+        JsonObject recipe = RecipeFixture.Recipe();
+        recipe.Remove("vocabulary");
+        recipe["data"]!["tokenizer"] = "tokenizer";
+        RecipeFixture.WriteRecipe(_dir, recipe);
+
+        RecipeSummary summary = await RecipeRunner.RunAsync(_recipe, _work);
+        Assert.That(summary["vocabulary"].Status, Is.EqualTo(RecipeStepStatus.NotInRecipe));
+        Assert.That(Directory.Exists(StepDir("vocabulary")), Is.False);
+        Assert.That(LlamaConfig.Load(Path.Combine(summary.StudentCheckpoint, "config.json")).VocabSize, Is.EqualTo(1001));
+        Assert.That(File.Exists(Path.Combine(summary.StudentCheckpoint, "tokenizer.json")), Is.True);
+        Assert.That(summary.EvaluationTable, Does.Contain("student").And.Not.Contain("teacher"), "a teacher without a tokenizer is not evaluated");
+    }
+
     [TestCase("\"plan\": {\"neuron_fraction\": 1.5}", "plan.neuron_fraction")]
     [TestCase("\"plan\": {\"layers\": 0}", "plan.layers")]
     [TestCase("\"plan\": {\"layers\": 1, \"budget_parameters\": 1000}", "plan.budget_parameters")]
