@@ -1,0 +1,80 @@
+#!/usr/bin/env dotnet
+// The distillation pipeline of distill.recipe.json, written with the fluent API:
+// tokenize -> score -> plan -> build -> distil -> evaluate.
+//
+//   dotnet run Samples/pipelines/distill.cs -- <teacher-dir> <out-dir> [corpus.jsonl] [steps]
+//
+// The teacher folder needs a tokenizer (tokenizer.json or tokenizer.model) beside its weights.
+#:project ../../Training/ModelSurgery.Training.csproj
+#:property UsesTorchBackend=true
+#:property PublishAot=false
+
+using System.Diagnostics;
+using System.Globalization;
+using ModelSurgery.Inference.Configuration;
+using ModelSurgery.Inference.Evaluation;
+using ModelSurgery.Inference.Tokenization;
+using ModelSurgery.Surgery;
+using ModelSurgery.Surgery.Scoring;
+using ModelSurgery.Training;
+using ModelSurgery.Training.Data;
+using ModelSurgery.Training.Recipes;
+
+if (args.Length < 2)
+{
+    Console.Error.WriteLine("usage: dotnet run Samples/pipelines/distill.cs -- <teacher-dir> <out-dir> [corpus.jsonl] [steps]");
+    return 2;
+}
+
+string teacher = Path.GetFullPath(args[0]);
+string output = Path.GetFullPath(args[1]);
+string corpus = Path.GetFullPath(args.Length > 2 ? args[2] : Path.Combine("Samples", "Data", "brown.jsonl"));
+long steps = args.Length > 3 ? long.Parse(args[3], CultureInfo.InvariantCulture) : 200;
+using var cancel = new CancellationTokenSource();
+Console.CancelKeyPress += (_, e) =>
+{
+    e.Cancel = true;
+    cancel.Cancel();
+};
+var clock = Stopwatch.StartNew();
+Directory.CreateDirectory(output);
+
+// 1. Data: the corpus in the teacher's vocabulary, documents separated by its eos token; 10% held out for validation.
+LlamaConfig config = LlamaConfig.Load(Path.Combine(teacher, "config.json"));
+int separator = config.EosTokenIds.Count > 0 ? config.EosTokenIds[0] : config.BosTokenId ?? 0;
+string tokens = Path.Combine(output, "corpus.tokens");
+TokenizeResult data = await Tokenization.TokenizeAsync(TokenizerFiles.Load(teacher), [corpus], tokens, new TokenizeOptions(config.VocabSize, separator), cancellationToken: cancel.Token);
+new TokenFileInfo { Tokens = data.Tokens, Documents = data.Documents, VocabSize = config.VocabSize, SeparatorId = separator, ValidationFraction = 0.1 }.Save(tokens);
+Console.WriteLine($"tokenized {data.Documents} documents into {data.Tokens} tokens ({clock.Elapsed.TotalSeconds:F1} s)");
+
+// 2. Surgery: score on calibration windows, keep the top half of the layers, half the neurons, whole KV groups.
+int[] sample;
+using (TokenFile file = TokenFile.Open(tokens))
+{
+    sample = [.. file.Read(0, (int)Math.Min(file.Count, 32 * 128 * 8)).Select(t => (int)t)];
+}
+
+SurgeryResult surgery = await Surgeon.ForTeacher(teacher)
+    .CalibrateOn(sample, sequences: 32, length: 128)
+    .ScoreWith(ScoringMetrics.Activation, ScoringMetrics.BlockInfluence)
+    .Plan(plan => plan.KeepTopLayers(Math.Max(1, config.NumHiddenLayers / 2)).KeepNeuronFraction(0.5).RoundWidthsTo(8))
+    .BuildAsync(Path.Combine(output, "student"), cancel.Token);
+Console.WriteLine($"built a student of {surgery.Plan.ParameterCount.Total:N0} parameters from {LlamaTensorLayout.CountParameters(config).Total:N0} ({clock.Elapsed.TotalSeconds:F1} s)");
+
+// 3. Distil from the teacher: forward KL at temperature 1 mixed half and half with cross-entropy.
+StudentTrainingResult trained = await surgery.DistillAsync(
+    tokens,
+    new TrainingOptions { OutputDir = Path.Combine(output, "distillation"), Steps = steps, BatchSize = 8, SeqLen = 128, LearningRate = 1e-3, MinLearningRate = 1e-4, EvalEvery = 50, CheckpointEvery = 100 },
+    cancellationToken: cancel.Token);
+Console.WriteLine($"distilled {steps} steps, final loss {trained.FinalLoss:F3} ({clock.Elapsed.TotalSeconds:F1} s)");
+
+// 4. Evaluate student and teacher on the corpus's last documents (bits per byte, perplexity).
+string heldout = Path.Combine(output, "heldout.jsonl");
+File.WriteAllLines(heldout, File.ReadLines(corpus).Where(l => !string.IsNullOrWhiteSpace(l)).TakeLast(20));
+TaskSpec[] tasks = [TaskSpec.Text("heldout", heldout)];
+ModelEvaluation student = await trained.EvaluateAsync(tasks, new EvaluationOptions { ModelName = "student", MaxLength = 128 }, cancellationToken: cancel.Token);
+ModelEvaluation reference = await new StudentTrainingResult(teacher, []).EvaluateAsync(tasks, new EvaluationOptions { ModelName = "teacher", MaxLength = 128 }, cancellationToken: cancel.Token);
+Console.WriteLine();
+Console.WriteLine(new EvaluationReport([reference, student], "teacher").ToMarkdown());
+Console.WriteLine($"student: {trained.FinalCheckpoint} (total {clock.Elapsed.TotalSeconds:F1} s)");
+return 0;

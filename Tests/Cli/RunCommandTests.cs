@@ -1,0 +1,64 @@
+using System.Text.Json.Nodes;
+using ModelSurgery.Tests.Training;
+
+namespace ModelSurgery.Tests.Cli;
+
+public sealed class RunCommandTests
+{
+    private string _dir = null!;
+    private string _recipe = null!;
+
+    [SetUp]
+    public async Task SetUp()
+    {
+        _dir = Directory.CreateTempSubdirectory("run-cli").FullName;
+        _recipe = await RecipeFixture.CreateAsync(_dir);
+    }
+
+    [TearDown]
+    public void TearDown() => Directory.Delete(_dir, recursive: true);
+
+    [Test]
+    public async Task Run_prints_a_line_per_step_and_the_evaluation_table_and_a_rerun_skips()
+    {
+        string work = Path.Combine(_dir, "work");
+        (int code, string output, string error) = await TrainCliSupport.RunAsync(["run", _recipe, "--work", work]);
+        Assert.That(code, Is.Zero, error);
+        Assert.That(output, Does.Contain("[1/7] vocabulary").And.Contain("[6/7] distillation").And.Contain("[7/7] evaluation"));
+        Assert.That(output, Does.Contain("| teacher").And.Contain("| student"));
+        Assert.That(File.Exists(Path.Combine(work, "07-evaluation", "step.json")), Is.True);
+
+        (code, output, error) = await TrainCliSupport.RunAsync(["run", _recipe, "--work", work]);
+        Assert.That(code, Is.Zero, error);
+        Assert.That(output.Split('\n').Count(l => l.Contains("skipped", StringComparison.Ordinal)), Is.EqualTo(7));
+    }
+
+    [Test]
+    public async Task The_default_work_folder_sits_beside_the_recipe()
+    {
+        (int code, _, string error) = await TrainCliSupport.RunAsync(["run", _recipe]);
+        Assert.That(code, Is.Zero, error);
+        Assert.That(File.Exists(Path.Combine(_dir, "tiny.recipe.work", "06-distillation", "step.json")), Is.True);
+    }
+
+    [Test]
+    public async Task An_invalid_recipe_fails_naming_the_field()
+    {
+        JsonObject recipe = RecipeFixture.Recipe();
+        recipe["distillation"]!["temperature"] = 0;
+        string path = RecipeFixture.WriteRecipe(_dir, recipe);
+        (int code, _, string error) = await TrainCliSupport.RunAsync(["run", path]);
+        Assert.That(code, Is.EqualTo(1));
+        Assert.That(error, Does.Contain("distillation.temperature"));
+    }
+
+    [TestCase]
+    [TestCase("missing.recipe.json")]
+    [TestCase("{recipe}", "--bogus")]
+    [TestCase("{recipe}", "--work")]
+    public async Task Usage_errors_exit_2(params string[] args)
+    {
+        (int code, _, _) = await TrainCliSupport.RunAsync(["run", .. args.Select(a => a.Replace("{recipe}", _recipe, StringComparison.Ordinal))]);
+        Assert.That(code, Is.EqualTo(2));
+    }
+}

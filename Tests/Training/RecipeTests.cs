@@ -1,0 +1,187 @@
+using System.Text.Json.Nodes;
+using ModelSurgery.Inference.Configuration;
+using ModelSurgery.Training.Recipes;
+
+namespace ModelSurgery.Tests.Training;
+
+public sealed class RecipeTests
+{
+    private string _dir = null!;
+    private string _recipe = null!;
+    private string _work = null!;
+
+    [SetUp]
+    public async Task SetUp()
+    {
+        _dir = Directory.CreateTempSubdirectory("recipe").FullName;
+        _recipe = await RecipeFixture.CreateAsync(_dir);
+        _work = Path.Combine(_dir, "work");
+    }
+
+    [TearDown]
+    public void TearDown() => Directory.Delete(_dir, recursive: true);
+
+    private string StepDir(string name) => Path.Combine(_work, $"{RecipeRunner.StepNames.ToList().IndexOf(name) + 1:D2}-{name}");
+
+    private Dictionary<string, DateTime> StepStamps() =>
+        RecipeRunner.StepNames.ToDictionary(n => n, n => File.GetLastWriteTimeUtc(Path.Combine(StepDir(n), RecipeRunner.StepFileName)));
+
+    private static RecipeStepStatus[] Statuses(RecipeSummary summary) => [.. summary.Steps.Select(s => s.Status)];
+
+    [Test]
+    public async Task A_recipe_runs_every_step_and_a_rerun_skips_them_all()
+    {
+        RecipeSummary first = await RecipeRunner.RunAsync(_recipe, _work);
+
+        Assert.That(first.Steps.Select(s => s.Name), Is.EqualTo(RecipeRunner.StepNames));
+        Assert.That(Statuses(first), Is.All.EqualTo(RecipeStepStatus.Ran));
+        Assert.That(RecipeRunner.StepNames.Select(n => File.Exists(Path.Combine(StepDir(n), RecipeRunner.StepFileName))), Is.All.True);
+
+        // Each step's outputs: a compressed teacher, a token file in its vocabulary, scores, a plan, the student, its distillation, a report.
+        LlamaConfig compressed = LlamaConfig.Load(Path.Combine(first["vocabulary"].Outputs["teacher"], "config.json"));
+        Assert.That(compressed.VocabSize, Is.LessThan(1001));
+        Assert.That(File.Exists(first["data"].Outputs["tokens"]), Is.True);
+        Assert.That(long.Parse(first["data"].Outputs["token_count"], System.Globalization.CultureInfo.InvariantCulture), Is.GreaterThan(500));
+        Assert.That(File.Exists(Path.Combine(StepDir("scoring"), "scores.json")), Is.True);
+        Assert.That(File.Exists(Path.Combine(StepDir("plan"), "plan.json")), Is.True);
+        LlamaConfig student = LlamaConfig.Load(Path.Combine(StepDir("build"), "student", "config.json"));
+        Assert.That((student.NumHiddenLayers, student.NumKeyValueHeads, student.NumAttentionHeads, student.IntermediateSize, student.VocabSize),
+            Is.EqualTo((1, 1, 2, 32, compressed.VocabSize)));
+        Assert.That(first.StudentCheckpoint, Is.EqualTo(Path.Combine(StepDir("distillation"), "checkpoints", "final")));
+        Assert.That(File.Exists(Path.Combine(first.StudentCheckpoint, "tokenizer.json")), Is.True);
+        Assert.That(TrainingLines(), Is.EqualTo(6));
+        Assert.That(File.Exists(Path.Combine(StepDir("evaluation"), "report.md")), Is.True);
+        Assert.That(first.EvaluationTable, Does.Contain("teacher").And.Contain("student").And.Contain("eval"));
+
+        Dictionary<string, DateTime> stamps = StepStamps();
+        DateTime studentWritten = File.GetLastWriteTimeUtc(Path.Combine(first.StudentCheckpoint, "config.json"));
+        RecipeSummary second = await RecipeRunner.RunAsync(_recipe, _work);
+        Assert.That(Statuses(second), Is.All.EqualTo(RecipeStepStatus.Skipped));
+        Assert.That(StepStamps(), Is.EqualTo(stamps));
+        Assert.That(File.GetLastWriteTimeUtc(Path.Combine(second.StudentCheckpoint, "config.json")), Is.EqualTo(studentWritten));
+        Assert.That(second.EvaluationTable, Is.EqualTo(first.EvaluationTable));
+
+        // A step left without step.json (interrupted) is redone from an empty folder.
+        File.Delete(Path.Combine(StepDir("evaluation"), RecipeRunner.StepFileName));
+        File.WriteAllText(Path.Combine(StepDir("evaluation"), "partial.tmp"), "left over");
+        RecipeSummary third = await RecipeRunner.RunAsync(_recipe, _work);
+        Assert.That(third["evaluation"].Status, Is.EqualTo(RecipeStepStatus.Ran));
+        Assert.That(Statuses(third).Take(6), Is.All.EqualTo(RecipeStepStatus.Skipped));
+        Assert.That(File.Exists(Path.Combine(StepDir("evaluation"), "partial.tmp")), Is.False);
+    }
+
+    [Test]
+    public async Task Changing_the_plan_targets_reruns_the_plan_and_every_later_step_only()
+    {
+        await RecipeRunner.RunAsync(_recipe, _work);
+        Dictionary<string, DateTime> stamps = StepStamps();
+
+        JsonObject recipe = RecipeFixture.Recipe();
+        recipe["plan"]!["layers"] = 2;
+        RecipeFixture.WriteRecipe(_dir, recipe);
+        RecipeSummary changed = await RecipeRunner.RunAsync(_recipe, _work);
+
+        Assert.That(Statuses(changed), Is.EqualTo(new[]
+        {
+            RecipeStepStatus.Skipped, RecipeStepStatus.Skipped, RecipeStepStatus.Skipped,
+            RecipeStepStatus.Ran, RecipeStepStatus.Ran, RecipeStepStatus.Ran, RecipeStepStatus.Ran,
+        }));
+        Dictionary<string, DateTime> after = StepStamps();
+        Assert.That(new[] { "vocabulary", "data", "scoring" }.Select(n => after[n]), Is.EqualTo(new[] { "vocabulary", "data", "scoring" }.Select(n => stamps[n])));
+        Assert.That(LlamaConfig.Load(Path.Combine(changed.StudentCheckpoint, "config.json")).NumHiddenLayers, Is.EqualTo(2));
+        Assert.That(TrainingLines(), Is.EqualTo(6), "the distillation started over for the new student");
+    }
+
+    [Test]
+    public async Task An_interrupted_distillation_resumes_from_its_last_checkpoint()
+    {
+        using var cancel = new CancellationTokenSource();
+        var progress = new Inline(p =>
+        {
+            if (p.Step == "distillation" && p.Completed >= 3 && !p.StepFinished)
+            {
+                cancel.Cancel();
+            }
+        });
+        Assert.That(async () => await RecipeRunner.RunAsync(_recipe, _work, progress, cancellationToken: cancel.Token), Throws.InstanceOf<OperationCanceledException>());
+        Assert.That(File.Exists(Path.Combine(StepDir("distillation"), RecipeRunner.StepFileName)), Is.False);
+        Assert.That(Directory.Exists(Path.Combine(StepDir("distillation"), "checkpoints", "last")), Is.True);
+        Assert.That(Directory.Exists(StepDir("evaluation")), Is.False);
+
+        var steps = new List<double>();
+        RecipeSummary resumed = await RecipeRunner.RunAsync(_recipe, _work, new Inline(p =>
+        {
+            if (p.Step == "distillation" && !p.StepFinished && p.Total > 0)
+            {
+                steps.Add(p.Completed);
+            }
+        }));
+        Assert.That(Statuses(resumed).Take(5), Is.All.EqualTo(RecipeStepStatus.Skipped));
+        Assert.That(resumed["distillation"].Status, Is.EqualTo(RecipeStepStatus.Resumed));
+        Assert.That(resumed["evaluation"].Status, Is.EqualTo(RecipeStepStatus.Ran));
+        Assert.That(steps, Is.Not.Empty);
+        Assert.That(steps[0], Is.GreaterThan(1), "continued after the saved step, not from step 1");
+        Assert.That(steps[^1], Is.EqualTo(6));
+        Assert.That(TrainingLines(), Is.EqualTo(6));
+    }
+
+    [Test]
+    public async Task Without_vocabulary_compression_the_data_tokenizer_travels_into_the_student()
+    {
+        // The teacher folder holds no tokenizer; data.tokenizer names the folder that does.
+        string tokenizer = Path.Combine(_dir, "tokenizer");
+        Directory.CreateDirectory(tokenizer);
+        File.Move(Path.Combine(_dir, "teacher", "tokenizer.json"), Path.Combine(tokenizer, "tokenizer.json"));
+        JsonObject recipe = RecipeFixture.Recipe();
+        recipe.Remove("vocabulary");
+        recipe["data"]!["tokenizer"] = "tokenizer";
+        RecipeFixture.WriteRecipe(_dir, recipe);
+
+        RecipeSummary summary = await RecipeRunner.RunAsync(_recipe, _work);
+        Assert.That(summary["vocabulary"].Status, Is.EqualTo(RecipeStepStatus.NotInRecipe));
+        Assert.That(Directory.Exists(StepDir("vocabulary")), Is.False);
+        Assert.That(LlamaConfig.Load(Path.Combine(summary.StudentCheckpoint, "config.json")).VocabSize, Is.EqualTo(1001));
+        Assert.That(File.Exists(Path.Combine(summary.StudentCheckpoint, "tokenizer.json")), Is.True);
+        Assert.That(summary.EvaluationTable, Does.Contain("student").And.Not.Contain("teacher"), "a teacher without a tokenizer is not evaluated");
+    }
+
+    [TestCase("\"plan\": {\"neuron_fraction\": 1.5}", "plan.neuron_fraction")]
+    [TestCase("\"plan\": {\"layers\": 0}", "plan.layers")]
+    [TestCase("\"plan\": {\"layers\": 1, \"budget_parameters\": 1000}", "plan.budget_parameters")]
+    [TestCase("\"plan\": {\"layer_selection\": \"best\"}", "plan.layer_selection")]
+    [TestCase("\"plan\": {\"layerz\": 1}", "plan")]
+    [TestCase("\"plan\": {}, \"vocabulary\": {\"keep\": 10, \"coverage\": 0.9}", "vocabulary")]
+    [TestCase("\"plan\": {}, \"scoring\": {\"metrics\": [\"nope\"]}", "scoring.metrics")]
+    [TestCase("\"plan\": {}, \"evaluation\": {\"tasks\": {\"trivia\": \"t.jsonl\"}}", "evaluation.tasks.trivia")]
+    [TestCase("\"plan\": {\"layers\": \"two\"}", "plan.layers")]
+    public void Validation_errors_name_the_field(string planAndMore, string field)
+    {
+        string json = "{\"teacher\": \"t\", \"data\": {\"corpus\": [\"c.jsonl\"]}, \"distillation\": {\"kd_loss\": \"kl\"}, " + planAndMore + "}";
+        Assert.That(() => DistillationRecipe.Parse(json, _dir, "bad.recipe.json"),
+            Throws.InstanceOf<InvalidDataException>().With.Message.Contains(field).And.Message.Contains("bad.recipe.json"));
+    }
+
+    [Test]
+    public void Validation_reports_the_distillation_fields()
+    {
+        string json = "{\"teacher\": \"t\", \"data\": {\"corpus\": []}, \"plan\": {}, \"distillation\": {\"kd_loss\": \"kx\", \"steps\": 0}}";
+        Assert.That(() => DistillationRecipe.Parse(json, _dir),
+            Throws.InstanceOf<InvalidDataException>().With.Message.Contains("distillation.kd_loss").And.Message.Contains("distillation.steps").And.Message.Contains("data.corpus"));
+    }
+
+    [Test]
+    public void Relative_paths_resolve_against_the_recipe_folder()
+    {
+        DistillationRecipe recipe = DistillationRecipe.Load(_recipe);
+        Assert.That(recipe.Resolve(recipe.Teacher), Is.EqualTo(Path.Combine(_dir, "teacher")));
+        Assert.That(recipe.Plan.Layers, Is.EqualTo(1));
+        Assert.That(recipe.Distillation.CheckpointEvery, Is.EqualTo(2));
+    }
+
+    private int TrainingLines() => ModelSurgery.Tests.Cli.TrainCliSupport.Losses(Path.Combine(StepDir("distillation"), "metrics.jsonl")).Length;
+
+    private sealed class Inline(Action<RecipeProgress> report) : IProgress<RecipeProgress>
+    {
+        public void Report(RecipeProgress value) => report(value);
+    }
+}

@@ -1,0 +1,351 @@
+using System.Globalization;
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using ModelSurgery.Surgery.Scoring;
+using ModelSurgery.Surgery.Vocabulary;
+
+namespace ModelSurgery.Training.Recipes;
+
+/// <summary>
+/// A declarative distillation pipeline read from JSON: teacher, data, optional vocabulary compression, scoring, plan,
+/// build, distillation and evaluation. Relative paths are relative to the recipe file. Run it with <see cref="RecipeRunner"/>.
+/// </summary>
+public sealed record DistillationRecipe
+{
+    /// <summary>Teacher checkpoint folder (<c>teacher</c>).</summary>
+    public required string Teacher { get; init; }
+
+    /// <summary>Corpus and tokenization (<c>data</c>).</summary>
+    public required RecipeData Data { get; init; }
+
+    /// <summary>Optional vocabulary compression of the teacher to the corpus (<c>vocabulary</c>).</summary>
+    public RecipeVocabulary? Vocabulary { get; init; }
+
+    /// <summary>Importance scoring (<c>scoring</c>).</summary>
+    public RecipeScoring Scoring { get; init; } = new();
+
+    /// <summary>Student shape targets (<c>plan</c>).</summary>
+    public required RecipePlan Plan { get; init; }
+
+    /// <summary>How the student checkpoint is written (<c>build</c>).</summary>
+    public RecipeBuild Build { get; init; } = new();
+
+    /// <summary>Distillation hyper-parameters (<c>distillation</c>).</summary>
+    public required RecipeDistillation Distillation { get; init; }
+
+    /// <summary>Evaluation tasks (<c>evaluation</c>); null skips evaluation.</summary>
+    public RecipeEvaluation? Evaluation { get; init; }
+
+    /// <summary>The folder relative paths are resolved against (the recipe file's folder once loaded).</summary>
+    [JsonIgnore]
+    public string BaseDirectory { get; init; } = ".";
+
+    private static readonly JsonSerializerOptions JsonOptions = new()
+    {
+        PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
+        UnmappedMemberHandling = JsonUnmappedMemberHandling.Disallow,
+        ReadCommentHandling = JsonCommentHandling.Skip,
+        AllowTrailingCommas = true,
+        WriteIndented = true,
+        DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull,
+    };
+
+    /// <summary>Reads and validates a recipe file.</summary>
+    /// <exception cref="FileNotFoundException">The file does not exist.</exception>
+    /// <exception cref="InvalidDataException">The JSON is malformed or a field is invalid; the message names the file and the field.</exception>
+    public static DistillationRecipe Load(string path)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(path);
+        if (!File.Exists(path))
+        {
+            throw new FileNotFoundException($"{path}: recipe file not found.", path);
+        }
+
+        string fullPath = Path.GetFullPath(path);
+        return Parse(File.ReadAllText(fullPath), Path.GetDirectoryName(fullPath)!, fullPath);
+    }
+
+    /// <summary>Parses and validates recipe JSON; relative paths resolve against <paramref name="baseDirectory"/>.</summary>
+    /// <exception cref="InvalidDataException">The JSON is malformed or a field is invalid; the message names <paramref name="source"/> and the field.</exception>
+    public static DistillationRecipe Parse(string json, string baseDirectory, string source = "recipe.json")
+    {
+        ArgumentNullException.ThrowIfNull(json);
+        DistillationRecipe? recipe;
+        try
+        {
+            recipe = JsonSerializer.Deserialize<DistillationRecipe>(json, JsonOptions);
+        }
+        catch (JsonException ex)
+        {
+            string field = string.IsNullOrEmpty(ex.Path) ? string.Empty : $" at {ex.Path.TrimStart('$', '.')}";
+            throw new InvalidDataException($"{source}: invalid recipe{field}: {ex.Message}", ex);
+        }
+
+        recipe = (recipe ?? throw new InvalidDataException($"{source}: empty recipe.")) with { BaseDirectory = Path.GetFullPath(baseDirectory) };
+        IReadOnlyList<string> errors = recipe.Validate();
+        if (errors.Count > 0)
+        {
+            throw new InvalidDataException($"{source}: {string.Join("; ", errors)}");
+        }
+
+        return recipe;
+    }
+
+    /// <summary>The recipe as JSON (paths as written).</summary>
+    public string ToJson() => JsonSerializer.Serialize(this, JsonOptions);
+
+    /// <summary>A JSON fragment of one section, used to fingerprint a step's inputs.</summary>
+    internal static string SectionJson<T>(T section) => JsonSerializer.Serialize(section, JsonOptions);
+
+    /// <summary>Resolves a recipe path against <see cref="BaseDirectory"/>.</summary>
+    public string Resolve(string path) => Path.GetFullPath(Path.Combine(BaseDirectory, path));
+
+    /// <summary>Every problem of the recipe, each naming its JSON field; empty when it is valid.</summary>
+    public IReadOnlyList<string> Validate()
+    {
+        var errors = new List<string>();
+        void Check(bool ok, string field, string problem)
+        {
+            if (!ok)
+            {
+                errors.Add($"{field}: {problem}");
+            }
+        }
+
+        Check(!string.IsNullOrWhiteSpace(Teacher), "teacher", "give the teacher checkpoint folder");
+        if (Data is null)
+        {
+            errors.Add("data: missing");
+        }
+        else
+        {
+            Check(Data.Corpus is { Count: > 0 }, "data.corpus", "give at least one corpus file");
+            Check(!string.IsNullOrWhiteSpace(Data.Field), "data.field", "give the JSONL text field");
+            Check(Data.ValidationFraction is >= 0 and < 1, "data.validation_fraction", $"must be in [0, 1), got {Format(Data.ValidationFraction)}");
+            Check(Data.SeparatorId is null or >= 0, "data.separator_id", "must not be negative");
+        }
+
+        if (Vocabulary is not null)
+        {
+            Check(Vocabulary.Keep is null != Vocabulary.Coverage is null, "vocabulary", "give exactly one of keep or coverage");
+            Check(Vocabulary.Keep is null or >= 1, "vocabulary.keep", $"must be at least 1, got {Vocabulary.Keep}");
+            Check(Vocabulary.Coverage is null or (> 0 and <= 1), "vocabulary.coverage", $"must be in (0, 1], got {Format(Vocabulary.Coverage ?? 0)}");
+            Check(Vocabulary.PadToMultiple >= 1, "vocabulary.pad_to_multiple", "must be at least 1");
+        }
+
+        if (Scoring is not null)
+        {
+            Check(Scoring.Metrics is { Count: > 0 }, "scoring.metrics", "give at least one metric");
+            foreach (string metric in Scoring.Metrics ?? [])
+            {
+                try
+                {
+                    ScoringMetrics.Get(metric);
+                }
+                catch (ArgumentException ex)
+                {
+                    errors.Add($"scoring.metrics: {ex.Message}");
+                }
+            }
+
+            Check(Scoring.CalibrationSequences >= 1, "scoring.calibration_sequences", "must be at least 1");
+            Check(Scoring.CalibrationLength >= 2, "scoring.calibration_length", "must be at least 2");
+            Check(Scoring.BatchSize >= 1, "scoring.batch_size", "must be at least 1");
+        }
+
+        if (Plan is null)
+        {
+            errors.Add("plan: missing");
+        }
+        else
+        {
+            bool shaped = Plan.Layers is not null || Plan.KvGroups is not null || Plan.HeadsPerGroup is not null || Plan.NeuronFraction is not null || Plan.HiddenFraction is not null;
+            Check(Plan.BudgetParameters is null || !shaped, "plan.budget_parameters", "give either a parameter budget or layers/heads/fractions, not both");
+            Check(Plan.BudgetParameters is null or > 0, "plan.budget_parameters", "must be positive");
+            Check(Plan.Layers is null or >= 1, "plan.layers", "must be at least 1");
+            Check(Plan.LayerSelection is "top-scores" or "position-prior", "plan.layer_selection", $"must be top-scores or position-prior, got '{Plan.LayerSelection}'");
+            Check(Plan.KvGroups is null or >= 1, "plan.kv_groups", "must be at least 1");
+            Check(Plan.HeadsPerGroup is null or >= 1, "plan.heads_per_group", "must be at least 1");
+            Check(Plan.NeuronFraction is null or (> 0 and <= 1), "plan.neuron_fraction", $"must be in (0, 1], got {Format(Plan.NeuronFraction ?? 0)}");
+            Check(Plan.HiddenFraction is null or (> 0 and <= 1), "plan.hidden_fraction", $"must be in (0, 1], got {Format(Plan.HiddenFraction ?? 0)}");
+            Check(Plan.RoundTo is null or >= 1, "plan.round_to", "must be at least 1");
+        }
+
+        Check(Build is null || Build.PadVocabToMultiple >= 1, "build.pad_vocab_to_multiple", "must be at least 1");
+        if (Distillation is null)
+        {
+            errors.Add("distillation: missing");
+        }
+        else
+        {
+            Check(Distillation.KdLoss is "kl" or "rkl" or "jsd", "distillation.kd_loss", $"must be kl, rkl or jsd, got '{Distillation.KdLoss}'");
+            Check(Distillation.Temperature > 0, "distillation.temperature", "must be positive");
+            Check(Distillation.Alpha is >= 0 and <= 1, "distillation.alpha", "must be in [0, 1]");
+            Check(Distillation.Steps >= 1, "distillation.steps", "must be at least 1");
+            Check(Distillation.BatchSize >= 1, "distillation.batch_size", "must be at least 1");
+            Check(Distillation.SeqLen >= 1, "distillation.seq_len", "must be at least 1");
+            Check(Distillation.LearningRate > 0, "distillation.learning_rate", "must be positive");
+            Check(Distillation.CheckpointEvery >= 1, "distillation.checkpoint_every", "must be at least 1");
+            Check(Distillation.EvalEvery >= 1, "distillation.eval_every", "must be at least 1");
+        }
+
+        if (Evaluation is not null)
+        {
+            Check(Evaluation.Tasks.Count + Evaluation.Text.Count > 0, "evaluation", "give tasks or text files (or leave evaluation out)");
+            foreach (string name in Evaluation.Tasks.Keys)
+            {
+                Check(RecipeEvaluation.KnownTasks.Contains(name), $"evaluation.tasks.{name}", $"unknown task (known: {string.Join(", ", RecipeEvaluation.KnownTasks)})");
+            }
+
+            Check(Evaluation.BatchSize >= 1, "evaluation.batch_size", "must be at least 1");
+        }
+
+        return errors;
+    }
+
+    private static string Format(double value) => value.ToString(CultureInfo.InvariantCulture);
+}
+
+/// <summary>The <c>data</c> section: a corpus tokenized into a token file.</summary>
+public sealed record RecipeData
+{
+    /// <summary>Tokenizer file, folder or name (e.g. <c>gpt2</c>); null uses the teacher folder's. With vocabulary compression the compressed tokenizer is used for the token file.</summary>
+    public string? Tokenizer { get; init; }
+
+    /// <summary>Corpus files, folders or globs (JSONL or plain text).</summary>
+    public IReadOnlyList<string> Corpus { get; init; } = [];
+
+    /// <summary>JSONL field holding the text.</summary>
+    public string Field { get; init; } = "text";
+
+    /// <summary>Share of windows held out for validation during distillation.</summary>
+    public double ValidationFraction { get; init; } = 0.1;
+
+    /// <summary>Document separator id; null takes the model's first eos id (else bos).</summary>
+    public int? SeparatorId { get; init; }
+}
+
+/// <summary>The <c>vocabulary</c> section: compress the teacher's vocabulary to the corpus before surgery.</summary>
+public sealed record RecipeVocabulary
+{
+    /// <summary>Keep this many tokens.</summary>
+    public int? Keep { get; init; }
+
+    /// <summary>Keep the fewest tokens covering this share of the corpus.</summary>
+    public double? Coverage { get; init; }
+
+    /// <summary>Pad the compressed vocabulary to a multiple of this.</summary>
+    public int PadToMultiple { get; init; } = 1;
+
+    internal CompressionTarget Target => Keep is int n ? CompressionTarget.Keep(n) : CompressionTarget.Cover(Coverage!.Value);
+}
+
+/// <summary>The <c>scoring</c> section.</summary>
+public sealed record RecipeScoring
+{
+    /// <summary>Importance metrics (see <see cref="ScoringMetrics"/>).</summary>
+    public IReadOnlyList<string> Metrics { get; init; } = [ScoringMetrics.Activation, ScoringMetrics.BlockInfluence];
+
+    /// <summary>Calibration windows drawn from the token file.</summary>
+    public int CalibrationSequences { get; init; } = 16;
+
+    /// <summary>Tokens per calibration window.</summary>
+    public int CalibrationLength { get; init; } = 128;
+
+    /// <summary>Windows per teacher pass.</summary>
+    public int BatchSize { get; init; } = 4;
+
+    /// <summary>Seed of the calibration windows.</summary>
+    public int Seed { get; init; }
+}
+
+/// <summary>The <c>plan</c> section: the student's shape, as targets or as a parameter budget.</summary>
+public sealed record RecipePlan
+{
+    /// <summary>Decoder layers to keep.</summary>
+    public int? Layers { get; init; }
+
+    /// <summary>How layers are chosen: <c>top-scores</c> or <c>position-prior</c>.</summary>
+    public string LayerSelection { get; init; } = "top-scores";
+
+    /// <summary>KV groups to keep (whole groups).</summary>
+    public int? KvGroups { get; init; }
+
+    /// <summary>Query heads to keep per KV group.</summary>
+    public int? HeadsPerGroup { get; init; }
+
+    /// <summary>Share of FFN neurons to keep.</summary>
+    public double? NeuronFraction { get; init; }
+
+    /// <summary>Share of hidden channels to keep.</summary>
+    public double? HiddenFraction { get; init; }
+
+    /// <summary>Round widths to a multiple of this.</summary>
+    public int? RoundTo { get; init; }
+
+    /// <summary>Total parameter budget: the closest shape from the budget planner is used instead of the targets above.</summary>
+    public long? BudgetParameters { get; init; }
+}
+
+/// <summary>The <c>build</c> section.</summary>
+public sealed record RecipeBuild
+{
+    /// <summary>Pad the student's vocabulary to a multiple of this.</summary>
+    public int PadVocabToMultiple { get; init; } = 1;
+}
+
+/// <summary>The <c>distillation</c> section.</summary>
+public sealed record RecipeDistillation
+{
+    /// <summary><c>kl</c> (forward KL), <c>rkl</c> (reverse KL) or <c>jsd</c>.</summary>
+    public string KdLoss { get; init; } = "kl";
+
+    /// <summary>Softmax temperature.</summary>
+    public double Temperature { get; init; } = 1.0;
+
+    /// <summary>Weight of the distillation term (1 - alpha weighs cross-entropy).</summary>
+    public double Alpha { get; init; } = 0.5;
+
+    /// <summary>Optimizer steps.</summary>
+    public long Steps { get; init; } = 100;
+
+    /// <summary>Windows per step.</summary>
+    public int BatchSize { get; init; } = 8;
+
+    /// <summary>Tokens per window.</summary>
+    public int SeqLen { get; init; } = 128;
+
+    /// <summary>Peak learning rate.</summary>
+    public double LearningRate { get; init; } = 1e-3;
+
+    /// <summary>Steps between resumable checkpoints.</summary>
+    public int CheckpointEvery { get; init; } = 50;
+
+    /// <summary>Steps between validation passes.</summary>
+    public int EvalEvery { get; init; } = 50;
+
+    /// <summary>Seed of the run.</summary>
+    public ulong Seed { get; init; } = 1234;
+
+    /// <summary>Device: auto, cpu, cuda, cuda:N.</summary>
+    public string Device { get; init; } = "auto";
+}
+
+/// <summary>The <c>evaluation</c> section.</summary>
+public sealed record RecipeEvaluation
+{
+    /// <summary>Benchmark task names the <c>tasks</c> map accepts.</summary>
+    public static readonly IReadOnlyList<string> KnownTasks = ["arc_easy", "arc_challenge", "hellaswag", "piqa", "boolq", "mmlu"];
+
+    /// <summary>Benchmark name to its JSONL file.</summary>
+    public IReadOnlyDictionary<string, string> Tasks { get; init; } = new Dictionary<string, string>();
+
+    /// <summary>Text files scored for perplexity and bits per byte (task name: file name without extension).</summary>
+    public IReadOnlyList<string> Text { get; init; } = [];
+
+    /// <summary>Sequences per forward pass.</summary>
+    public int BatchSize { get; init; } = 8;
+
+    /// <summary>Evaluate the teacher too, for a side-by-side table (when the teacher folder holds a tokenizer).</summary>
+    public bool IncludeTeacher { get; init; } = true;
+}

@@ -1,0 +1,509 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Security.Cryptography;
+using System.Text;
+using System.Text.Json;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.ML.Tokenizers;
+using ModelSurgery.Inference.Configuration;
+using ModelSurgery.Inference.Evaluation;
+using ModelSurgery.Inference.IO;
+using ModelSurgery.Inference.Tokenization;
+using ModelSurgery.Surgery;
+using ModelSurgery.Surgery.Building;
+using ModelSurgery.Surgery.Planning;
+using ModelSurgery.Surgery.Scoring;
+using ModelSurgery.Surgery.Vocabulary;
+using ModelSurgery.Training.Data;
+using ModelSurgery.Training.Distillation;
+
+namespace ModelSurgery.Training.Recipes;
+
+/// <summary>How a step of a recipe run ended.</summary>
+public enum RecipeStepStatus
+{
+    /// <summary>The step ran from scratch.</summary>
+    Ran,
+
+    /// <summary>The step had finished earlier with the same inputs and was skipped.</summary>
+    Skipped,
+
+    /// <summary>The (distillation) step continued from its last checkpoint.</summary>
+    Resumed,
+
+    /// <summary>The recipe has no such section.</summary>
+    NotInRecipe,
+}
+
+/// <summary>Progress of a recipe run.</summary>
+/// <param name="Step">Step name (vocabulary, data, scoring, plan, build, distillation, evaluation).</param>
+/// <param name="Message">What is happening.</param>
+/// <param name="Completed">Units done in the step.</param>
+/// <param name="Total">Units in the step (0 when unknown).</param>
+/// <param name="StepFinished">True on the step's last report (done, skipped or not in the recipe).</param>
+public sealed record RecipeProgress(string Step, string Message, double Completed, double Total, bool StepFinished = false);
+
+/// <summary>One step of a recipe run.</summary>
+/// <param name="Name">Step name.</param>
+/// <param name="Directory">The step's folder (<c>workDir/nn-name</c>).</param>
+/// <param name="Status">Ran, skipped, resumed or not in the recipe.</param>
+/// <param name="Elapsed">Wall time spent on it in this run.</param>
+/// <param name="InputsHash">Fingerprint of the step's inputs.</param>
+/// <param name="Outputs">Named outputs (paths and figures).</param>
+public sealed record RecipeStepResult(string Name, string Directory, RecipeStepStatus Status, TimeSpan Elapsed, string InputsHash, IReadOnlyDictionary<string, string> Outputs);
+
+/// <summary>What a recipe run produced.</summary>
+/// <param name="WorkDirectory">The work folder.</param>
+/// <param name="Steps">Every step, in order.</param>
+/// <param name="EvaluationTable">The evaluation table (teacher and student) as Markdown, or null when the recipe has no evaluation.</param>
+/// <param name="StudentCheckpoint">The distilled student's final checkpoint.</param>
+public sealed record RecipeSummary(string WorkDirectory, IReadOnlyList<RecipeStepResult> Steps, string? EvaluationTable, string StudentCheckpoint)
+{
+    /// <summary>The step called <paramref name="name"/>.</summary>
+    public RecipeStepResult this[string name] => Steps.First(s => s.Name == name);
+}
+
+/// <summary>
+/// Runs a <see cref="DistillationRecipe"/> step by step with the library's APIs. Each step writes into
+/// <c>workDir/nn-step/</c> and ends by writing <c>step.json</c> (inputs hash and outputs) atomically. A re-run skips
+/// finished steps whose inputs are unchanged, re-runs a changed step and every step after it, and redoes an interrupted
+/// step from scratch, except distillation, which resumes from its last checkpoint.
+/// </summary>
+public static class RecipeRunner
+{
+    /// <summary>The file that marks a step finished.</summary>
+    public const string StepFileName = "step.json";
+
+    /// <summary>The steps in order.</summary>
+    public static readonly IReadOnlyList<string> StepNames = ["vocabulary", "data", "scoring", "plan", "build", "distillation", "evaluation"];
+
+    private const string StartedFileName = "started.json";
+
+    private static readonly JsonSerializerOptions StepJson = new() { WriteIndented = true };
+
+    /// <summary>Loads the recipe at <paramref name="recipePath"/> and runs it in <paramref name="workDirectory"/>.</summary>
+    /// <exception cref="InvalidDataException">The recipe is invalid; the message names the field.</exception>
+    public static Task<RecipeSummary> RunAsync(
+        string recipePath,
+        string workDirectory,
+        IProgress<RecipeProgress>? progress = null,
+        ILogger? logger = null,
+        CancellationToken cancellationToken = default) =>
+        RunAsync(DistillationRecipe.Load(recipePath), workDirectory, progress, logger, cancellationToken);
+
+    /// <summary>Runs a loaded recipe in <paramref name="workDirectory"/>.</summary>
+    public static async Task<RecipeSummary> RunAsync(
+        DistillationRecipe recipe,
+        string workDirectory,
+        IProgress<RecipeProgress>? progress = null,
+        ILogger? logger = null,
+        CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(recipe);
+        ArgumentException.ThrowIfNullOrEmpty(workDirectory);
+        logger ??= NullLogger.Instance;
+        string work = Path.GetFullPath(workDirectory);
+        Directory.CreateDirectory(work);
+        var run = new Run(recipe, work, progress, logger, cancellationToken);
+
+        string teacher = recipe.Resolve(recipe.Teacher);
+        if (!File.Exists(Path.Combine(teacher, "config.json")))
+        {
+            throw new InvalidDataException($"teacher: {teacher} holds no config.json.");
+        }
+
+        // 1. Vocabulary: the compressed teacher replaces the teacher for every later step.
+        string vocabularyInputs = Hash(DistillationRecipe.SectionJson(recipe.Vocabulary), DistillationRecipe.SectionJson(recipe.Data), FolderStamp(teacher), CorpusStamp(recipe));
+        await run.StepAsync("vocabulary", vocabularyInputs, recipe.Vocabulary is null ? null : async dir =>
+        {
+            ModelCompressionResult compressed = await ModelVocabularyCompressor.CompressAsync(
+                teacher, recipe.Data.Corpus.Select(recipe.Resolve), recipe.Vocabulary.Target, Path.Combine(dir, "teacher"),
+                new ModelCompressionOptions { JsonlField = recipe.Data.Field, PadVocabToMultiple = recipe.Vocabulary.PadToMultiple, Tokenizer = SourceTokenizer(recipe, teacher, Path.Combine(dir, "source-tokenizer")) },
+                Relay<ModelCompressionProgress>(run, "vocabulary", p => p.Counting is { } c ? ("counting", c.Documents, 0) : ("building", p.Building!.BytesWritten, p.Building.TotalBytesToWrite)),
+                logger, run.Token).ConfigureAwait(false);
+            return new()
+            {
+                ["teacher"] = compressed.Build.Directory,
+                ["vocab_size"] = compressed.Map.NewVocabSize.ToString(CultureInfo.InvariantCulture),
+                ["coverage"] = compressed.Selection.Coverage.ToString("F4", CultureInfo.InvariantCulture),
+            };
+        }).ConfigureAwait(false);
+        string effectiveTeacher = run.Output("vocabulary", "teacher") ?? teacher;
+
+        // 2. Data: the corpus in the (compressed) teacher's vocabulary.
+        string dataInputs = Hash(run.LastHash, DistillationRecipe.SectionJson(recipe.Data), CorpusStamp(recipe), recipe.Vocabulary is null ? FolderStamp(teacher) : string.Empty);
+        await run.StepAsync("data", dataInputs, async dir =>
+        {
+            string tokenizerPath = recipe.Vocabulary is not null ? effectiveTeacher : SourceTokenizer(recipe, teacher, Path.Combine(dir, "tokenizer")) ?? teacher;
+            Tokenizer tokenizer = TokenizerFiles.Load(tokenizerPath);
+            LlamaConfig config = LlamaConfig.Load(Path.Combine(effectiveTeacher, "config.json"));
+            int separator = recipe.Data.SeparatorId ?? (config.EosTokenIds.Count > 0 ? config.EosTokenIds[0] : config.BosTokenId)
+                ?? throw new InvalidDataException($"data.separator_id: {effectiveTeacher}/config.json names no eos or bos id; give the separator id.");
+            if (separator >= config.VocabSize)
+            {
+                throw new InvalidDataException($"data.separator_id: {separator} is outside the model's vocabulary of {config.VocabSize} ids.");
+            }
+
+            string tokens = Path.Combine(dir, "corpus.tokens");
+            TokenizeResult result = await Tokenization.TokenizeAsync(
+                tokenizer, recipe.Data.Corpus.Select(recipe.Resolve), tokens, new TokenizeOptions(config.VocabSize, separator, recipe.Data.Field),
+                Relay<TokenizeProgress>(run, "data", p => ($"{p.Tokens} tokens", p.Documents, 0)), run.Token).ConfigureAwait(false);
+            new TokenFileInfo
+            {
+                Tokens = result.Tokens,
+                Documents = result.Documents,
+                VocabSize = config.VocabSize,
+                SeparatorId = separator,
+                ValidationFraction = recipe.Data.ValidationFraction,
+                Tokenizer = tokenizerPath,
+            }.Save(tokens);
+            return new() { ["tokens"] = tokens, ["tokenizer"] = tokenizerPath, ["token_count"] = Invariant(result.Tokens), ["documents"] = Invariant(result.Documents) };
+        }).ConfigureAwait(false);
+        string tokensPath = run.Output("data", "tokens")!;
+
+        // 3. Scoring.
+        Surgeon surgeon = Surgeon.ForTeacher(effectiveTeacher).LogTo(logger)
+            .ReportTo(Relay<SurgeryProgress>(run, "surgery", p => (p.Stage, p.Completed, p.Total)));
+        await run.StepAsync("scoring", Hash(run.LastHash, DistillationRecipe.SectionJson(recipe.Scoring)), async dir =>
+        {
+            int[] sample;
+            using (TokenFile file = TokenFile.Open(tokensPath))
+            {
+                long length = Math.Min(file.Count, (long)recipe.Scoring.CalibrationSequences * recipe.Scoring.CalibrationLength * 8);
+                sample = [.. file.Read(0, (int)length).Select(t => (int)t)];
+            }
+
+            IReadOnlyList<ImportanceScores> scores = await surgeon
+                .CalibrateOn(sample, recipe.Scoring.CalibrationSequences, recipe.Scoring.CalibrationLength, recipe.Scoring.Seed)
+                .ScoreWith(new ScoringOptions { Metrics = recipe.Scoring.Metrics, BatchSize = recipe.Scoring.BatchSize, Seed = recipe.Scoring.Seed })
+                .ScoreAsync(run.Token).ConfigureAwait(false);
+            string path = Path.Combine(dir, "scores.json");
+            ImportanceScores.Combine(scores).Save(path);
+            return new() { ["scores"] = path };
+        }).ConfigureAwait(false);
+
+        // 4. Plan.
+        await run.StepAsync("plan", Hash(run.LastHash, DistillationRecipe.SectionJson(recipe.Plan)), async dir =>
+        {
+            ImportanceScores scores = ImportanceScores.Load(run.Output("scoring", "scores")!);
+            SurgeryPlan plan = await surgeon.UseScores(scores).Plan(builder => Shape(builder, recipe.Plan, surgeon.Teacher)).PlanAsync(run.Token).ConfigureAwait(false);
+            string path = Path.Combine(dir, "plan.json");
+            plan.Save(path);
+            return new() { ["plan"] = path, ["student_parameters"] = Invariant(plan.ParameterCount.Total), ["teacher_parameters"] = Invariant(LlamaTensorLayout.CountParameters(surgeon.Teacher).Total) };
+        }).ConfigureAwait(false);
+
+        // 5. Build.
+        await run.StepAsync("build", Hash(run.LastHash, DistillationRecipe.SectionJson(recipe.Build)), async dir =>
+        {
+            SurgeryPlan plan = SurgeryPlan.Load(run.Output("plan", "plan")!);
+            string student = Path.Combine(dir, "student");
+            // The student gets the tokenizer the data was tokenized with (a teacher may be saved without one).
+            string? tokenizer = run.Output("data", "tokenizer");
+            SurgeryResult built = await surgeon.UsePlan(plan)
+                .WriteWith(new StudentBuildOptions { PadVocabToMultiple = recipe.Build.PadVocabToMultiple, Tokenizer = tokenizer is not null && Directory.Exists(tokenizer) && HasTokenizer(tokenizer) ? tokenizer : null })
+                .BuildAsync(student, run.Token).ConfigureAwait(false);
+            return new() { ["student"] = built.Student.Directory };
+        }).ConfigureAwait(false);
+
+        // 6. Distillation: resumable, so an interrupted run continues from its last checkpoint.
+        RecipeDistillation d = recipe.Distillation;
+        await run.StepAsync("distillation", Hash(run.LastHash, DistillationRecipe.SectionJson(d)), async (dir, resume) =>
+        {
+            var options = new TrainingOptions
+            {
+                OutputDir = dir,
+                Steps = d.Steps,
+                BatchSize = d.BatchSize,
+                SeqLen = d.SeqLen,
+                LearningRate = d.LearningRate,
+                MinLearningRate = d.LearningRate / 10,
+                CheckpointEvery = d.CheckpointEvery,
+                EvalEvery = d.EvalEvery,
+                EvalBatches = 4,
+                Seed = d.Seed,
+            };
+            var distillation = new DistillationSettings
+            {
+                Divergence = d.KdLoss switch { "rkl" => DistillationDivergence.ReverseKl, "jsd" => DistillationDivergence.JensenShannon, _ => DistillationDivergence.ForwardKl },
+                Temperature = d.Temperature,
+                Alpha = d.Alpha,
+            };
+            StudentTrainingResult trained = await StudentTraining.DistillAsync(
+                effectiveTeacher, run.Output("build", "student")!, tokensPath, options, distillation,
+                new StudentTrainingSettings { Resume = resume, Device = d.Device },
+                Relay<TrainingProgress>(run, "distillation", p => ($"loss {p.Loss:F3}", p.Step, p.TotalSteps)),
+                logger, run.Token).ConfigureAwait(false);
+            return new()
+            {
+                ["student"] = trained.FinalCheckpoint,
+                ["final_loss"] = trained.FinalLoss.ToString("F4", CultureInfo.InvariantCulture),
+                ["metrics"] = Path.Combine(dir, "metrics.jsonl"),
+            };
+        }).ConfigureAwait(false);
+        string studentCheckpoint = run.Output("distillation", "student")!;
+
+        // 7. Evaluation.
+        RecipeEvaluation? e = recipe.Evaluation;
+        string evaluationInputs = Hash(run.LastHash, DistillationRecipe.SectionJson(e), e is null ? string.Empty : string.Join('\n', e.Tasks.Values.Concat(e.Text).Select(p => FileStamp(recipe.Resolve(p)))));
+        await run.StepAsync("evaluation", evaluationInputs, e is null ? null : async dir =>
+        {
+            IReadOnlyList<TaskSpec> tasks = [.. e.Tasks.Select(t => new TaskSpec(t.Key, TaskFormatOf(t.Key), recipe.Resolve(t.Value))), .. e.Text.Select(p => TaskSpec.Text(Path.GetFileNameWithoutExtension(p), recipe.Resolve(p)))];
+            var models = new List<ModelEvaluation>();
+            var evaluated = new List<(string Name, string Directory)> { ("student", studentCheckpoint) };
+            if (e.IncludeTeacher && HasTokenizer(effectiveTeacher))
+            {
+                evaluated.Insert(0, ("teacher", effectiveTeacher));
+            }
+
+            foreach ((string name, string directory) in evaluated)
+            {
+                LlamaConfig config = LlamaConfig.Load(Path.Combine(directory, "config.json"));
+                var options = new EvaluationOptions { ModelName = name, BatchSize = e.BatchSize, MaxLength = config.MaxPositionEmbeddings };
+                models.Add(await new StudentTrainingResult(directory, []).EvaluateAsync(
+                    tasks, options, Relay<EvaluationProgress>(run, "evaluation", p => (name, 0, 0)), logger, run.Token).ConfigureAwait(false));
+            }
+
+            var report = new EvaluationReport(models, models[0].ModelName);
+            string markdown = Path.Combine(dir, "report.md");
+            string json = Path.Combine(dir, "report.json");
+            report.WriteMarkdown(markdown);
+            report.WriteJson(json);
+            return new() { ["report"] = markdown, ["report_json"] = json };
+        }).ConfigureAwait(false);
+
+        string? table = run.Output("evaluation", "report") is string reportPath ? File.ReadAllText(reportPath) : null;
+        return new RecipeSummary(work, run.Results, table, studentCheckpoint);
+    }
+
+    private static PlanBuilder Shape(PlanBuilder builder, RecipePlan plan, LlamaConfig teacher)
+    {
+        LayerSelection selection = plan.LayerSelection == "position-prior" ? LayerSelection.PositionPrior : LayerSelection.TopScores;
+        if (plan.BudgetParameters is long budget)
+        {
+            IReadOnlyList<ShapeCandidate> candidates = BudgetPlanner.Candidates(teacher, budget);
+            if (candidates.Count == 0)
+            {
+                throw new InvalidDataException($"plan.budget_parameters: no student shape of the teacher fits {budget} parameters.");
+            }
+
+            return builder.WithShape(candidates[0].Shape, selection);
+        }
+
+        if (plan.Layers is int layers)
+        {
+            builder = selection == LayerSelection.PositionPrior ? builder.KeepLayersByPositionPrior(layers) : builder.KeepTopLayers(layers);
+        }
+
+        if (plan.KvGroups is not null || plan.HeadsPerGroup is not null)
+        {
+            builder = builder.KeepHeads(plan.KvGroups ?? teacher.NumKeyValueHeads, plan.HeadsPerGroup ?? teacher.QueryGroupSize);
+        }
+
+        if (plan.NeuronFraction is double neurons)
+        {
+            builder = builder.KeepNeuronFraction(neurons);
+        }
+
+        if (plan.HiddenFraction is double hidden)
+        {
+            builder = builder.KeepHiddenChannelFraction(hidden);
+        }
+
+        if (plan.RoundTo is int multiple)
+        {
+            builder = builder.RoundWidthsTo(multiple);
+        }
+
+        return builder.WithDescription("recipe");
+    }
+
+    private static TaskFormat TaskFormatOf(string name) => name switch
+    {
+        "arc_easy" or "arc_challenge" => TaskFormat.Arc,
+        "hellaswag" => TaskFormat.HellaSwag,
+        "piqa" => TaskFormat.Piqa,
+        "boolq" => TaskFormat.BoolQ,
+        "mmlu" => TaskFormat.Mmlu,
+        _ => throw new InvalidDataException($"evaluation.tasks.{name}: unknown task."),
+    };
+
+    /// <summary>
+    /// The tokenizer named by <c>data.tokenizer</c> (else the teacher's) as a folder holding tokenizer.json or
+    /// tokenizer.model: a tiktoken vocabulary (a .tiktoken file, a folder holding one, or the built-in gpt2) is written
+    /// as a Hugging Face tokenizer.json into <paramref name="scratch"/>, so it travels into every checkpoint and evaluation
+    /// can load it. Null when the teacher folder already holds a loadable tokenizer and none was named.
+    /// </summary>
+    private static string? SourceTokenizer(DistillationRecipe recipe, string teacher, string scratch)
+    {
+        string? spec = recipe.Data.Tokenizer;
+        if (spec is null && HasTokenizer(teacher))
+        {
+            return null;
+        }
+
+        string resolved = spec is null ? teacher : recipe.Resolve(spec);
+        TiktokenVocabulary? tiktoken = null;
+        if (Directory.Exists(resolved))
+        {
+            if (HasTokenizer(resolved))
+            {
+                return resolved;
+            }
+
+            string[] files = Directory.GetFiles(resolved, "*.tiktoken");
+            if (files.Length != 1)
+            {
+                throw new InvalidDataException($"data.tokenizer: {resolved} holds no tokenizer.json, tokenizer.model or single .tiktoken file.");
+            }
+
+            tiktoken = TiktokenVocabulary.Load(files[0]);
+        }
+        else if (File.Exists(resolved))
+        {
+            if (!resolved.EndsWith(".tiktoken", StringComparison.OrdinalIgnoreCase))
+            {
+                return resolved;
+            }
+
+            tiktoken = TiktokenVocabulary.Load(resolved);
+        }
+        else if (string.Equals(spec, "gpt2", StringComparison.OrdinalIgnoreCase))
+        {
+            tiktoken = TiktokenVocabulary.LoadGpt2();
+        }
+        else
+        {
+            throw new InvalidDataException($"data.tokenizer: {resolved} is neither a tokenizer file or folder nor a built-in name (gpt2).");
+        }
+
+        Directory.CreateDirectory(scratch);
+        HuggingFaceTokenizerJson.FromTiktoken(tiktoken).Save(Path.Combine(scratch, "tokenizer.json"));
+        return scratch;
+    }
+
+    private static bool HasTokenizer(string directory) =>
+        File.Exists(Path.Combine(directory, "tokenizer.json")) || File.Exists(Path.Combine(directory, "tokenizer.model"));
+
+    private static string Invariant(long value) => value.ToString(CultureInfo.InvariantCulture);
+
+    private static string Hash(params string[] parts) =>
+        Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(string.Join("\n\u0001", parts))));
+
+    private static string FileStamp(string path)
+    {
+        var info = new FileInfo(path);
+        return info.Exists ? $"{path}|{info.Length}|{info.LastWriteTimeUtc.Ticks}" : $"{path}|missing";
+    }
+
+    private static string FolderStamp(string directory) =>
+        string.Join('\n', Directory.EnumerateFiles(directory).Order(StringComparer.Ordinal).Select(FileStamp));
+
+    private static string CorpusStamp(DistillationRecipe recipe) =>
+        string.Join('\n', Tokenization.ResolveInputs(recipe.Data.Corpus.Select(recipe.Resolve)).Select(FileStamp));
+
+    private static RelayProgress<T> Relay<T>(Run run, string step, Func<T, (string Message, double Completed, double Total)> map) =>
+        new RelayProgress<T>(value =>
+        {
+            (string message, double completed, double total) = map(value);
+            run.Progress?.Report(new RecipeProgress(step, message, completed, total));
+        });
+
+    /// <summary>Marks a finished step: what went in and what came out.</summary>
+    private sealed record StepRecord(string Name, string InputsHash, DateTimeOffset FinishedAt, double Seconds, Dictionary<string, string> Outputs);
+
+    /// <summary>Remembers each step's outcome and whether a later step must run because an earlier one did.</summary>
+    private sealed class Run(DistillationRecipe recipe, string work, IProgress<RecipeProgress>? progress, ILogger logger, CancellationToken token)
+    {
+        private readonly Dictionary<string, StepRecord> _records = [];
+        private bool _rerunRest;
+
+        public IProgress<RecipeProgress>? Progress { get; } = progress;
+
+        public CancellationToken Token { get; } = token;
+
+        public List<RecipeStepResult> Results { get; } = [];
+
+        public string LastHash { get; private set; } = Hash(recipe.Teacher);
+
+        public string? Output(string step, string key) =>
+            _records.TryGetValue(step, out StepRecord? record) && record.Outputs.TryGetValue(key, out string? value) ? value : null;
+
+        public Task StepAsync(string name, string inputsHash, Func<string, Task<Dictionary<string, string>>>? body) =>
+            StepAsync(name, inputsHash, body is null ? null : (dir, _) => body(dir), resumable: false);
+
+        public Task StepAsync(string name, string inputsHash, Func<string, bool, Task<Dictionary<string, string>>> body) =>
+            StepAsync(name, inputsHash, body, resumable: true);
+
+        private async Task StepAsync(string name, string inputsHash, Func<string, bool, Task<Dictionary<string, string>>>? body, bool resumable)
+        {
+            Token.ThrowIfCancellationRequested();
+            int index = StepNames.ToList().IndexOf(name) + 1;
+            string dir = Path.Combine(work, $"{index:D2}-{name}");
+            LastHash = inputsHash;
+            if (body is null)
+            {
+                if (Directory.Exists(dir))
+                {
+                    Directory.Delete(dir, recursive: true);
+                    _rerunRest = true;
+                }
+
+                Results.Add(new RecipeStepResult(name, dir, RecipeStepStatus.NotInRecipe, TimeSpan.Zero, inputsHash, new Dictionary<string, string>()));
+                Progress?.Report(new RecipeProgress(name, "not in the recipe", 1, 1, StepFinished: true));
+                return;
+            }
+
+            string stepFile = Path.Combine(dir, StepFileName);
+            if (!_rerunRest && File.Exists(stepFile))
+            {
+                StepRecord? done = JsonSerializer.Deserialize<StepRecord>(File.ReadAllText(stepFile), StepJson);
+                if (done is not null && done.InputsHash == inputsHash)
+                {
+                    _records[name] = done;
+                    Results.Add(new RecipeStepResult(name, dir, RecipeStepStatus.Skipped, TimeSpan.Zero, inputsHash, done.Outputs));
+                    Progress?.Report(new RecipeProgress(name, "skipped (finished earlier, inputs unchanged)", 1, 1, StepFinished: true));
+                    RecipeLog.Skipped(logger, name);
+                    return;
+                }
+            }
+
+            // A resumable step keeps its partial folder when it was started with the same inputs and nothing before it ran again.
+            string startedFile = Path.Combine(dir, StartedFileName);
+            bool resume = resumable && !_rerunRest && !File.Exists(stepFile) && File.Exists(startedFile) && File.ReadAllText(startedFile).Trim() == inputsHash;
+            if (!resume && Directory.Exists(dir))
+            {
+                Directory.Delete(dir, recursive: true);
+            }
+
+            _rerunRest = true;
+            Directory.CreateDirectory(dir);
+            AtomicFile.WriteAllText(startedFile, inputsHash);
+            Progress?.Report(new RecipeProgress(name, resume ? "resuming" : "started", 0, 0));
+            RecipeLog.Started(logger, name, dir, resume);
+            var clock = Stopwatch.StartNew();
+            Dictionary<string, string> outputs = await body(dir, resume).ConfigureAwait(false);
+            var record = new StepRecord(name, inputsHash, DateTimeOffset.UtcNow, clock.Elapsed.TotalSeconds, outputs);
+            AtomicFile.WriteAllText(stepFile, JsonSerializer.Serialize(record, StepJson));
+            _records[name] = record;
+            Results.Add(new RecipeStepResult(name, dir, resume ? RecipeStepStatus.Resumed : RecipeStepStatus.Ran, clock.Elapsed, inputsHash, outputs));
+            Progress?.Report(new RecipeProgress(name, string.Create(CultureInfo.InvariantCulture, $"{(resume ? "resumed, done" : "done")} in {clock.Elapsed.TotalSeconds:F1} s"), 1, 1, StepFinished: true));
+        }
+    }
+
+    /// <summary>Forwards reports on the reporting thread, in order.</summary>
+    private sealed class RelayProgress<T>(Action<T> report) : IProgress<T>
+    {
+        public void Report(T value) => report(value);
+    }
+}
+
+/// <summary>Log messages of <see cref="RecipeRunner"/>.</summary>
+internal static partial class RecipeLog
+{
+    [LoggerMessage(Level = LogLevel.Information, Message = "recipe step {Step}: finished earlier with the same inputs, skipped")]
+    public static partial void Skipped(ILogger logger, string step);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "recipe step {Step} in {Directory} (resume: {Resume})")]
+    public static partial void Started(ILogger logger, string step, string directory, bool resume);
+}
