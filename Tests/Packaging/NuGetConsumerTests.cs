@@ -1,11 +1,10 @@
-using System.Diagnostics;
 using System.Globalization;
 using System.Reflection;
-using System.Text;
 using System.Xml.Linq;
 using ModelSurgery.Inference.Configuration;
 using ModelSurgery.Inference.Modeling;
 using TorchSharp;
+using ModelSurgery.Tests.Support;
 
 namespace ModelSurgery.Tests.Packaging;
 
@@ -38,8 +37,8 @@ public sealed class NuGetConsumerTests
 
         // A version no cache can hold yet: restore must take the packages just packed.
         _version = "0.1.0-test." + DateTime.UtcNow.ToString("yyyyMMddHHmmssfff", CultureInfo.InvariantCulture);
-        string repository = FindRepositoryRoot();
-        Run(repository, "pack", Path.Combine(repository, UmbrellaProject), "-c", "Release",
+        string repository = DotnetCli.FindRepositoryRoot(UmbrellaProject);
+        DotnetCli.Run(repository, "pack", Path.Combine(repository, UmbrellaProject), "-c", "Release",
             "-o", _feed, "--artifacts-path", Path.Combine(_workDirectory, "artifacts"), $"-p:Version={_version}", "-nodeReuse:false");
     }
 
@@ -101,7 +100,7 @@ public sealed class NuGetConsumerTests
         await File.WriteAllTextAsync(Path.Combine(app, "Consumer.csproj"), ConsumerProject(_version, TorchSharpVersion()));
         await File.WriteAllTextAsync(Path.Combine(app, "Program.cs"), ConsumerProgram);
 
-        string output = Run(app, "run", "--project", Path.Combine(app, "Consumer.csproj"));
+        string output = DotnetCli.Run(app, "run", "--project", Path.Combine(app, "Consumer.csproj"));
         await TestContext.Out.WriteLineAsync(output);
 
         // The native fix reaches the consumer through the package graph (ModelSurgery -> ... -> ModelSurgery.Inference).
@@ -233,7 +232,7 @@ public sealed class NuGetConsumerTests
     // Parses 'dotnet nuget list source' run outside the repository: "  1.  name [Enabled]" then the URL on the next line.
     private static List<(string Key, string Url)> MachineSources(string folder)
     {
-        string[] lines = Run(folder, "nuget", "list", "source", "--format", "Detailed")
+        string[] lines = DotnetCli.Run(folder, "nuget", "list", "source", "--format", "Detailed")
             .Split('\n', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
         var sources = new List<(string Key, string Url)>();
         for (int i = 0; i + 1 < lines.Length; i++)
@@ -253,62 +252,8 @@ public sealed class NuGetConsumerTests
     private static string GlobalPackagesFolder()
     {
         const string prefix = "global-packages:";
-        string line = Run(Path.GetTempPath(), "nuget", "locals", "global-packages", "--list").Trim();
+        string line = DotnetCli.Run(Path.GetTempPath(), "nuget", "locals", "global-packages", "--list").Trim();
         Assert.That(line, Does.StartWith(prefix));
         return line[prefix.Length..].Trim();
-    }
-
-    private static string FindRepositoryRoot()
-    {
-        for (var folder = new DirectoryInfo(TestContext.CurrentContext.TestDirectory); folder is not null; folder = folder.Parent)
-        {
-            if (File.Exists(Path.Combine(folder.FullName, UmbrellaProject)))
-            {
-                return folder.FullName;
-            }
-        }
-
-        throw new DirectoryNotFoundException($"No folder above {TestContext.CurrentContext.TestDirectory} holds {UmbrellaProject}.");
-    }
-
-    // Runs the dotnet CLI and returns its output; fails the test with that output when it exits non-zero.
-    private static string Run(string workingDirectory, params string[] arguments)
-    {
-        var start = new ProcessStartInfo(Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") ?? "dotnet")
-        {
-            WorkingDirectory = workingDirectory,
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-        };
-        foreach (string argument in arguments)
-        {
-            start.ArgumentList.Add(argument);
-        }
-
-        // The test host inherits MSBuild settings of the outer build; a nested build must pick its own.
-        foreach (string name in start.Environment.Keys.Where(k => k.StartsWith("MSBuild", StringComparison.OrdinalIgnoreCase)).ToList())
-        {
-            start.Environment.Remove(name);
-        }
-
-        start.Environment["DOTNET_CLI_TELEMETRY_OPTOUT"] = "1";
-        start.Environment["DOTNET_NOLOGO"] = "1";
-
-        using Process process = Process.Start(start) ?? throw new InvalidOperationException("dotnet did not start.");
-        var output = new StringBuilder();
-        process.OutputDataReceived += (_, e) => { if (e.Data is not null) { lock (output) { output.AppendLine(e.Data); } } };
-        process.ErrorDataReceived += (_, e) => { if (e.Data is not null) { lock (output) { output.AppendLine(e.Data); } } };
-        process.BeginOutputReadLine();
-        process.BeginErrorReadLine();
-        process.WaitForExit();
-
-        string text;
-        lock (output)
-        {
-            text = output.ToString();
-        }
-
-        Assert.That(process.ExitCode, Is.Zero, $"dotnet {string.Join(' ', arguments)} failed in {workingDirectory}:\n{text}");
-        return text;
     }
 }
