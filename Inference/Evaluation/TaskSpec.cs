@@ -75,6 +75,27 @@ public sealed record TaskSpec(string Name, TaskFormat Format, string DataPath)
     /// <returns>The spec.</returns>
     public static TaskSpec Mmlu(string path) => new("mmlu", TaskFormat.Mmlu, path);
 
+    /// <summary>
+    /// The task a harness name stands for (arc_easy, arc_challenge, hellaswag, piqa, boolq, mmlu; hyphens accepted for
+    /// underscores, case ignored), or null for any other name.
+    /// </summary>
+    /// <param name="name">Task name.</param>
+    /// <param name="path">JSONL file.</param>
+    public static TaskSpec? ForHarnessTask(string name, string path)
+    {
+        ArgumentNullException.ThrowIfNull(name);
+        return name.Replace('-', '_').ToUpperInvariant() switch
+        {
+            "ARC_EASY" => ArcEasy(path),
+            "ARC_CHALLENGE" => ArcChallenge(path),
+            "HELLASWAG" => HellaSwag(path),
+            "PIQA" => Piqa(path),
+            "BOOLQ" => BoolQ(path),
+            "MMLU" => Mmlu(path),
+            _ => null,
+        };
+    }
+
     /// <summary>Bits per byte on a text file.</summary>
     /// <param name="name">Name in reports.</param>
     /// <param name="path">Text file, or JSONL of {"text": ...}.</param>

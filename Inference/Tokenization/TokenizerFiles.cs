@@ -100,6 +100,10 @@ public static class TokenizerFiles
         }
     }
 
+    /// <summary>Whether a model folder holds a tokenizer this library loads (<c>tokenizer.json</c> or <c>tokenizer.model</c>).</summary>
+    public static bool IsInFolder(string directory) =>
+        File.Exists(Path.Combine(directory, "tokenizer.json")) || File.Exists(Path.Combine(directory, "tokenizer.model"));
+
     /// <summary>
     /// One more than the largest token id the tokenizer can produce (vocabulary plus special tokens), or null when the
     /// tokenizer type does not expose its vocabulary. For tiktoken only the special tokens are visible; they follow the

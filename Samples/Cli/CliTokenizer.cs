@@ -9,8 +9,7 @@ internal static class CliTokenizer
     /// <summary>Loads the folder's tokenizer.json or tokenizer.model, or returns null when it has neither.</summary>
     public static Tokenizer? TryLoad(string modelDir)
     {
-        bool present = File.Exists(Path.Combine(modelDir, "tokenizer.json")) || File.Exists(Path.Combine(modelDir, "tokenizer.model"));
-        return present ? TokenizerFiles.Load(modelDir) : null;
+        return TokenizerFiles.IsInFolder(modelDir) ? TokenizerFiles.Load(modelDir) : null;
     }
 
     /// <summary>Encodes prompt text, starting with the model's BOS token as Llama models expect.</summary>

@@ -66,7 +66,7 @@ public static class PipelineExtensions
     {
         ArgumentNullException.ThrowIfNull(trained);
         string directory = trained.FinalCheckpoint;
-        if (!File.Exists(Path.Combine(directory, "tokenizer.json")) && !File.Exists(Path.Combine(directory, "tokenizer.model")))
+        if (!TokenizerFiles.IsInFolder(directory))
         {
             throw new InvalidDataException($"{directory}: no tokenizer.json or tokenizer.model beside the weights; evaluation needs the model's tokenizer.");
         }

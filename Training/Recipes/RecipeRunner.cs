@@ -201,7 +201,7 @@ public static class RecipeRunner
             // The student gets the tokenizer the data was tokenized with (a teacher may be saved without one).
             string? tokenizer = run.Output("data", "tokenizer");
             SurgeryResult built = await surgeon.UsePlan(plan)
-                .WriteWith(new StudentBuildOptions { PadVocabToMultiple = recipe.Build.PadVocabToMultiple, Tokenizer = tokenizer is not null && Directory.Exists(tokenizer) && HasTokenizer(tokenizer) ? tokenizer : null })
+                .WriteWith(new StudentBuildOptions { PadVocabToMultiple = recipe.Build.PadVocabToMultiple, Tokenizer = tokenizer is not null && Directory.Exists(tokenizer) && TokenizerFiles.IsInFolder(tokenizer) ? tokenizer : null })
                 .BuildAsync(student, run.Token).ConfigureAwait(false);
             return new() { ["student"] = built.Student.Directory };
         }).ConfigureAwait(false);
@@ -248,10 +248,10 @@ public static class RecipeRunner
         string evaluationInputs = Hash(run.LastHash, DistillationRecipe.SectionJson(e), e is null ? string.Empty : string.Join('\n', e.Tasks.Values.Concat(e.Text).Select(p => FileStamp(recipe.Resolve(p)))));
         await run.StepAsync("evaluation", evaluationInputs, e is null ? null : async dir =>
         {
-            IReadOnlyList<TaskSpec> tasks = [.. e.Tasks.Select(t => new TaskSpec(t.Key, TaskFormatOf(t.Key), recipe.Resolve(t.Value))), .. e.Text.Select(p => TaskSpec.Text(Path.GetFileNameWithoutExtension(p), recipe.Resolve(p)))];
+            IReadOnlyList<TaskSpec> tasks = [.. e.Tasks.Select(t => TaskSpec.ForHarnessTask(t.Key, recipe.Resolve(t.Value)) ?? throw new InvalidDataException($"evaluation.tasks.{t.Key}: unknown task.")), .. e.Text.Select(p => TaskSpec.Text(Path.GetFileNameWithoutExtension(p), recipe.Resolve(p)))];
             var models = new List<ModelEvaluation>();
             var evaluated = new List<(string Name, string Directory)> { ("student", studentCheckpoint) };
-            if (e.IncludeTeacher && HasTokenizer(effectiveTeacher))
+            if (e.IncludeTeacher && TokenizerFiles.IsInFolder(effectiveTeacher))
             {
                 evaluated.Insert(0, ("teacher", effectiveTeacher));
             }
@@ -318,16 +318,6 @@ public static class RecipeRunner
         return builder.WithDescription("recipe");
     }
 
-    private static TaskFormat TaskFormatOf(string name) => name switch
-    {
-        "arc_easy" or "arc_challenge" => TaskFormat.Arc,
-        "hellaswag" => TaskFormat.HellaSwag,
-        "piqa" => TaskFormat.Piqa,
-        "boolq" => TaskFormat.BoolQ,
-        "mmlu" => TaskFormat.Mmlu,
-        _ => throw new InvalidDataException($"evaluation.tasks.{name}: unknown task."),
-    };
-
     /// <summary>
     /// The tokenizer named by <c>data.tokenizer</c> (else the teacher's) as a folder holding tokenizer.json or
     /// tokenizer.model: a tiktoken vocabulary (a .tiktoken file, a folder holding one, or the built-in gpt2) is written
@@ -337,7 +327,7 @@ public static class RecipeRunner
     private static string? SourceTokenizer(DistillationRecipe recipe, string teacher, string scratch)
     {
         string? spec = recipe.Data.Tokenizer;
-        if (spec is null && HasTokenizer(teacher))
+        if (spec is null && TokenizerFiles.IsInFolder(teacher))
         {
             return null;
         }
@@ -346,7 +336,7 @@ public static class RecipeRunner
         TiktokenVocabulary? tiktoken = null;
         if (Directory.Exists(resolved))
         {
-            if (HasTokenizer(resolved))
+            if (TokenizerFiles.IsInFolder(resolved))
             {
                 return resolved;
             }
@@ -381,9 +371,6 @@ public static class RecipeRunner
         HuggingFaceTokenizerJson.FromTiktoken(tiktoken).Save(Path.Combine(scratch, "tokenizer.json"));
         return scratch;
     }
-
-    private static bool HasTokenizer(string directory) =>
-        File.Exists(Path.Combine(directory, "tokenizer.json")) || File.Exists(Path.Combine(directory, "tokenizer.model"));
 
     private static string Invariant(long value) => value.ToString(CultureInfo.InvariantCulture);
 

@@ -10,18 +10,6 @@ namespace ModelSurgery.Cli.Commands;
 /// </summary>
 internal static class EvalCommand
 {
-    private static readonly Dictionary<string, Func<string, TaskSpec>> KnownTasks = new(StringComparer.OrdinalIgnoreCase)
-    {
-        ["arc_easy"] = TaskSpec.ArcEasy,
-        ["arc-easy"] = TaskSpec.ArcEasy,
-        ["arc_challenge"] = TaskSpec.ArcChallenge,
-        ["arc-challenge"] = TaskSpec.ArcChallenge,
-        ["hellaswag"] = TaskSpec.HellaSwag,
-        ["piqa"] = TaskSpec.Piqa,
-        ["boolq"] = TaskSpec.BoolQ,
-        ["mmlu"] = TaskSpec.Mmlu,
-    };
-
     public static Command Create(CliContext context)
     {
         var models = new Option<string[]>("--model") { Description = "Checkpoint folder (with its tokenizer); repeat for several. The first is the reference.", Required = true, AllowMultipleArgumentsPerToken = false };
@@ -109,6 +97,6 @@ internal static class EvalCommand
             throw new FileNotFoundException($"--task {name}: no such file {path}.", path);
         }
 
-        return KnownTasks.TryGetValue(name, out var create) ? create(path) : new TaskSpec(name, TaskFormat.Generic, path);
+        return TaskSpec.ForHarnessTask(name, path) ?? new TaskSpec(name, TaskFormat.Generic, path);
     }
 }
