@@ -189,15 +189,7 @@ public sealed unsafe partial class SafetensorsFile : IDisposable
         var info = GetInfo(name);
         int axis = NormalizeDim(info, dim);
         long size = info.Shape[axis];
-        for (int i = 0; i < indices.Count; i++)
-        {
-            if (indices[i] < 0 || indices[i] >= size)
-            {
-                throw new ArgumentException(
-                    $"Index {indices[i]} (position {i}) is out of range for dimension {axis} of size {size} of tensor '{name}' in '{Path}'.",
-                    nameof(indices));
-            }
-        }
+        CheckIndices(info, axis, indices, nameof(indices));
 
         var shape = (long[])info.Shape.Clone();
         shape[axis] = indices.Count;
@@ -209,28 +201,16 @@ public sealed unsafe partial class SafetensorsFile : IDisposable
         }
 
         // Consecutive ascending indices are merged into one run, so contiguous selections cost one copy per outer row.
-        var runs = new List<(long Source, long Destination, long Count)>();
-        for (int i = 0; i < indices.Count;)
-        {
-            int j = i + 1;
-            while (j < indices.Count && indices[j] == indices[j - 1] + 1)
-            {
-                j++;
-            }
-
-            runs.Add((indices[i], i, j - i));
-            i = j;
-        }
-
+        List<IndexRun> runs = Runs(indices);
         byte* source = DataOf(info);
         byte* destination = TensorMemory.DataPointer(tensor);
         long sourceStride = size * inner;
         long destinationStride = checked(indices.Count * inner);
         if (outer == 1)
         {
-            foreach (var (from, _, count) in runs)
+            foreach (IndexRun run in runs)
             {
-                Prefetch(source + (from * inner), count * inner);
+                Prefetch(source + (run.First * inner), run.Count * inner);
             }
         }
         else
@@ -242,9 +222,9 @@ public sealed unsafe partial class SafetensorsFile : IDisposable
         {
             byte* sourceRow = source + (o * sourceStride);
             byte* destinationRow = destination + (o * destinationStride);
-            foreach (var (from, to, count) in runs)
+            foreach (IndexRun run in runs)
             {
-                TensorMemory.Copy(sourceRow + (from * inner), destinationRow + (to * inner), count * inner);
+                TensorMemory.Copy(sourceRow + (run.First * inner), destinationRow + (run.Position * inner), run.Count * inner);
             }
         }
 
@@ -281,13 +261,13 @@ public sealed unsafe partial class SafetensorsFile : IDisposable
 
         long element = info.DType.ElementSize();
         long sourceRowBytes = info.Shape[1] * element;
-        var runs = Runs(columns);
+        List<IndexRun> runs = Runs(columns);
         byte* source = DataOf(info);
         byte* destination = TensorMemory.DataPointer(tensor);
         long destinationRowBytes = columns.Count * element;
-        foreach (var (from, count) in Runs(rows))
+        foreach (IndexRun run in Runs(rows))
         {
-            Prefetch(source + (rows[(int)from] * sourceRowBytes), count * sourceRowBytes);
+            Prefetch(source + (run.First * sourceRowBytes), run.Count * sourceRowBytes);
         }
 
         for (int r = 0; r < rows.Count; r++)
@@ -297,13 +277,13 @@ public sealed unsafe partial class SafetensorsFile : IDisposable
             if (element == 2)
             {
                 // The common case (bf16/f16 weights): scattered channels make most runs one element long.
-                CopyRuns((ushort*)sourceRow, (ushort*)destinationRow, runs, columns);
+                CopyRuns((ushort*)sourceRow, (ushort*)destinationRow, runs);
             }
             else
             {
-                foreach (var (to, count) in runs)
+                foreach (IndexRun run in runs)
                 {
-                    Buffer.MemoryCopy(sourceRow + (columns[(int)to] * element), destinationRow + (to * element), count * element, count * element);
+                    Buffer.MemoryCopy(sourceRow + (run.First * element), destinationRow + (run.Position * element), run.Count * element, run.Count * element);
                 }
             }
         }
@@ -312,23 +292,26 @@ public sealed unsafe partial class SafetensorsFile : IDisposable
         return tensor;
     }
 
-    private static void CopyRuns(ushort* source, ushort* destination, List<(long Start, long Count)> runs, IReadOnlyList<long> columns)
+    private static void CopyRuns(ushort* source, ushort* destination, List<IndexRun> runs)
     {
-        foreach (var (to, count) in runs)
+        foreach (IndexRun run in runs)
         {
-            ushort* from = source + columns[(int)to];
-            ushort* into = destination + to;
-            for (long i = 0; i < count; i++)
+            ushort* from = source + run.First;
+            ushort* into = destination + run.Position;
+            for (long i = 0; i < run.Count; i++)
             {
                 into[i] = from[i];
             }
         }
     }
 
-    /// <summary>Runs of consecutive ascending indices, as (position in the list, length).</summary>
-    private static List<(long Start, long Count)> Runs(IReadOnlyList<long> indices)
+    /// <summary>
+    /// The runs of consecutive ascending indices in <paramref name="indices"/>: each run copies <c>Count</c> source
+    /// elements from index <c>First</c> to list position <c>Position</c> onward.
+    /// </summary>
+    private static List<IndexRun> Runs(IReadOnlyList<long> indices)
     {
-        var runs = new List<(long Start, long Count)>();
+        var runs = new List<IndexRun>();
         for (int i = 0; i < indices.Count;)
         {
             int j = i + 1;
@@ -337,7 +320,7 @@ public sealed unsafe partial class SafetensorsFile : IDisposable
                 j++;
             }
 
-            runs.Add((i, j - i));
+            runs.Add(new IndexRun(i, indices[i], j - i));
             i = j;
         }
 
@@ -496,3 +479,9 @@ public sealed unsafe partial class SafetensorsFile : IDisposable
         return (outer, inner);
     }
 }
+
+/// <summary>A run of consecutive ascending indices: <paramref name="Count"/> indices from <paramref name="First"/>, found at <paramref name="Position"/> of the index list.</summary>
+/// <param name="Position">Where the run starts in the index list (and so in the destination).</param>
+/// <param name="First">The first index of the run (where it starts in the source).</param>
+/// <param name="Count">Indices in the run.</param>
+internal readonly record struct IndexRun(int Position, long First, long Count);

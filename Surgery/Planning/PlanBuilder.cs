@@ -71,6 +71,9 @@ public sealed class PlanBuilder
         _hidden = teacher.HiddenSize;
     }
 
+    /// <summary>The teacher the plan cuts.</summary>
+    public LlamaConfig Teacher => _teacher;
+
     /// <summary>Starts a plan for <paramref name="teacher"/> (same as the constructor).</summary>
     public static PlanBuilder For(LlamaConfig teacher, ImportanceScores? scores = null) => new(teacher, scores);
 

@@ -49,20 +49,6 @@ public sealed class LlamaRecipeTests
     }
 
     [Test]
-    public void An_input_id_map_feeds_the_model_the_mapped_ids()
-    {
-        long[] map = [.. Enumerable.Range(0, 32).Select(i => (long)(2 * i))];
-        using var wrapped = new LlamaHiddenStates(NewModel(12), map);
-        using var scope = torch.NewDisposeScope();
-        using var noGrad = torch.no_grad();
-        Tensor studentIds = torch.tensor(new long[] { 0, 5, 31, 7 }, [1, 4]); // [1, T]
-        Tensor teacherIds = torch.tensor(new long[] { 0, 10, 62, 14 }, [1, 4]); // [1, T]
-        Assert.That(wrapped.forward(studentIds).allclose(wrapped.Llama.forward(teacherIds), rtol: 0, atol: 1e-6));
-        Assert.That(wrapped.ForwardWithHiddenStates(studentIds).Logits.allclose(wrapped.Llama.forward(teacherIds), rtol: 0, atol: 1e-5));
-        Assert.Throws<ArgumentException>(() => new LlamaHiddenStates(NewModel(1, vocab: 16), map).Dispose());
-    }
-
-    [Test]
     public async Task The_checkpointer_saves_a_checkpoint_that_reloads_with_identical_logits_and_copies_tokenizer_files()
     {
         string source = Path.Combine(_dir, "source");

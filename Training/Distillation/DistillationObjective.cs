@@ -1,3 +1,4 @@
+using ModelSurgery.Surgery.Vocabulary;
 using ModelSurgery.Training.Data;
 using TorchSharp;
 using TorchSharp.Modules;
@@ -9,7 +10,9 @@ namespace ModelSurgery.Training.Distillation;
 /// Trains the student against a teacher run in the same process: the teacher is put in eval mode and run without
 /// gradients (in whatever dtype it was loaded, e.g. bfloat16 to save memory; its logits are compared in float32).
 /// Optionally adds hidden-state distillation weighted by <c>hiddenWeight</c>; then both models must implement
-/// <see cref="IHiddenStateModel"/>.
+/// <see cref="IHiddenStateModel"/>. With a compressed student vocabulary (a <see cref="VocabularyMap"/>, or the loss's
+/// <see cref="DistillationLoss.KeptTeacherIds"/>), batches hold student ids: the teacher is fed the original ids they stand
+/// for, and its logits are restricted to the kept ids before the loss.
 /// </summary>
 public sealed class DistillationObjective : ITrainingObjective
 {
@@ -17,6 +20,7 @@ public sealed class DistillationObjective : ITrainingObjective
     private readonly DistillationLoss _loss;
     private readonly HiddenStateDistillation? _hidden;
     private readonly double _hiddenWeight;
+    private readonly long[]? _teacherIds;
 
     /// <summary>Creates the objective.</summary>
     /// <param name="teacher">The teacher: ids [B, T] to logits [B, T, Vt]; it is not trained.</param>
@@ -24,8 +28,18 @@ public sealed class DistillationObjective : ITrainingObjective
     /// <param name="hidden">Optional hidden-state distillation (its projections are trained with the student).</param>
     /// <param name="hiddenWeight">Weight of the hidden-state term.</param>
     /// <param name="teacherDtype">Optional lower precision for the teacher (e.g. bfloat16): the teacher is converted in place.</param>
+    /// <param name="vocabularyMap">
+    /// The student's compressed vocabulary (its <c>vocab_map.json</c>); null when the student has the teacher's vocabulary
+    /// or when <paramref name="loss"/> carries the kept teacher ids.
+    /// </param>
+    /// <exception cref="ArgumentException">The map disagrees with the loss's kept ids, or hidden-state distillation lacks a capable teacher.</exception>
     public DistillationObjective(
-        nn.Module<Tensor, Tensor> teacher, DistillationLoss loss, HiddenStateDistillation? hidden = null, double hiddenWeight = 1.0, ScalarType? teacherDtype = null)
+        nn.Module<Tensor, Tensor> teacher,
+        DistillationLoss loss,
+        HiddenStateDistillation? hidden = null,
+        double hiddenWeight = 1.0,
+        ScalarType? teacherDtype = null,
+        VocabularyMap? vocabularyMap = null)
     {
         _teacher = teacher ?? throw new ArgumentNullException(nameof(teacher));
         if (teacherDtype is { } dtype)
@@ -33,7 +47,18 @@ public sealed class DistillationObjective : ITrainingObjective
             _teacher.to(dtype);
         }
 
-        _loss = loss ?? throw new ArgumentNullException(nameof(loss));
+        ArgumentNullException.ThrowIfNull(loss);
+        _teacherIds = StudentToTeacherIds.Of(vocabularyMap);
+        if (_teacherIds is not null && loss.KeptTeacherIds is { } kept && !kept.SequenceEqual(_teacherIds))
+        {
+            throw new ArgumentException("The vocabulary map and the loss's kept teacher ids differ; give one of them, or the same ids.", nameof(vocabularyMap));
+        }
+
+        // One map serves both sides: the teacher reads teacher ids, and the loss restricts its logits to the same ids.
+        _teacherIds ??= loss.KeptTeacherIds is { } lossIds ? [.. lossIds] : null;
+        _loss = _teacherIds is not null && loss.KeptTeacherIds is null
+            ? new DistillationLoss(loss.Divergence, loss.Temperature, loss.Alpha, _teacherIds)
+            : loss;
         if (hidden is not null && teacher is not IHiddenStateModel)
         {
             throw new ArgumentException("Hidden-state distillation needs a teacher that implements IHiddenStateModel.", nameof(teacher));
@@ -59,7 +84,7 @@ public sealed class DistillationObjective : ITrainingObjective
         ArgumentNullException.ThrowIfNull(batch);
         using var scope = torch.NewDisposeScope();
         Tensor inputs = batch.Inputs; // [B, T]
-        Tensor teacherInputs = inputs.to(Trainer.ModelDevice(_teacher)); // [B, T]
+        Tensor teacherInputs = StudentToTeacherIds.Map(inputs, _teacherIds).to(Trainer.ModelDevice(_teacher)); // [B, T] teacher ids
         Tensor teacherLogits;
         IReadOnlyList<Tensor>? teacherHidden = null;
         _teacher.eval();

@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using System.IO.MemoryMappedFiles;
+using ModelSurgery.Surgery.Vocabulary;
 using ModelSurgery.Training.Data;
 using TorchSharp;
 using TorchSharp.Modules;
@@ -11,7 +12,7 @@ namespace ModelSurgery.Training.Distillation;
 /// An offline cache of the teacher's top-k logits for every training window, so distillation does not need the teacher
 /// in memory. Layout (little endian): a 32-byte header ("MSTOPK01", int32 version = 1, int32 k, int32 sequence length,
 /// 4 reserved bytes, int64 window count), the window ids (int64 each), then one record per window in the same order:
-/// [T, k] float32 logits followed by [T, k] int32 ids (student ids when a kept-id map was applied).
+/// [T, k] float32 logits followed by [T, k] int32 ids (student ids when a vocabulary map was applied).
 /// </summary>
 public sealed class TeacherLogitCache : IDisposable
 {
@@ -51,13 +52,17 @@ public sealed class TeacherLogitCache : IDisposable
 
     /// <summary>Runs the teacher over the windows and writes their top-k logits (atomically).</summary>
     /// <param name="teacher">The teacher: ids [B, T] to logits [B, T, Vt].</param>
-    /// <param name="file">The token file.</param>
+    /// <param name="file">The token file (student ids when <paramref name="vocabularyMap"/> is given).</param>
     /// <param name="windows">Windows to cache (normally the training windows).</param>
     /// <param name="path">Output cache file.</param>
     /// <param name="k">Logits kept per position.</param>
     /// <param name="seqLen">Inputs per window (T).</param>
     /// <param name="batchSize">Windows per teacher forward pass.</param>
-    /// <param name="keptTeacherIds">Optional kept-id map (student id i is teacher id kept[i]); applied before the top-k so ids are student ids.</param>
+    /// <param name="vocabularyMap">
+    /// The student's compressed vocabulary (student id i is teacher id kept[i]), or null when the vocabularies are equal:
+    /// the teacher reads the original ids, and its logits are restricted to the kept ids before the top-k, so the cached
+    /// ids are student ids.
+    /// </param>
     /// <param name="progress">Optional count of windows written.</param>
     /// <param name="cancellationToken">Cancels the work; no file is left behind.</param>
     /// <returns>A task that completes when the file is in place.</returns>
@@ -69,7 +74,7 @@ public sealed class TeacherLogitCache : IDisposable
         int k,
         int seqLen,
         int batchSize = 8,
-        IReadOnlyList<long>? keptTeacherIds = null,
+        VocabularyMap? vocabularyMap = null,
         IProgress<long>? progress = null,
         CancellationToken cancellationToken = default)
     {
@@ -79,7 +84,8 @@ public sealed class TeacherLogitCache : IDisposable
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(k);
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(seqLen);
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(batchSize);
-        var restrict = new DistillationLoss(keptTeacherIds: keptTeacherIds);
+        long[]? teacherIds = StudentToTeacherIds.Of(vocabularyMap);
+        var restrict = new DistillationLoss(keptTeacherIds: teacherIds);
         string full = System.IO.Path.GetFullPath(path);
         string directory = System.IO.Path.GetDirectoryName(full)!;
         Directory.CreateDirectory(directory);
@@ -107,7 +113,7 @@ public sealed class TeacherLogitCache : IDisposable
                 {
                     cancellationToken.ThrowIfCancellationRequested();
                     int rows = Math.Min(batchSize, windows.Count - start);
-                    byte[] records = TopKRecords(teacher, file, windows, start, rows, seqLen, k, restrict);
+                    byte[] records = TopKRecords(teacher, file, windows, start, rows, seqLen, k, teacherIds, restrict);
                     await stream.WriteAsync(records, cancellationToken).ConfigureAwait(false);
                     progress?.Report(start + rows);
                 }
@@ -210,7 +216,7 @@ public sealed class TeacherLogitCache : IDisposable
         _map.Dispose();
     }
 
-    private static byte[] TopKRecords(nn.Module<Tensor, Tensor> teacher, TokenFile file, IReadOnlyList<long> windows, int start, int rows, int seqLen, int k, DistillationLoss restrict)
+    private static byte[] TopKRecords(nn.Module<Tensor, Tensor> teacher, TokenFile file, IReadOnlyList<long> windows, int start, int rows, int seqLen, int k, long[]? teacherIds, DistillationLoss restrict)
     {
         using var scope = torch.NewDisposeScope();
         using var noGrad = torch.no_grad();
@@ -220,7 +226,8 @@ public sealed class TeacherLogitCache : IDisposable
             file.Read(TokenWindows.Start(windows[start + r], seqLen), tokens.AsSpan(r * seqLen, seqLen));
         }
 
-        Tensor inputs = torch.tensor(tokens, [rows, seqLen], ScalarType.Int64).to(Trainer.ModelDevice(teacher)); // [B, T]
+        Tensor studentIds = torch.tensor(tokens, [rows, seqLen], ScalarType.Int64); // [B, T]
+        Tensor inputs = StudentToTeacherIds.Map(studentIds, teacherIds).to(Trainer.ModelDevice(teacher)); // [B, T] teacher ids
         Tensor logits = restrict.RestrictTeacher(teacher.forward(inputs)).to(ScalarType.Float32); // [B, T, V]
         if (logits.shape[^1] < k)
         {

@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Serialization;
+using ModelSurgery.Surgery.Planning;
 using ModelSurgery.Surgery.Scoring;
 using ModelSurgery.Surgery.Vocabulary;
 
@@ -161,14 +162,8 @@ public sealed record DistillationRecipe
         {
             bool shaped = Plan.Layers is not null || Plan.KvGroups is not null || Plan.HeadsPerGroup is not null || Plan.NeuronFraction is not null || Plan.HiddenFraction is not null;
             Check(Plan.BudgetParameters is null || !shaped, "plan.budget_parameters", "give either a parameter budget or layers/heads/fractions, not both");
-            Check(Plan.BudgetParameters is null or > 0, "plan.budget_parameters", "must be positive");
-            Check(Plan.Layers is null or >= 1, "plan.layers", "must be at least 1");
-            Check(Plan.LayerSelection is "top-scores" or "position-prior", "plan.layer_selection", $"must be top-scores or position-prior, got '{Plan.LayerSelection}'");
-            Check(Plan.KvGroups is null or >= 1, "plan.kv_groups", "must be at least 1");
-            Check(Plan.HeadsPerGroup is null or >= 1, "plan.heads_per_group", "must be at least 1");
-            Check(Plan.NeuronFraction is null or (> 0 and <= 1), "plan.neuron_fraction", $"must be in (0, 1], got {Format(Plan.NeuronFraction ?? 0)}");
-            Check(Plan.HiddenFraction is null or (> 0 and <= 1), "plan.hidden_fraction", $"must be in (0, 1], got {Format(Plan.HiddenFraction ?? 0)}");
-            Check(Plan.RoundTo is null or >= 1, "plan.round_to", "must be at least 1");
+            Check(Plan.LayerSelection is RecipePlan.TopScores or RecipePlan.PositionPrior, "plan.layer_selection", $"must be {RecipePlan.TopScores} or {RecipePlan.PositionPrior}, got '{Plan.LayerSelection}'");
+            errors.AddRange(Plan.ToTargets().Validate(RecipePlan.FieldName));
         }
 
         Check(Build is null || Build.PadVocabToMultiple >= 1, "build.pad_vocab_to_multiple", "must be at least 1");
@@ -266,7 +261,7 @@ public sealed record RecipePlan
     public int? Layers { get; init; }
 
     /// <summary>How layers are chosen: <c>top-scores</c> or <c>position-prior</c>.</summary>
-    public string LayerSelection { get; init; } = "top-scores";
+    public string LayerSelection { get; init; } = TopScores;
 
     /// <summary>KV groups to keep (whole groups).</summary>
     public int? KvGroups { get; init; }
@@ -285,6 +280,28 @@ public sealed record RecipePlan
 
     /// <summary>Total parameter budget: the closest shape from the budget planner is used instead of the targets above.</summary>
     public long? BudgetParameters { get; init; }
+
+    /// <summary>The <see cref="LayerSelection"/> value that ranks layers by their scores.</summary>
+    internal const string TopScores = "top-scores";
+
+    /// <summary>The <see cref="LayerSelection"/> value that uses the paper's position prior.</summary>
+    internal const string PositionPrior = "position-prior";
+
+    /// <summary>The section as plan targets (the JSON field of each target is <see cref="FieldName"/>).</summary>
+    public PlanTargets ToTargets() => new()
+    {
+        Layers = Layers,
+        LayerSelection = LayerSelection == PositionPrior ? Surgery.Planning.LayerSelection.PositionPrior : Surgery.Planning.LayerSelection.TopScores,
+        KvGroups = KvGroups,
+        HeadsPerGroup = HeadsPerGroup,
+        NeuronFraction = NeuronFraction,
+        HiddenFraction = HiddenFraction,
+        RoundTo = RoundTo,
+        BudgetParameters = BudgetParameters,
+    };
+
+    /// <summary>The recipe field of a <see cref="PlanTargets.Keys"/> key: <c>plan.</c> and the key (the section's fields are named as the keys).</summary>
+    internal static string FieldName(string key) => "plan." + key;
 }
 
 /// <summary>The <c>build</c> section.</summary>

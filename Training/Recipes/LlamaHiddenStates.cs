@@ -14,32 +14,21 @@ namespace ModelSurgery.Training.Recipes;
 /// Parameter names gain the prefix <c>llama.</c>; <see cref="Llama"/> is the wrapped model to save.
 /// </summary>
 /// <remarks>
-/// With <c>inputIdMap</c> the wrapper reads ids of a compressed vocabulary and feeds the model <c>inputIdMap[id]</c>:
-/// this is how a teacher with the full vocabulary reads a student's token file (student id i is teacher id kept[i]).
+/// Ids go to the model unchanged. A teacher with the full vocabulary reading a compressed student's ids is fed the
+/// original ids by the distillation objective and the logit cache (their vocabulary map option), not by this wrapper.
 /// </remarks>
 public sealed class LlamaHiddenStates : nn.Module<Tensor, Tensor>, IHiddenStateModel
 {
     [ComponentName(Name = "llama")]
     private readonly LlamaForCausalLM _llama;
 
-    private readonly long[]? _inputIdMap;
-    private Tensor? _inputIdIndex;
-
     /// <summary>Wraps a model.</summary>
     /// <param name="llama">The model; disposing the wrapper disposes it.</param>
-    /// <param name="inputIdMap">Optional map from input ids to model ids (e.g. a vocabulary map's kept ids); null feeds ids unchanged.</param>
-    /// <exception cref="ArgumentException">A mapped id is outside the model's vocabulary.</exception>
-    public LlamaHiddenStates(LlamaForCausalLM llama, IReadOnlyList<long>? inputIdMap = null)
+    public LlamaHiddenStates(LlamaForCausalLM llama)
         : base(nameof(LlamaHiddenStates))
     {
         ArgumentNullException.ThrowIfNull(llama);
-        if (inputIdMap is not null && inputIdMap.Any(id => id < 0 || id >= llama.Config.VocabSize))
-        {
-            throw new ArgumentException($"The input id map holds ids outside the model vocabulary of {llama.Config.VocabSize}.", nameof(inputIdMap));
-        }
-
         _llama = llama;
-        _inputIdMap = inputIdMap is null ? null : [.. inputIdMap];
         RegisterComponents();
     }
 
@@ -53,7 +42,7 @@ public sealed class LlamaHiddenStates : nn.Module<Tensor, Tensor>, IHiddenStateM
     {
         ArgumentNullException.ThrowIfNull(inputIds);
         using var scope = torch.NewDisposeScope();
-        return _llama.forward(MapInputs(inputIds)).MoveToOuterDisposeScope(); // [B, T, V]
+        return _llama.forward(inputIds).MoveToOuterDisposeScope(); // [B, T, V]
     }
 
     /// <summary>Logits and the output of each decoder layer, in layer order.</summary>
@@ -63,7 +52,7 @@ public sealed class LlamaHiddenStates : nn.Module<Tensor, Tensor>, IHiddenStateM
     {
         ArgumentNullException.ThrowIfNull(inputIds);
         using var scope = torch.NewDisposeScope();
-        Tensor hidden = _llama.Embed(MapInputs(inputIds)); // [B, T, D]
+        Tensor hidden = _llama.Embed(inputIds); // [B, T, D]
         using RotaryTables rope = _llama.CreateRotaryTables(0, inputIds.shape[1]);
         var states = new List<Tensor>(_llama.Layers.Count);
         foreach (LlamaDecoderLayer layer in _llama.Layers)
@@ -79,32 +68,5 @@ public sealed class LlamaHiddenStates : nn.Module<Tensor, Tensor>, IHiddenStateM
         }
 
         return (logits.MoveToOuterDisposeScope(), states);
-    }
-
-    /// <inheritdoc />
-    protected override void Dispose(bool disposing)
-    {
-        if (disposing)
-        {
-            _inputIdIndex?.Dispose();
-        }
-
-        base.Dispose(disposing);
-    }
-
-    private Tensor MapInputs(Tensor inputIds)
-    {
-        if (_inputIdMap is null)
-        {
-            return inputIds.alias();
-        }
-
-        if (_inputIdIndex is null || _inputIdIndex.device != inputIds.device)
-        {
-            _inputIdIndex?.Dispose();
-            _inputIdIndex = torch.tensor(_inputIdMap, ScalarType.Int64, inputIds.device).DetachFromDisposeScope(); // [Vs]
-        }
-
-        return _inputIdIndex.index_select(0, inputIds.reshape(-1)).reshape(inputIds.shape); // [B, T]
     }
 }

@@ -187,7 +187,17 @@ public static class RecipeRunner
         await run.StepAsync("plan", Hash(run.LastHash, DistillationRecipe.SectionJson(recipe.Plan)), async dir =>
         {
             ImportanceScores scores = ImportanceScores.Load(run.Output("scoring", "scores")!);
-            SurgeryPlan plan = await surgeon.UseScores(scores).Plan(builder => Shape(builder, recipe.Plan, surgeon.Teacher)).PlanAsync(run.Token).ConfigureAwait(false);
+            PlanTargets targets = recipe.Plan.ToTargets();
+            SurgeryPlan plan;
+            try
+            {
+                plan = await surgeon.UseScores(scores).Plan(builder => targets.ApplyTo(builder, RecipePlan.FieldName).WithDescription("recipe")).PlanAsync(run.Token).ConfigureAwait(false);
+            }
+            catch (ArgumentException ex)
+            {
+                throw new InvalidDataException(ex.Message, ex);
+            }
+
             string path = Path.Combine(dir, "plan.json");
             plan.Save(path);
             return new() { ["plan"] = path, ["student_parameters"] = Invariant(plan.ParameterCount.Total), ["teacher_parameters"] = Invariant(LlamaTensorLayout.CountParameters(surgeon.Teacher).Total) };
@@ -274,48 +284,6 @@ public static class RecipeRunner
 
         string? table = run.Output("evaluation", "report") is string reportPath ? File.ReadAllText(reportPath) : null;
         return new RecipeSummary(work, run.Results, table, studentCheckpoint);
-    }
-
-    private static PlanBuilder Shape(PlanBuilder builder, RecipePlan plan, LlamaConfig teacher)
-    {
-        LayerSelection selection = plan.LayerSelection == "position-prior" ? LayerSelection.PositionPrior : LayerSelection.TopScores;
-        if (plan.BudgetParameters is long budget)
-        {
-            IReadOnlyList<ShapeCandidate> candidates = BudgetPlanner.Candidates(teacher, budget);
-            if (candidates.Count == 0)
-            {
-                throw new InvalidDataException($"plan.budget_parameters: no student shape of the teacher fits {budget} parameters.");
-            }
-
-            return builder.WithShape(candidates[0].Shape, selection);
-        }
-
-        if (plan.Layers is int layers)
-        {
-            builder = selection == LayerSelection.PositionPrior ? builder.KeepLayersByPositionPrior(layers) : builder.KeepTopLayers(layers);
-        }
-
-        if (plan.KvGroups is not null || plan.HeadsPerGroup is not null)
-        {
-            builder = builder.KeepHeads(plan.KvGroups ?? teacher.NumKeyValueHeads, plan.HeadsPerGroup ?? teacher.QueryGroupSize);
-        }
-
-        if (plan.NeuronFraction is double neurons)
-        {
-            builder = builder.KeepNeuronFraction(neurons);
-        }
-
-        if (plan.HiddenFraction is double hidden)
-        {
-            builder = builder.KeepHiddenChannelFraction(hidden);
-        }
-
-        if (plan.RoundTo is int multiple)
-        {
-            builder = builder.RoundWidthsTo(multiple);
-        }
-
-        return builder.WithDescription("recipe");
     }
 
     /// <summary>

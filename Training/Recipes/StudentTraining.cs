@@ -176,8 +176,8 @@ public static class StudentTraining
             throw new ArgumentException("Hidden-state distillation (a plan) needs the teacher folder.", nameof(teacherDir));
         }
 
-        IReadOnlyList<long>? kept = ReadKeptTeacherIds(studentDir);
-        var loss = new DistillationLoss(distillation.Divergence, distillation.Temperature, distillation.Alpha, kept);
+        VocabularyMap? vocabularyMap = ReadVocabularyMap(studentDir);
+        var loss = new DistillationLoss(distillation.Divergence, distillation.Temperature, distillation.Alpha);
         var owned = new List<IDisposable>();
         try
         {
@@ -206,7 +206,7 @@ public static class StudentTraining
             }
 
             LlamaForCausalLM teacherModel = ModelCheckpoint.Load(teacherDir!, new ModelLoadOptions { Device = settings.Device, DType = distillation.TeacherDType }, logger);
-            var teacher = new LlamaHiddenStates(teacherModel, kept);
+            var teacher = new LlamaHiddenStates(teacherModel);
             owned.Add(teacher);
             HiddenStateDistillation? hidden = null;
             if (distillation.PlanPath is not null)
@@ -228,7 +228,7 @@ public static class StudentTraining
                 owned.Add(hidden);
             }
 
-            return new DistillationObjective(teacher, loss, hidden, distillation.HiddenWeight);
+            return new DistillationObjective(teacher, loss, hidden, distillation.HiddenWeight, vocabularyMap: vocabularyMap);
         }
     }
 
@@ -261,21 +261,27 @@ public static class StudentTraining
     {
         ArgumentException.ThrowIfNullOrEmpty(teacherDir);
         settings ??= new StudentTrainingSettings();
-        IReadOnlyList<long>? kept = vocabularyMapPath is null ? null : [.. VocabularyMap.Load(vocabularyMapPath).KeptOldIds.Select(i => (long)i)];
+        VocabularyMap? vocabularyMap = vocabularyMapPath is null ? null : VocabularyMap.Load(vocabularyMapPath);
         using TokenFile file = TokenFile.Open(tokensPath);
         TrainingData data = OpenData(file, seqLen, settings);
-        using var teacher = new LlamaHiddenStates(ModelCheckpoint.Load(teacherDir, new ModelLoadOptions { Device = settings.Device }), kept);
-        await TeacherLogitCache.WriteAsync(teacher, file, data.TrainWindows, cachePath, k, seqLen, batchSize, kept, progress, cancellationToken).ConfigureAwait(false);
+        using var teacher = new LlamaHiddenStates(ModelCheckpoint.Load(teacherDir, new ModelLoadOptions { Device = settings.Device }));
+        await TeacherLogitCache.WriteAsync(teacher, file, data.TrainWindows, cachePath, k, seqLen, batchSize, vocabularyMap, progress, cancellationToken).ConfigureAwait(false);
         return data.TrainWindows.Count;
     }
 
     /// <summary>The kept teacher ids of a compressed student (its <c>vocab_map.json</c>), or null when it has none.</summary>
     /// <param name="studentDir">Student checkpoint folder.</param>
     /// <returns>Teacher id of each student id, or null.</returns>
-    public static IReadOnlyList<long>? ReadKeptTeacherIds(string studentDir)
+    public static IReadOnlyList<long>? ReadKeptTeacherIds(string studentDir) =>
+        ReadVocabularyMap(studentDir) is { } map ? [.. map.KeptOldIds.Select(i => (long)i)] : null;
+
+    /// <summary>The vocabulary map of a compressed student (its <c>vocab_map.json</c>), or null when it has none.</summary>
+    /// <param name="studentDir">Student checkpoint folder.</param>
+    /// <returns>The map, or null.</returns>
+    public static VocabularyMap? ReadVocabularyMap(string studentDir)
     {
         string path = Path.Combine(studentDir, VocabularyMapFileName);
-        return File.Exists(path) ? [.. VocabularyMap.Load(path).KeptOldIds.Select(i => (long)i)] : null;
+        return File.Exists(path) ? VocabularyMap.Load(path) : null;
     }
 
     private static async Task<StudentTrainingResult> RunAsync(

@@ -35,7 +35,7 @@ internal static class SurgeryCommands
     {
         var model = CommonOptions.Model();
         var scores = new Option<string[]>("--scores") { Description = "Scores JSON from 'score'; repeat to combine (e.g. block-influence for layers, l2 for width): the first file holding a part supplies it." };
-        var targets = new PlanTargets();
+        var targets = new PlanTargetOptions();
         var output = new Option<string>("--out") { Description = "Plan JSON to write.", Required = true };
         var command = new Command("plan", "Turn importance scores and target sizes (or a parameter budget) into a validated plan.") { model, scores, output };
         targets.AddTo(command);
@@ -71,7 +71,7 @@ internal static class SurgeryCommands
         var model = CommonOptions.Model();
         var calibration = new CalibrationOptions();
         var metrics = MetricsOption();
-        var targets = new PlanTargets();
+        var targets = new PlanTargetOptions();
         var build = new BuildOptions();
         var device = CommonOptions.Device();
         var command = new Command("prune", "Score, plan and build in one go; the scores and the plan are kept in <out>/surgery/.") { model, metrics, device };
@@ -228,8 +228,8 @@ internal static class SurgeryCommands
         }
     }
 
-    /// <summary>What the student keeps: explicit sizes, or a parameter budget.</summary>
-    private sealed class PlanTargets
+    /// <summary>What the student keeps, as options: explicit sizes, or a parameter budget (see <see cref="PlanTargets"/>).</summary>
+    private sealed class PlanTargetOptions
     {
         private readonly Option<int?> _layers = new("--layers") { Description = "Layers to keep." };
         private readonly Option<string?> _keepLayers = new("--keep-layers") { Description = "Teacher layers to keep, e.g. \"0,1,2,21\"." };
@@ -243,9 +243,11 @@ internal static class SurgeryCommands
         private readonly Option<int> _roundTo = new("--round-to") { Description = "Round neuron and channel counts (and, with --budget, candidate widths) to a multiple of this.", DefaultValueFactory = _ => 1 };
         private readonly Option<string?> _budget = new("--budget") { Description = "Parameter budget (e.g. 1.1e9): choose the deepest-and-thinnest shape that meets it." };
 
+        private IEnumerable<Option> All => [_layers, _keepLayers, _layerSelection, _kvGroups, _headsPerGroup, _neurons, _neuronFraction, _hidden, _hiddenFraction, _roundTo, _budget];
+
         public void AddTo(Command command)
         {
-            foreach (Option option in new Option[] { _layers, _keepLayers, _layerSelection, _kvGroups, _headsPerGroup, _neurons, _neuronFraction, _hidden, _hiddenFraction, _roundTo, _budget })
+            foreach (Option option in All)
             {
                 command.Options.Add(option);
             }
@@ -253,85 +255,26 @@ internal static class SurgeryCommands
 
         public SurgeryPlan Build(CliContext context, ParseResult parsed, LlamaConfig teacher, ImportanceScores? scores)
         {
-            Exclusive(parsed, _layers, _keepLayers);
-            Exclusive(parsed, _kvGroups, _headsPerGroup);
-            Exclusive(parsed, _neurons, _neuronFraction);
-            Exclusive(parsed, _hidden, _hiddenFraction);
-            LayerSelection selection = parsed.GetValue(_layerSelection) switch
+            // The library combines a group count with a per-group count; on the command line they are alternatives.
+            if (parsed.GetResult(_kvGroups) is { Implicit: false } && parsed.GetResult(_headsPerGroup) is { Implicit: false })
             {
-                "prior" => LayerSelection.PositionPrior,
-                "scores" => LayerSelection.TopScores,
-                var other => throw new UsageException($"--layer-selection: '{other}' is not prior or scores."),
-            };
+                throw new UsageException($"give {_kvGroups.Name} or {_headsPerGroup.Name}, not both.");
+            }
 
+            PlanTargets targets = Read(parsed);
             try
             {
-                var builder = PlanBuilder.For(teacher, scores);
-                if (parsed.GetValue(_budget) is { } budgetText)
+                IReadOnlyList<ShapeCandidate> candidates = targets.BudgetCandidates(teacher, OptionName);
+                if (candidates.Count > 0)
                 {
-                    if (!double.TryParse(budgetText, NumberStyles.Float, CultureInfo.InvariantCulture, out double budget) || budget <= 0)
-                    {
-                        throw new UsageException($"--budget: '{budgetText}' is not a positive number of parameters.");
-                    }
-
-                    int multiple = Math.Max(1, parsed.GetValue(_roundTo));
-                    IReadOnlyList<ShapeCandidate> candidates = BudgetPlanner.Candidates(teacher, (long)budget, new BudgetConstraints { HiddenMultiple = multiple, IntermediateMultiple = multiple });
-                    if (candidates.Count == 0)
-                    {
-                        throw new UsageException($"--budget {budgetText}: no student shape of this teacher comes within the tolerance of that budget.");
-                    }
-
                     context.Output.WriteLine($"{candidates.Count} shapes meet the budget; deepest and thinnest first:");
                     foreach (ShapeCandidate candidate in candidates.Take(5))
                     {
                         context.Output.WriteLine($"  {candidate}");
                     }
-
-                    builder.WithShape(candidates[0].Shape, selection);
                 }
 
-                if (parsed.GetValue(_layers) is int layers)
-                {
-                    _ = selection == LayerSelection.TopScores ? builder.KeepTopLayers(layers) : builder.KeepLayersByPositionPrior(layers);
-                }
-
-                if (parsed.GetValue(_keepLayers) is { } keep)
-                {
-                    builder.KeepLayers(TokenIds.Parse(keep, "--keep-layers"));
-                }
-
-                if (parsed.GetValue(_kvGroups) is int groups)
-                {
-                    builder.KeepWholeKvGroups(groups);
-                }
-
-                if (parsed.GetValue(_headsPerGroup) is int perGroup)
-                {
-                    builder.KeepQueryHeadsPerGroup(perGroup);
-                }
-
-                if (parsed.GetValue(_neurons) is int neurons)
-                {
-                    builder.KeepNeurons(neurons);
-                }
-
-                if (parsed.GetValue(_neuronFraction) is double neuronFraction)
-                {
-                    builder.KeepNeuronFraction(neuronFraction);
-                }
-
-                if (parsed.GetValue(_hidden) is int hidden)
-                {
-                    builder.KeepHiddenChannels(hidden);
-                }
-
-                if (parsed.GetValue(_hiddenFraction) is double hiddenFraction)
-                {
-                    builder.KeepHiddenChannelFraction(hiddenFraction);
-                }
-
-                builder.RoundWidthsTo(parsed.GetValue(_roundTo));
-                return builder.Build();
+                return targets.Build(teacher, scores, OptionName);
             }
             catch (ArgumentException ex)
             {
@@ -339,13 +282,56 @@ internal static class SurgeryCommands
             }
         }
 
-        private static void Exclusive(ParseResult parsed, Option a, Option b)
+        private PlanTargets Read(ParseResult parsed)
         {
-            if (parsed.GetResult(a) is { Implicit: false } && parsed.GetResult(b) is { Implicit: false })
+            LayerSelection selection = parsed.GetValue(_layerSelection) switch
             {
-                throw new UsageException($"give {a.Name} or {b.Name}, not both.");
+                "prior" => LayerSelection.PositionPrior,
+                "scores" => LayerSelection.TopScores,
+                var other => throw new UsageException($"{_layerSelection.Name}: '{other}' is not prior or scores."),
+            };
+            long? budget = null;
+            if (parsed.GetValue(_budget) is { } budgetText)
+            {
+                if (!double.TryParse(budgetText, NumberStyles.Float, CultureInfo.InvariantCulture, out double value) || !(value >= 1) || value > long.MaxValue)
+                {
+                    throw new UsageException($"{_budget.Name}: '{budgetText}' is not a positive number of parameters.");
+                }
+
+                budget = (long)value;
             }
+
+            return new PlanTargets
+            {
+                Layers = parsed.GetValue(_layers),
+                KeepLayers = parsed.GetValue(_keepLayers) is { } keep ? TokenIds.Parse(keep, _keepLayers.Name) : null,
+                LayerSelection = selection,
+                KvGroups = parsed.GetValue(_kvGroups),
+                HeadsPerGroup = parsed.GetValue(_headsPerGroup),
+                Neurons = parsed.GetValue(_neurons),
+                NeuronFraction = parsed.GetValue(_neuronFraction),
+                HiddenChannels = parsed.GetValue(_hidden),
+                HiddenFraction = parsed.GetValue(_hiddenFraction),
+                RoundTo = parsed.GetValue(_roundTo),
+                BudgetParameters = budget,
+            };
         }
+
+        private string OptionName(string key) => key switch
+        {
+            PlanTargets.Keys.Layers => _layers.Name,
+            PlanTargets.Keys.KeepLayers => _keepLayers.Name,
+            PlanTargets.Keys.LayerSelection => _layerSelection.Name,
+            PlanTargets.Keys.KvGroups => _kvGroups.Name,
+            PlanTargets.Keys.HeadsPerGroup => _headsPerGroup.Name,
+            PlanTargets.Keys.Neurons => _neurons.Name,
+            PlanTargets.Keys.NeuronFraction => _neuronFraction.Name,
+            PlanTargets.Keys.HiddenChannels => _hidden.Name,
+            PlanTargets.Keys.HiddenFraction => _hiddenFraction.Name,
+            PlanTargets.Keys.RoundTo => _roundTo.Name,
+            PlanTargets.Keys.BudgetParameters => _budget.Name,
+            _ => key,
+        };
     }
 
     /// <summary>Where and how the student is written.</summary>
