@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using ModelSurgery.Inference.IO;
 
 namespace ModelSurgery.Inference.Configuration;
 
@@ -158,20 +159,7 @@ public sealed record LlamaConfig
 
     /// <summary>Reads and validates a <c>config.json</c> file.</summary>
     /// <exception cref="InvalidDataException">The file is not valid JSON or describes an unsupported or inconsistent model; the message names the file.</exception>
-    public static LlamaConfig Load(string path)
-    {
-        string text;
-        try
-        {
-            text = File.ReadAllText(path);
-        }
-        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
-        {
-            throw new InvalidDataException($"{path}: cannot read config ({ex.Message}).", ex);
-        }
-
-        return Parse(text, path);
-    }
+    public static LlamaConfig Load(string path) => Parse(DataFile.ReadAllText(path, "config"), path);
 
     /// <summary>Parses and validates <c>config.json</c> text.</summary>
     /// <param name="json">The JSON text.</param>

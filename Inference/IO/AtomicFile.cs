@@ -11,21 +11,8 @@ public static class AtomicFile
         ArgumentException.ThrowIfNullOrWhiteSpace(path);
         ArgumentNullException.ThrowIfNull(bytes);
         string full = Path.GetFullPath(path);
-        string directory = Path.GetDirectoryName(full)!;
-        Directory.CreateDirectory(directory);
-        string temp = Path.Combine(directory, $".{Path.GetFileName(full)}.{Guid.NewGuid():N}.tmp");
-        try
-        {
-            File.WriteAllBytes(temp, bytes);
-            File.Move(temp, full, overwrite: true);
-        }
-        finally
-        {
-            if (File.Exists(temp))
-            {
-                File.Delete(temp);
-            }
-        }
+        Directory.CreateDirectory(Path.GetDirectoryName(full)!);
+        Replace(full, temp => File.WriteAllBytes(temp, bytes));
     }
 
     /// <summary>Copies <paramref name="source"/> to <paramref name="destination"/> atomically: no reader ever sees a half-copied file.</summary>
@@ -33,11 +20,23 @@ public static class AtomicFile
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(source);
         ArgumentException.ThrowIfNullOrWhiteSpace(destination);
-        string full = Path.GetFullPath(destination);
+        Replace(Path.GetFullPath(destination), temp => File.Copy(source, temp));
+    }
+
+    /// <summary>Writes <paramref name="text"/> as UTF-8 (no byte order mark) to <paramref name="path"/> atomically.</summary>
+    public static void WriteAllText(string path, string text)
+    {
+        ArgumentNullException.ThrowIfNull(text);
+        WriteAllBytes(path, new UTF8Encoding(false).GetBytes(text));
+    }
+
+    // Writes a temp file beside the target, then moves it over the target; the temp file never outlives the call.
+    private static void Replace(string full, Action<string> writeTemp)
+    {
         string temp = Path.Combine(Path.GetDirectoryName(full)!, $".{Path.GetFileName(full)}.{Guid.NewGuid():N}.tmp");
         try
         {
-            File.Copy(source, temp);
+            writeTemp(temp);
             File.Move(temp, full, overwrite: true);
         }
         finally
@@ -47,12 +46,5 @@ public static class AtomicFile
                 File.Delete(temp);
             }
         }
-    }
-
-    /// <summary>Writes <paramref name="text"/> as UTF-8 (no byte order mark) to <paramref name="path"/> atomically.</summary>
-    public static void WriteAllText(string path, string text)
-    {
-        ArgumentNullException.ThrowIfNull(text);
-        WriteAllBytes(path, new UTF8Encoding(false).GetBytes(text));
     }
 }

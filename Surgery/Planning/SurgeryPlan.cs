@@ -261,20 +261,7 @@ public sealed record SurgeryPlan
 
     /// <summary>Reads and validates a plan saved by <see cref="Save"/>. To edit a plan: load, change it with <c>with</c>, <see cref="EnsureValid"/>.</summary>
     /// <exception cref="InvalidDataException">The file cannot be read, is not plan JSON, or the plan is invalid; the message names the file.</exception>
-    public static SurgeryPlan Load(string path)
-    {
-        string text;
-        try
-        {
-            text = File.ReadAllText(path);
-        }
-        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
-        {
-            throw new InvalidDataException($"{path}: cannot read plan ({ex.Message}).", ex);
-        }
-
-        return FromJson(text, path);
-    }
+    public static SurgeryPlan Load(string path) => FromJson(DataFile.ReadAllText(path, "plan"), path);
 
     /// <summary>One line per fact: teacher and student shapes and parameter counts.</summary>
     public string Summary()

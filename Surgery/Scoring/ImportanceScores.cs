@@ -186,7 +186,7 @@ public sealed record ImportanceScores
 
     /// <summary>Reads scores saved by <see cref="Save"/>.</summary>
     /// <exception cref="InvalidDataException">The file cannot be read or is not valid scores JSON; the message names the file.</exception>
-    public static ImportanceScores Load(string path) => FromJson(ReadText(path), path);
+    public static ImportanceScores Load(string path) => FromJson(DataFile.ReadAllText(path, "scores"), path);
 
     /// <summary>The scores as long-form CSV (<c>component,layer,index,score</c>); see the type remarks.</summary>
     public string ToCsv()
@@ -398,7 +398,7 @@ public sealed record ImportanceScores
 
     /// <summary>Reads scores saved by <see cref="SaveCsv"/>.</summary>
     /// <exception cref="InvalidDataException">The file cannot be read or is malformed; the message names the file and line.</exception>
-    public static ImportanceScores LoadCsv(string path) => FromCsv(ReadText(path), path);
+    public static ImportanceScores LoadCsv(string path) => FromCsv(DataFile.ReadAllText(path, "scores"), path);
 
     /// <summary>
     /// Spearman rank correlation of two equally long score vectors: the Pearson correlation of their ranks, tied values
@@ -561,18 +561,6 @@ public sealed record ImportanceScores
             {
                 throw new InvalidDataException($"{source}: {field} covers {layers} layers but {counts[0].Field} covers {counts[0].Layers}.");
             }
-        }
-    }
-
-    private static string ReadText(string path)
-    {
-        try
-        {
-            return File.ReadAllText(path);
-        }
-        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
-        {
-            throw new InvalidDataException($"{path}: cannot read scores ({ex.Message}).", ex);
         }
     }
 }
