@@ -17,7 +17,6 @@ namespace ModelSurgery.Tests.Packaging;
 [NonParallelizable]
 public sealed class NuGetConsumerTests
 {
-    private const string UmbrellaProject = "Training/Package/ModelSurgery.Package.csproj";
     private const string LocalFeedKey = "modelsurgery-local";
 
     // The tiny model the consumer builds, saves, reloads and runs; the test computes the same logits in-process.
@@ -31,39 +30,16 @@ public sealed class NuGetConsumerTests
     [OneTimeSetUp]
     public void PackOnce()
     {
-        // Outside the repository so that no Directory.Build.* or repository NuGet settings apply to the consumer.
-        _workDirectory = Directory.CreateTempSubdirectory("modelsurgery-nuget-").FullName;
-        _feed = Path.Combine(_workDirectory, "feed");
-
-        // A version no cache can hold yet: restore must take the packages just packed.
-        _version = "0.1.0-test." + DateTime.UtcNow.ToString("yyyyMMddHHmmssfff", CultureInfo.InvariantCulture);
-        string repository = DotnetCli.FindRepositoryRoot(UmbrellaProject);
-        DotnetCli.Run(repository, "pack", Path.Combine(repository, UmbrellaProject), "-c", "Release",
-            "-o", _feed, "--artifacts-path", Path.Combine(_workDirectory, "artifacts"), $"-p:Version={_version}", "-nodeReuse:false");
+        // Packed once per test run and shared with the notebook tests; removed after the last test (TestRunCleanup).
+        PackedFeed packed = LocalPackageFeed.Get();
+        _feed = packed.Folder;
+        _version = packed.Version;
+        _workDirectory = Directory.CreateTempSubdirectory("modelsurgery-consumer-").FullName;
     }
 
     [OneTimeTearDown]
-    public void RemovePackagesAndFolders()
+    public void RemoveConsumer()
     {
-        if (_version.Length > 0)
-        {
-            string globalPackages = GlobalPackagesFolder();
-            foreach (string id in PackageIds())
-            {
-                string idFolder = Path.Combine(globalPackages, id.ToLowerInvariant());
-                string extracted = Path.Combine(idFolder, _version);
-                if (Directory.Exists(extracted))
-                {
-                    Directory.Delete(extracted, recursive: true);
-                }
-
-                if (Directory.Exists(idFolder) && !Directory.EnumerateFileSystemEntries(idFolder).Any())
-                {
-                    Directory.Delete(idFolder);
-                }
-            }
-        }
-
         if (Directory.Exists(_workDirectory))
         {
             Directory.Delete(_workDirectory, recursive: true);
@@ -73,7 +49,7 @@ public sealed class NuGetConsumerTests
     [Test]
     public void Umbrella_pack_produces_every_library_package_with_readme_docs_native_fix_and_symbols()
     {
-        foreach (string id in PackageIds())
+        foreach (string id in LocalPackageFeed.PackageIds)
         {
             Assert.That(File.Exists(Path.Combine(_feed, $"{id}.{_version}.nupkg")), $"{id}.{_version}.nupkg is missing");
         }
@@ -85,7 +61,7 @@ public sealed class NuGetConsumerTests
         Assert.That(entries, Does.Contain("lib/net10.0/ModelSurgery.Inference.xml"), "XML docs");
         Assert.That(entries, Does.Contain("buildTransitive/ModelSurgery.Inference.targets"));
         Assert.That(entries, Does.Contain("buildTransitive/WeakenGlibcxxRequirement.cs"));
-        foreach (string library in LibraryIds)
+        foreach (string library in LocalPackageFeed.LibraryIds)
         {
             Assert.That(File.Exists(Path.Combine(_feed, $"{library}.{_version}.snupkg")), $"{library}.{_version}.snupkg is missing");
         }
@@ -112,10 +88,6 @@ public sealed class NuGetConsumerTests
         Assert.That(output, Does.Contain("reload max abs diff: 0"), output);
         Assert.That(output, Does.Contain($"logits checksum: {ExpectedChecksum()}"), output);
     }
-
-    private static readonly string[] LibraryIds = ["ModelSurgery.Inference", "ModelSurgery.Surgery", "ModelSurgery.Training"];
-
-    private static IEnumerable<string> PackageIds() => LibraryIds.Prepend("ModelSurgery");
 
     // The same tiny model the consumer builds: its logits sum must match across the process boundary.
     private static string ExpectedChecksum()
@@ -247,13 +219,5 @@ public sealed class NuGetConsumerTests
 
         Assert.That(sources, Is.Not.Empty, "dotnet nuget list source reported no enabled package source");
         return sources;
-    }
-
-    private static string GlobalPackagesFolder()
-    {
-        const string prefix = "global-packages:";
-        string line = DotnetCli.Run(Path.GetTempPath(), "nuget", "locals", "global-packages", "--list").Trim();
-        Assert.That(line, Does.StartWith(prefix));
-        return line[prefix.Length..].Trim();
     }
 }

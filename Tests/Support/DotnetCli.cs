@@ -9,6 +9,17 @@ internal static class DotnetCli
     /// <summary>Runs <c>dotnet</c> with <paramref name="arguments"/> and returns its output; fails the test with that output when it exits non-zero.</summary>
     public static string Run(string workingDirectory, params string[] arguments)
     {
+        (int exitCode, string text) = Execute(workingDirectory, new Dictionary<string, string>(), arguments);
+        Assert.That(exitCode, Is.Zero, $"dotnet {string.Join(' ', arguments)} failed in {workingDirectory}:\n{text}");
+        return text;
+    }
+
+    /// <summary>
+    /// Runs <c>dotnet</c> with <paramref name="arguments"/> and the extra <paramref name="environment"/> variables,
+    /// and returns its exit code and output (standard output and error, interleaved) without judging them.
+    /// </summary>
+    public static (int ExitCode, string Output) Execute(string workingDirectory, IReadOnlyDictionary<string, string> environment, params string[] arguments)
+    {
         var start = new ProcessStartInfo(Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") ?? "dotnet")
         {
             WorkingDirectory = workingDirectory,
@@ -28,6 +39,10 @@ internal static class DotnetCli
 
         start.Environment["DOTNET_CLI_TELEMETRY_OPTOUT"] = "1";
         start.Environment["DOTNET_NOLOGO"] = "1";
+        foreach ((string name, string value) in environment)
+        {
+            start.Environment[name] = value;
+        }
 
         using Process process = Process.Start(start) ?? throw new InvalidOperationException("dotnet did not start.");
         var output = new StringBuilder();
@@ -37,14 +52,10 @@ internal static class DotnetCli
         process.BeginErrorReadLine();
         process.WaitForExit();
 
-        string text;
         lock (output)
         {
-            text = output.ToString();
+            return (process.ExitCode, output.ToString());
         }
-
-        Assert.That(process.ExitCode, Is.Zero, $"dotnet {string.Join(' ', arguments)} failed in {workingDirectory}:\n{text}");
-        return text;
     }
 
     /// <summary>The nearest folder above the test output that holds <paramref name="relativePath"/> (the repository root).</summary>
