@@ -12,6 +12,7 @@ public static class Program
     {
         // Before LibTorch loads: OpenMP threads that spin while waiting starve each other on small or busy machines.
         Training.CpuThreading.PreferPassiveWaiting();
+        MakeLibTorchLoadable();
         using var cancellation = new CancellationTokenSource();
         Console.CancelKeyPress += (_, e) =>
         {
@@ -19,6 +20,21 @@ public static class Program
             cancellation.Cancel();
         };
         return await RunAsync(args, Console.Out, Console.Error, cancellation.Token).ConfigureAwait(false);
+    }
+
+    // The installed tool runs from the NuGet tool store, where no build step patched TorchSharp's native library for
+    // hosts whose libstdc++ is older than it needs (Debian 12, Ubuntu 22.04); elsewhere this does nothing.
+    private static void MakeLibTorchLoadable()
+    {
+        try
+        {
+            Inference.Runtime.TorchSharpNative.EnsureLoadable();
+        }
+        catch (Exception ex) when (ex is DllNotFoundException or FileNotFoundException or InvalidDataException or IOException or UnauthorizedAccessException)
+        {
+            // Commands that need no tensors still work; the others fail with TorchSharp's own message.
+            Console.Error.WriteLine($"warning: LibTorch may not load on this host: {ex.Message}");
+        }
     }
 
     /// <summary>Runs the tool with the given writers, so tests can call it in-process.</summary>

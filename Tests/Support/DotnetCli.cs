@@ -18,9 +18,16 @@ internal static class DotnetCli
     /// Runs <c>dotnet</c> with <paramref name="arguments"/> and the extra <paramref name="environment"/> variables,
     /// and returns its exit code and output (standard output and error, interleaved) without judging them.
     /// </summary>
-    public static (int ExitCode, string Output) Execute(string workingDirectory, IReadOnlyDictionary<string, string> environment, params string[] arguments)
+    public static (int ExitCode, string Output) Execute(string workingDirectory, IReadOnlyDictionary<string, string> environment, params string[] arguments) =>
+        ExecuteProgram(Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") ?? "dotnet", workingDirectory, environment, arguments);
+
+    /// <summary>
+    /// Runs <paramref name="program"/> (an installed tool, say) like <see cref="Execute"/> runs <c>dotnet</c>: same
+    /// environment rules, exit code and interleaved output returned without judging them.
+    /// </summary>
+    public static (int ExitCode, string Output) ExecuteProgram(string program, string workingDirectory, IReadOnlyDictionary<string, string> environment, params string[] arguments)
     {
-        var start = new ProcessStartInfo(Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") ?? "dotnet")
+        var start = new ProcessStartInfo(program)
         {
             WorkingDirectory = workingDirectory,
             RedirectStandardOutput = true,

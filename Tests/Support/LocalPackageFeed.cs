@@ -15,8 +15,18 @@ internal static class LocalPackageFeed
     /// <summary>The library packages under the umbrella package 'ModelSurgery'.</summary>
     public static readonly string[] LibraryIds = ["ModelSurgery.Inference", "ModelSurgery.Surgery", "ModelSurgery.Training"];
 
+    /// <summary>The command-line tool's project.</summary>
+    public const string ToolProject = "Samples/Cli/ModelSurgery.Cli.csproj";
+
+    /// <summary>The tool's package id; its per-platform packages are <c>ModelSurgery.Cli.&lt;rid&gt;</c>.</summary>
+    public const string ToolId = "ModelSurgery.Cli";
+
+    /// <summary>The platform whose tool package the tests pack (the only one LibTorch and these tests run on here).</summary>
+    public const string ToolRuntime = "linux-x64";
+
     private static readonly Lock Gate = new();
     private static PackedFeed? _packed;
+    private static bool _toolPacked;
 
     /// <summary>Every package id in the feed: the umbrella and the libraries.</summary>
     public static IEnumerable<string> PackageIds => LibraryIds.Prepend("ModelSurgery");
@@ -30,6 +40,26 @@ internal static class LocalPackageFeed
         }
     }
 
+    /// <summary>
+    /// The feed with the command-line tool added (on first use): the top-level <see cref="ToolId"/> package and the
+    /// <see cref="ToolRuntime"/> package it points to, same version, built beside the libraries so they are not built again.
+    /// </summary>
+    public static PackedFeed GetWithTool()
+    {
+        lock (Gate)
+        {
+            PackedFeed packed = _packed ??= Pack();
+            if (!_toolPacked)
+            {
+                // Only this platform: packing the others would copy and compress their LibTorch for nothing.
+                Pack(packed, ToolProject, $"-p:RuntimeIdentifiers={ToolRuntime}");
+                _toolPacked = true;
+            }
+
+            return packed;
+        }
+    }
+
     /// <summary>Deletes the feed's folder and the packages of its version from the global packages folder, if it was packed.</summary>
     public static void RemoveIfPacked()
     {
@@ -38,6 +68,7 @@ internal static class LocalPackageFeed
         {
             packed = _packed;
             _packed = null;
+            _toolPacked = false;
         }
 
         if (packed is null)
@@ -46,7 +77,7 @@ internal static class LocalPackageFeed
         }
 
         string globalPackages = GlobalPackagesFolder();
-        foreach (string id in PackageIds)
+        foreach (string id in PackageIds.Concat([ToolId, $"{ToolId}.{ToolRuntime}"]))
         {
             string idFolder = Path.Combine(globalPackages, id.ToLowerInvariant());
             string extracted = Path.Combine(idFolder, packed.Version);
@@ -73,10 +104,16 @@ internal static class LocalPackageFeed
         string work = Directory.CreateTempSubdirectory("modelsurgery-nuget-").FullName;
         string feed = Path.Combine(work, "feed");
         string version = "0.1.0-test." + DateTime.UtcNow.ToString("yyyyMMddHHmmssfff", CultureInfo.InvariantCulture);
-        string repository = DotnetCli.FindRepositoryRoot(UmbrellaProject);
-        DotnetCli.Run(repository, "pack", Path.Combine(repository, UmbrellaProject), "-c", "Release",
-            "-o", feed, "--artifacts-path", Path.Combine(work, "artifacts"), $"-p:Version={version}", "-nodeReuse:false");
-        return new PackedFeed(work, feed, version);
+        var packed = new PackedFeed(work, feed, version);
+        Pack(packed, UmbrellaProject);
+        return packed;
+    }
+
+    private static void Pack(PackedFeed feed, string project, params string[] properties)
+    {
+        string repository = DotnetCli.FindRepositoryRoot(project);
+        DotnetCli.Run(repository, ["pack", Path.Combine(repository, project), "-c", "Release", "-o", feed.Folder,
+            "--artifacts-path", Path.Combine(feed.WorkDirectory, "artifacts"), $"-p:Version={feed.Version}", "-nodeReuse:false", .. properties]);
     }
 
     private static string GlobalPackagesFolder()
