@@ -18,7 +18,10 @@ public sealed record EvaluationOptions
     /// <summary>Few-shot examples per prompt, unless a <see cref="TaskSpec"/> sets its own.</summary>
     public int FewShot { get; init; }
 
-    /// <summary>Seed of the few-shot example sampler.</summary>
+    /// <summary>
+    /// Seed of the few-shot example sampler (the harness's fewshot_random_seed): each task, or subtask, draws its examples
+    /// with Python's <c>random.Random(Seed)</c>, shared by its documents in order, so prompts equal the harness's.
+    /// </summary>
     public int Seed { get; init; } = 1234;
 
     /// <summary>Evaluate only the first N documents of each task (null: all).</summary>

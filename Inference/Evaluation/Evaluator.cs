@@ -18,6 +18,13 @@ public sealed record TaskResult(string Task, int Documents, int FewShot, IReadOn
     /// <summary>Bits-per-byte details for text tasks, else null.</summary>
     public BitsPerByteResult? Text { get; init; }
 
+    /// <summary>
+    /// The subtasks of a group (MMLU's subjects, named like the harness's mmlu_abstract_algebra), each scored alone;
+    /// <see cref="Metrics"/> then pools them as the harness does (size-weighted mean, pooled standard error). Empty for
+    /// a task without subtasks.
+    /// </summary>
+    public IReadOnlyList<TaskResult> Subtasks { get; init; } = [];
+
     /// <summary>Per-document predictions of multiple-choice tasks (not serialised).</summary>
     [JsonIgnore]
     public IReadOnlyList<MultipleChoicePrediction> Predictions { get; init; } = [];
@@ -113,8 +120,9 @@ public static partial class Evaluator
 
         // MMLU's harness config takes the first k dev examples; other tasks sample.
         bool firstN = separate && spec.Format == TaskFormat.Mmlu;
-        IReadOnlyList<string> prompts = FewShotPrompts.Build(docs, pool, poolIsDocs: !separate, k, options.Seed, firstN, options.TargetDelimiter, options.FewShotDelimiter);
-        return [.. docs.Select((d, i) => new MultipleChoiceItem(prompts[i], d.Choices, d.Gold))];
+        IReadOnlyList<string> prompts = FewShotPrompts.Build(
+            docs, pool, poolIsDocs: !separate, k, options.Seed, firstN, options.TargetDelimiter, options.FewShotDelimiter, spec.DrawsExtraFewShot);
+        return [.. docs.Select((d, i) => new MultipleChoiceItem(prompts[i], d.Choices, d.Gold) { Group = d.Group })];
     }
 
     /// <summary>Scores multiple-choice items and aggregates acc, acc_norm and acc_bytes.</summary>
@@ -159,9 +167,21 @@ public static partial class Evaluator
         // Relayed synchronously so the caller sees reports in order, before the task's result.
         var requestProgress = progress is null ? null : new Relay(done => progress.Report(new EvaluationProgress(spec.Name, index, count, done, total)));
         IReadOnlyList<MultipleChoicePrediction> predictions = await ScoreItemsAsync(scorer, items, requestProgress, cancellationToken).ConfigureAwait(false);
-        IReadOnlyDictionary<string, MetricValue> all = MultipleChoiceMetrics.Aggregate(predictions);
-        var metrics = spec.Metrics.Append(MetricNames.ByteNormalizedAccuracy).Distinct().ToDictionary(m => m, m => all[m]);
-        return new TaskResult(spec.Name, items.Count, spec.FewShot ?? options.FewShot, metrics) { Predictions = predictions };
+        string[] reported = [.. spec.Metrics.Append(MetricNames.ByteNormalizedAccuracy).Distinct()];
+        int fewShot = spec.FewShot ?? options.FewShot;
+        if (items.All(i => i.Group is null))
+        {
+            IReadOnlyDictionary<string, MetricValue> all = MultipleChoiceMetrics.Aggregate(predictions);
+            return new TaskResult(spec.Name, items.Count, fewShot, reported.ToDictionary(m => m, m => all[m])) { Predictions = predictions };
+        }
+
+        // A group of subtasks (MMLU subjects): each subject is scored alone, the group pools them as the harness does.
+        var (group, subtasks) = MultipleChoiceMetrics.AggregateGroups(predictions, [.. items.Select(i => i.Group ?? string.Empty)]);
+        return new TaskResult(spec.Name, items.Count, fewShot, reported.ToDictionary(m => m, m => group[m]))
+        {
+            Predictions = predictions,
+            Subtasks = [.. subtasks.Select(s => new TaskResult($"{spec.Name}_{s.Subtask}", s.Size, fewShot, reported.ToDictionary(m => m, m => s.Metrics[m])))],
+        };
     }
 
     private static async Task<TaskResult> EvaluateTextAsync(

@@ -6,7 +6,11 @@ namespace ModelSurgery.Inference.Evaluation;
 /// <param name="Context">Full prompt (description, few-shot examples and the question).</param>
 /// <param name="Choices">Answer texts without the target delimiter.</param>
 /// <param name="Gold">Index of the correct choice.</param>
-public sealed record MultipleChoiceItem(string Context, IReadOnlyList<string> Choices, int Gold);
+public sealed record MultipleChoiceItem(string Context, IReadOnlyList<string> Choices, int Gold)
+{
+    /// <summary>The subtask the document belongs to (MMLU subject), or null for a task without subtasks.</summary>
+    public string? Group { get; init; }
+}
 
 /// <summary>A metric's mean over documents and its standard error.</summary>
 /// <param name="Value">Mean of the per-document scores.</param>
@@ -117,6 +121,68 @@ public static class MultipleChoiceMetrics
             [MetricNames.NormalizedAccuracy] = Mean([.. predictions.Select(p => p.PredictedNormalized == p.Gold ? 1.0 : 0.0)]),
             [MetricNames.ByteNormalizedAccuracy] = Mean([.. predictions.Select(p => p.PredictedByteNormalized == p.Gold ? 1.0 : 0.0)]),
         };
+    }
+
+    /// <summary>
+    /// A group's metric from its subtasks', as the harness aggregates a group such as mmlu over its subjects: the mean
+    /// weighted by subtask size (<c>aggregate_subtask_metrics</c> with weight_by_size) and the pooled standard error
+    /// <c>sqrt(sum((n_i - 1) * n_i * se_i^2) / (N - g) / N)</c> (<c>pooled_sample_stderr</c>), with N the documents and
+    /// g the subtasks. The error is NaN when a subtask has none (a single document), as the harness reports N/A.
+    /// </summary>
+    /// <param name="subtasks">Each subtask's metric value.</param>
+    /// <param name="sizes">Each subtask's document count.</param>
+    /// <returns>The group's value.</returns>
+    public static MetricValue Pool(IReadOnlyList<MetricValue> subtasks, IReadOnlyList<int> sizes)
+    {
+        ArgumentNullException.ThrowIfNull(subtasks);
+        ArgumentNullException.ThrowIfNull(sizes);
+        if (subtasks.Count == 0 || subtasks.Count != sizes.Count)
+        {
+            throw new ArgumentException($"Expected one size per subtask but got {sizes.Count} sizes for {subtasks.Count} subtasks.", nameof(sizes));
+        }
+
+        if (sizes.Any(n => n < 1))
+        {
+            throw new ArgumentException("Every subtask needs at least one document.", nameof(sizes));
+        }
+
+        double total = sizes.Sum(n => (double)n);
+        double mean = subtasks.Select((m, i) => m.Value * sizes[i]).Sum() / total;
+        if (subtasks.Any(m => double.IsNaN(m.StandardError)))
+        {
+            return new MetricValue(mean, double.NaN);
+        }
+
+        double pooledVariance = subtasks.Select((m, i) => (sizes[i] - 1.0) * m.StandardError * m.StandardError * sizes[i]).Sum() / (total - subtasks.Count);
+        return new MetricValue(mean, Math.Sqrt(pooledVariance / total));
+    }
+
+    /// <summary>
+    /// acc, acc_norm and acc_bytes of each subtask and of the group they form (<see cref="Pool"/>), for tasks such as
+    /// MMLU that the harness reports as a group of subjects.
+    /// </summary>
+    /// <param name="predictions">One prediction per document.</param>
+    /// <param name="groups">Each document's subtask.</param>
+    /// <returns>The group's metrics, and each subtask's size and metrics in order of first appearance.</returns>
+    public static (IReadOnlyDictionary<string, MetricValue> Group, IReadOnlyList<(string Subtask, int Size, IReadOnlyDictionary<string, MetricValue> Metrics)> Subtasks) AggregateGroups(
+        IReadOnlyList<MultipleChoicePrediction> predictions, IReadOnlyList<string> groups)
+    {
+        ArgumentNullException.ThrowIfNull(predictions);
+        ArgumentNullException.ThrowIfNull(groups);
+        if (predictions.Count != groups.Count)
+        {
+            throw new ArgumentException($"Expected one group per prediction but got {groups.Count} for {predictions.Count}.", nameof(groups));
+        }
+
+        var subtasks = predictions.Select((p, i) => (Prediction: p, Group: groups[i]))
+            .GroupBy(x => x.Group, StringComparer.Ordinal)
+            .Select(g => (Subtask: g.Key, Size: g.Count(), Metrics: Aggregate([.. g.Select(x => x.Prediction)])))
+            .ToList();
+        int[] sizes = [.. subtasks.Select(s => s.Size)];
+        var group = subtasks[0].Metrics.Keys.ToDictionary(
+            metric => metric,
+            metric => Pool([.. subtasks.Select(s => s.Metrics[metric])], sizes));
+        return (group, subtasks);
     }
 
     private static int ArgMax(int count, Func<int, double> value)

@@ -37,6 +37,18 @@ public sealed record TaskSpec(string Name, TaskFormat Format, string DataPath)
     /// <summary>Few-shot examples for this task; null: <see cref="EvaluationOptions.FewShot"/>.</summary>
     public int? FewShot { get; init; }
 
+    /// <summary>
+    /// Whether each document draws k + 1 examples from a separate <see cref="FewShotPath"/> and keeps the first k that
+    /// are not the document, as the harness does when a task's fewshot_split equals its test_split: both are unset for
+    /// hellaswag, piqa and boolq, whose examples come from train, so the extra draw advances the shared generator there.
+    /// Null: the harness's setting for the format (true for HellaSwag, PIQA and BoolQ). Examples taken from the
+    /// evaluated file always draw k + 1.
+    /// </summary>
+    public bool? FewShotDrawsExtra { get; init; }
+
+    /// <summary><see cref="FewShotDrawsExtra"/> with the format's default applied.</summary>
+    public bool DrawsExtraFewShot => FewShotDrawsExtra ?? Format is TaskFormat.HellaSwag or TaskFormat.Piqa or TaskFormat.BoolQ;
+
     /// <summary>The metrics the harness reports for this task.</summary>
     public IReadOnlyList<string> Metrics => Format switch
     {

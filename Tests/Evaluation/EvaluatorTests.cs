@@ -125,6 +125,34 @@ public sealed class EvaluatorTests
     }
 
     [Test]
+    public async Task Mmlu_reports_each_subject_and_pools_them_into_the_group()
+    {
+        // A uniform model ties every letter, so it always answers A: subject x (gold A, A, B, C) scores {1, 1, 0, 0},
+        // subject y (gold A, B, D) scores {1, 0, 0}; the group pools them as in MultipleChoiceMetricsTests.
+        string Line(string subject, int answer) =>
+            $$"""{"question": "q", "subject": "{{subject}}", "choices": ["w", "x", "y", "z"], "answer": {{answer}}}""";
+        string path = StandIns.WriteLines(_dir, "mmlu.jsonl", Line("x", 0), Line("y", 0), Line("x", 0), Line("y", 1), Line("x", 1), Line("y", 3), Line("x", 2));
+        const string alphabet = " \nabcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.:()";
+        int v = alphabet.Length + 1;
+        var uniform = new double[v, v];
+        for (int i = 0; i < v; i++)
+        {
+            for (int j = 0; j < v; j++)
+            {
+                uniform[i, j] = 1.0 / v;
+            }
+        }
+
+        ModelEvaluation result = await Evaluator.EvaluateAsync(new BigramLm(uniform), new CharTokenizer(alphabet), [TaskSpec.Mmlu(path)], Options("m") with { MaxLength = 512 });
+
+        TaskResult mmlu = result["mmlu"]!;
+        Assert.That(mmlu.Subtasks.Select(s => (s.Task, s.Documents)), Is.EqualTo(new[] { ("mmlu_x", 4), ("mmlu_y", 3) }));
+        Assert.That(mmlu.Subtasks[1].Metrics[MetricNames.Accuracy].Value, Is.EqualTo(1.0 / 3).Within(1e-12));
+        Assert.That(mmlu.Metrics[MetricNames.Accuracy].Value, Is.EqualTo(3.0 / 7).Within(1e-12));
+        Assert.That(mmlu.Metrics[MetricNames.Accuracy].StandardError, Is.EqualTo(Math.Sqrt(1.0 / 21)).Within(1e-12));
+    }
+
+    [Test]
     public void Unknown_reference_model_is_a_clear_error()
     {
         var only = new ModelEvaluation("teacher", 1, []);

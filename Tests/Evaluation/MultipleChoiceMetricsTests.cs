@@ -53,6 +53,38 @@ public sealed class MultipleChoiceMetricsTests
     }
 
     [Test]
+    public void A_group_pools_its_subtasks_as_the_harness_does()
+    {
+        // Subject x: scores {1, 1, 0, 0}, mean 1/2, sample variance 1/3, se^2 = 1/12; subject y: {1, 0, 0}, mean 1/3,
+        // sample variance 1/3, se^2 = 1/9. Size-weighted mean (2 + 1) / 7 = 3/7. pooled_sample_stderr:
+        // ((4 - 1) * 4 / 12 + (3 - 1) * 3 / 9) / (7 - 2) = (1 + 2/3) / 5 = 1/3, then sqrt((1/3) / 7) = sqrt(1/21).
+        // (The stderr of the 7 scores concatenated would be sqrt(2/7) / sqrt(7) = 0.2020, not 0.2182.)
+        MultipleChoicePrediction Right() => new(0, 0, 0, 0);
+        MultipleChoicePrediction Wrong() => new(1, 1, 1, 0);
+        var (group, subtasks) = MultipleChoiceMetrics.AggregateGroups(
+            [Right(), Right(), Right(), Wrong(), Wrong(), Wrong(), Wrong()],
+            ["x", "x", "y", "x", "x", "y", "y"]);
+
+        Assert.That(subtasks.Select(s => (s.Subtask, s.Size)), Is.EqualTo(new[] { ("x", 4), ("y", 3) }));
+        Assert.That(subtasks[0].Metrics[MetricNames.Accuracy].StandardError, Is.EqualTo(Math.Sqrt(1.0 / 12)).Within(1e-12));
+        Assert.That(group[MetricNames.Accuracy].Value, Is.EqualTo(3.0 / 7).Within(1e-12));
+        Assert.That(group[MetricNames.Accuracy].StandardError, Is.EqualTo(Math.Sqrt(1.0 / 21)).Within(1e-12));
+        Assert.That(group[MetricNames.NormalizedAccuracy], Is.EqualTo(group[MetricNames.Accuracy]));
+
+        // Unequal means weigh by size: (0.9 * 10 + 0.1 * 30) / 40 = 0.3.
+        Assert.That(MultipleChoiceMetrics.Pool([new(0.9, 0.1), new(0.1, 0.05)], [10, 30]).Value, Is.EqualTo(0.3).Within(1e-12));
+    }
+
+    [Test]
+    public void A_group_with_a_single_document_subtask_has_no_standard_error_like_the_harness_n_a()
+    {
+        MetricValue pooled = MultipleChoiceMetrics.Pool([new(1, double.NaN), new(0.5, 0.5)], [1, 2]);
+        Assert.That(pooled.Value, Is.EqualTo(2.0 / 3).Within(1e-12));
+        Assert.That(pooled.StandardError, Is.NaN);
+        Assert.That(() => MultipleChoiceMetrics.Pool([new(1, 0)], [1, 2]), Throws.ArgumentException.With.Message.Contains("2 sizes for 1 subtasks"));
+    }
+
+    [Test]
     public void Gold_outside_the_choices_is_rejected()
     {
         var ex = Assert.Throws<ArgumentException>(() => MultipleChoiceMetrics.Predict(["a", "b"], [-1, -2], 2));

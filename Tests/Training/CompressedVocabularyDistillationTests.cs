@@ -65,6 +65,43 @@ public sealed class CompressedVocabularyDistillationTests
         Assert.That(Math.Abs(wrong - expected), Is.GreaterThan(1e-3), "the test tells the two apart");
     }
 
+    [TestCase(DistillationDivergence.ForwardKl)]
+    [TestCase(DistillationDivergence.ReverseKl)]
+    [TestCase(DistillationDivergence.JensenShannon)]
+    public void A_student_vocabulary_padded_past_the_kept_tokens_is_distilled_over_the_kept_columns(DistillationDivergence divergence)
+    {
+        // The compressor pads the 6 kept rows to a multiple of 4: two padding ids no token maps to.
+        const int padded = 8;
+        using var teacher = new TinyCausalLm(TeacherVocab, 8, seed: 25);
+        using var student = new TinyCausalLm(padded, 8, seed: 26);
+        using var scope = torch.NewDisposeScope();
+        var batch = new TrainingBatch(torch.tensor(new long[] { 0, 5, 2, 2, 4, 1, 3, 5, 1, 0 }, [2, 5]), [0, 1]);
+        var objective = new DistillationObjective(teacher, new DistillationLoss(divergence, temperature: 2, alpha: 1), vocabularyMap: Map);
+
+        double loss = Value(objective.Loss(student, batch));
+
+        // The same term with the student's padding columns cut off by hand: the teacher has no say on them.
+        using var noGrad = torch.no_grad();
+        Tensor teacherLogits = teacher.forward(TeacherIds(batch.Inputs)); // [B, T, Vt]
+        Tensor studentLogits = student.forward(batch.Inputs); // [B, T, 8]
+        var plain = new DistillationLoss(divergence, temperature: 2, alpha: 1);
+        Tensor kept = torch.tensor(Kept.Select(i => (long)i).ToArray()); // [Vs]
+        double expected = Value(plain.DistillationTerm(studentLogits.narrow(-1, 0, Kept.Length), teacherLogits.index_select(-1, kept)));
+        Assert.That(loss, Is.EqualTo(expected).Within(1e-5));
+        Assert.That(double.IsFinite(loss), Is.True);
+
+        // Padding logits do not move the KD term; with alpha < 1 the CE term over the whole padded vocabulary does see them.
+        var withLossIds = new DistillationLoss(divergence, temperature: 2, alpha: 1, keptTeacherIds: [.. Kept.Select(i => (long)i)]);
+        Tensor shifted = studentLogits.clone();
+        shifted.narrow(-1, Kept.Length, padded - Kept.Length).add_(5.0);
+        Assert.That(Value(withLossIds.DistillationTerm(shifted, teacherLogits)), Is.EqualTo(Value(withLossIds.DistillationTerm(studentLogits, teacherLogits))).Within(1e-6));
+        var mixed = new DistillationLoss(divergence, temperature: 2, alpha: 0.5, keptTeacherIds: [.. Kept.Select(i => (long)i)]);
+        Assert.That(Value(mixed.Compute(shifted, teacherLogits, batch.Targets)), Is.GreaterThan(Value(mixed.Compute(studentLogits, teacherLogits, batch.Targets))));
+
+        // A student narrower than the kept tokens is still a mismatch.
+        Assert.That(() => withLossIds.DistillationTerm(studentLogits.narrow(-1, 0, 5), teacherLogits), Throws.ArgumentException.With.Message.Contains("do not match"));
+    }
+
     [Test]
     public void The_loss_kept_ids_alone_also_map_the_teacher_inputs_and_a_disagreeing_map_is_rejected()
     {

@@ -21,7 +21,10 @@ public enum DistillationDivergence
 /// between softmax(teacher / T) and softmax(student / T), averaged over positions and multiplied by T^2 so that its
 /// gradients keep their size as the temperature changes (Hinton et al., 2015). CE is the plain next-token loss at T = 1.
 /// When the vocabularies differ, the teacher's logits are first restricted to <see cref="KeptTeacherIds"/>
-/// (student id i is teacher id kept[i]) and the softmax is taken over the kept ids only.
+/// (student id i is teacher id kept[i]) and the softmax is taken over the kept ids only. A student vocabulary padded
+/// past the kept ids (or past the teacher's vocabulary) has its padding columns left out of the distillation term: both
+/// softmaxes run over the real columns, and the cross-entropy term (over the whole padded vocabulary) keeps padding
+/// logits low.
 /// </summary>
 public sealed class DistillationLoss
 {
@@ -92,14 +95,15 @@ public sealed class DistillationLoss
         ArgumentNullException.ThrowIfNull(studentLogits);
         using var scope = torch.NewDisposeScope();
         Tensor teacher = RestrictTeacher(teacherLogits).to(ScalarType.Float32); // [..., V]
-        if (!teacher.shape.SequenceEqual(studentLogits.shape))
+        Tensor student = StudentColumns(studentLogits, teacher.shape[^1]); // [..., V]
+        if (!teacher.shape.SequenceEqual(student.shape))
         {
             throw new ArgumentException(
                 $"Teacher logits [{string.Join(", ", teacher.shape)}] (after the kept-id map) do not match student logits [{string.Join(", ", studentLogits.shape)}].",
                 nameof(teacherLogits));
         }
 
-        Tensor logQ = (studentLogits.to(ScalarType.Float32) / Temperature).log_softmax(-1); // [..., V] student
+        Tensor logQ = (student.to(ScalarType.Float32) / Temperature).log_softmax(-1); // [..., V] student
         Tensor logP = (teacher / Temperature).log_softmax(-1); // [..., V] teacher
         Tensor perPosition = Divergence switch
         {
@@ -164,6 +168,17 @@ public sealed class DistillationLoss
         }
 
         return loss.MoveToOuterDisposeScope();
+    }
+
+    // A student vocabulary padded past the teacher's (restricted) one, e.g. to a multiple of 64 by the vocabulary
+    // compressor, has trailing columns no token ever maps to: the KD term compares the distributions over the real
+    // columns only (the teacher has no opinion on padding; any padding mass left is paid for by the CE term).
+    private static Tensor StudentColumns(Tensor studentLogits, long teacherVocab)
+    {
+        long studentVocab = studentLogits.shape[^1];
+        return studentVocab > teacherVocab && studentLogits.shape.Length > 0
+            ? studentLogits.narrow(-1, 0, teacherVocab) // [..., Vt] the padding columns dropped
+            : studentLogits.alias();
     }
 
     // sum_v exp(logA) * (logA - logB) over the last dimension: KL(A || B) per position.
