@@ -145,7 +145,8 @@ internal sealed class Ablations(Lab lab, int seeds)
             [.. groups.Select(g => Row(g.Label, g.Runs).Skip(1).Prepend(g.Layers).Prepend(g.Label).ToList())],
             [bars],
             verdicts,
-            "With an 8-layer teacher and 4 kept layers, the position prior and uniform stride differ in one layer; the differences are small and mostly within noise.",
+            string.Create(CultureInfo.InvariantCulture,
+                $"Kept layers out of {lab.TeacherConfig.NumHiddenLayers}: position prior {groups[0].Layers}; first and last few {groups[1].Layers}; block influence {groups[2].Layers}; uniform stride {groups[3].Layers}; first N {groups[4].Layers}. Variants that keep the same layers train identical students. One seed: the noise covers the evaluation sample, not training randomness."),
             [.. groups.SelectMany(g => g.Runs)],
             new Dictionary<string, double?>());
     }

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Globalization;
+using System.Text.Json;
 using ModelSurgery.Inference.Configuration;
 using ModelSurgery.Inference.Evaluation;
 using ModelSurgery.Inference.Modeling;
@@ -133,7 +134,7 @@ internal sealed class Lab : IDisposable
         {
             string path = Path.Combine(dataOut, "eval-brown", string.Create(CultureInfo.InvariantCulture, $"doc-{d:D2}.jsonl"));
             Directory.CreateDirectory(Path.GetDirectoryName(path)!);
-            Inference.IO.AtomicFile.WriteAllText(path, documents[d] + "\n");
+            Inference.IO.AtomicFile.WriteAllText(path, JsonSerializer.Serialize(new Dictionary<string, string> { ["text"] = Head(documents[d]) }) + "\n");
             paths.Add(path);
         }
 
@@ -141,6 +142,20 @@ internal sealed class Lab : IDisposable
         EvalHeldoutPath = Path.Combine(dataOut, "eval-heldout.jsonl");
         CorpusSplit.WriteFirstDocuments(heldout, EvalHeldoutPath, Sizes.EvalHeldoutDocuments);
         Log.Info($"Brown: {Split.TrainDocuments} training documents ({Split.TrainTextBytes / 1024} KiB), {Split.HeldOutDocuments} held out; GPT-2 vocabulary -> {Corpus.Map.NewVocabSize} tokens ({Corpus.Compression.Selection.Coverage:P1} coverage), {Corpus.TrainTokens:N0} training tokens");
+    }
+
+    // The document's text up to the last space within the first EvalDocumentChars characters.
+    private static string Head(string jsonLine)
+    {
+        using var document = JsonDocument.Parse(jsonLine);
+        string text = document.RootElement.GetProperty("text").GetString() ?? string.Empty;
+        if (text.Length <= ReproductionSizes.EvalDocumentChars)
+        {
+            return text;
+        }
+
+        int cut = text.LastIndexOf(' ', ReproductionSizes.EvalDocumentChars);
+        return text[..(cut > 0 ? cut : ReproductionSizes.EvalDocumentChars)];
     }
 
     /// <summary>The corpus with another compressed vocabulary (ablation 3).</summary>
@@ -247,7 +262,7 @@ internal sealed class Lab : IDisposable
             SeqLen = Sizes.SeqLen,
             Tokens = tokens,
             EvalEvery = (int)Math.Max(1, steps / evaluations),
-            EvalBatches = 4,
+            EvalBatches = Math.Max(4, 32 / batchSize),
             Seed = seed,
             OutputDir = Path.Combine(OutputDir, "runs", name),
             CheckpointEvery = int.MaxValue,

@@ -51,7 +51,7 @@ public enum Ablation
 /// <param name="ShapeBudget">Total parameters of every model in the depth/width sweep.</param>
 /// <param name="ShapeDepths">Layer counts of the depth/width sweep.</param>
 /// <param name="BrownDocuments">Brown documents used (null: all 500).</param>
-/// <param name="EvalBrownDocuments">Held-out Brown documents evaluated one by one (bits per byte, bootstrap unit).</param>
+/// <param name="EvalBrownDocuments">Held-out Brown documents evaluated one by one (bits per byte, the bootstrap's unit), each cut to its first <see cref="EvalDocumentChars"/> characters.</param>
 /// <param name="EvalHeldoutDocuments">heldout.jsonl documents evaluated.</param>
 /// <param name="Seeds">Default seeds of the key comparisons (ablations 1, 5, 6).</param>
 public sealed record ReproductionSizes(
@@ -85,15 +85,18 @@ public sealed record ReproductionSizes(
     int EvalHeldoutDocuments,
     int Seeds)
 {
+    /// <summary>Characters of each held-out Brown document that are evaluated (about a thousand tokens: the evaluation stays cheap next to training).</summary>
+    public const int EvalDocumentChars = 3000;
+
     /// <summary>The full run: an 8-layer teacher and students trained for about 30 minutes in all on two CPU cores.</summary>
     public static ReproductionSizes Full { get; } = new(
         VocabSize: 4096, SeqLen: 128, TeacherBatchSize: 16,
         TeacherLayers: 8, TeacherHidden: 128, TeacherHeads: 4, TeacherKvHeads: 2, TeacherFfn: 384, TeacherTokens: 327_680,
-        StudentLayers: 4, StudentHidden: 96, StudentHeads: 2, StudentKvHeads: 1, StudentFfn: 192, StudentTokens: 65_536, StudentBatchSize: 8,
+        StudentLayers: 4, StudentHidden: 96, StudentHeads: 2, StudentKvHeads: 1, StudentFfn: 192, StudentTokens: 40_960, StudentBatchSize: 4,
         RandomContinueFactor: 4, CalibrationSequences: 32, MaskSteps: 100,
-        VocabSizes: [1024, 2048, 4096, 8192, 12288], VocabBudget: 1_600_000, VocabHidden: 96, VocabTrainBytes: 240_000,
+        VocabSizes: [1024, 2048, 4096, 8192], VocabBudget: 1_200_000, VocabHidden: 96, VocabTrainBytes: 120_000,
         ShapeBudget: 900_000, ShapeDepths: [1, 2, 4, 8],
-        BrownDocuments: null, EvalBrownDocuments: 16, EvalHeldoutDocuments: 60, Seeds: 2);
+        BrownDocuments: null, EvalBrownDocuments: 20, EvalHeldoutDocuments: 40, Seeds: 2);
 
     /// <summary>Tiny models and budgets: every ablation in about a minute (tests and CI).</summary>
     public static ReproductionSizes Fast { get; } = new(
@@ -103,7 +106,7 @@ public sealed record ReproductionSizes(
         RandomContinueFactor: 2, CalibrationSequences: 8, MaskSteps: 10,
         VocabSizes: [512, 1024, 2048], VocabBudget: 200_000, VocabHidden: 32, VocabTrainBytes: 12_000,
         ShapeBudget: 160_000, ShapeDepths: [1, 2, 4],
-        BrownDocuments: 30, EvalBrownDocuments: 3, EvalHeldoutDocuments: 6, Seeds: 1);
+        BrownDocuments: 30, EvalBrownDocuments: 4, EvalHeldoutDocuments: 6, Seeds: 1);
 }
 
 /// <summary>What to run and where to write it.</summary>
