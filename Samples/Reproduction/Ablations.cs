@@ -119,7 +119,13 @@ internal sealed class Ablations(Lab lab, int seeds)
         foreach ((LayerChoice choice, string label) in choices)
         {
             SurgeryPlan plan = await lab.PlanAsync(Lab.ReferenceMetric, choice).ConfigureAwait(false);
-            groups.Add((label, string.Join(", ", plan.Layers.Select(l => l.TeacherLayer)), [await InheritedAsync(Lab.ReferenceMetric, choice, 1).ConfigureAwait(false)]));
+            var runs = new List<ModelRun>();
+            foreach (int seed in Seeds)
+            {
+                runs.Add(await InheritedAsync(Lab.ReferenceMetric, choice, seed).ConfigureAwait(false));
+            }
+
+            groups.Add((label, string.Join(", ", plan.Layers.Select(l => l.TeacherLayer)), runs));
         }
 
         List<ModelRun> prior = groups[0].Runs;
@@ -140,13 +146,13 @@ internal sealed class Ablations(Lab lab, int seeds)
             string.Create(CultureInfo.InvariantCulture,
                 $"Student {groups[0].Runs[0].Shape} cut from the {lab.TeacherConfig.NumHiddenLayers}-layer teacher; widths by {Lab.ReferenceMetric} for every variant; only the kept layers differ. " +
                 $"Block influence of the teacher's layers: {string.Join(" ", influence.Select(v => v.ToString("F3", CultureInfo.InvariantCulture)))}. " +
-                $"Each student trained on {Sizes.StudentTokens:N0} tokens, seed 1; the noise is the bootstrap over held-out documents."),
+                $"Each student trained on {Sizes.StudentTokens:N0} tokens, {seeds} seed(s); the noise is the bootstrap over held-out documents."),
             ["Layer choice", "Kept teacher layers", .. RunHeader.Skip(1)],
             [.. groups.Select(g => Row(g.Label, g.Runs).Skip(1).Prepend(g.Layers).Prepend(g.Label).ToList())],
             [bars],
             verdicts,
             string.Create(CultureInfo.InvariantCulture,
-                $"Kept layers out of {lab.TeacherConfig.NumHiddenLayers}: position prior {groups[0].Layers}; first and last few {groups[1].Layers}; block influence {groups[2].Layers}; uniform stride {groups[3].Layers}; first N {groups[4].Layers}. Variants that keep the same layers train identical students. One seed: the noise covers the evaluation sample, not training randomness."),
+                $"Kept layers out of {lab.TeacherConfig.NumHiddenLayers}: position prior {groups[0].Layers}; first and last few {groups[1].Layers}; block influence {groups[2].Layers}; uniform stride {groups[3].Layers}; first N {groups[4].Layers}. Variants that keep the same layers train identical students."),
             [.. groups.SelectMany(g => g.Runs)],
             new Dictionary<string, double?>());
     }
@@ -282,10 +288,10 @@ internal sealed class Ablations(Lab lab, int seeds)
                 using LlamaForCausalLM model = await InheritedModelAsync(Lab.ReferenceMetric, LayerChoice.PositionPrior, $"multi-round-{seed}").ConfigureAwait(false);
                 var watch = Stopwatch.StartNew();
                 TrainingOptions training = lab.Training($"multi-round-{seed}", batches * windowsPerBatch * Sizes.SeqLen, Sizes.StudentBatchSize, Lab.StudentLearningRate, (ulong)SeedValue(seed), evaluations: 2);
+                var curve = new List<CurvePoint> { Lab.InitialPoint(model, lab.Corpus, training) };
                 model.train();
                 IReadOnlyList<RoundResult> rounds = await new MultiRoundTrainer(model, training, new MultiRoundOptions(2, Ratio))
                     .RunAsync(data, cancellationToken: lab.CancellationToken).ConfigureAwait(false);
-                var curve = new List<CurvePoint>();
                 long before = 0;
                 foreach (RoundResult round in rounds)
                 {

@@ -9,6 +9,7 @@ using ModelSurgery.Surgery.Planning;
 using ModelSurgery.Surgery.Scoring;
 using ModelSurgery.Surgery.Vocabulary;
 using ModelSurgery.Training;
+using ModelSurgery.Training.MultiRound;
 using ModelSurgery.Training.Recipes;
 
 namespace ModelSurgery.Reproduction;
@@ -288,12 +289,24 @@ internal sealed class Lab : IDisposable
         using (model)
         {
             var watch = Stopwatch.StartNew();
+            CurvePoint start = InitialPoint(model, corpus, training);
             model.train();
             TrainingResult result = await new Trainer(model, training, objective)
                 .TrainAsync(data ?? corpus.TrainingData(), Progress(name, training.TotalSteps()), cancellationToken: CancellationToken).ConfigureAwait(false);
-            IReadOnlyList<CurvePoint> curve = [.. result.Evaluations.Select(e => new CurvePoint(e.Step * training.TokensPerStep, e.ValidationLoss))];
+            IReadOnlyList<CurvePoint> curve = [start, .. result.Evaluations.Select(e => new CurvePoint(e.Step * training.TokensPerStep, e.ValidationLoss))];
             return await EvaluateAsync(name, seed, model, corpus, result.Steps * training.TokensPerStep, curve, watch).ConfigureAwait(false);
         }
+    }
+
+    /// <summary>
+    /// The validation loss before training, on the windows the trainer validates on (the first
+    /// <see cref="TrainingOptions.EvalBatches"/> batches of the validation windows, in order): the curve's point at 0 tokens.
+    /// </summary>
+    public static CurvePoint InitialPoint(LlamaForCausalLM model, PreparedCorpus corpus, TrainingOptions training)
+    {
+        long[][] batches = [.. corpus.ValidationWindows.Chunk(training.BatchSize).Where(b => b.Length == training.BatchSize).Take(training.EvalBatches)];
+        double[] losses = MultiRoundTrainer.ScanBatchLosses(model, corpus.Tokens, batches, training.SeqLen);
+        return new CurvePoint(0, losses.Average());
     }
 
     /// <summary>Evaluates a trained model: bits per byte per held-out Brown document and on heldout.jsonl.</summary>
