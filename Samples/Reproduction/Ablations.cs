@@ -224,41 +224,48 @@ internal sealed class Ablations(Lab lab, int seeds)
     /// <summary>4. Depth vs width at a fixed parameter count.</summary>
     public async Task<AblationSection> DepthWidthAsync()
     {
-        var runs = new List<ModelRun>();
+        var groups = new List<(string Label, List<ModelRun> Runs)>();
         foreach (int depth in Sizes.ShapeDepths)
         {
             ShapeCandidate shape = ShapeSolver.ForDepth(Sizes.ShapeBudget, depth, lab.Corpus.Map.NewVocabSize);
-            runs.Add(await lab.OnceAsync($"shape-{depth}", () =>
+            string label = $"L{depth} D{shape.Shape.HiddenSize}";
+            var runs = new List<ModelRun>();
+            foreach (int seed in Seeds)
             {
-                var model = new LlamaForCausalLM(ShapeSolver.ConfigOf(shape.Shape, Sizes.SeqLen, lab.Corpus.SeparatorId));
-                model.InitializeWeights(SeedValue(1));
-                TrainingOptions training = lab.Training($"shape-{depth}", Sizes.StudentTokens, Sizes.StudentBatchSize, Lab.ScratchLearningRate, (ulong)SeedValue(1));
-                return lab.TrainAndEvaluateAsync($"L{depth} D{shape.Shape.HiddenSize}", 1, model, training, lab.Corpus);
-            }).ConfigureAwait(false));
+                runs.Add(await lab.OnceAsync($"shape-{depth}-{seed}", () =>
+                {
+                    var model = new LlamaForCausalLM(ShapeSolver.ConfigOf(shape.Shape, Sizes.SeqLen, lab.Corpus.SeparatorId));
+                    model.InitializeWeights(SeedValue(seed));
+                    TrainingOptions training = lab.Training($"shape-{depth}-{seed}", Sizes.StudentTokens, Sizes.StudentBatchSize, Lab.ScratchLearningRate, (ulong)SeedValue(seed));
+                    return lab.TrainAndEvaluateAsync(label, seed, model, training, lab.Corpus);
+                }).ConfigureAwait(false));
+            }
+
+            groups.Add((label, runs));
         }
 
-        var verdicts = new List<Verdict> { Compare($"the deepest shape ({runs[^1].Name}) beats the shallowest ({runs[0].Name})", [runs[^1]], [runs[0]]) };
-        if (runs.Count >= 3)
+        var verdicts = new List<Verdict> { Compare($"the deepest shape ({groups[^1].Label}) beats the shallowest ({groups[0].Label})", groups[^1].Runs, groups[0].Runs) };
+        for (int i = groups.Count - 2; i >= 1; i--)
         {
-            verdicts.Add(Compare($"the deepest shape ({runs[^1].Name}) beats {runs[^2].Name}", [runs[^1]], [runs[^2]]));
+            verdicts.Add(Compare($"the deeper {groups[i + 1].Label} beats {groups[i].Label}", groups[i + 1].Runs, groups[i].Runs));
         }
 
         string chart = "shape-bpb.png";
-        Bars(chart, $"Held-out Brown bits/byte at {Sizes.ShapeBudget:N0} parameters (lower is better)", runs.Select(r => (r.Name, (List<ModelRun>)[r])).ToList());
+        Bars(chart, $"Held-out Brown bits/byte at {Sizes.ShapeBudget:N0} parameters (lower is better)", groups);
         return new AblationSection(
             Ablation.DepthWidth,
             "Depth vs width at a fixed parameter count",
             "Architecture tweak: at a fixed parameter count, deeper and thinner models beat shallow and wide ones (the 1B Pro model uses more layers and a smaller hidden size than the baseline).",
             string.Empty,
             string.Create(CultureInfo.InvariantCulture,
-                $"{runs.Count} shapes with {Sizes.ShapeBudget:N0} parameters (±{ShapeSolver.Tolerance:P0}, tied embeddings, vocabulary {lab.Corpus.Map.NewVocabSize}, head dimension {ShapeSolver.HeadDim}, MLP ratio 2-4 closest to 8/3) at depths {string.Join(", ", Sizes.ShapeDepths)}, " +
-                $"trained from scratch on {Sizes.StudentTokens:N0} tokens (peak learning rate {Lab.ScratchLearningRate}), seed 1."),
+                $"{groups.Count} shapes with {Sizes.ShapeBudget:N0} parameters (±{ShapeSolver.Tolerance:P0}, tied embeddings, vocabulary {lab.Corpus.Map.NewVocabSize}, head dimension {ShapeSolver.HeadDim}, MLP ratio 2-4 closest to 8/3) at depths {string.Join(", ", Sizes.ShapeDepths)}, " +
+                $"trained from scratch on {Sizes.StudentTokens:N0} tokens (peak learning rate {Lab.ScratchLearningRate}), {seeds} seed(s)."),
             RunHeader,
-            [.. runs.Select(r => Row(r.Name, [r]))],
+            [.. groups.Select(g => Row(g.Label, g.Runs))],
             [chart],
             verdicts,
             "Shallow shapes put more of the same budget into the embedding (wider hidden size), deep ones into layers. The budget is tiny, so the result says as much about how fast each shape learns in a few thousand steps as about capacity.",
-            runs,
+            [.. groups.SelectMany(g => g.Runs)],
             new Dictionary<string, double?>());
     }
 
@@ -411,11 +418,15 @@ internal sealed class Ablations(Lab lab, int seeds)
 
     private void Bars(string file, string title, IReadOnlyList<(string Label, List<ModelRun> Runs)> groups)
     {
-        // Error bars: half the range over seeds where there are several, else the bootstrap half-width of the model's own bits per byte.
+        // Error bars: half the range over seeds (none with one seed). The bars start just below the lowest one, so that
+        // differences of a few thousandths of a bit stay visible.
+        double[] means = [.. groups.Select(g => g.Runs.Average(r => r.BrownBitsPerByte))];
+        double[] spreads = [.. groups.Select(g => g.Runs.Count > 1 ? (g.Runs.Max(r => r.BrownBitsPerByte) - g.Runs.Min(r => r.BrownBitsPerByte)) / 2 : 0)];
+        double low = means.Zip(spreads, (m, e) => m - e).Min();
+        double high = means.Zip(spreads, (m, e) => m + e).Max();
+        double baseline = low - Math.Max(0.01, (high - low) * 0.5);
         Charts.Bars(Path.Combine(lab.OutputDir, file), title, "bits per byte",
-            [.. groups.Select(g => g.Label)],
-            [.. groups.Select(g => g.Runs.Average(r => r.BrownBitsPerByte))],
-            [.. groups.Select(g => g.Runs.Count > 1 ? (g.Runs.Max(r => r.BrownBitsPerByte) - g.Runs.Min(r => r.BrownBitsPerByte)) / 2 : 0)]);
+            [.. groups.Select(g => g.Label)], means, spreads, baseline);
     }
 
     private static IReadOnlyList<string> Row(string label, List<ModelRun> runs) =>

@@ -53,7 +53,7 @@ public enum Ablation
 /// <param name="BrownDocuments">Brown documents used (null: all 500).</param>
 /// <param name="EvalBrownDocuments">Held-out Brown documents evaluated one by one (bits per byte, the bootstrap's unit), each cut to its first <see cref="EvalDocumentChars"/> characters.</param>
 /// <param name="EvalHeldoutDocuments">heldout.jsonl documents evaluated.</param>
-/// <param name="Seeds">Default seeds of the key comparisons (ablations 1, 2, 5, 6).</param>
+/// <param name="Seeds">Default seeds of every ablation except the vocabulary sweep.</param>
 public sealed record ReproductionSizes(
     int VocabSize,
     int SeqLen,
@@ -136,7 +136,7 @@ public sealed record ReproductionOptions
     /// <summary>Ablations to run; empty for all.</summary>
     public IReadOnlyList<Ablation> Only { get; init; } = [];
 
-    /// <summary>Seeds of the key comparisons; null for the sizes' default.</summary>
+    /// <summary>Seeds of every ablation but the vocabulary sweep; null for the sizes' default.</summary>
     public int? Seeds { get; init; }
 
     /// <summary>CPU threads for LibTorch; null keeps its default. Default one: tiny models, busy shared cores.</summary>
@@ -145,7 +145,7 @@ public sealed record ReproductionOptions
     /// <summary>The sizes this run uses.</summary>
     public ReproductionSizes Sizes => Fast ? ReproductionSizes.Fast : ReproductionSizes.Full;
 
-    /// <summary>The seeds of the key comparisons this run uses.</summary>
+    /// <summary>The seeds this run uses.</summary>
     public int ResolvedSeeds => Seeds ?? Sizes.Seeds;
 
     /// <summary>The ablations this run runs, in report order.</summary>
@@ -169,7 +169,7 @@ public sealed record ReproductionOptions
           --fast             tiny models and budgets (about a minute; used by the tests)
           --out <dir>        output folder (default artifacts/reproduction, or artifacts/reproduction-fast with --fast)
           --only <list>      comma-separated ablations: inheritance, layers, vocab, shape, multiround, distillation (or 1-6)
-          --seeds <n>        seeds of the key comparisons (inheritance, layers, multiround, distillation; default 3, 1 with --fast)
+          --seeds <n>        seeds of every ablation but the vocabulary sweep (default 3, 1 with --fast)
           --teacher <dir>    cached teacher folder (default <out>/teacher)
           --data <dir>       folder with brown.jsonl and heldout.jsonl (default: shipped with the program)
           --fresh            retrain the teacher even if a cached one matches

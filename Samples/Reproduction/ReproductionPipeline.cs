@@ -149,7 +149,7 @@ internal static class ReportWriter
         Line($"| Machine | {machine.Cpu}, {machine.Cores} cores, {machine.MemoryGiB:F0} GiB RAM, {machine.Os} |");
         Line($"| Software | {machine.Runtime}, TorchSharp {machine.TorchSharp}, {machine.Threads} LibTorch thread(s) |");
         Line($"| Total wall time | {elapsed.TotalMinutes:F1} min (teacher {(lab.Teacher.FromCache ? "from the cache, trained in " + lab.Teacher.TrainSeconds.ToString("F0", CultureInfo.InvariantCulture) + " s earlier" : "trained in this run: " + lab.Teacher.TrainSeconds.ToString("F0", CultureInfo.InvariantCulture) + " s")}) |");
-        Line($"| Sizes | {(options.Fast ? "fast (CI smoke test: numbers are noise)" : "full")}; {options.ResolvedSeeds} seed(s) for the key comparisons |");
+        Line($"| Sizes | {(options.Fast ? "fast (CI smoke test: numbers are noise)" : "full")}; {options.ResolvedSeeds} seed(s) for every ablation but the vocabulary sweep |");
         Line();
         Line($"**Our metric is not the paper's.** The paper reports average benchmark accuracy of 1B models trained on up to 1.6T tokens. We report held-out loss and **bits per byte** (lower is better) on held-out Brown Corpus documents (every tenth document, never trained on) and on `Samples/Data/heldout.jsonl` (other sources), for models of well under a million parameters trained for tens of thousands of tokens. Only the direction of each finding is comparable.");
         Line();
