@@ -11,7 +11,7 @@ public sealed partial class ReproductionTests
 {
     private static readonly byte[] PngMagic = [0x89, (byte)'P', (byte)'N', (byte)'G'];
 
-    [GeneratedRegex(@"^- \*\*Verdict: (reproduces|does not reproduce|inconclusive)\*\*: .+ \(difference [+-]\d+\.\d{3} bits/byte in the claim's favour, evaluation noise ±\d+\.\d{3}, \d+ seeds?: .+\)$", RegexOptions.Multiline)]
+    [GeneratedRegex(@"^- \*\*Verdict: (reproduces|does not reproduce|inconclusive)\*\*: .+ \(difference [+-]?\d+\.\d{3} bits/byte in the claim's favour, evaluation noise ±\d+\.\d{3}, \d+ seeds?: .+\)$", RegexOptions.Multiline)]
     private static partial Regex VerdictLine();
 
     [GeneratedRegex(@"^## (\d)\. ", RegexOptions.Multiline)]
