@@ -72,7 +72,7 @@ public sealed record Verdict(string Claim, Outcome Outcome, double MeanDifferenc
     }
 
     /// <summary>A difference with its sign and three decimals: <c>+0.412</c>, <c>-0.038</c>, and <c>0.000</c> for anything that rounds to zero.</summary>
-    public static string Signed(double difference)
+    public static string SignedDifference(double difference)
     {
         double rounded = Math.Round(difference, 3, MidpointRounding.AwayFromZero);
         return rounded == 0 ? "0.000" : rounded.ToString("+0.000;-0.000", CultureInfo.InvariantCulture);
@@ -81,7 +81,7 @@ public sealed record Verdict(string Claim, Outcome Outcome, double MeanDifferenc
     /// <summary>The report's verdict line, e.g. <c>**Verdict: reproduces**: inherited beats random (difference 0.412 bpb, noise ±0.021, 2 seeds: 0.400, 0.424)</c>.</summary>
     public string ToMarkdown() => string.Create(
         CultureInfo.InvariantCulture,
-        $"**Verdict: {Words(Outcome)}**: {Claim} (difference {Signed(MeanDifference)} bits/byte in the claim's favour, evaluation noise ±{Noise:0.000}, {SeedDifferences.Count} seed{(SeedDifferences.Count == 1 ? "" : "s")}: {string.Join(", ", SeedDifferences.Select(Signed))})");
+        $"**Verdict: {Words(Outcome)}**: {Claim} (difference {SignedDifference(MeanDifference)} bits/byte in the claim's favour, evaluation noise ±{Noise:0.000}, {SeedDifferences.Count} seed{(SeedDifferences.Count == 1 ? "" : "s")}: {string.Join(", ", SeedDifferences.Select(SignedDifference))})");
 }
 
 /// <summary>Per-document losses of one evaluation, the unit the bootstrap resamples.</summary>

@@ -101,7 +101,7 @@ public static class ReproductionPipeline
             sections.Add(section);
             foreach (Verdict verdict in section.Verdicts)
             {
-                log.Info($"{Verdict.Words(verdict.Outcome)}: {verdict.Claim} ({Verdict.Signed(verdict.MeanDifference)} bpb, noise ±{verdict.Noise.ToString("0.000", CultureInfo.InvariantCulture)})");
+                log.Info($"{Verdict.Words(verdict.Outcome)}: {verdict.Claim} ({Verdict.SignedDifference(verdict.MeanDifference)} bpb, noise ±{verdict.Noise.ToString("0.000", CultureInfo.InvariantCulture)})");
             }
         }
 
@@ -162,7 +162,7 @@ internal static class ReportWriter
         foreach (AblationSection s in sections)
         {
             Verdict? v = s.Verdicts.Count > 0 ? s.Verdicts[0] : null;
-            Line($"| {(int)s.Ablation} | {s.Title} | {v?.Claim ?? "-"} | **{Verdict.Words(s.Overall)}** | {(v is null ? "-" : Verdict.Signed(v.MeanDifference))} | ±{v?.Noise.ToString("0.000", CultureInfo.InvariantCulture) ?? "-"} |");
+            Line($"| {(int)s.Ablation} | {s.Title} | {v?.Claim ?? "-"} | **{Verdict.Words(s.Overall)}** | {(v is null ? "-" : Verdict.SignedDifference(v.MeanDifference))} | ±{v?.Noise.ToString("0.000", CultureInfo.InvariantCulture) ?? "-"} |");
         }
 
         Line();

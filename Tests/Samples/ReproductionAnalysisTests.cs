@@ -37,7 +37,7 @@ public sealed class ReproductionAnalysisTests
         Assert.That(verdict.MeanDifference, Is.EqualTo(0.405).Within(1e-12));
         Assert.That(verdict.ToMarkdown(), Is.EqualTo("**Verdict: reproduces**: inherited beats random (difference +0.405 bits/byte in the claim's favour, evaluation noise ±0.021, 2 seeds: +0.412, +0.398)"));
         Assert.That(Verdict.Decide("c", [-0.0002, 0.0001], 0).ToMarkdown(), Does.Contain("difference 0.000 bits/byte").And.Contain("2 seeds: 0.000, 0.000)"));
-        Assert.That((Verdict.Signed(0.0376), Verdict.Signed(-0.0376), Verdict.Signed(-0.0004)), Is.EqualTo(("+0.038", "-0.038", "0.000")));
+        Assert.That((Verdict.SignedDifference(0.0376), Verdict.SignedDifference(-0.0376), Verdict.SignedDifference(-0.0004)), Is.EqualTo(("+0.038", "-0.038", "0.000")));
         Assert.That(() => Verdict.Decide("c", [], 0), Throws.ArgumentException.With.Message.Contains("'c'"));
         Assert.That(() => Verdict.Decide("c", [double.NaN], 0), Throws.ArgumentException);
         Assert.That(() => Verdict.Decide("c", [0.1], -1), Throws.ArgumentException);
