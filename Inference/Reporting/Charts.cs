@@ -58,7 +58,12 @@ public static class Charts
     /// <param name="labels">One label per bar.</param>
     /// <param name="values">Bar heights.</param>
     /// <param name="errors">Optional error bar half-widths (e.g. standard errors), one per bar.</param>
-    public static void Bars(string path, string title, string yLabel, IReadOnlyList<string> labels, IReadOnlyList<double> values, IReadOnlyList<double>? errors = null)
+    /// <param name="baseline">
+    /// Where the bars start and the value axis begins; null starts them at zero. Set it just below the smallest value
+    /// to make small differences between large values visible (e.g. bits per byte of similar models).
+    /// </param>
+    /// <exception cref="ArgumentException">The lengths differ, or the baseline is not below every bar (and its error bar).</exception>
+    public static void Bars(string path, string title, string yLabel, IReadOnlyList<string> labels, IReadOnlyList<double> values, IReadOnlyList<double>? errors = null, double? baseline = null)
     {
         ArgumentNullException.ThrowIfNull(labels);
         ArgumentNullException.ThrowIfNull(values);
@@ -67,11 +72,16 @@ public static class Charts
             throw new ArgumentException("labels, values and errors must have the same length.", nameof(values));
         }
 
+        if (baseline is double floor && (!double.IsFinite(floor) || values.Select((v, i) => v - (errors?[i] ?? 0)).Any(low => low <= floor)))
+        {
+            throw new ArgumentException($"The baseline {floor} must be finite and below every bar and error bar (lowest {values.Select((v, i) => v - (errors?[i] ?? 0)).DefaultIfEmpty(double.NaN).Min()}).", nameof(baseline));
+        }
+
         var plot = new Plot();
         var bars = new List<Bar>();
         for (int i = 0; i < values.Count; i++)
         {
-            bars.Add(new Bar { Position = i, Value = values[i], Error = errors?[i] ?? 0 });
+            bars.Add(new Bar { Position = i, Value = values[i], ValueBase = baseline ?? 0, Error = errors?[i] ?? 0 });
         }
 
         plot.Add.Bars(bars);

@@ -1,9 +1,6 @@
 using System.Diagnostics;
 using System.Globalization;
-using System.Security.Cryptography;
 using System.Text;
-using System.Text.Json;
-using System.Text.Json.Nodes;
 using Microsoft.ML.Tokenizers;
 using TorchSharp;
 using ModelSurgery.Inference.Configuration;
@@ -20,6 +17,7 @@ using ModelSurgery.Surgery.Vocabulary;
 using ModelSurgery.Training;
 using ModelSurgery.Training.Data;
 using ModelSurgery.Training.Distillation;
+using ModelSurgery.Training.Recipes;
 
 namespace ModelSurgery.Quickstart;
 
@@ -67,7 +65,7 @@ public static class QuickstartPipeline
     public const string RandomName = "random";
 
     /// <summary>File in the teacher folder that says what the cached teacher was trained with.</summary>
-    public const string TeacherManifestFileName = "quickstart-teacher.json";
+    public const string TeacherManifestFileName = TeacherCache.ManifestFileName;
 
     private const string BrownTask = "brown_heldout";
     private const string HeldoutTask = "heldout_jsonl";
@@ -96,7 +94,7 @@ public static class QuickstartPipeline
         // 1. Data --------------------------------------------------------------------------------------------------
         log.Step("1. Data: Brown Corpus, GPT-2 tokenizer, vocabulary compression");
         DataSet data = await PrepareDataAsync(options, sizes, dataOut, log, cancellationToken).ConfigureAwait(false);
-        using TokenFile tokens = data.Tokens;
+        using PreparedCorpus corpus = data.Corpus;
 
         // 2. Teacher -----------------------------------------------------------------------------------------------
         log.Step("2. Teacher: a small Llama trained from scratch on Brown");
@@ -122,7 +120,7 @@ public static class QuickstartPipeline
 
         // 3. Surgery -----------------------------------------------------------------------------------------------
         log.Step("3. Surgery: score the teacher, plan a quarter-size student, build it from the teacher's files");
-        var calibration = CalibrationData.FromTokenStream(data.TrainTokenSample, sizes.CalibrationSequences, sizes.SeqLen, seed: 7);
+        var calibration = CalibrationData.FromTokenStream(data.Corpus.TrainSample, sizes.CalibrationSequences, sizes.SeqLen, seed: 7);
         IReadOnlyList<ImportanceScores> scored = await ImportanceScorer.ScoreAsync(
             teacherDir, calibration, new ScoringOptions { Metrics = [ScoringMetrics.Activation, ScoringMetrics.BlockInfluence], BatchSize = 8 },
             cancellationToken: cancellationToken).ConfigureAwait(false);
@@ -252,9 +250,14 @@ public static class QuickstartPipeline
         return new QuickstartResult(outDir, rows, fromCache, reportPath, [heatMap, layerCurves, lossCurves, validationCurves, brownChart, heldoutChart], total.Elapsed);
     }
 
-    private sealed record DataSet(
-        Tokenizer Tokenizer, VocabularyMap Map, int SeparatorId, TokenFile Tokens, IReadOnlyList<long> TrainWindows, IReadOnlyList<long> ValidationWindows,
-        int[] TrainTokenSample, string EvalBrownPath, string EvalHeldoutPath);
+    private sealed record DataSet(PreparedCorpus Corpus, string EvalBrownPath, string EvalHeldoutPath)
+    {
+        public Tokenizer Tokenizer => Corpus.Tokenizer;
+
+        public VocabularyMap Map => Corpus.Map;
+
+        public int SeparatorId => Corpus.SeparatorId;
+    }
 
     private static async Task<DataSet> PrepareDataAsync(QuickstartOptions options, QuickstartSizes sizes, string dataOut, StepLog log, CancellationToken cancellationToken)
     {
@@ -270,61 +273,24 @@ public static class QuickstartPipeline
         }
 
         // Every tenth Brown document is held out: the trainer validates on it and the evaluation reads it as text.
-        string[] lines = [.. File.ReadLines(brown).Where(l => !string.IsNullOrWhiteSpace(l)).Take(sizes.BrownDocuments ?? int.MaxValue)];
-        string trainPath = Path.Combine(dataOut, "brown-train.jsonl");
-        string validPath = Path.Combine(dataOut, "brown-valid.jsonl");
-        string[] valid = [.. lines.Where((_, i) => i % 10 == 9)];
-        AtomicFile.WriteAllText(trainPath, string.Join('\n', lines.Where((_, i) => i % 10 != 9)) + "\n");
-        AtomicFile.WriteAllText(validPath, string.Join('\n', valid) + "\n");
+        var split = CorpusSplit.Create(brown, dataOut, holdOutEvery: 10, maxDocuments: sizes.BrownDocuments);
         string evalBrown = Path.Combine(dataOut, "eval-brown.jsonl");
         string evalHeldout = Path.Combine(dataOut, "eval-heldout.jsonl");
-        AtomicFile.WriteAllText(evalBrown, string.Join('\n', valid.Take(sizes.EvalBrownDocuments)) + "\n");
-        AtomicFile.WriteAllText(evalHeldout, string.Join('\n', File.ReadLines(heldout).Where(l => !string.IsNullOrWhiteSpace(l)).Take(sizes.EvalHeldoutDocuments)) + "\n");
-        log.Info($"{lines.Length - valid.Length} Brown documents for training, {valid.Length} held out; evaluating {sizes.EvalBrownDocuments} of them and {sizes.EvalHeldoutDocuments} heldout.jsonl documents");
+        CorpusSplit.WriteFirstDocuments(split.HeldOutPath, evalBrown, sizes.EvalBrownDocuments);
+        CorpusSplit.WriteFirstDocuments(heldout, evalHeldout, sizes.EvalHeldoutDocuments);
+        log.Info($"{split.TrainDocuments} Brown documents for training, {split.HeldOutDocuments} held out; evaluating {sizes.EvalBrownDocuments} of them and {sizes.EvalHeldoutDocuments} heldout.jsonl documents");
 
-        Tokenizer gpt2 = TokenizerFiles.Load("gpt2");
-        VocabularyStatistics statistics = await TokenFrequencyCounter.ComputeAsync(
-            gpt2, [trainPath], "text", new CountingOptions { TokenizerName = "gpt2", VocabSize = 50257 }, cancellationToken: cancellationToken).ConfigureAwait(false);
+        VocabularyStatistics statistics = await PreparedCorpus.CountTokensAsync(split, cancellationToken: cancellationToken).ConfigureAwait(false);
         statistics.Save(Path.Combine(dataOut, "gpt2-brown-stats.json"));
         statistics.SaveCoverageChart(Path.Combine(dataOut, "vocabulary-coverage.png"));
         log.Info($"GPT-2 tokens in Brown (train): {Count(statistics.TotalTokens)} ({statistics.DistinctTokensSeen} distinct of {statistics.VocabSize}); {statistics.SizeForCoverage(0.98)} tokens cover 98%");
 
-        CompressionResult compressed = await VocabularyCompressor.CompressAsync(
-            "gpt2", statistics, CompressionTarget.Keep(sizes.VocabSize), Path.Combine(dataOut, "tokenizer"), cancellationToken: cancellationToken).ConfigureAwait(false);
-        log.Info($"vocabulary {compressed.Map.OldVocabSize} -> {compressed.Map.NewVocabSize} tokens, covering {compressed.Selection.Coverage:P2} of Brown's tokens ({compressed.TokenizerPath})");
-
-        Tokenizer tokenizer = TokenizerFiles.Load(compressed.TokenizerPath);
-        int separator = compressed.Map.NewId(50256) ?? throw new InvalidDataException($"{compressed.MapPath}: <|endoftext|> (GPT-2 id 50256) was not kept.");
-
-        // Train documents first, then the held-out ones, in one token file; the held-out part is tokenized alone too to find where it starts.
-        var tokenizeOptions = new TokenizeOptions(compressed.Map.NewVocabSize, separator);
-        string tokensPath = Path.Combine(dataOut, "brown.tokens");
-        TokenizeResult all = await Tokenization.TokenizeAsync(tokenizer, [trainPath, validPath], tokensPath, tokenizeOptions, cancellationToken: cancellationToken).ConfigureAwait(false);
-        TokenizeResult heldPart = await Tokenization.TokenizeAsync(tokenizer, [validPath], Path.Combine(dataOut, "brown-valid.tokens"), tokenizeOptions, cancellationToken: cancellationToken).ConfigureAwait(false);
-        long boundary = all.Tokens - heldPart.Tokens;
-        int seqLen = sizes.SeqLen;
-        long windows = TokenWindows.Count(all.Tokens, seqLen);
-        var train = new List<long>();
-        var validation = new List<long>();
-        for (long w = 0; w < windows; w++)
-        {
-            long start = TokenWindows.Start(w, seqLen);
-            if (start + seqLen + 1 <= boundary)
-            {
-                train.Add(w);
-            }
-            else if (start >= boundary)
-            {
-                validation.Add(w);
-            }
-        }
-
-        var file = TokenFile.Open(tokensPath);
-        int sampleLength = (int)Math.Min(boundary, (long)sizes.CalibrationSequences * seqLen * 8);
-        int[] sample = [.. file.Read(0, sampleLength).Select(t => (int)t)];
-        log.Info($"{Count(all.Tokens)} tokens with the compressed tokenizer: {train.Count} training and {validation.Count} validation windows of {seqLen}");
+        var preparation = new CorpusPreparationOptions { VocabSize = sizes.VocabSize, SeqLen = sizes.SeqLen, SampleTokens = sizes.CalibrationSequences * sizes.SeqLen * 8 };
+        PreparedCorpus corpus = await PreparedCorpus.PrepareAsync(split, statistics, preparation, dataOut, cancellationToken).ConfigureAwait(false);
+        log.Info($"vocabulary {corpus.Map.OldVocabSize} -> {corpus.Map.NewVocabSize} tokens, covering {corpus.Compression.Selection.Coverage:P2} of Brown's tokens ({corpus.Compression.TokenizerPath})");
+        log.Info($"{Count(corpus.Tokens.Count)} tokens with the compressed tokenizer: {corpus.TrainWindows.Count} training and {corpus.ValidationWindows.Count} validation windows of {sizes.SeqLen}");
         log.Done();
-        return new DataSet(tokenizer, compressed.Map, separator, file, train, validation, sample, evalBrown, evalHeldout);
+        return new DataSet(corpus, evalBrown, evalHeldout);
     }
 
     private static double LastValidation(TrainingResult run) => run.Evaluations.Count == 0 ? double.NaN : run.Evaluations[^1].ValidationLoss;
@@ -333,41 +299,15 @@ public static class QuickstartPipeline
         QuickstartOptions options, LlamaConfig config, TrainingOptions training, DataSet data, string teacherDir, StepLog log, CancellationToken cancellationToken)
     {
         // The cache is valid only for the same architecture, vocabulary and training budget.
-        string fingerprint = Fingerprint(config, training, data.Map);
-        string manifestPath = Path.Combine(teacherDir, TeacherManifestFileName);
-        if (!options.Fresh && File.Exists(manifestPath) && File.Exists(Path.Combine(teacherDir, "config.json")))
-        {
-            JsonNode manifest = JsonNode.Parse(File.ReadAllText(manifestPath))
-                ?? throw new InvalidDataException($"{manifestPath}: empty manifest.");
-            if ((string?)manifest["fingerprint"] == fingerprint)
-            {
-                StepRecord[] history = manifest["history"].Deserialize<StepRecord[]>() ?? [];
-                log.Info($"using the cached teacher in {teacherDir} (trained in {(double?)manifest["train_seconds"]:F0} s; --fresh retrains it)");
-                log.Done();
-                EvalRecord[] evaluations = manifest["evaluations"].Deserialize<EvalRecord[]>() ?? [];
-                return (history, evaluations, true);
-            }
-
-            log.Info($"the cached teacher in {teacherDir} was trained with other settings; retraining");
-        }
-
-        using var model = new LlamaForCausalLM(config);
-        model.InitializeWeights((long)Seed);
-        log.Info($"{Count(LlamaTensorLayout.CountParameters(config).Total)} parameters, {Count(training.Tokens ?? 0)} tokens in {training.TotalSteps()} steps of {training.BatchSize} x {training.SeqLen}");
-        var watch = Stopwatch.StartNew();
-        TrainingResult result = await TrainAsync(model, training, null, data, log, TeacherName, cancellationToken).ConfigureAwait(false);
-        await ModelCheckpoint.SaveAsync(model, teacherDir, cancellationToken: cancellationToken).ConfigureAwait(false);
-        var record = new JsonObject
-        {
-            ["fingerprint"] = fingerprint,
-            ["train_seconds"] = watch.Elapsed.TotalSeconds,
-            ["evaluations"] = JsonSerializer.SerializeToNode(result.Evaluations),
-            ["history"] = JsonSerializer.SerializeToNode(result.History),
-        };
-        AtomicFile.WriteAllText(manifestPath, record.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
-        log.Info($"saved the teacher to {teacherDir}");
+        log.Info($"{Count(LlamaTensorLayout.CountParameters(config).Total)} parameters, {Count(training.Tokens ?? 0)} tokens in {training.TotalSteps()} steps of {training.BatchSize} x {training.SeqLen} (unless cached)");
+        CachedTeacher teacher = await TeacherCache.EnsureAsync(
+            teacherDir, config, training, data.Corpus.TrainingData(), [data.Map.ToJson()], options.Fresh,
+            TrainingProgressLog(log, TeacherName, training.TotalSteps()), cancellationToken: cancellationToken).ConfigureAwait(false);
+        log.Info(teacher.FromCache
+            ? $"using the cached teacher in {teacherDir} (trained in {teacher.TrainSeconds:F0} s; --fresh retrains it)"
+            : $"trained in {teacher.TrainSeconds:F1} s, final validation loss {teacher.FinalValidationLoss:F3}; saved to {teacherDir}");
         log.Done();
-        return (result.History, result.Evaluations, false);
+        return (teacher.History, teacher.Evaluations, teacher.FromCache);
     }
 
     private static async Task<TrainingResult> TrainAsync(
@@ -375,9 +315,19 @@ public static class QuickstartPipeline
     {
         model.train();
         var trainer = new Trainer(model, training, objective);
-        long total = training.TotalSteps();
+        var watch = Stopwatch.StartNew();
+        TrainingResult result = await trainer.TrainAsync(
+            data.Corpus.TrainingData(), TrainingProgressLog(log, name, training.TotalSteps()), cancellationToken: cancellationToken).ConfigureAwait(false);
+        model.eval();
+        string best = result.BestValidationLoss is double b ? $", best validation loss {b:F3}" : string.Empty;
+        log.Info($"{name}: {result.Steps} steps in {watch.Elapsed.TotalSeconds:F1} s, final loss {result.FinalLoss:F3}{best}");
+        return result;
+    }
+
+    private static SyncProgress<TrainingProgress> TrainingProgressLog(StepLog log, string name, long total)
+    {
         long every = Math.Max(1, total / 8);
-        var progress = new SyncProgress<TrainingProgress>(p =>
+        return new SyncProgress<TrainingProgress>(p =>
         {
             if (p.Step % every == 0 || p.Step == total)
             {
@@ -385,13 +335,6 @@ public static class QuickstartPipeline
                 log.Info($"{name} step {p.Step}/{p.TotalSteps}: loss {p.Loss:F3}{validation}, {p.TokensPerSecond:F0} tokens/s");
             }
         });
-        var watch = Stopwatch.StartNew();
-        TrainingResult result = await trainer.TrainAsync(
-            new TrainingData(data.Tokens, data.TrainWindows, data.ValidationWindows), progress, cancellationToken: cancellationToken).ConfigureAwait(false);
-        model.eval();
-        string best = result.BestValidationLoss is double b ? $", best validation loss {b:F3}" : string.Empty;
-        log.Info($"{name}: {result.Steps} steps in {watch.Elapsed.TotalSeconds:F1} s, final loss {result.FinalLoss:F3}{best}");
-        return result;
     }
 
     private static TrainingOptions TrainingFor(QuickstartSizes sizes, long tokens, int batchSize, double learningRate, string outputDir) => new()
@@ -442,12 +385,6 @@ public static class QuickstartPipeline
     {
         (long Step, double Loss)[] all = [.. points];
         return new(label, [.. all.Select(p => (double)(p.Step * tokensPerStep))], [.. all.Select(p => p.Loss)]);
-    }
-
-    private static string Fingerprint(LlamaConfig config, TrainingOptions training, VocabularyMap map)
-    {
-        string text = string.Join('\n', config.ToJson(), training with { OutputDir = string.Empty }, map.ToJson());
-        return Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(text)));
     }
 
     private static string Count(long n) => n switch

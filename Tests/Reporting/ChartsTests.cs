@@ -36,6 +36,18 @@ public sealed class ChartsTests
     }
 
     [Test]
+    public void Bars_can_start_from_a_baseline_below_every_bar()
+    {
+        string zoomed = Path.Combine(_dir, "zoomed.png");
+        Charts.Bars(zoomed, "Bits per byte", "bpb", ["a", "b"], [2.388, 2.392], [0.002, 0.001], baseline: 2.38);
+        AssertPng(zoomed);
+        Assert.That(() => Charts.Bars(Path.Combine(_dir, "bad.png"), "t", "y", ["a", "b"], [2.388, 2.392], [0.002, 0.001], baseline: 2.387),
+            Throws.ArgumentException.With.Message.Contains("baseline"));
+        Assert.That(() => Charts.Bars(Path.Combine(_dir, "bad.png"), "t", "y", ["a"], [1.0], baseline: double.NaN), Throws.ArgumentException);
+        Assert.That(File.Exists(Path.Combine(_dir, "bad.png")), Is.False);
+    }
+
+    [Test]
     public void Mismatched_series_lengths_are_rejected_with_the_series_name()
     {
         var ex = Assert.Throws<ArgumentException>(() =>
