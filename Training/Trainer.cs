@@ -34,6 +34,9 @@ public sealed class Trainer
 
     private static ReadOnlySpan<byte> StateMagic => "MSTRAIN1"u8;
 
+    // A run trained in segments chooses its windows through a callback the state cannot hold, so it is not resumable.
+    private static ReadOnlySpan<byte> SegmentedStateMagic => "MSTRAINS"u8;
+
     private readonly nn.Module<Tensor, Tensor> _model;
     private readonly TrainingOptions _options;
     private readonly ITrainingObjective _objective;
@@ -75,16 +78,78 @@ public sealed class Trainer
     /// <param name="cancellationToken">Stops at the next step boundary after saving the last checkpoint and state.</param>
     /// <returns>The run's history.</returns>
     /// <exception cref="TrainingDivergedException">Too many non-finite steps in a row.</exception>
-    public async Task<TrainingResult> TrainAsync(
+    public Task<TrainingResult> TrainAsync(
         TrainingData data,
         IProgress<TrainingProgress>? progress = null,
         bool resume = false,
         CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(data);
-        long totalSteps = _options.TotalSteps();
+        return RunAsync(data, _options.TotalSteps(), segments: null, progress, resume, cancellationToken);
+    }
+
+    /// <summary>
+    /// Runs one training run made of consecutive segments whose training windows are chosen only when each segment
+    /// starts: one AdamW state and one warmup-plus-cosine schedule span all segments (warmup only at the start), so a
+    /// later segment continues where the previous one left off. <see cref="TrainingOptions.Steps"/> and
+    /// <see cref="TrainingOptions.Tokens"/> are ignored: the run has the sum of <paramref name="segmentSteps"/> steps.
+    /// <para>
+    /// Before the first step of segment k (0-based), <paramref name="windowsForSegment"/> is called with k and returns
+    /// the windows that segment trains on, in that order (no shuffling; the list is reused from its start when the
+    /// segment needs more batches than it holds). <see cref="TrainingData.TrainWindows"/> and
+    /// <see cref="TrainingData.ShuffleTrain"/> are ignored; the validation windows are used as in
+    /// <see cref="TrainAsync"/>.
+    /// </para>
+    /// <para>
+    /// Such a run cannot be resumed: its windows depend on the callback, which the training state cannot hold. The
+    /// state it writes is marked so that <see cref="TrainAsync"/> with <c>resume</c> refuses it.
+    /// </para>
+    /// </summary>
+    /// <param name="data">Token file and validation windows.</param>
+    /// <param name="segmentSteps">Optimizer steps of each segment, in order (each positive).</param>
+    /// <param name="windowsForSegment">Returns segment k's training windows, called once just before the segment starts.</param>
+    /// <param name="progress">Optional per-step progress (steps count over the whole run).</param>
+    /// <param name="cancellationToken">Stops at the next step boundary after saving the last checkpoint and state.</param>
+    /// <returns>The run's history; step numbers count from the start of the first segment.</returns>
+    /// <exception cref="TrainingDivergedException">Too many non-finite steps in a row.</exception>
+    public Task<TrainingResult> TrainInSegmentsAsync(
+        TrainingData data,
+        IReadOnlyList<long> segmentSteps,
+        Func<int, IReadOnlyList<long>> windowsForSegment,
+        IProgress<TrainingProgress>? progress = null,
+        CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(data);
+        ArgumentNullException.ThrowIfNull(segmentSteps);
+        ArgumentNullException.ThrowIfNull(windowsForSegment);
+        if (segmentSteps.Count == 0)
+        {
+            throw new ArgumentException("At least one segment is needed.", nameof(segmentSteps));
+        }
+
+        for (int k = 0; k < segmentSteps.Count; k++)
+        {
+            if (segmentSteps[k] <= 0)
+            {
+                throw new ArgumentException($"Segment {k} has {segmentSteps[k]} steps; every segment needs at least one.", nameof(segmentSteps));
+            }
+        }
+
+        return RunAsync(data, segmentSteps.Sum(), new Segments(segmentSteps, windowsForSegment), progress, resume: false, cancellationToken);
+    }
+
+    private async Task<TrainingResult> RunAsync(
+        TrainingData data,
+        long totalSteps,
+        Segments? segments,
+        IProgress<TrainingProgress>? progress,
+        bool resume,
+        CancellationToken cancellationToken)
+    {
         var schedule = LearningRateSchedule.For(_options, totalSteps);
-        var sampler = new BatchSampler(data.File, data.TrainWindows, _options.BatchSize, _options.SeqLen, _options.Seed, data.ShuffleTrain);
+        BatchSampler sampler = segments is null
+            ? new BatchSampler(data.File, data.TrainWindows, _options.BatchSize, _options.SeqLen, _options.Seed, data.ShuffleTrain)
+            : segments.SamplerFor(0, data, _options);
         Directory.CreateDirectory(_options.OutputDir);
 
         // Parameters the optimizer updates, in a fixed order (model, then objective): the state file relies on it.
@@ -141,8 +206,13 @@ public sealed class Trainer
         {
             if (cancellationToken.IsCancellationRequested)
             {
-                await SaveLastAsync(run, sampler, optimizer, optimized).ConfigureAwait(false);
+                await SaveLastAsync(run, sampler, optimizer, optimized, totalSteps, segments is not null).ConfigureAwait(false);
                 cancellationToken.ThrowIfCancellationRequested();
+            }
+
+            if (segments is not null && segments.StartsAt(run.Step) is int segment and > 0)
+            {
+                sampler = segments.SamplerFor(segment, data, _options);
             }
 
             double lr = schedule.At(run.Step);
@@ -187,7 +257,7 @@ public sealed class Trainer
 
             if (last || (_options.CheckpointEvery > 0 && run.Step % _options.CheckpointEvery == 0))
             {
-                await SaveLastAsync(run, sampler, optimizer, optimized).ConfigureAwait(false);
+                await SaveLastAsync(run, sampler, optimizer, optimized, totalSteps, segments is not null).ConfigureAwait(false);
                 metrics.DrawChart();
             }
 
@@ -316,17 +386,17 @@ public sealed class Trainer
         await _checkpointer.SaveAsync(_model, directory, cancellationToken).ConfigureAwait(false);
     }
 
-    private async Task SaveLastAsync(RunState run, BatchSampler sampler, AdamW optimizer, List<(string Name, Parameter Parameter)> optimized)
+    private async Task SaveLastAsync(RunState run, BatchSampler sampler, AdamW optimizer, List<(string Name, Parameter Parameter)> optimized, long totalSteps, bool segmented)
     {
         string directory = Path.Combine(_options.OutputDir, "checkpoints", "last");
         // The model checkpoint must be complete even when the run is being cancelled.
         await SaveModelAsync(directory, CancellationToken.None).ConfigureAwait(false);
         Directory.CreateDirectory(directory);
-        SaveState(Path.Combine(directory, StateFileName), run, sampler, optimizer, optimized);
+        SaveState(Path.Combine(directory, StateFileName), run, sampler, optimizer, optimized, totalSteps, segmented);
         TrainingLog.Saved(_logger, run.Step, directory);
     }
 
-    private void SaveState(string path, RunState run, BatchSampler sampler, AdamW optimizer, List<(string Name, Parameter Parameter)> optimized)
+    private void SaveState(string path, RunState run, BatchSampler sampler, AdamW optimizer, List<(string Name, Parameter Parameter)> optimized, long totalSteps, bool segmented)
     {
         string temp = Path.Combine(Path.GetDirectoryName(path)!, $".{Path.GetFileName(path)}.{Guid.NewGuid():N}.tmp");
         try
@@ -334,9 +404,9 @@ public sealed class Trainer
             using (var stream = new FileStream(temp, FileMode.CreateNew, FileAccess.Write))
             using (var writer = new BinaryWriter(stream, Encoding.UTF8))
             {
-                writer.Write(StateMagic);
+                writer.Write(segmented ? SegmentedStateMagic : StateMagic);
                 writer.Write(run.Step);
-                writer.Write(_options.TotalSteps());
+                writer.Write(totalSteps);
                 writer.Write(_options.Seed);
                 writer.Write(run.NonFiniteInARow);
                 writer.Write(run.BestValidationLoss ?? double.NaN);
@@ -400,7 +470,15 @@ public sealed class Trainer
         using var reader = new BinaryReader(stream, Encoding.UTF8);
         try
         {
-            if (!reader.ReadBytes(StateMagic.Length).AsSpan().SequenceEqual(StateMagic))
+            byte[] magic = reader.ReadBytes(StateMagic.Length);
+            if (magic.AsSpan().SequenceEqual(SegmentedStateMagic))
+            {
+                throw new InvalidDataException(
+                    $"Training state '{path}' was written by a run trained in segments (multi-round training with one continuous schedule), " +
+                    "whose training windows were chosen as it ran; such a run cannot be resumed. Start it again instead.");
+            }
+
+            if (!magic.AsSpan().SequenceEqual(StateMagic))
             {
                 throw new InvalidDataException($"Training state '{path}' does not start with 'MSTRAIN1'; it is not a training state file.");
             }
@@ -472,6 +550,32 @@ public sealed class Trainer
         catch (Exception e) when (e is EndOfStreamException or ArgumentException)
         {
             throw new InvalidDataException($"Training state '{path}' is truncated or does not match the model: {e.Message}", e);
+        }
+    }
+
+    /// <summary>Where each segment of a segmented run starts and how its windows are chosen.</summary>
+    private sealed class Segments(IReadOnlyList<long> steps, Func<int, IReadOnlyList<long>> windowsForSegment)
+    {
+        private readonly long[] _starts = [.. steps.Select((_, k) => steps.Take(k).Sum())];
+
+        /// <summary>The segment whose first step has index <paramref name="step"/> (0-based), or null.</summary>
+        public int? StartsAt(long step)
+        {
+            int k = Array.IndexOf(_starts, step);
+            return k < 0 ? null : k;
+        }
+
+        public BatchSampler SamplerFor(int segment, TrainingData data, TrainingOptions options)
+        {
+            IReadOnlyList<long> windows = windowsForSegment(segment)
+                ?? throw new InvalidOperationException($"The window callback returned null for segment {segment}.");
+            if (windows.Count < options.BatchSize)
+            {
+                throw new InvalidOperationException(
+                    $"Segment {segment} got {windows.Count} training windows, fewer than one batch of {options.BatchSize} (TrainingOptions.BatchSize).");
+            }
+
+            return new BatchSampler(data.File, windows, options.BatchSize, options.SeqLen, options.Seed, shuffle: false);
         }
     }
 

@@ -269,7 +269,7 @@ internal sealed class Ablations(Lab lab, int seeds)
             new Dictionary<string, double?>());
     }
 
-    /// <summary>5. Multiple-round training (r = 50%) vs one round at the same tokens.</summary>
+    /// <summary>5. Multiple-round training (r = 50%), restarting or continuing the schedule, vs one round at the same tokens.</summary>
     public async Task<AblationSection> MultiRoundAsync()
     {
         // The data set is cut so that round 1 (all N batches) plus round 2 (r N batches) spend the budget.
@@ -282,6 +282,7 @@ internal sealed class Ablations(Lab lab, int seeds)
 
         var single = new List<ModelRun>();
         var multi = new List<ModelRun>();
+        var continuous = new List<ModelRun>();
         foreach (int seed in Seeds)
         {
             single.Add(await lab.OnceAsync($"single-round-{seed}", async () =>
@@ -308,13 +309,28 @@ internal sealed class Ablations(Lab lab, int seeds)
 
                 return await lab.EvaluateAsync("two rounds (r = 50%)", seed, model, lab.Corpus, before, curve, watch).ConfigureAwait(false);
             }).ConfigureAwait(false));
+            continuous.Add(await lab.OnceAsync($"multi-round-continuous-{seed}", async () =>
+            {
+                using LlamaForCausalLM model = await InheritedModelAsync(Lab.ReferenceMetric, LayerChoice.PositionPrior, $"multi-round-continuous-{seed}").ConfigureAwait(false);
+                var watch = Stopwatch.StartNew();
+                // The same per-round options as the restarted variant; the evaluation spacing is that of round 1.
+                TrainingOptions training = lab.Training($"multi-round-continuous-{seed}", batches * windowsPerBatch * Sizes.SeqLen, Sizes.StudentBatchSize, Lab.StudentLearningRate, (ulong)SeedValue(seed), evaluations: 2);
+                var curve = new List<CurvePoint> { Lab.InitialPoint(model, lab.Corpus, training) };
+                model.train();
+                IReadOnlyList<RoundResult> rounds = await new MultiRoundTrainer(model, training, new MultiRoundOptions(2, Ratio, RoundSchedule.Continue))
+                    .RunAsync(data, cancellationToken: lab.CancellationToken).ConfigureAwait(false);
+                // One run: step numbers already count from the start of round 1.
+                curve.AddRange(rounds.SelectMany(r => r.Result.Evaluations).Select(e => new CurvePoint(e.Step * training.TokensPerStep, e.ValidationLoss)));
+                long trained = rounds.Sum(r => r.Result.Steps) * training.TokensPerStep;
+                return await lab.EvaluateAsync("two rounds, one schedule", seed, model, lab.Corpus, trained, curve, watch).ConfigureAwait(false);
+            }).ConfigureAwait(false));
         }
 
         string bars = "multiround-bpb.png";
-        Bars(bars, "Held-out Brown bits/byte: one round vs two rounds (lower is better)", [("one round", single), ("two rounds, r = 50%", multi)]);
+        Bars(bars, "Held-out Brown bits/byte: one round vs two rounds (lower is better)", [("one round", single), ("two rounds, restarted", multi), ("two rounds, one schedule", continuous)]);
         string curves = "multiround-curves.png";
         Charts.Lines(Path.Combine(lab.OutputDir, curves), "Validation loss: one round vs two rounds (seed 1)", "training tokens", "validation loss (nats/token)",
-            [Series("one round", single[0].Curve), Series("two rounds (r = 50%)", multi[0].Curve)]);
+            [Series("one round", single[0].Curve), Series("two rounds, restarted schedule", multi[0].Curve), Series("two rounds, one schedule", continuous[0].Curve)]);
         return new AblationSection(
             Ablation.MultiRound,
             "Multiple-round training",
@@ -322,14 +338,22 @@ internal sealed class Ablations(Lab lab, int seeds)
             "| Training | Paper: average accuracy change |\n|---|---:|\n| one round | baseline |\n| two rounds, r = 50% | +2.85 |",
             string.Create(CultureInfo.InvariantCulture,
                 $"Inherited student {single[0].Shape} (widths {Lab.ReferenceMetric}, position prior). The data set is a fixed random subset of {subset.Length:N0} training windows ({batches} batches of {windowsPerBatch} x {Sizes.SeqLen}). " +
-                $"Two rounds (the library's MultiRoundTrainer): round 1 over all {batches} batches, then {RoundSampler.CountFor(batches, Ratio)} batches drawn with probability ~ exp(loss) under the round-1 model; each round restarts the learning-rate schedule. " +
-                $"One round: the trainer on the same subset for the same {tokens:N0} tokens (about 1.5 epochs, shuffled). {seeds} seed(s)."),
+                $"Two rounds (the library's MultiRoundTrainer): round 1 over all {batches} batches, then {RoundSampler.CountFor(batches, Ratio)} batches drawn with probability ~ exp(loss) under the round-1 model, in two ways: " +
+                $"restarted (RoundSchedule.Restart: round 2 starts a fresh AdamW state and a new warmup-plus-cosine schedule from the round-1 weights) and one schedule " +
+                $"(RoundSchedule.Continue: one AdamW state and one cosine schedule over both rounds' steps, warmup only at the start, so round 2 continues the decay). " +
+                $"One round: the trainer on the same subset for the same {tokens:N0} tokens (about 1.5 epochs, shuffled). Same seeds for all three; {seeds} seed(s)."),
             RunHeader,
-            [Row("one round", single), Row("two rounds (r = 50%)", multi)],
+            [Row("one round", single), Row("two rounds (r = 50%), restarted schedule", multi), Row("two rounds (r = 50%), one schedule", continuous)],
             [bars, curves],
-            [Compare("two rounds (r = 50%) beat one round at the same tokens", multi, single)],
-            "The paper's rounds run over a 1.6T-token corpus; ours over a subset small enough that a second pass fits the budget. As in the library's MultiRoundTrainer, round 2 starts a fresh optimizer and learning-rate schedule (with warmup) from the round-1 weights, while one round keeps a single schedule.",
-            [.. single, .. multi],
+            [
+                Compare("two rounds (r = 50%), restarted schedule, beat one round at the same tokens", multi, single),
+                Compare("two rounds (r = 50%), one continuous schedule, beat one round at the same tokens", continuous, single),
+                Compare("two rounds with one continuous schedule beat two rounds with a restarted schedule", continuous, multi),
+            ],
+            "The paper's rounds run over a 1.6T-token corpus; ours over a subset small enough that a second pass fits the budget. " +
+            "The restarted variant re-warms and runs a whole new cosine decay on a small subset biased towards hard batches, so round 2 starts again at the peak learning rate; " +
+            "the one-schedule variant isolates the data re-sampling: it differs from one round only in which batches the second half-epoch sees (loss-weighted draws instead of a reshuffle).",
+            [.. single, .. multi, .. continuous],
             new Dictionary<string, double?> { ["subset_windows"] = subset.Length, ["tokens"] = tokens });
     }
 

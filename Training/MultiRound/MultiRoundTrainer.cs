@@ -7,24 +7,49 @@ using static TorchSharp.torch;
 
 namespace ModelSurgery.Training.MultiRound;
 
+/// <summary>How the optimizer and learning-rate schedule carry across rounds.</summary>
+public enum RoundSchedule
+{
+    /// <summary>
+    /// Each round starts a fresh AdamW state and its own warmup-plus-cosine schedule over the round's steps, from the
+    /// current weights; each round writes to <c>OutputDir/round-k</c>.
+    /// </summary>
+    Restart = 0,
+
+    /// <summary>
+    /// All rounds share one AdamW state and one warmup-plus-cosine schedule over the steps of all rounds (warmup only
+    /// at the start), so a later round continues where the previous one left off; the whole run writes to
+    /// <c>OutputDir/rounds</c>. Equivalent to one run over the rounds' batches laid end to end, except that each
+    /// later round's batches are drawn just before it starts.
+    /// </summary>
+    Continue = 1,
+}
+
 /// <summary>Rounds of multi-round training.</summary>
 /// <param name="Rounds">Number of rounds R (1 is plain training).</param>
 /// <param name="Ratio">Share r of the N batches drawn for each later round.</param>
-public sealed record MultiRoundOptions(int Rounds = 2, double Ratio = 0.5);
+/// <param name="Schedule">Whether rounds restart or continue the optimizer and learning-rate schedule.</param>
+public sealed record MultiRoundOptions(int Rounds = 2, double Ratio = 0.5, RoundSchedule Schedule = RoundSchedule.Restart);
 
 /// <summary>One finished round.</summary>
 /// <param name="Round">Round number (1-based).</param>
 /// <param name="Batches">Indices (into the fixed list of N batches) trained on, in order.</param>
-/// <param name="Result">The round's training result.</param>
+/// <param name="Result">
+/// The round's training result. With <see cref="RoundSchedule.Continue"/> it is the round's share of the one run:
+/// <see cref="TrainingResult.Steps"/> is the round's step count, while step numbers in the history and evaluations
+/// count from the start of round 1, and <see cref="TrainingResult.BestValidationLoss"/> is the best seen so far.
+/// </param>
 public sealed record RoundResult(int Round, IReadOnlyList<int> Batches, TrainingResult Result);
 
 /// <summary>
 /// Multi-round training (PanGu-pi Pro): the training windows are cut once into N fixed batches (shuffled by the seed).
 /// Round 1 trains on all of them. Before each later round, the model as it stands (frozen: eval mode, no gradients)
 /// computes every batch's loss, and round(r * N) batches are drawn without replacement with probability
-/// exp(loss_i) / sum_j exp(loss_j) (<see cref="RoundSampler"/>); the round trains on them in draw order. Each round
-/// starts a fresh optimizer and learning-rate schedule from the current weights and writes to
-/// <c>OutputDir/round-k</c>. Every scan is logged to <c>OutputDir/round-sampling.jsonl</c>: one line per batch with its
+/// exp(loss_i) / sum_j exp(loss_j) (<see cref="RoundSampler"/>); the round trains on them in draw order. By default
+/// (<see cref="RoundSchedule.Restart"/>) each round starts a fresh optimizer and learning-rate schedule from the
+/// current weights and writes to <c>OutputDir/round-k</c>; with <see cref="RoundSchedule.Continue"/> all rounds are one
+/// run (<see cref="Trainer.TrainInSegmentsAsync"/>) with one optimizer and schedule, written to <c>OutputDir/rounds</c>.
+/// Multi-round runs are not resumable. Every scan is logged to <c>OutputDir/round-sampling.jsonl</c>: one line per batch with its
 /// loss, whether it was drawn and at which draw.
 /// </summary>
 public sealed class MultiRoundTrainer
@@ -38,7 +63,7 @@ public sealed class MultiRoundTrainer
 
     /// <summary>Creates the trainer.</summary>
     /// <param name="model">The model, trained in place.</param>
-    /// <param name="options">Per-round hyper-parameters; <see cref="TrainingOptions.Steps"/> and <see cref="TrainingOptions.Tokens"/> are replaced by each round's batch count.</param>
+    /// <param name="options">Per-round hyper-parameters; <see cref="TrainingOptions.Steps"/> and <see cref="TrainingOptions.Tokens"/> are replaced by each round's batch count (divided by the gradient accumulation).</param>
     /// <param name="rounds">R and r.</param>
     /// <param name="objective">Training loss (default cross-entropy); batch scans always use cross-entropy.</param>
     /// <param name="checkpointer">Model checkpoint writer.</param>
@@ -130,29 +155,85 @@ public sealed class MultiRoundTrainer
         Directory.CreateDirectory(_options.OutputDir);
         File.Delete(AuditPath);
         var random = new DeterministicRandom(DeterministicRandom.Derive(_options.Seed, 0x20C4D));
+        if (_rounds.Schedule == RoundSchedule.Continue)
+        {
+            return await RunContinuousAsync(data, batches, random, progress, cancellationToken).ConfigureAwait(false);
+        }
+
         var results = new List<RoundResult>();
-        int[] selection = [.. Enumerable.Range(0, batches.Count)];
         for (int round = 1; round <= _rounds.Rounds; round++)
         {
-            if (round > 1)
-            {
-                double[] losses = ScanBatchLosses(_model, data.File, batches, _options.SeqLen, cancellationToken);
-                selection = RoundSampler.Sample(losses, RoundSampler.CountFor(batches.Count, _rounds.Ratio), random);
-                AppendAudit(round, losses, selection);
-                double meanLoss = losses.Average();
-                TrainingLog.RoundSelected(_logger, round, batches.Count, meanLoss, selection.Length);
-            }
-
+            int[] selection = SelectBatches(round, data, batches, random, cancellationToken);
             var windows = selection.SelectMany(b => batches[b]).ToArray();
             var roundOptions = _options with
             {
-                Steps = Math.Max(1, selection.Length / _options.GradAccumulation),
+                Steps = StepsFor(selection.Length),
                 Tokens = null,
                 OutputDir = Path.Combine(_options.OutputDir, string.Create(CultureInfo.InvariantCulture, $"round-{round}")),
             };
             var trainer = new Trainer(_model, roundOptions, _objective, _checkpointer, _logger);
             TrainingResult result = await trainer.TrainAsync(data with { TrainWindows = windows, ShuffleTrain = false }, progress, resume: false, cancellationToken).ConfigureAwait(false);
             results.Add(new RoundResult(round, selection, result));
+        }
+
+        return results;
+    }
+
+    /// <summary>Folder of the one run that <see cref="RoundSchedule.Continue"/> trains.</summary>
+    private string ContinuousOutputDir => Path.Combine(_options.OutputDir, "rounds");
+
+    private long StepsFor(int batchCount) => Math.Max(1, batchCount / _options.GradAccumulation);
+
+    /// <summary>Round 1 takes every batch; a later round scans the current model and draws batches by loss.</summary>
+    private int[] SelectBatches(int round, TrainingData data, IReadOnlyList<long[]> batches, DeterministicRandom random, CancellationToken cancellationToken)
+    {
+        if (round == 1)
+        {
+            return [.. Enumerable.Range(0, batches.Count)];
+        }
+
+        double[] losses = ScanBatchLosses(_model, data.File, batches, _options.SeqLen, cancellationToken);
+        int[] selection = RoundSampler.Sample(losses, RoundSampler.CountFor(batches.Count, _rounds.Ratio), random);
+        AppendAudit(round, losses, selection);
+        double meanLoss = losses.Average();
+        TrainingLog.RoundSelected(_logger, round, batches.Count, meanLoss, selection.Length);
+        return selection;
+    }
+
+    private async Task<IReadOnlyList<RoundResult>> RunContinuousAsync(
+        TrainingData data,
+        IReadOnlyList<long[]> batches,
+        DeterministicRandom random,
+        IProgress<TrainingProgress>? progress,
+        CancellationToken cancellationToken)
+    {
+        // Step counts are known up front (round 1: N batches, later rounds: round(r N)); only the draws wait for the model.
+        long[] roundSteps = [.. Enumerable.Range(1, _rounds.Rounds).Select(round => StepsFor(round == 1 ? batches.Count : RoundSampler.CountFor(batches.Count, _rounds.Ratio)))];
+        var selections = new List<int[]>();
+        var options = _options with { Steps = roundSteps.Sum(), Tokens = null, OutputDir = ContinuousOutputDir };
+        var trainer = new Trainer(_model, options, _objective, _checkpointer, _logger);
+        TrainingResult run = await trainer.TrainInSegmentsAsync(
+            data with { ShuffleTrain = false },
+            roundSteps,
+            segment =>
+            {
+                int[] selection = SelectBatches(segment + 1, data, batches, random, cancellationToken);
+                selections.Add(selection);
+                return [.. selection.SelectMany(b => batches[b])];
+            },
+            progress,
+            cancellationToken).ConfigureAwait(false);
+
+        var results = new List<RoundResult>();
+        long end = 0;
+        for (int k = 0; k < roundSteps.Length; k++)
+        {
+            long start = end;
+            end += roundSteps[k];
+            var evaluations = run.Evaluations.Where(e => e.Step > start && e.Step <= end).ToList();
+            double? best = run.Evaluations.Where(e => e.Step <= end).Select(e => (double?)e.ValidationLoss).Min();
+            var result = new TrainingResult(roundSteps[k], [.. run.History.Where(r => r.Step > start && r.Step <= end)], evaluations, best, run.OutputDir);
+            results.Add(new RoundResult(k + 1, selections[k], result));
         }
 
         return results;
