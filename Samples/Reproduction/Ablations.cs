@@ -348,7 +348,7 @@ internal sealed class Ablations(Lab lab, int seeds)
             [
                 Compare("two rounds (r = 50%), restarted schedule, beat one round at the same tokens", multi, single),
                 Compare("two rounds (r = 50%), one continuous schedule, beat one round at the same tokens", continuous, single),
-                Compare("two rounds with one continuous schedule beat two rounds with a restarted schedule", continuous, multi),
+                Compare("two rounds with one continuous schedule beat two rounds with a restarted schedule (the schedule's share of the gap; not a claim of the paper)", continuous, multi),
             ],
             "The paper's rounds run over a 1.6T-token corpus; ours over a subset small enough that a second pass fits the budget. " +
             "The restarted variant re-warms and runs a whole new cosine decay on a small subset biased towards hard batches, so round 2 starts again at the peak learning rate; " +
