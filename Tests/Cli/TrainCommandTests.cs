@@ -94,6 +94,27 @@ public sealed class TrainCommandTests
     }
 
     [Test]
+    public async Task Multi_round_training_with_one_schedule_writes_one_run_over_all_rounds()
+    {
+        (int code, string output, string error) = await TrainCliSupport.RunAsync(Train("rounds-continue", 1, "--rounds", "2", "--round-ratio", "0.5", "--round-schedule", "continue"));
+        Assert.That(code, Is.Zero, error);
+        string run = Path.Combine(_dir, "rounds-continue");
+        Assert.Multiple(() =>
+        {
+            Assert.That(output, Does.Contain("2 round(s)"));
+            Assert.That(File.Exists(Path.Combine(run, "rounds", "metrics.jsonl")), "one run over all rounds");
+            Assert.That(Directory.Exists(Path.Combine(run, "round-2")), Is.False, "no fresh run for round 2");
+            Assert.That(File.ReadAllLines(Path.Combine(run, "round-sampling.jsonl")), Is.Not.Empty);
+        });
+
+        // Step numbers run on across both rounds in the one metrics file.
+        double[] losses = TrainCliSupport.Losses(Path.Combine(run, "rounds", "metrics.jsonl"));
+        Assert.That(losses.Length, Is.GreaterThan(1));
+        using LlamaForCausalLM final = ModelCheckpoint.Load(Path.Combine(run, "checkpoints", "final"), new ModelLoadOptions { Device = "cpu" });
+        Assert.That(final.Config.NumHiddenLayers, Is.EqualTo(2));
+    }
+
+    [Test]
     public async Task Bf16_training_saves_a_bfloat16_checkpoint()
     {
         (int code, _, string error) = await TrainCliSupport.RunAsync(Train("bf16", 4, "--precision", "bf16"));
@@ -104,6 +125,7 @@ public sealed class TrainCommandTests
 
     [TestCase("--precision", "fp16")]
     [TestCase("--rounds", "2", "--resume")]
+    [TestCase("--rounds", "2", "--round-schedule", "sometimes")]
     [TestCase("--batch-tokens", "100")]
     [TestCase("--lr", "-1")]
     [TestCase("--val-fraction", "1.5")]

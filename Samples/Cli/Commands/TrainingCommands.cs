@@ -18,7 +18,8 @@ internal sealed class TrainingCommandOptions
     public const string LayoutHelp =
         "Output folder: checkpoints/last (model + training-state.bin for --resume), checkpoints/best (lowest validation loss), " +
         "checkpoints/final (model after the last step), metrics.jsonl, metrics.csv, loss.png; with --rounds R > 1 each round writes these under round-k/ " +
-        "and round-sampling.jsonl logs the batch draws, and the final model still goes to checkpoints/final. " +
+        "(under rounds/ with --round-schedule continue, one run over all rounds) and round-sampling.jsonl logs the batch draws, " +
+        "and the final model still goes to checkpoints/final. " +
         "Checkpoints are normal model folders (config.json + model.safetensors + the source tokenizer files).";
 
     private readonly Option<string> _data = new("--data") { Description = "Token file from 'modelsurgery tokenize'. Its <file>.json description supplies the validation split.", Required = true };
@@ -40,6 +41,7 @@ internal sealed class TrainingCommandOptions
     private readonly Option<string> _precision = new("--precision") { Description = "fp32, or bf16 (bfloat16 compute with float32 master weights).", DefaultValueFactory = _ => "fp32" };
     private readonly Option<int> _rounds = new("--rounds") { Description = "Multi-round training: R rounds (1: plain training).", DefaultValueFactory = _ => 1 };
     private readonly Option<double> _roundRatio = new("--round-ratio") { Description = "Share of batches redrawn by loss for each later round.", DefaultValueFactory = _ => 0.5 };
+    private readonly Option<string> _roundSchedule = new("--round-schedule") { Description = "restart: each round starts a fresh optimizer and learning-rate schedule; continue: one optimizer and one schedule span all rounds.", DefaultValueFactory = _ => "restart" };
     private readonly Option<bool> _resume = new("--resume") { Description = "Continue from <out>/checkpoints/last/training-state.bin (same options required)." };
     private readonly Option<ulong> _seed = new("--seed") { Description = "Seed of data order and initialisation.", DefaultValueFactory = _ => 1234 };
     private readonly Option<double?> _valFraction = new("--val-fraction") { Description = "Validation share of windows; overrides the value recorded by 'tokenize' (default: recorded, else 0)." };
@@ -48,6 +50,7 @@ internal sealed class TrainingCommandOptions
     public TrainingCommandOptions()
     {
         _precision.AcceptOnlyFromAmong("fp32", "bf16");
+        _roundSchedule.AcceptOnlyFromAmong("restart", "continue");
     }
 
     public Option<string> Data => _data;
@@ -63,7 +66,7 @@ internal sealed class TrainingCommandOptions
         foreach (Option option in new Option[]
         {
             _data, _out, _steps, _tokens, _lr, _minLr, _warmup, _weightDecay, _gradClip, _batchTokens, _batchSize, _seqLen, _gradAccum,
-            _evalEvery, _evalBatches, _checkpointEvery, _precision, _rounds, _roundRatio, _resume, _seed, _valFraction, _device,
+            _evalEvery, _evalBatches, _checkpointEvery, _precision, _rounds, _roundRatio, _roundSchedule, _resume, _seed, _valFraction, _device,
         })
         {
             command.Options.Add(option);
@@ -151,7 +154,9 @@ internal sealed class TrainingCommandOptions
         var settings = new StudentTrainingSettings
         {
             ValidationFraction = fraction,
-            Rounds = rounds > 1 ? new MultiRoundOptions(rounds, parsed.GetValue(_roundRatio)) : null,
+            Rounds = rounds > 1
+                ? new MultiRoundOptions(rounds, parsed.GetValue(_roundRatio), parsed.GetValue(_roundSchedule) == "continue" ? RoundSchedule.Continue : RoundSchedule.Restart)
+                : null,
             Resume = parsed.GetValue(_resume),
             Device = parsed.GetValue(_device)!,
         };
