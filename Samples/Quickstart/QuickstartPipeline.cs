@@ -98,21 +98,7 @@ public static class QuickstartPipeline
 
         // 2. Teacher -----------------------------------------------------------------------------------------------
         log.Step("2. Teacher: a small Llama trained from scratch on Brown");
-        LlamaConfig teacherConfig = new()
-        {
-            VocabSize = data.Map.NewVocabSize,
-            HiddenSize = sizes.TeacherHidden,
-            IntermediateSize = sizes.TeacherFfn,
-            NumHiddenLayers = sizes.TeacherLayers,
-            NumAttentionHeads = sizes.TeacherHeads,
-            NumKeyValueHeads = sizes.TeacherKvHeads,
-            MaxPositionEmbeddings = sizes.SeqLen,
-            RmsNormEps = 1e-5,
-            TieWordEmbeddings = true,
-            BosTokenId = data.SeparatorId,
-            EosTokenIds = [data.SeparatorId],
-            TorchDtype = "float32",
-        };
+        LlamaConfig teacherConfig = corpus.ModelConfig(sizes.TeacherLayers, sizes.TeacherHidden, sizes.TeacherHeads, sizes.TeacherKvHeads, sizes.TeacherFfn);
         string teacherDir = Path.GetFullPath(options.ResolvedTeacherDir);
         TrainingOptions teacherTraining = TrainingFor(sizes, sizes.TeacherTokens, sizes.BatchSize, learningRate: 3e-3, Path.Combine(outDir, "runs", TeacherName));
         (IReadOnlyList<StepRecord> teacherHistory, IReadOnlyList<EvalRecord> teacherEvaluations, bool fromCache) = await EnsureTeacherAsync(

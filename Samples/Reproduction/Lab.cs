@@ -168,21 +168,7 @@ internal sealed class Lab : IDisposable
     /// <summary>Trains the teacher, or loads it from the cache when nothing that decides it changed.</summary>
     public async Task EnsureTeacherAsync(string teacherDir, bool fresh)
     {
-        TeacherConfig = new LlamaConfig
-        {
-            VocabSize = Corpus.Map.NewVocabSize,
-            HiddenSize = Sizes.TeacherHidden,
-            IntermediateSize = Sizes.TeacherFfn,
-            NumHiddenLayers = Sizes.TeacherLayers,
-            NumAttentionHeads = Sizes.TeacherHeads,
-            NumKeyValueHeads = Sizes.TeacherKvHeads,
-            MaxPositionEmbeddings = Sizes.SeqLen,
-            RmsNormEps = 1e-5,
-            TieWordEmbeddings = true,
-            BosTokenId = Corpus.SeparatorId,
-            EosTokenIds = [Corpus.SeparatorId],
-            TorchDtype = "float32",
-        };
+        TeacherConfig = Corpus.ModelConfig(Sizes.TeacherLayers, Sizes.TeacherHidden, Sizes.TeacherHeads, Sizes.TeacherKvHeads, Sizes.TeacherFfn);
         TrainingOptions training = Training("teacher", Sizes.TeacherTokens, Sizes.TeacherBatchSize, ScratchLearningRate, seed: 1234, evaluations: 4);
         ParameterCount count = LlamaTensorLayout.CountParameters(TeacherConfig);
         Log.Info($"teacher {StudentShape.Of(TeacherConfig)}: {count.Total:N0} parameters ({count.NonEmbedding:N0} non-embedding), {Sizes.TeacherTokens:N0} tokens");

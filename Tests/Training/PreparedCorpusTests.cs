@@ -99,6 +99,13 @@ public sealed class PreparedCorpusTests
         TrainingData data = corpus.TrainingData(shuffle: false);
         Assert.That((data.TrainWindows, data.ValidationWindows, data.ShuffleTrain), Is.EqualTo((corpus.TrainWindows, corpus.ValidationWindows, false)));
 
+        LlamaConfig config = corpus.ModelConfig(layers: 2, hidden: 32, heads: 4, kvHeads: 2, ffn: 64);
+        Assert.That((config.VocabSize, config.MaxPositionEmbeddings, config.BosTokenId, config.EosTokenIds.Single()),
+            Is.EqualTo((400, 16, corpus.SeparatorId, corpus.SeparatorId)), "sized for the corpus, the separator as BOS and EOS");
+        Assert.That((config.NumHiddenLayers, config.HiddenSize, config.NumAttentionHeads, config.NumKeyValueHeads, config.IntermediateSize, config.HeadDim),
+            Is.EqualTo((2, 32, 4, 2, 64, 8)));
+        Assert.That((config.TieWordEmbeddings, config.TorchDtype), Is.EqualTo((true, "float32")));
+
         // A smaller vocabulary needs more tokens for the same text.
         using PreparedCorpus smaller = await PreparedCorpus.PrepareAsync(
             split, statistics, new CorpusPreparationOptions { VocabSize = 300, SeqLen = 16 }, Path.Combine(directory.Path, "data-300"));

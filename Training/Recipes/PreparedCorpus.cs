@@ -1,6 +1,7 @@
 using System.Text;
 using System.Text.Json;
 using Microsoft.ML.Tokenizers;
+using ModelSurgery.Inference.Configuration;
 using ModelSurgery.Inference.IO;
 using ModelSurgery.Inference.Tokenization;
 using ModelSurgery.Surgery.Vocabulary;
@@ -215,6 +216,32 @@ public sealed class PreparedCorpus : IDisposable
 
     /// <summary>The first training tokens (calibration data for scoring).</summary>
     public IReadOnlyList<int> TrainSample { get; }
+
+    /// <summary>
+    /// The config of a model trained from scratch on this corpus: float32 Llama with tied embeddings, this corpus's
+    /// vocabulary, a context of <see cref="SeqLen"/>, and the separator as BOS and EOS (head size hidden / heads).
+    /// </summary>
+    /// <param name="layers">Decoder layers.</param>
+    /// <param name="hidden">Hidden size.</param>
+    /// <param name="heads">Query heads.</param>
+    /// <param name="kvHeads">Key/value heads.</param>
+    /// <param name="ffn">MLP width.</param>
+    /// <returns>The config.</returns>
+    public LlamaConfig ModelConfig(int layers, int hidden, int heads, int kvHeads, int ffn) => new()
+    {
+        VocabSize = Map.NewVocabSize,
+        HiddenSize = hidden,
+        IntermediateSize = ffn,
+        NumHiddenLayers = layers,
+        NumAttentionHeads = heads,
+        NumKeyValueHeads = kvHeads,
+        MaxPositionEmbeddings = SeqLen,
+        RmsNormEps = 1e-5,
+        TieWordEmbeddings = true,
+        BosTokenId = SeparatorId,
+        EosTokenIds = [SeparatorId],
+        TorchDtype = "float32",
+    };
 
     /// <summary>The trainer's view: this token file, its training and validation windows.</summary>
     public TrainingData TrainingData(bool shuffle = true) => new(Tokens, TrainWindows, ValidationWindows, shuffle);
