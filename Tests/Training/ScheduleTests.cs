@@ -63,8 +63,8 @@ public sealed class ScheduleTests
 
         using var model = new TinyCausalLm(8, 4, 1);
         var (decay, noDecay) = WeightDecayGroups.Split(model.named_parameters().Select(p => (p.name, p.parameter)));
-        string[] decayed = ["embed_tokens.weight", "conv.weight", "lm_head.weight"];
-        string[] undecayed = ["conv.bias", "norm.weight", "norm.bias"];
+        string[] decayed = ["embed_tokens.weight", "mix.weight", "lm_head.weight"];
+        string[] undecayed = ["mix.bias", "norm.weight", "norm.bias"];
         Assert.Multiple(() =>
         {
             Assert.That(decay.Select(p => p.Name), Is.EqualTo(decayed));
