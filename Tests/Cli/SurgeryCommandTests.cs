@@ -97,8 +97,30 @@ public sealed class SurgeryCommandTests
         Assert.That(SurgeryPlan.Load(plan).ParameterCount.Total, Is.EqualTo(teacherParameters / 2).Within(5).Percent);
     }
 
+    [Test]
+    public async Task Plan_cuts_kv_groups_and_query_heads_per_group_together()
+    {
+        string scores = Path.Combine(_dir, "gqa-scores");
+        Assert.That((await Run("score", "--model", _teacher, "--metric", "random", "--out", scores)).Code, Is.EqualTo(0));
+        string plan = Path.Combine(_dir, "gqa.json");
+
+        var result = await Run("plan", "--model", _teacher, "--scores", Path.Combine(scores, "random.json"), "--kv-groups", "3", "--heads-per-group", "1", "--out", plan);
+
+        Assert.That(result.Code, Is.EqualTo(0), result.Err);
+        SurgeryPlan loaded = SurgeryPlan.Load(plan);
+        Assert.Multiple(() =>
+        {
+            // The teacher has 8 query heads in 4 KV groups of 2: keeping 3 groups with 1 query head each leaves 3 and 3.
+            Assert.That(loaded.Student.NumKeyValueHeads, Is.EqualTo(3));
+            Assert.That(loaded.Student.NumAttentionHeads, Is.EqualTo(3));
+            Assert.That(loaded.Layers.All(l => l.QueryHeads.Count == 3 && l.KvHeads.Count == 3), Is.True);
+            Assert.That(loaded.Layers.All(l => l.QueryHeads.Select(h => h / 2).SequenceEqual(l.KvHeads)), Is.True, "each kept query head lies in its kept KV group");
+        });
+    }
+
     [TestCase("--layers", "2", "--keep-layers", "0,1")]
-    [TestCase("--kv-groups", "2", "--heads-per-group", "1")]
+    [TestCase("--kv-groups", "5")]
+    [TestCase("--heads-per-group", "3")]
     [TestCase("--layer-selection", "best")]
     [TestCase("--layers", "9")]
     public async Task Contradictory_or_impossible_targets_are_usage_errors(params string[] targets)

@@ -234,8 +234,8 @@ internal static class SurgeryCommands
         private readonly Option<int?> _layers = new("--layers") { Description = "Layers to keep." };
         private readonly Option<string?> _keepLayers = new("--keep-layers") { Description = "Teacher layers to keep, e.g. \"0,1,2,21\"." };
         private readonly Option<string> _layerSelection = new("--layer-selection") { Description = "How --layers picks: prior (the paper's first-and-last prior) or scores (top layer scores).", DefaultValueFactory = _ => "prior" };
-        private readonly Option<int?> _kvGroups = new("--kv-groups") { Description = "Keep this many whole KV groups (with all their query heads)." };
-        private readonly Option<int?> _headsPerGroup = new("--heads-per-group") { Description = "Keep every KV head and this many query heads in each group." };
+        private readonly Option<int?> _kvGroups = new("--kv-groups") { Description = "KV groups to keep per layer (the top-scored), each with all its query heads unless --heads-per-group cuts them too." };
+        private readonly Option<int?> _headsPerGroup = new("--heads-per-group") { Description = "Query heads to keep in each kept KV group (the top-scored); every group is kept unless --kv-groups cuts them too." };
         private readonly Option<int?> _neurons = new("--neurons") { Description = "FFN neurons per layer." };
         private readonly Option<double?> _neuronFraction = new("--neuron-fraction") { Description = "FFN neurons per layer, as a fraction of the teacher's." };
         private readonly Option<int?> _hidden = new("--hidden") { Description = "Hidden channels." };
@@ -255,12 +255,6 @@ internal static class SurgeryCommands
 
         public SurgeryPlan Build(CliContext context, ParseResult parsed, LlamaConfig teacher, ImportanceScores? scores)
         {
-            // The library combines a group count with a per-group count; on the command line they are alternatives.
-            if (parsed.GetResult(_kvGroups) is { Implicit: false } && parsed.GetResult(_headsPerGroup) is { Implicit: false })
-            {
-                throw new UsageException($"give {_kvGroups.Name} or {_headsPerGroup.Name}, not both.");
-            }
-
             PlanTargets targets = Read(parsed);
             try
             {
