@@ -7,8 +7,9 @@ namespace ModelSurgery.Inference.Inspection;
 public static class ModelInspector
 {
     /// <summary>
-    /// Inspects a checkpoint folder, a <c>.safetensors</c> file (with <c>config.json</c> beside it) or a bare
-    /// <c>config.json</c> (parameter accounting only). Only headers are read.
+    /// Inspects a checkpoint folder, any <c>.safetensors</c> file (tensors, dtypes, bytes and metadata; plus the
+    /// architecture, parameter accounting and a check against the config when <c>config.json</c> lies beside it) or a
+    /// bare <c>config.json</c> (parameter accounting only). Only headers are read.
     /// </summary>
     /// <exception cref="FileNotFoundException">The path does not exist.</exception>
     /// <exception cref="InvalidDataException">A file is malformed; the message names it.</exception>
@@ -19,7 +20,7 @@ public static class ModelInspector
             && !path.EndsWith(CheckpointReader.IndexFileName, StringComparison.OrdinalIgnoreCase))
         {
             LlamaConfig config = LlamaConfig.Load(path);
-            return new ModelInspection(path, config, LlamaTensorLayout.CountParameters(config), [], [], []);
+            return new ModelInspection(path, config, LlamaTensorLayout.CountParameters(config), [], [], [], new Dictionary<string, string>(), []);
         }
 
         string folder;
@@ -37,15 +38,11 @@ public static class ModelInspector
         }
 
         string configPath = Path.Combine(folder, "config.json");
-        if (!File.Exists(configPath))
-        {
-            throw new InvalidDataException($"{path}: no config.json in {folder}; give a checkpoint folder or a .safetensors file with its config.json beside it.");
-        }
-
-        LlamaConfig modelConfig = LlamaConfig.Load(configPath);
+        LlamaConfig? modelConfig = File.Exists(configPath) ? LlamaConfig.Load(configPath) : null;
         using CheckpointReader reader = CheckpointReader.Open(path);
         var dtypes = new SortedDictionary<string, (int Count, long Bytes)>(StringComparer.Ordinal);
         var tensorsPerShard = new Dictionary<string, int>(StringComparer.Ordinal);
+        var tensors = new List<TensorUsage>(reader.TensorNames.Count);
         foreach (string name in reader.TensorNames)
         {
             SafetensorsTensorInfo info = reader.GetInfo(name);
@@ -53,15 +50,18 @@ public static class ModelInspector
             dtypes[dtype] = dtypes.TryGetValue(dtype, out var seen) ? (seen.Count + 1, seen.Bytes + info.ByteLength) : (1, info.ByteLength);
             string shard = reader.ShardOf(name);
             tensorsPerShard[shard] = tensorsPerShard.GetValueOrDefault(shard) + 1;
+            tensors.Add(new TensorUsage(name, dtype, info.Shape, info.ByteLength, Path.GetFileName(shard)));
         }
 
         return new ModelInspection(
             path,
             modelConfig,
-            LlamaTensorLayout.CountParameters(modelConfig),
+            modelConfig is null ? null : LlamaTensorLayout.CountParameters(modelConfig),
             [.. dtypes.Select(d => new DTypeUsage(d.Key, d.Value.Count, d.Value.Bytes))],
             [.. reader.Shards.Select(s => new ShardUsage(Path.GetFileName(s.Path), s.ByteSize, tensorsPerShard.GetValueOrDefault(s.Path)))],
-            CompareWithLayout(modelConfig, reader));
+            tensors,
+            reader.Metadata,
+            modelConfig is null ? [] : CompareWithLayout(modelConfig, reader));
     }
 
     /// <summary>Differences between the checkpoint's tensors and those its config calls for.</summary>

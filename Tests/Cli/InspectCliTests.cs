@@ -138,4 +138,43 @@ public sealed class InspectCliTests
             Assert.That(text.Output, Does.Contain(shard));
         }
     }
+
+    [Test]
+    public async Task Inspect_of_a_bare_safetensors_file_lists_its_tensors_dtypes_bytes_and_metadata()
+    {
+        // Written by hand (8-byte header length, JSON header, data) so the test does not depend on the project's writer.
+        string file = Path.Combine(_dir, "adapter.safetensors");
+        string header = """{"__metadata__":{"format":"pt","source":"hand-written"},"w":{"dtype":"F32","shape":[2,3],"data_offsets":[0,24]},"b":{"dtype":"BF16","shape":[4],"data_offsets":[24,32]},"step":{"dtype":"I64","shape":[],"data_offsets":[32,40]}}""";
+        byte[] headerBytes = System.Text.Encoding.UTF8.GetBytes(header);
+        using (var stream = File.Create(file))
+        {
+            stream.Write(BitConverter.GetBytes((long)headerBytes.Length));
+            stream.Write(headerBytes);
+            stream.Write(new byte[40]);
+        }
+
+        CliRun text = await CliFixtures.RunOkAsync("inspect", file);
+        Assert.Multiple(() =>
+        {
+            Assert.That(text.Output, Does.Match(@"w\s+F32\s+\[2, 3\]\s+24 B"));
+            Assert.That(text.Output, Does.Match(@"b\s+BF16\s+\[4\]\s+8 B"));
+            Assert.That(text.Output, Does.Match(@"step\s+I64\s+\[\]\s+8 B"));
+            Assert.That(text.Output, Does.Contain("3 tensors, 11 elements"));
+            Assert.That(text.Output, Does.Contain("source = hand-written"));
+            Assert.That(text.Output, Does.Contain("config.json"), "says what a config would add");
+        });
+
+        CliRun json = await CliFixtures.RunOkAsync("inspect", file, "--json");
+        using JsonDocument doc = JsonDocument.Parse(json.Output);
+        JsonElement root = doc.RootElement;
+        Assert.Multiple(() =>
+        {
+            Assert.That(root.GetProperty("config").ValueKind, Is.EqualTo(JsonValueKind.Null));
+            Assert.That(root.GetProperty("tensors").EnumerateArray().Select(t => t.GetProperty("name").GetString()), Is.EqualTo(new[] { "w", "b", "step" }));
+            Assert.That(root.GetProperty("tensors")[0].GetProperty("shape").EnumerateArray().Select(d => d.GetInt64()), Is.EqualTo(new long[] { 2, 3 }));
+            Assert.That(root.GetProperty("tensor_elements").GetInt64(), Is.EqualTo(11));
+            Assert.That(root.GetProperty("metadata").GetProperty("format").GetString(), Is.EqualTo("pt"));
+            Assert.That(root.GetProperty("d_types").EnumerateArray().Sum(d => d.GetProperty("bytes").GetInt64()), Is.EqualTo(40));
+        });
+    }
 }
