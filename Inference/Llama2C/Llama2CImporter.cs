@@ -34,9 +34,13 @@ public static class Llama2CImporter
         return config;
     }
 
-    /// <summary>Exports a Hugging Face checkpoint folder as a llama2.c file (legacy or version 1, float32).</summary>
+    /// <summary>
+    /// Exports a Hugging Face checkpoint folder as a llama2.c file (float32): by default the legacy layout, the one
+    /// llama2.c's <c>run.c</c> reads; <see cref="Llama2CVersion.Version1"/> is the <c>ak42</c> layout of llama2.c's
+    /// <c>export.py --version 1</c>, which <c>run.c</c> does not read.
+    /// </summary>
     /// <exception cref="ArgumentException">The model uses a feature llama2.c cannot hold (biases, RoPE scaling, ...); the message names it.</exception>
-    public static void Export(string checkpointDirectory, string llama2cPath, Llama2CVersion version = Llama2CVersion.Version1)
+    public static void Export(string checkpointDirectory, string llama2cPath, Llama2CVersion version = Llama2CVersion.Legacy)
     {
         LlamaConfig config = LlamaConfig.Load(Path.Combine(checkpointDirectory, "config.json"));
         using CheckpointReader reader = CheckpointReader.Open(checkpointDirectory);

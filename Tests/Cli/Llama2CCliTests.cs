@@ -57,12 +57,40 @@ public sealed class Llama2CCliTests
     }
 
     [Test]
-    public async Task Export_legacy_reproduces_the_original_file_byte_for_byte()
+    public async Task Export_writes_the_file_run_c_reads_by_default_byte_for_byte()
     {
+        // The original stories260K.bin is in the legacy layout, the only one llama2.c's run.c reads.
         string exported = Path.Combine(_dir, "exported.bin");
-        await CliFixtures.RunOkAsync("export-llama2c", _model, exported, "--legacy");
+        await CliFixtures.RunOkAsync("export-llama2c", _model, exported);
 
         Assert.That(File.ReadAllBytes(exported), Is.EqualTo(File.ReadAllBytes(_bin)));
+    }
+
+    [Test]
+    public async Task Export_version1_writes_the_ak42_header_and_imports_back_to_the_same_weights()
+    {
+        string exported = Path.Combine(_dir, "exported-v1.bin");
+        await CliFixtures.RunOkAsync("export-llama2c", _model, exported, "--format", "version1");
+        byte[] bytes = File.ReadAllBytes(exported);
+        string reimported = Path.Combine(_dir, "reimported-v1");
+        await CliFixtures.RunOkAsync("import-llama2c", exported, reimported);
+
+        Assert.Multiple(() =>
+        {
+            Assert.That(BitConverter.ToUInt32(bytes, 0), Is.EqualTo(0x616b3432u), "the 'ak42' magic");
+            Assert.That(BitConverter.ToInt32(bytes, 4), Is.EqualTo(1), "version 1");
+            Assert.That(File.ReadAllBytes(Path.Combine(reimported, "model.safetensors")), Is.EqualTo(File.ReadAllBytes(Path.Combine(_model, "model.safetensors"))));
+        });
+    }
+
+    [Test]
+    public async Task Export_with_an_unknown_format_is_a_usage_error_naming_the_option()
+    {
+        CliRun run = await CliFixtures.RunAsync("export-llama2c", _model, Path.Combine(_dir, "never.bin"), "--format", "gguf");
+
+        Assert.That(run.ExitCode, Is.EqualTo(2), run.ToString());
+        Assert.That(run.Error, Does.Contain("--format").And.Contain("gguf"));
+        Assert.That(File.Exists(Path.Combine(_dir, "never.bin")), Is.False);
     }
 
     [Test]

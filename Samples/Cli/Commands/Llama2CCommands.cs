@@ -4,7 +4,7 @@ using ModelSurgery.Inference.Llama2C;
 
 namespace ModelSurgery.Cli.Commands;
 
-/// <summary><c>modelsurgery import-llama2c &lt;file.bin&gt; &lt;out-dir&gt; [--dtype f32]</c> and <c>export-llama2c &lt;dir&gt; &lt;file.bin&gt;</c>.</summary>
+/// <summary><c>modelsurgery import-llama2c &lt;file.bin&gt; &lt;out-dir&gt; [--dtype f32]</c> and <c>export-llama2c &lt;dir&gt; &lt;file.bin&gt; [--format legacy|version1]</c>.</summary>
 internal static class Llama2CCommands
 {
     public static Command CreateImport(CliContext context)
@@ -33,12 +33,22 @@ internal static class Llama2CCommands
     {
         var input = new Argument<string>("model-dir") { Description = "A Hugging Face checkpoint folder." };
         var output = new Argument<string>("file.bin") { Description = "Output llama2.c file." };
-        var legacy = new Option<bool>("--legacy") { Description = "Write the legacy header (7 int32) instead of version 1." };
-        var command = new Command("export-llama2c", "Convert a Hugging Face checkpoint folder into a llama2.c file (float32).") { input, output, legacy };
+        var format = new Option<string>("--format")
+        {
+            Description = "legacy (default): the 7-int32 header that llama2.c's run.c reads; version1: the 256-byte 'ak42' header of llama2.c's export.py --version 1, which run.c does not read.",
+            DefaultValueFactory = _ => "legacy",
+        };
+        var command = new Command("export-llama2c", "Convert a Hugging Face checkpoint folder into a llama2.c file (float32) that run.c reads.") { input, output, format };
         command.SetAction(async (parsed, cancellationToken) =>
         {
             string outPath = parsed.GetValue(output)!;
-            Llama2CImporter.Export(parsed.GetValue(input)!, outPath, parsed.GetValue(legacy) ? Llama2CVersion.Legacy : Llama2CVersion.Version1);
+            Llama2CVersion version = parsed.GetValue(format) switch
+            {
+                "legacy" => Llama2CVersion.Legacy,
+                "version1" => Llama2CVersion.Version1,
+                var other => throw new UsageException($"{format.Name}: '{other}' is not legacy or version1."),
+            };
+            Llama2CImporter.Export(parsed.GetValue(input)!, outPath, version);
             await context.Output.WriteLineAsync($"wrote {outPath}").ConfigureAwait(false);
             return ExitCodes.Success;
         });
