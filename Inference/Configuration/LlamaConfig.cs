@@ -16,9 +16,11 @@ public sealed record RopeScaling(string RopeType, double Factor, double LowFreqF
 /// <summary>
 /// The architecture of a Llama-family causal LM (<c>llama</c>, <c>mistral</c>, <c>qwen2</c>), read from and written to a
 /// Hugging Face <c>config.json</c>. Keys this type does not model are kept in <see cref="ExtraProperties"/> and written back,
-/// so a load/save round trip loses nothing.
+/// so a load/save round trip loses nothing. The sliding-window keys (<c>sliding_window</c>, <c>use_sliding_window</c>,
+/// <c>max_window_layers</c>, <c>layer_types</c>) stay there as written and are read into
+/// <see cref="LayerAttentionWindows"/> the way transformers reads them.
 /// </summary>
-public sealed record LlamaConfig
+public sealed partial record LlamaConfig
 {
     /// <summary>The <c>model_type</c> values this library runs.</summary>
     public static readonly IReadOnlyList<string> SupportedModelTypes = ["llama", "mistral", "qwen2"];
@@ -147,6 +149,8 @@ public sealed record LlamaConfig
         {
             throw new InvalidDataException($"{source}: rms_norm_eps must be positive, got {RmsNormEps}.");
         }
+
+        ValidateAttentionWindows(source);
 
         void RequirePositive(int value, string key)
         {

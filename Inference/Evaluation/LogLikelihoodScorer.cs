@@ -278,7 +278,8 @@ public sealed class LogLikelihoodScorer
             }
         }
 
-        // Right padding with token 0: a causal model's earlier positions never see it.
+        // Right padding with token 0: a causal model's earlier positions never see it, so no padding mask is needed, and a
+        // sliding window (which only hides keys further back) needs none either; real tokens keep positions 0..n-1.
         Tensor inputIds = tensor(input, [batch.Length, width], ScalarType.Int64, device);        // [B, T]
         Tensor targets = tensor(target, [batch.Length, scoredWidth], ScalarType.Int64, device);  // [B, S]
         Tensor logits = _model is LlamaForCausalLM llama

@@ -10,8 +10,9 @@ namespace ModelSurgery.Inference.Modeling;
 /// <summary>
 /// Grouped-query self-attention of a Llama-family layer: q/k/v projections (with biases when
 /// <see cref="LlamaConfig.HasQkvBias"/>), rotary embeddings on q and k, causal scaled dot-product attention (each group of
-/// <see cref="LlamaConfig.QueryGroupSize"/> query heads shares one KV head, as Hugging Face's <c>repeat_kv</c>), and the
-/// output projection (with a bias when <see cref="LlamaConfig.HasOutputBias"/>).
+/// <see cref="LlamaConfig.QueryGroupSize"/> query heads shares one KV head, as Hugging Face's <c>repeat_kv</c>), limited to
+/// the layer's <see cref="Window"/> when the config gives it one, and the output projection (with a bias when
+/// <see cref="LlamaConfig.HasOutputBias"/>).
 /// </summary>
 public sealed class LlamaAttention : Module<Tensor, Tensor>
 {
@@ -41,6 +42,7 @@ public sealed class LlamaAttention : Module<Tensor, Tensor>
         _kvHeads = config.NumKeyValueHeads;
         _headDim = config.HeadDim;
         LayerIndex = layerIndex;
+        Window = config.AttentionWindow(layerIndex);
         _rotary = rotary;
         long d = config.HiddenSize;
         _queryProjection = new LlamaLinear("q_proj", d, (long)_heads * _headDim, config.HasQkvBias, dtype, device);
@@ -52,6 +54,12 @@ public sealed class LlamaAttention : Module<Tensor, Tensor>
 
     /// <summary>Index of the decoder layer (and of its KV cache slot).</summary>
     public int LayerIndex { get; }
+
+    /// <summary>
+    /// The sliding window of this layer (<see cref="LlamaConfig.AttentionWindow"/>): a query sees only the
+    /// <see cref="Window"/> most recent positions, its own included; null for full causal attention.
+    /// </summary>
+    public int? Window { get; }
 
     /// <summary>The query projection (<c>q_proj</c>).</summary>
     public LlamaLinear QueryProjection => _queryProjection;
@@ -74,12 +82,23 @@ public sealed class LlamaAttention : Module<Tensor, Tensor>
     }
 
     /// <summary>
-    /// Attends causally: [B, T, D] to [B, T, D]. <paramref name="rope"/> covers the T new positions; with a
-    /// <paramref name="cache"/> its offset must equal the positions already cached for this layer, the new keys and
-    /// values are appended and the queries also attend to every cached position.
+    /// Attends causally (within <see cref="Window"/>): [B, T, D] to [B, T, D]. <paramref name="rope"/> covers the T new
+    /// positions; with a <paramref name="cache"/> its offset must equal the positions already cached for this layer, the
+    /// new keys and values are appended and the queries also attend to the cached positions. <paramref name="masks"/>
+    /// shares masks across the layers of one forward pass; without it this call builds its own when it needs one.
     /// </summary>
     /// <exception cref="ArgumentException">The tables do not match the sequence or the cache.</exception>
-    public Tensor forward(Tensor input, RotaryTables rope, KvCache? cache)
+    public Tensor forward(Tensor input, RotaryTables rope, KvCache? cache, AttentionMasks? masks = null)
+    {
+        using var scope = NewDisposeScope();
+        return Attend(input, rope, cache, masks, null, capture: false).Output.MoveToOuterDisposeScope(); // [B, T, D]
+    }
+
+    /// <summary>
+    /// The attention output [B, T, D] and, when <paramref name="capture"/>, the per-head outputs [B, H, T, hd] (after
+    /// <paramref name="headGates"/>) and the merged heads [B, T, H*hd]; all three in the caller's dispose scope.
+    /// </summary>
+    internal (Tensor Output, Tensor? HeadOutputs, Tensor? MergedHeads) Attend(Tensor input, RotaryTables rope, KvCache? cache, AttentionMasks? masks, Tensor? headGates, bool capture)
     {
         ArgumentNullException.ThrowIfNull(input);
         ArgumentNullException.ThrowIfNull(rope);
@@ -105,6 +124,17 @@ public sealed class LlamaAttention : Module<Tensor, Tensor>
             (keys, values) = cache.Append(LayerIndex, keys, values); // [B, KV, S, hd]
         }
 
+        long keyLength = keys.shape[2];
+        if (Window is int window && keyLength - length - window + 1 > 0)
+        {
+            // No query of this chunk reaches further back than window - 1 positions before the first one: drop the older
+            // keys before repeat_kv, so a decoding step costs O(window) however long the cache is.
+            long first = keyLength - length - window + 1;
+            keyLength -= first;
+            keys = keys.narrow(2, first, keyLength); // [B, KV, S', hd]
+            values = values.narrow(2, first, keyLength); // [B, KV, S', hd]
+        }
+
         int groupSize = _heads / _kvHeads;
         if (groupSize > 1)
         {
@@ -113,28 +143,39 @@ public sealed class LlamaAttention : Module<Tensor, Tensor>
             values = values.repeat_interleave(groupSize, 1); // [B, H, S, hd]
         }
 
-        long keyLength = keys.shape[2];
         long offset = keyLength - length;
         Tensor attended;
-        if (offset == 0)
+        if (Window is int w && keyLength > w)
+        {
+            // The window hides at least one key from the last query; the built-in causal flag cannot express that.
+            Tensor allowed = masks?.Get(length, keyLength, w, input.device) ?? AttentionMasks.Build(length, keyLength, w, input.device); // [T, S]
+            attended = nn.functional.scaled_dot_product_attention(queries, keys, values, allowed); // [B, H, T, hd]
+        }
+        else if (offset == 0)
         {
             attended = nn.functional.scaled_dot_product_attention(queries, keys, values, is_casual: length > 1); // [B, H, T, hd]
         }
         else if (length == 1)
         {
-            // One new token may see every cached position.
+            // One new token may see every remaining position.
             attended = nn.functional.scaled_dot_product_attention(queries, keys, values); // [B, H, 1, hd]
         }
         else
         {
             // Built-in causal masking aligns top-left; with cached positions query i sees keys 0..offset+i.
-            Tensor keyPositions = torch.arange(keyLength, device: input.device).unsqueeze(0); // [1, S]
-            Tensor queryPositions = torch.arange(offset, keyLength, device: input.device).unsqueeze(1); // [T, 1]
-            Tensor allowed = keyPositions.le(queryPositions); // [T, S]
+            Tensor allowed = masks?.Get(length, keyLength, null, input.device) ?? AttentionMasks.Build(length, keyLength, null, input.device); // [T, S]
             attended = nn.functional.scaled_dot_product_attention(queries, keys, values, allowed); // [B, H, T, hd]
         }
 
+        if (headGates is not null)
+        {
+            attended = attended * headGates.view(1, _heads, 1, 1); // [B, H, T, hd]
+        }
+
         Tensor merged = attended.transpose(1, 2).reshape(batch, length, (long)_heads * _headDim); // [B, T, H*hd]
-        return _outputProjection.forward(merged).MoveToOuterDisposeScope(); // [B, T, D]
+        Tensor output = _outputProjection.forward(merged).MoveToOuterDisposeScope(); // [B, T, D]
+        return capture
+            ? (output, attended.MoveToOuterDisposeScope(), merged.MoveToOuterDisposeScope())
+            : (output, null, null);
     }
 }

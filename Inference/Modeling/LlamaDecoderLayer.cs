@@ -11,11 +11,14 @@ namespace ModelSurgery.Inference.Modeling;
 /// One pre-norm decoder layer: <c>h = x + attn(norm1(x))</c>, <c>out = h + mlp(norm2(h))</c>.
 /// </summary>
 /// <remarks>
-/// Layer-by-layer use (scoring, probing): take <c>hidden = model.Embed(ids)</c>, then for each layer of
-/// <see cref="LlamaForCausalLM.Layers"/> call <c>hidden = layer.forward(hidden, positionOffset, cache)</c> (or pass
-/// shared <see cref="RotaryTables"/> from <see cref="LlamaForCausalLM.CreateRotaryTables"/> to build them once), and
-/// finish with <see cref="LlamaForCausalLM.FinalNormAndHead"/>. Without a cache, the position offset is usually 0; with
-/// one it must equal the positions already cached for this layer, and the layer appends its keys and values.
+/// <para>Layer-by-layer use (scoring, probing): take <c>hidden = model.Embed(ids)</c>, then for each layer of
+/// <see cref="LlamaForCausalLM.Layers"/> call <c>hidden = layer.forward(hidden, positionOffset, cache)</c>, or, to build
+/// them once for all layers, pass shared <see cref="RotaryTables"/> from <see cref="LlamaForCausalLM.CreateRotaryTables"/>
+/// and one <see cref="AttentionMasks"/>; finish with <see cref="LlamaForCausalLM.FinalNormAndHead"/>. Without a cache, the
+/// position offset is usually 0; with one it must equal the positions already cached for this layer, and the layer
+/// appends its keys and values. Each layer applies its own attention window (<see cref="LlamaAttention.Window"/>).</para>
+/// <para><see cref="LayerTaps"/> gate heads, neurons and channels inside this same forward pass and observe its
+/// intermediate activations; this is the only implementation of the layer's arithmetic.</para>
 /// </remarks>
 public sealed class LlamaDecoderLayer : Module<Tensor, Tensor>
 {
@@ -76,14 +79,36 @@ public sealed class LlamaDecoderLayer : Module<Tensor, Tensor>
         return forward(hidden, rope, cache);
     }
 
-    /// <summary>Runs the layer with precomputed rotary tables (shared by all layers of one forward pass): [B, T, D] to [B, T, D].</summary>
-    public Tensor forward(Tensor hidden, RotaryTables rope, KvCache? cache = null)
+    /// <summary>
+    /// Runs the layer with precomputed rotary tables (shared by all layers of one forward pass): [B, T, D] to [B, T, D].
+    /// <paramref name="masks"/> shares attention masks across those layers; <paramref name="taps"/> applies gates and
+    /// observes the intermediate activations (see <see cref="LayerTaps"/>).
+    /// </summary>
+    public Tensor forward(Tensor hidden, RotaryTables rope, KvCache? cache = null, AttentionMasks? masks = null, LayerTaps? taps = null)
     {
         ArgumentNullException.ThrowIfNull(hidden);
         using var scope = NewDisposeScope();
-        Tensor attended = _attention.forward(_inputNorm.forward(hidden), rope, cache); // [B, T, D]
+        bool capture = taps?.Observer is not null;
+        Tensor attentionInput = _inputNorm.forward(hidden); // [B, T, D]
+        (Tensor attended, Tensor? headOutputs, Tensor? merged) = _attention.Attend(attentionInput, rope, cache, masks, taps?.HeadGates, capture); // [B, T, D]
+        if (taps?.ChannelGates is { } channelGates)
+        {
+            attended = attended * channelGates; // [B, T, D]
+        }
+
         Tensor residual = hidden + attended; // [B, T, D]
-        Tensor transformed = _mlp.forward(_postAttentionNorm.forward(residual)); // [B, T, D]
+        Tensor mlpInput = _postAttentionNorm.forward(residual); // [B, T, D]
+        (Tensor transformed, Tensor? activation) = _mlp.Transform(mlpInput, taps?.NeuronGates, capture); // [B, T, D]
+        if (taps?.ChannelGates is { } channelGatesAgain)
+        {
+            transformed = transformed * channelGatesAgain; // [B, T, D]
+        }
+
+        if (capture)
+        {
+            taps!.Observer!(new LayerActivations(attentionInput, headOutputs!, merged!, mlpInput, activation!));
+        }
+
         return (residual + transformed).MoveToOuterDisposeScope(); // [B, T, D]
     }
 }

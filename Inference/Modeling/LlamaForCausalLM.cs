@@ -95,6 +95,25 @@ public sealed class LlamaForCausalLM : Module<Tensor, Tensor>
     }
 
     /// <summary>
+    /// Logits (float32) [B, T, V] of a whole sequence from position 0 and the output of every decoder layer [B, T, D] (model
+    /// dtype), in layer order: the same forward pass as <see cref="forward(Tensor)"/>, for hidden-state distillation.
+    /// </summary>
+    public (Tensor Logits, IReadOnlyList<Tensor> Hidden) ForwardWithHiddenStates(Tensor inputIds)
+    {
+        ArgumentNullException.ThrowIfNull(inputIds);
+        using var scope = NewDisposeScope();
+        var states = new List<Tensor>(Config.NumHiddenLayers);
+        Tensor hidden = _model.forward(inputIds, null, states); // [B, T, D]
+        Tensor logits = Head(hidden).MoveToOuterDisposeScope(); // [B, T, V]
+        foreach (Tensor state in states)
+        {
+            state.MoveToOuterDisposeScope();
+        }
+
+        return (logits, states);
+    }
+
+    /// <summary>
     /// Logits (float32) of a whole sequence at positions <paramref name="firstPosition"/>..T-1 only: token ids [B, T]
     /// to [B, T - firstPosition, V]. Scoring needs logits only where targets are, and the head over every position
     /// costs as much as a few layers for a large vocabulary.

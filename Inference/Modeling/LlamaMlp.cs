@@ -41,11 +41,29 @@ public sealed class LlamaMlp : Module<Tensor, Tensor>
     public LlamaLinear DownProjection => _downProjection;
 
     /// <summary>[..., D] to [..., D].</summary>
-    public override Tensor forward(Tensor input)
+    public override Tensor forward(Tensor input) => forward(input, null);
+
+    /// <summary>[..., D] to [..., D], with <c>silu(gate) * up</c> multiplied by <paramref name="neuronGates"/> [F] when given.</summary>
+    public Tensor forward(Tensor input, Tensor? neuronGates)
     {
+        using var scope = NewDisposeScope();
+        return Transform(input, neuronGates, capture: false).Output.MoveToOuterDisposeScope(); // [..., D]
+    }
+
+    /// <summary>The output [..., D] and, when <paramref name="capture"/>, the gated activation [..., F]; both in the caller's dispose scope.</summary>
+    internal (Tensor Output, Tensor? Activation) Transform(Tensor input, Tensor? neuronGates, bool capture)
+    {
+        ArgumentNullException.ThrowIfNull(input);
         using var scope = NewDisposeScope();
         Tensor gate = nn.functional.silu(_gateProjection.forward(input)); // [..., F]
         Tensor up = _upProjection.forward(input); // [..., F]
-        return _downProjection.forward(gate * up).MoveToOuterDisposeScope(); // [..., D]
+        Tensor activation = gate * up; // [..., F]
+        if (neuronGates is not null)
+        {
+            activation = activation * neuronGates; // [..., F]
+        }
+
+        Tensor output = _downProjection.forward(activation).MoveToOuterDisposeScope(); // [..., D]
+        return (output, capture ? activation.MoveToOuterDisposeScope() : null);
     }
 }

@@ -54,15 +54,24 @@ public sealed class LlamaModel : Module<Tensor, Tensor>
     /// Final normalised hidden states [B, T, D] of token ids [B, T] that follow the positions already in
     /// <paramref name="cache"/> (appending to it), or start at position 0 without one.
     /// </summary>
-    public Tensor forward(Tensor inputIds, KvCache? cache)
+    public Tensor forward(Tensor inputIds, KvCache? cache) => forward(inputIds, cache, null);
+
+    /// <summary>
+    /// As <see cref="forward(Tensor, KvCache?)"/>; when <paramref name="layerOutputs"/> is given, the output of every
+    /// decoder layer [B, T, D] is appended to it in layer order (in the caller's dispose scope). Rotary tables and
+    /// attention masks are built once and shared by all layers.
+    /// </summary>
+    public Tensor forward(Tensor inputIds, KvCache? cache, IList<Tensor>? layerOutputs)
     {
         ArgumentNullException.ThrowIfNull(inputIds);
         using var scope = NewDisposeScope();
         Tensor hidden = _embedTokens.forward(inputIds); // [B, T, D]
         using RotaryTables rope = _rotary.CreateTables(cache?.Length ?? 0, inputIds.shape[1], hidden.dtype, hidden.device);
+        using var masks = new AttentionMasks();
         foreach (LlamaDecoderLayer layer in _layerArray)
         {
-            hidden = layer.forward(hidden, rope, cache); // [B, T, D]
+            hidden = layer.forward(hidden, rope, cache, masks); // [B, T, D]
+            layerOutputs?.Add(hidden.MoveToOuterDisposeScope());
         }
 
         return _norm.forward(hidden).MoveToOuterDisposeScope(); // [B, T, D]

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Globalization;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using ModelSurgery.Inference.Checkpoints;
@@ -236,6 +237,7 @@ public static partial class StudentBuilder
             ("num_key_value_heads", actual.NumKeyValueHeads, planned.NumKeyValueHeads),
             ("head_dim", actual.HeadDim, planned.HeadDim),
             ("tie_word_embeddings", actual.TieWordEmbeddings, planned.TieWordEmbeddings),
+            ("per-layer attention windows", Windows(actual), Windows(planned)),
         ];
         foreach (var (field, a, b) in fields)
         {
@@ -244,6 +246,9 @@ public static partial class StudentBuilder
                 throw new InvalidDataException($"{teacherDirectory}: the plan was made for another teacher: {field} is {a} here but {b} in the plan.");
             }
         }
+
+        // The student's windows come from the plan's teacher config, so they must be the teacher's on disk.
+        static string Windows(LlamaConfig config) => string.Join(",", config.LayerAttentionWindows.Select(w => w?.ToString(CultureInfo.InvariantCulture) ?? "full"));
     }
 
     private static void CopyTokenizer(string teacherDirectory, string outputDirectory, SurgeryPlan plan, string? tokenizer, ILogger logger)

@@ -82,7 +82,8 @@ public sealed record SurgeryPlan
 
     /// <summary>
     /// The student's config: hidden = #hidden channels, intermediate = #neurons, layers, heads and KV heads as kept,
-    /// head_dim explicitly the teacher's, vocab = #kept tokens (special token ids remapped), everything else the teacher's.
+    /// head_dim explicitly the teacher's, vocab = #kept tokens (special token ids remapped), each layer's attention window
+    /// its teacher layer's, everything else the teacher's.
     /// </summary>
     /// <exception cref="InvalidDataException">The plan is invalid.</exception>
     /// <exception cref="InvalidOperationException">The plan is non-uniform: no single config describes it.</exception>
@@ -293,8 +294,12 @@ public sealed record SurgeryPlan
     /// <inheritdoc/>
     public override int GetHashCode() => HashCode.Combine(FormatVersion, Description, AllowNonUniform, HiddenChannels.Count, KeptTokens?.Count, Layers.Count);
 
-    /// <summary>The student config for the widths of <paramref name="layer"/> (all layers, for uniform plans).</summary>
-    private LlamaConfig DeriveConfig(LayerPlan layer) => Teacher with
+    /// <summary>
+    /// The student config for the widths of <paramref name="layer"/> (all layers, for uniform plans). Every student layer
+    /// keeps the attention window of its teacher layer: the sliding-window keys are rewritten for the kept layers (see
+    /// <see cref="LlamaConfig.WithLayerAttentionWindows"/>), so transformers reads the same per-layer windows.
+    /// </summary>
+    private LlamaConfig DeriveConfig(LayerPlan layer) => (Teacher with
     {
         HiddenSize = HiddenChannels.Count,
         IntermediateSize = layer.Neurons.Count,
@@ -307,7 +312,7 @@ public sealed record SurgeryPlan
         PadTokenId = RemapToken(Teacher.PadTokenId),
         EosTokenIds = [.. Teacher.EosTokenIds.Select(id => RemapToken(id)!.Value)],
         ExtraProperties = (JsonObject)Teacher.ExtraProperties.DeepClone(),
-    };
+    }).WithLayerAttentionWindows([.. Layers.Select(l => Teacher.AttentionWindow(l.TeacherLayer))]);
 
     private int? RemapToken(int? teacherId)
     {

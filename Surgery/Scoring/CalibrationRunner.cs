@@ -96,6 +96,7 @@ public static partial class CalibrationRunner
         }
 
         RotaryTables? rope = request.NeedsForward ? access.Rotary.CreateTables(0, data!.SequenceLength, hidden!.dtype, access.Device) : null;
+        using var masks = new AttentionMasks(); // every batch of every layer has the same shape: one mask per window
         try
         {
             for (int l = 0; l < layers; l++)
@@ -106,6 +107,7 @@ public static partial class CalibrationRunner
                 if (hidden is not null)
                 {
                     using var statistics = new LayerActivationStatistics(config, access.Device);
+                    LayerTaps taps = statistics.Taps;
                     Tensor next = torch.empty_like(hidden); // [N, T, D]
                     double cosineSum = 0;
                     long tokens = 0;
@@ -114,7 +116,7 @@ public static partial class CalibrationRunner
                         cancellationToken.ThrowIfCancellationRequested();
                         using var scope = torch.NewDisposeScope();
                         Tensor input = hidden.narrow(0, start, count); // [B, T, D]
-                        Tensor output = DecoderLayerProbe.Forward(layer, config, input, rope!, null, statistics); // [B, T, D]
+                        Tensor output = layer.forward(input, rope!, null, masks, taps); // [B, T, D]
                         next.narrow(0, start, count).copy_(output);
                         if (request.BlockInfluence)
                         {

@@ -44,17 +44,13 @@ internal abstract class ModelAccess : IDisposable
 internal sealed class StreamingModelAccess : ModelAccess
 {
     private readonly IWeightSource _source;
-    private readonly LlamaDecoderLayer _layer;
+    private LlamaDecoderLayer _layer;
 
     public StreamingModelAccess(IWeightSource source, Device device)
         : base(source.Config, device)
     {
         _source = source;
-        _layer = new LlamaDecoderLayer(source.Config, 0, Rotary, ScalarType.Float32, device);
-        foreach (var parameter in _layer.parameters())
-        {
-            parameter.requires_grad = false;
-        }
+        _layer = CreateLayer(0);
     }
 
     public override string Location => _source.Location;
@@ -68,6 +64,14 @@ internal sealed class StreamingModelAccess : ModelAccess
 
     public override LlamaDecoderLayer Layer(int layer)
     {
+        if (_layer.Attention.Window != Config.AttentionWindow(layer))
+        {
+            // The attention window is part of the module: a layer of the other kind gets a module of its own (one layer's
+            // weights in memory at a time still).
+            _layer.Dispose();
+            _layer = CreateLayer(layer);
+        }
+
         string prefix = LlamaTensorLayout.LayerPrefix(layer);
         using var noGrad = torch.no_grad();
         foreach (var (name, parameter) in _layer.named_parameters())
@@ -83,6 +87,17 @@ internal sealed class StreamingModelAccess : ModelAccess
     {
         _layer.Dispose();
         base.Dispose();
+    }
+
+    private LlamaDecoderLayer CreateLayer(int layer)
+    {
+        var module = new LlamaDecoderLayer(Config, layer, Rotary, ScalarType.Float32, Device);
+        foreach (var parameter in module.parameters())
+        {
+            parameter.requires_grad = false;
+        }
+
+        return module;
     }
 
     private Tensor Read(string name, long[] expectedShape)

@@ -19,7 +19,8 @@ public sealed record MemoryEstimate(long Weights, long Gradients, long Activatio
 
 /// <summary>
 /// Metrics that need the whole model in memory: loss increase when a layer is skipped, first-order Taylor importance
-/// and learned gates. All compute in the model's parameters, run through <see cref="DecoderLayerProbe"/>.
+/// and learned gates. All compute in the model's parameters, through the model's own decoder layer forward (gates and
+/// skipped layers by <see cref="LayerTaps"/> and the layer-by-layer API, attention windows included).
 /// </summary>
 public static class WholeModelScoring
 {
@@ -63,10 +64,10 @@ public static class WholeModelScoring
     }
 
     /// <summary>
-    /// Mean next-token cross-entropy of <paramref name="ids"/> [B, T] with optional gates per layer, channel gates on the
-    /// residual stream, and layer <paramref name="skipLayer"/> left out (-1 for none). Returns a scalar tensor.
+    /// Mean next-token cross-entropy of <paramref name="ids"/> [B, T] with optional taps (gates) per layer, channel gates on
+    /// the embedding output, and layer <paramref name="skipLayer"/> left out (-1 for none). Returns a scalar tensor.
     /// </summary>
-    public static Tensor LanguageModelLoss(LlamaForCausalLM model, Tensor ids, Func<int, LayerGates?>? gates = null, Tensor? channelGates = null, int skipLayer = -1)
+    public static Tensor LanguageModelLoss(LlamaForCausalLM model, Tensor ids, Func<int, LayerTaps?>? taps = null, Tensor? channelGates = null, int skipLayer = -1)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(ids);
@@ -78,11 +79,12 @@ public static class WholeModelScoring
         }
 
         using RotaryTables rope = model.CreateRotaryTables(0, ids.shape[1]);
+        using var masks = new AttentionMasks();
         for (int l = 0; l < model.Layers.Count; l++)
         {
             if (l != skipLayer)
             {
-                hidden = DecoderLayerProbe.Forward(model.Layers[l], model.Config, hidden, rope, gates?.Invoke(l)); // [B, T, D]
+                hidden = model.Layers[l].forward(hidden, rope, null, masks, taps?.Invoke(l)); // [B, T, D]
             }
         }
 
@@ -109,12 +111,13 @@ public static class WholeModelScoring
             var (start, count) = batches[b];
             Tensor ids = data.Batch(start, count, model.Device); // [B, T]
             using RotaryTables rope = model.CreateRotaryTables(0, data.SequenceLength);
+            using var masks = new AttentionMasks();
             var inputs = new Tensor[layers];
             Tensor hidden = model.Embed(ids); // [B, T, D]
             for (int l = 0; l < layers; l++)
             {
                 inputs[l] = hidden;
-                hidden = DecoderLayerProbe.Forward(model.Layers[l], model.Config, hidden, rope); // [B, T, D]
+                hidden = model.Layers[l].forward(hidden, rope, null, masks); // [B, T, D]
             }
 
             baseline += NextTokenLoss(model.FinalNormAndHead(hidden), ids).item<float>() * count;
@@ -125,7 +128,7 @@ public static class WholeModelScoring
                 Tensor h = inputs[skip]; // [B, T, D]
                 for (int l = skip + 1; l < layers; l++)
                 {
-                    h = DecoderLayerProbe.Forward(model.Layers[l], model.Config, h, rope); // [B, T, D]
+                    h = model.Layers[l].forward(h, rope, null, masks); // [B, T, D]
                 }
 
                 skipped[skip] += NextTokenLoss(model.FinalNormAndHead(h), ids).item<float>() * count;
@@ -230,7 +233,7 @@ public static class WholeModelScoring
                 Tensor heads = headLogits.sigmoid().to_type(model.DType); // [L, H]
                 Tensor neurons = neuronLogits.sigmoid().to_type(model.DType); // [L, F]
                 Tensor channels = channelLogits.sigmoid().to_type(model.DType); // [D]
-                Tensor lmLoss = LanguageModelLoss(model, data.Batch(start, count, model.Device), l => new LayerGates(heads[l], neurons[l], channels), channels); // []
+                Tensor lmLoss = LanguageModelLoss(model, data.Batch(start, count, model.Device), l => new LayerTaps(heads[l], neurons[l], channels), channels); // []
                 Tensor penalty = Gap(headLogits) + Gap(neuronLogits) + Gap(channelLogits); // []
                 Tensor loss = lmLoss + (options.MaskPenalty * penalty); // []
                 loss.backward();

@@ -245,7 +245,7 @@ public sealed class ImportanceScorerTests
     }
 
     [Test]
-    public void Probe_forward_matches_the_model()
+    public void Scoring_through_layer_taps_is_the_model_forward_bit_for_bit()
     {
         var config = Config(heads: 4, kvHeads: 2);
         using LlamaForCausalLM model = Create(config, scale: 1);
@@ -256,14 +256,19 @@ public sealed class ImportanceScorerTests
         Tensor expected = model.forward(ids); // [B, T, V]
         Tensor hidden = model.Embed(ids); // [B, T, D]
         using RotaryTables rope = model.CreateRotaryTables(0, ids.shape[1]);
+        using var masks = new AttentionMasks();
+        using var statistics = new LayerActivationStatistics(config, torch.CPU);
+        Tensor ones = torch.ones(1); // gates of ones must leave every bit as it was
+        var taps = new LayerTaps(ones.expand(config.NumAttentionHeads), ones.expand(config.IntermediateSize), ones.expand(config.HiddenSize), statistics.Accumulate);
         foreach (LlamaDecoderLayer layer in model.Layers)
         {
-            hidden = DecoderLayerProbe.Forward(layer, config, hidden, rope);
+            hidden = layer.forward(hidden, rope, null, masks, taps);
         }
 
         Tensor actual = model.FinalNormAndHead(hidden); // [B, T, V]
-        Assert.That(actual.allclose(expected, rtol: 1e-5, atol: 1e-6), Is.True);
-        Assert.That(WholeModelScoring.LanguageModelLoss(model, ids).item<float>(), Is.EqualTo(WholeModelScoring.NextTokenLoss(expected, ids).item<float>()).Within(1e-5));
+        Assert.That(actual.eq(expected).all().item<bool>(), Is.True);
+        Assert.That(statistics.Tokens, Is.EqualTo(ids.numel() * config.NumHiddenLayers), "the observer saw every layer's call");
+        Assert.That(WholeModelScoring.LanguageModelLoss(model, ids).item<float>(), Is.EqualTo(WholeModelScoring.NextTokenLoss(expected, ids).item<float>()));
     }
 
     private static CalibrationData PeriodicData(int vocab, int sequences, int length)

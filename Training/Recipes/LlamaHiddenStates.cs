@@ -9,8 +9,8 @@ namespace ModelSurgery.Training.Recipes;
 
 /// <summary>
 /// Wraps a <see cref="LlamaForCausalLM"/> for training: <see cref="forward"/> returns its logits and
-/// <see cref="ForwardWithHiddenStates"/> also returns the output of every decoder layer (embedding, then each layer with
-/// rotary tables shared across layers, then the final norm and head, as <see cref="LlamaDecoderLayer"/> describes).
+/// <see cref="ForwardWithHiddenStates"/> also returns the output of every decoder layer, from the model's own forward
+/// pass (<see cref="LlamaForCausalLM.ForwardWithHiddenStates"/>), so attention windows and every other detail are the same.
 /// Parameter names gain the prefix <c>llama.</c>; <see cref="Llama"/> is the wrapped model to save.
 /// </summary>
 /// <remarks>
@@ -48,25 +48,6 @@ public sealed class LlamaHiddenStates : nn.Module<Tensor, Tensor>, IHiddenStateM
     /// <summary>Logits and the output of each decoder layer, in layer order.</summary>
     /// <param name="inputIds">[B, T] int64 ids.</param>
     /// <returns>Logits [B, T, V] (float32) and one [B, T, D] hidden state per layer (model dtype).</returns>
-    public (Tensor Logits, IReadOnlyList<Tensor> Hidden) ForwardWithHiddenStates(Tensor inputIds)
-    {
-        ArgumentNullException.ThrowIfNull(inputIds);
-        using var scope = torch.NewDisposeScope();
-        Tensor hidden = _llama.Embed(inputIds); // [B, T, D]
-        using RotaryTables rope = _llama.CreateRotaryTables(0, inputIds.shape[1]);
-        var states = new List<Tensor>(_llama.Layers.Count);
-        foreach (LlamaDecoderLayer layer in _llama.Layers)
-        {
-            hidden = layer.forward(hidden, rope); // [B, T, D]
-            states.Add(hidden);
-        }
-
-        Tensor logits = _llama.FinalNormAndHead(hidden); // [B, T, V]
-        foreach (Tensor state in states)
-        {
-            state.MoveToOuterDisposeScope();
-        }
-
-        return (logits.MoveToOuterDisposeScope(), states);
-    }
+    public (Tensor Logits, IReadOnlyList<Tensor> Hidden) ForwardWithHiddenStates(Tensor inputIds) =>
+        _llama.ForwardWithHiddenStates(inputIds);
 }
