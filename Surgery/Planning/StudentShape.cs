@@ -18,11 +18,18 @@ public sealed record StudentShape(int NumHiddenLayers, int HiddenSize, int Inter
         return new(config.NumHiddenLayers, config.HiddenSize, config.IntermediateSize, config.NumAttentionHeads, config.NumKeyValueHeads, config.VocabSize);
     }
 
-    /// <summary>The config of a student of this shape cut from <paramref name="teacher"/> (explicit teacher head_dim).</summary>
+    /// <summary>
+    /// The config of a student of this shape cut from <paramref name="teacher"/> (explicit teacher head_dim). A shape does
+    /// not say which layers are kept, so per-layer attention windows follow the teacher's first layers, which keeps the
+    /// config valid (one <c>layer_types</c> entry per layer); a plan gives each kept layer its own teacher layer's window.
+    /// </summary>
     public LlamaConfig ToConfig(LlamaConfig teacher)
     {
         ArgumentNullException.ThrowIfNull(teacher);
-        return teacher with
+        LlamaConfig layered = teacher.HasSlidingWindowLayers || teacher.LayerTypes is not null
+            ? teacher.WithLayerAttentionWindows([.. Enumerable.Range(0, NumHiddenLayers).Select(i => teacher.LayerAttentionWindows[Math.Min(i, teacher.NumHiddenLayers - 1)])])
+            : teacher;
+        return layered with
         {
             NumHiddenLayers = NumHiddenLayers,
             HiddenSize = HiddenSize,

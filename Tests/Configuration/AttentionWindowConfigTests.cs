@@ -150,4 +150,16 @@ public sealed class AttentionWindowConfigTests
         Assert.That(Assert.Throws<ArgumentException>(() => Parse("llama", 2, "").WithLayerAttentionWindows([8, 8]))!.Message, Does.Contain("no sliding-window attention"));
         Assert.That(Assert.Throws<ArgumentException>(() => Parse("qwen2", 2, "").WithLayerAttentionWindows([8, 4]))!.Message, Does.Contain("one positive sliding_window"));
     }
+
+    [Test]
+    public void A_budget_shape_of_a_teacher_with_layer_types_gives_a_valid_config()
+    {
+        // A shape does not say which layers it keeps; its config must still list one layer type per layer.
+        LlamaConfig teacher = Parse("qwen2", 4, "\"use_sliding_window\": true, \"sliding_window\": 8, \"layer_types\": [\"full_attention\", \"sliding_attention\", \"full_attention\", \"sliding_attention\"]");
+        LlamaConfig student = new ModelSurgery.Surgery.Planning.StudentShape(2, 32, 64, 4, 2, 64).ToConfig(teacher);
+
+        Assert.That(student.LayerTypes, Has.Count.EqualTo(2));
+        Assert.That(Describe(student), Is.EqualTo("f,8"));
+        Assert.That(LlamaConfig.Parse(student.ToJson(), "student/config.json").NumHiddenLayers, Is.EqualTo(2));
+    }
 }
