@@ -40,7 +40,8 @@ internal static class HfAccelerateJob
     /// <summary>The Python files shipped with every job (embedded in this assembly).</summary>
     public static readonly IReadOnlyList<string> Scripts = ["train.py", "objective.py", "corpus.py"];
 
-    private static readonly JsonSerializerOptions Indented = new() { WriteIndented = true };
+    // Relaxed escaping keeps '<' and '>' readable in a file people open; it is never embedded in HTML.
+    private static readonly JsonSerializerOptions Indented = new() { WriteIndented = true, Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
 
     public static ExportedJob Write(JobExporter.JobPlan plan, string job, string finalDirectory, long linked, long copied)
     {
@@ -313,7 +314,7 @@ internal static class HfAccelerateJob
         r.AppendLine();
         r.AppendLine("## Translated settings");
         r.AppendLine();
-        r.AppendLine(CultureInfo.InvariantCulture, $"- {plan.TotalSteps} optimizer steps of {plan.GlobalBatch} windows x {t.SeqLen} tokens ({(long)plan.GlobalBatch * t.SeqLen} tokens per step): {plan.MicroBatch} windows per GPU per pass, {accumulation} passes accumulated per step on {world} GPUs (the script recomputes the accumulation for the world size it is launched with).");
+        r.AppendLine(CultureInfo.InvariantCulture, $"- {plan.TotalSteps} optimizer steps of {plan.GlobalBatch} windows x {t.SeqLen} tokens ({(long)plan.GlobalBatch * t.SeqLen} tokens per step): {plan.MicroBatch} window(s) per GPU per pass and {accumulation} pass(es) accumulated per step on {world} GPUs (the script recomputes the accumulation for the world size it is launched with).");
         r.AppendLine(CultureInfo.InvariantCulture, $"- AdamW lr {t.LearningRate} (betas {t.Beta1}, {t.Beta2}, eps {t.Epsilon}, weight decay {t.WeightDecay} except norms and biases), {plan.WarmupSteps} warmup steps then cosine to {t.MinLearningRate}, gradient clipping {t.GradClip}, seed {t.Seed}, precision {(t.Precision == TrainingPrecision.Bf16 ? "bf16 with float32 master weights" : "fp32")}.");
         r.AppendLine(CultureInfo.InvariantCulture, $"- Validation every {t.EvalEvery} steps on the {plan.EvalWindows.Count} windows the local run validated on; resumable state every {t.CheckpointEvery} steps.");
         r.AppendLine();
