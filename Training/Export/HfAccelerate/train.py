@@ -115,7 +115,9 @@ def main():
         betas=(opt["beta1"], opt["beta2"]),
         eps=opt["eps"],
     )
-    model, optimizer, train_loader, eval_loader = accelerator.prepare(model, optimizer, train_loader, eval_loader)
+    model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
+    # A run without validation windows (val_fraction 0) has nothing to evaluate.
+    eval_loader = accelerator.prepare(eval_loader) if len(evaluation) > 0 else None
     if len(train_loader) == 0:
         raise SystemExit(f"{len(train)} training windows are fewer than one micro-batch per process ({per_pass})")
 
@@ -181,7 +183,7 @@ def main():
             if non_finite >= job["max_non_finite_steps"]:
                 raise SystemExit(f"{non_finite} steps in a row had a non-finite gradient; stopping at step {step}")
             record = {"step": step, "loss": mean_loss, "lr": lr, "grad_norm": float(norm), "skipped": skipped}
-            if job["eval_every"] > 0 and step % job["eval_every"] == 0 and len(evaluation) > 0:
+            if job["eval_every"] > 0 and step % job["eval_every"] == 0 and eval_loader is not None:
                 record["val_loss"] = evaluate(accelerator, model, eval_loader)
             if metrics is not None:
                 metrics.write(json.dumps(record) + "\n")
@@ -193,7 +195,7 @@ def main():
         skip = 0
         epoch += 1
 
-    if len(evaluation) > 0:
+    if eval_loader is not None:
         accelerator.print(f"final validation loss {evaluate(accelerator, model, eval_loader):.4f}")
     save_final(accelerator, model, student_dir, os.path.join(output, "final"))
     if metrics is not None:
