@@ -42,6 +42,7 @@ internal static class ExportJobCommand
             "Multiple rounds, hidden-state distillation and teacher caches are not exported.")
         { engine, student, teacher, kdLoss, temperature, alpha, teacherDtype, nodes, gpus, globalBatch, microBatch, port, force, copy };
         shared.AddTo(command);
+        shared.Out.Description = "The job folder to create; refused when it exists, unless --force.";
         command.SetAction(async (parsed, cancellationToken) =>
         {
             DistributedEngine chosen;
