@@ -23,6 +23,7 @@ internal static class CommandCatalog
         yield return TrainCommand.Create(context);
         yield return DistillCommand.Create(context);
         yield return CacheTeacherCommand.Create(context);
+        yield return ExportJobCommand.Create(context);
         yield return RunCommand.Create(context);
     }
 }

@@ -24,13 +24,13 @@ public sealed class RunCommandTests
         string work = Path.Combine(_dir, "work");
         (int code, string output, string error) = await TrainCliSupport.RunAsync(["run", _recipe, "--work", work]);
         Assert.That(code, Is.Zero, error);
-        Assert.That(output, Does.Contain("[1/7] vocabulary").And.Contain("[6/7] distillation").And.Contain("[7/7] evaluation"));
+        Assert.That(output, Does.Contain("[1/8] vocabulary").And.Contain("[6/8] distillation").And.Contain("[7/8] evaluation").And.Contain("[8/8] export_job"));
         Assert.That(output, Does.Contain("| teacher").And.Contain("| student"));
         Assert.That(File.Exists(Path.Combine(work, "07-evaluation", "step.json")), Is.True);
 
         (code, output, error) = await TrainCliSupport.RunAsync(["run", _recipe, "--work", work]);
         Assert.That(code, Is.Zero, error);
-        Assert.That(output.Split('\n').Count(l => l.Contains("skipped", StringComparison.Ordinal)), Is.EqualTo(7));
+        Assert.That(output.Split('\n').Count(l => l.Contains("skipped", StringComparison.Ordinal)), Is.EqualTo(8));
     }
 
     [Test]

@@ -35,6 +35,7 @@ internal static class RecipeFixture
             ["device"] = "cpu",
         },
         ["evaluation"] = new JsonObject { ["text"] = new JsonArray("eval.jsonl"), ["batch_size"] = 4 },
+        ["export_job"] = new JsonObject { ["nodes"] = 1, ["gpus_per_node"] = 2, ["tokens"] = 100_000 },
     };
 
     /// <summary>Writes the teacher, corpus, evaluation text and <paramref name="recipe"/> into <paramref name="directory"/>; returns the recipe path.</summary>

@@ -84,7 +84,7 @@ public sealed class RecipeTests
         Assert.That(Statuses(changed), Is.EqualTo(new[]
         {
             RecipeStepStatus.Skipped, RecipeStepStatus.Skipped, RecipeStepStatus.Skipped,
-            RecipeStepStatus.Ran, RecipeStepStatus.Ran, RecipeStepStatus.Ran, RecipeStepStatus.Ran,
+            RecipeStepStatus.Ran, RecipeStepStatus.Ran, RecipeStepStatus.Ran, RecipeStepStatus.Ran, RecipeStepStatus.Ran,
         }));
         Dictionary<string, DateTime> after = StepStamps();
         Assert.That(new[] { "vocabulary", "data", "scoring" }.Select(n => after[n]), Is.EqualTo(new[] { "vocabulary", "data", "scoring" }.Select(n => stamps[n])));

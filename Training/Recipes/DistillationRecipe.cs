@@ -4,6 +4,7 @@ using System.Text.Json.Serialization;
 using ModelSurgery.Surgery.Planning;
 using ModelSurgery.Surgery.Scoring;
 using ModelSurgery.Surgery.Vocabulary;
+using ModelSurgery.Training.Export;
 
 namespace ModelSurgery.Training.Recipes;
 
@@ -36,6 +37,9 @@ public sealed record DistillationRecipe
 
     /// <summary>Evaluation tasks (<c>evaluation</c>); null skips evaluation.</summary>
     public RecipeEvaluation? Evaluation { get; init; }
+
+    /// <summary>A job for a distributed engine that runs the distillation at scale (<c>export_job</c>); null writes none.</summary>
+    public RecipeExportJob? ExportJob { get; init; }
 
     /// <summary>The folder relative paths are resolved against (the recipe file's folder once loaded).</summary>
     [JsonIgnore]
@@ -193,6 +197,20 @@ public sealed record DistillationRecipe
             }
 
             Check(Evaluation.BatchSize >= 1, "evaluation.batch_size", "must be at least 1");
+        }
+
+        if (ExportJob is not null)
+        {
+            Check(DistributedEngines.Names.Contains(ExportJob.Engine), "export_job.engine", $"unknown engine '{ExportJob.Engine}'; known engines: {string.Join(", ", DistributedEngines.Names)}");
+            Check(ExportJob.Nodes >= 1, "export_job.nodes", "must be at least 1");
+            Check(ExportJob.GpusPerNode >= 1, "export_job.gpus_per_node", "must be at least 1");
+            Check(ExportJob.GlobalBatch is null or >= 1, "export_job.global_batch", "must be at least 1");
+            Check(ExportJob.MicroBatch is null or >= 1, "export_job.micro_batch", "must be at least 1");
+            Check(ExportJob.Steps is null || ExportJob.Tokens is null, "export_job", "give steps or tokens, not both");
+            Check(ExportJob.Steps is null or >= 1, "export_job.steps", "must be at least 1");
+            Check(ExportJob.Tokens is null or >= 1, "export_job.tokens", "must be at least 1");
+            Check(ExportJob.Precision is "bf16" or "fp32", "export_job.precision", $"must be bf16 or fp32, got '{ExportJob.Precision}'");
+            Check(ExportJob.Student is RecipeExportJob.BuiltStudent or RecipeExportJob.DistilledStudent, "export_job.student", $"must be {RecipeExportJob.BuiltStudent} or {RecipeExportJob.DistilledStudent}, got '{ExportJob.Student}'");
         }
 
         return errors;
@@ -365,4 +383,44 @@ public sealed record RecipeEvaluation
 
     /// <summary>Evaluate the teacher too, for a side-by-side table (when the teacher folder holds a tokenizer).</summary>
     public bool IncludeTeacher { get; init; } = true;
+}
+
+/// <summary>
+/// The <c>export_job</c> section: a job for a distributed engine (see <see cref="JobExporter"/>) that distils the student
+/// on many GPUs with the distillation section's settings, written into the step's folder (<c>job/</c>).
+/// </summary>
+public sealed record RecipeExportJob
+{
+    /// <summary>The <see cref="Student"/> value that exports the student as built (the job does the distillation).</summary>
+    internal const string BuiltStudent = "build";
+
+    /// <summary>The <see cref="Student"/> value that exports the locally distilled student (the job continues it).</summary>
+    internal const string DistilledStudent = "distillation";
+
+    /// <summary>The engine (<c>hf-accelerate</c>).</summary>
+    public string Engine { get; init; } = "hf-accelerate";
+
+    /// <summary>Which student: <c>build</c> (as built, before the local distillation) or <c>distillation</c> (after it).</summary>
+    public string Student { get; init; } = BuiltStudent;
+
+    /// <summary>Nodes.</summary>
+    public int Nodes { get; init; } = 1;
+
+    /// <summary>GPUs per node.</summary>
+    public int GpusPerNode { get; init; } = 8;
+
+    /// <summary>Windows per optimizer step over all GPUs; null keeps the distillation section's batch size.</summary>
+    public int? GlobalBatch { get; init; }
+
+    /// <summary>Windows per GPU per forward pass; null lets the exporter choose.</summary>
+    public int? MicroBatch { get; init; }
+
+    /// <summary>Optimizer steps of the job; null keeps the distillation section's (unless <see cref="Tokens"/> is given).</summary>
+    public long? Steps { get; init; }
+
+    /// <summary>Training tokens of the job, the usual way to size a run at scale; null uses the steps.</summary>
+    public long? Tokens { get; init; }
+
+    /// <summary>Compute precision on the GPUs: <c>bf16</c> (float32 master weights) or <c>fp32</c>.</summary>
+    public string Precision { get; init; } = "bf16";
 }

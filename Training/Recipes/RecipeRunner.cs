@@ -76,7 +76,7 @@ public static class RecipeRunner
     public const string StepFileName = "step.json";
 
     /// <summary>The steps in order.</summary>
-    public static readonly IReadOnlyList<string> StepNames = ["vocabulary", "data", "scoring", "plan", "build", "distillation", "evaluation"];
+    public static readonly IReadOnlyList<string> StepNames = ["vocabulary", "data", "scoring", "plan", "build", "distillation", "evaluation", "export_job"];
 
     private const string StartedFileName = "started.json";
 
@@ -280,6 +280,65 @@ public static class RecipeRunner
             report.WriteMarkdown(markdown);
             report.WriteJson(json);
             return new() { ["report"] = markdown, ["report_json"] = json };
+        }).ConfigureAwait(false);
+
+        // 8. A job for a distributed engine: the same student, teacher, tokens and settings, for many GPUs.
+        RecipeExportJob? x = recipe.ExportJob;
+        await run.StepAsync("export_job", Hash(run.LastHash, DistillationRecipe.SectionJson(x)), x is null ? null : async dir =>
+        {
+            string jobStudent = x.Student == RecipeExportJob.DistilledStudent ? studentCheckpoint : run.Output("build", "student")!;
+            var options = new Export.JobExportOptions
+            {
+                Engine = Export.DistributedEngines.Parse(x.Engine),
+                StudentDirectory = jobStudent,
+                TeacherDirectory = effectiveTeacher,
+                TokensPath = tokensPath,
+                OutputDirectory = Path.Combine(dir, "job"),
+                Training = new TrainingOptions
+                {
+                    OutputDir = dir,
+                    Steps = x.Tokens is null ? x.Steps ?? d.Steps : null,
+                    Tokens = x.Tokens,
+                    BatchSize = d.BatchSize,
+                    SeqLen = d.SeqLen,
+                    LearningRate = d.LearningRate,
+                    MinLearningRate = d.LearningRate / 10,
+                    CheckpointEvery = d.CheckpointEvery,
+                    EvalEvery = d.EvalEvery,
+                    EvalBatches = 4,
+                    Seed = d.Seed,
+                    Precision = x.Precision == "bf16" ? TrainingPrecision.Bf16 : TrainingPrecision.Fp32,
+                },
+                Distillation = new DistillationSettings
+                {
+                    Divergence = d.KdLoss switch { "rkl" => DistillationDivergence.ReverseKl, "jsd" => DistillationDivergence.JensenShannon, _ => DistillationDivergence.ForwardKl },
+                    Temperature = d.Temperature,
+                    Alpha = d.Alpha,
+                    TeacherDType = TorchSharp.torch.ScalarType.BFloat16,
+                },
+                Nodes = x.Nodes,
+                GpusPerNode = x.GpusPerNode,
+                GlobalBatchWindows = x.GlobalBatch,
+                MicroBatchSize = x.MicroBatch,
+                Force = true,
+            };
+            Export.ExportedJob job;
+            try
+            {
+                job = await Export.JobExporter.ExportAsync(options, Relay<Export.JobExportProgress>(run, "export_job", p => (p.Stage, p.BytesDone, p.BytesTotal)), logger, run.Token).ConfigureAwait(false);
+            }
+            catch (Export.JobExportException ex)
+            {
+                throw new InvalidDataException($"export_job: {ex.Message}", ex);
+            }
+
+            return new()
+            {
+                ["job"] = job.Directory,
+                ["world_size"] = Invariant(job.WorldSize),
+                ["total_steps"] = Invariant(job.TotalSteps),
+                ["launch"] = job.LaunchCommand,
+            };
         }).ConfigureAwait(false);
 
         string? table = run.Output("evaluation", "report") is string reportPath ? File.ReadAllText(reportPath) : null;

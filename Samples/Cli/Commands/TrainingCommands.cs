@@ -46,9 +46,12 @@ internal sealed class TrainingCommandOptions
     private readonly Option<ulong> _seed = new("--seed") { Description = "Seed of data order and initialisation.", DefaultValueFactory = _ => 1234 };
     private readonly Option<double?> _valFraction = new("--val-fraction") { Description = "Validation share of windows; overrides the value recorded by 'tokenize' (default: recorded, else 0)." };
     private readonly Option<string> _device = CommonOptions.Device();
+    private readonly bool _localRun;
 
-    public TrainingCommandOptions()
+    /// <param name="localRun">False for commands that only translate the options (export-job): multiple rounds, --resume and --device are left out.</param>
+    public TrainingCommandOptions(bool localRun = true)
     {
+        _localRun = localRun;
         _precision.AcceptOnlyFromAmong("fp32", "bf16");
         _roundSchedule.AcceptOnlyFromAmong("restart", "continue");
     }
@@ -69,7 +72,10 @@ internal sealed class TrainingCommandOptions
             _evalEvery, _evalBatches, _checkpointEvery, _precision, _rounds, _roundRatio, _roundSchedule, _resume, _seed, _valFraction, _device,
         })
         {
-            command.Options.Add(option);
+            if (_localRun || !(option == _rounds || option == _roundRatio || option == _roundSchedule || option == _resume || option == _device))
+            {
+                command.Options.Add(option);
+            }
         }
     }
 
@@ -102,13 +108,13 @@ internal sealed class TrainingCommandOptions
             gradAccum = (int)(batchTokens / perMicro);
         }
 
-        int rounds = parsed.GetValue(_rounds);
+        int rounds = _localRun ? parsed.GetValue(_rounds) : 1;
         if (rounds < 1)
         {
             throw new UsageException($"--rounds must be at least 1, got {rounds}.");
         }
 
-        if (rounds > 1 && parsed.GetValue(_resume))
+        if (rounds > 1 && _localRun && parsed.GetValue(_resume))
         {
             throw new UsageException("--resume works with single-round runs only (--rounds 1).");
         }
@@ -157,8 +163,8 @@ internal sealed class TrainingCommandOptions
             Rounds = rounds > 1
                 ? new MultiRoundOptions(rounds, parsed.GetValue(_roundRatio), parsed.GetValue(_roundSchedule) == "continue" ? RoundSchedule.Continue : RoundSchedule.Restart)
                 : null,
-            Resume = parsed.GetValue(_resume),
-            Device = parsed.GetValue(_device)!,
+            Resume = _localRun && parsed.GetValue(_resume),
+            Device = _localRun ? parsed.GetValue(_device)! : "auto",
         };
         return (options, settings);
     }

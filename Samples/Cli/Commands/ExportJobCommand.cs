@@ -1,0 +1,141 @@
+using System.CommandLine;
+using System.Globalization;
+using Microsoft.Extensions.Logging;
+using ModelSurgery.Training;
+using ModelSurgery.Training.Distillation;
+using ModelSurgery.Training.Export;
+using ModelSurgery.Training.Recipes;
+
+namespace ModelSurgery.Cli.Commands;
+
+/// <summary>
+/// <c>modelsurgery export-job &lt;engine&gt; --student &lt;dir&gt; [--teacher &lt;dir&gt;] --data &lt;tokens&gt; --out &lt;dir&gt;</c>:
+/// writes a runnable job for a distributed engine from the options a local <c>train</c> or <c>distill</c> run takes.
+/// </summary>
+internal static class ExportJobCommand
+{
+    public static Command Create(CliContext context)
+    {
+        var engine = new Argument<string>("engine") { Description = $"The engine to write the job for: {string.Join(", ", DistributedEngines.Names)}." };
+        var student = new Option<string>("--student") { Description = "Student checkpoint folder (its tokenizer and vocab_map.json go with it).", Required = true };
+        var teacher = new Option<string?>("--teacher") { Description = "Teacher checkpoint folder: the job distils; without it, the job continues pretraining." };
+        var kdLoss = new Option<string>("--kd-loss") { Description = "kl (forward KL), rkl (reverse KL) or jsd (Jensen-Shannon).", DefaultValueFactory = _ => "kl" };
+        kdLoss.AcceptOnlyFromAmong("kl", "rkl", "jsd");
+        var temperature = new Option<double>("--temperature") { Description = "Softmax temperature T (the KD term is scaled by T^2).", DefaultValueFactory = _ => 1.0 };
+        var alpha = new Option<double>("--alpha") { Description = "loss = alpha * KD + (1 - alpha) * cross-entropy.", DefaultValueFactory = _ => 0.5 };
+        var teacherDtype = new Option<string>("--teacher-dtype") { Description = "fp32 or bf16: precision the teacher runs in on every GPU.", DefaultValueFactory = _ => "bf16" };
+        teacherDtype.AcceptOnlyFromAmong("fp32", "bf16");
+        var nodes = new Option<int>("--nodes") { Description = "Nodes the job runs on.", DefaultValueFactory = _ => 1 };
+        var gpus = new Option<int>("--gpus-per-node") { Description = "GPUs (processes) per node.", DefaultValueFactory = _ => 8 };
+        var globalBatch = new Option<int?>("--global-batch") { Description = "Windows per optimizer step over all GPUs (default: --batch-size x --grad-accum, the local run's); must be a multiple of nodes x GPUs." };
+        var microBatch = new Option<int?>("--micro-batch") { Description = "Windows per GPU per forward pass (default: --batch-size, or the largest divisor of the per-GPU share below it)." };
+        var port = new Option<int>("--main-port") { Description = "Rendezvous port on node 0.", DefaultValueFactory = _ => 29500 };
+        var force = new Option<bool>("--force") { Description = "Replace --out when it exists." };
+        var copy = new Option<bool>("--copy") { Description = "Copy checkpoints and the token file instead of hard-linking them." };
+        var shared = new TrainingCommandOptions(localRun: false);
+        var command = new Command(
+            "export-job",
+            "Write a runnable job for a distributed training engine (hf-accelerate: Hugging Face Accelerate with FSDP2) from the options of a local " +
+            "'train' or 'distill' run: the engine's configuration, launch.sh and slurm.sbatch for --nodes x --gpus-per-node, the student (and teacher) " +
+            "as Hugging Face folders with the student's own tokenizer and vocab_map.json, the token file with the local train/validation split, " +
+            "and the hyper-parameters translated (job.json). Checkpoints and the token file are hard-linked when the file system allows it. " +
+            "Multiple rounds, hidden-state distillation and teacher caches are not exported.")
+        { engine, student, teacher, kdLoss, temperature, alpha, teacherDtype, nodes, gpus, globalBatch, microBatch, port, force, copy };
+        shared.AddTo(command);
+        shared.Out.Description = "The job folder to create; refused when it exists, unless --force.";
+        command.SetAction(async (parsed, cancellationToken) =>
+        {
+            DistributedEngine chosen;
+            try
+            {
+                chosen = DistributedEngines.Parse(parsed.GetValue(engine)!);
+            }
+            catch (JobExportException e)
+            {
+                throw new UsageException(e.Message, e);
+            }
+
+            string studentDir = parsed.GetValue(student)!;
+            if (!Directory.Exists(studentDir))
+            {
+                throw new UsageException($"--student: '{studentDir}' does not exist.");
+            }
+
+            double t = parsed.GetValue(temperature);
+            double a = parsed.GetValue(alpha);
+            if (!(t > 0) || !double.IsFinite(t))
+            {
+                throw new UsageException($"--temperature must be positive, got {t}.");
+            }
+
+            if (!(a >= 0 && a <= 1))
+            {
+                throw new UsageException($"--alpha must be in [0, 1], got {a}.");
+            }
+
+            (TrainingOptions training, StudentTrainingSettings settings) = shared.Read(parsed, studentDir);
+            string? teacherDir = parsed.GetValue(teacher);
+            var options = new JobExportOptions
+            {
+                Engine = chosen,
+                StudentDirectory = studentDir,
+                TeacherDirectory = teacherDir,
+                TokensPath = parsed.GetValue(shared.Data)!,
+                OutputDirectory = parsed.GetValue(shared.Out)!,
+                Training = training,
+                Distillation = teacherDir is null ? null : new DistillationSettings
+                {
+                    Divergence = parsed.GetValue(kdLoss) switch
+                    {
+                        "rkl" => DistillationDivergence.ReverseKl,
+                        "jsd" => DistillationDivergence.JensenShannon,
+                        _ => DistillationDivergence.ForwardKl,
+                    },
+                    Temperature = t,
+                    Alpha = a,
+                    TeacherDType = parsed.GetValue(teacherDtype) == "bf16" ? TorchSharp.torch.ScalarType.BFloat16 : TorchSharp.torch.ScalarType.Float32,
+                },
+                ValidationFraction = settings.ValidationFraction,
+                Nodes = parsed.GetValue(nodes),
+                GpusPerNode = parsed.GetValue(gpus),
+                GlobalBatchWindows = parsed.GetValue(globalBatch),
+                MicroBatchSize = parsed.GetValue(microBatch),
+                MainProcessPort = parsed.GetValue(port),
+                Force = parsed.GetValue(force),
+                HardLink = !parsed.GetValue(copy),
+            };
+
+            using ILoggerFactory loggers = CliContext.CreateLoggerFactory(parsed);
+            ExportedJob job;
+            try
+            {
+                using ConsoleProgressBar bar = context.CreateProgressBar("export-job");
+                var progress = new InlineProgress<JobExportProgress>(p => bar.Report(p.BytesDone, p.BytesTotal, p.File is null ? p.Stage : $"{p.Stage} {Path.GetFileName(p.File)}"));
+                job = await JobExporter.ExportAsync(options, progress, loggers.CreateLogger("export-job"), cancellationToken).ConfigureAwait(false);
+            }
+            catch (JobExportException e) when (e.IsUsageError)
+            {
+                throw new UsageException("--" + e.Message, e);
+            }
+            catch (JobExportException e)
+            {
+                throw new InvalidDataException("--" + e.Message, e);
+            }
+
+            TextWriter o = context.Output;
+            await o.WriteLineAsync(string.Create(CultureInfo.InvariantCulture, $"wrote the {DistributedEngines.NameOf(job.Engine)} job {job.Directory}")).ConfigureAwait(false);
+            await o.WriteLineAsync(string.Create(
+                CultureInfo.InvariantCulture,
+                $"{job.Nodes} node(s) x {job.GpusPerNode} GPU(s) = {job.WorldSize} processes; {job.TotalSteps} steps of {job.GlobalBatchWindows} windows ({job.MicroBatchSize} per GPU x {job.GradientAccumulation} accumulated), {job.WarmupSteps} warmup")).ConfigureAwait(false);
+            await o.WriteLineAsync(string.Create(CultureInfo.InvariantCulture, $"files: {job.LinkedBytes} bytes hard-linked, {job.CopiedBytes} bytes copied")).ConfigureAwait(false);
+            await o.WriteLineAsync($"run on every node: {job.LaunchCommand}").ConfigureAwait(false);
+            foreach (string note in job.Notes)
+            {
+                await o.WriteLineAsync($"note: {note}").ConfigureAwait(false);
+            }
+
+            return ExitCodes.Success;
+        });
+        return command;
+    }
+}
