@@ -13,8 +13,10 @@ namespace ModelSurgery.Tests.Training.Export;
 /// The job's objective.py against the C# it mirrors, on the same numbers: every divergence with a compressed, padded
 /// student vocabulary, the learning-rate schedule and the weight-decay rule. It needs a Python with PyTorch
 /// (MODELSURGERY_PYTHON, python3 or /usr/bin/python3) and is ignored where there is none; the rest of the export tests
-/// need no Python.
+/// need no Python. An own check, not part of the suite (the suite needs nothing beyond the NuGet restore): run it with
+/// <c>dotnet test --filter "FullyQualifiedName~ExportJobObjectiveParityTests"</c> where Python and PyTorch are installed.
 /// </summary>
+[Explicit("needs a Python with PyTorch")]
 public sealed class ExportJobObjectiveParityTests
 {
     private static readonly long[] Kept = [1, 3, 4, 7];
