@@ -1,0 +1,420 @@
+using System.Text;
+
+namespace ModelSurgery.Inference.Tokenization;
+
+/// <summary>Splits normalized text into pieces (SentencePiece's ModelInterface::Encode for one model type).</summary>
+internal abstract class SentencePieceEncoder
+{
+    protected SentencePieceEncoder(SentencePieceVocabulary vocabulary) => Vocabulary = vocabulary;
+
+    protected SentencePieceVocabulary Vocabulary { get; }
+
+    /// <summary>The pieces of <paramref name="normalized"/>, in order, covering it; ids may be the unknown id.</summary>
+    public abstract void Encode(ReadOnlySpan<byte> normalized, SentencePieceScratch scratch, List<SentencePieceSegment> output);
+
+    public static SentencePieceEncoder Create(SentencePieceModel model, SentencePieceVocabulary vocabulary) => model.ModelType switch
+    {
+        SentencePieceModelType.Unigram => new SentencePieceUnigramEncoder(vocabulary),
+        SentencePieceModelType.Bpe => new SentencePieceBpeEncoder(vocabulary),
+        SentencePieceModelType.Word => new SentencePieceWordEncoder(vocabulary),
+        SentencePieceModelType.Character => new SentencePieceCharacterEncoder(vocabulary),
+        _ => throw new InvalidDataException($"{model.Source}: trainer_spec.model_type {(int)model.ModelType} is not a SentencePiece model type (1 unigram, 2 BPE, 3 word, 4 char)."),
+    };
+}
+
+/// <summary>Per-thread scratch arrays, so concurrent Encode calls share nothing and a single thread allocates little.</summary>
+internal sealed class SentencePieceScratch
+{
+    [ThreadStatic]
+    private static SentencePieceScratch? t_current;
+
+    public ByteBuffer Input = new(256);
+    public ByteBuffer Normalized = new(256);
+    public readonly List<SentencePieceSegment> Segments = new(64);
+    public int[] Ints1 = new int[64], Ints2 = new int[64], Ints3 = new int[64], Ints4 = new int[64];
+    public float[] Floats = new float[64];
+    public bool[] Flags = new bool[64];
+    public BpeAgenda Agenda = new(64);
+
+    /// <summary>The calling thread's scratch; Encode never re-enters itself, so one per thread is enough.</summary>
+    public static SentencePieceScratch Current => t_current ??= new SentencePieceScratch();
+
+    public void EnsureCapacity(int count)
+    {
+        if (Ints1.Length >= count)
+        {
+            return;
+        }
+
+        int size = Math.Max(count, Ints1.Length * 2);
+        Ints1 = new int[size];
+        Ints2 = new int[size];
+        Ints3 = new int[size];
+        Ints4 = new int[size];
+        Floats = new float[size];
+        Flags = new bool[size];
+    }
+}
+
+/// <summary>
+/// bpe_model.cc: start from characters (user-defined symbols whole and frozen), repeatedly merge the adjacent pair
+/// whose concatenation is a piece with the highest score, the leftmost pair on equal scores; merged pieces of type
+/// UNUSED are split back into the pair they were made from.
+/// </summary>
+internal sealed class SentencePieceBpeEncoder(SentencePieceVocabulary vocabulary) : SentencePieceEncoder(vocabulary)
+{
+    private readonly bool _hasUnused = vocabulary.Types.Contains(SentencePieceType.Unused);
+
+    public override void Encode(ReadOnlySpan<byte> normalized, SentencePieceScratch scratch, List<SentencePieceSegment> output)
+    {
+        output.Clear();
+        if (normalized.IsEmpty)
+        {
+            return;
+        }
+
+        scratch.EnsureCapacity(normalized.Length + 1);
+        int[] start = scratch.Ints1, length = scratch.Ints2, prev = scratch.Ints3, next = scratch.Ints4;
+        bool[] freeze = scratch.Flags;
+        SentencePiecePrefixMatcher matcher = Vocabulary.UserDefinedMatcher;
+        int count = 0;
+        for (int position = 0; position < normalized.Length; count++)
+        {
+            int size = matcher.PrefixMatch(normalized[position..], out freeze[count]);
+            start[count] = position;
+            length[count] = size;
+            prev[count] = count - 1;
+            position += size;
+            next[count] = position == normalized.Length ? -1 : count + 1;
+        }
+
+        // rev_merge: merged UNUSED piece -> byte length of its left part, from the last time the pair was proposed.
+        Dictionary<string, int>? reverseMerges = null;
+        BpeAgenda agenda = scratch.Agenda;
+        agenda.Clear();
+
+        void MaybeAddPair(ReadOnlySpan<byte> text, int left, int right)
+        {
+            if (left == -1 || right == -1 || freeze[left] || freeze[right])
+            {
+                return;
+            }
+
+            int size = length[left] + length[right];
+            ReadOnlySpan<byte> piece = text.Slice(start[left], size);
+            int id = Vocabulary.FindNormal(piece);
+            if (id < 0)
+            {
+                return;
+            }
+
+            agenda.Push(new BpeCandidate(Vocabulary.Scores[id], left, right, size));
+            if (_hasUnused && Vocabulary.Types[id] == SentencePieceType.Unused)
+            {
+                (reverseMerges ??= new Dictionary<string, int>(StringComparer.Ordinal))[Encoding.UTF8.GetString(piece)] = length[left];
+            }
+        }
+
+        for (int i = 1; i < count; i++)
+        {
+            MaybeAddPair(normalized, i - 1, i);
+        }
+
+        while (agenda.Count > 0)
+        {
+            BpeCandidate top = agenda.Pop();
+            int left = top.Left, right = top.Right;
+            // Stale: one side was merged away or grew since the pair was proposed.
+            if (length[left] == 0 || length[right] == 0 || length[left] + length[right] != top.Size)
+            {
+                continue;
+            }
+
+            length[left] += length[right];
+            next[left] = next[right];
+            if (next[right] >= 0)
+            {
+                prev[next[right]] = left;
+            }
+
+            length[right] = 0;
+            MaybeAddPair(normalized, prev[left], left);
+            MaybeAddPair(normalized, left, next[left]);
+        }
+
+        for (int index = 0; index != -1; index = next[index])
+        {
+            Resegment(normalized, start[index], length[index], reverseMerges, output);
+        }
+    }
+
+    private void Resegment(ReadOnlySpan<byte> text, int start, int length, Dictionary<string, int>? reverseMerges, List<SentencePieceSegment> output)
+    {
+        ReadOnlySpan<byte> piece = text.Slice(start, length);
+        int id = Vocabulary.PieceToId(piece);
+        if (Vocabulary.Types[id] != SentencePieceType.Unused || reverseMerges is null
+            || !reverseMerges.TryGetValue(Encoding.UTF8.GetString(piece), out int leftLength))
+        {
+            output.Add(new SentencePieceSegment(start, length, id));
+            return;
+        }
+
+        Resegment(text, start, leftLength, reverseMerges, output);
+        Resegment(text, start + leftLength, length - leftLength, reverseMerges, output);
+    }
+}
+
+/// <summary>A proposed merge: the pair (left, right) whose concatenation, <see cref="Size"/> bytes long, is a piece with <see cref="Score"/>.</summary>
+internal readonly record struct BpeCandidate(float Score, int Left, int Right, int Size);
+
+/// <summary>
+/// The merge agenda: a binary max-heap ordered by score, then by the smaller left index, which is the order of
+/// SentencePiece's SymbolPairComparator (equal scores merge leftmost first).
+/// </summary>
+internal sealed class BpeAgenda(int capacity)
+{
+    private BpeCandidate[] _items = new BpeCandidate[Math.Max(capacity, 4)];
+
+    public int Count { get; private set; }
+
+    public void Clear() => Count = 0;
+
+    public void Push(BpeCandidate item)
+    {
+        if (Count == _items.Length)
+        {
+            Array.Resize(ref _items, _items.Length * 2);
+        }
+
+        int i = Count++;
+        while (i > 0)
+        {
+            int parent = (i - 1) >> 1;
+            if (!Before(item, _items[parent]))
+            {
+                break;
+            }
+
+            _items[i] = _items[parent];
+            i = parent;
+        }
+
+        _items[i] = item;
+    }
+
+    public BpeCandidate Pop()
+    {
+        BpeCandidate top = _items[0];
+        BpeCandidate last = _items[--Count];
+        int i = 0;
+        while (true)
+        {
+            int child = (2 * i) + 1;
+            if (child >= Count)
+            {
+                break;
+            }
+
+            if (child + 1 < Count && Before(_items[child + 1], _items[child]))
+            {
+                child++;
+            }
+
+            if (!Before(_items[child], last))
+            {
+                break;
+            }
+
+            _items[i] = _items[child];
+            i = child;
+        }
+
+        if (Count > 0)
+        {
+            _items[i] = last;
+        }
+
+        return top;
+    }
+
+    /// <summary>Whether <paramref name="a"/> is merged before <paramref name="b"/>.</summary>
+    internal static bool Before(BpeCandidate a, BpeCandidate b) => a.Score > b.Score || (a.Score == b.Score && a.Left < b.Left);
+}
+
+/// <summary>
+/// unigram_model.cc's EncodeOptimized: Viterbi over every piece that matches at every character, keeping for each
+/// end position the best path ending there. A character no piece of one character covers gets an unknown node
+/// scored (lowest normal score - 10); user-defined pieces score (byte length x highest normal score - 0.1).
+/// The arithmetic follows the C++ types: piece candidates are summed and compared in double and stored as float,
+/// unknown candidates are summed in float; the first candidate wins ties.
+/// </summary>
+internal sealed class SentencePieceUnigramEncoder : SentencePieceEncoder
+{
+    /// <summary>kUnkPenalty: how much worse than the worst piece an unknown character scores.</summary>
+    internal const float UnknownPenalty = 10.0f;
+
+    private readonly DoubleArrayTrie _trie;
+    private readonly float _maxScore;
+    private readonly float _unknownScore;
+
+    public SentencePieceUnigramEncoder(SentencePieceVocabulary vocabulary)
+        : base(vocabulary)
+    {
+        // The C++ starts from FLT_MAX / FLT_MIN (the smallest positive float, not the most negative) over NORMAL pieces.
+        float min = float.MaxValue, max = 1.17549435E-38f;
+        for (int id = 0; id < vocabulary.Count; id++)
+        {
+            if (vocabulary.Types[id] == SentencePieceType.Normal)
+            {
+                min = Math.Min(min, vocabulary.Scores[id]);
+                max = Math.Max(max, vocabulary.Scores[id]);
+            }
+        }
+
+        _maxScore = max;
+        _unknownScore = min - UnknownPenalty;
+        // BuildTrie: pieces sorted by (bytes, id), handed to darts-clone as NUL-terminated strings (a piece ends at
+        // its first NUL); of equal keys the first is kept.
+        _trie = DoubleArrayTrie.Build(vocabulary.Normal
+            .OrderBy(p => p.Key, ByteArrayComparer.Instance).ThenBy(p => p.Id)
+            .Select(p => (p.Key.AsSpan().IndexOf((byte)0) is int nul and >= 0 ? p.Key[..nul] : p.Key, p.Id)));
+    }
+
+    public float MaxScore => _maxScore;
+
+    public float UnknownScore => _unknownScore;
+
+    public override void Encode(ReadOnlySpan<byte> normalized, SentencePieceScratch scratch, List<SentencePieceSegment> output)
+    {
+        output.Clear();
+        int size = normalized.Length;
+        if (size == 0)
+        {
+            return;
+        }
+
+        scratch.EnsureCapacity(size + 1);
+        int[] bestId = scratch.Ints1, bestStart = scratch.Ints2;
+        float[] bestScore = scratch.Floats;
+        Array.Fill(bestStart, -1, 0, size + 1);
+        Array.Clear(bestScore, 0, size + 1);
+        SentencePieceType[] types = Vocabulary.Types;
+        float[] scores = Vocabulary.Scores;
+        for (int startsAt = 0; startsAt < size;)
+        {
+            float scoreTillHere = bestScore[startsAt];
+            bool hasSingleNode = false;
+            int charLength = Math.Min(SentencePieceUtf8.OneCharLen(normalized[startsAt]), size - startsAt);
+            int node = 0;
+            for (int keyPos = startsAt; keyPos < size;)
+            {
+                node = _trie.Next(node, normalized[keyPos]);
+                if (node < 0)
+                {
+                    break;
+                }
+
+                keyPos++;
+                int id = _trie.ValueAt(node);
+                if (id < 0 || types[id] == SentencePieceType.Unused)
+                {
+                    continue;
+                }
+
+                int length = keyPos - startsAt;
+                double score = types[id] == SentencePieceType.UserDefined ? (double)(float)(length * _maxScore) - 0.1 : scores[id];
+                double candidate = score + scoreTillHere;
+                if (bestStart[keyPos] == -1 || candidate > bestScore[keyPos])
+                {
+                    bestScore[keyPos] = (float)candidate;
+                    bestStart[keyPos] = startsAt;
+                    bestId[keyPos] = id;
+                }
+
+                if (!hasSingleNode && length == charLength)
+                {
+                    hasSingleNode = true;
+                }
+            }
+
+            if (!hasSingleNode)
+            {
+                int target = startsAt + charLength;
+                float candidate = (float)(_unknownScore + scoreTillHere);
+                if (bestStart[target] == -1 || candidate > bestScore[target])
+                {
+                    bestScore[target] = candidate;
+                    bestStart[target] = startsAt;
+                    bestId[target] = Vocabulary.UnknownId;
+                }
+            }
+
+            startsAt += charLength;
+        }
+
+        for (int endsAt = size; endsAt > 0;)
+        {
+            int startsAt = bestStart[endsAt];
+            if (startsAt < 0)
+            {
+                throw new InvalidOperationException($"No path reaches byte {endsAt} of the normalized text; a piece ends inside a character.");
+            }
+
+            output.Add(new SentencePieceSegment(startsAt, endsAt - startsAt, bestId[endsAt]));
+            endsAt = startsAt;
+        }
+
+        output.Reverse();
+    }
+
+    private sealed class ByteArrayComparer : IComparer<byte[]>
+    {
+        public static readonly ByteArrayComparer Instance = new();
+
+        public int Compare(byte[]? x, byte[]? y) => x.AsSpan().SequenceCompareTo(y);
+    }
+}
+
+/// <summary>word_model.cc: one piece per word, a word starting at each U+2581 (the trainer's whitespace options do not apply).</summary>
+internal sealed class SentencePieceWordEncoder(SentencePieceVocabulary vocabulary) : SentencePieceEncoder(vocabulary)
+{
+    public override void Encode(ReadOnlySpan<byte> normalized, SentencePieceScratch scratch, List<SentencePieceSegment> output)
+    {
+        output.Clear();
+        int wordStart = 0;
+        for (int position = 0; position < normalized.Length;)
+        {
+            int length = SentencePieceUtf8.CharLength(normalized[position..]);
+            if (position > 0 && normalized.Slice(position, length).SequenceEqual(SentencePieceUtf8.SpaceSymbol))
+            {
+                Add(normalized, wordStart, position, output);
+                wordStart = position;
+            }
+
+            position += length;
+        }
+
+        if (normalized.Length > 0)
+        {
+            Add(normalized, wordStart, normalized.Length, output);
+        }
+    }
+
+    private void Add(ReadOnlySpan<byte> text, int start, int end, List<SentencePieceSegment> output) =>
+        output.Add(new SentencePieceSegment(start, end - start, Vocabulary.PieceToId(text[start..end])));
+}
+
+/// <summary>char_model.cc: one piece per character (user-defined symbols whole).</summary>
+internal sealed class SentencePieceCharacterEncoder(SentencePieceVocabulary vocabulary) : SentencePieceEncoder(vocabulary)
+{
+    public override void Encode(ReadOnlySpan<byte> normalized, SentencePieceScratch scratch, List<SentencePieceSegment> output)
+    {
+        output.Clear();
+        for (int position = 0; position < normalized.Length;)
+        {
+            int length = Vocabulary.UserDefinedMatcher.PrefixMatch(normalized[position..], out _);
+            output.Add(new SentencePieceSegment(position, length, Vocabulary.PieceToId(normalized.Slice(position, length))));
+            position += length;
+        }
+    }
+}
