@@ -31,13 +31,20 @@ internal sealed class SentencePieceScratch
     public ByteBuffer Input = new(256);
     public ByteBuffer Normalized = new(256);
     public readonly List<SentencePieceSegment> Segments = new(64);
-    public int[] Ints1 = new int[64], Ints2 = new int[64], Ints3 = new int[64], Ints4 = new int[64];
+    public int[] Ints1 = new int[64], Ints2 = new int[64], Ints3 = new int[64], Ints4 = new int[64], Ints5 = new int[64];
     public float[] Floats = new float[64];
     public bool[] Flags = new bool[64];
-    public BpeAgenda Agenda = new(64);
+    private readonly BpeAgenda _agenda = new(64);
 
     /// <summary>The calling thread's scratch; Encode never re-enters itself, so one per thread is enough.</summary>
     public static SentencePieceScratch Current => t_current ??= new SentencePieceScratch();
+
+    /// <summary>The BPE agenda, emptied.</summary>
+    public BpeAgenda ResetAgenda()
+    {
+        _agenda.Clear();
+        return _agenda;
+    }
 
     public void EnsureCapacity(int count)
     {
@@ -51,6 +58,7 @@ internal sealed class SentencePieceScratch
         Ints2 = new int[size];
         Ints3 = new int[size];
         Ints4 = new int[size];
+        Ints5 = new int[size];
         Floats = new float[size];
         Flags = new bool[size];
     }
@@ -64,6 +72,7 @@ internal sealed class SentencePieceScratch
 internal sealed class SentencePieceBpeEncoder(SentencePieceVocabulary vocabulary) : SentencePieceEncoder(vocabulary)
 {
     private readonly bool _hasUnused = vocabulary.Types.Contains(SentencePieceType.Unused);
+    private readonly DoubleArrayTrie? _trie = vocabulary.NormalTrie;
 
     public override void Encode(ReadOnlySpan<byte> normalized, SentencePieceScratch scratch, List<SentencePieceSegment> output)
     {
@@ -74,55 +83,34 @@ internal sealed class SentencePieceBpeEncoder(SentencePieceVocabulary vocabulary
         }
 
         scratch.EnsureCapacity(normalized.Length + 1);
-        int[] start = scratch.Ints1, length = scratch.Ints2, prev = scratch.Ints3, next = scratch.Ints4;
-        bool[] freeze = scratch.Flags;
+        var state = new State(scratch);
         SentencePiecePrefixMatcher matcher = Vocabulary.UserDefinedMatcher;
         int count = 0;
         for (int position = 0; position < normalized.Length; count++)
         {
-            int size = matcher.PrefixMatch(normalized[position..], out freeze[count]);
-            start[count] = position;
-            length[count] = size;
-            prev[count] = count - 1;
+            int size = matcher.IsEmpty ? SentencePieceUtf8.CharLength(normalized[position..]) : matcher.PrefixMatch(normalized[position..], out state.Freeze[count]);
+            state.Start[count] = position;
+            state.Length[count] = size;
+            state.Prev[count] = count - 1;
+            state.Node[count] = _trie is null ? -1 : Walk(0, normalized.Slice(position, size));
             position += size;
-            next[count] = position == normalized.Length ? -1 : count + 1;
+            state.Next[count] = position == normalized.Length ? -1 : count + 1;
         }
 
-        // rev_merge: merged UNUSED piece -> byte length of its left part, from the last time the pair was proposed.
-        Dictionary<string, int>? reverseMerges = null;
-        BpeAgenda agenda = scratch.Agenda;
-        agenda.Clear();
-
-        void MaybeAddPair(ReadOnlySpan<byte> text, int left, int right)
+        if (matcher.IsEmpty)
         {
-            if (left == -1 || right == -1 || freeze[left] || freeze[right])
-            {
-                return;
-            }
-
-            int size = length[left] + length[right];
-            ReadOnlySpan<byte> piece = text.Slice(start[left], size);
-            int id = Vocabulary.FindNormal(piece);
-            if (id < 0)
-            {
-                return;
-            }
-
-            agenda.Push(new BpeCandidate(Vocabulary.Scores[id], left, right, size));
-            if (_hasUnused && Vocabulary.Types[id] == SentencePieceType.Unused)
-            {
-                (reverseMerges ??= new Dictionary<string, int>(StringComparer.Ordinal))[Encoding.UTF8.GetString(piece)] = length[left];
-            }
+            Array.Clear(state.Freeze, 0, count);
         }
 
         for (int i = 1; i < count; i++)
         {
-            MaybeAddPair(normalized, i - 1, i);
+            MaybeAddPair(normalized, ref state, i - 1, i);
         }
 
-        while (agenda.Count > 0)
+        int[] length = state.Length, next = state.Next, prev = state.Prev;
+        while (state.Agenda.Count > 0)
         {
-            BpeCandidate top = agenda.Pop();
+            BpeCandidate top = state.Agenda.Pop();
             int left = top.Left, right = top.Right;
             // Stale: one side was merged away or grew since the pair was proposed.
             if (length[left] == 0 || length[right] == 0 || length[left] + length[right] != top.Size)
@@ -131,6 +119,7 @@ internal sealed class SentencePieceBpeEncoder(SentencePieceVocabulary vocabulary
             }
 
             length[left] += length[right];
+            state.Node[left] = top.Node;
             next[left] = next[right];
             if (next[right] >= 0)
             {
@@ -138,14 +127,62 @@ internal sealed class SentencePieceBpeEncoder(SentencePieceVocabulary vocabulary
             }
 
             length[right] = 0;
-            MaybeAddPair(normalized, prev[left], left);
-            MaybeAddPair(normalized, left, next[left]);
+            MaybeAddPair(normalized, ref state, prev[left], left);
+            MaybeAddPair(normalized, ref state, left, next[left]);
         }
 
         for (int index = 0; index != -1; index = next[index])
         {
-            Resegment(normalized, start[index], length[index], reverseMerges, output);
+            Resegment(normalized, state.Start[index], length[index], state.ReverseMerges, output);
         }
+    }
+
+    /// <summary>MaybeAddNewSymbolPair: propose merging two adjacent symbols when their concatenation is a piece.</summary>
+    private void MaybeAddPair(ReadOnlySpan<byte> text, ref State state, int left, int right)
+    {
+        if (left == -1 || right == -1 || state.Freeze[left] || state.Freeze[right])
+        {
+            return;
+        }
+
+        int size = state.Length[left] + state.Length[right];
+        int node = -1, id;
+        if (_trie is not null)
+        {
+            // Continue the walk where the left symbol's own walk ended instead of starting from the root.
+            node = state.Node[left] < 0 ? -1 : Walk(state.Node[left], text.Slice(state.Start[right], state.Length[right]));
+            id = node < 0 ? -1 : _trie.ValueAt(node);
+        }
+        else
+        {
+            id = Vocabulary.FindNormal(text.Slice(state.Start[left], size));
+        }
+
+        if (id < 0)
+        {
+            return;
+        }
+
+        state.Agenda.Push(new BpeCandidate(Vocabulary.Scores[id], left, right, size, node));
+        if (_hasUnused && Vocabulary.Types[id] == SentencePieceType.Unused)
+        {
+            // rev_merge: the UNUSED piece -> byte length of its left part, from the last time such a pair was proposed.
+            (state.ReverseMerges ??= new Dictionary<string, int>(StringComparer.Ordinal))[Encoding.UTF8.GetString(text.Slice(state.Start[left], size))] = state.Length[left];
+        }
+    }
+
+    private int Walk(int node, ReadOnlySpan<byte> bytes)
+    {
+        foreach (byte b in bytes)
+        {
+            node = _trie!.Next(node, b);
+            if (node < 0)
+            {
+                return -1;
+            }
+        }
+
+        return node;
     }
 
     private void Resegment(ReadOnlySpan<byte> text, int start, int length, Dictionary<string, int>? reverseMerges, List<SentencePieceSegment> output)
@@ -162,10 +199,22 @@ internal sealed class SentencePieceBpeEncoder(SentencePieceVocabulary vocabulary
         Resegment(text, start, leftLength, reverseMerges, output);
         Resegment(text, start + leftLength, length - leftLength, reverseMerges, output);
     }
+
+    /// <summary>The symbols (a doubly linked list over the scratch arrays) and the merge agenda of one Encode call.</summary>
+    private struct State(SentencePieceScratch scratch)
+    {
+        public readonly int[] Start = scratch.Ints1, Length = scratch.Ints2, Prev = scratch.Ints3, Next = scratch.Ints4, Node = scratch.Ints5;
+        public readonly bool[] Freeze = scratch.Flags;
+        public readonly BpeAgenda Agenda = scratch.ResetAgenda();
+        public Dictionary<string, int>? ReverseMerges;
+    }
 }
 
-/// <summary>A proposed merge: the pair (left, right) whose concatenation, <see cref="Size"/> bytes long, is a piece with <see cref="Score"/>.</summary>
-internal readonly record struct BpeCandidate(float Score, int Left, int Right, int Size);
+/// <summary>
+/// A proposed merge: the pair (left, right) whose concatenation, <see cref="Size"/> bytes long, is a piece with
+/// <see cref="Score"/>; <see cref="Node"/> is the piece's trie node (-1 when lookups go through the vocabulary).
+/// </summary>
+internal readonly record struct BpeCandidate(float Score, int Left, int Right, int Size, int Node);
 
 /// <summary>
 /// The merge agenda: a binary max-heap ordered by score, then by the smaller left index, which is the order of

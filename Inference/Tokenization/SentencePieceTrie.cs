@@ -189,17 +189,24 @@ internal sealed class DoubleArrayTrie
 
     private static uint Label(uint unit) => unit & (LeafFlag | 0xFF);
 
-    /// <summary>Places nodes breadth first; each parent gets a block base no other parent uses, so the label check alone identifies children.</summary>
+    /// <summary>
+    /// Places nodes breadth first; each parent gets a block base no other parent uses, so the label check alone
+    /// identifies children. Free slots are found through a "next free slot" forest with path compression, and the
+    /// search starts at most <see cref="SearchWindow"/> slots below the top, leaving older holes behind as
+    /// darts-clone does, so building stays near linear.
+    /// </summary>
     private sealed class Builder(List<(byte[] Key, int Value)> keys)
     {
+        private const int SearchWindow = 1 << 14;
+
         private uint[] _units = new uint[256];
-        private bool[] _used = new bool[256];
+        private int[] _nextFree = InitialFree(256);
         private readonly HashSet<int> _usedBases = [];
-        private int _firstFree = 1;
+        private int _top = 1;
 
         public DoubleArrayTrie Build()
         {
-            _used[Root] = true;
+            Reserve(Root);
             // Work items: (array position, depth, key range [lo, hi)) of nodes whose children are still to be placed.
             var queue = new Queue<(int Position, int Depth, int Lo, int Hi)>();
             queue.Enqueue((Root, 0, 0, keys.Count));
@@ -267,36 +274,15 @@ internal sealed class DoubleArrayTrie
             }
 
             // Whole 256-unit blocks, as darts-clone writes them, so every child slot a lookup can compute exists.
-            int size = 0;
-            for (int p = _used.Length - 1; p >= 0; p--)
-            {
-                if (_used[p])
-                {
-                    size = p + 1;
-                    break;
-                }
-            }
-
-            size = (size + 255) / 256 * 256;
+            int size = (_top + 255) / 256 * 256;
             Array.Resize(ref _units, size);
             return new DoubleArrayTrie(_units);
         }
 
         private int FindBase(int parent, List<int> labels)
         {
-            for (int free = _firstFree; ; free++)
+            for (int free = FindFree(Math.Max(1, _top - SearchWindow)); ; free = FindFree(free + 1))
             {
-                EnsureCapacity(free + 256);
-                if (_used[free])
-                {
-                    if (free == _firstFree)
-                    {
-                        _firstFree++;
-                    }
-
-                    continue;
-                }
-
                 int candidate = free ^ labels[0];
                 if (candidate == Root || _usedBases.Contains(candidate) || !Encodable((uint)(parent ^ candidate)))
                 {
@@ -308,7 +294,7 @@ internal sealed class DoubleArrayTrie
                 for (int k = 1; k < labels.Count && fits; k++)
                 {
                     int slot = candidate ^ labels[k];
-                    fits = slot != Root && !_used[slot];
+                    fits = slot != Root && FindFree(slot) == slot;
                 }
 
                 if (fits)
@@ -318,18 +304,39 @@ internal sealed class DoubleArrayTrie
             }
         }
 
+        /// <summary>The first free slot at or after <paramref name="position"/> (growing the arrays as needed).</summary>
+        private int FindFree(int position)
+        {
+            EnsureCapacity(position + 1);
+            int root = position;
+            while (_nextFree[root] != root)
+            {
+                root = _nextFree[root];
+                EnsureCapacity(root + 1);
+            }
+
+            // Path compression: everything walked now points at the free slot.
+            while (_nextFree[position] != root)
+            {
+                (position, _nextFree[position]) = (_nextFree[position], root);
+            }
+
+            return root;
+        }
+
         private static bool Encodable(uint offset) =>
             offset < (1u << 21) || (offset < (1u << 29) && (offset & 0xFF) == 0);
 
         private void Reserve(int position)
         {
-            EnsureCapacity(position + 1);
-            _used[position] = true;
+            EnsureCapacity(position + 2);
+            _nextFree[position] = position + 1;
+            _top = Math.Max(_top, position + 1);
         }
 
         private void EnsureCapacity(int size)
         {
-            if (size <= _used.Length)
+            if (size <= _units.Length)
             {
                 return;
             }
@@ -339,9 +346,25 @@ internal sealed class DoubleArrayTrie
                 throw new ArgumentException("Too many keys for a darts-clone double array.");
             }
 
-            int capacity = Math.Max(size, _used.Length * 2);
-            Array.Resize(ref _used, capacity);
+            int old = _units.Length;
+            int capacity = Math.Max(size, old * 2);
             Array.Resize(ref _units, capacity);
+            Array.Resize(ref _nextFree, capacity);
+            for (int i = old; i < capacity; i++)
+            {
+                _nextFree[i] = i;
+            }
+        }
+
+        private static int[] InitialFree(int size)
+        {
+            int[] next = new int[size];
+            for (int i = 0; i < size; i++)
+            {
+                next[i] = i;
+            }
+
+            return next;
         }
     }
 }

@@ -123,6 +123,12 @@ internal sealed class SentencePieceVocabulary
 
     public int Count => Text.Length;
 
+    /// <summary>
+    /// The trie of normal, user-defined and unused pieces (value = id) when it holds all of them, so a walk through it
+    /// is the whole lookup; null when a piece contains NUL or there are none.
+    /// </summary>
+    public DoubleArrayTrie? NormalTrie => _pieces.CompleteTrie;
+
     /// <summary>The id of a normal, user-defined or unused piece, or -1 (the lookup BPE merges with).</summary>
     public int FindNormal(ReadOnlySpan<byte> piece) => _pieces.Find(piece);
 
@@ -170,6 +176,8 @@ internal sealed class SentencePieceVocabulary
                     .ToDictionary(e => Encoding.UTF8.GetString(e.Key), e => e.Id, StringComparer.Ordinal);
             }
         }
+
+        public DoubleArrayTrie? CompleteTrie => _withNul is null ? _trie : null;
 
         public int Find(ReadOnlySpan<byte> key)
         {
