@@ -189,9 +189,10 @@ public sealed class SentencePieceModel
     /// <param name="addDummyPrefix">Prepend a space (U+2581) to the input, as Llama 2 does (ignored when <paramref name="normalizer"/> is given).</param>
     /// <param name="normalizer">The normalizer spec; null for no rules, Llama 2's whitespace settings and <paramref name="addDummyPrefix"/>.</param>
     /// <param name="treatWhitespaceAsSuffix">trainer_spec.treat_whitespace_as_suffix.</param>
+    /// <param name="denormalizer">denormalizer_spec, applied to decoded text; null for none.</param>
     public static SentencePieceModel Create(IReadOnlyList<SentencePiece> pieces, SentencePieceModelType modelType, bool byteFallback,
         int unknownId = 0, int bosId = 1, int eosId = 2, int padId = -1, bool addDummyPrefix = true,
-        SentencePieceNormalizerSpec? normalizer = null, bool treatWhitespaceAsSuffix = false)
+        SentencePieceNormalizerSpec? normalizer = null, bool treatWhitespaceAsSuffix = false, SentencePieceNormalizerSpec? denormalizer = null)
     {
         ArgumentNullException.ThrowIfNull(pieces);
         var trainer = new ProtoMessage();
@@ -210,6 +211,11 @@ public sealed class SentencePieceModel
         var model = new ProtoMessage();
         model.SetBytes(TrainerSpecField, trainer.ToBytes());
         model.SetBytes(NormalizerSpecField, WriteNormalizerSpec(normalizer));
+        if (denormalizer is not null)
+        {
+            model.SetBytes(DenormalizerSpecField, WriteNormalizerSpec(denormalizer));
+        }
+
         return new SentencePieceModel(model, trainer, [.. pieces], "created model");
     }
 

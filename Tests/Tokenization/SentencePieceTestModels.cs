@@ -110,6 +110,8 @@ internal static class SentencePieceTestModels
         Whitespace("ws-suffix", SentencePieceNormalizerSpec.Identity, suffix: true),
         Whitespace("ws-suffix-remove-extra", SentencePieceNormalizerSpec.Identity with { RemoveExtraWhitespaces = true }, suffix: true),
         CharsMap(),
+        Denormalizer("denormalizer", new SentencePieceNormalizerSpec("denormalize", DenormalizerMap(), AddDummyPrefix: false, RemoveExtraWhitespaces: false, EscapeWhitespaces: false)),
+        Denormalizer("denormalizer-proto-defaults", new SentencePieceNormalizerSpec(null, DenormalizerMap())),
         WordAndChar(SentencePieceModelType.Word),
         WordAndChar(SentencePieceModelType.Character),
     ];
@@ -240,6 +242,21 @@ internal static class SentencePieceTestModels
             .. SpecialsAndUnknowns, "Ａ", "ＡＡ", "Ａ!", "Ａ !", "ﬁ", "e\u0301", "é", "a", "ab", "abc", "abcabc", "aab", "a\tb\nc", "\u3000a\u3000",
             "zero\u200bwidth", "\u200b", "Ω Ω", "!", "a!b", "  !  ",
         ]);
+    }
+
+    private static byte[] DenormalizerMap() =>
+        PrecompiledCharsMap.Build(new Dictionary<string, string> { ["a"] = "A", ["bc"] = "<BC>", ["é"] = "e\u0301" }).ToBytes();
+
+    /// <summary>
+    /// A denormalizer_spec: decoded text goes through a second normalizer, whose whitespace options apply as well
+    /// (with the proto defaults, it gains a leading space marker and escaped spaces).
+    /// </summary>
+    private static TinySentencePieceCase Denormalizer(string name, SentencePieceNormalizerSpec denormalizer)
+    {
+        List<SentencePiece> pieces = Specials();
+        pieces.AddRange(Normal(("▁", -2), ("a", -1), ("b", -1), ("c", -1), ("é", -1), ("▁a", -1.5f), ("bc", -1.2f)));
+        SentencePieceModel model = SentencePieceModel.Create(pieces, SentencePieceModelType.Unigram, byteFallback: false, denormalizer: denormalizer);
+        return new(name, model, [.. SpecialsAndUnknowns, "abc", "a bc a", "  é  ", "cba"]);
     }
 
     /// <summary>The word and char model types.</summary>
