@@ -12,6 +12,12 @@ internal abstract class SentencePieceEncoder
     /// <summary>The pieces of <paramref name="normalized"/>, in order, covering it; ids may be the unknown id.</summary>
     public abstract void Encode(ReadOnlySpan<byte> normalized, SentencePieceScratch scratch, List<SentencePieceSegment> output);
 
+    /// <summary>
+    /// VerifyOutputsEquivalent for the self-test: the pieces must be the same, except that Unigram accepts another
+    /// segmentation of the same score (within 1e-7).
+    /// </summary>
+    public virtual bool Equivalent(string expected, string actual) => expected == actual;
+
     public static SentencePieceEncoder Create(SentencePieceModel model, SentencePieceVocabulary vocabulary) => model.ModelType switch
     {
         SentencePieceModelType.Unigram => new SentencePieceUnigramEncoder(vocabulary),
@@ -36,8 +42,20 @@ internal sealed class SentencePieceScratch
     public bool[] Flags = new bool[64];
     private readonly BpeAgenda _agenda = new(64);
 
+    /// <summary>Inputs above this many bytes leave scratch arrays a thread should not keep.</summary>
+    private const int KeepLimit = 1 << 20;
+
     /// <summary>The calling thread's scratch; Encode never re-enters itself, so one per thread is enough.</summary>
     public static SentencePieceScratch Current => t_current ??= new SentencePieceScratch();
+
+    /// <summary>Drops the calling thread's scratch after a large input, so one long document does not pin its buffers.</summary>
+    public static void ReleaseIfLarge(int inputBytes)
+    {
+        if (inputBytes > KeepLimit)
+        {
+            t_current = null;
+        }
+    }
 
     /// <summary>The BPE agenda, emptied.</summary>
     public BpeAgenda ResetAgenda()
@@ -329,9 +347,24 @@ internal sealed class SentencePieceUnigramEncoder : SentencePieceEncoder
             .Select(p => (p.Key.AsSpan().IndexOf((byte)0) is int nul and >= 0 ? p.Key[..nul] : p.Key, p.Id)));
     }
 
-    public float MaxScore => _maxScore;
+    public override bool Equivalent(string expected, string actual) => Math.Abs(Score(expected) - Score(actual)) <= 1e-7f;
 
-    public float UnknownScore => _unknownScore;
+    /// <summary>The score the self-test gives pieces joined by spaces (float sums, user-defined and unknown pieces as in the lattice).</summary>
+    private float Score(string pieces)
+    {
+        float total = 0;
+        foreach (string piece in pieces.Split(' '))
+        {
+            byte[] utf8 = Encoding.UTF8.GetBytes(piece);
+            int id = Vocabulary.PieceToId(utf8);
+            // float += double for user-defined pieces (the sum is taken in double, then rounded), float += float otherwise.
+            total = id == Vocabulary.UnknownId ? total + _unknownScore
+                : Vocabulary.Types[id] == SentencePieceType.UserDefined ? (float)(total + ((double)(float)(utf8.Length * _maxScore) - 0.1))
+                : total + Vocabulary.Scores[id];
+        }
+
+        return total;
+    }
 
     public override void Encode(ReadOnlySpan<byte> normalized, SentencePieceScratch scratch, List<SentencePieceSegment> output)
     {

@@ -69,7 +69,8 @@ public sealed record SentencePieceNormalizerSpec(string? Name, byte[] Precompile
 /// </summary>
 public sealed class SentencePieceModel
 {
-    private const int PiecesField = 1, TrainerSpecField = 2, NormalizerSpecField = 3, DenormalizerSpecField = 5;
+    private const int PiecesField = 1, TrainerSpecField = 2, NormalizerSpecField = 3, SelfTestDataField = 4, DenormalizerSpecField = 5;
+    private const int SampleField = 1, SampleInputField = 1, SampleExpectedField = 2;
     private const int PieceTextField = 1, PieceScoreField = 2, PieceTypeField = 3;
     private const int ModelTypeField = 3, ByteFallbackField = 35, UnkIdField = 40, BosIdField = 41, EosIdField = 42, PadIdField = 43;
     private const int TreatWhitespaceAsSuffixField = 24, UnkSurfaceField = 44, UnkPieceField = 45, BosPieceField = 46, EosPieceField = 47, PadPieceField = 48;
@@ -135,6 +136,30 @@ public sealed class SentencePieceModel
 
     /// <summary>denormalizer_spec, applied to decoded text when it has rules; null when the model has none.</summary>
     public SentencePieceNormalizerSpec? DenormalizerSpec { get; }
+
+    /// <summary>
+    /// self_test_data: inputs with the pieces (joined by spaces) the trainer expected; SentencePiece refuses to load a
+    /// model that does not reproduce them.
+    /// </summary>
+    internal IReadOnlyList<(string Input, string Expected)> SelfTestSamples
+    {
+        get
+        {
+            if (_model.Last(SelfTestDataField) is not { WireType: ProtoWireType.LengthDelimited } data)
+            {
+                return [];
+            }
+
+            var samples = new List<(string, string)>();
+            foreach (ProtoField sample in ProtoMessage.Parse(data.Payload, Source).Fields.Where(f => f.Number == SampleField && f.WireType == ProtoWireType.LengthDelimited))
+            {
+                ProtoMessage message = ProtoMessage.Parse(sample.Payload, Source);
+                samples.Add((message.GetString(SampleInputField) ?? "", message.GetString(SampleExpectedField) ?? ""));
+            }
+
+            return samples;
+        }
+    }
 
     /// <summary>Reads a <c>.model</c> file.</summary>
     /// <exception cref="InvalidDataException">The file is not a SentencePiece model; the message names the file.</exception>

@@ -44,6 +44,7 @@ public sealed class SentencePieceProcessor
         BosId = ReservedId(model.BosPiece, SentencePieceType.Control);
         EosId = ReservedId(model.EosPiece, SentencePieceType.Control);
         PadId = ReservedId(model.PadPiece, SentencePieceType.Control);
+        RunSelfTest();
     }
 
     /// <summary>The model.</summary>
@@ -242,6 +243,7 @@ public sealed class SentencePieceProcessor
             previousUnknown = unknown;
         }
 
+        SentencePieceScratch.ReleaseIfLarge(utf8.Length);
         if (consumed != normalized.Length)
         {
             throw new InvalidOperationException(
@@ -318,6 +320,27 @@ public sealed class SentencePieceProcessor
         int max = Encoding.UTF8.GetMaxByteCount(text.Length);
         buffer.Reserve(max);
         buffer.Length = Encoding.UTF8.GetBytes(text, buffer.Writable);
+    }
+
+    /// <summary>SentencePiece's load-time self-test: the model must segment its self_test_data as recorded.</summary>
+    private void RunSelfTest()
+    {
+        var failures = new List<string>();
+        IReadOnlyList<(string Input, string Expected)> samples = Model.SelfTestSamples;
+        foreach ((string input, string expected) in samples)
+        {
+            string actual = string.Join(" ", EncodeToPieces(input));
+            if (!_encoder.Equivalent(expected, actual))
+            {
+                failures.Add($"'{input}': expected '{expected}', got '{actual}'");
+            }
+        }
+
+        if (failures.Count > 0)
+        {
+            throw new InvalidDataException(
+                $"{Model.Source}: {failures.Count}/{samples.Count} self_test_data samples did not pass; SentencePiece refuses such a model. First: {failures[0]}");
+        }
     }
 
     private int ReservedId(string piece, SentencePieceType type)

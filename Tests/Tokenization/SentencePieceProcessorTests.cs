@@ -260,6 +260,25 @@ public sealed class SentencePieceProcessorTests
     }
 
     [Test]
+    public void Self_test_data_must_be_reproduced_for_the_model_to_load()
+    {
+        static byte[] Field(int number, byte[] payload) => [(byte)((number << 3) | 2), (byte)payload.Length, .. payload];
+        static byte[] Sample(string input, string expected) =>
+            Field(1, [.. Field(1, Encoding.UTF8.GetBytes(input)), .. Field(2, Encoding.UTF8.GetBytes(expected))]);
+        SentencePieceModel Model(SentencePieceModelType type, string expected) => SentencePieceModel.Parse(
+            [.. SentencePieceModel.Create([new("<unk>", 0, SentencePieceType.Unknown), new("▁", -1, SentencePieceType.Normal), new("a", -1, SentencePieceType.Normal),
+                new("▁a", -2, SentencePieceType.Normal), new("b", -1, SentencePieceType.Normal)], type, false).ToBytes(),
+              .. Field(4, [.. Sample("a", expected), .. Sample("b", "▁ b")])], "selftest.model");
+
+        Assert.That(new SentencePieceProcessor(Model(SentencePieceModelType.Bpe, "▁a")).Encode("a"), Is.EqualTo(new[] { 3 }));
+        Assert.That(() => new SentencePieceProcessor(Model(SentencePieceModelType.Bpe, "▁ a")),
+            Throws.InstanceOf<InvalidDataException>().With.Message.Contains("selftest.model: 1/2 self_test_data samples"));
+        // Unigram accepts another segmentation with the same score: ▁ a (-1 + -1) for ▁a (-2).
+        Assert.That(() => new SentencePieceProcessor(Model(SentencePieceModelType.Unigram, "▁ a")), Throws.Nothing);
+        Assert.That(() => new SentencePieceProcessor(Model(SentencePieceModelType.Unigram, "▁ a b")), Throws.InstanceOf<InvalidDataException>());
+    }
+
+    [Test]
     public void Model_settings_round_trip_through_the_file()
     {
         var spec = new SentencePieceNormalizerSpec("custom", PrecompiledCharsMap.Build(SentencePieceTestModels.CharsMapRules).ToBytes(), false, true, false);
