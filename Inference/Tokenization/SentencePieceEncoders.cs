@@ -87,10 +87,42 @@ internal sealed class SentencePieceScratch
 /// whose concatenation is a piece with the highest score, the leftmost pair on equal scores; merged pieces of type
 /// UNUSED are split back into the pair they were made from.
 /// </summary>
-internal sealed class SentencePieceBpeEncoder(SentencePieceVocabulary vocabulary) : SentencePieceEncoder(vocabulary)
+internal sealed class SentencePieceBpeEncoder : SentencePieceEncoder
 {
-    private readonly bool _hasUnused = vocabulary.Types.Contains(SentencePieceType.Unused);
-    private readonly DoubleArrayTrie? _trie = vocabulary.NormalTrie;
+    private readonly bool _hasUnused;
+    private readonly DoubleArrayTrie? _trie;
+    private readonly bool _splitBeforeSpaces;
+
+    /// <summary>Whether this vocabulary lets the text be merged in independent stretches.</summary>
+    internal bool SplitsIntoStretches => _splitBeforeSpaces;
+
+    /// <param name="vocabulary">The pieces.</param>
+    /// <param name="allowStretches">Whether the text may be cut into independent stretches when that is exact (tests compare both ways).</param>
+    public SentencePieceBpeEncoder(SentencePieceVocabulary vocabulary, bool allowStretches = true)
+        : base(vocabulary)
+    {
+        _hasUnused = vocabulary.Types.Contains(SentencePieceType.Unused);
+        _trie = vocabulary.NormalTrie;
+        // SentencePiece runs one agenda over the whole text. Where no piece holds a U+2581 right after another
+        // character, no merge can join the symbols on the two sides of a position where U+2581 follows another
+        // character, so each stretch between such positions merges exactly as it would inside the whole text, and
+        // smaller agendas are much faster. UNUSED pieces rule this out: SentencePiece splits them back by the pair
+        // last proposed anywhere in the text, which ties the stretches together.
+        string space = Encoding.UTF8.GetString(SentencePieceUtf8.SpaceSymbol);
+        _splitBeforeSpaces = allowStretches && !_hasUnused && !vocabulary.Normal.Any(p =>
+        {
+            string piece = Encoding.UTF8.GetString(p.Key);
+            for (int i = piece.IndexOf(space, 1, StringComparison.Ordinal); i > 0; i = piece.IndexOf(space, i + 1, StringComparison.Ordinal))
+            {
+                if (!piece.AsSpan(0, i).EndsWith(space, StringComparison.Ordinal))
+                {
+                    return true;
+                }
+            }
+
+            return false;
+        });
+    }
 
     public override void Encode(ReadOnlySpan<byte> normalized, SentencePieceScratch scratch, List<SentencePieceSegment> output)
     {
@@ -120,7 +152,27 @@ internal sealed class SentencePieceBpeEncoder(SentencePieceVocabulary vocabulary
             Array.Clear(state.Freeze, 0, count);
         }
 
+        int first = 0;
         for (int i = 1; i < count; i++)
+        {
+            if (_splitBeforeSpaces && normalized[state.Start[i]..].StartsWith(SentencePieceUtf8.SpaceSymbol)
+                && !normalized[..state.Start[i]].EndsWith(SentencePieceUtf8.SpaceSymbol))
+            {
+                state.Next[i - 1] = -1;
+                state.Prev[i] = -1;
+                EncodeStretch(normalized, ref state, first, i, output);
+                first = i;
+            }
+        }
+
+        EncodeStretch(normalized, ref state, first, count, output);
+    }
+
+    /// <summary>Merges symbols <paramref name="first"/> .. <paramref name="end"/> - 1 (linked among themselves only) and emits their pieces.</summary>
+    private void EncodeStretch(ReadOnlySpan<byte> normalized, ref State state, int first, int end, List<SentencePieceSegment> output)
+    {
+        state.Agenda.Clear();
+        for (int i = first + 1; i < end; i++)
         {
             MaybeAddPair(normalized, ref state, i - 1, i);
         }
@@ -149,7 +201,7 @@ internal sealed class SentencePieceBpeEncoder(SentencePieceVocabulary vocabulary
             MaybeAddPair(normalized, ref state, left, next[left]);
         }
 
-        for (int index = 0; index != -1; index = next[index])
+        for (int index = first; index != -1; index = next[index])
         {
             Resegment(normalized, state.Start[index], length[index], state.ReverseMerges, output);
         }

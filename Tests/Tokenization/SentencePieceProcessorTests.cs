@@ -88,6 +88,40 @@ public sealed class SentencePieceProcessorTests
         });
     }
 
+    /// <summary>
+    /// The BPE encoder merges stretches between word-initial U+2581 separately when no piece spans such a position;
+    /// that must give exactly the ids of one agenda over the whole text, as SentencePiece runs it.
+    /// </summary>
+    [Test]
+    public void Bpe_merging_word_stretches_separately_equals_one_agenda_over_the_text()
+    {
+        SentencePieceModel model = SentencePieceParityTests.Model("mistral-7b-derived");
+        var vocabulary = new SentencePieceVocabulary(model);
+        var stretches = new SentencePieceBpeEncoder(vocabulary);
+        var whole = new SentencePieceBpeEncoder(vocabulary, allowStretches: false);
+        Assert.That((stretches.SplitsIntoStretches, whole.SplitsIntoStretches), Is.EqualTo((true, false)));
+        var normalizer = new SentencePieceNormalizer(model.NormalizerSpec);
+        var scratch = new SentencePieceScratch();
+        var a = new List<SentencePieceSegment>();
+        var b = new List<SentencePieceSegment>();
+        var normalized = new ByteBuffer(1024);
+        foreach (string text in SentencePieceTestModels.CorpusDocuments().Take(3000).Concat(["  a  b  ", "x▁▁y ▁ z", "　 　 日本 😀"]))
+        {
+            normalizer.Normalize(Encoding.UTF8.GetBytes(text), ref normalized);
+            stretches.Encode(normalized.Span, scratch, a);
+            whole.Encode(normalized.Span, scratch, b);
+            Assert.That(a, Is.EqualTo(b), text);
+        }
+
+        // A piece with U+2581 after another character, or an UNUSED piece, keeps the whole text in one agenda.
+        SentencePieceModel Tiny(SentencePiece extra) => SentencePieceModel.Create(
+            [new("<unk>", 0, SentencePieceType.Unknown), new("▁", 0, SentencePieceType.Normal), new("a", 0, SentencePieceType.Normal), extra],
+            SentencePieceModelType.Bpe, false);
+        Assert.That(new SentencePieceBpeEncoder(new SentencePieceVocabulary(Tiny(new("a▁", -1, SentencePieceType.Normal)))).SplitsIntoStretches, Is.False);
+        Assert.That(new SentencePieceBpeEncoder(new SentencePieceVocabulary(Tiny(new("▁▁a", -1, SentencePieceType.Normal)))).SplitsIntoStretches, Is.True);
+        Assert.That(new SentencePieceBpeEncoder(new SentencePieceVocabulary(Tiny(new("▁a", -1, SentencePieceType.Unused)))).SplitsIntoStretches, Is.False);
+    }
+
     [Test]
     public void Bpe_merges_the_highest_score_first_and_splits_unused_pieces_back()
     {

@@ -102,6 +102,7 @@ internal static class SentencePieceTestModels
     [
         BpeTies(),
         BpeBytes(),
+        BpeSuffix(),
         UnigramPenalty(),
         UnigramBytes(),
         Whitespace("ws-remove-extra", SentencePieceNormalizerSpec.Identity with { RemoveExtraWhitespaces = true }, suffix: false),
@@ -175,6 +176,15 @@ internal static class SentencePieceTestModels
         SentencePieceModel model = SentencePieceModel.Create(pieces, SentencePieceModelType.Bpe, byteFallback: true);
         return new("bpe-bytes", model,
             [.. SpecialsAndUnknowns, "ab", "aZb", "ZZZ", "日本", "日本語", "😀", "a😀b", "é e\u0301", "\u0000", "\u00ff\u0100", "𠀀"]);
+    }
+
+    /// <summary>BPE with treat_whitespace_as_suffix: pieces end in U+2581, so a word's merges may reach the next space.</summary>
+    private static TinySentencePieceCase BpeSuffix()
+    {
+        List<SentencePiece> pieces = Specials();
+        pieces.AddRange(Normal(("▁", 0), ("a", 0), ("b", 0), ("a▁", -1), ("b▁", -1), ("ab", -2), ("ab▁", -3), ("▁▁", -4), ("▁a", -5)));
+        SentencePieceModel model = SentencePieceModel.Create(pieces, SentencePieceModelType.Bpe, byteFallback: false, treatWhitespaceAsSuffix: true);
+        return new("bpe-suffix", model, [.. SpecialsAndUnknowns, "a b", "ab ab", "a  b", "  ab  ", "ba ab", "b a▁b"]);
     }
 
     /// <summary>
