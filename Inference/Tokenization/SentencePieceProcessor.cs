@@ -73,6 +73,10 @@ public sealed class SentencePieceProcessor
     public static SentencePieceProcessor Load(string path) => new(SentencePieceModel.Load(path));
 
     /// <summary>The ids of <paramref name="text"/>, without BOS or EOS (SentencePiece's <c>EncodeAsIds</c>).</summary>
+    /// <exception cref="InvalidOperationException">
+    /// The model segments the text into a control piece (possible only when a control piece's text is also a
+    /// character or a mergeable piece); SentencePiece reports an error for such text too.
+    /// </exception>
     public int[] Encode(string text)
     {
         ArgumentNullException.ThrowIfNull(text);
