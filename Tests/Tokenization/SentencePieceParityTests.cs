@@ -19,11 +19,52 @@ public sealed class SentencePieceParityTests
 
     [TestCase("albert-30k-clean")]
     [TestCase("mistral-7b-derived")]
-    public void Every_corpus_document_encodes_and_decodes_as_SentencePiece_does(string name)
+    public void Every_corpus_document_encodes_and_decodes_as_SentencePiece_does(string name) =>
+        CompareCorpus(name, Model(name), Path.Combine(SentencePieceTestModels.GoldenDirectory, $"{name}.corpus.golden.bin.gz"));
+
+    [TestCase("albert-30k-clean", "hard")]
+    [TestCase("albert-30k-clean", "cjkEmoji")]
+    [TestCase("mistral-7b-derived", "hard")]
+    [TestCase("mistral-7b-derived", "cjkEmoji")]
+    public void Hard_strings_give_SentencePiece_ids_pieces_and_decoding(string name, string set)
     {
-        SentencePieceModel model = Model(name);
+        int byteFallbackPieces = CompareStrings(Model(name), Path.Combine(SentencePieceTestModels.GoldenDirectory, $"{name}.strings.golden.json.gz"), set);
+        if (name == "mistral-7b-derived" && set == "cjkEmoji")
+        {
+            // The point of this set: most of it is spelled in byte pieces.
+            Assert.That(byteFallbackPieces, Is.GreaterThan(2000));
+        }
+    }
+
+    /// <summary>
+    /// Any other model (Llama 2's tokenizer.model, which cannot be committed): set SENTENCEPIECE_EXTRA_MODEL to the file
+    /// when running generate-goldens.cjs and this test; the goldens go to the models folder, not the fixtures.
+    /// </summary>
+    [Test]
+    [Explicit("Needs SENTENCEPIECE_EXTRA_MODEL and goldens made for it by generate-goldens.cjs.")]
+    public void Extra_model_encodes_and_decodes_as_SentencePiece_does()
+    {
+        string path = Environment.GetEnvironmentVariable("SENTENCEPIECE_EXTRA_MODEL") ?? "";
+        if (!File.Exists(path))
+        {
+            Assert.Ignore("SENTENCEPIECE_EXTRA_MODEL does not name a .model file.");
+        }
+
+        string name = Path.GetFileNameWithoutExtension(path);
+        SentencePieceModel model = SentencePieceModel.Load(path);
+        CompareCorpus(name, model, Path.Combine(ModelsDirectory, $"{name}.corpus.golden.bin.gz"));
+        CompareStrings(model, Path.Combine(ModelsDirectory, $"{name}.strings.golden.json.gz"), "hard", name);
+        CompareStrings(model, Path.Combine(ModelsDirectory, $"{name}.strings.golden.json.gz"), "cjkEmoji", name);
+    }
+
+    /// <summary>Where <see cref="Write_models_for_goldens"/> writes models (and the goldens of an extra model go).</summary>
+    private static string ModelsDirectory => Environment.GetEnvironmentVariable("SENTENCEPIECE_GOLDEN_MODELS")
+        ?? Path.Combine(DotnetCli.FindRepositoryRoot("ModelSurgery.sln"), "artifacts", "sentencepiece-golden-models");
+
+    private static void CompareCorpus(string name, SentencePieceModel model, string goldenPath)
+    {
         var processor = new SentencePieceProcessor(model);
-        CorpusGolden golden = CorpusGolden.Read(Path.Combine(SentencePieceTestModels.GoldenDirectory, $"{name}.corpus.golden.bin.gz"));
+        CorpusGolden golden = CorpusGolden.Read(goldenPath);
         Assert.That(Convert.ToHexString(SHA256.HashData(model.ToBytes())), Is.EqualTo(golden.ModelSha256), $"{name}: the goldens were made from another model");
         IReadOnlyList<string> documents = SentencePieceTestModels.CorpusDocuments();
         Assert.That(documents, Has.Count.EqualTo(golden.Documents.Count), "documents in Samples/Data vs goldens");
@@ -71,24 +112,16 @@ public sealed class SentencePieceParityTests
         });
     }
 
-    [TestCase("albert-30k-clean", "hard")]
-    [TestCase("albert-30k-clean", "cjkEmoji")]
-    [TestCase("mistral-7b-derived", "hard")]
-    [TestCase("mistral-7b-derived", "cjkEmoji")]
-    public void Hard_strings_give_SentencePiece_ids_pieces_and_decoding(string name, string set)
+    /// <summary>Compares one set of the full string goldens; returns how many byte-fallback pieces they hold.</summary>
+    private static int CompareStrings(SentencePieceModel model, string goldenPath, string set, string? name = null)
     {
-        SentencePieceModel model = Model(name);
         var processor = new SentencePieceProcessor(model);
-        using JsonDocument golden = ReadJsonGz(Path.Combine(SentencePieceTestModels.GoldenDirectory, $"{name}.strings.golden.json.gz"));
-        Assert.That(Convert.ToHexString(SHA256.HashData(model.ToBytes())), Is.EqualTo(golden.RootElement.GetProperty("sha256").GetString()).IgnoreCase);
+        using JsonDocument golden = ReadJsonGz(goldenPath);
+        Assert.That(Convert.ToHexString(SHA256.HashData(model.ToBytes())), Is.EqualTo(golden.RootElement.GetProperty("sha256").GetString()).IgnoreCase,
+            $"{goldenPath}: the goldens were made from another model");
         JsonElement cases = golden.RootElement.GetProperty(set);
         Assert.That(cases.GetArrayLength(), Is.GreaterThan(100));
-        int byteFallbackPieces = CompareCases(processor, cases);
-        if (name == "mistral-7b-derived" && set == "cjkEmoji")
-        {
-            // The point of this set: most of it is spelled in byte pieces.
-            Assert.That(byteFallbackPieces, Is.GreaterThan(2000));
-        }
+        return CompareCases(processor, cases, name is null ? set : $"{name} {set}");
     }
 
     [Test]
@@ -113,8 +146,7 @@ public sealed class SentencePieceParityTests
     [Explicit("Writes the models generate-goldens.cjs reads; run it before regenerating the goldens.")]
     public void Write_models_for_goldens()
     {
-        string directory = Environment.GetEnvironmentVariable("SENTENCEPIECE_GOLDEN_MODELS")
-            ?? Path.Combine(DotnetCli.FindRepositoryRoot("ModelSurgery.sln"), "artifacts", "sentencepiece-golden-models");
+        string directory = ModelsDirectory;
         Directory.CreateDirectory(directory);
         SentencePieceTestModels.MistralDerived().Save(Path.Combine(directory, "mistral-7b-derived.model"));
         foreach (TinySentencePieceCase model in SentencePieceTestModels.Tiny())

@@ -149,16 +149,20 @@ async function main() {
   const hard = JSON.parse(fs.readFileSync(path.join(here, 'hard-strings.json'), 'utf8'));
   const cjkEmoji = cjkEmojiTexts();
   const bigModels = [
-    { name: 'albert-30k-clean', file: path.join(repo, 'Tests', 'Fixtures', 'Tokenizers', 'albert-30k-clean', 'spiece.model') },
-    { name: 'mistral-7b-derived', file: path.join(modelsDir, 'mistral-7b-derived.model') },
+    { name: 'albert-30k-clean', file: path.join(repo, 'Tests', 'Fixtures', 'Tokenizers', 'albert-30k-clean', 'spiece.model'), out: here },
+    { name: 'mistral-7b-derived', file: path.join(modelsDir, 'mistral-7b-derived.model'), out: here },
   ];
+  // A model that cannot be committed (Llama 2's tokenizer.model): its goldens go beside the models, not into the
+  // fixtures; SentencePieceParityTests.Extra_model_encodes_and_decodes_as_SentencePiece_does reads them.
+  const extra = process.env.SENTENCEPIECE_EXTRA_MODEL;
+  if (extra) bigModels.push({ name: path.basename(extra, '.model'), file: extra, out: modelsDir });
   for (const model of bigModels) {
     const bytes = fs.readFileSync(model.file);
     const spp = await load(model.file);
-    const corpus = path.join(here, `${model.name}.corpus.golden.bin.gz`);
+    const corpus = path.join(model.out, `${model.name}.corpus.golden.bin.gz`);
     fs.writeFileSync(corpus, corpusGolden(spp, bytes, docs));
     console.log(`${path.relative(repo, corpus)}: ${docs.length} documents, ${fs.statSync(corpus).size} bytes`);
-    writeJsonGz(path.join(here, `${model.name}.strings.golden.json.gz`), {
+    writeJsonGz(path.join(model.out, `${model.name}.strings.golden.json.gz`), {
       model: model.name,
       sha256: sha256(bytes).toString('hex'),
       hard: hard.map((text) => fullCase(spp, text)),
