@@ -50,26 +50,47 @@ public sealed record SentencePiece(string Piece, float Score, SentencePieceType 
     internal ProtoMessage? Extra { get; init; }
 }
 
+/// <summary>A SentencePiece <c>NormalizerSpec</c>: how text is normalized before it is split into pieces.</summary>
+/// <param name="Name">The rule set's name (<c>nmt_nfkc</c>, <c>identity</c>, ...); informational, the chars map is what applies.</param>
+/// <param name="PrecompiledCharsMap">The compiled rules (see <see cref="Tokenization.PrecompiledCharsMap"/>); empty for none.</param>
+/// <param name="AddDummyPrefix">Put a space before the text, so the first word looks like every other word.</param>
+/// <param name="RemoveExtraWhitespaces">Drop leading and trailing spaces and collapse runs of spaces into one.</param>
+/// <param name="EscapeWhitespaces">Write spaces as U+2581.</param>
+public sealed record SentencePieceNormalizerSpec(string? Name, byte[] PrecompiledCharsMap, bool AddDummyPrefix = true,
+    bool RemoveExtraWhitespaces = true, bool EscapeWhitespaces = true)
+{
+    /// <summary>The spec of a model without normalization rules, with Llama 2's whitespace settings.</summary>
+    public static SentencePieceNormalizerSpec Identity { get; } = new("identity", [], AddDummyPrefix: true, RemoveExtraWhitespaces: false);
+}
+
 /// <summary>
 /// A SentencePiece <c>.model</c> file (a serialized <c>ModelProto</c>) read into its pieces and the trainer settings
 /// vocabulary compression needs. Every other field, known or not, is kept as read and written back unchanged.
 /// </summary>
 public sealed class SentencePieceModel
 {
-    private const int PiecesField = 1, TrainerSpecField = 2, NormalizerSpecField = 3;
+    private const int PiecesField = 1, TrainerSpecField = 2, NormalizerSpecField = 3, SelfTestDataField = 4, DenormalizerSpecField = 5;
+    private const int SampleField = 1, SampleInputField = 1, SampleExpectedField = 2;
     private const int PieceTextField = 1, PieceScoreField = 2, PieceTypeField = 3;
     private const int ModelTypeField = 3, ByteFallbackField = 35, UnkIdField = 40, BosIdField = 41, EosIdField = 42, PadIdField = 43;
-    private const int AddDummyPrefixField = 3, RemoveExtraWhitespacesField = 4, EscapeWhitespacesField = 5;
+    private const int TreatWhitespaceAsSuffixField = 24, UnkSurfaceField = 44, UnkPieceField = 45, BosPieceField = 46, EosPieceField = 47, PadPieceField = 48;
+    private const int NameField = 1, PrecompiledCharsMapField = 2, AddDummyPrefixField = 3, RemoveExtraWhitespacesField = 4, EscapeWhitespacesField = 5;
 
     private readonly ProtoMessage _model;
     private readonly ProtoMessage _trainerSpec;
 
-    private SentencePieceModel(ProtoMessage model, ProtoMessage trainerSpec, IReadOnlyList<SentencePiece> pieces)
+    private SentencePieceModel(ProtoMessage model, ProtoMessage trainerSpec, IReadOnlyList<SentencePiece> pieces, string source)
     {
         _model = model;
         _trainerSpec = trainerSpec;
         Pieces = pieces;
+        Source = source;
+        NormalizerSpec = ReadNormalizerSpec(model.Last(NormalizerSpecField), source) ?? new SentencePieceNormalizerSpec(null, []);
+        DenormalizerSpec = ReadNormalizerSpec(model.Last(DenormalizerSpecField), source);
     }
+
+    /// <summary>The file (or other origin) the model was read from, for error messages.</summary>
+    public string Source { get; }
 
     /// <summary>The vocabulary; a piece's id is its index.</summary>
     public IReadOnlyList<SentencePiece> Pieces { get; }
@@ -91,6 +112,54 @@ public sealed class SentencePieceModel
 
     /// <summary>trainer_spec.pad_id (default -1 = none).</summary>
     public int PadId => (int)(_trainerSpec.GetInt(PadIdField) ?? -1);
+
+    /// <summary>trainer_spec.treat_whitespace_as_suffix: the space marker ends a word instead of starting it.</summary>
+    public bool TreatWhitespaceAsSuffix => (_trainerSpec.GetInt(TreatWhitespaceAsSuffixField) ?? 0) != 0;
+
+    /// <summary>trainer_spec.unk_piece (an empty value means the default, as in SentencePiece).</summary>
+    public string UnknownPiece => NonEmpty(_trainerSpec.GetString(UnkPieceField)) ?? "<unk>";
+
+    /// <summary>trainer_spec.bos_piece (an empty value means the default).</summary>
+    public string BosPiece => NonEmpty(_trainerSpec.GetString(BosPieceField)) ?? "<s>";
+
+    /// <summary>trainer_spec.eos_piece (an empty value means the default).</summary>
+    public string EosPiece => NonEmpty(_trainerSpec.GetString(EosPieceField)) ?? "</s>";
+
+    /// <summary>trainer_spec.pad_piece (an empty value means the default).</summary>
+    public string PadPiece => NonEmpty(_trainerSpec.GetString(PadPieceField)) ?? "<pad>";
+
+    /// <summary>trainer_spec.unk_surface: what decoding writes for the unknown piece (default " \u2047 ").</summary>
+    public string UnknownSurface => _trainerSpec.GetString(UnkSurfaceField) ?? " \u2047 ";
+
+    /// <summary>normalizer_spec (SentencePiece's defaults when the model has none).</summary>
+    public SentencePieceNormalizerSpec NormalizerSpec { get; }
+
+    /// <summary>denormalizer_spec, applied to decoded text when it has rules; null when the model has none.</summary>
+    public SentencePieceNormalizerSpec? DenormalizerSpec { get; }
+
+    /// <summary>
+    /// self_test_data: inputs with the pieces (joined by spaces) the trainer expected; SentencePiece refuses to load a
+    /// model that does not reproduce them.
+    /// </summary>
+    internal IReadOnlyList<(string Input, string Expected)> SelfTestSamples
+    {
+        get
+        {
+            if (_model.Last(SelfTestDataField) is not { WireType: ProtoWireType.LengthDelimited } data)
+            {
+                return [];
+            }
+
+            var samples = new List<(string, string)>();
+            foreach (ProtoField sample in ProtoMessage.Parse(data.Payload, Source).Fields.Where(f => f.Number == SampleField && f.WireType == ProtoWireType.LengthDelimited))
+            {
+                ProtoMessage message = ProtoMessage.Parse(sample.Payload, Source);
+                samples.Add((message.GetString(SampleInputField) ?? "", message.GetString(SampleExpectedField) ?? ""));
+            }
+
+            return samples;
+        }
+    }
 
     /// <summary>Reads a <c>.model</c> file.</summary>
     /// <exception cref="InvalidDataException">The file is not a SentencePiece model; the message names the file.</exception>
@@ -131,7 +200,7 @@ public sealed class SentencePieceModel
 
         ProtoField? trainer = model.Last(TrainerSpecField);
         ProtoMessage trainerSpec = trainer is null ? new ProtoMessage() : ProtoMessage.Parse(trainer.Payload, source);
-        return new SentencePieceModel(model, trainerSpec, pieces);
+        return new SentencePieceModel(model, trainerSpec, pieces, source);
     }
 
     /// <summary>Builds a model from scratch (used to express SentencePiece-style <c>tokenizer.json</c> files and in tests).</summary>
@@ -142,27 +211,37 @@ public sealed class SentencePieceModel
     /// <param name="bosId">Id of the beginning-of-sentence piece, or -1.</param>
     /// <param name="eosId">Id of the end-of-sentence piece, or -1.</param>
     /// <param name="padId">Id of the padding piece, or -1.</param>
-    /// <param name="addDummyPrefix">Prepend a space (U+2581) to the input, as Llama 2 does.</param>
+    /// <param name="addDummyPrefix">Prepend a space (U+2581) to the input, as Llama 2 does (ignored when <paramref name="normalizer"/> is given).</param>
+    /// <param name="normalizer">The normalizer spec; null for no rules, Llama 2's whitespace settings and <paramref name="addDummyPrefix"/>.</param>
+    /// <param name="treatWhitespaceAsSuffix">trainer_spec.treat_whitespace_as_suffix.</param>
+    /// <param name="denormalizer">denormalizer_spec, applied to decoded text; null for none.</param>
     public static SentencePieceModel Create(IReadOnlyList<SentencePiece> pieces, SentencePieceModelType modelType, bool byteFallback,
-        int unknownId = 0, int bosId = 1, int eosId = 2, int padId = -1, bool addDummyPrefix = true)
+        int unknownId = 0, int bosId = 1, int eosId = 2, int padId = -1, bool addDummyPrefix = true,
+        SentencePieceNormalizerSpec? normalizer = null, bool treatWhitespaceAsSuffix = false, SentencePieceNormalizerSpec? denormalizer = null)
     {
         ArgumentNullException.ThrowIfNull(pieces);
         var trainer = new ProtoMessage();
         trainer.SetInt(ModelTypeField, (int)modelType);
+        if (treatWhitespaceAsSuffix)
+        {
+            trainer.SetInt(TreatWhitespaceAsSuffixField, 1);
+        }
+
         trainer.SetInt(ByteFallbackField, byteFallback ? 1 : 0);
         trainer.SetInt(UnkIdField, unknownId);
         trainer.SetInt(BosIdField, bosId);
         trainer.SetInt(EosIdField, eosId);
         trainer.SetInt(PadIdField, padId);
-        var normalizer = new ProtoMessage();
-        normalizer.SetString(1, "identity");
-        normalizer.SetInt(AddDummyPrefixField, addDummyPrefix ? 1 : 0);
-        normalizer.SetInt(RemoveExtraWhitespacesField, 0);
-        normalizer.SetInt(EscapeWhitespacesField, 1);
+        normalizer ??= SentencePieceNormalizerSpec.Identity with { AddDummyPrefix = addDummyPrefix };
         var model = new ProtoMessage();
         model.SetBytes(TrainerSpecField, trainer.ToBytes());
-        model.SetBytes(NormalizerSpecField, normalizer.ToBytes());
-        return new SentencePieceModel(model, trainer, [.. pieces]);
+        model.SetBytes(NormalizerSpecField, WriteNormalizerSpec(normalizer));
+        if (denormalizer is not null)
+        {
+            model.SetBytes(DenormalizerSpecField, WriteNormalizerSpec(denormalizer));
+        }
+
+        return new SentencePieceModel(model, trainer, [.. pieces], "created model");
     }
 
     /// <summary>
@@ -198,7 +277,7 @@ public sealed class SentencePieceModel
 
         var model = ProtoMessage.Parse(_model.ToBytes(), "model");
         model.SetBytes(TrainerSpecField, trainer.ToBytes());
-        return new SentencePieceModel(model, trainer, [.. keptIds.Select(id => Pieces[id])]);
+        return new SentencePieceModel(model, trainer, [.. keptIds.Select(id => Pieces[id])], Source);
     }
 
     /// <summary>Serializes the model; pieces are written where the original had them, every other field as read.</summary>
@@ -232,6 +311,49 @@ public sealed class SentencePieceModel
 
     /// <summary>Writes the model to <paramref name="path"/> atomically.</summary>
     public void Save(string path) => AtomicFile.WriteAllBytes(path, ToBytes());
+
+    private static string? NonEmpty(string? value) => string.IsNullOrEmpty(value) ? null : value;
+
+    private static SentencePieceNormalizerSpec? ReadNormalizerSpec(ProtoField? field, string source)
+    {
+        if (field is null)
+        {
+            return null;
+        }
+
+        if (field.WireType != ProtoWireType.LengthDelimited)
+        {
+            throw new InvalidDataException($"{source}: field {field.Number} (normalizer spec) has the wrong wire type.");
+        }
+
+        // proto2 defaults: add_dummy_prefix, remove_extra_whitespaces and escape_whitespaces are true when absent.
+        ProtoMessage spec = ProtoMessage.Parse(field.Payload, source);
+        return new SentencePieceNormalizerSpec(
+            spec.GetString(NameField),
+            spec.Last(PrecompiledCharsMapField) is { WireType: ProtoWireType.LengthDelimited } map ? map.Payload : [],
+            (spec.GetInt(AddDummyPrefixField) ?? 1) != 0,
+            (spec.GetInt(RemoveExtraWhitespacesField) ?? 1) != 0,
+            (spec.GetInt(EscapeWhitespacesField) ?? 1) != 0);
+    }
+
+    private static byte[] WriteNormalizerSpec(SentencePieceNormalizerSpec spec)
+    {
+        var message = new ProtoMessage();
+        if (spec.Name is not null)
+        {
+            message.SetString(NameField, spec.Name);
+        }
+
+        if (spec.PrecompiledCharsMap.Length > 0)
+        {
+            message.SetBytes(PrecompiledCharsMapField, spec.PrecompiledCharsMap);
+        }
+
+        message.SetInt(AddDummyPrefixField, spec.AddDummyPrefix ? 1 : 0);
+        message.SetInt(RemoveExtraWhitespacesField, spec.RemoveExtraWhitespaces ? 1 : 0);
+        message.SetInt(EscapeWhitespacesField, spec.EscapeWhitespaces ? 1 : 0);
+        return message.ToBytes();
+    }
 
     private IEnumerable<ProtoField> PieceFields()
     {
