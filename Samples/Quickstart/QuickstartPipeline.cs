@@ -13,6 +13,7 @@ using ModelSurgery.Inference.Tokenization;
 using ModelSurgery.Surgery.Building;
 using ModelSurgery.Surgery.Planning;
 using ModelSurgery.Surgery.Scoring;
+using ModelSurgery.Surgery.Scoring.Reports;
 using ModelSurgery.Surgery.Vocabulary;
 using ModelSurgery.Training;
 using ModelSurgery.Training.Data;

@@ -7,6 +7,7 @@ using ModelSurgery.Inference.Modeling;
 using ModelSurgery.Surgery.Building;
 using ModelSurgery.Surgery.Planning;
 using ModelSurgery.Surgery.Scoring;
+using ModelSurgery.Surgery.Scoring.Metrics;
 using ModelSurgery.Surgery.Vocabulary;
 using ModelSurgery.Training;
 using ModelSurgery.Training.MultiRound;
@@ -42,13 +43,13 @@ public enum LayerChoice
     /// <summary><see cref="PlanBuilder.KeepLayersByPositionPrior"/>: first and last kept, the middle thinned evenly.</summary>
     PositionPrior,
 
-    /// <summary>The top layers of <see cref="LayerPriors.PositionPrior"/>: the first and last few, the middle dropped.</summary>
+    /// <summary>The top layers of <see cref="PositionPriorMetric.LayerScores"/>: the first and last few, the middle dropped.</summary>
     Ends,
 
     /// <summary>The most influential layers by ShortGPT's Block Influence.</summary>
     BlockInfluence,
 
-    /// <summary>The top layers of <see cref="LayerPriors.UniformStride"/>: spread evenly.</summary>
+    /// <summary>The top layers of <see cref="UniformStrideMetric.LayerScores"/>: spread evenly.</summary>
     Uniform,
 
     /// <summary>The first N layers.</summary>
@@ -212,9 +213,9 @@ internal sealed class Lab : IDisposable
         int count = StudentShape.NumHiddenLayers;
         ImportanceScores scores = layers switch
         {
-            LayerChoice.Ends => widths with { Layers = LayerPriors.PositionPrior(teacherLayers) },
+            LayerChoice.Ends => widths with { Layers = PositionPriorMetric.LayerScores(teacherLayers) },
             LayerChoice.BlockInfluence => widths with { Layers = (await ScoresAsync(ScoringMetrics.BlockInfluence).ConfigureAwait(false)).Layers },
-            LayerChoice.Uniform => widths with { Layers = LayerPriors.UniformStride(teacherLayers) },
+            LayerChoice.Uniform => widths with { Layers = UniformStrideMetric.LayerScores(teacherLayers) },
             _ => widths,
         };
         PlanBuilder builder = PlanBuilder.For(TeacherConfig, scores)

@@ -10,9 +10,10 @@ namespace ModelSurgery.Surgery.Scoring;
 
 /// <summary>
 /// Scores a model's layers, heads, KV groups, FFN neurons and hidden channels with the metrics of
-/// <see cref="ScoringMetrics"/>, in as few passes as possible: weight and forward metrics share one layer-by-layer pass
-/// (streamed from disk unless the model is in memory anyway); skip-loss, Taylor and learned masks load the whole model
-/// once, after checking that it fits the memory budget.
+/// <see cref="ScoringMetrics"/>, in as few passes as possible: every <see cref="ILayerPassMetric"/> observes one shared
+/// layer-by-layer pass (streamed from disk unless the model is in memory anyway); every <see cref="IWholeModelMetric"/>
+/// runs on the whole model, loaded once after checking that it fits the memory budget; an
+/// <see cref="IArchitectureMetric"/> reads nothing.
 /// </summary>
 public static partial class ImportanceScorer
 {
@@ -48,34 +49,37 @@ public static partial class ImportanceScorer
     {
         LlamaConfig config = model?.Config ?? source!.Config;
         string location = model is not null ? "model in memory" : source!.Location;
+        Device device = model?.Device ?? options.Device ?? torch.CPU;
         var requested = options.Metrics.Select(name => (Name: name, Metric: ScoringMetrics.Get(name))).ToList();
-        bool NeedsData(ScoringMetric m) => m.Requirement is MetricRequirement.Forward or MetricRequirement.ResidentForward or MetricRequirement.Gradients;
-        if (data is null && requested.FirstOrDefault(r => NeedsData(r.Metric)) is { Name: not null } missing)
+        if (requested.FirstOrDefault(r => r.Metric.NeedsCalibration()) is { Name: not null } calibrated)
         {
-            throw new ArgumentException($"Scoring metric '{missing.Name}' needs calibration data, but none was given.", nameof(data));
+            if (data is null)
+            {
+                throw new ArgumentException($"Scoring metric '{calibrated.Name}' needs calibration data, but none was given.", nameof(data));
+            }
+
+            CalibrationRunner.CheckTokens(data, config);
         }
 
-        var request = new ForwardRequest
-        {
-            Magnitudes = requested.Any(r => r.Metric.Name is ScoringMetrics.L1 or ScoringMetrics.L2),
-            Activations = requested.Any(r => r.Metric.Name == ScoringMetrics.Activation),
-            Wanda = requested.Any(r => r.Metric.Name == ScoringMetrics.Wanda),
-            BlockInfluence = requested.Any(r => r.Metric.Name == ScoringMetrics.BlockInfluence),
-            AngularSpans = [.. requested.Where(r => r.Metric.Name == ScoringMetrics.AngularN).Select(r => ScoringMetrics.AngularSpan(r.Name, options.AngularSpan)).Distinct()],
-        };
-        var wholeModel = requested.Where(r => r.Metric.Requirement is MetricRequirement.ResidentForward or MetricRequirement.Gradients).Select(r => r.Name).ToList();
-        Device device = model?.Device ?? options.Device ?? torch.CPU;
+        MetricContext Context(string name) => new(name, config, options, data, device);
 
+        // Observers are made before any weight is read, so that a setting that does not fit the model fails first.
+        var observers = new Dictionary<int, LayerPassObserver>();
         LlamaForCausalLM? loaded = null;
         try
         {
+            for (int i = 0; i < requested.Count; i++)
+            {
+                if (requested[i].Metric is ILayerPassMetric layerPass)
+                {
+                    observers[i] = layerPass.CreateObserver(Context(requested[i].Name));
+                }
+            }
+
+            var wholeModel = requested.Where(r => r.Metric is IWholeModelMetric).ToList();
             if (wholeModel.Count > 0)
             {
-                bool backward = requested.Any(r => r.Metric.Requirement == MetricRequirement.Gradients);
-                bool gradients = requested.Any(r => r.Metric.Name == ScoringMetrics.Taylor);
-                int batch = Math.Min(options.BatchSize, data!.SequenceCount);
-                MemoryEstimate estimate = WholeModelScoring.Estimate(config, batch, data.SequenceLength, backward, gradients, modelInMemory: model is not null);
-                WholeModelScoring.EnsureFits(estimate, WholeModelScoring.ResolveBudget(options.MemoryBudgetBytes), string.Join(", ", wholeModel), batch, data.SequenceLength);
+                MemoryEstimate estimate = EnsureFits(wholeModel, config, data!, options, modelInMemory: model is not null);
                 if (model is null)
                 {
                     LogLoading(logger, location, estimate.Total);
@@ -84,55 +88,41 @@ public static partial class ImportanceScorer
                 }
             }
 
-            ForwardResults forward = new();
-            if (request.Magnitudes || request.NeedsForward)
+            if (observers.Count > 0)
             {
-                if (model is not null)
-                {
-                    using var access = new ResidentModelAccess(model, location);
-                    forward = CalibrationRunner.Run(access, data, request, options.BatchSize, progress, logger, cancellationToken);
-                }
-                else
-                {
-                    using var access = new StreamingModelAccess(source!, device);
-                    forward = CalibrationRunner.Run(access, data, request, options.BatchSize, progress, logger, cancellationToken);
-                }
+                bool forward = observers.Keys.Any(i => requested[i].Metric.Needs.HasFlag(MetricNeeds.Activations));
+                using ModelAccess access = model is not null ? new ResidentModelAccess(model, location) : new StreamingModelAccess(source!, device);
+                CalibrationRunner.Run(access, data, forward, [.. observers.Values], options.BatchSize, progress, logger, cancellationToken);
             }
 
             string provenance = data is null
                 ? location
                 : string.Create(CultureInfo.InvariantCulture, $"{location}; calibration {data.SequenceCount} x {data.SequenceLength} tokens");
             var results = new List<ImportanceScores>();
-            foreach (var (name, metric) in requested)
+            for (int i = 0; i < requested.Count; i++)
             {
                 cancellationToken.ThrowIfCancellationRequested();
+                var (name, metric) = requested[i];
                 LogMetric(logger, name);
-                UnitScores scores = metric.Name switch
+                UnitScores scores = metric switch
                 {
-                    ScoringMetrics.L1 => forward.L1!,
-                    ScoringMetrics.L2 => forward.L2!,
-                    ScoringMetrics.Activation => forward.Activation!,
-                    ScoringMetrics.Wanda => forward.Wanda!,
-                    ScoringMetrics.BlockInfluence => new UnitScores { Layers = forward.BlockInfluence },
-                    ScoringMetrics.AngularN => Angular(forward, config, ScoringMetrics.AngularSpan(name, options.AngularSpan)),
-                    ScoringMetrics.SkipLoss => new UnitScores { Layers = WholeModelScoring.SkipLoss(model!, data!, options.BatchSize, progress, cancellationToken) },
-                    ScoringMetrics.Taylor => WholeModelScoring.Taylor(model!, data!, options.BatchSize, progress, cancellationToken),
-                    ScoringMetrics.LearnedMask => WholeModelScoring.LearnedMask(model!, data!, options, progress, cancellationToken),
-                    ScoringMetrics.Random => RandomScores(config, options.Seed),
-                    ScoringMetrics.PositionPrior => new UnitScores { Layers = LayerPriors.PositionPrior(config.NumHiddenLayers) },
-                    ScoringMetrics.Uniform => new UnitScores { Layers = LayerPriors.UniformStride(config.NumHiddenLayers) },
-                    _ => throw new InvalidOperationException($"Metric '{name}' is registered but not implemented."),
+                    ILayerPassMetric => observers[i].Finish(),
+                    IWholeModelMetric whole => whole.Score(model!, Context(name), progress, cancellationToken),
+                    IArchitectureMetric architecture => architecture.Score(Context(name)),
+                    _ => throw new InvalidOperationException($"Scoring metric '{name}' implements none of IArchitectureMetric, ILayerPassMetric and IWholeModelMetric."),
                 };
-                string metricName = metric.Name == ScoringMetrics.AngularN
-                    ? string.Create(CultureInfo.InvariantCulture, $"angular-{ScoringMetrics.AngularSpan(name, options.AngularSpan)}")
-                    : metric.Name;
-                results.Add(ToImportanceScores(metricName, provenance, scores));
+                results.Add(ToImportanceScores(metric.ResultName(name, options), provenance, EnsureDeclared(name, metric, scores)));
             }
 
             return results;
         }
         finally
         {
+            foreach (LayerPassObserver observer in observers.Values)
+            {
+                observer.Dispose();
+            }
+
             loaded?.Dispose();
         }
     }
@@ -153,24 +143,29 @@ public static partial class ImportanceScorer
         };
     }
 
-    /// <summary>Seeded uniform random scores for every component (the same seed gives the same scores).</summary>
-    public static UnitScores RandomScores(LlamaConfig config, int seed)
+    /// <summary>A metric must fill exactly the parts it declares, so that its declaration can be trusted (docs, planners).</summary>
+    private static UnitScores EnsureDeclared(string name, IImportanceMetric metric, UnitScores scores)
     {
-        ArgumentNullException.ThrowIfNull(config);
-        var random = new Random(seed);
-        int layers = config.NumHiddenLayers;
-        return new UnitScores
-        {
-            Layers = LayerPriors.Random(layers, random),
-            Heads = [.. Enumerable.Range(0, layers).Select(_ => LayerPriors.Random(config.NumAttentionHeads, random))],
-            KvGroups = [.. Enumerable.Range(0, layers).Select(_ => LayerPriors.Random(config.NumKeyValueHeads, random))],
-            Neurons = [.. Enumerable.Range(0, layers).Select(_ => LayerPriors.Random(config.IntermediateSize, random))],
-            Channels = LayerPriors.Random(config.HiddenSize, random),
-        };
+        ScoredUnits produced = (scores.Layers is null ? ScoredUnits.None : ScoredUnits.Layers)
+            | (scores.Heads is null ? ScoredUnits.None : ScoredUnits.Heads)
+            | (scores.KvGroups is null ? ScoredUnits.None : ScoredUnits.KvGroups)
+            | (scores.Neurons is null ? ScoredUnits.None : ScoredUnits.Neurons)
+            | (scores.Channels is null ? ScoredUnits.None : ScoredUnits.HiddenChannels);
+        return produced == metric.Scores
+            ? scores
+            : throw new InvalidOperationException($"Scoring metric '{name}' ({metric.GetType().Name}) declares that it scores {metric.Scores} but produced {produced}.");
     }
 
-    private static UnitScores Angular(ForwardResults forward, LlamaConfig config, int span) =>
-        new() { Layers = LayerSimilarity.LayerScoresFromWindows(forward.AngularDistances[span], config.NumHiddenLayers, span) };
+    /// <summary>Checks, before the model is loaded, that the whole-model metrics fit the memory budget together.</summary>
+    private static MemoryEstimate EnsureFits(List<(string Name, IImportanceMetric Metric)> wholeModel, LlamaConfig config, CalibrationData data, ScoringOptions options, bool modelInMemory)
+    {
+        MetricNeeds needs = wholeModel.Aggregate(MetricNeeds.None, (all, r) => all | r.Metric.Needs);
+        bool backward = (needs & (MetricNeeds.Gradients | MetricNeeds.Masks)) != 0;
+        int batch = Math.Min(options.BatchSize, data.SequenceCount);
+        MemoryEstimate estimate = WholeModelScoring.Estimate(config, batch, data.SequenceLength, backward, parameterGradients: needs.HasFlag(MetricNeeds.Gradients), modelInMemory);
+        WholeModelScoring.EnsureFits(estimate, WholeModelScoring.ResolveBudget(options.MemoryBudgetBytes), string.Join(", ", wholeModel.Select(r => r.Name)), batch, data.SequenceLength);
+        return estimate;
+    }
 
     private static LlamaForCausalLM LoadWholeModel(IWeightSource source, Device device)
     {

@@ -1,33 +1,12 @@
-using System.Globalization;
+using ModelSurgery.Surgery.Scoring.Metrics;
 
 namespace ModelSurgery.Surgery.Scoring;
 
-/// <summary>What a metric needs from the model, which decides how scoring runs it.</summary>
-public enum MetricRequirement
-{
-    /// <summary>Nothing but the architecture (priors, random baseline).</summary>
-    Architecture,
-
-    /// <summary>The weights only; computed layer by layer while streaming.</summary>
-    Weights,
-
-    /// <summary>Forward statistics on calibration data; computed layer by layer while streaming.</summary>
-    Forward,
-
-    /// <summary>Whole-model forward passes (e.g. with a layer skipped); the model must fit in memory.</summary>
-    ResidentForward,
-
-    /// <summary>Gradients of the LM loss; the model, its gradients and activations must fit in memory.</summary>
-    Gradients,
-}
-
-/// <summary>A registered importance metric.</summary>
-/// <param name="Name">Registry name, e.g. <c>wanda</c>.</param>
-/// <param name="Requirement">What computing it needs.</param>
-/// <param name="Description">One line saying what it measures.</param>
-public sealed record ScoringMetric(string Name, MetricRequirement Requirement, string Description);
-
-/// <summary>The metric registry: names accepted by <see cref="ScoringOptions.Metrics"/>.</summary>
+/// <summary>
+/// The metric registry: the names accepted by <see cref="ScoringOptions.Metrics"/>, the CLI and recipes, and the one list
+/// they and the README's metric table are drawn from. A metric that ships is one file under <c>Scoring/Metrics/</c> plus
+/// one line in <see cref="BuiltIn"/>; an application adds its own with <see cref="Register"/>.
+/// </summary>
 public static class ScoringMetrics
 {
     /// <summary>Magnitude: sum of |w| over each unit's weights (LLM-Pruner L1).</summary>
@@ -66,50 +45,118 @@ public static class ScoringMetrics
     /// <summary>Uniform stride: the top-k layers are spread evenly for every k.</summary>
     public const string Uniform = "uniform";
 
-    private const string AngularPrefix = "angular-";
+    private static readonly Lock Gate = new();
+    private static IReadOnlyList<IImportanceMetric> _all;
 
-    /// <summary>Every registered metric.</summary>
-    public static IReadOnlyList<ScoringMetric> All { get; } =
-    [
-        new(L1, MetricRequirement.Weights, "sum of |w| over each unit's weights"),
-        new(L2, MetricRequirement.Weights, "L2 norm of each unit's weights"),
-        new(Activation, MetricRequirement.Forward, "mean |activation| per head output, FFN neuron and normed hidden channel"),
-        new(Wanda, MetricRequirement.Forward, "|W| times the input column's L2 norm, summed per unit"),
-        new(Taylor, MetricRequirement.Gradients, "|w * dL/dw| summed per unit"),
-        new(LearnedMask, MetricRequirement.Gradients, "logits of sigmoid gates trained with a kept-fraction penalty"),
-        new(Random, MetricRequirement.Architecture, "seeded uniform random scores"),
-        new(BlockInfluence, MetricRequirement.Forward, "1 - cos(layer input, layer output)"),
-        new(AngularN, MetricRequirement.Forward, "arccos(cos(input of l, input of l+n)) / pi"),
-        new(SkipLoss, MetricRequirement.ResidentForward, "LM loss increase when the layer is skipped"),
-        new(PositionPrior, MetricRequirement.Architecture, "first and last layers highest, middle lowest"),
-        new(Uniform, MetricRequirement.Architecture, "uniform stride over the depth"),
-    ];
-
-    /// <summary>Looks a metric up by name; <c>angular-N</c> with a number N resolves to <see cref="AngularN"/>.</summary>
-    /// <exception cref="ArgumentException">The name is not registered; the message lists the registered names.</exception>
-    public static ScoringMetric Get(string name)
+    static ScoringMetrics()
     {
-        ArgumentNullException.ThrowIfNull(name);
-        string key = TryParseAngularSpan(name, out _) ? AngularN : name;
-        return All.FirstOrDefault(m => string.Equals(m.Name, key, StringComparison.Ordinal))
-            ?? throw new ArgumentException($"Unknown scoring metric '{name}'. Known metrics: {string.Join(", ", All.Select(m => m.Name))} (angular-N with a number N also works).", nameof(name));
+        BuiltIn = Checked(
+        [
+            new L1Metric(),
+            new L2Metric(),
+            new ActivationMetric(),
+            new WandaMetric(),
+            new TaylorMetric(),
+            new LearnedMaskMetric(),
+            new RandomMetric(),
+            new BlockInfluenceMetric(),
+            new AngularDistanceMetric(),
+            new SkipLossMetric(),
+            new PositionPriorMetric(),
+            new UniformStrideMetric(),
+        ]);
+        _all = BuiltIn;
     }
+
+    /// <summary>The metrics that ship with the library, in the order the docs list them.</summary>
+    public static IReadOnlyList<IImportanceMetric> BuiltIn { get; }
+
+    /// <summary>Every metric scoring accepts: <see cref="BuiltIn"/>, then those added by <see cref="Register"/>.</summary>
+    public static IReadOnlyList<IImportanceMetric> All => Volatile.Read(ref _all);
 
     /// <summary>
-    /// The span n of an angular metric name: the number in <c>angular-3</c>, or <paramref name="defaultSpan"/> for
-    /// <c>angular-n</c>.
+    /// Adds <paramref name="metric"/> to <see cref="All"/>, so that its name works everywhere a metric name does (options,
+    /// <see cref="Surgeon"/>, recipes), until the returned registration is disposed.
     /// </summary>
-    public static int AngularSpan(string name, int defaultSpan)
+    /// <exception cref="ArgumentException">
+    /// The name is empty or taken, or the declaration does not fit how the metric computes; the message says which.
+    /// </exception>
+    public static IDisposable Register(IImportanceMetric metric)
     {
-        ArgumentNullException.ThrowIfNull(name);
-        return TryParseAngularSpan(name, out int span) ? span : defaultSpan;
+        ArgumentNullException.ThrowIfNull(metric);
+        lock (Gate)
+        {
+            _all = Checked([.. _all, metric]);
+        }
+
+        return new Registration(metric);
     }
 
-    private static bool TryParseAngularSpan(string name, out int span)
+    /// <summary>Looks a metric up by a name it accepts (<c>angular-3</c> resolves to <see cref="AngularN"/>).</summary>
+    /// <exception cref="ArgumentException">No registered metric accepts the name; the message lists the registered names.</exception>
+    public static IImportanceMetric Get(string name)
     {
-        span = 0;
-        return name.StartsWith(AngularPrefix, StringComparison.Ordinal)
-            && int.TryParse(name.AsSpan(AngularPrefix.Length), NumberStyles.None, CultureInfo.InvariantCulture, out span)
-            && span > 0;
+        ArgumentNullException.ThrowIfNull(name);
+        IReadOnlyList<IImportanceMetric> all = All;
+        return all.FirstOrDefault(m => m.Accepts(name))
+            ?? throw new ArgumentException($"Unknown scoring metric '{name}'. Known metrics: {string.Join(", ", all.Select(m => m.Name))} (angular-N with a number N also works).", nameof(name));
+    }
+
+    /// <summary>Whether computing <paramref name="metric"/> needs calibration data (anything beyond the weights).</summary>
+    internal static bool NeedsCalibration(this IImportanceMetric metric) =>
+        (metric.Needs & (MetricNeeds.Activations | MetricNeeds.Gradients | MetricNeeds.Masks)) != 0;
+
+    /// <summary>Checks that names are unique and that each metric's declared needs fit the way it computes.</summary>
+    private static IImportanceMetric[] Checked(IImportanceMetric[] metrics)
+    {
+        for (int i = 0; i < metrics.Length; i++)
+        {
+            IImportanceMetric metric = metrics[i];
+            string name = metric.Name;
+            if (string.IsNullOrWhiteSpace(name))
+            {
+                throw new ArgumentException($"Scoring metric {metric.GetType().Name} has no name.", nameof(metrics));
+            }
+
+            if (metrics.Take(i).FirstOrDefault(m => m.Accepts(name) || metric.Accepts(m.Name)) is { } taken)
+            {
+                throw new ArgumentException($"Scoring metric name '{name}' ({metric.GetType().Name}) clashes with the registered metric '{taken.Name}' ({taken.GetType().Name}).", nameof(metrics));
+            }
+
+            string? misfit = Misfit(metric);
+            if (misfit is not null)
+            {
+                throw new ArgumentException($"Scoring metric '{name}' ({metric.GetType().Name}) {misfit}.", nameof(metrics));
+            }
+        }
+
+        return metrics;
+
+        static string? Misfit(IImportanceMetric metric)
+        {
+            int kinds = (metric is IArchitectureMetric ? 1 : 0) + (metric is ILayerPassMetric ? 1 : 0) + (metric is IWholeModelMetric ? 1 : 0);
+            return metric switch
+            {
+                _ when kinds != 1 => "must implement exactly one of IArchitectureMetric, ILayerPassMetric and IWholeModelMetric",
+                _ when metric.Scores == ScoredUnits.None => "declares no scored units",
+                IArchitectureMetric when metric.Needs != MetricNeeds.None => $"needs {metric.Needs} but is an architecture metric, which reads nothing",
+                ILayerPassMetric when metric.Needs == MetricNeeds.None || (metric.Needs & (MetricNeeds.Gradients | MetricNeeds.Masks)) != 0
+                    => $"needs {metric.Needs} but the layer pass offers weights and activations",
+                IWholeModelMetric when !metric.NeedsCalibration() => $"needs {metric.Needs} but runs on calibration data through the whole model",
+                _ => null,
+            };
+        }
+    }
+
+    /// <summary>Removes its metric from <see cref="All"/> when disposed.</summary>
+    private sealed class Registration(IImportanceMetric metric) : IDisposable
+    {
+        public void Dispose()
+        {
+            lock (Gate)
+            {
+                _all = [.. _all.Where(m => !ReferenceEquals(m, metric))];
+            }
+        }
     }
 }

@@ -5,6 +5,7 @@ using ModelSurgery.Inference.Modeling;
 using ModelSurgery.Surgery.Building;
 using ModelSurgery.Surgery.Planning;
 using ModelSurgery.Surgery.Scoring;
+using ModelSurgery.Surgery.Scoring.Metrics;
 using ModelSurgery.Tests.Modeling;
 using static TorchSharp.torch;
 
@@ -243,7 +244,7 @@ public sealed class StudentBuilderTests
         var (teacher, teacherDir) = await SaveTeacherAsync(config, seed: 7);
         teacher.Dispose();
         await File.WriteAllTextAsync(Path.Combine(teacherDir, "tokenizer.json"), "{}");
-        SurgeryPlan plan = PlanBuilder.For(config, ImportanceScorer.ToImportanceScores("random", "test", ImportanceScorer.RandomScores(config, seed: 1))).KeepLayers([0, 3]).KeepWholeKvGroups(1).Build();
+        SurgeryPlan plan = PlanBuilder.For(config, ImportanceScorer.ToImportanceScores("random", "test", RandomMetric.Generate(config, seed: 1))).KeepLayers([0, 3]).KeepWholeKvGroups(1).Build();
 
         StudentBuildResult result = await StudentBuilder.BuildAsync(teacherDir, plan, Path.Combine(_dir, "student"));
 

@@ -1,4 +1,5 @@
 using ModelSurgery.Surgery.Scoring;
+using ModelSurgery.Surgery.Scoring.Metrics;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -42,7 +43,7 @@ public sealed class ScoringMathTests
     [Test]
     public void Position_prior_ranks_ends_highest_and_middle_lowest()
     {
-        double[] prior = LayerPriors.PositionPrior(5);
+        double[] prior = PositionPriorMetric.LayerScores(5);
 
         Assert.That(prior, Is.EqualTo(Values(1.0, 0.5, 0.0, 0.5, 1.0)));
     }
@@ -50,7 +51,7 @@ public sealed class ScoringMathTests
     [Test]
     public void Uniform_stride_keeps_evenly_spread_layers_for_every_count()
     {
-        double[] scores = LayerPriors.UniformStride(9);
+        double[] scores = UniformStrideMetric.LayerScores(9);
         int[] Top(int k) => [.. Enumerable.Range(0, 9).OrderByDescending(i => scores[i]).Take(k).Order()];
 
         Assert.Multiple(() =>
@@ -92,9 +93,9 @@ public sealed class ScoringMathTests
         Assert.Multiple(() =>
         {
             Assert.That(ScoringMetrics.Get("angular-3").Name, Is.EqualTo(ScoringMetrics.AngularN));
-            Assert.That(ScoringMetrics.AngularSpan("angular-3", 1), Is.EqualTo(3));
-            Assert.That(ScoringMetrics.AngularSpan("angular-n", 2), Is.EqualTo(2));
-            Assert.That(ScoringMetrics.Get("taylor").Requirement, Is.EqualTo(MetricRequirement.Gradients));
+            Assert.That(AngularDistanceMetric.Span("angular-3", 1), Is.EqualTo(3));
+            Assert.That(AngularDistanceMetric.Span("angular-n", 2), Is.EqualTo(2));
+            Assert.That(ScoringMetrics.Get("taylor").Needs, Is.EqualTo(MetricNeeds.Weights | MetricNeeds.Gradients));
             Assert.That(() => ScoringMetrics.Get("magic"), Throws.ArgumentException.With.Message.Contains("magic").And.Message.Contains("wanda"));
             Assert.That(() => new ScoringOptions { Metrics = ["l1"], BatchSize = 0 }.Validate(), Throws.ArgumentException.With.Message.Contains("BatchSize"));
         });

@@ -4,6 +4,7 @@ using ModelSurgery.Inference.Configuration;
 using ModelSurgery.Surgery.Building;
 using ModelSurgery.Surgery.Planning;
 using ModelSurgery.Surgery.Scoring;
+using ModelSurgery.Surgery.Scoring.Reports;
 
 namespace ModelSurgery.Cli.Commands;
 
@@ -159,7 +160,7 @@ internal static class SurgeryCommands
             {
                 if (scores[i].Heads is { } a && scores[j].Heads is { } b)
                 {
-                    await context.Output.WriteLineAsync(string.Create(CultureInfo.InvariantCulture, $"spearman(heads) {scores[i].Metric} vs {scores[j].Metric}: {ImportanceScores.SpearmanCorrelation(a, b):F3}")).ConfigureAwait(false);
+                    await context.Output.WriteLineAsync(string.Create(CultureInfo.InvariantCulture, $"spearman(heads) {scores[i].Metric} vs {scores[j].Metric}: {RankAgreement.Spearman(a, b):F3}")).ConfigureAwait(false);
                 }
             }
         }
