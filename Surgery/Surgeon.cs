@@ -54,7 +54,7 @@ public sealed record Surgeon
 
     private CalibrationData? Calibration { get; init; }
 
-    private ScoringOptions Scoring { get; init; } = new() { Metrics = [ScoringMetrics.L2, ScoringMetrics.BlockInfluence] };
+    private ScoringOptions Scoring { get; init; } = new();
 
     private IReadOnlyList<ImportanceScores>? GivenScores { get; init; }
 

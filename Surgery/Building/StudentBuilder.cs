@@ -10,10 +10,11 @@ using TorchSharp;
 
 namespace ModelSurgery.Surgery.Building;
 
-/// <summary>Options of <see cref="StudentBuilder.BuildAsync"/>.</summary>
+/// <summary>The build stage's options (<see cref="StudentBuilder.BuildAsync"/>; a recipe's <c>build</c> section, keys in snake_case).</summary>
 public sealed record StudentBuildOptions
 {
-    /// <summary>Stored dtype of the student; null keeps each teacher tensor's dtype.</summary>
+    /// <summary>Stored dtype of the student (key <c>dtype</c>: <c>f32</c>, <c>bf16</c>, <c>f16</c>); null keeps each teacher tensor's dtype.</summary>
+    [System.Text.Json.Serialization.JsonPropertyName("dtype")]
     public SafetensorsDType? DType { get; init; }
 
     /// <summary>Largest shard of the student checkpoint (default 2 GiB).</summary>

@@ -1,3 +1,4 @@
+using System.Text.Json.Serialization;
 using ModelSurgery.Inference.Configuration;
 using ModelSurgery.Surgery.Scoring;
 
@@ -7,9 +8,11 @@ namespace ModelSurgery.Surgery.Planning;
 public enum GqaHeadMode
 {
     /// <summary>Rank KV groups (by <c>kv_groups</c> scores, else the sum of their query-head scores) and keep the top groups with all their query heads.</summary>
+    [JsonStringEnumMemberName("whole-kv-groups")]
     WholeKvGroups,
 
     /// <summary>Keep every KV head and the same number of top-scoring query heads inside each group.</summary>
+    [JsonStringEnumMemberName("same-query-heads-per-group")]
     SameQueryHeadsPerGroup,
 }
 
@@ -17,9 +20,11 @@ public enum GqaHeadMode
 public enum LayerSelection
 {
     /// <summary>The paper's position prior: keep the first and last layers and thin the middle uniformly.</summary>
+    [JsonStringEnumMemberName("position-prior")]
     PositionPrior,
 
     /// <summary>The top layers by <c>layers</c> score, kept in teacher order.</summary>
+    [JsonStringEnumMemberName("top-scores")]
     TopScores,
 }
 

@@ -3,6 +3,7 @@ using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using ModelSurgery.Inference.Configuration;
 using ModelSurgery.Inference.Modeling;
+using ModelSurgery.Inference.Runtime;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -32,7 +33,7 @@ public static partial class ImportanceScorer
     {
         ArgumentNullException.ThrowIfNull(source);
         ArgumentNullException.ThrowIfNull(options);
-        options.Validate();
+        options.ThrowIfInvalid();
         return Task.Run<IReadOnlyList<ImportanceScores>>(() => Score(null, source, data, options, progress, logger ?? NullLogger.Instance, cancellationToken), cancellationToken);
     }
 
@@ -41,7 +42,7 @@ public static partial class ImportanceScorer
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(options);
-        options.Validate();
+        options.ThrowIfInvalid();
         return Task.Run<IReadOnlyList<ImportanceScores>>(() => Score(model, null, data, options, progress, logger ?? NullLogger.Instance, cancellationToken), cancellationToken);
     }
 
@@ -49,7 +50,7 @@ public static partial class ImportanceScorer
     {
         LlamaConfig config = model?.Config ?? source!.Config;
         string location = model is not null ? "model in memory" : source!.Location;
-        Device device = model?.Device ?? options.Device ?? torch.CPU;
+        Device device = model?.Device ?? ComputeDevice.Resolve(options.Device);
         var requested = options.Metrics.Select(name => (Name: name, Metric: ScoringMetrics.Get(name))).ToList();
         if (requested.FirstOrDefault(r => r.Metric.NeedsCalibration()) is { Name: not null } calibrated)
         {

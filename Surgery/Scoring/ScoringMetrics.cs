@@ -97,9 +97,16 @@ public static class ScoringMetrics
     public static IImportanceMetric Get(string name)
     {
         ArgumentNullException.ThrowIfNull(name);
-        IReadOnlyList<IImportanceMetric> all = All;
-        return all.FirstOrDefault(m => m.Accepts(name))
-            ?? throw new ArgumentException($"Unknown scoring metric '{name}'. Known metrics: {string.Join(", ", all.Select(m => m.Name))} (angular-N with a number N also works).", nameof(name));
+        return TryGet(name, out IImportanceMetric? metric)
+            ? metric
+            : throw new ArgumentException($"Unknown scoring metric '{name}'. Known metrics: {string.Join(", ", All.Select(m => m.Name))} (angular-N with a number N also works).");
+    }
+
+    /// <summary>Looks a metric up by a name it accepts; false when no registered metric accepts it.</summary>
+    public static bool TryGet(string? name, [System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out IImportanceMetric? metric)
+    {
+        metric = name is null ? null : All.FirstOrDefault(m => m.Accepts(name));
+        return metric is not null;
     }
 
     /// <summary>Whether computing <paramref name="metric"/> needs calibration data (anything beyond the weights).</summary>

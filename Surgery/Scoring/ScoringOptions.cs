@@ -1,20 +1,29 @@
-using static TorchSharp.torch;
+using ModelSurgery.Inference.Runtime;
 
 namespace ModelSurgery.Surgery.Scoring;
 
-/// <summary>What to score and how.</summary>
+/// <summary>
+/// The scoring stage's options: what to score, on how much calibration text, and how. The command line's <c>score</c>
+/// options and a recipe's <c>scoring</c> section are this record (JSON keys in snake_case, e.g. <c>batch_size</c>).
+/// </summary>
 public sealed record ScoringOptions
 {
-    /// <summary>Metric names from <see cref="ScoringMetrics"/>; each produces one set of scores.</summary>
-    public IReadOnlyList<string> Metrics { get; init; } = [ScoringMetrics.L1];
+    /// <summary>Metric names from <see cref="ScoringMetrics"/>; each produces one set of scores (key <c>metrics</c>).</summary>
+    public IReadOnlyList<string> Metrics { get; init; } = [ScoringMetrics.L2, ScoringMetrics.BlockInfluence];
 
-    /// <summary>Calibration sequences per forward pass.</summary>
+    /// <summary>Calibration windows drawn from the token stream (key <c>calibration_sequences</c>).</summary>
+    public int CalibrationSequences { get; init; } = 64;
+
+    /// <summary>Tokens per calibration window (key <c>calibration_length</c>).</summary>
+    public int CalibrationLength { get; init; } = 256;
+
+    /// <summary>Calibration sequences per forward pass (key <c>batch_size</c>).</summary>
     public int BatchSize { get; init; } = 4;
 
-    /// <summary>Device for the computation; null for the CPU.</summary>
-    public Device? Device { get; init; }
+    /// <summary>Device for the computation: <c>auto</c> (CUDA when the loaded backend has it, else the CPU), <c>cpu</c>, <c>cuda</c> or <c>cuda:N</c> (key <c>device</c>).</summary>
+    public string Device { get; init; } = "auto";
 
-    /// <summary>Seed of the random baseline.</summary>
+    /// <summary>Seed of the calibration windows and of the random baseline (key <c>seed</c>).</summary>
     public int Seed { get; init; }
 
     /// <summary>The n of <c>angular-n</c> (layers spanned); <c>angular-3</c> overrides it.</summary>
@@ -38,40 +47,55 @@ public sealed record ScoringOptions
     /// </summary>
     public long? MemoryBudgetBytes { get; init; }
 
-    /// <summary>Throws when an option is out of range.</summary>
-    /// <exception cref="ArgumentException">The message names the option.</exception>
-    public void Validate()
+    /// <summary>Every problem of the options, each starting with the key of the option at fault (e.g. <c>batch_size</c>).</summary>
+    /// <param name="name">Maps a key to the caller's name for it (a command-line option, a recipe field); null uses the keys.</param>
+    /// <returns>The problems; empty when the options are valid.</returns>
+    public IReadOnlyList<string> Validate(Func<string, string>? name = null)
     {
-        if (Metrics is null || Metrics.Count == 0)
+        name ??= key => key;
+        var errors = new List<string>();
+        void Check(bool ok, string key, string problem)
         {
-            throw new ArgumentException("ScoringOptions.Metrics must name at least one metric.", nameof(Metrics));
+            if (!ok)
+            {
+                errors.Add($"{name(key)}: {problem}");
+            }
         }
 
-        foreach (string metric in Metrics)
+        Check(Metrics is { Count: > 0 }, "metrics", "give at least one metric");
+        foreach (string metric in Metrics ?? [])
         {
-            _ = ScoringMetrics.Get(metric);
+            if (!ScoringMetrics.TryGet(metric, out _))
+            {
+                errors.Add($"{name("metrics")}: unknown metric '{metric}' (known: {string.Join(", ", ScoringMetrics.All.Select(m => m.Name))})");
+            }
         }
 
-        if (BatchSize <= 0)
-        {
-            throw new ArgumentException($"ScoringOptions.BatchSize must be positive, got {BatchSize}.", nameof(BatchSize));
-        }
+        Check(CalibrationSequences >= 1, "calibration_sequences", $"must be at least 1, got {CalibrationSequences}");
+        Check(CalibrationLength >= 2, "calibration_length", $"must be at least 2, got {CalibrationLength}");
+        Check(BatchSize >= 1, "batch_size", $"must be at least 1, got {BatchSize}");
+        Check(ComputeDevice.IsValidName(Device), "device", $"'{Device}' is not auto, cpu, cuda or cuda:N");
+        Check(AngularSpan >= 1, "angular_span", $"must be at least 1, got {AngularSpan}");
+        Check(MaskSteps >= 1, "mask_steps", $"must be at least 1, got {MaskSteps}");
+        Check(MaskLearningRate > 0 && double.IsFinite(MaskLearningRate), "mask_learning_rate", $"must be a positive number, got {Format(MaskLearningRate)}");
+        Check(MaskTargetFraction is >= 0 and <= 1, "mask_target_fraction", $"must be in [0, 1], got {Format(MaskTargetFraction)}");
+        Check(MaskPenalty >= 0 && double.IsFinite(MaskPenalty), "mask_penalty", $"must be a non-negative number, got {Format(MaskPenalty)}");
+        Check(MemoryBudgetBytes is null or > 0, "memory_budget_bytes", $"must be positive, got {MemoryBudgetBytes}");
+        return errors;
+    }
 
-        if (AngularSpan <= 0)
+    /// <summary>Throws when an option is out of range.</summary>
+    /// <exception cref="ArgumentException">Every problem, each naming its option.</exception>
+    public void ThrowIfInvalid()
+    {
+        IReadOnlyList<string> errors = Validate(key => "ScoringOptions." + key);
+        if (errors.Count > 0)
         {
-            throw new ArgumentException($"ScoringOptions.AngularSpan must be positive, got {AngularSpan}.", nameof(AngularSpan));
-        }
-
-        if (MaskSteps <= 0 || MaskLearningRate <= 0 || MaskPenalty < 0)
-        {
-            throw new ArgumentException($"ScoringOptions mask settings are out of range: MaskSteps {MaskSteps} and MaskLearningRate {MaskLearningRate} must be positive, MaskPenalty {MaskPenalty} non-negative.", nameof(MaskSteps));
-        }
-
-        if (MaskTargetFraction is < 0 or > 1)
-        {
-            throw new ArgumentException($"ScoringOptions.MaskTargetFraction must be in [0, 1], got {MaskTargetFraction}.", nameof(MaskTargetFraction));
+            throw new ArgumentException(string.Join("; ", errors));
         }
     }
+
+    private static string Format(double value) => value.ToString(System.Globalization.CultureInfo.InvariantCulture);
 }
 
 /// <summary>Progress of a scoring run.</summary>

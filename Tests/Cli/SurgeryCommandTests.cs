@@ -52,7 +52,7 @@ public sealed class SurgeryCommandTests
 
         string plan = Path.Combine(_dir, "plan.json");
         var planned = await Run("plan", "--model", _teacher, "--scores", Path.Combine(scores, "block-influence.json"), "--scores", Path.Combine(scores, "l2.json"),
-            "--layers", "2", "--layer-selection", "scores", "--kv-groups", "2", "--neurons", "32", "--hidden", "16", "--out", plan);
+            "--layers", "2", "--layer-selection", "top-scores", "--kv-groups", "2", "--neurons", "32", "--hidden", "16", "--out", plan);
         Assert.That(planned.Code, Is.EqualTo(0), planned.Err);
         SurgeryPlan loadedPlan = SurgeryPlan.Load(plan);
         Assert.That(loadedPlan.Validate(), Is.Empty);
@@ -129,6 +129,18 @@ public sealed class SurgeryCommandTests
         Assert.That(result.Code, Is.EqualTo(2));
         Assert.That(result.Err.Trim().Split('\n')[0], Does.StartWith("error: "));
         Assert.That(File.Exists(Path.Combine(_dir, "never.json")), Is.False);
+    }
+
+    [TestCase(new[] { "plan", "--layer-selection", "best" }, "--layer-selection: 'best' is not one of position-prior, top-scores")]
+    [TestCase(new[] { "score", "--metric", "activation" }, "--metric activation runs the model on calibration text: give --tokens")]
+    [TestCase(new[] { "score", "--metric", "l2", "--batch-size", "0" }, "--batch-size: must be at least 1")]
+    [TestCase(new[] { "score", "--metric", "l2", "--device", "tpu" }, "--device: 'tpu' is not auto, cpu, cuda or cuda:N")]
+    public async Task Option_errors_name_the_option_in_its_command_line_spelling(string[] args, string expected)
+    {
+        var result = await Run([args[0], "--model", _teacher, "--out", Path.Combine(_dir, "never-" + args[0]), .. args[1..]]);
+        Assert.That(result.Code, Is.EqualTo(2), result.Err);
+        Assert.That(result.Err, Does.Contain(expected));
+        Assert.That(result.Err, Does.Not.Contain("(Parameter").And.Not.Contain("   at "));
     }
 
     [Test]

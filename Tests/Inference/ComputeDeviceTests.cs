@@ -23,4 +23,20 @@ public sealed class ComputeDeviceTests
         var ex = Assert.Throws<ArgumentException>(() => ComputeDevice.Resolve("tpu"));
         Assert.That(ex!.Message, Does.Contain("tpu"));
     }
+
+    [Test]
+    public void Cuda_without_cuda_says_so_instead_of_unknown_device()
+    {
+        Assume.That(torch.cuda.is_available(), Is.False, "a machine with CUDA resolves cuda");
+        var ex = Assert.Throws<ArgumentException>(() => ComputeDevice.Resolve("cuda"));
+        Assert.That(ex!.Message, Does.Contain("CUDA is not available").And.Not.Contain("Unknown device"));
+    }
+
+    [TestCase("auto", true)]
+    [TestCase("CPU", true)]
+    [TestCase("cuda:1", true)]
+    [TestCase("cuda:x", false)]
+    [TestCase("tpu", false)]
+    public void Device_names_are_checked_without_touching_the_backend(string name, bool valid) =>
+        Assert.That(ComputeDevice.IsValidName(name), Is.EqualTo(valid));
 }

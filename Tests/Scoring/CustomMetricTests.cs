@@ -1,6 +1,7 @@
 using ModelSurgery.Inference.Configuration;
 using ModelSurgery.Inference.Modeling;
 using ModelSurgery.Surgery;
+using ModelSurgery.Surgery.Planning;
 using ModelSurgery.Surgery.Scoring;
 using ModelSurgery.Tests.Checkpoints;
 using ModelSurgery.Training.Recipes;
@@ -87,8 +88,8 @@ public sealed class CustomMetricTests
     {
         Teacher = "t",
         Data = new RecipeData { Corpus = ["c.jsonl"] },
-        Scoring = new RecipeScoring { Metrics = [metric] },
-        Plan = new RecipePlan(),
+        Scoring = new ScoringOptions { Metrics = [metric] },
+        Plan = new PlanTargets(),
         Distillation = new RecipeDistillation(),
     }.Validate();
 

@@ -1,5 +1,9 @@
 using System.Text.Json.Nodes;
 using ModelSurgery.Inference.Configuration;
+using ModelSurgery.Surgery.Planning;
+using ModelSurgery.Surgery.Scoring;
+using ModelSurgery.Training;
+using ModelSurgery.Training.Distillation;
 using ModelSurgery.Training.Recipes;
 
 namespace ModelSurgery.Tests.Training;
@@ -147,7 +151,10 @@ public sealed class RecipeTests
 
     [TestCase("\"plan\": {\"neuron_fraction\": 1.5}", "plan.neuron_fraction")]
     [TestCase("\"plan\": {\"layers\": 0}", "plan.layers")]
-    [TestCase("\"plan\": {\"layers\": 1, \"budget_parameters\": 1000}", "plan.budget_parameters")]
+    [TestCase("\"plan\": {\"budget_parameters\": 0}", "plan.budget_parameters")]
+    [TestCase("\"plan\": {}, \"scoring\": {\"batch_size\": 0}", "scoring.batch_size")]
+    [TestCase("\"plan\": {}, \"scoring\": {\"device\": \"tpu\"}", "scoring.device")]
+    [TestCase("\"plan\": {}, \"build\": {\"pad_vocab_to_multiple\": 0}", "build.pad_vocab_to_multiple")]
     [TestCase("\"plan\": {\"layer_selection\": \"best\"}", "plan.layer_selection")]
     [TestCase("\"plan\": {\"layerz\": 1}", "plan")]
     [TestCase("\"plan\": {}, \"vocabulary\": {\"keep\": 10, \"coverage\": 0.9}", "vocabulary")]
@@ -164,9 +171,44 @@ public sealed class RecipeTests
     [Test]
     public void Validation_reports_the_distillation_fields()
     {
-        string json = "{\"teacher\": \"t\", \"data\": {\"corpus\": []}, \"plan\": {}, \"distillation\": {\"kd_loss\": \"kx\", \"steps\": 0}}";
+        string json = "{\"teacher\": \"t\", \"data\": {\"corpus\": []}, \"plan\": {}, \"distillation\": {\"temperature\": 0, \"steps\": 0}}";
         Assert.That(() => DistillationRecipe.Parse(json, _dir),
-            Throws.InstanceOf<InvalidDataException>().With.Message.Contains("distillation.kd_loss").And.Message.Contains("distillation.steps").And.Message.Contains("data.corpus"));
+            Throws.InstanceOf<InvalidDataException>().With.Message.Contains("distillation.temperature").And.Message.Contains("distillation.steps").And.Message.Contains("data.corpus"));
+    }
+
+    [TestCase("\"plan\": {\"layer_selection\": \"best\"}", "plan.layer_selection: 'best' is not one of position-prior, top-scores")]
+    [TestCase("\"plan\": {}, \"distillation\": {\"kd_loss\": \"kx\"}", "distillation.kd_loss: 'kx' is not one of kl, rkl, jsd")]
+    [TestCase("\"plan\": {\"layerz\": 1}", "plan: unknown key 'layerz'")]
+    [TestCase("\"plan\": {\"layers\": \"two\"}", "plan.layers: expected a whole number")]
+    [TestCase("\"plan\": {}, \"scoring\": {\"metrics\": \"l2\"}", "scoring.metrics: expected a list")]
+    public void Json_errors_name_the_field_in_the_recipe_words_without_dotnet_types(string planAndMore, string expected)
+    {
+        string json = "{\"teacher\": \"t\", \"data\": {\"corpus\": [\"c.jsonl\"]}, " + planAndMore + (planAndMore.Contains("distillation", StringComparison.Ordinal) ? "}" : ", \"distillation\": {}}");
+        var ex = Assert.Throws<InvalidDataException>(() => DistillationRecipe.Parse(json, _dir, "bad.recipe.json"));
+        Assert.That(ex!.Message, Does.Contain("at " + expected.Split(':')[0]));
+        Assert.That(ex.Message, Does.Contain(expected.Split(": ", 2)[1]));
+        Assert.That(ex.Message, Does.Not.Contain("System.").And.Not.Contain("ModelSurgery.").And.Not.Contain("Path:"));
+    }
+
+    [Test]
+    public void Sections_are_the_library_options_records_and_round_trip_through_json()
+    {
+        string json = "{\"teacher\": \"t\", \"data\": {\"corpus\": [\"c.jsonl\"]}, \"scoring\": {\"metrics\": [\"l1\"], \"calibration_sequences\": 5, \"device\": \"cpu\"}, "
+            + "\"plan\": {\"layers\": 2, \"layer_selection\": \"top-scores\", \"gqa_mode\": \"same-query-heads-per-group\", \"query_heads\": 2}, \"build\": {\"pad_vocab_to_multiple\": 8}, "
+            + "\"distillation\": {\"kd_loss\": \"jsd\"}, \"export_job\": {\"precision\": \"fp32\"}}";
+        DistillationRecipe recipe = DistillationRecipe.Parse(json, _dir);
+        Assert.That(recipe.Scoring, Is.EqualTo(new ScoringOptions { Metrics = recipe.Scoring.Metrics, CalibrationSequences = 5, Device = "cpu" }));
+        Assert.That(recipe.Scoring.Metrics, Is.EqualTo(new[] { "l1" }));
+        Assert.That(recipe.Plan, Is.EqualTo(new PlanTargets { Layers = 2, LayerSelection = LayerSelection.TopScores, GqaMode = GqaHeadMode.SameQueryHeadsPerGroup, QueryHeads = 2 }));
+        Assert.That(recipe.Build.PadVocabToMultiple, Is.EqualTo(8));
+        Assert.That(recipe.Distillation.ToSettings().Divergence, Is.EqualTo(DistillationDivergence.JensenShannon));
+        Assert.That(recipe.ExportJob!.Precision, Is.EqualTo(TrainingPrecision.Fp32));
+
+        string written = recipe.ToJson();
+        Assert.That(written, Does.Contain("\"layer_selection\": \"top-scores\"").And.Contain("\"kd_loss\": \"jsd\"").And.Contain("\"precision\": \"fp32\""));
+        DistillationRecipe again = DistillationRecipe.Parse(written, _dir);
+        Assert.That(again.Plan, Is.EqualTo(recipe.Plan));
+        Assert.That(again.Scoring with { Metrics = [] }, Is.EqualTo(recipe.Scoring with { Metrics = [] }));
     }
 
     [Test]

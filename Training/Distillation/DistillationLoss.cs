@@ -1,3 +1,4 @@
+using System.Text.Json.Serialization;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -7,12 +8,15 @@ namespace ModelSurgery.Training.Distillation;
 public enum DistillationDivergence
 {
     /// <summary>KL(teacher || student): the student covers every mode of the teacher (Hinton et al.).</summary>
+    [JsonStringEnumMemberName("kl")]
     ForwardKl,
 
     /// <summary>KL(student || teacher): the student concentrates on the teacher's main modes.</summary>
+    [JsonStringEnumMemberName("rkl")]
     ReverseKl,
 
     /// <summary>Jensen-Shannon: (KL(p || m) + KL(q || m)) / 2 with m the average of the two; symmetric and bounded by ln 2.</summary>
+    [JsonStringEnumMemberName("jsd")]
     JensenShannon,
 }
 

@@ -1,9 +1,13 @@
 using System.Globalization;
 using System.Text.Json;
+using System.Text.RegularExpressions;
 using System.Text.Json.Serialization;
+using ModelSurgery.Inference.Configuration;
+using ModelSurgery.Surgery.Building;
 using ModelSurgery.Surgery.Planning;
 using ModelSurgery.Surgery.Scoring;
 using ModelSurgery.Surgery.Vocabulary;
+using ModelSurgery.Training.Distillation;
 using ModelSurgery.Training.Export;
 
 namespace ModelSurgery.Training.Recipes;
@@ -11,6 +15,9 @@ namespace ModelSurgery.Training.Recipes;
 /// <summary>
 /// A declarative distillation pipeline read from JSON: teacher, data, optional vocabulary compression, scoring, plan,
 /// build, distillation and evaluation. Relative paths are relative to the recipe file. Run it with <see cref="RecipeRunner"/>.
+/// The <c>scoring</c>, <c>plan</c> and <c>build</c> sections are the library's own options records
+/// (<see cref="ScoringOptions"/>, <see cref="PlanTargets"/>, <see cref="StudentBuildOptions"/>) with their keys in
+/// snake_case, so a recipe, the command line and code share one set of names, defaults and checks.
 /// </summary>
 public sealed record DistillationRecipe
 {
@@ -24,13 +31,13 @@ public sealed record DistillationRecipe
     public RecipeVocabulary? Vocabulary { get; init; }
 
     /// <summary>Importance scoring (<c>scoring</c>).</summary>
-    public RecipeScoring Scoring { get; init; } = new();
+    public ScoringOptions Scoring { get; init; } = new();
 
     /// <summary>Student shape targets (<c>plan</c>).</summary>
-    public required RecipePlan Plan { get; init; }
+    public required PlanTargets Plan { get; init; }
 
-    /// <summary>How the student checkpoint is written (<c>build</c>).</summary>
-    public RecipeBuild Build { get; init; } = new();
+    /// <summary>How the student checkpoint is written (<c>build</c>); its <c>tokenizer</c> defaults to the one the data was tokenized with.</summary>
+    public StudentBuildOptions Build { get; init; } = new();
 
     /// <summary>Distillation hyper-parameters (<c>distillation</c>).</summary>
     public required RecipeDistillation Distillation { get; init; }
@@ -53,6 +60,7 @@ public sealed record DistillationRecipe
         AllowTrailingCommas = true,
         WriteIndented = true,
         DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull,
+        Converters = { new OptionNames.JsonConverter() },
     };
 
     /// <summary>Reads and validates a recipe file.</summary>
@@ -83,7 +91,7 @@ public sealed record DistillationRecipe
         catch (JsonException ex)
         {
             string field = string.IsNullOrEmpty(ex.Path) ? string.Empty : $" at {ex.Path.TrimStart('$', '.')}";
-            throw new InvalidDataException($"{source}: invalid recipe{field}: {ex.Message}", ex);
+            throw new InvalidDataException($"{source}: invalid recipe{field}: {Readable(ex)}", ex);
         }
 
         recipe = (recipe ?? throw new InvalidDataException($"{source}: empty recipe.")) with { BaseDirectory = Path.GetFullPath(baseDirectory) };
@@ -94,6 +102,37 @@ public sealed record DistillationRecipe
         }
 
         return recipe;
+    }
+
+    /// <summary>A JSON error in the recipe's words: System.Text.Json's own messages name .NET types and members.</summary>
+    private static string Readable(JsonException ex)
+    {
+        string message = ex.Message;
+        Match unknownKey = Regex.Match(message, "The JSON property '([^']*)' could not be mapped");
+        if (unknownKey.Success)
+        {
+            return $"unknown key '{unknownKey.Groups[1].Value}'.";
+        }
+
+        Match conversion = Regex.Match(message, "could not be converted to ([^ ]+?)\\.? Path");
+        if (conversion.Success)
+        {
+            string type = conversion.Groups[1].Value;
+            string expected = type switch
+            {
+                _ when type.Contains("Int", StringComparison.Ordinal) => "a whole number",
+                _ when type.Contains("Double", StringComparison.Ordinal) || type.Contains("Single", StringComparison.Ordinal) => "a number",
+                _ when type.Contains("Boolean", StringComparison.Ordinal) => "true or false",
+                _ when type.Contains("String", StringComparison.Ordinal) && !type.Contains("Dictionary", StringComparison.Ordinal) && !type.Contains("List", StringComparison.Ordinal) => "a string",
+                _ when type.Contains("List", StringComparison.Ordinal) || type.EndsWith("[]", StringComparison.Ordinal) => "a list",
+                _ => "an object",
+            };
+            return $"expected {expected}.";
+        }
+
+        // Messages of the enum converter (OptionNames) and of malformed JSON carry no .NET names; strip the position suffix.
+        int position = message.IndexOf(" Path: ", StringComparison.Ordinal);
+        return position > 0 ? message[..position] : message;
     }
 
     /// <summary>The recipe as JSON (paths as written).</summary>
@@ -140,22 +179,7 @@ public sealed record DistillationRecipe
 
         if (Scoring is not null)
         {
-            Check(Scoring.Metrics is { Count: > 0 }, "scoring.metrics", "give at least one metric");
-            foreach (string metric in Scoring.Metrics ?? [])
-            {
-                try
-                {
-                    ScoringMetrics.Get(metric);
-                }
-                catch (ArgumentException ex)
-                {
-                    errors.Add($"scoring.metrics: {ex.Message}");
-                }
-            }
-
-            Check(Scoring.CalibrationSequences >= 1, "scoring.calibration_sequences", "must be at least 1");
-            Check(Scoring.CalibrationLength >= 2, "scoring.calibration_length", "must be at least 2");
-            Check(Scoring.BatchSize >= 1, "scoring.batch_size", "must be at least 1");
+            errors.AddRange(Scoring.Validate(key => "scoring." + key));
         }
 
         if (Plan is null)
@@ -164,20 +188,24 @@ public sealed record DistillationRecipe
         }
         else
         {
-            bool shaped = Plan.Layers is not null || Plan.KvGroups is not null || Plan.HeadsPerGroup is not null || Plan.NeuronFraction is not null || Plan.HiddenFraction is not null;
-            Check(Plan.BudgetParameters is null || !shaped, "plan.budget_parameters", "give either a parameter budget or layers/heads/fractions, not both");
-            Check(Plan.LayerSelection is RecipePlan.TopScores or RecipePlan.PositionPrior, "plan.layer_selection", $"must be {RecipePlan.TopScores} or {RecipePlan.PositionPrior}, got '{Plan.LayerSelection}'");
-            errors.AddRange(Plan.ToTargets().Validate(RecipePlan.FieldName));
+            errors.AddRange(Plan.Validate(PlanFieldName));
         }
 
-        Check(Build is null || Build.PadVocabToMultiple >= 1, "build.pad_vocab_to_multiple", "must be at least 1");
+        if (Build is not null)
+        {
+            Check(Build.PadVocabToMultiple >= 1, "build.pad_vocab_to_multiple", "must be at least 1");
+            Check(Build.MaxShardBytes >= 1, "build.max_shard_bytes", "must be positive");
+            Check(Build.ChunkBytes >= 1, "build.chunk_bytes", "must be positive");
+            Check(Build.MemoryLimitBytes is null or >= 1, "build.memory_limit_bytes", "must be positive");
+        }
+
         if (Distillation is null)
         {
             errors.Add("distillation: missing");
         }
         else
         {
-            Check(Distillation.KdLoss is "kl" or "rkl" or "jsd", "distillation.kd_loss", $"must be kl, rkl or jsd, got '{Distillation.KdLoss}'");
+            Check(Enum.IsDefined(Distillation.KdLoss), "distillation.kd_loss", $"must be one of {string.Join(", ", OptionNames.Names<DistillationDivergence>())}");
             Check(Distillation.Temperature > 0, "distillation.temperature", "must be positive");
             Check(Distillation.Alpha is >= 0 and <= 1, "distillation.alpha", "must be in [0, 1]");
             Check(Distillation.Steps >= 1, "distillation.steps", "must be at least 1");
@@ -186,6 +214,7 @@ public sealed record DistillationRecipe
             Check(Distillation.LearningRate > 0, "distillation.learning_rate", "must be positive");
             Check(Distillation.CheckpointEvery >= 1, "distillation.checkpoint_every", "must be at least 1");
             Check(Distillation.EvalEvery >= 1, "distillation.eval_every", "must be at least 1");
+            Check(Inference.Runtime.ComputeDevice.IsValidName(Distillation.Device), "distillation.device", $"'{Distillation.Device}' is not auto, cpu, cuda or cuda:N");
         }
 
         if (Evaluation is not null)
@@ -209,12 +238,15 @@ public sealed record DistillationRecipe
             Check(ExportJob.Steps is null || ExportJob.Tokens is null, "export_job", "give steps or tokens, not both");
             Check(ExportJob.Steps is null or >= 1, "export_job.steps", "must be at least 1");
             Check(ExportJob.Tokens is null or >= 1, "export_job.tokens", "must be at least 1");
-            Check(ExportJob.Precision is "bf16" or "fp32", "export_job.precision", $"must be bf16 or fp32, got '{ExportJob.Precision}'");
+            Check(Enum.IsDefined(ExportJob.Precision), "export_job.precision", $"must be one of {string.Join(", ", OptionNames.Names<TrainingPrecision>())}");
             Check(ExportJob.Student is RecipeExportJob.BuiltStudent or RecipeExportJob.DistilledStudent, "export_job.student", $"must be {RecipeExportJob.BuiltStudent} or {RecipeExportJob.DistilledStudent}, got '{ExportJob.Student}'");
         }
 
         return errors;
     }
+
+    /// <summary>The recipe field of a <see cref="PlanTargets.Keys"/> key: <c>plan.</c> and the key (the section's fields are named as the keys).</summary>
+    internal static string PlanFieldName(string key) => "plan." + key;
 
     private static string Format(double value) => value.ToString(CultureInfo.InvariantCulture);
 }
@@ -253,87 +285,11 @@ public sealed record RecipeVocabulary
     internal CompressionTarget Target => Keep is int n ? CompressionTarget.Keep(n) : CompressionTarget.Cover(Coverage!.Value);
 }
 
-/// <summary>The <c>scoring</c> section.</summary>
-public sealed record RecipeScoring
-{
-    /// <summary>Importance metrics (see <see cref="ScoringMetrics"/>).</summary>
-    public IReadOnlyList<string> Metrics { get; init; } = [ScoringMetrics.Activation, ScoringMetrics.BlockInfluence];
-
-    /// <summary>Calibration windows drawn from the token file.</summary>
-    public int CalibrationSequences { get; init; } = 16;
-
-    /// <summary>Tokens per calibration window.</summary>
-    public int CalibrationLength { get; init; } = 128;
-
-    /// <summary>Windows per teacher pass.</summary>
-    public int BatchSize { get; init; } = 4;
-
-    /// <summary>Seed of the calibration windows.</summary>
-    public int Seed { get; init; }
-}
-
-/// <summary>The <c>plan</c> section: the student's shape, as targets or as a parameter budget.</summary>
-public sealed record RecipePlan
-{
-    /// <summary>Decoder layers to keep.</summary>
-    public int? Layers { get; init; }
-
-    /// <summary>How layers are chosen: <c>top-scores</c> or <c>position-prior</c>.</summary>
-    public string LayerSelection { get; init; } = TopScores;
-
-    /// <summary>KV groups to keep (whole groups).</summary>
-    public int? KvGroups { get; init; }
-
-    /// <summary>Query heads to keep per KV group.</summary>
-    public int? HeadsPerGroup { get; init; }
-
-    /// <summary>Share of FFN neurons to keep.</summary>
-    public double? NeuronFraction { get; init; }
-
-    /// <summary>Share of hidden channels to keep.</summary>
-    public double? HiddenFraction { get; init; }
-
-    /// <summary>Round widths to a multiple of this.</summary>
-    public int? RoundTo { get; init; }
-
-    /// <summary>Total parameter budget: the closest shape from the budget planner is used instead of the targets above.</summary>
-    public long? BudgetParameters { get; init; }
-
-    /// <summary>The <see cref="LayerSelection"/> value that ranks layers by their scores.</summary>
-    internal const string TopScores = "top-scores";
-
-    /// <summary>The <see cref="LayerSelection"/> value that uses the paper's position prior.</summary>
-    internal const string PositionPrior = "position-prior";
-
-    /// <summary>The section as plan targets (the JSON field of each target is <see cref="FieldName"/>).</summary>
-    public PlanTargets ToTargets() => new()
-    {
-        Layers = Layers,
-        LayerSelection = LayerSelection == PositionPrior ? Surgery.Planning.LayerSelection.PositionPrior : Surgery.Planning.LayerSelection.TopScores,
-        KvGroups = KvGroups,
-        HeadsPerGroup = HeadsPerGroup,
-        NeuronFraction = NeuronFraction,
-        HiddenFraction = HiddenFraction,
-        RoundTo = RoundTo,
-        BudgetParameters = BudgetParameters,
-    };
-
-    /// <summary>The recipe field of a <see cref="PlanTargets.Keys"/> key: <c>plan.</c> and the key (the section's fields are named as the keys).</summary>
-    internal static string FieldName(string key) => "plan." + key;
-}
-
-/// <summary>The <c>build</c> section.</summary>
-public sealed record RecipeBuild
-{
-    /// <summary>Pad the student's vocabulary to a multiple of this.</summary>
-    public int PadVocabToMultiple { get; init; } = 1;
-}
-
 /// <summary>The <c>distillation</c> section.</summary>
 public sealed record RecipeDistillation
 {
     /// <summary><c>kl</c> (forward KL), <c>rkl</c> (reverse KL) or <c>jsd</c>.</summary>
-    public string KdLoss { get; init; } = "kl";
+    public DistillationDivergence KdLoss { get; init; } = DistillationDivergence.ForwardKl;
 
     /// <summary>Softmax temperature.</summary>
     public double Temperature { get; init; } = 1.0;
@@ -364,6 +320,24 @@ public sealed record RecipeDistillation
 
     /// <summary>Device: auto, cpu, cuda, cuda:N.</summary>
     public string Device { get; init; } = "auto";
+
+    /// <summary>The training options of this section for a run writing into <paramref name="outputDirectory"/>.</summary>
+    public TrainingOptions ToTrainingOptions(string outputDirectory) => new()
+    {
+        OutputDir = outputDirectory,
+        Steps = Steps,
+        BatchSize = BatchSize,
+        SeqLen = SeqLen,
+        LearningRate = LearningRate,
+        MinLearningRate = LearningRate / 10,
+        CheckpointEvery = CheckpointEvery,
+        EvalEvery = EvalEvery,
+        EvalBatches = 4,
+        Seed = Seed,
+    };
+
+    /// <summary>The distillation loss settings of this section.</summary>
+    public DistillationSettings ToSettings() => new() { Divergence = KdLoss, Temperature = Temperature, Alpha = Alpha };
 }
 
 /// <summary>The <c>evaluation</c> section.</summary>
@@ -422,5 +396,5 @@ public sealed record RecipeExportJob
     public long? Tokens { get; init; }
 
     /// <summary>Compute precision on the GPUs: <c>bf16</c> (float32 master weights) or <c>fp32</c>.</summary>
-    public string Precision { get; init; } = "bf16";
+    public TrainingPrecision Precision { get; init; } = TrainingPrecision.Bf16;
 }

@@ -176,7 +176,7 @@ public static class RecipeRunner
 
             IReadOnlyList<ImportanceScores> scores = await surgeon
                 .CalibrateOn(sample, recipe.Scoring.CalibrationSequences, recipe.Scoring.CalibrationLength, recipe.Scoring.Seed)
-                .ScoreWith(new ScoringOptions { Metrics = recipe.Scoring.Metrics, BatchSize = recipe.Scoring.BatchSize, Seed = recipe.Scoring.Seed })
+                .ScoreWith(recipe.Scoring)
                 .ScoreAsync(run.Token).ConfigureAwait(false);
             string path = Path.Combine(dir, "scores.json");
             ImportanceScores.Combine(scores).Save(path);
@@ -187,11 +187,11 @@ public static class RecipeRunner
         await run.StepAsync("plan", Hash(run.LastHash, DistillationRecipe.SectionJson(recipe.Plan)), async dir =>
         {
             ImportanceScores scores = ImportanceScores.Load(run.Output("scoring", "scores")!);
-            PlanTargets targets = recipe.Plan.ToTargets();
+            PlanTargets targets = recipe.Plan;
             SurgeryPlan plan;
             try
             {
-                plan = await surgeon.UseScores(scores).Plan(builder => targets.ApplyTo(builder, RecipePlan.FieldName).WithDescription("recipe")).PlanAsync(run.Token).ConfigureAwait(false);
+                plan = await surgeon.UseScores(scores).Plan(builder => targets.ApplyTo(builder, DistillationRecipe.PlanFieldName).WithDescription("recipe")).PlanAsync(run.Token).ConfigureAwait(false);
             }
             catch (ArgumentException ex)
             {
@@ -211,7 +211,7 @@ public static class RecipeRunner
             // The student gets the tokenizer the data was tokenized with (a teacher may be saved without one).
             string? tokenizer = run.Output("data", "tokenizer");
             SurgeryResult built = await surgeon.UsePlan(plan)
-                .WriteWith(new StudentBuildOptions { PadVocabToMultiple = recipe.Build.PadVocabToMultiple, Tokenizer = tokenizer is not null && Directory.Exists(tokenizer) && TokenizerFiles.IsInFolder(tokenizer) ? tokenizer : null })
+                .WriteWith(recipe.Build with { Tokenizer = recipe.Build.Tokenizer is { } own ? recipe.Resolve(own) : tokenizer is not null && Directory.Exists(tokenizer) && TokenizerFiles.IsInFolder(tokenizer) ? tokenizer : null })
                 .BuildAsync(student, run.Token).ConfigureAwait(false);
             return new() { ["student"] = built.Student.Directory };
         }).ConfigureAwait(false);
@@ -220,27 +220,8 @@ public static class RecipeRunner
         RecipeDistillation d = recipe.Distillation;
         await run.StepAsync("distillation", Hash(run.LastHash, DistillationRecipe.SectionJson(d)), async (dir, resume) =>
         {
-            var options = new TrainingOptions
-            {
-                OutputDir = dir,
-                Steps = d.Steps,
-                BatchSize = d.BatchSize,
-                SeqLen = d.SeqLen,
-                LearningRate = d.LearningRate,
-                MinLearningRate = d.LearningRate / 10,
-                CheckpointEvery = d.CheckpointEvery,
-                EvalEvery = d.EvalEvery,
-                EvalBatches = 4,
-                Seed = d.Seed,
-            };
-            var distillation = new DistillationSettings
-            {
-                Divergence = d.KdLoss switch { "rkl" => DistillationDivergence.ReverseKl, "jsd" => DistillationDivergence.JensenShannon, _ => DistillationDivergence.ForwardKl },
-                Temperature = d.Temperature,
-                Alpha = d.Alpha,
-            };
             StudentTrainingResult trained = await StudentTraining.DistillAsync(
-                effectiveTeacher, run.Output("build", "student")!, tokensPath, options, distillation,
+                effectiveTeacher, run.Output("build", "student")!, tokensPath, d.ToTrainingOptions(dir), d.ToSettings(),
                 new StudentTrainingSettings { Resume = resume, Device = d.Device },
                 Relay<TrainingProgress>(run, "distillation", p => ($"loss {p.Loss:F3}", p.Step, p.TotalSteps)),
                 logger, run.Token).ConfigureAwait(false);
@@ -294,28 +275,13 @@ public static class RecipeRunner
                 TeacherDirectory = effectiveTeacher,
                 TokensPath = tokensPath,
                 OutputDirectory = Path.Combine(dir, "job"),
-                Training = new TrainingOptions
+                Training = d.ToTrainingOptions(dir) with
                 {
-                    OutputDir = dir,
                     Steps = x.Tokens is null ? x.Steps ?? d.Steps : null,
                     Tokens = x.Tokens,
-                    BatchSize = d.BatchSize,
-                    SeqLen = d.SeqLen,
-                    LearningRate = d.LearningRate,
-                    MinLearningRate = d.LearningRate / 10,
-                    CheckpointEvery = d.CheckpointEvery,
-                    EvalEvery = d.EvalEvery,
-                    EvalBatches = 4,
-                    Seed = d.Seed,
-                    Precision = x.Precision == "bf16" ? TrainingPrecision.Bf16 : TrainingPrecision.Fp32,
+                    Precision = x.Precision,
                 },
-                Distillation = new DistillationSettings
-                {
-                    Divergence = d.KdLoss switch { "rkl" => DistillationDivergence.ReverseKl, "jsd" => DistillationDivergence.JensenShannon, _ => DistillationDivergence.ForwardKl },
-                    Temperature = d.Temperature,
-                    Alpha = d.Alpha,
-                    TeacherDType = TorchSharp.torch.ScalarType.BFloat16,
-                },
+                Distillation = d.ToSettings() with { TeacherDType = TorchSharp.torch.ScalarType.BFloat16 },
                 Nodes = x.Nodes,
                 GpusPerNode = x.GpusPerNode,
                 GlobalBatchWindows = x.GlobalBatch,

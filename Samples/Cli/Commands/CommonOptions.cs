@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Globalization;
+using ModelSurgery.Inference.Configuration;
 
 namespace ModelSurgery.Cli.Commands;
 
@@ -9,6 +10,35 @@ internal static class CommonOptions
     public static Option<string> Model() => new("--model") { Description = "Checkpoint folder (config.json + safetensors).", Required = true };
 
     public static Option<string> Device() => new("--device") { Description = "auto, cpu, cuda or cuda:N.", DefaultValueFactory = _ => "auto" };
+
+    /// <summary>
+    /// An option choosing one value of <typeparamref name="T"/> by the names recipes and the library's JSON use
+    /// (<see cref="OptionNames"/>); the help lists the names and the default.
+    /// </summary>
+    public static Option<T> Choice<T>(string name, string description, T defaultValue)
+        where T : struct, Enum
+    {
+        var option = new Option<T>(name)
+        {
+            Description = $"{description} ({string.Join(", ", OptionNames.Names<T>())}; default {OptionNames.Name(defaultValue)}).",
+            DefaultValueFactory = _ => defaultValue,
+            CustomParser = result =>
+            {
+                string text = result.Tokens.Count > 0 ? result.Tokens[^1].Value : string.Empty;
+                try
+                {
+                    return OptionNames.Parse<T>(text, name);
+                }
+                catch (FormatException ex)
+                {
+                    result.AddError(ex.Message);
+                    return defaultValue;
+                }
+            },
+        };
+        option.CompletionSources.Add(OptionNames.Names<T>().ToArray());
+        return option;
+    }
 }
 
 /// <summary>Token ids given on the command line or in a text file.</summary>

@@ -19,8 +19,7 @@ internal static class ExportJobCommand
         var engine = new Argument<string>("engine") { Description = $"The engine to write the job for: {string.Join(", ", DistributedEngines.Names)}." };
         var student = new Option<string>("--student") { Description = "Student checkpoint folder (its tokenizer and vocab_map.json go with it).", Required = true };
         var teacher = new Option<string?>("--teacher") { Description = "Teacher checkpoint folder: the job distils; without it, the job continues pretraining." };
-        var kdLoss = new Option<string>("--kd-loss") { Description = "kl (forward KL), rkl (reverse KL) or jsd (Jensen-Shannon).", DefaultValueFactory = _ => "kl" };
-        kdLoss.AcceptOnlyFromAmong("kl", "rkl", "jsd");
+        Option<DistillationDivergence> kdLoss = CommonOptions.Choice("--kd-loss", "Divergence: kl (forward KL), rkl (reverse KL) or jsd (Jensen-Shannon)", new DistillationSettings().Divergence);
         var temperature = new Option<double>("--temperature") { Description = "Softmax temperature T (the KD term is scaled by T^2).", DefaultValueFactory = _ => 1.0 };
         var alpha = new Option<double>("--alpha") { Description = "loss = alpha * KD + (1 - alpha) * cross-entropy.", DefaultValueFactory = _ => 0.5 };
         var teacherDtype = new Option<string>("--teacher-dtype") { Description = "fp32 or bf16: precision the teacher runs in on every GPU.", DefaultValueFactory = _ => "bf16" };
@@ -85,12 +84,7 @@ internal static class ExportJobCommand
                 Training = training,
                 Distillation = teacherDir is null ? null : new DistillationSettings
                 {
-                    Divergence = parsed.GetValue(kdLoss) switch
-                    {
-                        "rkl" => DistillationDivergence.ReverseKl,
-                        "jsd" => DistillationDivergence.JensenShannon,
-                        _ => DistillationDivergence.ForwardKl,
-                    },
+                    Divergence = parsed.GetValue(kdLoss),
                     Temperature = t,
                     Alpha = a,
                     TeacherDType = parsed.GetValue(teacherDtype) == "bf16" ? TorchSharp.torch.ScalarType.BFloat16 : TorchSharp.torch.ScalarType.Float32,

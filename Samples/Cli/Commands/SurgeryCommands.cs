@@ -99,30 +99,41 @@ internal static class SurgeryCommands
     private static Option<string[]> MetricsOption() => new("--metric")
     {
         Description = $"Metric(s) to compute: {string.Join(", ", ScoringMetrics.All.Select(m => m.Name))}; repeat for several.",
-        DefaultValueFactory = _ => [ScoringMetrics.L2, ScoringMetrics.BlockInfluence],
+        DefaultValueFactory = _ => [.. new ScoringOptions().Metrics],
     };
 
     private static async Task<IReadOnlyList<ImportanceScores>> ScoreAsync(CliContext context, ParseResult parsed, string modelDir, CalibrationOptions calibration, string[] metrics, string device, CancellationToken cancellationToken)
     {
-        foreach (string metric in metrics)
-        {
-            try
-            {
-                ScoringMetrics.Get(metric);
-            }
-            catch (ArgumentException ex)
-            {
-                throw new UsageException($"--metric: {ex.Message}", ex);
-            }
-        }
-
-        CalibrationData? data = calibration.Load(parsed);
         var options = new ScoringOptions
         {
             Metrics = metrics,
+            CalibrationSequences = parsed.GetValue(calibration.Sequences),
+            CalibrationLength = parsed.GetValue(calibration.Length),
             BatchSize = parsed.GetValue(calibration.BatchSize),
-            Device = Inference.Runtime.ComputeDevice.Resolve(device),
+            Seed = parsed.GetValue(calibration.Seed),
+            Device = device,
         };
+        IReadOnlyList<string> errors = options.Validate(key => key switch
+        {
+            "metrics" => "--metric",
+            "calibration_sequences" => calibration.Sequences.Name,
+            "calibration_length" => calibration.Length.Name,
+            "batch_size" => calibration.BatchSize.Name,
+            "seed" => calibration.Seed.Name,
+            "device" => "--device",
+            _ => key,
+        });
+        if (errors.Count > 0)
+        {
+            throw new UsageException(string.Join("; ", errors) + ".");
+        }
+
+        CalibrationData? data = calibration.Load(parsed);
+        if (data is null && metrics.FirstOrDefault(m => (ScoringMetrics.Get(m).Needs & (MetricNeeds.Activations | MetricNeeds.Gradients | MetricNeeds.Masks)) != 0) is { } needy)
+        {
+            throw new UsageException($"--metric {needy} runs the model on calibration text: give {calibration.Tokens.Name} <token file>.");
+        }
+
         using var bar = context.CreateProgressBar("score");
         return await ImportanceScorer.ScoreAsync(
             modelDir,
@@ -194,13 +205,15 @@ internal static class SurgeryCommands
     {
         public Option<string?> Tokens { get; } = new("--tokens") { Description = "Calibration tokens: a packed token file from 'tokenize', or token ids as text." };
 
-        public Option<int> Sequences { get; } = new("--sequences") { Description = "Calibration windows.", DefaultValueFactory = _ => 64 };
+        public Option<int> Sequences { get; } = new("--sequences") { Description = "Calibration windows.", DefaultValueFactory = _ => Defaults.CalibrationSequences };
 
-        public Option<int> Length { get; } = new("--length") { Description = "Tokens per calibration window.", DefaultValueFactory = _ => 256 };
+        public Option<int> Length { get; } = new("--length") { Description = "Tokens per calibration window.", DefaultValueFactory = _ => Defaults.CalibrationLength };
 
-        public Option<int> BatchSize { get; } = new("--batch-size") { Description = "Calibration windows per forward pass.", DefaultValueFactory = _ => 4 };
+        public Option<int> BatchSize { get; } = new("--batch-size") { Description = "Calibration windows per forward pass.", DefaultValueFactory = _ => Defaults.BatchSize };
 
-        public Option<int> Seed { get; } = new("--seed") { Description = "Seed of the window positions and of random metrics.", DefaultValueFactory = _ => 0 };
+        public Option<int> Seed { get; } = new("--seed") { Description = "Seed of the window positions and of random metrics.", DefaultValueFactory = _ => Defaults.Seed };
+
+        private static ScoringOptions Defaults { get; } = new();
 
         public void AddTo(Command command)
         {
@@ -234,7 +247,7 @@ internal static class SurgeryCommands
     {
         private readonly Option<int?> _layers = new("--layers") { Description = "Layers to keep." };
         private readonly Option<string?> _keepLayers = new("--keep-layers") { Description = "Teacher layers to keep, e.g. \"0,1,2,21\"." };
-        private readonly Option<string> _layerSelection = new("--layer-selection") { Description = "How --layers picks: prior (the paper's first-and-last prior) or scores (top layer scores).", DefaultValueFactory = _ => "prior" };
+        private readonly Option<LayerSelection> _layerSelection = CommonOptions.Choice("--layer-selection", "How --layers picks: position-prior (the paper's first-and-last prior) or top-scores (top layer scores)", new PlanTargets().LayerSelection);
         private readonly Option<int?> _kvGroups = new("--kv-groups") { Description = "KV groups to keep per layer (the top-scored), each with all its query heads unless --heads-per-group cuts them too." };
         private readonly Option<int?> _headsPerGroup = new("--heads-per-group") { Description = "Query heads to keep in each kept KV group (the top-scored); every group is kept unless --kv-groups cuts them too." };
         private readonly Option<int?> _neurons = new("--neurons") { Description = "FFN neurons per layer." };
@@ -279,12 +292,6 @@ internal static class SurgeryCommands
 
         private PlanTargets Read(ParseResult parsed)
         {
-            LayerSelection selection = parsed.GetValue(_layerSelection) switch
-            {
-                "prior" => LayerSelection.PositionPrior,
-                "scores" => LayerSelection.TopScores,
-                var other => throw new UsageException($"{_layerSelection.Name}: '{other}' is not prior or scores."),
-            };
             long? budget = null;
             if (parsed.GetValue(_budget) is { } budgetText)
             {
@@ -300,7 +307,7 @@ internal static class SurgeryCommands
             {
                 Layers = parsed.GetValue(_layers),
                 KeepLayers = parsed.GetValue(_keepLayers) is { } keep ? TokenIds.Parse(keep, _keepLayers.Name) : null,
-                LayerSelection = selection,
+                LayerSelection = parsed.GetValue(_layerSelection),
                 KvGroups = parsed.GetValue(_kvGroups),
                 HeadsPerGroup = parsed.GetValue(_headsPerGroup),
                 Neurons = parsed.GetValue(_neurons),

@@ -38,7 +38,7 @@ internal sealed class TrainingCommandOptions
     private readonly Option<int> _evalEvery = new("--eval-every") { Description = "Validate every N steps (0: only at the end).", DefaultValueFactory = _ => 100 };
     private readonly Option<int> _evalBatches = new("--eval-batches") { Description = "Validation batches per evaluation.", DefaultValueFactory = _ => 8 };
     private readonly Option<int> _checkpointEvery = new("--checkpoint-every") { Description = "Save checkpoints/last every N steps (0: only at the end).", DefaultValueFactory = _ => 500 };
-    private readonly Option<string> _precision = new("--precision") { Description = "fp32, or bf16 (bfloat16 compute with float32 master weights).", DefaultValueFactory = _ => "fp32" };
+    private readonly Option<TrainingPrecision> _precision = CommonOptions.Choice("--precision", "Compute precision: fp32, or bf16 (bfloat16 compute with float32 master weights)", new TrainingOptions().Precision);
     private readonly Option<int> _rounds = new("--rounds") { Description = "Multi-round training: R rounds (1: plain training).", DefaultValueFactory = _ => 1 };
     private readonly Option<double> _roundRatio = new("--round-ratio") { Description = "Share of batches redrawn by loss for each later round.", DefaultValueFactory = _ => 0.5 };
     private readonly Option<string> _roundSchedule = new("--round-schedule") { Description = "restart: each round starts a fresh optimizer and learning-rate schedule; continue: one optimizer and one schedule span all rounds.", DefaultValueFactory = _ => "restart" };
@@ -52,7 +52,6 @@ internal sealed class TrainingCommandOptions
     public TrainingCommandOptions(bool localRun = true)
     {
         _localRun = localRun;
-        _precision.AcceptOnlyFromAmong("fp32", "bf16");
         _roundSchedule.AcceptOnlyFromAmong("restart", "continue");
     }
 
@@ -134,7 +133,7 @@ internal sealed class TrainingCommandOptions
             EvalEvery = parsed.GetValue(_evalEvery),
             EvalBatches = parsed.GetValue(_evalBatches),
             CheckpointEvery = parsed.GetValue(_checkpointEvery),
-            Precision = parsed.GetValue(_precision) == "bf16" ? TrainingPrecision.Bf16 : TrainingPrecision.Fp32,
+            Precision = parsed.GetValue(_precision),
             Seed = parsed.GetValue(_seed),
             OutputDir = parsed.GetValue(_out)!,
         };
@@ -252,8 +251,7 @@ internal static class DistillCommand
     {
         var teacher = new Option<string?>("--teacher") { Description = "Teacher checkpoint folder (not needed with --teacher-cache unless --plan is given)." };
         var student = new Option<string>("--student") { Description = "Student checkpoint folder; its vocab_map.json (from vocabulary compression), if any, maps student ids to teacher ids.", Required = true };
-        var kdLoss = new Option<string>("--kd-loss") { Description = "kl (forward KL), rkl (reverse KL) or jsd (Jensen-Shannon).", DefaultValueFactory = _ => "kl" };
-        kdLoss.AcceptOnlyFromAmong("kl", "rkl", "jsd");
+        Option<DistillationDivergence> kdLoss = CommonOptions.Choice("--kd-loss", "Divergence: kl (forward KL), rkl (reverse KL) or jsd (Jensen-Shannon)", new DistillationSettings().Divergence);
         var temperature = new Option<double>("--temperature") { Description = "Softmax temperature T (the KD term is scaled by T^2).", DefaultValueFactory = _ => 1.0 };
         var alpha = new Option<double>("--alpha") { Description = "loss = alpha * KD + (1 - alpha) * cross-entropy.", DefaultValueFactory = _ => 0.5 };
         var cache = new Option<string?>("--teacher-cache") { Description = "Top-k teacher logits from 'modelsurgery cache-teacher' (same --data, --seq-len and split); the teacher is then not run (top-k forward KL)." };
@@ -298,12 +296,7 @@ internal static class DistillCommand
             (TrainingOptions options, StudentTrainingSettings settings) = shared.Read(parsed, studentDir);
             var distillation = new DistillationSettings
             {
-                Divergence = parsed.GetValue(kdLoss) switch
-                {
-                    "rkl" => DistillationDivergence.ReverseKl,
-                    "jsd" => DistillationDivergence.JensenShannon,
-                    _ => DistillationDivergence.ForwardKl,
-                },
+                Divergence = parsed.GetValue(kdLoss),
                 Temperature = t,
                 Alpha = a,
                 TeacherCachePath = cachePath,
