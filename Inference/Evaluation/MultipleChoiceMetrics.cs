@@ -18,8 +18,10 @@ public sealed record MultipleChoiceItem(string Context, IReadOnlyList<string> Ch
 public sealed record MetricValue(double Value, double StandardError)
 {
     /// <inheritdoc />
-    public override string ToString() =>
-        string.Create(CultureInfo.InvariantCulture, $"{Value:F4} ± {StandardError:F4}");
+    /// <remarks>Without a standard error (corpus-level metrics such as bits per byte, or a single document) the value stands alone.</remarks>
+    public override string ToString() => double.IsNaN(StandardError)
+        ? Value.ToString("F4", CultureInfo.InvariantCulture)
+        : string.Create(CultureInfo.InvariantCulture, $"{Value:F4} ± {StandardError:F4}");
 }
 
 /// <summary>Per-document predictions of a multiple-choice task.</summary>

@@ -36,6 +36,8 @@ public sealed class MultipleChoiceMetricsTests
         Assert.That(value.Value, Is.EqualTo(0.75));
         Assert.That(value.StandardError, Is.EqualTo(0.25).Within(1e-12));
         Assert.That(MultipleChoiceMetrics.MeanStandardError([1]), Is.NaN);
+        Assert.That(value.ToString(), Is.EqualTo("0.7500 ± 0.2500"));
+        Assert.That(new MetricValue(3.4772, double.NaN).ToString(), Is.EqualTo("3.4772"), "no '± NaN' where there is no standard error");
     }
 
     [Test]
