@@ -10,6 +10,7 @@ using ModelSurgery.Inference.IO;
 using ModelSurgery.Inference.Modeling;
 using ModelSurgery.Inference.Reporting;
 using ModelSurgery.Inference.Tokenization;
+using ModelSurgery.Samples;
 using ModelSurgery.Surgery.Building;
 using ModelSurgery.Surgery.Planning;
 using ModelSurgery.Surgery.Scoring;

@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Globalization;
 using ModelSurgery.Inference.Modeling;
 using ModelSurgery.Inference.Reporting;
+using ModelSurgery.Samples;
 using ModelSurgery.Surgery.Planning;
 using ModelSurgery.Surgery.Scoring;
 using ModelSurgery.Training;

@@ -4,6 +4,7 @@ using System.Text.Json;
 using ModelSurgery.Inference.Configuration;
 using ModelSurgery.Inference.Evaluation;
 using ModelSurgery.Inference.Modeling;
+using ModelSurgery.Samples;
 using ModelSurgery.Surgery.Building;
 using ModelSurgery.Surgery.Planning;
 using ModelSurgery.Surgery.Scoring;

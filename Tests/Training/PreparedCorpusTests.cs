@@ -1,6 +1,7 @@
 using System.Text;
 using System.Text.Json;
 using ModelSurgery.Inference.Configuration;
+using ModelSurgery.Samples;
 using ModelSurgery.Surgery.Vocabulary;
 using ModelSurgery.Tests.Checkpoints;
 using ModelSurgery.Tests.Vocabulary;

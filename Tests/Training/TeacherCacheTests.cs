@@ -1,5 +1,6 @@
 using ModelSurgery.Inference.Configuration;
 using ModelSurgery.Inference.Modeling;
+using ModelSurgery.Samples;
 using ModelSurgery.Tests.Checkpoints;
 using ModelSurgery.Tests.Modeling;
 using ModelSurgery.Training;

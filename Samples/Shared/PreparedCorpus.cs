@@ -5,9 +5,10 @@ using ModelSurgery.Inference.Configuration;
 using ModelSurgery.Inference.IO;
 using ModelSurgery.Inference.Tokenization;
 using ModelSurgery.Surgery.Vocabulary;
+using ModelSurgery.Training;
 using ModelSurgery.Training.Data;
 
-namespace ModelSurgery.Training.Recipes;
+namespace ModelSurgery.Samples;
 
 /// <summary>
 /// A JSON-lines corpus split by document into a training file and a held-out file: every

@@ -7,8 +7,9 @@ using Microsoft.Extensions.Logging;
 using ModelSurgery.Inference.Configuration;
 using ModelSurgery.Inference.IO;
 using ModelSurgery.Inference.Modeling;
+using ModelSurgery.Training;
 
-namespace ModelSurgery.Training.Recipes;
+namespace ModelSurgery.Samples;
 
 /// <summary>What <see cref="TeacherCache.EnsureAsync"/> returns: the teacher's training record, trained now or read from the cache.</summary>
 /// <param name="Directory">The teacher's checkpoint folder.</param>
