@@ -6,7 +6,7 @@ namespace ModelSurgery.Tests.Cli;
 /// </summary>
 public sealed class Llama2CCliTests
 {
-    // The first 20 ids of run.c's greedy continuation from BOS (the golden list in Tests/Integration/Stories260KModelTests.cs).
+    // The first 20 ids of run.c's greedy continuation from BOS (the golden list in Tests/EndToEnd/Integration/Stories260KModelTests.cs).
     private static readonly int[] RunCGreedyFromBos =
         [461, 461, 401, 401, 401, 461, 378, 455, 473, 456, 435, 299, 362, 409, 283, 264, 283, 452, 288, 13];
 

@@ -6,7 +6,7 @@ using ModelSurgery.Training.Data;
 
 namespace ModelSurgery.Tests.Cli;
 
-/// <summary>Tiny checkpoints, token files and an in-process runner for the training command tests.</summary>
+/// <summary>Tiny checkpoints, token files and the options of the training tests (the command-line runner is <c>CliRunner</c> in the end-to-end tests).</summary>
 internal static class TrainCliSupport
 {
     public const int Vocab = 64;
@@ -47,14 +47,6 @@ internal static class TrainCliSupport
     /// <summary>Options every training test uses: small batches, a high learning rate, CPU.</summary>
     public static string[] FastOptions(int steps, int evalEvery = 10) =>
         ["--steps", steps.ToString(System.Globalization.CultureInfo.InvariantCulture), "--lr", "1e-2", "--min-lr", "1e-3", "--batch-size", "4", "--seq-len", "16", "--eval-every", evalEvery.ToString(System.Globalization.CultureInfo.InvariantCulture), "--eval-batches", "2", "--device", "cpu"];
-
-    public static async Task<(int Code, string Output, string Error)> RunAsync(IEnumerable<string> args, TextWriter? error = null, CancellationToken cancellationToken = default)
-    {
-        using var output = new StringWriter();
-        using var errorText = new StringWriter();
-        int code = await ModelSurgery.Cli.Program.RunAsync([.. args], output, error ?? errorText, cancellationToken);
-        return (code, output.ToString(), error is null ? errorText.ToString() : string.Empty);
-    }
 
     /// <summary>The training losses in a metrics.jsonl, in step order.</summary>
     public static double[] Losses(string metricsPath) =>

@@ -31,7 +31,7 @@ public sealed class TrainCommandTests
     [Test]
     public async Task Train_lowers_the_loss_and_writes_loadable_checkpoints_metrics_and_chart()
     {
-        (int code, string output, string error) = await TrainCliSupport.RunAsync(Train("run", 40));
+        (int code, string output, string error) = await CliRunner.RunAsync(Train("run", 40));
         Assert.That(code, Is.Zero, error);
         string run = Path.Combine(_dir, "run");
         double[] losses = TrainCliSupport.Losses(Path.Combine(run, "metrics.jsonl"));
@@ -58,18 +58,18 @@ public sealed class TrainCommandTests
     [Test]
     public async Task Resume_after_cancellation_ends_where_an_uninterrupted_run_ends()
     {
-        (int code, _, string error) = await TrainCliSupport.RunAsync(TrainWithoutEvaluation("whole", 12));
+        (int code, _, string error) = await CliRunner.RunAsync(TrainWithoutEvaluation("whole", 12));
         Assert.That(code, Is.Zero, error);
 
         // Cancel as soon as the first step is reported on the progress line; the trainer saves its state and stops.
         using var cancellation = new CancellationTokenSource();
         using var cancelOnProgress = new CancellingWriter(cancellation);
-        (code, _, _) = await TrainCliSupport.RunAsync(TrainWithoutEvaluation("resumed", 12), cancelOnProgress, cancellation.Token);
+        (code, _, _) = await CliRunner.RunAsync(TrainWithoutEvaluation("resumed", 12), cancelOnProgress, cancellation.Token);
         Assert.That(code, Is.EqualTo(1), "a cancelled run exits with 1");
         double[] partial = TrainCliSupport.Losses(Path.Combine(_dir, "resumed", "metrics.jsonl"));
         Assert.That(partial.Length, Is.InRange(1, 11));
 
-        (code, _, error) = await TrainCliSupport.RunAsync(TrainWithoutEvaluation("resumed", 12, "--resume"));
+        (code, _, error) = await CliRunner.RunAsync(TrainWithoutEvaluation("resumed", 12, "--resume"));
         Assert.That(code, Is.Zero, error);
         double[] whole = TrainCliSupport.Losses(Path.Combine(_dir, "whole", "metrics.jsonl"));
         double[] resumed = TrainCliSupport.Losses(Path.Combine(_dir, "resumed", "metrics.jsonl"));
@@ -79,7 +79,7 @@ public sealed class TrainCommandTests
     [Test]
     public async Task Multi_round_training_writes_each_round_and_a_final_checkpoint()
     {
-        (int code, string output, string error) = await TrainCliSupport.RunAsync(Train("rounds", 1, "--rounds", "2", "--round-ratio", "0.5"));
+        (int code, string output, string error) = await CliRunner.RunAsync(Train("rounds", 1, "--rounds", "2", "--round-ratio", "0.5"));
         Assert.That(code, Is.Zero, error);
         string run = Path.Combine(_dir, "rounds");
         Assert.Multiple(() =>
@@ -96,7 +96,7 @@ public sealed class TrainCommandTests
     [Test]
     public async Task Multi_round_training_with_one_schedule_writes_one_run_over_all_rounds()
     {
-        (int code, string output, string error) = await TrainCliSupport.RunAsync(Train("rounds-continue", 1, "--rounds", "2", "--round-ratio", "0.5", "--round-schedule", "continue"));
+        (int code, string output, string error) = await CliRunner.RunAsync(Train("rounds-continue", 1, "--rounds", "2", "--round-ratio", "0.5", "--round-schedule", "continue"));
         Assert.That(code, Is.Zero, error);
         string run = Path.Combine(_dir, "rounds-continue");
         Assert.Multiple(() =>
@@ -117,7 +117,7 @@ public sealed class TrainCommandTests
     [Test]
     public async Task Bf16_training_saves_a_bfloat16_checkpoint()
     {
-        (int code, _, string error) = await TrainCliSupport.RunAsync(Train("bf16", 4, "--precision", "bf16"));
+        (int code, _, string error) = await CliRunner.RunAsync(Train("bf16", 4, "--precision", "bf16"));
         Assert.That(code, Is.Zero, error);
         using LlamaForCausalLM final = ModelCheckpoint.Load(Path.Combine(_dir, "bf16", "checkpoints", "final"), new ModelLoadOptions { Device = "cpu", DType = ScalarType.BFloat16 });
         Assert.That(final.Config.TorchDtype, Is.EqualTo("bfloat16"));
@@ -132,7 +132,7 @@ public sealed class TrainCommandTests
     [TestCase("--no-such-option")]
     public async Task Bad_options_are_usage_errors(params string[] extra)
     {
-        (int code, _, string error) = await TrainCliSupport.RunAsync(Train("usage", 2, extra));
+        (int code, _, string error) = await CliRunner.RunAsync(Train("usage", 2, extra));
         Assert.That(code, Is.EqualTo(2), error);
         Assert.That(error, Does.StartWith("error:"));
     }
@@ -140,7 +140,7 @@ public sealed class TrainCommandTests
     [Test]
     public async Task Neither_steps_nor_tokens_is_a_usage_error()
     {
-        (int code, _, string error) = await TrainCliSupport.RunAsync(["train", "--model", _model, "--data", _tokens, "--out", Path.Combine(_dir, "x")]);
+        (int code, _, string error) = await CliRunner.RunAsync(["train", "--model", _model, "--data", _tokens, "--out", Path.Combine(_dir, "x")]);
         Assert.That(code, Is.EqualTo(2));
         Assert.That(error, Does.Contain("--steps"));
     }
@@ -149,7 +149,7 @@ public sealed class TrainCommandTests
     public async Task A_missing_token_file_fails_with_one_line()
     {
         string missing = Path.Combine(_dir, "missing.bin");
-        (int code, _, string error) = await TrainCliSupport.RunAsync(["train", "--model", _model, "--data", missing, "--out", Path.Combine(_dir, "x"), .. TrainCliSupport.FastOptions(2)]);
+        (int code, _, string error) = await CliRunner.RunAsync(["train", "--model", _model, "--data", missing, "--out", Path.Combine(_dir, "x"), .. TrainCliSupport.FastOptions(2)]);
         Assert.That(code, Is.EqualTo(1));
         Assert.That(error.TrimEnd().Split('\n'), Has.Length.EqualTo(1));
         Assert.That(error, Does.Contain("missing.bin"));

@@ -24,7 +24,7 @@ public sealed class TokenizeCommandTests
         File.WriteAllLines(jsonl, ["{\"body\":\"The dog ran.\"}", "{\"body\":\"It sat down.\"}"]);
         string output = Path.Combine(_dir, "out", "tokens.bin");
 
-        (int code, string stdout, string error) = await TrainCliSupport.RunAsync(
+        (int code, string stdout, string error) = await CliRunner.RunAsync(
             ["tokenize", "--tokenizer", "gpt2", "--in", text, jsonl, "--out", output, "--val-fraction", "0.2", "--field", "body"]);
         Assert.That(code, Is.Zero, error);
         Assert.That(stdout, Does.Contain("3 documents"));
@@ -55,16 +55,16 @@ public sealed class TokenizeCommandTests
     {
         string text = Path.Combine(_dir, "a.txt");
         File.WriteAllText(text, "hello");
-        (int code, _, _) = await TrainCliSupport.RunAsync(["tokenize", "--tokenizer", "gpt2", "--in", text, "--out", Path.Combine(_dir, "t.bin"), "--val-fraction", "1"]);
+        (int code, _, _) = await CliRunner.RunAsync(["tokenize", "--tokenizer", "gpt2", "--in", text, "--out", Path.Combine(_dir, "t.bin"), "--val-fraction", "1"]);
         Assert.That(code, Is.EqualTo(2));
-        (code, _, _) = await TrainCliSupport.RunAsync(["tokenize", "--tokenizer", "gpt2", "--out", Path.Combine(_dir, "t.bin")]);
+        (code, _, _) = await CliRunner.RunAsync(["tokenize", "--tokenizer", "gpt2", "--out", Path.Combine(_dir, "t.bin")]);
         Assert.That(code, Is.EqualTo(2), "--in is required");
     }
 
     [Test]
     public async Task A_missing_input_fails_with_one_line()
     {
-        (int code, _, string error) = await TrainCliSupport.RunAsync(["tokenize", "--tokenizer", "gpt2", "--in", Path.Combine(_dir, "none.txt"), "--out", Path.Combine(_dir, "t.bin")]);
+        (int code, _, string error) = await CliRunner.RunAsync(["tokenize", "--tokenizer", "gpt2", "--in", Path.Combine(_dir, "none.txt"), "--out", Path.Combine(_dir, "t.bin")]);
         Assert.That(code, Is.EqualTo(1));
         Assert.That(error.TrimEnd().Split('\n'), Has.Length.EqualTo(1));
         Assert.That(error, Does.Contain("none.txt"));
@@ -90,9 +90,9 @@ public sealed class TokenizeCommandTests
         string text = Path.Combine(_dir, "short.txt");
         File.WriteAllText(text, string.Join(' ', ids));
         string[] common = ["perplexity", "--model", model, "--context", "32", "--device", "cpu", "--tokens"];
-        (int code, string fromPacked, string error) = await TrainCliSupport.RunAsync([.. common, Path.Combine(_dir, "short.bin")]);
+        (int code, string fromPacked, string error) = await CliRunner.RunAsync([.. common, Path.Combine(_dir, "short.bin")]);
         Assert.That(code, Is.Zero, error);
-        (code, string fromText, error) = await TrainCliSupport.RunAsync([.. common, text]);
+        (code, string fromText, error) = await CliRunner.RunAsync([.. common, text]);
         Assert.That(code, Is.Zero, error);
         Assert.That(fromPacked, Does.StartWith("perplexity "));
         Assert.That(fromPacked, Is.EqualTo(fromText));

@@ -41,7 +41,7 @@ public sealed class DistillCommandTests
     [TestCase("jsd")]
     public async Task Distilling_from_a_running_teacher_lowers_the_student_loss(string kdLoss)
     {
-        (int code, string output, string error) = await TrainCliSupport.RunAsync(Distill("run", _student, _tokens, "--teacher", _teacher, "--kd-loss", kdLoss, "--temperature", "2", "--alpha", "0.5"));
+        (int code, string output, string error) = await CliRunner.RunAsync(Distill("run", _student, _tokens, "--teacher", _teacher, "--kd-loss", kdLoss, "--temperature", "2", "--alpha", "0.5"));
         Assert.That(code, Is.Zero, error);
         Assert.That(output, Does.Contain("final checkpoint"));
         AssertLossFalls("run");
@@ -59,14 +59,14 @@ public sealed class DistillCommandTests
         Directory.CreateDirectory(Path.Combine(_dir, "student-tokens"));
         string tokens = TrainCliSupport.WriteTokens(Path.Combine(_dir, "student-tokens"), vocab: studentVocab);
 
-        (int code, _, string error) = await TrainCliSupport.RunAsync(Distill("compressed", student, tokens, "--teacher", _teacher));
+        (int code, _, string error) = await CliRunner.RunAsync(Distill("compressed", student, tokens, "--teacher", _teacher));
         Assert.That(code, Is.Zero, error);
         AssertLossFalls("compressed");
         Assert.That(File.Exists(Path.Combine(_dir, "compressed", "checkpoints", "final", "vocab_map.json")), "the map travels with the student");
 
         // Without the map the teacher's 64 logits cannot be compared with the student's 48.
         File.Delete(Path.Combine(student, "vocab_map.json"));
-        (code, _, error) = await TrainCliSupport.RunAsync(Distill("unmapped", student, tokens, "--teacher", _teacher));
+        (code, _, error) = await CliRunner.RunAsync(Distill("unmapped", student, tokens, "--teacher", _teacher));
         Assert.That(code, Is.EqualTo(1));
         Assert.That(error, Does.Contain("do not match"));
     }
@@ -75,7 +75,7 @@ public sealed class DistillCommandTests
     public async Task Cached_teacher_logits_drive_distillation()
     {
         string cache = Path.Combine(_dir, "teacher.topk");
-        (int code, string output, string error) = await TrainCliSupport.RunAsync(
+        (int code, string output, string error) = await CliRunner.RunAsync(
             ["cache-teacher", "--teacher", _teacher, "--data", _tokens, "--out", cache, "--top-k", "8", "--seq-len", "16", "--device", "cpu"]);
         Assert.That(code, Is.Zero, error);
         Assert.That(output, Does.Contain("top-8"));
@@ -86,13 +86,13 @@ public sealed class DistillCommandTests
             Assert.That(opened.Count, Is.GreaterThan(100), "every training window is cached");
         }
 
-        (code, _, error) = await TrainCliSupport.RunAsync(Distill("cached", _student, _tokens, "--teacher-cache", cache));
+        (code, _, error) = await CliRunner.RunAsync(Distill("cached", _student, _tokens, "--teacher-cache", cache));
         Assert.That(code, Is.Zero, error);
         AssertLossFalls("cached");
 
         string[] shorter = [.. Distill("wrong-length", _student, _tokens, "--teacher-cache", cache)];
         shorter[Array.IndexOf(shorter, "--seq-len") + 1] = "8";
-        (code, _, error) = await TrainCliSupport.RunAsync(shorter);
+        (code, _, error) = await CliRunner.RunAsync(shorter);
         Assert.That(code, Is.EqualTo(1));
         Assert.That(error, Does.Contain("--seq-len 8"));
     }
@@ -111,7 +111,7 @@ public sealed class DistillCommandTests
         string plan = Path.Combine(_dir, "plan.json");
         new SurgeryPlan { Teacher = teacher, HiddenChannels = [.. Enumerable.Range(0, teacher.HiddenSize)], Layers = [Layer(0), Layer(2)] }.Save(plan);
 
-        (int code, _, string error) = await TrainCliSupport.RunAsync(Distill("hidden", _student, _tokens, "--teacher", _teacher, "--plan", plan, "--hidden-weight", "0.5"));
+        (int code, _, string error) = await CliRunner.RunAsync(Distill("hidden", _student, _tokens, "--teacher", _teacher, "--plan", plan, "--hidden-weight", "0.5"));
         Assert.That(code, Is.Zero, error);
         AssertLossFalls("hidden");
     }
@@ -119,7 +119,7 @@ public sealed class DistillCommandTests
     [Test]
     public async Task Missing_teacher_and_cache_is_a_usage_error()
     {
-        (int code, _, string error) = await TrainCliSupport.RunAsync(Distill("x", _student, _tokens));
+        (int code, _, string error) = await CliRunner.RunAsync(Distill("x", _student, _tokens));
         Assert.That(code, Is.EqualTo(2));
         Assert.That(error, Does.Contain("--teacher"));
     }
@@ -129,14 +129,14 @@ public sealed class DistillCommandTests
     [TestCase("--temperature", "0")]
     public async Task Bad_distillation_options_are_usage_errors(params string[] extra)
     {
-        (int code, _, string error) = await TrainCliSupport.RunAsync(Distill("x", _student, _tokens, ["--teacher", _teacher, .. extra]));
+        (int code, _, string error) = await CliRunner.RunAsync(Distill("x", _student, _tokens, ["--teacher", _teacher, .. extra]));
         Assert.That(code, Is.EqualTo(2), error);
     }
 
     [Test]
     public async Task A_missing_teacher_folder_fails_with_one_line()
     {
-        (int code, _, string error) = await TrainCliSupport.RunAsync(Distill("x", _student, _tokens, "--teacher", Path.Combine(_dir, "nowhere")));
+        (int code, _, string error) = await CliRunner.RunAsync(Distill("x", _student, _tokens, "--teacher", Path.Combine(_dir, "nowhere")));
         Assert.That(code, Is.EqualTo(1));
         Assert.That(error.TrimEnd().Split('\n'), Has.Length.EqualTo(1));
         Assert.That(error, Does.Contain("nowhere"));

@@ -22,13 +22,13 @@ public sealed class RunCommandTests
     public async Task Run_prints_a_line_per_step_and_the_evaluation_table_and_a_rerun_skips()
     {
         string work = Path.Combine(_dir, "work");
-        (int code, string output, string error) = await TrainCliSupport.RunAsync(["run", _recipe, "--work", work]);
+        (int code, string output, string error) = await CliRunner.RunAsync(["run", _recipe, "--work", work]);
         Assert.That(code, Is.Zero, error);
         Assert.That(output, Does.Contain("[1/8] vocabulary").And.Contain("[6/8] distillation").And.Contain("[7/8] evaluation").And.Contain("[8/8] export_job"));
         Assert.That(output, Does.Contain("| teacher").And.Contain("| student"));
         Assert.That(File.Exists(Path.Combine(work, "07-evaluation", "step.json")), Is.True);
 
-        (code, output, error) = await TrainCliSupport.RunAsync(["run", _recipe, "--work", work]);
+        (code, output, error) = await CliRunner.RunAsync(["run", _recipe, "--work", work]);
         Assert.That(code, Is.Zero, error);
         Assert.That(output.Split('\n').Count(l => l.Contains("skipped", StringComparison.Ordinal)), Is.EqualTo(8));
     }
@@ -36,7 +36,7 @@ public sealed class RunCommandTests
     [Test]
     public async Task The_default_work_folder_sits_beside_the_recipe()
     {
-        (int code, _, string error) = await TrainCliSupport.RunAsync(["run", _recipe]);
+        (int code, _, string error) = await CliRunner.RunAsync(["run", _recipe]);
         Assert.That(code, Is.Zero, error);
         Assert.That(File.Exists(Path.Combine(_dir, "tiny.recipe.work", "06-distillation", "step.json")), Is.True);
     }
@@ -47,7 +47,7 @@ public sealed class RunCommandTests
         JsonObject recipe = RecipeFixture.Recipe();
         recipe["distillation"]!["temperature"] = 0;
         string path = RecipeFixture.WriteRecipe(_dir, recipe);
-        (int code, _, string error) = await TrainCliSupport.RunAsync(["run", path]);
+        (int code, _, string error) = await CliRunner.RunAsync(["run", path]);
         Assert.That(code, Is.EqualTo(1));
         Assert.That(error, Does.Contain("distillation.temperature"));
     }
@@ -58,7 +58,7 @@ public sealed class RunCommandTests
     [TestCase("{recipe}", "--work")]
     public async Task Usage_errors_exit_2(params string[] args)
     {
-        (int code, _, _) = await TrainCliSupport.RunAsync(["run", .. args.Select(a => a.Replace("{recipe}", _recipe, StringComparison.Ordinal))]);
+        (int code, _, _) = await CliRunner.RunAsync(["run", .. args.Select(a => a.Replace("{recipe}", _recipe, StringComparison.Ordinal))]);
         Assert.That(code, Is.EqualTo(2));
     }
 }

@@ -40,7 +40,7 @@ public sealed class ExportJobCommandTests
     [Test]
     public async Task Export_job_writes_the_job_and_prints_the_launch_line()
     {
-        (int code, string output, string error) = await TrainCliSupport.RunAsync(Export("hf-accelerate", "job"));
+        (int code, string output, string error) = await CliRunner.RunAsync(Export("hf-accelerate", "job"));
         Assert.That(code, Is.Zero, error);
         Assert.That(output, Does.Contain("2 node(s) x 8 GPU(s) = 16 processes").And.Contain("1000 steps of 16 windows").And.Contain("NODES=2 GPUS_PER_NODE=8"));
         var job = (JsonObject)JsonNode.Parse(File.ReadAllText(Path.Combine(_dir, "job", "job.json")))!;
@@ -54,7 +54,7 @@ public sealed class ExportJobCommandTests
     [Test]
     public async Task An_unknown_engine_is_a_usage_error_naming_the_engines()
     {
-        (int code, _, string error) = await TrainCliSupport.RunAsync(Export("torchtune", "unknown-engine"));
+        (int code, _, string error) = await CliRunner.RunAsync(Export("torchtune", "unknown-engine"));
         Assert.That(code, Is.EqualTo(2));
         Assert.That(error.Trim(), Does.StartWith("error: engine: unknown engine 'torchtune'").And.Contain("hf-accelerate"));
     }
@@ -63,10 +63,10 @@ public sealed class ExportJobCommandTests
     public async Task An_existing_output_needs_force()
     {
         Directory.CreateDirectory(Path.Combine(_dir, "taken"));
-        (int code, _, string error) = await TrainCliSupport.RunAsync(Export("hf-accelerate", "taken"));
+        (int code, _, string error) = await CliRunner.RunAsync(Export("hf-accelerate", "taken"));
         Assert.That(code, Is.EqualTo(2));
         Assert.That(error, Does.Contain("--out:").And.Contain("--force"));
-        (code, _, error) = await TrainCliSupport.RunAsync(Export("hf-accelerate", "taken", "--force"));
+        (code, _, error) = await CliRunner.RunAsync(Export("hf-accelerate", "taken", "--force"));
         Assert.That(code, Is.Zero, error);
     }
 
@@ -75,7 +75,7 @@ public sealed class ExportJobCommandTests
     {
         string[] args = Export("hf-accelerate", "missing");
         args[Array.IndexOf(args, "--student") + 1] = Path.Combine(_dir, "no-student");
-        (int code, _, string error) = await TrainCliSupport.RunAsync(args);
+        (int code, _, string error) = await CliRunner.RunAsync(args);
         Assert.That(code, Is.EqualTo(2));
         Assert.That(error, Does.Contain("--student: ").And.Contain("no-student"));
 
@@ -84,7 +84,7 @@ public sealed class ExportJobCommandTests
         args = Export("hf-accelerate", "unmapped");
         args[Array.IndexOf(args, "--student") + 1] = _teacher;
         args[Array.IndexOf(args, "--teacher") + 1] = other;
-        (code, _, error) = await TrainCliSupport.RunAsync(args);
+        (code, _, error) = await CliRunner.RunAsync(args);
         Assert.That(code, Is.EqualTo(1));
         Assert.That(error, Does.Contain("--teacher: ").And.Contain("vocab_map.json").And.Contain("other-teacher"));
         Assert.That(error.Split('\n').Where(l => l.StartsWith("error:", StringComparison.Ordinal)).ToList(), Has.Count.EqualTo(1), "one line");
@@ -93,7 +93,7 @@ public sealed class ExportJobCommandTests
     [Test]
     public async Task Options_that_only_a_local_run_has_are_not_offered()
     {
-        (int code, _, string error) = await TrainCliSupport.RunAsync(Export("hf-accelerate", "rounds", "--rounds", "2"));
+        (int code, _, string error) = await CliRunner.RunAsync(Export("hf-accelerate", "rounds", "--rounds", "2"));
         Assert.That(code, Is.EqualTo(2));
         Assert.That(error, Does.Contain("--rounds"));
     }

@@ -9,7 +9,7 @@ namespace ModelSurgery.Tests.Cli;
 /// <summary><c>modelsurgery perplexity</c> on a text file of token ids.</summary>
 public sealed partial class PerplexityCliTests
 {
-    // Greedy tokens of stories260K (the run.c list in Tests/Integration/Stories260KModelTests.cs), a natural text for it.
+    // Greedy tokens of stories260K (the run.c list in Tests/EndToEnd/Integration/Stories260KModelTests.cs), a natural text for it.
     private static readonly int[] Tokens =
         [1, 461, 461, 401, 401, 401, 461, 378, 455, 473, 456, 435, 299, 362, 409, 283, 264, 283, 452, 288, 13, 431, 431, 431, 431];
 
