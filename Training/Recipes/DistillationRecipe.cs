@@ -1,5 +1,7 @@
 using System.Globalization;
 using System.Text.Json;
+using System.Text.Json.Nodes;
+using System.Text.Json.Schema;
 using System.Text.RegularExpressions;
 using System.Text.Json.Serialization;
 using ModelSurgery.Inference.Configuration;
@@ -48,6 +50,10 @@ public sealed record DistillationRecipe
     /// <summary>A job for a distributed engine that runs the distillation at scale (<c>export_job</c>); null writes none.</summary>
     public RecipeExportJob? ExportJob { get; init; }
 
+    /// <summary>The JSON schema the file declares for editors (<c>$schema</c>); not used by the runner.</summary>
+    [JsonPropertyName("$schema")]
+    public string? Schema { get; init; }
+
     /// <summary>The folder relative paths are resolved against (the recipe file's folder once loaded).</summary>
     [JsonIgnore]
     public string BaseDirectory { get; init; } = ".";
@@ -61,21 +67,20 @@ public sealed record DistillationRecipe
         WriteIndented = true,
         DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull,
         Converters = { new OptionNames.JsonConverter() },
+        TypeInfoResolver = new System.Text.Json.Serialization.Metadata.DefaultJsonTypeInfoResolver(),
     };
 
-    /// <summary>Reads and validates a recipe file.</summary>
+    /// <summary>
+    /// Reads and validates a recipe file, JSON or YAML (by extension), after applying command-line overrides such as
+    /// <c>distillation.steps=200</c> (see <see cref="RecipeFile.Apply"/>).
+    /// </summary>
     /// <exception cref="FileNotFoundException">The file does not exist.</exception>
-    /// <exception cref="InvalidDataException">The JSON is malformed or a field is invalid; the message names the file and the field.</exception>
-    public static DistillationRecipe Load(string path)
+    /// <exception cref="InvalidDataException">The file is malformed, an override is malformed, or a field is invalid; the message names the file and the field.</exception>
+    public static DistillationRecipe Load(string path, IEnumerable<string>? overrides = null)
     {
-        ArgumentException.ThrowIfNullOrEmpty(path);
-        if (!File.Exists(path))
-        {
-            throw new FileNotFoundException($"{path}: recipe file not found.", path);
-        }
-
         string fullPath = Path.GetFullPath(path);
-        return Parse(File.ReadAllText(fullPath), Path.GetDirectoryName(fullPath)!, fullPath);
+        JsonObject root = RecipeFile.Read(fullPath, overrides);
+        return FromNode(root, Path.GetDirectoryName(fullPath)!, fullPath);
     }
 
     /// <summary>Parses and validates recipe JSON; relative paths resolve against <paramref name="baseDirectory"/>.</summary>
@@ -83,10 +88,53 @@ public sealed record DistillationRecipe
     public static DistillationRecipe Parse(string json, string baseDirectory, string source = "recipe.json")
     {
         ArgumentNullException.ThrowIfNull(json);
+        JsonNode? root;
+        try
+        {
+            root = JsonNode.Parse(json, documentOptions: new JsonDocumentOptions { CommentHandling = JsonCommentHandling.Skip, AllowTrailingCommas = true });
+        }
+        catch (JsonException ex)
+        {
+            throw new InvalidDataException($"{source}: not valid JSON at line {ex.LineNumber + 1}: {Readable(ex)}", ex);
+        }
+
+        return FromNode(root as JsonObject ?? throw new InvalidDataException($"{source}: a recipe is a JSON object."), baseDirectory, source);
+    }
+
+    /// <summary>
+    /// The JSON schema of recipe files, generated from the records a recipe is made of (editors use it for completion
+    /// and checking: point a recipe's <c>$schema</c> at it). Choices list their names (<see cref="OptionNames"/>).
+    /// </summary>
+    public static string JsonSchema()
+    {
+        var exporter = new JsonSchemaExporterOptions
+        {
+            TreatNullObliviousAsNonNullable = true,
+            TransformSchemaNode = (context, schema) =>
+            {
+                Type type = Nullable.GetUnderlyingType(context.TypeInfo.Type) ?? context.TypeInfo.Type;
+                if (!type.IsEnum)
+                {
+                    return schema;
+                }
+
+                // The enum converter is opaque to the exporter (it writes 'true'): list the names it reads.
+                var names = (IEnumerable<string>)typeof(OptionNames).GetMethod(nameof(OptionNames.Names))!.MakeGenericMethod(type).Invoke(null, null)!;
+                return new JsonObject { ["type"] = "string", ["enum"] = new JsonArray([.. names.Select(n => (JsonNode)n)]) };
+            },
+        };
+        JsonNode schema = JsonOptions.GetJsonSchemaAsNode(typeof(DistillationRecipe), exporter);
+        schema["$schema"] = "https://json-schema.org/draft/2020-12/schema";
+        schema["title"] = "ModelSurgery distillation recipe";
+        return schema.ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n";
+    }
+
+    private static DistillationRecipe FromNode(JsonObject root, string baseDirectory, string source)
+    {
         DistillationRecipe? recipe;
         try
         {
-            recipe = JsonSerializer.Deserialize<DistillationRecipe>(json, JsonOptions);
+            recipe = root.Deserialize<DistillationRecipe>(JsonOptions);
         }
         catch (JsonException ex)
         {

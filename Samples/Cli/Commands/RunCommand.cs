@@ -5,20 +5,46 @@ using ModelSurgery.Training.Recipes;
 
 namespace ModelSurgery.Cli.Commands;
 
-/// <summary><c>modelsurgery run &lt;recipe.json&gt; [--work &lt;dir&gt;]</c>: runs a distillation recipe, skipping finished steps.</summary>
+/// <summary>
+/// <c>modelsurgery run &lt;recipe.json|recipe.yaml&gt; [key=value ...] [--work &lt;dir&gt;] [--dry-run] [--schema]</c>: runs a
+/// distillation recipe, skipping finished steps.
+/// </summary>
 internal static class RunCommand
 {
     public static Command Create(CliContext context)
     {
-        var recipe = new Argument<string>("recipe") { Description = "Recipe JSON file (paths in it are relative to it)." };
+        var recipe = new Argument<string?>("recipe") { Description = "Recipe file, JSON or YAML (paths in it are relative to it).", Arity = ArgumentArity.ZeroOrOne };
+        var overrides = new Argument<string[]>("overrides") { Description = "Changes to the recipe, key=value: distillation.steps=200 plan.layer_selection=top-scores data.corpus=[\"a.jsonl\"].", Arity = ArgumentArity.ZeroOrMore };
         var work = new Option<string?>("--work") { Description = "Work folder for the steps' outputs (default: <recipe name>.work beside the recipe)." };
-        var command = new Command("run", "Run a distillation recipe: vocabulary, data, scoring, plan, build, distillation, evaluation. A re-run skips finished steps whose inputs are unchanged and resumes an interrupted distillation.") { recipe, work };
+        var dryRun = new Option<bool>("--dry-run") { Description = "Print the resolved recipe and the plan estimate, and run nothing." };
+        var schema = new Option<bool>("--schema") { Description = "Print the JSON schema of recipe files (for editor completion) and exit." };
+        var command = new Command("run", "Run a distillation recipe: vocabulary, data, scoring, plan, build, distillation, evaluation. A re-run skips finished steps whose inputs are unchanged and resumes an interrupted distillation.") { recipe, overrides, work, dryRun, schema };
         command.SetAction(async (parsed, cancellationToken) =>
         {
-            string recipePath = parsed.GetValue(recipe)!;
+            if (parsed.GetValue(schema))
+            {
+                await context.Output.WriteAsync(DistillationRecipe.JsonSchema()).ConfigureAwait(false);
+                return ExitCodes.Success;
+            }
+
+            string recipePath = parsed.GetValue(recipe) ?? throw new UsageException("give the recipe file (or --schema).");
             if (!File.Exists(recipePath))
             {
                 throw new UsageException($"{recipePath}: recipe file not found.");
+            }
+
+            string[] assignments = parsed.GetValue(overrides) ?? [];
+            if (assignments.FirstOrDefault(a => a.IndexOf('=', StringComparison.Ordinal) <= 0) is { } bad)
+            {
+                throw new UsageException($"'{bad}' is neither an option of run nor a key=value override (e.g. distillation.steps=200).");
+            }
+
+            DistillationRecipe loaded = DistillationRecipe.Load(recipePath, assignments);
+
+            if (parsed.GetValue(dryRun))
+            {
+                await context.Output.WriteAsync(RecipeDryRun.Describe(loaded)).ConfigureAwait(false);
+                return ExitCodes.Success;
             }
 
             string workDir = parsed.GetValue(work)
@@ -52,7 +78,7 @@ internal static class RunCommand
             RecipeSummary summary;
             try
             {
-                summary = await RecipeRunner.RunAsync(recipePath, workDir, progress, loggers.CreateLogger("run"), cancellationToken).ConfigureAwait(false);
+                summary = await RecipeRunner.RunAsync(loaded, workDir, progress, loggers.CreateLogger("run"), cancellationToken).ConfigureAwait(false);
             }
             finally
             {

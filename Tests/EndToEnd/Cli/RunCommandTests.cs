@@ -52,7 +52,27 @@ public sealed class RunCommandTests
         Assert.That(error, Does.Contain("distillation.temperature"));
     }
 
+    [Test]
+    public async Task A_dry_run_prints_the_resolved_recipe_and_the_plan_estimate_and_runs_nothing()
+    {
+        (int code, string output, string error) = await CliRunner.RunAsync(["run", _recipe, "distillation.steps=7", "plan.layer_selection=position-prior", "--dry-run"]);
+        Assert.That(code, Is.Zero, error);
+        Assert.That(output, Does.Contain("\"steps\": 7").And.Contain("\"layer_selection\": \"position-prior\""), "the resolved recipe, overrides applied");
+        Assert.That(output, Does.Contain("teacher: ").And.Contain("student: ").And.Contain("parameters"), "the plan estimate:\n" + output);
+        Assert.That(output, Does.Contain("distillation: 7 steps"));
+        Assert.That(Directory.Exists(Path.Combine(_dir, "tiny.recipe.work")), Is.False, "a dry run writes nothing");
+    }
+
+    [Test]
+    public async Task The_schema_is_printed_without_a_recipe()
+    {
+        (int code, string output, string error) = await CliRunner.RunAsync(["run", "--schema"]);
+        Assert.That(code, Is.Zero, error);
+        Assert.That(System.Text.Json.Nodes.JsonNode.Parse(output)!["properties"]!["plan"], Is.Not.Null);
+    }
+
     [TestCase]
+    [TestCase("{recipe}", "steps")]
     [TestCase("missing.recipe.json")]
     [TestCase("{recipe}", "--bogus")]
     [TestCase("{recipe}", "--work")]
