@@ -17,6 +17,7 @@ namespace ModelSurgery.Inference.Tokenization;
 public sealed class HuggingFaceTokenizer : ModelTokenizer
 {
     private const int CacheCapacity = 200_000;
+    private const int MaxCachedWordLength = 256;
     private readonly Dictionary<string, int> _vocabulary;
     private readonly Dictionary<string, int>.AlternateLookup<ReadOnlySpan<char>> _vocabularyLookup;
     private readonly Dictionary<long, (int Rank, int NewId)> _merges;
@@ -258,7 +259,8 @@ public sealed class HuggingFaceTokenizer : ModelTokenizer
         }
 
         int[] merged = MergeWord(word);
-        if (_cache.Count < CacheCapacity)
+        // Long words (a whole paragraph when there is no pre-tokenizer) rarely repeat; caching them only costs memory.
+        if (word.Length <= MaxCachedWordLength && _cache.Count < CacheCapacity)
         {
             _cache.TryAdd(word, merged);
         }
@@ -284,26 +286,32 @@ public sealed class HuggingFaceTokenizer : ModelTokenizer
             int length = char.IsSurrogatePair(word, i) ? 2 : 1;
             ReadOnlySpan<char> character = word.AsSpan(i, length);
             i += length;
-            builder.Clear();
-            if (index > 0)
+            string? affixed = null;
+            if (_prefix.Length > 0 || _suffix.Length > 0)
             {
-                builder.Append(_prefix);
+                builder.Clear();
+                if (index > 0)
+                {
+                    builder.Append(_prefix);
+                }
+
+                builder.Append(character);
+                if (index == charCount - 1)
+                {
+                    builder.Append(_suffix);
+                }
+
+                affixed = builder.ToString();
             }
 
-            builder.Append(character);
-            if (index == charCount - 1)
-            {
-                builder.Append(_suffix);
-            }
-
-            if (_vocabularyLookup.TryGetValue(builder.ToString(), out int id))
+            if (affixed is null ? _vocabularyLookup.TryGetValue(character, out int id) : _vocabulary.TryGetValue(affixed, out id))
             {
                 symbols.Add(id);
                 previousUnknown = false;
                 continue;
             }
 
-            if (_byteFallback && ByteFallback(builder.ToString(), symbols))
+            if (_byteFallback && ByteFallback(affixed ?? character.ToString(), symbols))
             {
                 previousUnknown = false;
                 continue;
