@@ -46,7 +46,7 @@ public static class TokenFrequencyCounter
     private const int BatchChars = 1 << 18;
 
     /// <summary>Counts token frequencies over corpus files (files, folders, globs; JSONL or plain text).</summary>
-    /// <param name="tokenizer">The tokenizer whose ids to count (must be safe to call from several threads, as Microsoft.ML.Tokenizers' are).</param>
+    /// <param name="tokenizer">The tokenizer whose ids to count (called from several threads; every ModelTokenizer this library returns is safe for that).</param>
     /// <param name="corpusPaths">Files, folders or glob patterns.</param>
     /// <param name="jsonlField">The text field of JSONL records (default <c>text</c>).</param>
     /// <param name="options">Count settings; null for defaults.</param>
