@@ -2,7 +2,7 @@ using System.Diagnostics;
 using System.Text.Json.Serialization;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
-using Microsoft.ML.Tokenizers;
+using ModelSurgery.Inference.Tokenization;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -64,7 +64,7 @@ public static partial class Evaluator
     /// <returns>The model's results.</returns>
     public static async Task<ModelEvaluation> EvaluateAsync(
         nn.Module<Tensor, Tensor> model,
-        Tokenizer tokenizer,
+        ModelTokenizer tokenizer,
         IReadOnlyList<TaskSpec> tasks,
         EvaluationOptions? options = null,
         IProgress<EvaluationProgress>? progress = null,

@@ -1,5 +1,5 @@
 using System.Text;
-using Microsoft.ML.Tokenizers;
+using ModelSurgery.Inference.Tokenization;
 using ModelSurgery.Inference.Modeling;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -46,14 +46,14 @@ public sealed record BitsPerByteResult(double TotalNllNats, long Bytes, int Toke
 public sealed class LogLikelihoodScorer
 {
     private readonly nn.Module<Tensor, Tensor> _model;
-    private readonly Tokenizer _tokenizer;
+    private readonly ModelTokenizer _tokenizer;
     private readonly EvaluationOptions _options;
 
     /// <summary>Creates a scorer.</summary>
     /// <param name="model">Causal LM: input ids [B, T] int64 to logits [B, T, V].</param>
     /// <param name="tokenizer">The model's tokenizer.</param>
     /// <param name="options">Batch size, model length and prefix token; defaults when null.</param>
-    public LogLikelihoodScorer(nn.Module<Tensor, Tensor> model, Tokenizer tokenizer, EvaluationOptions? options = null)
+    public LogLikelihoodScorer(nn.Module<Tensor, Tensor> model, ModelTokenizer tokenizer, EvaluationOptions? options = null)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(tokenizer);
@@ -66,14 +66,11 @@ public sealed class LogLikelihoodScorer
     /// <summary>The options in use.</summary>
     public EvaluationOptions Options => _options;
 
-    /// <summary>Token used for empty contexts and optional BOS: the option, else the tokenizer's BOS (tiktoken: &lt;|endoftext|&gt;), else null.</summary>
-    public int? PrefixTokenId => _options.PrefixTokenId ?? _tokenizer switch
-    {
-        SentencePieceTokenizer sp => sp.BeginningOfSentenceId,
-        BpeTokenizer bpe => TokenId(bpe.Vocabulary, bpe.BeginningOfSentenceToken),
-        TiktokenTokenizer tiktoken => TokenId(tiktoken.SpecialTokens, "<|endoftext|>"),
-        _ => null,
-    };
+    /// <summary>
+    /// Token used for empty contexts and optional BOS: the option, else the tokenizer's BOS, else its EOS (the
+    /// harness's prefix_token_id; GPT-2: &lt;|endoftext|&gt;), else null.
+    /// </summary>
+    public int? PrefixTokenId => _options.PrefixTokenId ?? _tokenizer.BosId ?? _tokenizer.EosId;
 
     /// <summary>Encodes text without special tokens (the harness's tok_encode with add_special_tokens=False).</summary>
     /// <param name="text">Text to encode.</param>
@@ -81,9 +78,7 @@ public sealed class LogLikelihoodScorer
     public IReadOnlyList<int> EncodeText(string text)
     {
         ArgumentNullException.ThrowIfNull(text);
-        return _tokenizer is SentencePieceTokenizer sp
-            ? sp.EncodeToIds(text, addBeginningOfSentence: false, addEndOfSentence: false)
-            : _tokenizer.EncodeToIds(text);
+        return _tokenizer.Encode(text);
     }
 
     /// <summary>Tokenises a request exactly as the harness's <c>_encode_pair</c> plus its empty-context rule.</summary>

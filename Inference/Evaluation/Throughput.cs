@@ -1,5 +1,5 @@
 using System.Diagnostics;
-using Microsoft.ML.Tokenizers;
+using ModelSurgery.Inference.Tokenization;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -33,7 +33,7 @@ public static class Throughput
     /// <returns>One result per batch size.</returns>
     public static async Task<IReadOnlyList<ThroughputResult>> MeasureAsync(
         nn.Module<Tensor, Tensor> model,
-        Tokenizer tokenizer,
+        ModelTokenizer tokenizer,
         IReadOnlyList<LogLikelihoodRequest> requests,
         IReadOnlyList<int> batchSizes,
         EvaluationOptions? options = null,

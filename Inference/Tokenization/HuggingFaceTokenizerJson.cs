@@ -2,8 +2,6 @@ using System.Globalization;
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
-using System.Text.RegularExpressions;
-using Microsoft.ML.Tokenizers;
 using ModelSurgery.Inference.IO;
 
 namespace ModelSurgery.Inference.Tokenization;
@@ -101,6 +99,12 @@ public sealed class HuggingFaceTokenizerJson
 
         TokensById = ids;
     }
+
+    /// <summary>The file name given when reading, for messages.</summary>
+    public string Source => _source;
+
+    /// <summary>The JSON as read (not to be modified).</summary>
+    internal JsonObject Root => _root;
 
     /// <summary>model.vocab: token to id.</summary>
     public IReadOnlyDictionary<string, int> Vocabulary { get; }
@@ -295,45 +299,9 @@ public sealed class HuggingFaceTokenizerJson
     /// <summary>Writes the file atomically.</summary>
     public void Save(string path) => AtomicFile.WriteAllText(path, ToJson());
 
-    /// <summary>
-    /// A Microsoft.ML.Tokenizers tokenizer: byte-level files become a <see cref="BpeTokenizer"/> with the file's split
-    /// pattern; SentencePiece-style files become a SentencePiece BPE model (merge order expressed as piece scores)
-    /// loaded through <see cref="LlamaTokenizer"/>, which adds no BOS/EOS.
-    /// </summary>
-    /// <exception cref="InvalidDataException">The flavour is neither byte-level nor SentencePiece style, or the pattern is not a valid .NET regex.</exception>
-    public Tokenizer CreateTokenizer()
-    {
-        if (IsByteLevel)
-        {
-            Regex regex;
-            try
-            {
-                regex = new Regex(PreTokenizerPattern!, RegexOptions.Compiled);
-            }
-            catch (ArgumentException e)
-            {
-                throw new InvalidDataException($"{_source}: the pre_tokenizer Split pattern is not a valid .NET regular expression ({e.Message}).", e);
-            }
-
-            Dictionary<string, int> specials = AddedTokens.ToDictionary(t => t.Content, t => t.Id);
-            var options = new BpeOptions(Vocabulary)
-            {
-                Merges = Merges.Select(m => $"{m.Left} {m.Right}"),
-                ByteLevel = true,
-                PreTokenizer = new RegexPreTokenizer(regex, specials),
-                SpecialTokens = specials,
-            };
-            return BpeTokenizer.Create(options);
-        }
-
-        if (IsSentencePieceStyle)
-        {
-            using var stream = new MemoryStream(ToSentencePieceModel().ToBytes());
-            return LlamaTokenizer.Create(stream, addBeginOfSentence: false, addEndOfSentence: false);
-        }
-
-        throw new InvalidDataException($"{_source}: BPE without a ByteLevel pre-tokenizer or SentencePiece-style normalization (Metaspace/Prepend/byte_fallback) is not supported.");
-    }
+    /// <summary>The tokenizer that runs this file exactly as Hugging Face tokenizers does.</summary>
+    /// <exception cref="InvalidDataException">A component type is not supported; the message names the file and the type.</exception>
+    public HuggingFaceTokenizer CreateTokenizer() => new(this);
 
     /// <summary>The SentencePiece BPE model equivalent to a SentencePiece-style file: merge rank r becomes score -r.</summary>
     public SentencePieceModel ToSentencePieceModel()

@@ -3,8 +3,6 @@ using System.IO.Compression;
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
-using System.Text.RegularExpressions;
-using Microsoft.ML.Tokenizers;
 using ModelSurgery.Inference.IO;
 
 namespace ModelSurgery.Inference.Tokenization;
@@ -158,13 +156,8 @@ public sealed class TiktokenVocabulary
         AtomicFile.WriteAllText(path + ".json", root.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
     }
 
-    /// <summary>A Microsoft.ML.Tokenizers tokenizer for this vocabulary.</summary>
-    public Tokenizer CreateTokenizer()
-    {
-        using var stream = new MemoryStream(Encoding.UTF8.GetBytes(ToTiktokenText()));
-        var preTokenizer = new RegexPreTokenizer(new Regex(Pattern, RegexOptions.Compiled), SpecialTokens);
-        return TiktokenTokenizer.Create(stream, preTokenizer, normalizer: null, specialTokens: SpecialTokens);
-    }
+    /// <summary>This vocabulary as byte-level BPE (see <see cref="HuggingFaceTokenizerJson.FromTiktoken"/>), which tokenizes as tiktoken does.</summary>
+    public HuggingFaceTokenizer CreateTokenizer() => new(HuggingFaceTokenizerJson.FromTiktoken(this));
 
     private static bool IsGpt2Family(string path)
     {

@@ -1,5 +1,3 @@
-using Microsoft.ML.Tokenizers;
-
 namespace ModelSurgery.Inference.Tokenization;
 
 /// <summary>The tokenizer file formats this library reads and writes.</summary>
@@ -18,9 +16,12 @@ public enum TokenizerFormat
     BuiltInGpt2,
 }
 
-/// <summary>Loads any supported tokenizer file as a Microsoft.ML.Tokenizers <see cref="Tokenizer"/>.</summary>
+/// <summary>Loads any supported tokenizer file as a <see cref="ModelTokenizer"/>.</summary>
 public static class TokenizerFiles
 {
+    // Immutable and thread-safe, so one instance serves every caller; building it recovers GPT-2's merges.
+    private static readonly Lazy<HuggingFaceTokenizer> BuiltInGpt2 = new(() => new HuggingFaceTokenizer(HuggingFaceTokenizerJson.FromTiktoken(TiktokenVocabulary.LoadGpt2())));
+
     /// <summary>
     /// Which format <paramref name="path"/> is: <c>gpt2</c> (built in), a folder holding <c>tokenizer.json</c>,
     /// <c>*.json</c>, <c>*.model</c> or <c>*.tiktoken</c>. Also returns the file to read (the tokenizer.json inside a folder).
@@ -68,58 +69,26 @@ public static class TokenizerFiles
     }
 
     /// <summary>
-    /// Loads a tokenizer: <c>gpt2</c> (built in), a <c>tokenizer.json</c> or a folder holding one (byte-level or
-    /// SentencePiece-style BPE), a SentencePiece BPE <c>.model</c> (no BOS/EOS added) or a <c>.tiktoken</c> file.
+    /// Loads a tokenizer: <c>gpt2</c> (built in), a <c>tokenizer.json</c> or a folder holding one (run by
+    /// <see cref="HuggingFaceTokenizer"/> exactly as Hugging Face tokenizers runs it), a SentencePiece <c>.model</c> of
+    /// any type (run by <see cref="SentencePieceProcessor"/>) or a <c>.tiktoken</c> file (expressed as byte-level BPE).
     /// </summary>
     /// <param name="path">A file, a folder, or <c>gpt2</c>.</param>
     /// <exception cref="ArgumentException">Unsupported path; the message names it.</exception>
     /// <exception cref="InvalidDataException">The file is malformed or of an unsupported kind; the message names it.</exception>
-    public static Tokenizer Load(string path)
+    public static ModelTokenizer Load(string path)
     {
         (TokenizerFormat format, string file) = Detect(path);
-        switch (format)
+        return format switch
         {
-            case TokenizerFormat.BuiltInGpt2:
-                return TiktokenTokenizer.CreateForModel("gpt2");
-            case TokenizerFormat.HuggingFaceJson:
-                return HuggingFaceTokenizerJson.Load(file).CreateTokenizer();
-            case TokenizerFormat.Tiktoken:
-                return TiktokenVocabulary.Load(file).CreateTokenizer();
-            default:
-                byte[] bytes = File.ReadAllBytes(file);
-                SentencePieceModel model = SentencePieceModel.Parse(bytes, file);
-                if (model.ModelType != SentencePieceModelType.Bpe)
-                {
-                    throw new InvalidDataException($"{file}: SentencePiece model_type is {model.ModelType}; Microsoft.ML.Tokenizers only runs BPE models.");
-                }
-
-                using (var stream = new MemoryStream(bytes))
-                {
-                    return LlamaTokenizer.Create(stream, addBeginOfSentence: false, addEndOfSentence: false);
-                }
-        }
+            TokenizerFormat.BuiltInGpt2 => BuiltInGpt2.Value,
+            TokenizerFormat.HuggingFaceJson => HuggingFaceTokenizer.Load(file),
+            TokenizerFormat.Tiktoken => new HuggingFaceTokenizer(HuggingFaceTokenizerJson.FromTiktoken(TiktokenVocabulary.Load(file))),
+            _ => SentencePieceModelTokenizer.Load(file),
+        };
     }
 
     /// <summary>Whether a model folder holds a tokenizer this library loads (<c>tokenizer.json</c> or <c>tokenizer.model</c>).</summary>
     public static bool IsInFolder(string directory) =>
         File.Exists(Path.Combine(directory, "tokenizer.json")) || File.Exists(Path.Combine(directory, "tokenizer.model"));
-
-    /// <summary>
-    /// One more than the largest token id the tokenizer can produce (vocabulary plus special tokens), or null when the
-    /// tokenizer type does not expose its vocabulary. For tiktoken only the special tokens are visible; they follow the
-    /// regular ranks, so the largest special id is used (null without special tokens).
-    /// </summary>
-    public static int? TryGetVocabularySize(Tokenizer tokenizer)
-    {
-        ArgumentNullException.ThrowIfNull(tokenizer);
-        static int Max(IEnumerable<int>? ids) => ids is null ? -1 : ids.DefaultIfEmpty(-1).Max();
-        return tokenizer switch
-        {
-            BpeTokenizer b => Math.Max(Max(b.Vocabulary.Values), Max(b.SpecialTokens?.Values)) + 1,
-            SentencePieceTokenizer s => Math.Max(Max(s.Vocabulary.Values), Max(s.SpecialTokens?.Values)) + 1,
-            TiktokenTokenizer t when t.SpecialTokens is { Count: > 0 } specials => specials.Values.Max() + 1,
-            CodeGenTokenizer c => Math.Max(Max(c.Vocabulary.Values), Max(c.SpecialTokens?.Values)) + 1,
-            _ => null,
-        };
-    }
 }

@@ -13,5 +13,6 @@ var root = new RootCommand("ModelSurgery benchmarks: each command prints what it
     SurgeryBenchmark.Create(),
     SurgeryBenchmark.CreateScoreChild(),
     SurgeryBenchmark.CreateBuildChild(),
+    TokenizerParityBenchmark.Create(),
 };
 return await root.Parse(args).InvokeAsync();

@@ -1,4 +1,3 @@
-using Microsoft.ML.Tokenizers;
 using ModelSurgery.Inference.Tokenization;
 
 namespace ModelSurgery.Cli;
@@ -7,20 +6,20 @@ namespace ModelSurgery.Cli;
 internal static class CliTokenizer
 {
     /// <summary>Loads the folder's tokenizer.json or tokenizer.model, or returns null when it has neither.</summary>
-    public static Tokenizer? TryLoad(string modelDir)
+    public static ModelTokenizer? TryLoad(string modelDir)
     {
         return TokenizerFiles.IsInFolder(modelDir) ? TokenizerFiles.Load(modelDir) : null;
     }
 
     /// <summary>Encodes prompt text, starting with the model's BOS token as Llama models expect.</summary>
-    public static int[] Encode(Tokenizer? tokenizer, string modelDir, string text, int? bosTokenId)
+    public static int[] Encode(ModelTokenizer? tokenizer, string modelDir, string text, int? bosTokenId)
     {
         if (tokenizer is null)
         {
             throw new UsageException($"{modelDir} has no tokenizer (tokenizer.json or tokenizer.model): give the prompt as --prompt-ids.");
         }
 
-        IReadOnlyList<int> ids = tokenizer.EncodeToIds(text);
-        return bosTokenId is int bos && (ids.Count == 0 || ids[0] != bos) ? [bos, .. ids] : [.. ids];
+        int[] ids = tokenizer.Encode(text);
+        return bosTokenId is int bos && (ids.Length == 0 || ids[0] != bos) ? [bos, .. ids] : ids;
     }
 }

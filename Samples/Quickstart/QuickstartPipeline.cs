@@ -1,7 +1,6 @@
 using System.Diagnostics;
 using System.Globalization;
 using System.Text;
-using Microsoft.ML.Tokenizers;
 using TorchSharp;
 using ModelSurgery.Inference.Configuration;
 using ModelSurgery.Inference.Evaluation;
@@ -240,7 +239,7 @@ public static class QuickstartPipeline
 
     private sealed record DataSet(PreparedCorpus Corpus, string EvalBrownPath, string EvalHeldoutPath)
     {
-        public Tokenizer Tokenizer => Corpus.Tokenizer;
+        public ModelTokenizer Tokenizer => Corpus.Tokenizer;
 
         public VocabularyMap Map => Corpus.Map;
 
@@ -340,9 +339,9 @@ public static class QuickstartPipeline
         CheckpointEvery = int.MaxValue,
     };
 
-    private static async Task<string> GenerateAsync(LlamaForCausalLM model, Tokenizer tokenizer, int maxNewTokens, CancellationToken cancellationToken)
+    private static async Task<string> GenerateAsync(LlamaForCausalLM model, ModelTokenizer tokenizer, int maxNewTokens, CancellationToken cancellationToken)
     {
-        int[] prompt = [.. tokenizer.EncodeToIds(SamplePrompt)];
+        int[] prompt = [.. tokenizer.Encode(SamplePrompt)];
         var generated = new List<int>();
         var generation = new GenerationOptions { MaxNewTokens = maxNewTokens, Temperature = 0.8, TopK = 40, Seed = 7 };
         await foreach (int id in TextGenerator.GenerateAsync(model, prompt, generation, cancellationToken).ConfigureAwait(false))
@@ -350,7 +349,7 @@ public static class QuickstartPipeline
             generated.Add(id);
         }
 
-        return tokenizer.Decode(generated) ?? string.Empty;
+        return tokenizer.Decode(generated);
     }
 
     private static string Summary(IReadOnlyList<QuickstartModelResult> rows, DataSet data, QuickstartSizes sizes, bool fromCache)

@@ -1,6 +1,5 @@
 using System.Text;
 using System.Text.Json;
-using Microsoft.ML.Tokenizers;
 using ModelSurgery.Inference.Configuration;
 using ModelSurgery.Inference.IO;
 using ModelSurgery.Inference.Tokenization;
@@ -167,7 +166,7 @@ public sealed record CorpusPreparationOptions
 public sealed class PreparedCorpus : IDisposable
 {
     private PreparedCorpus(
-        CorpusSplit split, CompressionResult compression, Tokenizer tokenizer, int separatorId, TokenFile tokens, long trainTokens,
+        CorpusSplit split, CompressionResult compression, ModelTokenizer tokenizer, int separatorId, TokenFile tokens, long trainTokens,
         IReadOnlyList<long> trainWindows, IReadOnlyList<long> validationWindows, int seqLen, int[] trainSample)
     {
         Split = split;
@@ -192,7 +191,7 @@ public sealed class PreparedCorpus : IDisposable
     public VocabularyMap Map => Compression.Map;
 
     /// <summary>The compressed tokenizer.</summary>
-    public Tokenizer Tokenizer { get; }
+    public ModelTokenizer Tokenizer { get; }
 
     /// <summary>The new id of the document separator (also the BOS/EOS id of models trained on it).</summary>
     public int SeparatorId { get; }
@@ -271,7 +270,7 @@ public sealed class PreparedCorpus : IDisposable
         CompressionResult compressed = await VocabularyCompressor.CompressAsync(
             options.BaseTokenizer, statistics, CompressionTarget.Keep(options.VocabSize), Path.Combine(outputDirectory, "tokenizer"),
             cancellationToken: cancellationToken).ConfigureAwait(false);
-        Tokenizer tokenizer = TokenizerFiles.Load(compressed.TokenizerPath);
+        ModelTokenizer tokenizer = TokenizerFiles.Load(compressed.TokenizerPath);
         int separator = compressed.Map.NewId(options.SeparatorBaseId)
             ?? throw new InvalidDataException($"{compressed.MapPath}: the separator (base id {options.SeparatorBaseId}) was not kept.");
 
@@ -301,9 +300,9 @@ public sealed class PreparedCorpus : IDisposable
     public static Task<VocabularyStatistics> CountTokensAsync(CorpusSplit split, string baseTokenizer = "gpt2", string field = "text", CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(split);
-        Tokenizer tokenizer = TokenizerFiles.Load(baseTokenizer);
+        ModelTokenizer tokenizer = TokenizerFiles.Load(baseTokenizer);
         return TokenFrequencyCounter.ComputeAsync(
-            tokenizer, [split.TrainPath], field, new CountingOptions { TokenizerName = baseTokenizer, VocabSize = TokenizerFiles.TryGetVocabularySize(tokenizer) },
+            tokenizer, [split.TrainPath], field, new CountingOptions { TokenizerName = baseTokenizer, VocabSize = tokenizer.VocabularySize },
             cancellationToken: cancellationToken);
     }
 

@@ -1,6 +1,5 @@
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
-using Microsoft.ML.Tokenizers;
 using ModelSurgery.Inference.Configuration;
 using ModelSurgery.Inference.Tokenization;
 using ModelSurgery.Surgery.Building;
@@ -109,8 +108,8 @@ public static class ModelVocabularyCompressor
 
         LlamaConfig config = LlamaConfig.Load(Path.Combine(modelDirectory, "config.json"));
         string tokenizerPath = options.Tokenizer ?? modelDirectory;
-        Tokenizer tokenizer = TokenizerFiles.Load(tokenizerPath);
-        int tokenizerSize = TokenizerFiles.TryGetVocabularySize(tokenizer) ?? config.VocabSize;
+        ModelTokenizer tokenizer = TokenizerFiles.Load(tokenizerPath);
+        int tokenizerSize = tokenizer.VocabularySize;
         if (tokenizerSize > config.VocabSize)
         {
             throw new ArgumentException($"{tokenizerPath}: the tokenizer has {tokenizerSize} ids but {modelDirectory}/config.json has vocab_size {config.VocabSize}; they do not belong together.", nameof(options));

@@ -3,7 +3,6 @@ using System.Text;
 using System.Threading.Channels;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
-using Microsoft.ML.Tokenizers;
 using ModelSurgery.Inference.Configuration;
 using ModelSurgery.Inference.Tokenization;
 
@@ -47,14 +46,14 @@ public static class TokenFrequencyCounter
     private const int BatchChars = 1 << 18;
 
     /// <summary>Counts token frequencies over corpus files (files, folders, globs; JSONL or plain text).</summary>
-    /// <param name="tokenizer">The tokenizer whose ids to count (must be safe to call from several threads, as Microsoft.ML.Tokenizers' are).</param>
+    /// <param name="tokenizer">The tokenizer whose ids to count (called from several threads; every ModelTokenizer this library returns is safe for that).</param>
     /// <param name="corpusPaths">Files, folders or glob patterns.</param>
     /// <param name="jsonlField">The text field of JSONL records (default <c>text</c>).</param>
     /// <param name="options">Count settings; null for defaults.</param>
     /// <param name="progress">Receives progress after each batch.</param>
     /// <param name="logger">Optional logger.</param>
     /// <param name="cancellationToken">Stops the count.</param>
-    public static Task<VocabularyStatistics> ComputeAsync(Tokenizer tokenizer, IEnumerable<string> corpusPaths, string? jsonlField = null,
+    public static Task<VocabularyStatistics> ComputeAsync(ModelTokenizer tokenizer, IEnumerable<string> corpusPaths, string? jsonlField = null,
         CountingOptions? options = null, IProgress<CountingProgress>? progress = null, ILogger? logger = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(tokenizer);
@@ -71,7 +70,7 @@ public static class TokenFrequencyCounter
     /// <param name="progress">Receives progress after each batch.</param>
     /// <param name="logger">Optional logger.</param>
     /// <param name="cancellationToken">Stops the count.</param>
-    public static async Task<VocabularyStatistics> ComputeAsync(Tokenizer tokenizer, IAsyncEnumerable<string> documents, CountingOptions? options = null,
+    public static async Task<VocabularyStatistics> ComputeAsync(ModelTokenizer tokenizer, IAsyncEnumerable<string> documents, CountingOptions? options = null,
         IProgress<CountingProgress>? progress = null, ILogger? logger = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(tokenizer);
@@ -79,7 +78,7 @@ public static class TokenFrequencyCounter
         options ??= new CountingOptions();
         logger ??= NullLogger.Instance;
         int workers = Math.Max(1, options.MaxDegreeOfParallelism ?? Environment.ProcessorCount);
-        int? vocabSize = options.VocabSize ?? TokenizerFiles.TryGetVocabularySize(tokenizer);
+        int? vocabSize = options.VocabSize ?? tokenizer.VocabularySize;
         int initialSize = vocabSize ?? 1024;
         var channel = Channel.CreateBounded<List<string>>(new BoundedChannelOptions(2 * workers) { SingleWriter = true });
         var stopwatch = Stopwatch.StartNew();
@@ -117,7 +116,7 @@ public static class TokenFrequencyCounter
             long bytes = 0, tokens = 0;
             foreach (string document in batch)
             {
-                IReadOnlyList<int> ids = tokenizer.EncodeToIds(document);
+                int[] ids = tokenizer.Encode(document);
                 foreach (int id in ids)
                 {
                     if (id >= counts.Length)
@@ -128,7 +127,7 @@ public static class TokenFrequencyCounter
                     counts[id]++;
                 }
 
-                tokens += ids.Count;
+                tokens += ids.Length;
                 bytes += Encoding.UTF8.GetByteCount(document);
             }
 

@@ -1,5 +1,4 @@
 using Microsoft.Extensions.Logging;
-using Microsoft.ML.Tokenizers;
 using ModelSurgery.Inference.Configuration;
 using ModelSurgery.Inference.Tokenization;
 
@@ -29,7 +28,7 @@ public static class VocabularyCommands
         ILogger? logger = null, CancellationToken cancellationToken = default)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(statisticsPath);
-        Tokenizer tokenizer = TokenizerFiles.Load(tokenizerPath);
+        ModelTokenizer tokenizer = TokenizerFiles.Load(tokenizerPath);
         var options = new CountingOptions
         {
             TokenizerName = tokenizerPath,

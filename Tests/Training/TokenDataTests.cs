@@ -1,5 +1,5 @@
 using System.Text;
-using Microsoft.ML.Tokenizers;
+using ModelSurgery.Tests.Evaluation;
 using ModelSurgery.Training.Data;
 
 namespace ModelSurgery.Tests.Training;
@@ -102,10 +102,8 @@ public sealed class TokenDataTests
     [Test]
     public async Task Text_files_and_jsonl_fields_are_tokenized_in_order_with_separators()
     {
-        // Word-piece vocabulary: ids are line numbers.
-        string vocab = string.Join('\n', "[UNK]", "hello", "world", "foo", "bar", "</s>");
-        using var tokenizer = new MemoryStream(Encoding.UTF8.GetBytes(vocab));
-        Tokenizer wordPiece = WordPieceTokenizer.Create(tokenizer);
+        // Word vocabulary: ids are positions.
+        var wordPiece = new WordTokenizer("[UNK]", "hello", "world", "foo", "bar", "</s>");
         string data = Directory.CreateDirectory(Path.Combine(_dir, "data")).FullName;
         await File.WriteAllTextAsync(Path.Combine(data, "a.txt"), "hello world");
         await File.WriteAllLinesAsync(Path.Combine(data, "b.jsonl"), ["{\"body\":\"foo bar\"}", "", "{\"body\":\"bar hello\",\"other\":1}"]);
@@ -128,9 +126,7 @@ public sealed class TokenDataTests
     [Test]
     public void A_jsonl_line_without_the_field_names_the_file_and_line()
     {
-        string vocab = string.Join('\n', "[UNK]", "hello");
-        using var stream = new MemoryStream(Encoding.UTF8.GetBytes(vocab));
-        Tokenizer wordPiece = WordPieceTokenizer.Create(stream);
+        var wordPiece = new WordTokenizer("[UNK]", "hello");
         string input = Path.Combine(_dir, "docs.jsonl");
         File.WriteAllLines(input, ["{\"text\":\"hello\"}", "{\"title\":\"hello\"}"]);
         Assert.That(

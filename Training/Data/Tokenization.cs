@@ -1,5 +1,5 @@
 using System.Text.Json;
-using Microsoft.ML.Tokenizers;
+using ModelSurgery.Inference.Tokenization;
 
 namespace ModelSurgery.Training.Data;
 
@@ -89,7 +89,7 @@ public static class Tokenization
     /// <param name="cancellationToken">Cancels the work; no output file is left behind.</param>
     /// <returns>Counts of what was written.</returns>
     public static async Task<TokenizeResult> TokenizeAsync(
-        Tokenizer tokenizer,
+        ModelTokenizer tokenizer,
         IEnumerable<string> inputs,
         string outputPath,
         TokenizeOptions options,
@@ -129,10 +129,10 @@ public static class Tokenization
         return new TokenizeResult(writer.Path, files.Count, writer.Documents, writer.Count);
     }
 
-    private static void WriteBatch(Tokenizer tokenizer, List<string> batch, TokenFileWriter writer, ParallelOptions parallel)
+    private static void WriteBatch(ModelTokenizer tokenizer, List<string> batch, TokenFileWriter writer, ParallelOptions parallel)
     {
         var encoded = new int[batch.Count][];
-        Parallel.For(0, batch.Count, parallel, i => encoded[i] = [.. tokenizer.EncodeToIds(batch[i])]);
+        Parallel.For(0, batch.Count, parallel, i => encoded[i] = [.. tokenizer.Encode(batch[i])]);
         foreach (int[] tokens in encoded)
         {
             writer.AppendDocument(tokens);

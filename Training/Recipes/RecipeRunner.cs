@@ -5,7 +5,6 @@ using System.Text;
 using System.Text.Json;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
-using Microsoft.ML.Tokenizers;
 using ModelSurgery.Inference.Configuration;
 using ModelSurgery.Inference.Evaluation;
 using ModelSurgery.Inference.IO;
@@ -136,7 +135,7 @@ public static class RecipeRunner
         await run.StepAsync("data", dataInputs, async dir =>
         {
             string tokenizerPath = recipe.Vocabulary is not null ? effectiveTeacher : SourceTokenizer(recipe, teacher, Path.Combine(dir, "tokenizer")) ?? teacher;
-            Tokenizer tokenizer = TokenizerFiles.Load(tokenizerPath);
+            ModelTokenizer tokenizer = TokenizerFiles.Load(tokenizerPath);
             LlamaConfig config = LlamaConfig.Load(Path.Combine(effectiveTeacher, "config.json"));
             int separator = recipe.Data.SeparatorId ?? (config.EosTokenIds.Count > 0 ? config.EosTokenIds[0] : config.BosTokenId)
                 ?? throw new InvalidDataException($"data.separator_id: {effectiveTeacher}/config.json names no eos or bos id; give the separator id.");

@@ -66,7 +66,7 @@ internal static class GenerateCommand
                 {
                     // Decode the whole continuation and print what is new: pieces can merge across tokens, and a
                     // character split over byte tokens decodes to U+FFFD until its last byte arrives, so hold that back.
-                    string decoded = tokenizer.Decode(generated) ?? string.Empty;
+                    string decoded = tokenizer.Decode(generated);
                     int stable = decoded.EndsWith('\uFFFD') ? decoded.TrimEnd('\uFFFD').Length : decoded.Length;
                     if (stable > printed)
                     {
@@ -84,7 +84,7 @@ internal static class GenerateCommand
             else
             {
                 // Whatever was held back (an incomplete character at the very end).
-                string decoded = tokenizer.Decode(generated) ?? string.Empty;
+                string decoded = tokenizer.Decode(generated);
                 await context.Output.WriteAsync(decoded.Length > printed ? decoded[printed..] : string.Empty).ConfigureAwait(false);
             }
 

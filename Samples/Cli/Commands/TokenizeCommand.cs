@@ -1,6 +1,5 @@
 using System.CommandLine;
 using System.Globalization;
-using Microsoft.ML.Tokenizers;
 using ModelSurgery.Inference.Configuration;
 using ModelSurgery.Inference.Tokenization;
 using ModelSurgery.Training.Data;
@@ -37,8 +36,8 @@ internal static class TokenizeCommand
                 throw new UsageException($"--val-fraction must be in [0, 1), got {fraction}.");
             }
 
-            Tokenizer loaded = TokenizerFiles.Load(tokenizerPath);
-            int vocab = VocabularySize(loaded, tokenizerPath);
+            ModelTokenizer loaded = TokenizerFiles.Load(tokenizerPath);
+            int vocab = loaded.VocabularySize;
             int separatorId = parsed.GetValue(separator) ?? FindSeparator(loaded, tokenizerPath);
             if (separatorId < 0 || separatorId >= vocab)
             {
@@ -76,23 +75,7 @@ internal static class TokenizeCommand
         return command;
     }
 
-    private static int VocabularySize(Tokenizer tokenizer, string path)
-    {
-        if (TokenizerFiles.TryGetVocabularySize(tokenizer) is int size)
-        {
-            return size;
-        }
-
-        // tiktoken vocabularies put their special tokens after the ranks (gpt2: <|endoftext|> = 50256).
-        if (tokenizer is TiktokenTokenizer { SpecialTokens.Count: > 0 } tiktoken)
-        {
-            return tiktoken.SpecialTokens.Values.Max() + 1;
-        }
-
-        throw new UsageException($"{path}: cannot tell the tokenizer's vocabulary size.");
-    }
-
-    private static int FindSeparator(Tokenizer tokenizer, string path)
+    private static int FindSeparator(ModelTokenizer tokenizer, string path)
     {
         string config = Path.Combine(path, "config.json");
         if (Directory.Exists(path) && File.Exists(config) && LlamaConfig.Load(config).EosTokenIds is [int eos, ..])
@@ -100,32 +83,14 @@ internal static class TokenizeCommand
             return eos;
         }
 
-        if (tokenizer is SentencePieceTokenizer sentencePiece)
+        if (tokenizer is SentencePieceModelTokenizer { EosId: int sentencePieceEos })
         {
-            return sentencePiece.EndOfSentenceId;
+            return sentencePieceEos;
         }
 
-        IReadOnlyDictionary<string, int>? special = tokenizer switch
-        {
-            BpeTokenizer b => b.SpecialTokens,
-            TiktokenTokenizer t => t.SpecialTokens,
-            CodeGenTokenizer c => c.SpecialTokens,
-            _ => null,
-        };
-        IReadOnlyDictionary<string, int>? vocabulary = tokenizer switch
-        {
-            BpeTokenizer b => b.Vocabulary,
-            CodeGenTokenizer c => c.Vocabulary,
-            _ => null,
-        };
         foreach (string name in EndOfSequenceNames)
         {
-            if (special is not null && special.TryGetValue(name, out int id))
-            {
-                return id;
-            }
-
-            if (vocabulary is not null && vocabulary.TryGetValue(name, out id))
+            if (tokenizer.TokenToId(name) is int id)
             {
                 return id;
             }

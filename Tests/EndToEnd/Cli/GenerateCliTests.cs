@@ -134,5 +134,5 @@ public sealed class GenerateCliTests
         Assert.That(verbose.Error, Does.Contain("   at "));
     }
 
-    private int[] EncodeWithBos(string text) => [CliFixtures.AsciiBos, .. TokenizerFiles.Load(_model).EncodeToIds(text)];
+    private int[] EncodeWithBos(string text) => [CliFixtures.AsciiBos, .. TokenizerFiles.Load(_model).Encode(text)];
 }

@@ -1,5 +1,4 @@
 using System.Text.Json;
-using Microsoft.ML.Tokenizers;
 using ModelSurgery.Inference.Tokenization;
 using ModelSurgery.Training.Data;
 
@@ -29,12 +28,12 @@ public sealed class TokenizeCommandTests
         Assert.That(code, Is.Zero, error);
         Assert.That(stdout, Does.Contain("3 documents"));
 
-        Tokenizer gpt2 = TokenizerFiles.Load("gpt2");
+        ModelTokenizer gpt2 = TokenizerFiles.Load("gpt2");
         int[] expected =
         [
-            .. gpt2.EncodeToIds("Once upon a time there was a cat."), 50256,
-            .. gpt2.EncodeToIds("The dog ran."), 50256,
-            .. gpt2.EncodeToIds("It sat down."),
+            .. gpt2.Encode("Once upon a time there was a cat."), 50256,
+            .. gpt2.Encode("The dog ran."), 50256,
+            .. gpt2.Encode("It sat down."),
         ];
         using TokenFile file = TokenFile.Open(output);
         TokenFileInfo info = TokenFileInfo.TryLoad(output)!;

@@ -1,5 +1,4 @@
 using System.Globalization;
-using Microsoft.ML.Tokenizers;
 using ModelSurgery.Cli;
 using ModelSurgery.Inference.Configuration;
 using ModelSurgery.Inference.Modeling;
@@ -70,10 +69,10 @@ public sealed class VocabCommandTests
         Assert.That(student.Config.VocabSize, Is.InRange(map.NewVocabSize, map.NewVocabSize + 7));
 
         // The compressed tokenizer round-trips held-out text with new ids only, and each maps back to the same text.
-        Tokenizer compressed = TokenizerFiles.Load(outDir), original = TokenizerFiles.Load(teacherDir);
+        ModelTokenizer compressed = TokenizerFiles.Load(outDir), original = TokenizerFiles.Load(teacherDir);
         foreach (string text in VocabularyTestText.HeldOut)
         {
-            IReadOnlyList<int> ids = compressed.EncodeToIds(text);
+            int[] ids = compressed.Encode(text);
             Assert.That(ids, Has.All.InRange(0, map.NewVocabSize - 1));
             Assert.That(compressed.Decode(ids), Is.EqualTo(text));
             Assert.That(original.Decode(ids.Select(map.OldId)), Is.EqualTo(text));
@@ -85,7 +84,7 @@ public sealed class VocabCommandTests
             Assert.That(compressed.Decode([newId]), Is.EqualTo(original.Decode([map.OldId(newId)])));
         }
 
-        int[] corpusIds = [.. compressed.EncodeToIds(VocabularyTestText.Corpus()).Take(64)];
+        int[] corpusIds = [.. compressed.Encode(VocabularyTestText.Corpus()).Take(64)];
         Assert.That(TinyTokenizedModel.MaxKeptLogitDifference(teacher, student, map, corpusIds), Is.LessThan(1e-5));
     }
 
@@ -103,7 +102,7 @@ public sealed class VocabCommandTests
         Assert.That(code, Is.EqualTo(ExitCodes.Success), error);
         Assert.That(output, Does.Contain("-> 400 tokens"));
         Assert.That(LlamaConfig.Load(Path.Combine(outDir, "config.json")).VocabSize, Is.EqualTo(400));
-        Assert.That(TokenizerFiles.Load(outDir).EncodeToIds(VocabularyTestText.HeldOut[0]), Has.All.LessThan(400));
+        Assert.That(TokenizerFiles.Load(outDir).Encode(VocabularyTestText.HeldOut[0]), Has.All.LessThan(400));
     }
 
     [TestCase("--keep", "300", "--coverage", "0.9")]

@@ -1,58 +1,59 @@
-using System.Buffers;
-using Microsoft.ML.Tokenizers;
+using ModelSurgery.Inference.Tokenization;
 using TorchSharp;
 using static TorchSharp.torch;
 
 namespace ModelSurgery.Tests.Evaluation;
 
 /// <summary>One token per character of a fixed alphabet; id 0 is BOS, characters are 1..n.</summary>
-internal sealed class CharTokenizer(string alphabet) : Tokenizer
+internal sealed class CharTokenizer(string alphabet) : ModelTokenizer
 {
     public const int Bos = 0;
 
-    public int VocabularySize => alphabet.Length + 1;
+    public override int VocabularySize => alphabet.Length + 1;
 
-    protected override EncodeResults<EncodedToken> EncodeToTokens(string? text, ReadOnlySpan<char> textSpan, EncodeSettings settings)
+    public override int[] Encode(string text, bool addSpecialTokens)
     {
-        ReadOnlySpan<char> span = text is null ? textSpan : text.AsSpan();
-        var tokens = new List<EncodedToken>(span.Length);
-        for (int i = 0; i < span.Length; i++)
+        var ids = new List<int>(text.Length + 1);
+        if (addSpecialTokens)
         {
-            int index = alphabet.IndexOf(span[i], StringComparison.Ordinal);
+            ids.Add(Bos);
+        }
+
+        foreach (char c in text)
+        {
+            int index = alphabet.IndexOf(c, StringComparison.Ordinal);
             if (index < 0)
             {
-                throw new ArgumentException($"'{span[i]}' is not in the test alphabet.");
+                throw new ArgumentException($"'{c}' is not in the test alphabet.");
             }
 
-            tokens.Add(new EncodedToken(index + 1, span[i].ToString(), new Range(i, i + 1)));
+            ids.Add(index + 1);
         }
 
-        return new EncodeResults<EncodedToken> { Tokens = tokens, CharsConsumed = span.Length };
+        return [.. ids];
     }
 
-    public override OperationStatus Decode(IEnumerable<int> ids, Span<char> destination, out int idsConsumed, out int charsWritten)
-    {
-        idsConsumed = 0;
-        charsWritten = 0;
-        foreach (int id in ids)
-        {
-            if (id == Bos)
-            {
-                idsConsumed++;
-                continue;
-            }
+    public override string Decode(IEnumerable<int> ids, bool skipSpecialTokens = false) =>
+        string.Concat(ids.Where(id => id != Bos).Select(id => alphabet[id - 1]));
 
-            if (charsWritten >= destination.Length)
-            {
-                return OperationStatus.DestinationTooSmall;
-            }
+    public override int? TokenToId(string token) => token.Length == 1 && alphabet.IndexOf(token[0], StringComparison.Ordinal) is >= 0 and var i ? i + 1 : null;
 
-            destination[charsWritten++] = alphabet[id - 1];
-            idsConsumed++;
-        }
+    public override string? IdToToken(int id) => id > 0 && id <= alphabet.Length ? alphabet[id - 1].ToString() : null;
+}
 
-        return OperationStatus.Done;
-    }
+/// <summary>Whitespace-separated words; the id of a word is its index in <c>words</c>, unknown words get 0.</summary>
+internal sealed class WordTokenizer(params string[] words) : ModelTokenizer
+{
+    public override int VocabularySize => words.Length;
+
+    public override int[] Encode(string text, bool addSpecialTokens) =>
+        [.. text.Split((char[]?)null, StringSplitOptions.RemoveEmptyEntries).Select(w => Math.Max(0, Array.IndexOf(words, w)))];
+
+    public override string Decode(IEnumerable<int> ids, bool skipSpecialTokens = false) => string.Join(' ', ids.Select(id => words[id]));
+
+    public override int? TokenToId(string token) => Array.IndexOf(words, token) is >= 0 and var i ? i : null;
+
+    public override string? IdToToken(int id) => id >= 0 && id < words.Length ? words[id] : null;
 }
 
 /// <summary>

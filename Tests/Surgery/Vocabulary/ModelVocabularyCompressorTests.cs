@@ -1,5 +1,4 @@
 using System.Text.Json.Nodes;
-using Microsoft.ML.Tokenizers;
 using ModelSurgery.Inference.Checkpoints;
 using ModelSurgery.Inference.Configuration;
 using ModelSurgery.Inference.Modeling;
@@ -45,7 +44,7 @@ public sealed class ModelVocabularyCompressorTests
         LlamaConfig config = LlamaConfig.Load(Path.Combine(outDir, "config.json"));
         Assert.That((config.VocabSize, config.BosTokenId, config.EosTokenIds.Single()), Is.EqualTo((TinyTokenizedModel.VocabSize, TinyTokenizedModel.EndOfText, TinyTokenizedModel.EndOfText)));
         string text = string.Join("\n", VocabularyTestText.HeldOut);
-        Assert.That(TokenizerFiles.Load(outDir).EncodeToIds(text), Is.EqualTo(TokenizerFiles.Load(teacherDir).EncodeToIds(text)));
+        Assert.That(TokenizerFiles.Load(outDir).Encode(text), Is.EqualTo(TokenizerFiles.Load(teacherDir).Encode(text)));
         Assert.That(result.After, Is.EqualTo(result.Before));
     }
 
@@ -78,8 +77,8 @@ public sealed class ModelVocabularyCompressorTests
 
         // Text made of kept tokens (the corpus) gives the same logits over kept ids; padding rows are zero.
         using LlamaForCausalLM student = ModelCheckpoint.Load(outDir, new ModelLoadOptions { Device = "cpu" });
-        Tokenizer tokenizer = TokenizerFiles.Load(outDir);
-        int[] ids = [.. tokenizer.EncodeToIds(VocabularyTestText.Documents().First()).Take(48)];
+        ModelTokenizer tokenizer = TokenizerFiles.Load(outDir);
+        int[] ids = [.. tokenizer.Encode(VocabularyTestText.Documents().First()).Take(48)];
         Assert.That(ids.Distinct().Count(), Is.GreaterThan(20));
         Assert.That(TinyTokenizedModel.MaxKeptLogitDifference(teacher, student, map, ids), Is.LessThan(1e-5));
         using (no_grad())

@@ -2,7 +2,6 @@
 #pragma warning disable CA1861
 
 using System.Text.Json.Nodes;
-using Microsoft.ML.Tokenizers;
 using ModelSurgery.Inference.Configuration;
 using ModelSurgery.Inference.Tokenization;
 using ModelSurgery.Surgery.Vocabulary;
@@ -27,7 +26,7 @@ public sealed class TokenFrequencyCounterTests
     [Test]
     public void Parallel_counts_over_text_and_jsonl_files_equal_a_sequential_count()
     {
-        Tokenizer gpt2 = TokenizerFiles.Load("gpt2");
+        ModelTokenizer gpt2 = TokenizerFiles.Load("gpt2");
         string texts = Directory.CreateDirectory(Path.Combine(_dir, "corpus")).FullName;
         File.WriteAllText(Path.Combine(texts, "a.txt"), VocabularyTestText.Corpus());
         string[] records = [.. VocabularyTestText.Documents()];
@@ -45,7 +44,7 @@ public sealed class TokenFrequencyCounterTests
 
         foreach (string document in documents)
         {
-            foreach (int id in gpt2.EncodeToIds(document))
+            foreach (int id in gpt2.Encode(document))
             {
                 expected[id]++;
             }

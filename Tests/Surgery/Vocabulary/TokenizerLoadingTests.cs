@@ -1,5 +1,6 @@
 using System.Text;
 using System.Text.Json.Nodes;
+using System.Text.RegularExpressions;
 using Microsoft.ML.Tokenizers;
 using ModelSurgery.Inference.Tokenization;
 
@@ -22,13 +23,13 @@ public sealed class TokenizerLoadingTests
     [Test]
     public void Gpt2_built_in_loads_and_round_trips()
     {
-        Tokenizer gpt2 = TokenizerFiles.Load("gpt2");
+        ModelTokenizer gpt2 = TokenizerFiles.Load("gpt2");
         foreach (string text in VocabularyTestText.HeldOut)
         {
-            Assert.That(gpt2.Decode(gpt2.EncodeToIds(text)), Is.EqualTo(text));
+            Assert.That(gpt2.Decode(gpt2.Encode(text)), Is.EqualTo(text));
         }
 
-        Assert.That(gpt2.EncodeToIds("Hello world"), Is.EqualTo(HelloWorldGpt2));
+        Assert.That(gpt2.Encode("Hello world"), Is.EqualTo(HelloWorldGpt2));
     }
 
     [Test]
@@ -42,16 +43,19 @@ public sealed class TokenizerLoadingTests
         Assert.That(json.Merges, Has.Count.EqualTo(4000 - 256));
         json.Save(Path.Combine(_dir, "tokenizer.json"));
 
-        Tokenizer fromFolder = TokenizerFiles.Load(_dir);
-        Tokenizer tiktoken = vocabulary.CreateTokenizer();
+        ModelTokenizer fromFolder = TokenizerFiles.Load(_dir);
+        // The reference: Microsoft.ML.Tokenizers' tiktoken implementation over the same ranks.
+        string ranks = Path.Combine(_dir, "subset.tiktoken");
+        vocabulary.Save(ranks);
+        Tokenizer tiktoken = TiktokenTokenizer.Create(ranks, new RegexPreTokenizer(new Regex(vocabulary.Pattern), vocabulary.SpecialTokens.ToDictionary()), normalizer: null, specialTokens: vocabulary.SpecialTokens.ToDictionary());
         foreach (string text in VocabularyTestText.HeldOut.Append(VocabularyTestText.Corpus()))
         {
-            IReadOnlyList<int> ids = fromFolder.EncodeToIds(text);
+            int[] ids = fromFolder.Encode(text);
             Assert.That(ids, Is.EqualTo(tiktoken.EncodeToIds(text)), text);
             Assert.That(fromFolder.Decode(ids), Is.EqualTo(text));
         }
 
-        Assert.That(fromFolder.EncodeToIds("end<|endoftext|>")[^1], Is.EqualTo(4000));
+        Assert.That(fromFolder.Encode("end<|endoftext|>")[^1], Is.EqualTo(4000));
     }
 
     /// <summary>GPT-2's <paramref name="count"/> lowest ranks plus &lt;|endoftext|&gt; (renumbered to <paramref name="count"/>).</summary>
@@ -67,11 +71,11 @@ public sealed class TokenizerLoadingTests
         Assert.That(reloaded.SpecialTokens["<|endoftext|>"], Is.EqualTo(50256));
         Assert.That(reloaded.Pattern, Is.EqualTo(TiktokenVocabulary.Gpt2Pattern));
 
-        Tokenizer loaded = TokenizerFiles.Load(path);
-        Tokenizer gpt2 = TokenizerFiles.Load("gpt2");
+        ModelTokenizer loaded = TokenizerFiles.Load(path);
+        ModelTokenizer gpt2 = TokenizerFiles.Load("gpt2");
         foreach (string text in VocabularyTestText.HeldOut)
         {
-            Assert.That(loaded.EncodeToIds(text), Is.EqualTo(gpt2.EncodeToIds(text)));
+            Assert.That(loaded.Encode(text), Is.EqualTo(gpt2.Encode(text)));
         }
     }
 
@@ -105,9 +109,9 @@ public sealed class TokenizerLoadingTests
         HuggingFaceTokenizerJson parsed = HuggingFaceTokenizerJson.Load(Path.Combine(_dir, "tokenizer.json"));
         Assert.That((parsed.IsByteLevel, parsed.IsSentencePieceStyle, parsed.ByteFallback), Is.EqualTo((false, true, true)));
 
-        Tokenizer tokenizer = TokenizerFiles.Load(Path.Combine(_dir, "tokenizer.json"));
-        Assert.That(tokenizer.EncodeToTokens("hello world", out _).Select(t => t.Value), Is.EqualTo(HelloWorldPieces));
-        Assert.That(tokenizer.Decode(tokenizer.EncodeToIds("hello Zoe world")), Is.EqualTo("hello Zoe world"));
+        ModelTokenizer tokenizer = TokenizerFiles.Load(Path.Combine(_dir, "tokenizer.json"));
+        Assert.That(tokenizer.Encode("hello world").Select(tokenizer.IdToToken), Is.EqualTo(HelloWorldPieces));
+        Assert.That(tokenizer.Decode(tokenizer.Encode("hello Zoe world")), Is.EqualTo("hello Zoe world"));
     }
 
     [Test]
@@ -187,7 +191,16 @@ internal static class TinySentencePiece
                 ["type"] = "TemplateProcessing",
                 ["special_tokens"] = new JsonObject { ["<s>"] = new JsonObject { ["id"] = "<s>", ["ids"] = new JsonArray(1), ["tokens"] = new JsonArray("<s>") } },
             },
-            ["decoder"] = new JsonObject { ["type"] = "Sequence", ["decoders"] = new JsonArray(new JsonObject { ["type"] = "ByteFallback" }) },
+            // Llama 2's decoder: spaces back, bytes to text, one string, the prepended space off.
+            ["decoder"] = new JsonObject
+            {
+                ["type"] = "Sequence",
+                ["decoders"] = new JsonArray(
+                    new JsonObject { ["type"] = "Replace", ["pattern"] = new JsonObject { ["String"] = "\u2581" }, ["content"] = " " },
+                    new JsonObject { ["type"] = "ByteFallback" },
+                    new JsonObject { ["type"] = "Fuse" },
+                    new JsonObject { ["type"] = "Strip", ["content"] = " ", ["start"] = 1, ["stop"] = 0 }),
+            },
             ["model"] = new JsonObject
             {
                 ["type"] = "BPE", ["unk_token"] = "<unk>", ["fuse_unk"] = true, ["byte_fallback"] = true, ["vocab"] = vocab, ["merges"] = merges,
