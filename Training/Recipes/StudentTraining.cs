@@ -269,12 +269,6 @@ public static class StudentTraining
         return data.TrainWindows.Count;
     }
 
-    /// <summary>The kept teacher ids of a compressed student (its <c>vocab_map.json</c>), or null when it has none.</summary>
-    /// <param name="studentDir">Student checkpoint folder.</param>
-    /// <returns>Teacher id of each student id, or null.</returns>
-    public static IReadOnlyList<long>? ReadKeptTeacherIds(string studentDir) =>
-        ReadVocabularyMap(studentDir) is { } map ? [.. map.KeptOldIds.Select(i => (long)i)] : null;
-
     /// <summary>The vocabulary map of a compressed student (its <c>vocab_map.json</c>), or null when it has none.</summary>
     /// <param name="studentDir">Student checkpoint folder.</param>
     /// <returns>The map, or null.</returns>
