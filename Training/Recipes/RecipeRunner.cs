@@ -239,9 +239,9 @@ public static class RecipeRunner
                 Temperature = d.Temperature,
                 Alpha = d.Alpha,
             };
-            StudentTrainingResult trained = await StudentTraining.DistillAsync(
+            CheckpointTrainingResult trained = await CheckpointTraining.DistillAsync(
                 effectiveTeacher, run.Output("build", "student")!, tokensPath, options, distillation,
-                new StudentTrainingSettings { Resume = resume, Device = d.Device },
+                new CheckpointTrainingSettings { Resume = resume, Device = d.Device },
                 Relay<TrainingProgress>(run, "distillation", p => ($"loss {p.Loss:F3}", p.Step, p.TotalSteps)),
                 logger, run.Token).ConfigureAwait(false);
             return new()
@@ -270,7 +270,7 @@ public static class RecipeRunner
             {
                 LlamaConfig config = LlamaConfig.Load(Path.Combine(directory, "config.json"));
                 var options = new EvaluationOptions { ModelName = name, BatchSize = e.BatchSize, MaxLength = config.MaxPositionEmbeddings };
-                models.Add(await new StudentTrainingResult(directory, []).EvaluateAsync(
+                models.Add(await new CheckpointTrainingResult(directory, []).EvaluateAsync(
                     tasks, options, Relay<EvaluationProgress>(run, "evaluation", p => (name, 0, 0)), logger, run.Token).ConfigureAwait(false));
             }
 
