@@ -5,6 +5,7 @@ using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.ML.Tokenizers;
 using ModelSurgery.Inference.Configuration;
+using ModelSurgery.Inference.IO;
 using ModelSurgery.Inference.Tokenization;
 
 namespace ModelSurgery.Surgery.Vocabulary;

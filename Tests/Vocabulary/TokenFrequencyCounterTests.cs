@@ -4,6 +4,7 @@
 using System.Text.Json.Nodes;
 using Microsoft.ML.Tokenizers;
 using ModelSurgery.Inference.Configuration;
+using ModelSurgery.Inference.IO;
 using ModelSurgery.Inference.Tokenization;
 using ModelSurgery.Surgery.Vocabulary;
 

@@ -414,7 +414,7 @@ public static class RecipeRunner
         string.Join('\n', Directory.EnumerateFiles(directory).Order(StringComparer.Ordinal).Select(FileStamp));
 
     private static string CorpusStamp(DistillationRecipe recipe) =>
-        string.Join('\n', Tokenization.ResolveInputs(recipe.Data.Corpus.Select(recipe.Resolve)).Select(FileStamp));
+        string.Join('\n', CorpusReader.ExpandPaths(recipe.Data.Corpus.Select(recipe.Resolve)).Select(FileStamp));
 
     private static RelayProgress<T> Relay<T>(Run run, string step, Func<T, (string Message, double Completed, double Total)> map) =>
         new RelayProgress<T>(value =>
