@@ -81,9 +81,6 @@ public sealed class KvCache : IDisposable
         return (keyBuffer.narrow(2, 0, length + added), valueBuffer.narrow(2, 0, length + added)); // [B, KV, S, hd]
     }
 
-    /// <summary>Forgets every cached position but keeps the buffers for reuse.</summary>
-    public void Reset() => Array.Clear(_lengths);
-
     /// <summary>Frees the buffers.</summary>
     public void Dispose()
     {

@@ -83,6 +83,9 @@ public sealed class HuggingFaceTokenizerJson
         AddedTokens = added;
         ByteFallback = model["byte_fallback"]?.GetValue<bool>() ?? false;
         UnknownToken = model["unk_token"]?.GetValue<string>();
+        IgnoreMerges = model["ignore_merges"]?.GetValue<bool>() ?? false;
+        ContinuingSubwordPrefix = model["continuing_subword_prefix"]?.GetValue<string>();
+        EndOfWordSuffix = model["end_of_word_suffix"]?.GetValue<string>();
         IsByteLevel = ContainsType(root["pre_tokenizer"], "ByteLevel") || ContainsType(root["decoder"], "ByteLevel");
         PreTokenizerPattern = FindSplitPattern(root["pre_tokenizer"]) ?? (IsByteLevel ? TiktokenVocabulary.Gpt2Pattern : null);
         IsSentencePieceStyle = !IsByteLevel && (ByteFallback || ContainsType(root["pre_tokenizer"], "Metaspace") || ContainsType(root["normalizer"], "Prepend") || ContainsType(root["decoder"], "Metaspace"));
@@ -126,6 +129,15 @@ public sealed class HuggingFaceTokenizerJson
 
     /// <summary>SentencePiece-style BPE: spaces as U+2581, optional byte fallback, no byte-level alphabet.</summary>
     public bool IsSentencePieceStyle { get; }
+
+    /// <summary>model.ignore_merges: a pre-tokenized word that is itself in the vocabulary becomes that token without merging (Llama 3, gpt-oss).</summary>
+    public bool IgnoreMerges { get; }
+
+    /// <summary>model.continuing_subword_prefix, if any (WordPiece-style BPE).</summary>
+    public string? ContinuingSubwordPrefix { get; }
+
+    /// <summary>model.end_of_word_suffix, if any.</summary>
+    public string? EndOfWordSuffix { get; }
 
     /// <summary>model.unk_token, if any.</summary>
     public string? UnknownToken { get; }

@@ -62,7 +62,7 @@ SurgeryResult surgery = await Surgeon.ForTeacher(teacher)
 Console.WriteLine($"built a student of {surgery.Plan.ParameterCount.Total:N0} parameters from {LlamaTensorLayout.CountParameters(config).Total:N0} ({clock.Elapsed.TotalSeconds:F1} s)");
 
 // 3. Distil from the teacher: forward KL at temperature 1 mixed half and half with cross-entropy.
-StudentTrainingResult trained = await surgery.DistillAsync(
+CheckpointTrainingResult trained = await surgery.DistillAsync(
     tokens,
     new TrainingOptions { OutputDir = Path.Combine(output, "distillation"), Steps = steps, BatchSize = 8, SeqLen = 128, LearningRate = 1e-3, MinLearningRate = 1e-4, EvalEvery = 50, CheckpointEvery = 100 },
     cancellationToken: cancel.Token);
@@ -73,7 +73,7 @@ string heldout = Path.Combine(output, "heldout.jsonl");
 File.WriteAllLines(heldout, File.ReadLines(corpus).Where(l => !string.IsNullOrWhiteSpace(l)).TakeLast(20));
 TaskSpec[] tasks = [TaskSpec.Text("heldout", heldout)];
 ModelEvaluation student = await trained.EvaluateAsync(tasks, new EvaluationOptions { ModelName = "student", MaxLength = 128 }, cancellationToken: cancel.Token);
-ModelEvaluation reference = await new StudentTrainingResult(teacher, []).EvaluateAsync(tasks, new EvaluationOptions { ModelName = "teacher", MaxLength = 128 }, cancellationToken: cancel.Token);
+ModelEvaluation reference = await new CheckpointTrainingResult(teacher, []).EvaluateAsync(tasks, new EvaluationOptions { ModelName = "teacher", MaxLength = 128 }, cancellationToken: cancel.Token);
 Console.WriteLine();
 Console.WriteLine(new EvaluationReport([reference, student], "teacher").ToMarkdown());
 Console.WriteLine($"student: {trained.FinalCheckpoint} (total {clock.Elapsed.TotalSeconds:F1} s)");

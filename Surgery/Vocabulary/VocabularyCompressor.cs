@@ -78,9 +78,11 @@ public static class VocabularyCompressor
 
     /// <summary>
     /// Compresses the tokenizer at <paramref name="tokenizerPath"/> (tokenizer.json or a folder with one, SentencePiece
-    /// .model, .tiktoken, or <c>gpt2</c>) and writes the result in the same format into
-    /// <paramref name="outputDirectory"/> with <c>vocab_map.json</c>. For a folder, tokenizer_config.json is
-    /// written with its added_tokens_decoder renumbered and special_tokens_map.json copied.
+    /// .model, .tiktoken, or <c>gpt2</c>) and writes it into <paramref name="outputDirectory"/>, with
+    /// <c>vocab_map.json</c>, under a name every command reads from a folder: BPE sources (tokenizer.json, .tiktoken,
+    /// <c>gpt2</c>) as a Hugging Face <c>tokenizer.json</c> with a <c>tokenizer_config.json</c> (the source's, with
+    /// added_tokens_decoder renumbered, and special_tokens_map.json copied; for tiktoken sources one naming the special
+    /// tokens), SentencePiece models as <c>tokenizer.model</c>.
     /// </summary>
     /// <param name="tokenizerPath">The tokenizer to compress.</param>
     /// <param name="statistics">Token counts for that tokenizer.</param>
@@ -114,16 +116,18 @@ public static class VocabularyCompressor
                     break;
                 case TokenizerFormat.SentencePiece:
                     var model = Compress(SentencePieceModel.Load(file), statistics.Counts, target, cancellationToken);
-                    output = Path.Combine(outputDirectory, Path.GetFileName(file));
+                    output = Path.Combine(outputDirectory, "tokenizer.model");
                     model.Tokenizer.Save(output);
                     (map, selection) = (model.Map, model.Selection);
                     break;
                 default:
+                    // tiktoken ranks are the ids of the equivalent byte-level tokenizer.json, so the counts apply as they are.
                     TiktokenVocabulary source = format == TokenizerFormat.BuiltInGpt2 ? TiktokenVocabulary.LoadGpt2() : TiktokenVocabulary.Load(file);
-                    var tiktoken = Compress(source, statistics.Counts, target, cancellationToken);
-                    output = Path.Combine(outputDirectory, format == TokenizerFormat.BuiltInGpt2 ? "gpt2.tiktoken" : Path.GetFileName(file));
-                    tiktoken.Tokenizer.Save(output);
-                    (map, selection) = (tiktoken.Map, tiktoken.Selection);
+                    var converted = Compress(HuggingFaceTokenizerJson.FromTiktoken(source), statistics.Counts, target, cancellationToken);
+                    output = Path.Combine(outputDirectory, "tokenizer.json");
+                    converted.Tokenizer.Save(output);
+                    (map, selection) = (converted.Map, converted.Selection);
+                    WriteTiktokenConfig(converted.Tokenizer, outputDirectory);
                     break;
             }
 
@@ -134,29 +138,37 @@ public static class VocabularyCompressor
         }, cancellationToken);
     }
 
-    /// <summary>Compresses a tokenizer.json: vocab, merges (only those whose tokens are all kept) and added tokens.</summary>
+    /// <summary>
+    /// Compresses a tokenizer.json so that it still tokenizes every text exactly as the full file does wherever all the
+    /// full file's tokens are kept. For every kept token, BPE is run on the token's own string (<see cref="BpeMergeTrace"/>)
+    /// and the two tokens of its last merge are kept too, recursively, so every merge BPE applies on the way to a kept
+    /// token survives; all merges whose three tokens are kept are written, in their original order. Tokens BPE cannot
+    /// build from their own string are never produced by merging: they are kept only as added tokens, or as whole words
+    /// when model.ignore_merges is set, and dropped otherwise. Text with dropped tokens falls back to kept tokens (byte-level
+    /// alphabet or byte fallback), so it still decodes to the same text.
+    /// </summary>
     /// <param name="tokenizer">The tokenizer to compress.</param>
     /// <param name="counts">Occurrences per id.</param>
     /// <param name="target">How many tokens, or how much coverage, to keep.</param>
     /// <param name="cancellationToken">Stops the work.</param>
+    /// <exception cref="InvalidDataException">The model uses continuing_subword_prefix or end_of_word_suffix.</exception>
     public static CompressedTokenizer<HuggingFaceTokenizerJson> Compress(HuggingFaceTokenizerJson tokenizer, IReadOnlyList<long> counts, CompressionTarget target,
         CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(tokenizer);
-        var firstMerge = new Dictionary<string, BpeMerge>(StringComparer.Ordinal);
-        foreach (BpeMerge merge in tokenizer.Merges)
-        {
-            firstMerge.TryAdd(merge.Result, merge);
-        }
-
+        var trace = new BpeMergeTrace(tokenizer);
         var required = new HashSet<int>(tokenizer.AddedTokens.Select(t => t.Id));
         if (tokenizer.UnknownToken is { } unk && tokenizer.Vocabulary.TryGetValue(unk, out int unkId))
         {
             required.Add(unkId);
         }
 
+        // Parents from the token's own BPE run; unreachable tokens have none and are eligible only as whole words.
+        var parents = new Dictionary<int, int[]>(tokenizer.Vocabulary.Count);
+        var unreachable = new HashSet<int>();
         foreach ((string token, int id) in tokenizer.Vocabulary)
         {
+            cancellationToken.ThrowIfCancellationRequested();
             bool byteToken = tokenizer.IsByteLevel
                 ? token.Length == 1 && ByteLevelAlphabet.Decode(token) is not null
                 : tokenizer.ByteFallback && HuggingFaceTokenizerJson.IsByteFallbackToken(token);
@@ -164,18 +176,22 @@ public static class VocabularyCompressor
             {
                 required.Add(id);
             }
+
+            (bool reachable, BpeMerge? last) = trace.Trace(token);
+            if (!reachable)
+            {
+                unreachable.Add(id);
+            }
+            else if (last is not null)
+            {
+                parents[id] = [tokenizer.Vocabulary[last.Left], tokenizer.Vocabulary[last.Right]];
+            }
         }
 
-        IReadOnlyList<int> Parents(int id)
-        {
-            string token = tokenizer.TokensById[id];
-            return tokenizer.Vocabulary.TryGetValue(token, out int vocabId) && vocabId == id && firstMerge.TryGetValue(token, out BpeMerge? merge)
-                && tokenizer.Vocabulary.TryGetValue(merge.Left, out int left) && tokenizer.Vocabulary.TryGetValue(merge.Right, out int right)
-                ? [left, right]
-                : [];
-        }
+        IReadOnlyList<int> Parents(int id) => parents.TryGetValue(id, out int[]? pair) ? pair : [];
+        bool Eligible(int id) => tokenizer.IgnoreMerges || required.Contains(id) || !unreachable.Contains(id);
 
-        VocabularySelection selection = Select(tokenizer.IdCount, tokenizer.TokensById.ContainsKey, required, Parents, counts, target, cancellationToken);
+        VocabularySelection selection = Select(tokenizer.IdCount, tokenizer.TokensById.ContainsKey, required, Parents, counts, target, Eligible, cancellationToken);
         var kept = new HashSet<string>(selection.KeptOldIds.Where(id => tokenizer.Vocabulary.TryGetValue(tokenizer.TokensById[id], out int v) && v == id)
             .Select(id => tokenizer.TokensById[id]), StringComparer.Ordinal);
         BpeMerge[] merges = [.. tokenizer.Merges.Where(m => kept.Contains(m.Left) && kept.Contains(m.Right) && kept.Contains(m.Result))];
@@ -229,7 +245,7 @@ public static class VocabularyCompressor
                 : [];
         }
 
-        VocabularySelection selection = Select(model.Pieces.Count, _ => true, required, Parents, counts, target, cancellationToken);
+        VocabularySelection selection = Select(model.Pieces.Count, _ => true, required, Parents, counts, target, cancellationToken: cancellationToken);
         return new(model.WithPieces(selection.KeptOldIds), new VocabularyMap(selection.KeptOldIds, model.Pieces.Count), selection);
     }
 
@@ -271,7 +287,7 @@ public static class VocabularyCompressor
 
         var exists = new HashSet<int>(bytesById.Keys);
         exists.UnionWith(vocabulary.SpecialTokens.Values);
-        VocabularySelection selection = Select(vocabulary.IdCount, exists.Contains, required, Parents, counts, target, cancellationToken);
+        VocabularySelection selection = Select(vocabulary.IdCount, exists.Contains, required, Parents, counts, target, cancellationToken: cancellationToken);
         return new(vocabulary.WithTokens(selection.KeptOldIds), new VocabularyMap(selection.KeptOldIds, vocabulary.IdCount), selection);
     }
 
@@ -286,10 +302,12 @@ public static class VocabularyCompressor
     /// <param name="parentsOf">The ids a token is merged from (empty for base tokens).</param>
     /// <param name="counts">Occurrences per id.</param>
     /// <param name="target">How many tokens, or how much coverage, to keep.</param>
+    /// <param name="eligible">Whether a token may be kept for its own count (null: every existing token); tokens it
+    /// rejects are still kept when required or needed by a kept token's closure.</param>
     /// <param name="cancellationToken">Stops the work.</param>
     /// <exception cref="ArgumentException">The counts have ids the vocabulary lacks, or the size target is below the required tokens.</exception>
     public static VocabularySelection Select(int idCount, Func<int, bool> exists, IReadOnlySet<int> required, Func<int, IReadOnlyList<int>> parentsOf,
-        IReadOnlyList<long> counts, CompressionTarget target, CancellationToken cancellationToken = default)
+        IReadOnlyList<long> counts, CompressionTarget target, Func<int, bool>? eligible = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(exists);
         ArgumentNullException.ThrowIfNull(required);
@@ -357,7 +375,7 @@ public static class VocabularyCompressor
         }
 
         int closureAdded = 0;
-        int[] candidates = [.. Enumerable.Range(0, idCount).Where(id => !kept[id] && exists(id)).OrderByDescending(Count).ThenBy(id => id)];
+        int[] candidates = [.. Enumerable.Range(0, idCount).Where(id => !kept[id] && exists(id) && (eligible?.Invoke(id) ?? true)).OrderByDescending(Count).ThenBy(id => id)];
         foreach (int id in candidates)
         {
             cancellationToken.ThrowIfCancellationRequested();
@@ -383,6 +401,34 @@ public static class VocabularyCompressor
 
         int[] keptIds = [.. Enumerable.Range(0, idCount).Where(id => kept[id])];
         return new VocabularySelection(keptIds, requiredCount, closureAdded, total == 0 ? 0 : (double)covered / total);
+    }
+
+    /// <summary>
+    /// A tokenizer_config.json for a tokenizer.json made from tiktoken: its special tokens in added_tokens_decoder, and
+    /// <c>&lt;|endoftext|&gt;</c>, when present, as the BOS, EOS and unknown token (GPT-2's convention).
+    /// </summary>
+    private static void WriteTiktokenConfig(HuggingFaceTokenizerJson tokenizer, string outputDirectory)
+    {
+        var decoder = new JsonObject();
+        foreach (AddedToken token in tokenizer.AddedTokens.OrderBy(t => t.Id))
+        {
+            decoder[token.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)] = new JsonObject
+            {
+                ["content"] = token.Content, ["lstrip"] = false, ["normalized"] = false, ["rstrip"] = false,
+                ["single_word"] = false, ["special"] = token.Special,
+            };
+        }
+
+        var root = new JsonObject { ["added_tokens_decoder"] = decoder, ["tokenizer_class"] = "PreTrainedTokenizerFast" };
+        const string endOfText = "<|endoftext|>";
+        if (tokenizer.AddedTokens.Any(t => t.Content == endOfText))
+        {
+            root["bos_token"] = endOfText;
+            root["eos_token"] = endOfText;
+            root["unk_token"] = endOfText;
+        }
+
+        AtomicFile.WriteAllText(Path.Combine(outputDirectory, "tokenizer_config.json"), root.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
     }
 
     private static void CopyCompanionFiles(string sourceDirectory, string outputDirectory, VocabularyMap map)

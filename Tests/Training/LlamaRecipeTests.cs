@@ -82,8 +82,8 @@ public sealed class LlamaRecipeTests
         string path = TrainCliSupport.WriteTokens(_dir, validationFraction: 0.25);
         using TokenFile file = TokenFile.Open(path);
         long windows = TokenWindows.Count(file.Count, 16);
-        TrainingData recorded = StudentTraining.OpenData(file, 16);
-        TrainingData overridden = StudentTraining.OpenData(file, 16, new StudentTrainingSettings { ValidationFraction = 0 });
+        TrainingData recorded = CheckpointTraining.OpenData(file, 16);
+        TrainingData overridden = CheckpointTraining.OpenData(file, 16, new CheckpointTrainingSettings { ValidationFraction = 0 });
         Assert.Multiple(() =>
         {
             Assert.That(recorded.ValidationWindows, Has.Count.EqualTo((int)Math.Round(0.25 * windows)));

@@ -131,7 +131,7 @@ public sealed class TokenDataTests
         File.WriteAllLines(input, ["{\"text\":\"hello\"}", "{\"title\":\"hello\"}"]);
         Assert.That(
             async () => await Tokenization.TokenizeAsync(wordPiece, [input], Path.Combine(_dir, "out.bin"), new TokenizeOptions(2, 0)),
-            Throws.TypeOf<InvalidDataException>().With.Message.Contains("Line 2 of").And.Message.Contains("docs.jsonl").And.Message.Contains("'text'"));
+            Throws.TypeOf<InvalidDataException>().With.Message.Contains("line 2").And.Message.Contains("docs.jsonl").And.Message.Contains("'text'"));
     }
 
     [Test]

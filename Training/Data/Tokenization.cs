@@ -1,4 +1,4 @@
-using System.Text.Json;
+using ModelSurgery.Inference.IO;
 using ModelSurgery.Inference.Tokenization;
 
 namespace ModelSurgery.Training.Data;
@@ -19,67 +19,18 @@ public sealed record TokenizeResult(string OutputPath, int Files, long Documents
 /// <summary>What to read and how to write it.</summary>
 /// <param name="VocabSize">Vocabulary size (chooses uint16 or uint32 storage).</param>
 /// <param name="SeparatorId">The id written between documents (the end-of-sequence id).</param>
-/// <param name="JsonField">For .jsonl/.json lines: the string field holding the document text.</param>
+/// <param name="JsonField">For .jsonl/.json lines: the string field holding the document text (dotted path for nested fields).</param>
 /// <param name="DocumentsPerBatch">Documents tokenized in parallel at a time; output order never depends on it.</param>
 public sealed record TokenizeOptions(int VocabSize, int SeparatorId, string JsonField = "text", int DocumentsPerBatch = 256);
 
 /// <summary>
-/// Turns text into a packed <see cref="TokenFile"/>. Inputs may be files, directories (every .txt, .jsonl and .json
-/// file below them) or globs with <c>*</c>/<c>?</c> in the file name (e.g. <c>data/*.jsonl</c>). A plain text file is one
-/// document; a JSONL file holds one document per line in <see cref="TokenizeOptions.JsonField"/>. Documents are
-/// tokenized on all cores and written in input order, so the output is deterministic.
+/// Turns text into a packed <see cref="TokenFile"/>. Inputs are read by <see cref="CorpusReader"/>: files, folders or
+/// globs; a plain text file (optionally .gz) is one document, a JSONL file (optionally .gz) holds one document per line
+/// in <see cref="TokenizeOptions.JsonField"/> (a dotted path reaches nested fields). Documents are tokenized on all cores
+/// and written in input order, so the output is deterministic.
 /// </summary>
 public static class Tokenization
 {
-    /// <summary>Resolves files, directories and globs to a sorted, de-duplicated list of files.</summary>
-    /// <param name="inputs">Paths, directories or globs.</param>
-    /// <returns>Full paths in input order (each directory or glob sorted ordinally).</returns>
-    public static IReadOnlyList<string> ResolveInputs(IEnumerable<string> inputs)
-    {
-        ArgumentNullException.ThrowIfNull(inputs);
-        var files = new List<string>();
-        var seen = new HashSet<string>(StringComparer.Ordinal);
-        foreach (string input in inputs)
-        {
-            IEnumerable<string> found;
-            if (File.Exists(input))
-            {
-                found = [input];
-            }
-            else if (Directory.Exists(input))
-            {
-                found = Directory.EnumerateFiles(input, "*", SearchOption.AllDirectories)
-                    .Where(f => f.EndsWith(".txt", StringComparison.OrdinalIgnoreCase) || IsJson(f))
-                    .Order(StringComparer.Ordinal);
-            }
-            else if (input.IndexOfAny(['*', '?']) >= 0)
-            {
-                string directory = Path.GetDirectoryName(input) is { Length: > 0 } d ? d : ".";
-                if (directory.IndexOfAny(['*', '?']) >= 0 || !Directory.Exists(directory))
-                {
-                    throw new ArgumentException($"Input glob '{input}': wildcards are only allowed in the file name and the folder '{directory}' must exist.", nameof(inputs));
-                }
-
-                found = Directory.EnumerateFiles(directory, Path.GetFileName(input)).Order(StringComparer.Ordinal);
-            }
-            else
-            {
-                throw new ArgumentException($"Input '{input}' is not a file, a directory or a glob.", nameof(inputs));
-            }
-
-            foreach (string file in found)
-            {
-                string full = Path.GetFullPath(file);
-                if (seen.Add(full))
-                {
-                    files.Add(full);
-                }
-            }
-        }
-
-        return files;
-    }
-
     /// <summary>Tokenizes the inputs into a token file.</summary>
     /// <param name="tokenizer">The tokenizer (must be safe for concurrent encoding, as the library's tokenizers are).</param>
     /// <param name="inputs">Files, directories or globs.</param>
@@ -99,7 +50,7 @@ public static class Tokenization
         ArgumentNullException.ThrowIfNull(tokenizer);
         ArgumentNullException.ThrowIfNull(options);
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(options.DocumentsPerBatch);
-        IReadOnlyList<string> files = ResolveInputs(inputs);
+        IReadOnlyList<string> files = CorpusReader.ExpandPaths(inputs);
         if (files.Count == 0)
         {
             throw new ArgumentException("No input files matched.", nameof(inputs));
@@ -110,7 +61,7 @@ public static class Tokenization
         var batch = new List<string>(options.DocumentsPerBatch);
         foreach (string file in files)
         {
-            await foreach (string document in ReadDocumentsAsync(file, options.JsonField, cancellationToken).ConfigureAwait(false))
+            await foreach (string document in CorpusReader.ReadDocumentsAsync([file], options.JsonField, chunkChars: null, cancellationToken).ConfigureAwait(false))
             {
                 batch.Add(document);
                 if (batch.Count == options.DocumentsPerBatch)
@@ -139,51 +90,5 @@ public static class Tokenization
         }
 
         batch.Clear();
-    }
-
-    private static bool IsJson(string file) =>
-        file.EndsWith(".jsonl", StringComparison.OrdinalIgnoreCase) || file.EndsWith(".json", StringComparison.OrdinalIgnoreCase);
-
-    private static async IAsyncEnumerable<string> ReadDocumentsAsync(
-        string file, string field, [System.Runtime.CompilerServices.EnumeratorCancellation] CancellationToken cancellationToken)
-    {
-        if (!IsJson(file))
-        {
-            yield return await File.ReadAllTextAsync(file, cancellationToken).ConfigureAwait(false);
-            yield break;
-        }
-
-        using var reader = new StreamReader(file);
-        int lineNumber = 0;
-        while (await reader.ReadLineAsync(cancellationToken).ConfigureAwait(false) is { } line)
-        {
-            lineNumber++;
-            if (string.IsNullOrWhiteSpace(line))
-            {
-                continue;
-            }
-
-            yield return ReadField(file, lineNumber, line, field);
-        }
-    }
-
-    private static string ReadField(string file, int lineNumber, string line, string field)
-    {
-        try
-        {
-            using var json = JsonDocument.Parse(line);
-            if (json.RootElement.ValueKind != JsonValueKind.Object
-                || !json.RootElement.TryGetProperty(field, out JsonElement value)
-                || value.ValueKind != JsonValueKind.String)
-            {
-                throw new InvalidDataException($"Line {lineNumber} of '{file}' has no string field '{field}'.");
-            }
-
-            return value.GetString()!;
-        }
-        catch (JsonException e)
-        {
-            throw new InvalidDataException($"Line {lineNumber} of '{file}' is not valid JSON: {e.Message}", e);
-        }
     }
 }

@@ -160,7 +160,7 @@ internal static class HfAccelerateJob
                 ["temperature"] = d.Temperature,
                 ["alpha"] = d.Alpha,
                 ["teacher_dtype"] = d.TeacherDType == TorchSharp.torch.ScalarType.BFloat16 ? "bfloat16" : "float32",
-                ["vocab_map"] = plan.VocabularyMap is null ? null : $"{JobExporter.StudentFolder}/{StudentTraining.VocabularyMapFileName}",
+                ["vocab_map"] = plan.VocabularyMap is null ? null : $"{JobExporter.StudentFolder}/{CheckpointTraining.VocabularyMapFileName}",
             },
             // The local options as given, for the record: the translation above is derived from them.
             ["local"] = new JsonObject
@@ -259,7 +259,7 @@ internal static class HfAccelerateJob
 
         if (plan.VocabularyMap is not null && plan.Distillation is not null)
         {
-            notes.Add($"The student's vocabulary is compressed: the teacher reads the {plan.VocabularyMap.NewVocabSize} kept teacher ids of {JobExporter.StudentFolder}/{StudentTraining.VocabularyMapFileName} and is compared on those columns only.");
+            notes.Add($"The student's vocabulary is compressed: the teacher reads the {plan.VocabularyMap.NewVocabSize} kept teacher ids of {JobExporter.StudentFolder}/{CheckpointTraining.VocabularyMapFileName} and is compared on those columns only.");
         }
 
         if (t.Precision == TrainingPrecision.Fp32)

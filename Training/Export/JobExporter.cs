@@ -130,7 +130,7 @@ public static class JobExporter
         }
 
         VocabularyMap? map = null;
-        string mapPath = Path.Combine(student, StudentTraining.VocabularyMapFileName);
+        string mapPath = Path.Combine(student, CheckpointTraining.VocabularyMapFileName);
         if (File.Exists(mapPath))
         {
             try
@@ -165,7 +165,7 @@ public static class JobExporter
             {
                 throw new JobExportException(
                     "teacher",
-                    $"'{teacher}' has a vocabulary of {teacherConfig.VocabSize} ids and the student '{student}' one of {studentConfig.VocabSize}, and the student folder has no {StudentTraining.VocabularyMapFileName} to map one onto the other; distil from the teacher the student's vocabulary was compressed from.");
+                    $"'{teacher}' has a vocabulary of {teacherConfig.VocabSize} ids and the student '{student}' one of {studentConfig.VocabSize}, and the student folder has no {CheckpointTraining.VocabularyMapFileName} to map one onto the other; distil from the teacher the student's vocabulary was compressed from.");
             }
 
             if (map is not null && map.KeptOldIds.Count > 0 && map.KeptOldIds.Max() >= teacherConfig.VocabSize)

@@ -12,7 +12,7 @@ namespace ModelSurgery.Training.Recipes;
 /// </summary>
 /// <example><code>
 /// SurgeryResult surgery = await Surgeon.ForTeacher(teacher).CalibrateOn(tokens).Plan(p => p.KeepTopLayers(6)).BuildAsync(studentDir);
-/// StudentTrainingResult trained = await surgery.DistillAsync("brown.tokens", new TrainingOptions { OutputDir = "runs/student", Steps = 2000 });
+/// CheckpointTrainingResult trained = await surgery.DistillAsync("brown.tokens", new TrainingOptions { OutputDir = "runs/student", Steps = 2000 });
 /// ModelEvaluation scores = await trained.EvaluateAsync([TaskSpec.ArcEasy("arc_easy.jsonl")]);
 /// </code></example>
 public static class PipelineExtensions
@@ -26,38 +26,38 @@ public static class PipelineExtensions
     /// <param name="progress">Per-step progress.</param>
     /// <param name="logger">Optional logger.</param>
     /// <param name="cancellationToken">Stops after saving the last checkpoint.</param>
-    public static Task<StudentTrainingResult> DistillAsync(
+    public static Task<CheckpointTrainingResult> DistillAsync(
         this SurgeryResult surgery,
         string tokensPath,
         TrainingOptions options,
         DistillationSettings? distillation = null,
-        StudentTrainingSettings? settings = null,
+        CheckpointTrainingSettings? settings = null,
         IProgress<TrainingProgress>? progress = null,
         ILogger? logger = null,
         CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(surgery);
-        return StudentTraining.DistillAsync(surgery.TeacherDirectory, surgery.Student.Directory, tokensPath, options, distillation ?? new DistillationSettings(), settings, progress, logger, cancellationToken);
+        return CheckpointTraining.DistillAsync(surgery.TeacherDirectory, surgery.Student.Directory, tokensPath, options, distillation ?? new DistillationSettings(), settings, progress, logger, cancellationToken);
     }
 
     /// <summary>Continues pretraining the freshly built student with plain cross-entropy.</summary>
-    public static Task<StudentTrainingResult> TrainAsync(
+    public static Task<CheckpointTrainingResult> TrainAsync(
         this SurgeryResult surgery,
         string tokensPath,
         TrainingOptions options,
-        StudentTrainingSettings? settings = null,
+        CheckpointTrainingSettings? settings = null,
         IProgress<TrainingProgress>? progress = null,
         ILogger? logger = null,
         CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(surgery);
-        return StudentTraining.TrainAsync(surgery.Student.Directory, tokensPath, options, settings, progress, logger, cancellationToken);
+        return CheckpointTraining.TrainAsync(surgery.Student.Directory, tokensPath, options, settings, progress, logger, cancellationToken);
     }
 
     /// <summary>Evaluates the trained model's final checkpoint (with the tokenizer saved beside it) on benchmark and text tasks.</summary>
     /// <exception cref="InvalidDataException">The checkpoint has no tokenizer; the message names the folder.</exception>
     public static async Task<ModelEvaluation> EvaluateAsync(
-        this StudentTrainingResult trained,
+        this CheckpointTrainingResult trained,
         IReadOnlyList<TaskSpec> tasks,
         EvaluationOptions? options = null,
         IProgress<EvaluationProgress>? progress = null,

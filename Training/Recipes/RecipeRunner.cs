@@ -219,9 +219,9 @@ public static class RecipeRunner
         RecipeDistillation d = recipe.Distillation;
         await run.StepAsync("distillation", Hash(run.LastHash, DistillationRecipe.SectionJson(d)), async (dir, resume) =>
         {
-            StudentTrainingResult trained = await StudentTraining.DistillAsync(
+            CheckpointTrainingResult trained = await CheckpointTraining.DistillAsync(
                 effectiveTeacher, run.Output("build", "student")!, tokensPath, d.ToTrainingOptions(dir), d.ToSettings(),
-                new StudentTrainingSettings { Resume = resume, Device = d.Device },
+                new CheckpointTrainingSettings { Resume = resume, Device = d.Device },
                 Relay<TrainingProgress>(run, "distillation", p => ($"loss {p.Loss:F3}", p.Step, p.TotalSteps)),
                 logger, run.Token).ConfigureAwait(false);
             return new()
@@ -250,7 +250,7 @@ public static class RecipeRunner
             {
                 LlamaConfig config = LlamaConfig.Load(Path.Combine(directory, "config.json"));
                 var options = new EvaluationOptions { ModelName = name, BatchSize = e.BatchSize, MaxLength = config.MaxPositionEmbeddings };
-                models.Add(await new StudentTrainingResult(directory, []).EvaluateAsync(
+                models.Add(await new CheckpointTrainingResult(directory, []).EvaluateAsync(
                     tasks, options, Relay<EvaluationProgress>(run, "evaluation", p => (name, 0, 0)), logger, run.Token).ConfigureAwait(false));
             }
 
@@ -379,7 +379,7 @@ public static class RecipeRunner
         string.Join('\n', Directory.EnumerateFiles(directory).Order(StringComparer.Ordinal).Select(FileStamp));
 
     private static string CorpusStamp(DistillationRecipe recipe) =>
-        string.Join('\n', Tokenization.ResolveInputs(recipe.Data.Corpus.Select(recipe.Resolve)).Select(FileStamp));
+        string.Join('\n', CorpusReader.ExpandPaths(recipe.Data.Corpus.Select(recipe.Resolve)).Select(FileStamp));
 
     private static RelayProgress<T> Relay<T>(Run run, string step, Func<T, (string Message, double Completed, double Total)> map) =>
         new RelayProgress<T>(value =>

@@ -72,7 +72,7 @@ internal static class ExportJobCommand
                 throw new UsageException($"--alpha must be in [0, 1], got {a}.");
             }
 
-            (TrainingOptions training, StudentTrainingSettings settings) = shared.Read(parsed, studentDir);
+            (TrainingOptions training, CheckpointTrainingSettings settings) = shared.Read(parsed, studentDir);
             string? teacherDir = parsed.GetValue(teacher);
             var options = new JobExportOptions
             {

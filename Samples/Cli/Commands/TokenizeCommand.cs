@@ -15,7 +15,7 @@ internal static class TokenizeCommand
     public static Command Create(CliContext context)
     {
         var tokenizer = new Option<string>("--tokenizer") { Description = "tokenizer.json, a SentencePiece .model, a .tiktoken file, a model folder holding one, or 'gpt2' (built in).", Required = true };
-        var inputs = new Option<string[]>("--in") { Description = "Input files, folders (every .txt/.jsonl/.json below) or globs; .txt is one document, .jsonl one document per line.", Required = true, AllowMultipleArgumentsPerToken = true };
+        var inputs = new Option<string[]>("--in") { Description = "Input files, folders (every .txt/.jsonl/.ndjson/.json below, optionally .gz) or globs; a text file is one document, JSONL one document per line.", Required = true, AllowMultipleArgumentsPerToken = true };
         var output = new Option<string>("--out") { Description = "Token file to write.", Required = true };
         var valFraction = new Option<double>("--val-fraction") { Description = "Share of windows train/distill/cache-teacher hold out for validation; recorded in <out>.json.", DefaultValueFactory = _ => 0.01 };
         var splitSeed = new Option<ulong>("--split-seed") { Description = "Seed of the train/validation split; recorded in <out>.json.", DefaultValueFactory = _ => TokenFileInfo.DefaultSplitSeed };

@@ -11,7 +11,7 @@ namespace ModelSurgery.Cli.Commands;
 
 /// <summary>
 /// The options <c>train</c> and <c>distill</c> share, turned into <see cref="TrainingOptions"/> and
-/// <see cref="StudentTrainingSettings"/>.
+/// <see cref="CheckpointTrainingSettings"/>.
 /// </summary>
 internal sealed class TrainingCommandOptions
 {
@@ -79,7 +79,7 @@ internal sealed class TrainingCommandOptions
     }
 
     /// <summary>The run's options; command-line mistakes become <see cref="UsageException"/>.</summary>
-    public (TrainingOptions Options, StudentTrainingSettings Settings) Read(ParseResult parsed, string modelDir)
+    public (TrainingOptions Options, CheckpointTrainingSettings Settings) Read(ParseResult parsed, string modelDir)
     {
         long? steps = parsed.GetValue(_steps);
         long? tokens = parsed.GetValue(_tokens);
@@ -156,7 +156,7 @@ internal sealed class TrainingCommandOptions
             throw new UsageException($"--val-fraction must be in [0, 1), got {f}.");
         }
 
-        var settings = new StudentTrainingSettings
+        var settings = new CheckpointTrainingSettings
         {
             ValidationFraction = fraction,
             Rounds = rounds > 1
@@ -180,11 +180,11 @@ internal sealed class TrainingCommandOptions
     }
 
     /// <summary>Runs a training recipe with a progress line on standard error and prints the outcome.</summary>
-    public static async Task<int> RunWithProgressAsync(CliContext context, ParseResult parsed, string label, Func<IProgress<TrainingProgress>, ILogger, Task<StudentTrainingResult>> run)
+    public static async Task<int> RunWithProgressAsync(CliContext context, ParseResult parsed, string label, Func<IProgress<TrainingProgress>, ILogger, Task<CheckpointTrainingResult>> run)
     {
         using ILoggerFactory loggers = CliContext.CreateLoggerFactory(parsed);
         ILogger logger = parsed.GetValue(CliContext.Verbose) ? loggers.CreateLogger("modelsurgery." + label) : Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance;
-        StudentTrainingResult result;
+        CheckpointTrainingResult result;
         using (ConsoleProgressBar bar = context.CreateProgressBar(label))
         {
             var progress = new InlineProgress<TrainingProgress>(p => bar.Report(
@@ -236,9 +236,9 @@ internal static class TrainCommand
         command.SetAction(async (parsed, cancellationToken) =>
         {
             string modelDir = parsed.GetValue(model)!;
-            (TrainingOptions options, StudentTrainingSettings settings) = shared.Read(parsed, modelDir);
+            (TrainingOptions options, CheckpointTrainingSettings settings) = shared.Read(parsed, modelDir);
             return await TrainingCommandOptions.RunWithProgressAsync(context, parsed, "train", (progress, logger) =>
-                StudentTraining.TrainAsync(modelDir, parsed.GetValue(shared.Data)!, options, settings, progress, logger, cancellationToken)).ConfigureAwait(false);
+                CheckpointTraining.TrainAsync(modelDir, parsed.GetValue(shared.Data)!, options, settings, progress, logger, cancellationToken)).ConfigureAwait(false);
         });
         return command;
     }
@@ -293,7 +293,7 @@ internal static class DistillCommand
                 throw new UsageException($"--alpha must be in [0, 1], got {a}.");
             }
 
-            (TrainingOptions options, StudentTrainingSettings settings) = shared.Read(parsed, studentDir);
+            (TrainingOptions options, CheckpointTrainingSettings settings) = shared.Read(parsed, studentDir);
             var distillation = new DistillationSettings
             {
                 Divergence = parsed.GetValue(kdLoss),
@@ -305,7 +305,7 @@ internal static class DistillCommand
                 TeacherDType = parsed.GetValue(teacherDtype) == "bf16" ? TorchSharp.torch.ScalarType.BFloat16 : null,
             };
             return await TrainingCommandOptions.RunWithProgressAsync(context, parsed, "distill", (progress, logger) =>
-                StudentTraining.DistillAsync(teacherDir, studentDir, parsed.GetValue(shared.Data)!, options, distillation, settings, progress, logger, cancellationToken)).ConfigureAwait(false);
+                CheckpointTraining.DistillAsync(teacherDir, studentDir, parsed.GetValue(shared.Data)!, options, distillation, settings, progress, logger, cancellationToken)).ConfigureAwait(false);
         });
         return command;
     }
@@ -345,19 +345,19 @@ internal static class CacheTeacherCommand
                 throw new UsageException($"--seq-len must be positive, got {length}.");
             }
 
-            var settings = new StudentTrainingSettings { ValidationFraction = parsed.GetValue(valFraction), Device = parsed.GetValue(device)! };
+            var settings = new CheckpointTrainingSettings { ValidationFraction = parsed.GetValue(valFraction), Device = parsed.GetValue(device)! };
             string path = parsed.GetValue(output)!;
             string tokensPath = parsed.GetValue(data)!;
             int total;
             using (var file = ModelSurgery.Training.Data.TokenFile.Open(tokensPath))
             {
-                total = StudentTraining.OpenData(file, length, settings).TrainWindows.Count;
+                total = CheckpointTraining.OpenData(file, length, settings).TrainWindows.Count;
             }
 
             int windows;
             using (ConsoleProgressBar bar = context.CreateProgressBar("cache-teacher"))
             {
-                windows = await StudentTraining.CacheTeacherAsync(
+                windows = await CheckpointTraining.CacheTeacherAsync(
                     teacherDir,
                     tokensPath,
                     path,

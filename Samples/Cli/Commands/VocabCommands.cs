@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Globalization;
 using ModelSurgery.Inference.Configuration;
+using ModelSurgery.Inference.IO;
 using ModelSurgery.Surgery.Vocabulary;
 
 namespace ModelSurgery.Cli.Commands;

@@ -4,6 +4,7 @@ using ModelSurgery.Inference.Configuration;
 using ModelSurgery.Inference.Modeling;
 using ModelSurgery.Inference.Tokenization;
 using ModelSurgery.Surgery.Vocabulary;
+using ModelSurgery.Tests.Modeling;
 using ModelSurgery.Tests.Vocabulary;
 
 namespace ModelSurgery.Tests.Cli;
@@ -103,6 +104,36 @@ public sealed class VocabCommandTests
         Assert.That(output, Does.Contain("-> 400 tokens"));
         Assert.That(LlamaConfig.Load(Path.Combine(outDir, "config.json")).VocabSize, Is.EqualTo(400));
         Assert.That(TokenizerFiles.Load(outDir).Encode(VocabularyTestText.HeldOut[0]), Has.All.LessThan(400));
+    }
+
+    [Test]
+    public async Task Compress_with_the_built_in_gpt2_writes_a_folder_that_tokenize_and_generate_read()
+    {
+        string teacherDir = Path.Combine(_dir, "teacher"), outDir = Path.Combine(_dir, "out");
+        LlamaConfig config = TinyModels.Config(tied: false) with { VocabSize = 50257, BosTokenId = 50256, EosTokenIds = [50256] };
+        using (LlamaForCausalLM teacher = TinyModels.Create(config, seed: 3))
+        {
+            await ModelCheckpoint.SaveAsync(teacher, teacherDir);
+        }
+
+        string corpus = TinyTokenizedModel.WriteCorpus(_dir);
+        var (code, _, error) = await RunAsync("vocab", "compress", "--model", teacherDir, "--tokenizer", "gpt2", "--corpus", corpus, "--keep", "600", "--out", outDir);
+        Assert.That(code, Is.EqualTo(ExitCodes.Success), error);
+        Assert.That(File.Exists(Path.Combine(outDir, "tokenizer.json")), Is.True);
+        Assert.That(File.Exists(Path.Combine(outDir, "tokenizer_config.json")), Is.True);
+
+        // tokenize reads the folder: ids are the compressed ones, and <|endoftext|> (new id 599) separates documents.
+        string text = Path.Combine(_dir, "in.txt"), tokens = Path.Combine(_dir, "tokens.bin");
+        await File.WriteAllTextAsync(text, VocabularyTestText.HeldOut[0]);
+        (code, _, error) = await RunAsync("tokenize", "--tokenizer", outDir, "--in", text, "--out", tokens, "--val-fraction", "0");
+        Assert.That(code, Is.EqualTo(ExitCodes.Success), error);
+        Assert.That(File.Exists(tokens), Is.True);
+
+        // generate encodes the prompt with the folder's tokenizer; the continuation uses the compressed vocabulary.
+        (code, string output, error) = await RunAsync("generate", "--model", outDir, "--prompt", "The river", "--max-new-tokens", "4", "--ids");
+        Assert.That(code, Is.EqualTo(ExitCodes.Success), error);
+        int[] generated = [.. output.Split(' ', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(int.Parse)];
+        Assert.That(generated, Has.Length.EqualTo(4).And.All.InRange(0, 599));
     }
 
     [TestCase("--keep", "300", "--coverage", "0.9")]

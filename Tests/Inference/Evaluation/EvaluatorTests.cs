@@ -161,19 +161,6 @@ public sealed class EvaluatorTests
     }
 
     [Test]
-    public async Task Throughput_reports_scored_tokens_for_each_batch_size()
-    {
-        LogLikelihoodRequest[] requests = [new("a", " b"), new("ab", " ab"), new("b", "a")];
-        IReadOnlyList<ThroughputResult> results = await Throughput.MeasureAsync(
-            new BigramLm(StandIns.Probabilities), Tokenizer, requests, [1, 3], Options("m"));
-
-        // Continuations " b" (2 tokens), " ab" (3), "a" (1); inputs context + continuation - 1 = 2, 4, 1.
-        Assert.That(results.Select(r => r.BatchSize), Is.EqualTo(new List<int> { 1, 3 }));
-        Assert.That(results.Select(r => (r.Requests, r.ScoredTokens, r.InputTokens)), Is.All.EqualTo((3, 6L, 7L)));
-        Assert.That(results.Select(r => r.ScoredTokensPerSecond), Is.All.GreaterThan(0));
-    }
-
-    [Test]
     public void Cancellation_stops_the_evaluation()
     {
         using var cancelled = new CancellationTokenSource();

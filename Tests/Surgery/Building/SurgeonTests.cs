@@ -83,7 +83,7 @@ public sealed class SurgeonTests
         writer.Complete();
 
         var options = new TrainingOptions { OutputDir = Path.Combine(_dir, "run"), Steps = 6, BatchSize = 2, SeqLen = 32, EvalEvery = 3, EvalBatches = 1, LearningRate = 1e-2 };
-        StudentTrainingResult trained = await surgery.DistillAsync(tokens, options, settings: new StudentTrainingSettings { ValidationFraction = 0.1, Device = "cpu" });
+        CheckpointTrainingResult trained = await surgery.DistillAsync(tokens, options, settings: new CheckpointTrainingSettings { ValidationFraction = 0.1, Device = "cpu" });
         Assert.That(double.IsFinite(trained.FinalLoss), Is.True);
 
         string text = Path.Combine(_dir, "heldout.txt");

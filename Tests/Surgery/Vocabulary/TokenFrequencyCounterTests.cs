@@ -3,6 +3,7 @@
 
 using System.Text.Json.Nodes;
 using ModelSurgery.Inference.Configuration;
+using ModelSurgery.Inference.IO;
 using ModelSurgery.Inference.Tokenization;
 using ModelSurgery.Surgery.Vocabulary;
 

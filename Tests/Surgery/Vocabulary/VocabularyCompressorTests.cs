@@ -296,21 +296,26 @@ public sealed class VocabularyCompressorTests
     }
 
     [Test]
-    public void CompressAsync_writes_tokenizer_and_map_for_a_tiktoken_file()
+    public void CompressAsync_writes_gpt2_as_a_tokenizer_json_folder_with_its_special_tokens()
     {
         ModelTokenizer gpt2 = TokenizerFiles.Load("gpt2");
         string corpus = Path.Combine(_dir, "corpus.txt");
         File.WriteAllText(corpus, VocabularyTestText.Corpus());
         VocabularyStatistics statistics = TokenFrequencyCounter.ComputeAsync(gpt2, [corpus]).GetAwaiter().GetResult();
 
-        CompressionResult result = VocabularyCompressor.CompressAsync("gpt2", statistics, CompressionTarget.Keep(700), Path.Combine(_dir, "out")).GetAwaiter().GetResult();
-        Assert.That(Path.GetFileName(result.TokenizerPath), Is.EqualTo("gpt2.tiktoken"));
-        Assert.That(File.Exists(result.TokenizerPath + ".json"), Is.True);
+        string outDir = Path.Combine(_dir, "out");
+        CompressionResult result = VocabularyCompressor.CompressAsync("gpt2", statistics, CompressionTarget.Keep(700), outDir).GetAwaiter().GetResult();
+        Assert.That(result.TokenizerPath, Is.EqualTo(Path.Combine(outDir, "tokenizer.json")));
         VocabularyMap map = VocabularyMap.Load(result.MapPath);
         Assert.That(map.KeptOldIds, Is.EqualTo(result.Map.KeptOldIds));
         Assert.That(map.NewVocabSize, Is.EqualTo(700));
 
-        ModelTokenizer reloaded = TokenizerFiles.Load(result.TokenizerPath);
+        var config = (JsonObject)JsonNode.Parse(File.ReadAllText(Path.Combine(outDir, "tokenizer_config.json")))!;
+        Assert.That(config["eos_token"]!.GetValue<string>(), Is.EqualTo("<|endoftext|>"));
+        Assert.That(config["added_tokens_decoder"]!["699"]!["content"]!.GetValue<string>(), Is.EqualTo("<|endoftext|>"));
+
+        // The folder is what every command reads.
+        ModelTokenizer reloaded = TokenizerFiles.Load(outDir);
         AssertRoundTrips(reloaded, gpt2, map, VocabularyTestText.HeldOut);
         Assert.That(reloaded.Encode("<|endoftext|>"), Is.EqualTo(new[] { 699 }));
     }

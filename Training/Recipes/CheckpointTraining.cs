@@ -11,7 +11,7 @@ using static TorchSharp.torch;
 namespace ModelSurgery.Training.Recipes;
 
 /// <summary>Where the data comes from and how models are loaded and saved; shared by training and distillation.</summary>
-public sealed record StudentTrainingSettings
+public sealed record CheckpointTrainingSettings
 {
     /// <summary>Share of windows held out for validation; null takes it from the token file's description (<see cref="TokenFileInfo"/>), else 0.</summary>
     public double? ValidationFraction { get; init; }
@@ -57,10 +57,10 @@ public sealed record DistillationSettings
     public ScalarType? TeacherDType { get; init; }
 }
 
-/// <summary>The outcome of <see cref="StudentTraining.TrainAsync"/> or <see cref="StudentTraining.DistillAsync"/>.</summary>
+/// <summary>The outcome of <see cref="CheckpointTraining.TrainAsync"/> or <see cref="CheckpointTraining.DistillAsync"/>.</summary>
 /// <param name="FinalCheckpoint">Folder holding the model after the last step (<c>OutputDir/checkpoints/final</c>).</param>
 /// <param name="Runs">One result per round (one for a single-round run).</param>
-public sealed record StudentTrainingResult(string FinalCheckpoint, IReadOnlyList<TrainingResult> Runs)
+public sealed record CheckpointTrainingResult(string FinalCheckpoint, IReadOnlyList<TrainingResult> Runs)
 {
     /// <summary>Loss of the last step of the last round.</summary>
     public double FinalLoss => Runs.Count == 0 ? double.NaN : Runs[^1].FinalLoss;
@@ -78,7 +78,7 @@ public sealed record StudentTrainingResult(string FinalCheckpoint, IReadOnlyList
 /// after the last round goes to <c>OutputDir/checkpoints/final</c>.
 /// </para>
 /// </summary>
-public static class StudentTraining
+public static class CheckpointTraining
 {
     /// <summary>Name of the vocabulary map a compressed student folder holds.</summary>
     public const string VocabularyMapFileName = "vocab_map.json";
@@ -97,10 +97,10 @@ public static class StudentTraining
     /// <param name="settings">Split overrides.</param>
     /// <returns>The training data.</returns>
     /// <exception cref="ArgumentException">The file holds no window of <paramref name="seqLen"/> tokens.</exception>
-    public static TrainingData OpenData(TokenFile file, int seqLen, StudentTrainingSettings? settings = null)
+    public static TrainingData OpenData(TokenFile file, int seqLen, CheckpointTrainingSettings? settings = null)
     {
         ArgumentNullException.ThrowIfNull(file);
-        settings ??= new StudentTrainingSettings();
+        settings ??= new CheckpointTrainingSettings();
         TokenFileInfo? info = TokenFileInfo.TryLoad(file.Path);
         double fraction = settings.ValidationFraction ?? info?.ValidationFraction ?? 0;
         ulong seed = settings.SplitSeed ?? info?.SplitSeed ?? TokenFileInfo.DefaultSplitSeed;
@@ -123,17 +123,17 @@ public static class StudentTraining
     /// <param name="logger">Optional logger.</param>
     /// <param name="cancellationToken">Stops after saving the last checkpoint.</param>
     /// <returns>The final checkpoint and the run history.</returns>
-    public static Task<StudentTrainingResult> TrainAsync(
+    public static Task<CheckpointTrainingResult> TrainAsync(
         string modelDir,
         string tokensPath,
         TrainingOptions options,
-        StudentTrainingSettings? settings = null,
+        CheckpointTrainingSettings? settings = null,
         IProgress<TrainingProgress>? progress = null,
         ILogger? logger = null,
         CancellationToken cancellationToken = default)
     {
         ArgumentException.ThrowIfNullOrEmpty(modelDir);
-        settings ??= new StudentTrainingSettings();
+        settings ??= new CheckpointTrainingSettings();
         return RunAsync(modelDir, tokensPath, options, settings, student => null, progress, logger, cancellationToken);
     }
 
@@ -152,20 +152,20 @@ public static class StudentTraining
     /// <param name="logger">Optional logger.</param>
     /// <param name="cancellationToken">Stops after saving the last checkpoint.</param>
     /// <returns>The final checkpoint and the run history.</returns>
-    public static async Task<StudentTrainingResult> DistillAsync(
+    public static async Task<CheckpointTrainingResult> DistillAsync(
         string? teacherDir,
         string studentDir,
         string tokensPath,
         TrainingOptions options,
         DistillationSettings distillation,
-        StudentTrainingSettings? settings = null,
+        CheckpointTrainingSettings? settings = null,
         IProgress<TrainingProgress>? progress = null,
         ILogger? logger = null,
         CancellationToken cancellationToken = default)
     {
         ArgumentException.ThrowIfNullOrEmpty(studentDir);
         ArgumentNullException.ThrowIfNull(distillation);
-        settings ??= new StudentTrainingSettings();
+        settings ??= new CheckpointTrainingSettings();
         if (distillation.TeacherCachePath is null && distillation.PlanPath is null && string.IsNullOrEmpty(teacherDir))
         {
             throw new ArgumentException("Distillation needs a teacher folder or a teacher logit cache.", nameof(teacherDir));
@@ -255,12 +255,12 @@ public static class StudentTraining
         int seqLen,
         int batchSize = 8,
         string? vocabularyMapPath = null,
-        StudentTrainingSettings? settings = null,
+        CheckpointTrainingSettings? settings = null,
         IProgress<long>? progress = null,
         CancellationToken cancellationToken = default)
     {
         ArgumentException.ThrowIfNullOrEmpty(teacherDir);
-        settings ??= new StudentTrainingSettings();
+        settings ??= new CheckpointTrainingSettings();
         VocabularyMap? vocabularyMap = vocabularyMapPath is null ? null : VocabularyMap.Load(vocabularyMapPath);
         using TokenFile file = TokenFile.Open(tokensPath);
         TrainingData data = OpenData(file, seqLen, settings);
@@ -268,12 +268,6 @@ public static class StudentTraining
         await TeacherLogitCache.WriteAsync(teacher, file, data.TrainWindows, cachePath, k, seqLen, batchSize, vocabularyMap, progress, cancellationToken).ConfigureAwait(false);
         return data.TrainWindows.Count;
     }
-
-    /// <summary>The kept teacher ids of a compressed student (its <c>vocab_map.json</c>), or null when it has none.</summary>
-    /// <param name="studentDir">Student checkpoint folder.</param>
-    /// <returns>Teacher id of each student id, or null.</returns>
-    public static IReadOnlyList<long>? ReadKeptTeacherIds(string studentDir) =>
-        ReadVocabularyMap(studentDir) is { } map ? [.. map.KeptOldIds.Select(i => (long)i)] : null;
 
     /// <summary>The vocabulary map of a compressed student (its <c>vocab_map.json</c>), or null when it has none.</summary>
     /// <param name="studentDir">Student checkpoint folder.</param>
@@ -284,11 +278,11 @@ public static class StudentTraining
         return File.Exists(path) ? VocabularyMap.Load(path) : null;
     }
 
-    private static async Task<StudentTrainingResult> RunAsync(
+    private static async Task<CheckpointTrainingResult> RunAsync(
         string modelDir,
         string tokensPath,
         TrainingOptions options,
-        StudentTrainingSettings settings,
+        CheckpointTrainingSettings settings,
         Func<LlamaHiddenStates, ITrainingObjective?> objectiveFor,
         IProgress<TrainingProgress>? progress,
         ILogger? logger,
@@ -324,7 +318,7 @@ public static class StudentTraining
         string final = FinalCheckpointPath(options.OutputDir);
         Directory.CreateDirectory(final);
         await checkpointer.SaveAsync(model, final, cancellationToken).ConfigureAwait(false);
-        return new StudentTrainingResult(final, runs);
+        return new CheckpointTrainingResult(final, runs);
     }
 
     private static void CheckVocabulary(TokenFile file, LlamaForCausalLM model, string modelDir)
