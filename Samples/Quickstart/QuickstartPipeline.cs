@@ -151,6 +151,7 @@ public static class QuickstartPipeline
             inherited, TrainingFor(sizes, sizes.StudentTokens, sizes.StudentBatchSize, learningRate: 1e-3, Path.Combine(outDir, "runs", InheritedName)),
             distillation, data, log, InheritedName, cancellationToken).ConfigureAwait(false);
         await ModelCheckpoint.SaveAsync(inherited, inheritedDir, cancellationToken: cancellationToken).ConfigureAwait(false);
+        ModelFolderTokenizer.CopyInto(teacherDir, inheritedDir, inherited.Config);
 
         using var random = new LlamaForCausalLM(plan.Student);
         random.InitializeWeights((long)Seed);
@@ -159,6 +160,7 @@ public static class QuickstartPipeline
             null, data, log, RandomName, cancellationToken).ConfigureAwait(false);
         string randomDir = Path.Combine(outDir, "student-random");
         await ModelCheckpoint.SaveAsync(random, randomDir, cancellationToken: cancellationToken).ConfigureAwait(false);
+        ModelFolderTokenizer.CopyInto(teacherDir, randomDir, random.Config);
 
         // Curves over tokens seen. The inherited student's training loss mixes cross-entropy and the KL term, so the
         // comparable numbers are the validation cross-entropies on held-out Brown.
@@ -289,7 +291,7 @@ public static class QuickstartPipeline
         log.Info($"{Count(LlamaTensorLayout.CountParameters(config).Total)} parameters, {Count(training.Tokens ?? 0)} tokens in {training.TotalSteps()} steps of {training.BatchSize} x {training.SeqLen} (unless cached)");
         CachedTeacher teacher = await TeacherCache.EnsureAsync(
             teacherDir, config, training, data.Corpus.TrainingData(), [data.Map.ToJson()], options.Fresh,
-            TrainingProgressLog(log, TeacherName, training.TotalSteps()), cancellationToken: cancellationToken).ConfigureAwait(false);
+            TrainingProgressLog(log, TeacherName, training.TotalSteps()), tokenizer: data.Corpus.Compression.TokenizerPath, cancellationToken: cancellationToken).ConfigureAwait(false);
         log.Info(teacher.FromCache
             ? $"using the cached teacher in {teacherDir} (trained in {teacher.TrainSeconds:F0} s; --fresh retrains it)"
             : $"trained in {teacher.TrainSeconds:F1} s, final validation loss {teacher.FinalValidationLoss:F3}; saved to {teacherDir}");
