@@ -17,6 +17,12 @@ public static class ComputeDevice
             return torch.cuda.is_available() ? torch.CUDA : torch.CPU;
         }
 
+        // A CPU-only backend rejects "cuda" as an unknown device; the real cause is the missing CUDA support.
+        if (name.StartsWith("cuda", StringComparison.OrdinalIgnoreCase) && !torch.cuda.is_available())
+        {
+            throw new ArgumentException(NoCuda(name), nameof(name));
+        }
+
         torch.Device device;
         try
         {
@@ -29,9 +35,12 @@ public static class ComputeDevice
 
         if (device.type == DeviceType.CUDA && !torch.cuda.is_available())
         {
-            throw new ArgumentException($"Device '{name}' was requested but the loaded LibTorch backend has no CUDA support (reference TorchSharp-cuda-linux or build with -p:TorchBackend=cuda).", nameof(name));
+            throw new ArgumentException(NoCuda(name), nameof(name));
         }
 
         return device;
     }
+
+    private static string NoCuda(string name) =>
+        $"device '{name}': CUDA is not available in the loaded LibTorch backend (this build uses the CPU backend, or no GPU/driver was found); use --device cpu, or build with -p:TorchBackend=cuda (TorchSharp-cuda-linux / -windows) on a machine with a GPU.";
 }

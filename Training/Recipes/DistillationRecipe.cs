@@ -82,8 +82,7 @@ public sealed record DistillationRecipe
         }
         catch (JsonException ex)
         {
-            string field = string.IsNullOrEmpty(ex.Path) ? string.Empty : $" at {ex.Path.TrimStart('$', '.')}";
-            throw new InvalidDataException($"{source}: invalid recipe{field}: {ex.Message}", ex);
+            throw new InvalidDataException($"{source}: {Describe(ex)}", ex);
         }
 
         recipe = (recipe ?? throw new InvalidDataException($"{source}: empty recipe.")) with { BaseDirectory = Path.GetFullPath(baseDirectory) };
@@ -94,6 +93,42 @@ public sealed record DistillationRecipe
         }
 
         return recipe;
+    }
+
+    /// <summary>
+    /// A JSON error in the recipe's terms: the key or field and what is wrong with it, without System.Text.Json's .NET
+    /// type names (which mean nothing to someone editing a recipe).
+    /// </summary>
+    private static string Describe(JsonException ex)
+    {
+        string at = (ex.Path ?? string.Empty).TrimStart('$').TrimStart('.');
+        var unknown = System.Text.RegularExpressions.Regex.Match(ex.Message, "The JSON property '([^']+)' could not be mapped");
+        if (unknown.Success)
+        {
+            string key = unknown.Groups[1].Value;
+            string full = at.Length == 0 || at == key ? key : at.EndsWith("." + key, StringComparison.Ordinal) ? at : $"{at}.{key}";
+            return $"unknown key '{full}' (line {ex.LineNumber + 1}); check its spelling against the recipe keys in Samples/pipelines/README.md.";
+        }
+
+        var converted = System.Text.RegularExpressions.Regex.Match(ex.Message, @"could not be converted to ([\w.`\[\],]+)");
+        if (converted.Success)
+        {
+            // Nullable and generic names carry the element type inside (System.Nullable`1[[System.Int32, ...]]).
+            string type = converted.Groups[1].Value;
+            string expected =
+                type.Contains("List", StringComparison.Ordinal) || type.Contains("[]", StringComparison.Ordinal) ? "a list"
+                : type.Contains("Int32", StringComparison.Ordinal) || type.Contains("Int64", StringComparison.Ordinal) ? "a whole number"
+                : type.Contains("Double", StringComparison.Ordinal) || type.Contains("Single", StringComparison.Ordinal) ? "a number"
+                : type.Contains("Boolean", StringComparison.Ordinal) ? "true or false"
+                : type.Contains("String", StringComparison.Ordinal) ? "a string"
+                : "a value of another kind (see Samples/pipelines/README.md)";
+            return $"'{at}' (line {ex.LineNumber + 1}) should be {expected}.";
+        }
+
+        // Syntax errors: System.Text.Json's own text, without its trailing path and position (given here as a line).
+        string message = ex.Message;
+        int cut = message.IndexOf(" Path: ", StringComparison.Ordinal);
+        return $"invalid JSON at line {ex.LineNumber + 1}{(at.Length > 0 ? $" ('{at}')" : string.Empty)}: {(cut > 0 ? message[..cut] : message)}";
     }
 
     /// <summary>The recipe as JSON (paths as written).</summary>

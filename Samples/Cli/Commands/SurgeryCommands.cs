@@ -117,6 +117,11 @@ internal static class SurgeryCommands
         }
 
         CalibrationData? data = calibration.Load(parsed);
+        if (data is null && metrics.Select(ScoringMetrics.Get).FirstOrDefault(m => (m.Needs & (MetricNeeds.Activations | MetricNeeds.Gradients | MetricNeeds.Masks)) != 0) is { } calibrated)
+        {
+            throw new UsageException($"--metric {calibrated.Name} runs the model on calibration data: give --tokens <file> (a token file from 'modelsurgery tokenize', or ids as text).");
+        }
+
         var options = new ScoringOptions
         {
             Metrics = metrics,
