@@ -657,7 +657,7 @@ public sealed class Trainer
                 series.Add(new LineSeries("validation", [.. _run.Evaluations.Select(e => (double)e.Step)], [.. _run.Evaluations.Select(e => e.ValidationLoss)]));
             }
 
-            Charts.Lines(Path.Combine(_directory, "loss.png"), "Loss", "step", "loss", series);
+            Charts.Lines(Path.Combine(_directory, "loss.png"), "Loss", "step", "loss", series, integerX: true);
         }
 
         public void Dispose()

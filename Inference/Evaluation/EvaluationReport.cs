@@ -100,7 +100,17 @@ public sealed class EvaluationReport
     /// <param name="path">Output PNG path.</param>
     /// <param name="task">Task name.</param>
     /// <param name="metric">Metric name (acc, acc_norm, bits_per_byte...).</param>
-    public void WriteBarChart(string path, string task, string metric = MetricNames.Accuracy)
+    public void WriteBarChart(string path, string task, string metric = MetricNames.Accuracy) => Charts.Save(BarChart(task, metric), path);
+
+    /// <summary>
+    /// The bar chart <see cref="WriteBarChart"/> draws: values written on the bars; a log axis when the values span
+    /// orders of magnitude (perplexities), else an axis starting just below the lowest bar so close values differ visibly.
+    /// </summary>
+    /// <param name="task">Task name.</param>
+    /// <param name="metric">Metric name.</param>
+    /// <returns>The plot, before rendering.</returns>
+    /// <exception cref="ArgumentException">No model has the metric for the task.</exception>
+    public ScottPlot.Plot BarChart(string task, string metric = MetricNames.Accuracy)
     {
         var rows = Models.Where(m => m[task]?.Metrics.ContainsKey(metric) == true).ToList();
         if (rows.Count == 0)
@@ -109,9 +119,12 @@ public sealed class EvaluationReport
         }
 
         MetricValue[] values = [.. rows.Select(m => m[task]!.Metrics[metric])];
-        Charts.Bars(
-            path, $"{task} {metric}", metric, [.. rows.Select(m => m.ModelName)], [.. values.Select(v => v.Value)],
-            [.. values.Select(v => double.IsNaN(v.StandardError) ? 0 : v.StandardError)]);
+        double[] heights = [.. values.Select(v => v.Value)];
+        double[] errors = [.. values.Select(v => double.IsNaN(v.StandardError) ? 0 : v.StandardError)];
+        bool log = Charts.NeedsLogAxis(heights);
+        return Charts.BarsPlot(
+            $"{task} {metric}", metric, [.. rows.Select(m => m.ModelName)], heights, errors,
+            baseline: log ? null : Charts.BaselineFor(heights, errors), logY: log);
     }
 
     private double? Difference(ModelEvaluation model, string task, string metric, MetricValue value)

@@ -26,7 +26,7 @@ public static class ComputeDevice
         if (normalized.StartsWith("cuda", StringComparison.Ordinal) && !torch.cuda.is_available())
         {
             // Checked before TorchSharp parses the name: a CPU-only backend rejects "cuda" as an unknown device.
-            throw new ArgumentException($"Device '{name}' was requested but CUDA is not available: the loaded LibTorch backend is CPU-only or no GPU is visible (reference TorchSharp-cuda-linux or build with -p:TorchBackend=cuda).");
+            throw new ArgumentException($"device '{name}': CUDA is not available in the loaded LibTorch backend (this build uses the CPU backend, or no GPU or driver was found); use the cpu device, or build with -p:TorchBackend=cuda (TorchSharp-cuda-linux / -windows) on a machine with a GPU.");
         }
 
         torch.Device device;

@@ -57,7 +57,7 @@ public static class Program
         {
             foreach (var parseError in parsed.Errors)
             {
-                await error.WriteLineAsync($"error: {parseError.Message}").ConfigureAwait(false);
+                await error.WriteLineAsync($"error: {UserMessage(parseError.Message)}").ConfigureAwait(false);
             }
 
             await error.WriteLineAsync("Run 'modelsurgery --help' for usage.").ConfigureAwait(false);
@@ -71,7 +71,7 @@ public static class Program
         }
         catch (UsageException ex)
         {
-            await error.WriteLineAsync($"error: {ex.Message}").ConfigureAwait(false);
+            await error.WriteLineAsync($"error: {UserMessage(ex.Message)}").ConfigureAwait(false);
             return ExitCodes.Usage;
         }
         catch (OperationCanceledException)
@@ -96,6 +96,13 @@ public static class Program
             inner = inner.InnerException;
         }
 
-        return inner.Message.ReplaceLineEndings(" ");
+        return UserMessage(inner.Message.ReplaceLineEndings(" "));
     }
+
+    /// <summary>
+    /// A message as the user should read it: without .NET's " (Parameter 'name')" suffix, which names a C# parameter
+    /// the user never typed (messages name the option or file themselves).
+    /// </summary>
+    internal static string UserMessage(string message) =>
+        System.Text.RegularExpressions.Regex.Replace(message, @"\s*\(Parameter '[^']*'\)", string.Empty);
 }

@@ -151,6 +151,7 @@ public static class QuickstartPipeline
             inherited, TrainingFor(sizes, sizes.StudentTokens, sizes.StudentBatchSize, learningRate: 1e-3, Path.Combine(outDir, "runs", InheritedName)),
             distillation, data, log, InheritedName, cancellationToken).ConfigureAwait(false);
         await ModelCheckpoint.SaveAsync(inherited, inheritedDir, cancellationToken: cancellationToken).ConfigureAwait(false);
+        ModelFolderTokenizer.CopyInto(teacherDir, inheritedDir, inherited.Config);
 
         using var random = new LlamaForCausalLM(plan.Student);
         random.InitializeWeights((long)Seed);
@@ -159,17 +160,15 @@ public static class QuickstartPipeline
             null, data, log, RandomName, cancellationToken).ConfigureAwait(false);
         string randomDir = Path.Combine(outDir, "student-random");
         await ModelCheckpoint.SaveAsync(random, randomDir, cancellationToken: cancellationToken).ConfigureAwait(false);
+        ModelFolderTokenizer.CopyInto(teacherDir, randomDir, random.Config);
 
-        // Curves over tokens seen. The inherited student's training loss mixes cross-entropy and the KL term, so the
-        // comparable numbers are the validation cross-entropies on held-out Brown.
+        // Curves over tokens seen. The inherited student's training loss is the distillation objective (0.5 CE + 0.5 KL),
+        // which is not a cross-entropy: it gets a chart of its own, and the cross-entropy charts compare like with like.
         long studentTokensPerStep = (long)sizes.StudentBatchSize * sizes.SeqLen;
         string lossCurves = Path.Combine(outDir, "loss-curves.png");
-        Charts.Lines(lossCurves, "Training loss on Brown", "tokens", "loss",
-        [
-            Curve("teacher (cross-entropy)", teacherHistory.Select(s => (s.Step, s.Loss)), teacherTraining.TokensPerStep),
-            Curve("inherited student (distillation: 0.5 CE + 0.5 KL)", inheritedRun.History.Select(s => (s.Step, s.Loss)), studentTokensPerStep),
-            Curve("random student (cross-entropy)", randomRun.History.Select(s => (s.Step, s.Loss)), studentTokensPerStep),
-        ]);
+        Charts.Save(LossCurves(teacherHistory, randomRun.History, teacherTraining.TokensPerStep, studentTokensPerStep), lossCurves);
+        string objectiveCurve = Path.Combine(outDir, "distillation-objective.png");
+        Charts.Save(ObjectiveCurve(inheritedRun.History, studentTokensPerStep), objectiveCurve);
         string validationCurves = Path.Combine(outDir, "validation-curves.png");
         var validation = new List<LineSeries>();
         if (teacherEvaluations.Count > 0)
@@ -180,7 +179,7 @@ public static class QuickstartPipeline
         validation.Add(Curve("inherited student", inheritedRun.Evaluations.Select(e => (e.Step, e.ValidationLoss)), studentTokensPerStep));
         validation.Add(Curve("random student", randomRun.Evaluations.Select(e => (e.Step, e.ValidationLoss)), studentTokensPerStep));
         Charts.Lines(validationCurves, "Validation cross-entropy on held-out Brown", "tokens", "loss", validation);
-        log.Info($"loss curves {Path.GetFileName(lossCurves)}, {Path.GetFileName(validationCurves)}");
+        log.Info($"loss curves {Path.GetFileName(lossCurves)}, {Path.GetFileName(objectiveCurve)}, {Path.GetFileName(validationCurves)}");
         log.Done();
 
         // 5. Evaluate ----------------------------------------------------------------------------------------------
@@ -234,7 +233,7 @@ public static class QuickstartPipeline
         output.WriteLine();
         output.WriteLine($"Wrote {reportPath}, charts and checkpoints under {outDir}");
         output.WriteLine($"Total {total.Elapsed.TotalSeconds:F1} s{(fromCache ? " (teacher from cache; --fresh retrains it)" : string.Empty)}");
-        return new QuickstartResult(outDir, rows, fromCache, reportPath, [heatMap, layerCurves, lossCurves, validationCurves, brownChart, heldoutChart], total.Elapsed);
+        return new QuickstartResult(outDir, rows, fromCache, reportPath, [heatMap, layerCurves, lossCurves, objectiveCurve, validationCurves, brownChart, heldoutChart], total.Elapsed);
     }
 
     private sealed record DataSet(PreparedCorpus Corpus, string EvalBrownPath, string EvalHeldoutPath)
@@ -269,11 +268,11 @@ public static class QuickstartPipeline
 
         VocabularyStatistics statistics = await PreparedCorpus.CountTokensAsync(split, cancellationToken: cancellationToken).ConfigureAwait(false);
         statistics.Save(Path.Combine(dataOut, "gpt2-brown-stats.json"));
-        statistics.SaveCoverageChart(Path.Combine(dataOut, "vocabulary-coverage.png"));
         log.Info($"GPT-2 tokens in Brown (train): {Count(statistics.TotalTokens)} ({statistics.DistinctTokensSeen} distinct of {statistics.VocabSize}); {statistics.SizeForCoverage(0.98)} tokens cover 98%");
 
         var preparation = new CorpusPreparationOptions { VocabSize = sizes.VocabSize, SeqLen = sizes.SeqLen, SampleTokens = sizes.CalibrationSequences * sizes.SeqLen * 8 };
         PreparedCorpus corpus = await PreparedCorpus.PrepareAsync(split, statistics, preparation, dataOut, cancellationToken).ConfigureAwait(false);
+        statistics.SaveCoverageChart(Path.Combine(dataOut, "vocabulary-coverage.png"), corpus.Map.NewVocabSize, corpus.Compression.Selection.Coverage);
         log.Info($"vocabulary {corpus.Map.OldVocabSize} -> {corpus.Map.NewVocabSize} tokens, covering {corpus.Compression.Selection.Coverage:P2} of Brown's tokens ({corpus.Compression.TokenizerPath})");
         log.Info($"{Count(corpus.Tokens.Count)} tokens with the compressed tokenizer: {corpus.TrainWindows.Count} training and {corpus.ValidationWindows.Count} validation windows of {sizes.SeqLen}");
         log.Done();
@@ -289,7 +288,7 @@ public static class QuickstartPipeline
         log.Info($"{Count(LlamaTensorLayout.CountParameters(config).Total)} parameters, {Count(training.Tokens ?? 0)} tokens in {training.TotalSteps()} steps of {training.BatchSize} x {training.SeqLen} (unless cached)");
         CachedTeacher teacher = await TeacherCache.EnsureAsync(
             teacherDir, config, training, data.Corpus.TrainingData(), [data.Map.ToJson()], options.Fresh,
-            TrainingProgressLog(log, TeacherName, training.TotalSteps()), cancellationToken: cancellationToken).ConfigureAwait(false);
+            TrainingProgressLog(log, TeacherName, training.TotalSteps()), tokenizer: data.Corpus.Compression.TokenizerPath, cancellationToken: cancellationToken).ConfigureAwait(false);
         log.Info(teacher.FromCache
             ? $"using the cached teacher in {teacherDir} (trained in {teacher.TrainSeconds:F0} s; --fresh retrains it)"
             : $"trained in {teacher.TrainSeconds:F1} s, final validation loss {teacher.FinalValidationLoss:F3}; saved to {teacherDir}");
@@ -367,6 +366,21 @@ public static class QuickstartPipeline
 
         return text.ToString();
     }
+
+    /// <summary>Training cross-entropy of the models trained with cross-entropy alone (teacher, random student).</summary>
+    public static ScottPlot.Plot LossCurves(IEnumerable<StepRecord> teacher, IEnumerable<StepRecord> randomStudent, long teacherTokensPerStep, long studentTokensPerStep) =>
+        Charts.LinesPlot("Training cross-entropy on Brown", "tokens", "cross-entropy (nats/token)",
+        [
+            Curve("teacher", teacher.Select(s => (s.Step, s.Loss)), teacherTokensPerStep),
+            Curve("random student", randomStudent.Select(s => (s.Step, s.Loss)), studentTokensPerStep),
+        ]);
+
+    /// <summary>The inherited student's training objective, apart: it mixes cross-entropy with a KL term.</summary>
+    public static ScottPlot.Plot ObjectiveCurve(IEnumerable<StepRecord> inherited, long studentTokensPerStep) =>
+        Charts.LinesPlot("Inherited student: distillation objective on Brown", "tokens", "0.5 cross-entropy + 0.5 KL(teacher || student)",
+        [
+            Curve("inherited student (distillation objective)", inherited.Select(s => (s.Step, s.Loss)), studentTokensPerStep),
+        ]);
 
     private static LineSeries Curve(string label, IEnumerable<(long Step, double Loss)> points, long tokensPerStep)
     {

@@ -176,7 +176,7 @@ internal sealed class Lab : IDisposable
         Log.Info($"teacher {StudentShape.Of(TeacherConfig)}: {count.Total:N0} parameters ({count.NonEmbedding:N0} non-embedding), {Sizes.TeacherTokens:N0} tokens");
         Teacher = await TeacherCache.EnsureAsync(
             teacherDir, TeacherConfig, training, Corpus.TrainingData(), [Corpus.Map.ToJson()], fresh,
-            Progress("teacher", training.TotalSteps()), cancellationToken: CancellationToken).ConfigureAwait(false);
+            Progress("teacher", training.TotalSteps()), tokenizer: Corpus.Compression.TokenizerPath, cancellationToken: CancellationToken).ConfigureAwait(false);
         Log.Info(Teacher.FromCache
             ? $"teacher from the cache in {teacherDir} (trained in {Teacher.TrainSeconds:F0} s; --fresh retrains it), validation loss {Teacher.FinalValidationLoss:F3}"
             : $"teacher trained in {Teacher.TrainSeconds:F0} s, validation loss {Teacher.FinalValidationLoss:F3}");

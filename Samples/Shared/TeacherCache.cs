@@ -7,6 +7,7 @@ using Microsoft.Extensions.Logging;
 using ModelSurgery.Inference.Configuration;
 using ModelSurgery.Inference.IO;
 using ModelSurgery.Inference.Modeling;
+using ModelSurgery.Inference.Tokenization;
 using ModelSurgery.Training;
 
 namespace ModelSurgery.Samples;
@@ -63,6 +64,11 @@ public static class TeacherCache
     /// <param name="fresh">Train even when a matching teacher is cached.</param>
     /// <param name="progress">Per-step progress while training.</param>
     /// <param name="logger">Optional logger (passed to the trainer).</param>
+    /// <param name="tokenizer">
+    /// The tokenizer the data was made with (a file or folder <see cref="ModelFolderTokenizer.CopyInto"/> takes), put
+    /// beside the weights so the teacher, and every student built from it, can be used with text. Also added to a cached
+    /// teacher that lacks it.
+    /// </param>
     /// <param name="cancellationToken">Cancels training.</param>
     /// <returns>The record.</returns>
     /// <exception cref="InvalidDataException">The manifest exists but is not a JSON object.</exception>
@@ -75,6 +81,7 @@ public static class TeacherCache
         bool fresh = false,
         IProgress<TrainingProgress>? progress = null,
         ILogger? logger = null,
+        string? tokenizer = null,
         CancellationToken cancellationToken = default)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(teacherDirectory);
@@ -84,6 +91,11 @@ public static class TeacherCache
         string fingerprint = Fingerprint(config, training, dataIdentity);
         if (!fresh && TryLoad(teacherDirectory, fingerprint) is CachedTeacher cached)
         {
+            if (tokenizer is not null && !TokenizerFiles.IsInFolder(teacherDirectory))
+            {
+                ModelFolderTokenizer.CopyInto(tokenizer, teacherDirectory, config);
+            }
+
             return cached;
         }
 
@@ -96,6 +108,11 @@ public static class TeacherCache
         double seconds = watch.Elapsed.TotalSeconds;
         model.eval();
         await ModelCheckpoint.SaveAsync(model, teacherDirectory, cancellationToken: cancellationToken).ConfigureAwait(false);
+        if (tokenizer is not null)
+        {
+            ModelFolderTokenizer.CopyInto(tokenizer, teacherDirectory, config);
+        }
+
         var manifest = new JsonObject
         {
             ["fingerprint"] = fingerprint,

@@ -5,6 +5,7 @@ using Microsoft.Extensions.Logging.Abstractions;
 using ModelSurgery.Inference.Checkpoints;
 using ModelSurgery.Inference.Configuration;
 using ModelSurgery.Inference.IO;
+using ModelSurgery.Inference.Tokenization;
 using ModelSurgery.Surgery.Planning;
 using TorchSharp;
 
@@ -68,8 +69,7 @@ public sealed record StudentBuildResult(string Directory, LlamaConfig Config, Pa
 public static partial class StudentBuilder
 {
     /// <summary>Tokenizer files copied from the teacher when the vocabulary is unchanged.</summary>
-    public static readonly IReadOnlyList<string> TokenizerFileNames =
-        ["tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt", "added_tokens.json"];
+    public static readonly IReadOnlyList<string> TokenizerFileNames = ModelFolderTokenizer.FileNames;
 
     /// <summary>Builds the student of <paramref name="plan"/> from <paramref name="teacherDirectory"/> into <paramref name="outputDirectory"/>.</summary>
     /// <exception cref="InvalidDataException">The plan is invalid or was made for another teacher, or a teacher tensor is missing or misshapen; the message names it.</exception>
@@ -149,7 +149,7 @@ public static partial class StudentBuilder
         LlamaConfig written = student with { TorchDtype = storedDType.ToTorchDtypeName() };
         written.Save(Path.Combine(outputDirectory, "config.json"));
         GenerationConfigFile.Write(outputDirectory, written, GenerationConfigFile.TryRead(teacherDirectory));
-        CopyTokenizer(teacherDirectory, outputDirectory, plan, options.Tokenizer, logger);
+        CopyTokenizer(teacherDirectory, outputDirectory, plan, written, options.Tokenizer, logger);
 
         var result = new StudentBuildResult(outputDirectory, written, LlamaTensorLayout.CountParameters(written), bytesRead, bytesWritten, clock.Elapsed);
         LogBuilt(logger, outputDirectory, result.Parameters.Total, bytesRead, bytesWritten, clock.Elapsed.TotalSeconds);
@@ -252,16 +252,13 @@ public static partial class StudentBuilder
         static string Windows(LlamaConfig config) => string.Join(",", config.LayerAttentionWindows.Select(w => w?.ToString(CultureInfo.InvariantCulture) ?? "full"));
     }
 
-    private static void CopyTokenizer(string teacherDirectory, string outputDirectory, SurgeryPlan plan, string? tokenizer, ILogger logger)
+    private static void CopyTokenizer(string teacherDirectory, string outputDirectory, SurgeryPlan plan, LlamaConfig student, string? tokenizer, ILogger logger)
     {
         if (tokenizer is not null)
         {
-            IEnumerable<string> files = Directory.Exists(tokenizer)
-                ? TokenizerFileNames.Select(n => Path.Combine(tokenizer, n)).Where(File.Exists)
-                : [tokenizer];
-            foreach (string file in files)
+            if (!ModelFolderTokenizer.CopyInto(tokenizer, outputDirectory, student))
             {
-                AtomicFile.Copy(file, Path.Combine(outputDirectory, Path.GetFileName(file)));
+                throw new InvalidDataException($"{tokenizer}: holds no tokenizer (tokenizer.json, tokenizer.model or a .tiktoken file) to put in the student.");
             }
 
             return;
@@ -274,14 +271,7 @@ public static partial class StudentBuilder
             return;
         }
 
-        foreach (string name in TokenizerFileNames)
-        {
-            string source = Path.Combine(teacherDirectory, name);
-            if (File.Exists(source))
-            {
-                AtomicFile.Copy(source, Path.Combine(outputDirectory, name));
-            }
-        }
+        ModelFolderTokenizer.CopyInto(teacherDirectory, outputDirectory, student);
     }
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Build estimate: {Summary}")]

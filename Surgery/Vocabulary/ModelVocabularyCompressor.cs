@@ -145,7 +145,7 @@ public static class ModelVocabularyCompressor
             string statisticsPath = Path.Combine(outputDirectory, StatisticsFileName);
             statistics.Save(statisticsPath);
             string chartPath = Path.Combine(outputDirectory, ChartFileName);
-            statistics.SaveCoverageChart(chartPath);
+            statistics.SaveCoverageChart(chartPath, map.NewVocabSize, compressed.Selection.Coverage);
             return new ModelCompressionResult(map, compressed.Selection, statistics, built, LlamaTensorLayout.CountParameters(config), built.Parameters, mapPath, statisticsPath, chartPath);
         }
         finally

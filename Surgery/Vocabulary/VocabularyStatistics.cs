@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Text.Json;
 using ModelSurgery.Inference.Configuration;
 using ModelSurgery.Inference.Reporting;
@@ -107,7 +108,16 @@ public sealed record VocabularyStatistics
     }
 
     /// <summary>Draws <see cref="CoverageCurve"/> as a PNG: coverage (%) and, if present, the embedding share (%) against vocabulary size.</summary>
-    public void SaveCoverageChart(string path)
+    /// <param name="path">Output PNG path.</param>
+    /// <param name="keptTokens">The chosen vocabulary size, marked on the chart; null marks nothing.</param>
+    /// <param name="keptCoverage">The share of the corpus the kept tokens cover (e.g. <see cref="VocabularySelection.Coverage"/>); null: that of the most frequent <paramref name="keptTokens"/>.</param>
+    public void SaveCoverageChart(string path, int? keptTokens = null, double? keptCoverage = null) => Charts.Save(CoverageChart(keptTokens, keptCoverage), path);
+
+    /// <summary>The chart <see cref="SaveCoverageChart"/> draws, before rendering.</summary>
+    /// <param name="keptTokens">The chosen vocabulary size, marked as a vertical line with its coverage; null marks nothing.</param>
+    /// <param name="keptCoverage">The share of the corpus the kept tokens cover; null: that of the most frequent <paramref name="keptTokens"/>.</param>
+    /// <returns>The plot.</returns>
+    public ScottPlot.Plot CoverageChart(int? keptTokens = null, double? keptCoverage = null)
     {
         IReadOnlyList<CoveragePoint> curve = CoverageCurve.Count > 0 ? CoverageCurve : BuildCoverageCurve(Counts);
         double[] x = [.. curve.Select(p => (double)p.VocabSize)];
@@ -117,7 +127,10 @@ public sealed record VocabularyStatistics
             series.Add(new LineSeries("embedding + head share of parameters", x, [.. curve.Select(p => p.EmbeddingShare!.Value * 100)]));
         }
 
-        Charts.Lines(path, "Vocabulary coverage", "tokens kept (most frequent first)", "%", series);
+        ChartMarker? marker = keptTokens is int kept
+            ? new ChartMarker(kept, string.Create(CultureInfo.InvariantCulture, $"kept {kept:N0} tokens: {keptCoverage ?? Coverage(kept):P1} coverage"))
+            : null;
+        return Charts.LinesPlot("Vocabulary coverage", "tokens kept (most frequent first)", "%", series, marker: marker);
     }
 
     private static SortedSet<int> DefaultSizes(int vocabSize)

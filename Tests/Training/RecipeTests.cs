@@ -176,17 +176,16 @@ public sealed class RecipeTests
             Throws.InstanceOf<InvalidDataException>().With.Message.Contains("distillation.temperature").And.Message.Contains("distillation.steps").And.Message.Contains("data.corpus"));
     }
 
-    [TestCase("\"plan\": {\"layer_selection\": \"best\"}", "plan.layer_selection: 'best' is not one of position-prior, top-scores")]
-    [TestCase("\"plan\": {}, \"distillation\": {\"kd_loss\": \"kx\"}", "distillation.kd_loss: 'kx' is not one of kl, rkl, jsd")]
-    [TestCase("\"plan\": {\"layerz\": 1}", "plan: unknown key 'layerz'")]
-    [TestCase("\"plan\": {\"layers\": \"two\"}", "plan.layers: expected a whole number")]
-    [TestCase("\"plan\": {}, \"scoring\": {\"metrics\": \"l2\"}", "scoring.metrics: expected a list")]
+    [TestCase("\"plan\": {\"layer_selection\": \"best\"}", "'plan.layer_selection': 'best' is not one of position-prior, top-scores")]
+    [TestCase("\"plan\": {}, \"distillation\": {\"kd_loss\": \"kx\"}", "'distillation.kd_loss': 'kx' is not one of kl, rkl, jsd")]
+    [TestCase("\"plan\": {\"layerz\": 1}", "unknown key 'plan.layerz'")]
+    [TestCase("\"plan\": {\"layers\": \"two\"}", "'plan.layers' should be a whole number")]
+    [TestCase("\"plan\": {}, \"scoring\": {\"metrics\": \"l2\"}", "'scoring.metrics' should be a list")]
     public void Json_errors_name_the_field_in_the_recipe_words_without_dotnet_types(string planAndMore, string expected)
     {
         string json = "{\"teacher\": \"t\", \"data\": {\"corpus\": [\"c.jsonl\"]}, " + planAndMore + (planAndMore.Contains("distillation", StringComparison.Ordinal) ? "}" : ", \"distillation\": {}}");
         var ex = Assert.Throws<InvalidDataException>(() => DistillationRecipe.Parse(json, _dir, "bad.recipe.json"));
-        Assert.That(ex!.Message, Does.Contain("at " + expected.Split(':')[0]));
-        Assert.That(ex.Message, Does.Contain(expected.Split(": ", 2)[1]));
+        Assert.That(ex!.Message, Does.StartWith("bad.recipe.json: ").And.Contain(expected));
         Assert.That(ex.Message, Does.Not.Contain("System.").And.Not.Contain("ModelSurgery.").And.Not.Contain("Path:"));
     }
 

@@ -95,7 +95,7 @@ public sealed record DistillationRecipe
         }
         catch (JsonException ex)
         {
-            throw new InvalidDataException($"{source}: not valid JSON at line {ex.LineNumber + 1}: {Readable(ex)}", ex);
+            throw new InvalidDataException($"{source}: not valid JSON at line {ex.LineNumber + 1}: {Describe(ex)}", ex);
         }
 
         return FromNode(root as JsonObject ?? throw new InvalidDataException($"{source}: a recipe is a JSON object."), baseDirectory, source);
@@ -138,8 +138,7 @@ public sealed record DistillationRecipe
         }
         catch (JsonException ex)
         {
-            string field = string.IsNullOrEmpty(ex.Path) ? string.Empty : $" at {ex.Path.TrimStart('$', '.')}";
-            throw new InvalidDataException($"{source}: invalid recipe{field}: {Readable(ex)}", ex);
+            throw new InvalidDataException($"{source}: {Describe(ex)}", ex);
         }
 
         recipe = (recipe ?? throw new InvalidDataException($"{source}: empty recipe.")) with { BaseDirectory = Path.GetFullPath(baseDirectory) };
@@ -152,35 +151,41 @@ public sealed record DistillationRecipe
         return recipe;
     }
 
-    /// <summary>A JSON error in the recipe's words: System.Text.Json's own messages name .NET types and members.</summary>
-    private static string Readable(JsonException ex)
+    /// <summary>
+    /// A JSON error in the recipe's terms: the key or field and what is wrong with it, without System.Text.Json's .NET
+    /// type names (which mean nothing to someone editing a recipe).
+    /// </summary>
+    private static string Describe(JsonException ex)
     {
+        string at = (ex.Path ?? string.Empty).TrimStart('$').TrimStart('.');
+        Match unknown = Regex.Match(ex.Message, "The JSON property '([^']+)' could not be mapped");
+        if (unknown.Success)
+        {
+            string key = unknown.Groups[1].Value;
+            string full = at.Length == 0 || at == key ? key : at.EndsWith("." + key, StringComparison.Ordinal) ? at : $"{at}.{key}";
+            return $"unknown key '{full}'; check its spelling against the recipe keys in Samples/pipelines/README.md (or recipe.schema.json).";
+        }
+
+        Match converted = Regex.Match(ex.Message, @"could not be converted to ([\w.`\[\],]+)");
+        if (converted.Success)
+        {
+            // Nullable and generic names carry the element type inside (System.Nullable`1[[System.Int32, ...]]).
+            string type = converted.Groups[1].Value;
+            string expected =
+                type.Contains("List", StringComparison.Ordinal) || type.Contains("[]", StringComparison.Ordinal) ? "a list"
+                : type.Contains("Int32", StringComparison.Ordinal) || type.Contains("Int64", StringComparison.Ordinal) || type.Contains("UInt", StringComparison.Ordinal) ? "a whole number"
+                : type.Contains("Double", StringComparison.Ordinal) || type.Contains("Single", StringComparison.Ordinal) ? "a number"
+                : type.Contains("Boolean", StringComparison.Ordinal) ? "true or false"
+                : type.Contains("String", StringComparison.Ordinal) ? "a string"
+                : "a section of keys (see Samples/pipelines/README.md)";
+            return $"'{at}' should be {expected}.";
+        }
+
+        // The choice converter's messages (OptionNames) and syntax errors carry no .NET names; drop the position suffix.
         string message = ex.Message;
-        Match unknownKey = Regex.Match(message, "The JSON property '([^']*)' could not be mapped");
-        if (unknownKey.Success)
-        {
-            return $"unknown key '{unknownKey.Groups[1].Value}'.";
-        }
-
-        Match conversion = Regex.Match(message, "could not be converted to ([^ ]+?)\\.? Path");
-        if (conversion.Success)
-        {
-            string type = conversion.Groups[1].Value;
-            string expected = type switch
-            {
-                _ when type.Contains("Int", StringComparison.Ordinal) => "a whole number",
-                _ when type.Contains("Double", StringComparison.Ordinal) || type.Contains("Single", StringComparison.Ordinal) => "a number",
-                _ when type.Contains("Boolean", StringComparison.Ordinal) => "true or false",
-                _ when type.Contains("String", StringComparison.Ordinal) && !type.Contains("Dictionary", StringComparison.Ordinal) && !type.Contains("List", StringComparison.Ordinal) => "a string",
-                _ when type.Contains("List", StringComparison.Ordinal) || type.EndsWith("[]", StringComparison.Ordinal) => "a list",
-                _ => "an object",
-            };
-            return $"expected {expected}.";
-        }
-
-        // Messages of the enum converter (OptionNames) and of malformed JSON carry no .NET names; strip the position suffix.
-        int position = message.IndexOf(" Path: ", StringComparison.Ordinal);
-        return position > 0 ? message[..position] : message;
+        int cut = message.IndexOf(" Path: ", StringComparison.Ordinal);
+        message = cut > 0 ? message[..cut] : message;
+        return at.Length > 0 ? $"'{at}': {message}" : message;
     }
 
     /// <summary>The recipe as JSON (paths as written).</summary>

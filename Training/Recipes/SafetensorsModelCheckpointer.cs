@@ -1,6 +1,7 @@
 using Microsoft.Extensions.Logging;
 using ModelSurgery.Inference.IO;
 using ModelSurgery.Inference.Modeling;
+using ModelSurgery.Inference.Tokenization;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -17,8 +18,7 @@ namespace ModelSurgery.Training.Recipes;
 public sealed class SafetensorsModelCheckpointer(ModelSaveOptions? saveOptions = null, string? companionSource = null, ILogger? logger = null) : IModelCheckpointer
 {
     /// <summary>Files copied from the companion source when present: tokenizer files and the vocabulary map.</summary>
-    public static IReadOnlyList<string> CompanionFiles { get; } =
-        ["tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json", "vocab_map.json"];
+    public static IReadOnlyList<string> CompanionFiles { get; } = [.. ModelFolderTokenizer.FileNames, "vocab_map.json"];
 
     /// <summary>The Llama model inside <paramref name="model"/>.</summary>
     /// <param name="model">A <see cref="LlamaForCausalLM"/> or <see cref="LlamaHiddenStates"/>.</param>
@@ -43,16 +43,12 @@ public sealed class SafetensorsModelCheckpointer(ModelSaveOptions? saveOptions =
             return;
         }
 
-        foreach (string name in CompanionFiles)
+        ModelFolderTokenizer.CopyInto(companionSource, directory, llama.Config);
+        string map = Path.Combine(companionSource, "vocab_map.json");
+        if (File.Exists(map))
         {
-            string source = Path.Combine(companionSource, name);
-            if (!File.Exists(source))
-            {
-                continue;
-            }
-
             // Copy under a temporary name first so a reader never sees a half-copied file.
-            AtomicFile.Copy(source, Path.Combine(directory, name));
+            AtomicFile.Copy(map, Path.Combine(directory, "vocab_map.json"));
         }
     }
 }

@@ -73,14 +73,24 @@ internal static class EvalCommand
             {
                 report.WriteMarkdown(path);
                 report.WriteJson(Path.ChangeExtension(path, ".json"));
-                (string task, string metric) = report.Columns[0];
-                report.WriteBarChart(Path.ChangeExtension(path, ".png"), task, metric);
+                foreach ((string task, string metric) in report.Columns)
+                {
+                    report.WriteBarChart(ChartPath(path, task, metric), task, metric);
+                }
+
                 await context.Output.WriteLineAsync($"wrote {path}").ConfigureAwait(false);
             }
 
             return ExitCodes.Success;
         });
         return command;
+    }
+
+    /// <summary>Where <c>eval --out</c> draws one task metric: <c>report.md</c> -> <c>report.arc_easy.acc.png</c>.</summary>
+    internal static string ChartPath(string markdownPath, string task, string metric)
+    {
+        string safe = string.Concat($"{task}.{metric}".Select(c => char.IsLetterOrDigit(c) || c is '.' or '-' or '_' ? c : '_'));
+        return Path.ChangeExtension(markdownPath, null) + "." + safe + ".png";
     }
 
     private static TaskSpec ParseTask(string text)

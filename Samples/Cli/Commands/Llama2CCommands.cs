@@ -4,7 +4,7 @@ using ModelSurgery.Inference.Llama2C;
 
 namespace ModelSurgery.Cli.Commands;
 
-/// <summary><c>modelsurgery import-llama2c &lt;file.bin&gt; &lt;out-dir&gt; [--dtype f32]</c> and <c>export-llama2c &lt;dir&gt; &lt;file.bin&gt; [--format legacy|version1]</c>.</summary>
+/// <summary><c>modelsurgery import-llama2c &lt;file.bin&gt; &lt;out-dir&gt; [--dtype f32] [--tokenizer T]</c> and <c>export-llama2c &lt;dir&gt; &lt;file.bin&gt; [--format legacy|version1]</c>.</summary>
 internal static class Llama2CCommands
 {
     public static Command CreateImport(CliContext context)
@@ -12,7 +12,8 @@ internal static class Llama2CCommands
         var input = new Argument<string>("file.bin") { Description = "A llama2.c checkpoint (legacy, version 1 or version 2)." };
         var output = new Argument<string>("out-dir") { Description = "Output Hugging Face checkpoint folder." };
         var dtype = new Option<string>("--dtype") { Description = "Stored dtype: f32, bf16 or f16.", DefaultValueFactory = _ => "f32" };
-        var command = new Command("import-llama2c", "Convert a llama2.c checkpoint into a Hugging Face checkpoint folder.") { input, output, dtype };
+        var tokenizer = SynthCommand.TokenizerOption();
+        var command = new Command("import-llama2c", "Convert a llama2.c checkpoint into a Hugging Face checkpoint folder.") { input, output, dtype, tokenizer };
         command.SetAction(async (parsed, cancellationToken) =>
         {
             string path = parsed.GetValue(input)!;
@@ -23,6 +24,7 @@ internal static class Llama2CCommands
 
             string outDir = parsed.GetValue(output)!;
             LlamaConfig config = await Llama2CImporter.ImportAsync(path, outDir, SynthCommand.ParseWeightDType(parsed.GetValue(dtype)!), cancellationToken: cancellationToken).ConfigureAwait(false);
+            SynthCommand.PutTokenizer(parsed.GetValue(tokenizer), outDir, config);
             await context.Output.WriteLineAsync($"imported {path} -> {outDir}: {config.NumHiddenLayers} layers, hidden {config.HiddenSize}, vocab {config.VocabSize}, {LlamaTensorLayout.CountParameters(config).Total:N0} parameters").ConfigureAwait(false);
             return ExitCodes.Success;
         });

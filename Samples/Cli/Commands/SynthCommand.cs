@@ -1,10 +1,11 @@
 using System.CommandLine;
 using ModelSurgery.Inference.Checkpoints;
 using ModelSurgery.Inference.Configuration;
+using ModelSurgery.Inference.Tokenization;
 
 namespace ModelSurgery.Cli.Commands;
 
-/// <summary><c>modelsurgery synth --like &lt;preset | config.json&gt; [--dtype bf16] [--max-shard-size SIZE] [--seed N] --out &lt;dir&gt;</c>.</summary>
+/// <summary><c>modelsurgery synth --like &lt;preset | config.json&gt; [--dtype bf16] [--max-shard-size SIZE] [--seed N] [--tokenizer T] --out &lt;dir&gt;</c>.</summary>
 internal static class SynthCommand
 {
     public static Command Create(CliContext context)
@@ -14,7 +15,8 @@ internal static class SynthCommand
         var maxShard = new Option<string?>("--max-shard-size") { Description = "Split into shards of at most this size (e.g. 2GB, 500MB)." };
         var seed = new Option<int>("--seed") { Description = "Random seed; the same seed gives identical files.", DefaultValueFactory = _ => 0 };
         var output = new Option<string>("--out") { Description = "Output checkpoint folder.", Required = true };
-        var command = new Command("synth", "Write a random-weight checkpoint with the exact tensor names and shapes of a real model.") { like, dtype, maxShard, seed, output };
+        var tokenizer = TokenizerOption();
+        var command = new Command("synth", "Write a random-weight checkpoint with the exact tensor names and shapes of a real model.") { like, dtype, maxShard, seed, output, tokenizer };
         command.SetAction(async (parsed, cancellationToken) =>
         {
             LlamaConfig config = ResolveConfig(parsed.GetValue(like)!);
@@ -30,10 +32,42 @@ internal static class SynthCommand
                 parsed.GetValue(seed),
                 new InlineProgress<SyntheticCheckpointProgress>(p => bar.Report(p.BytesWritten / 1e6, p.TotalBytes / 1e6, "MB")),
                 cancellationToken: cancellationToken).ConfigureAwait(false);
+            PutTokenizer(parsed.GetValue(tokenizer), outDir, config);
             await context.Output.WriteLineAsync($"wrote {outDir}: {LlamaTensorLayout.CountParameters(config).Total:N0} parameters as {storedDType}").ConfigureAwait(false);
             return ExitCodes.Success;
         });
         return command;
+    }
+
+    /// <summary><c>--tokenizer</c>: the tokenizer to put beside the weights of a written model folder.</summary>
+    internal static Option<string?> TokenizerOption() => new("--tokenizer")
+    {
+        Description = "Tokenizer to put in the model folder: a model or tokenizer folder, tokenizer.json, a SentencePiece .model, a .tiktoken file, or gpt2.",
+    };
+
+    /// <summary>Copies <paramref name="tokenizer"/> into <paramref name="modelDir"/> after checking it covers the model's vocabulary.</summary>
+    internal static void PutTokenizer(string? tokenizer, string modelDir, LlamaConfig config)
+    {
+        if (tokenizer is null)
+        {
+            return;
+        }
+
+        if (!File.Exists(tokenizer) && !Directory.Exists(tokenizer) && !string.Equals(tokenizer, TiktokenVocabulary.Gpt2Name, StringComparison.OrdinalIgnoreCase))
+        {
+            throw new UsageException($"--tokenizer: {tokenizer}: no such file or folder.");
+        }
+
+        int size = TokenizerFiles.Load(Directory.Exists(tokenizer) && !TokenizerFiles.IsInFolder(tokenizer) && Directory.GetFiles(tokenizer, "*.tiktoken") is [string single] ? single : tokenizer).VocabularySize;
+        if (size > config.VocabSize)
+        {
+            throw new UsageException($"--tokenizer: {tokenizer} has {size} token ids, more than the model's vocab_size {config.VocabSize}.");
+        }
+
+        if (!ModelFolderTokenizer.CopyInto(tokenizer, modelDir, config))
+        {
+            throw new UsageException($"--tokenizer: {tokenizer} holds no tokenizer.json, tokenizer.model or .tiktoken file.");
+        }
     }
 
     /// <summary>A preset name or a config.json path.</summary>

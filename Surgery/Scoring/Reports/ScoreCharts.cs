@@ -19,7 +19,11 @@ public static class ScoreCharts
     /// largest absolute value so that metrics of different scales share one axis.
     /// </summary>
     /// <exception cref="InvalidOperationException">There are no layer, head or neuron scores.</exception>
-    public static void DrawLayerCurves(this ImportanceScores scores, string path)
+    public static void DrawLayerCurves(this ImportanceScores scores, string path) => Charts.Save(scores.LayerCurves(), path);
+
+    /// <summary>The chart <see cref="DrawLayerCurves"/> draws, before rendering: layers on the x axis, whole numbers only.</summary>
+    /// <exception cref="InvalidOperationException">There are no layer, head or neuron scores.</exception>
+    public static ScottPlot.Plot LayerCurves(this ImportanceScores scores)
     {
         ArgumentNullException.ThrowIfNull(scores);
         var series = new List<LineSeries>();
@@ -31,7 +35,7 @@ public static class ScoreCharts
             throw new InvalidOperationException($"Scores '{scores.Metric}' have no layer, head or neuron scores to draw.");
         }
 
-        Charts.Lines(path, $"{scores.Metric}: per-layer importance", "layer", "score / max |score|", series);
+        return Charts.LinesPlot($"{scores.Metric}: per-layer importance", "layer", "score / max |score|", series, integerX: true);
 
         void Add(string label, IReadOnlyList<double>? values)
         {

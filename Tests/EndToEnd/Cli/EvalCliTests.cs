@@ -67,8 +67,13 @@ public sealed class EvalCliTests
         Assert.That(await File.ReadAllTextAsync(Path.ChangeExtension(report, ".json")), Is.EqualTo(expected.ToJson()));
         Assert.That(await File.ReadAllTextAsync(report), Is.EqualTo(expected.ToMarkdown()));
         Assert.That(run.Output, Does.Contain(expected.ToMarkdown()));
-        byte[] png = await File.ReadAllBytesAsync(Path.ChangeExtension(report, ".png"));
-        Assert.That(png.Take(8), Is.EqualTo(new byte[] { 0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A }));
+        // One chart per task metric, not only the first.
+        Assert.That(expected.Columns, Has.Count.GreaterThan(2));
+        foreach ((string task, string metric) in expected.Columns)
+        {
+            byte[] png = await File.ReadAllBytesAsync(Path.Combine(Path.GetDirectoryName(report)!, $"report.{task}.{metric}.png"));
+            Assert.That(png.Take(8), Is.EqualTo(new byte[] { 0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A }), $"{task} {metric}");
+        }
 
         using JsonDocument json = JsonDocument.Parse(await File.ReadAllTextAsync(Path.ChangeExtension(report, ".json")));
         Assert.That(json.RootElement.ValueKind, Is.EqualTo(JsonValueKind.Object));

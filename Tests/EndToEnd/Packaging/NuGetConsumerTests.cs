@@ -65,6 +65,38 @@ public sealed class NuGetConsumerTests
         {
             Assert.That(File.Exists(Path.Combine(_feed, $"{library}.{_version}.snupkg")), $"{library}.{_version}.snupkg is missing");
         }
+
+        // Metadata a package page shows: licence, project and repository links, and a README whose links work there.
+        foreach (string id in LocalPackageFeed.PackageIds)
+        {
+            using var package = System.IO.Compression.ZipFile.OpenRead(Path.Combine(_feed, $"{id}.{_version}.nupkg"));
+            System.IO.Compression.ZipArchiveEntry nuspec = package.Entries.Single(e => e.FullName.EndsWith(".nuspec", StringComparison.Ordinal));
+            System.Xml.Linq.XDocument document;
+            using (Stream stream = nuspec.Open())
+            {
+                document = System.Xml.Linq.XDocument.Load(stream);
+            }
+
+            System.Xml.Linq.XElement metadata = document.Root!.Elements().Single(e => e.Name.LocalName == "metadata");
+            string? Field(string name) => metadata.Elements().SingleOrDefault(e => e.Name.LocalName == name)?.Value;
+            System.Xml.Linq.XElement license = metadata.Elements().Single(e => e.Name.LocalName == "license");
+            Assert.That((string?)license.Attribute("type"), Is.EqualTo("expression"), id);
+            Assert.That(license.Value, Is.EqualTo("MIT"), id);
+            Assert.That(Field("readme"), Is.EqualTo("README.md"), id);
+            Assert.That(Field("description"), Is.Not.Empty, id);
+            Assert.That(Field("authors"), Is.Not.Empty, id);
+            Assert.That(Field("tags"), Does.Contain("distillation"), id);
+            Assert.That(Uri.TryCreate(Field("projectUrl"), UriKind.Absolute, out Uri? project) && project.Scheme == "https", Is.True, $"{id}: projectUrl");
+            System.Xml.Linq.XElement repository = metadata.Elements().Single(e => e.Name.LocalName == "repository");
+            Assert.That((string?)repository.Attribute("type"), Is.EqualTo("git"), id);
+            Assert.That((string?)repository.Attribute("url"), Is.EqualTo(Field("projectUrl")), id);
+
+            using var readme = new StreamReader(package.GetEntry("README.md")!.Open());
+            string text = readme.ReadToEnd();
+            string[] relative = [.. System.Text.RegularExpressions.Regex.Matches(text, @"\]\((?!https?://|mailto:)[^)]*\)").Select(m => m.Value)];
+            Assert.That(relative, Is.Empty, $"{id}: README links must be absolute on a package page");
+            Assert.That(text, Does.Contain($"]({Field("projectUrl")}/blob/main/ARCHITECTURE.md)"), id);
+        }
     }
 
     [Test]

@@ -1,3 +1,4 @@
+using ModelSurgery.Inference.Tokenization;
 using ModelSurgery.Quickstart;
 using ModelSurgery.Tests.Checkpoints;
 using TorchSharp;
@@ -32,6 +33,11 @@ public sealed class QuickstartTests
         Assert.That(second.TeacherFromCache, Is.True, "the second run reuses the teacher trained by the first");
         Assert.That(File.Exists(Path.Combine(directory.Path, "teacher", QuickstartPipeline.TeacherManifestFileName)));
 
+        // Cross-entropy curves and the distillation objective are charted apart (they are not on one scale).
+        Assert.That(first.Charts.Select(Path.GetFileName), Is.EquivalentTo(new[]
+        {
+            "scores-heads.png", "scores-layers.png", "loss-curves.png", "distillation-objective.png", "validation-curves.png", "comparison-brown.png", "comparison-heldout.png",
+        }));
         foreach (string png in first.Charts)
         {
             Assert.That(File.ReadAllBytes(png).Take(4), Is.EqualTo(PngMagic), png);
@@ -42,6 +48,18 @@ public sealed class QuickstartTests
         Assert.That(File.Exists(Path.Combine(directory.Path, "plan.json")));
         Assert.That(File.Exists(Path.Combine(directory.Path, "student-inherited", "config.json")));
         Assert.That(File.Exists(Path.Combine(directory.Path, "student-random", "config.json")));
+
+        // Every model folder carries the compressed tokenizer the models were trained with, with its special tokens.
+        string dataTokenizer = Directory.GetFiles(Path.Combine(directory.Path, "data", "tokenizer"))
+            .Single(f => f.EndsWith(".tiktoken", StringComparison.Ordinal) || Path.GetFileName(f) == "tokenizer.json");
+        int[] expected = [.. TokenizerFiles.Load(dataTokenizer).Encode("The jury said that the election was conducted.")];
+        foreach (string folder in new[] { "teacher", "student-inherited", "student-random" })
+        {
+            string path = Path.Combine(directory.Path, folder);
+            Assert.That(TokenizerFiles.Load(path).Encode("The jury said that the election was conducted."), Is.EqualTo(expected), folder);
+            var config = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(path, "tokenizer_config.json")))!;
+            Assert.That((string?)config["eos_token"], Is.EqualTo("<|endoftext|>"), folder);
+        }
 
         Assert.That(first.Models.Select(m => m.Name), Is.EqualTo(new[] { QuickstartPipeline.TeacherName, QuickstartPipeline.InheritedName, QuickstartPipeline.RandomName }));
         foreach (QuickstartModelResult model in first.Models)
