@@ -199,7 +199,11 @@ internal static class TrainBenchmark
             }
 
             model.zero_grad();
-            optimizer.zero_grad();
+            if (!bf16)
+            {
+                optimizer.zero_grad();
+            }
+
             Tensor logits = model.forward(ids[.., ..^1]); // [B, T, V]
             Lap(0);
             Tensor loss = CrossEntropyObjective.Compute(logits, ids[.., 1..]);
@@ -209,9 +213,19 @@ internal static class TrainBenchmark
             Lap(2);
             if (bf16)
             {
+                // As the Trainer: master gradients allocated once, then overwritten.
+                using var noGrad = torch.no_grad();
                 for (int w = 0; w < weights.Count; w++)
                 {
-                    masters[w].grad = weights[w].grad?.to(ScalarType.Float32);
+                    Tensor? master = masters[w].grad;
+                    if (master is null)
+                    {
+                        masters[w].grad = weights[w].grad?.to(ScalarType.Float32);
+                    }
+                    else
+                    {
+                        master.copy_(weights[w].grad!);
+                    }
                 }
             }
 
