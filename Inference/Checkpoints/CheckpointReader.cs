@@ -45,6 +45,12 @@ public sealed class CheckpointReader : IDisposable
     /// <summary>The safetensors files, in shard order.</summary>
     public IReadOnlyList<CheckpointShard> Shards { get; }
 
+    /// <summary>Bytes copied out to callers so far, over all shards (<see cref="SafetensorsFile.BytesNeeded"/>).</summary>
+    public long BytesNeeded => _files.Sum(f => f.BytesNeeded);
+
+    /// <summary>Whole-page bytes asked of storage so far, over all shards (<see cref="SafetensorsFile.BytesFetched"/>).</summary>
+    public long BytesFetched => _files.Sum(f => f.BytesFetched);
+
     /// <summary>Sum of the byte lengths of all tensors.</summary>
     public long TotalTensorBytes { get; }
 

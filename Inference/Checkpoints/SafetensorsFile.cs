@@ -17,6 +17,8 @@ public sealed unsafe partial class SafetensorsFile : IDisposable
     private readonly Dictionary<string, SafetensorsTensorInfo> _byName;
     private byte* _data;
     private int _disposed;
+    private long _bytesNeeded;
+    private long _bytesFetched;
 
     private SafetensorsFile(string path, long fileLength, SafetensorsHeader.Parsed header, MemoryMappedFile? map, MemoryMappedViewAccessor? view)
     {
@@ -55,6 +57,21 @@ public sealed unsafe partial class SafetensorsFile : IDisposable
 
     /// <summary>The header's <c>__metadata__</c> map (empty when absent).</summary>
     public IReadOnlyDictionary<string, string> Metadata { get; }
+
+    /// <summary>
+    /// Two needed byte ranges of one read closer than this are fetched from storage as one range: reading the gap costs
+    /// less than another request (a storage request costs about as much as reading a few hundred KB sequentially).
+    /// </summary>
+    public const long CoalesceGapBytes = 256 * 1024;
+
+    /// <summary>Bytes this file has copied out to callers: what the reads needed.</summary>
+    public long BytesNeeded => Interlocked.Read(ref _bytesNeeded);
+
+    /// <summary>
+    /// Bytes of the whole pages this file has asked storage for (the coalesced ranges, page-aligned, counted per read):
+    /// at least <see cref="BytesNeeded"/>, more where kept ranges were merged across gaps or share pages with dropped ones.
+    /// </summary>
+    public long BytesFetched => Interlocked.Read(ref _bytesFetched);
 
     /// <summary>Sum of the byte lengths of all tensors (the size of the data buffer).</summary>
     public long TotalTensorBytes { get; }
@@ -121,7 +138,7 @@ public sealed unsafe partial class SafetensorsFile : IDisposable
     {
         var info = GetInfo(name);
         var tensor = NewTensor(info, info.Shape);
-        Prefetch(DataOf(info), info.ByteLength);
+        Fetch(DataOf(info), [(0, info.ByteLength)], info.ByteLength);
         TensorMemory.Copy(DataOf(info), TensorMemory.DataPointer(tensor), info.ByteLength);
         ReleasePages(DataOf(info), info.ByteLength);
         return tensor;
@@ -159,15 +176,14 @@ public sealed unsafe partial class SafetensorsFile : IDisposable
         byte* source = DataOf(info) + (start * inner);
         byte* destination = TensorMemory.DataPointer(tensor);
         long sourceStride = size * inner;
-        if (outer == 1)
+        var ranges = new List<(long Offset, long Length)>((int)Math.Min(outer, 1 << 16));
+        for (long o = 0; o < outer && ranges.Count < 1 << 16; o++)
         {
-            Prefetch(source, run);
-        }
-        else
-        {
-            Prefetch(DataOf(info), info.ByteLength);
+            ranges.Add(((start * inner) + (o * sourceStride), run));
         }
 
+        // Very many short runs: fetch the span they cover (the coalescing would merge them anyway).
+        Fetch(DataOf(info), outer <= 1 << 16 ? ranges : [(start * inner, ((outer - 1) * sourceStride) + run)], outer * run);
         for (long o = 0; o < outer; o++)
         {
             TensorMemory.Copy(source + (o * sourceStride), destination + (o * run), run);
@@ -206,16 +222,14 @@ public sealed unsafe partial class SafetensorsFile : IDisposable
         byte* destination = TensorMemory.DataPointer(tensor);
         long sourceStride = size * inner;
         long destinationStride = checked(indices.Count * inner);
+        long needed = indices.Count * inner * outer;
         if (outer == 1)
         {
-            foreach (IndexRun run in runs)
-            {
-                Prefetch(source + (run.First * inner), run.Count * inner);
-            }
+            Fetch(source, [.. runs.Select(run => (run.First * inner, run.Count * inner))], needed);
         }
         else
         {
-            Prefetch(source, info.ByteLength);
+            Fetch(source, [(0, info.ByteLength)], needed);
         }
 
         for (long o = 0; o < outer; o++)
@@ -265,10 +279,8 @@ public sealed unsafe partial class SafetensorsFile : IDisposable
         byte* source = DataOf(info);
         byte* destination = TensorMemory.DataPointer(tensor);
         long destinationRowBytes = columns.Count * element;
-        foreach (IndexRun run in Runs(rows))
-        {
-            Prefetch(source + (run.First * sourceRowBytes), run.Count * sourceRowBytes);
-        }
+        // Whole rows: the kept columns of a row rarely skip a page.
+        Fetch(source, [.. Runs(rows).Select(run => (run.First * sourceRowBytes, run.Count * sourceRowBytes))], (long)rows.Count * destinationRowBytes);
 
         for (int r = 0; r < rows.Count; r++)
         {
@@ -359,7 +371,7 @@ public sealed unsafe partial class SafetensorsFile : IDisposable
             return;
         }
 
-        Prefetch(DataOf(info) + byteOffset, destination.Length);
+        Fetch(DataOf(info), [(byteOffset, destination.Length)], destination.Length);
         new ReadOnlySpan<byte>(DataOf(info) + byteOffset, destination.Length).CopyTo(destination);
         ReleasePages(DataOf(info) + byteOffset, destination.Length);
     }
@@ -417,6 +429,57 @@ public sealed unsafe partial class SafetensorsFile : IDisposable
         long begin = (long)start / pageSize * pageSize;
         long end = ((long)start + length + pageSize - 1) / pageSize * pageSize;
         _ = Madvise((nint)begin, (nuint)(end - begin), MadviseWillNeed);
+    }
+
+    /// <summary>
+    /// Asks storage for the byte <paramref name="ranges"/> (offsets from <paramref name="tensorData"/>) in as few large
+    /// sequential reads as possible: ranges are sorted, and neighbours less than <see cref="CoalesceGapBytes"/> apart
+    /// merged, before each merged range is prefetched; counts <paramref name="needed"/> and the fetched whole pages.
+    /// </summary>
+    private void Fetch(byte* tensorData, IReadOnlyList<(long Offset, long Length)> ranges, long needed)
+    {
+        Interlocked.Add(ref _bytesNeeded, needed);
+        long fetched = 0;
+        foreach ((long offset, long length) in Coalesce(ranges, CoalesceGapBytes))
+        {
+            fetched += PageSpan(tensorData + offset, length);
+            Prefetch(tensorData + offset, length);
+        }
+
+        Interlocked.Add(ref _bytesFetched, fetched);
+    }
+
+    /// <summary>
+    /// Sorts byte ranges and merges those that overlap, touch or lie less than <paramref name="gap"/> bytes apart; empty
+    /// ranges are dropped. The result covers every input byte with the fewest ranges the gap allows.
+    /// </summary>
+    internal static List<(long Offset, long Length)> Coalesce(IReadOnlyList<(long Offset, long Length)> ranges, long gap)
+    {
+        var sorted = ranges.Where(r => r.Length > 0).OrderBy(r => r.Offset).ToList();
+        var merged = new List<(long Offset, long Length)>();
+        foreach ((long offset, long length) in sorted)
+        {
+            long distance = merged.Count > 0 ? offset - (merged[^1].Offset + merged[^1].Length) : long.MaxValue;
+            if (distance <= 0 || distance < gap)
+            {
+                (long first, long firstLength) = merged[^1];
+                merged[^1] = (first, Math.Max(first + firstLength, offset + length) - first);
+            }
+            else
+            {
+                merged.Add((offset, length));
+            }
+        }
+
+        return merged;
+    }
+
+    private static long PageSpan(byte* start, long length)
+    {
+        long pageSize = Environment.SystemPageSize;
+        long begin = (long)start / pageSize * pageSize;
+        long end = ((long)start + length + pageSize - 1) / pageSize * pageSize;
+        return end - begin;
     }
 
     private const int MadviseWillNeed = 3;

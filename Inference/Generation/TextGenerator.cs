@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Runtime.CompilerServices;
 using ModelSurgery.Inference.Modeling;
 using TorchSharp;
@@ -21,6 +22,24 @@ public static class TextGenerator
         LlamaForCausalLM model,
         IReadOnlyList<int> promptIds,
         GenerationOptions options,
+        [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        await foreach (int id in GenerateAsync(model, promptIds, options, null, cancellationToken).ConfigureAwait(false))
+        {
+            yield return id;
+        }
+    }
+
+    /// <summary>
+    /// As <see cref="GenerateAsync(LlamaForCausalLM, IReadOnlyList{int}, GenerationOptions, CancellationToken)"/>, timing
+    /// the prompt pass and the decoding steps into <paramref name="statistics"/> (when given). Only the model's own work is
+    /// timed, not the time the caller spends between tokens.
+    /// </summary>
+    public static async IAsyncEnumerable<int> GenerateAsync(
+        LlamaForCausalLM model,
+        IReadOnlyList<int> promptIds,
+        GenerationOptions options,
+        GenerationStatistics? statistics,
         [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(model);
@@ -60,7 +79,9 @@ public static class TextGenerator
         {
             cancellationToken.ThrowIfCancellationRequested();
             await Task.Yield();
+            long started = Stopwatch.GetTimestamp();
             int next = Step(model, input, cache, sampler);
+            statistics?.Record(input.Length, step == 0, Stopwatch.GetElapsedTime(started));
             if (stopIds.Contains(next))
             {
                 yield break;
@@ -83,9 +104,47 @@ public static class TextGenerator
         using var noGrad = torch.no_grad();
         using var scope = NewDisposeScope();
         Tensor ids = torch.tensor(input, [1, input.Length], device: model.Device); // [1, T]
-        Tensor logits = model.forward(ids, cache); // [1, T, V]
-        Tensor last = logits[0, -1]; // [V]
-        return sampler.Next(last);
+        Tensor logits = model.NextTokenLogits(ids, cache); // [1, V]
+        return sampler.Next(logits[0]); // the only host sync of a step: the chosen id
+    }
+}
+
+/// <summary>
+/// Throughput of one <see cref="TextGenerator"/> run, reported as llama.cpp and llama2.c's run.c do: the prompt pass
+/// (prefill, which also picks the first new token) apart from the one-token decoding steps that follow.
+/// </summary>
+public sealed class GenerationStatistics
+{
+    /// <summary>Tokens of the prompt pass.</summary>
+    public int PromptTokens { get; private set; }
+
+    /// <summary>Time of the prompt pass, sampling the first token included.</summary>
+    public TimeSpan PromptTime { get; private set; }
+
+    /// <summary>One-token decoding steps after the prompt pass.</summary>
+    public int DecodeTokens { get; private set; }
+
+    /// <summary>Time of the decoding steps together.</summary>
+    public TimeSpan DecodeTime { get; private set; }
+
+    /// <summary>Prompt tokens per second (0 before the prompt pass).</summary>
+    public double PromptTokensPerSecond => PromptTime > TimeSpan.Zero ? PromptTokens / PromptTime.TotalSeconds : 0;
+
+    /// <summary>Decoded tokens per second (0 before the first decoding step).</summary>
+    public double DecodeTokensPerSecond => DecodeTime > TimeSpan.Zero ? DecodeTokens / DecodeTime.TotalSeconds : 0;
+
+    internal void Record(int tokens, bool prompt, TimeSpan elapsed)
+    {
+        if (prompt)
+        {
+            PromptTokens += tokens;
+            PromptTime += elapsed;
+        }
+        else
+        {
+            DecodeTokens += tokens;
+            DecodeTime += elapsed;
+        }
     }
 }
 

@@ -95,6 +95,19 @@ public sealed class LlamaForCausalLM : Module<Tensor, Tensor>
     }
 
     /// <summary>
+    /// Logits (float32) [B, V] of the last of token ids [B, T] that follow the positions in <paramref name="cache"/>
+    /// (appending their keys and values): the same pass as <see cref="forward(Tensor, KvCache?)"/>, with the head over
+    /// the last position only, which is all that generation needs from a prompt pass.
+    /// </summary>
+    public Tensor NextTokenLogits(Tensor inputIds, KvCache? cache)
+    {
+        ArgumentNullException.ThrowIfNull(inputIds);
+        using var scope = NewDisposeScope();
+        Tensor hidden = _model.forward(inputIds, cache); // [B, T, D]
+        return Head(hidden[.., -1]).MoveToOuterDisposeScope(); // [B, V]
+    }
+
+    /// <summary>
     /// Logits (float32) [B, T, V] of a whole sequence from position 0 and the output of every decoder layer [B, T, D] (model
     /// dtype), in layer order: the same forward pass as <see cref="forward(Tensor)"/>, for hidden-state distillation.
     /// </summary>

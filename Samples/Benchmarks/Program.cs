@@ -9,6 +9,7 @@ var root = new RootCommand("ModelSurgery benchmarks: each command prints what it
     IoBenchmark.Create(),
     IoBenchmark.CreateStreamingChild(),
     TrainBenchmark.Create(),
+    GenerateBenchmark.Create(),
     EvalBenchmark.Create(),
     SurgeryBenchmark.Create(),
     SurgeryBenchmark.CreateScoreChild(),

@@ -58,6 +58,8 @@ internal static class SurgeryBenchmark
             string[] build = ChildProcess.RunSelf(["surgery-build-child", teacher, planPath, student]).Trim().Split(' ');
             double buildSeconds = double.Parse(build[0], CultureInfo.InvariantCulture);
             long copied = long.Parse(build[1], CultureInfo.InvariantCulture), storage = long.Parse(build[2], CultureInfo.InvariantCulture), peak = long.Parse(build[3], CultureInfo.InvariantCulture);
+            long fetched = long.Parse(build[4], CultureInfo.InvariantCulture);
+            double cpuSeconds = double.Parse(build[5], CultureInfo.InvariantCulture);
 
             // The baseline: a plain sequential read of as many bytes as the build made the kernel read from storage.
             Measure.DropPageCache();
@@ -65,8 +67,9 @@ internal static class SurgeryBenchmark
             long sequentialBytes = SequentialPrefix(teacher, storage > 0 ? storage : copied);
             double sequentialSeconds = watch.Elapsed.TotalSeconds;
 
-            Console.WriteLine($"build            {buildSeconds:F1} s; student {Measure.Mb(studentBytes)}");
+            Console.WriteLine($"build            {buildSeconds:F1} s ({cpuSeconds:F1} s CPU in the whole child process, on a machine with load average {File.ReadAllText("/proc/loadavg").Split(' ')[0]}); student {Measure.Mb(studentBytes)}");
             Console.WriteLine($"  bytes copied   {Measure.Mb(copied)} = {(double)copied / studentBytes:F2} x student (kept elements only; goal <= 1.3)");
+            Console.WriteLine($"  fetched        {Measure.Mb(fetched)} = {(double)fetched / copied:F2} x needed (kept ranges as whole pages, coalesced across gaps < {SafetensorsFile.CoalesceGapBytes / 1024} KiB)");
             Console.WriteLine($"  storage read   {(storage < 0 ? "unavailable" : Measure.Mb(storage) + $" = {(double)storage / studentBytes:F2} x student (whole pages: scattered kept channels touch every page of a kept row)")}");
             Console.WriteLine($"  peak RSS       {Measure.Mb(peak)} (goal: student + 1 GB = {Measure.Mb(studentBytes + (1L << 30))})");
             Console.WriteLine($"  sequential     {Measure.Mb(sequentialBytes)} in {sequentialSeconds:F1} s; build / sequential = {buildSeconds / sequentialSeconds:F2} (goal <= 1.5)");
@@ -116,7 +119,7 @@ internal static class SurgeryBenchmark
             long storageBefore = Measure.StorageReadBytes();
             StudentBuildResult result = await StudentBuilder.BuildAsync(parsed.GetValue(teacher)!, SurgeryPlan.Load(parsed.GetValue(plan)!), parsed.GetValue(output)!, cancellationToken: ct);
             long storage = storageBefore < 0 ? -1 : Measure.StorageReadBytes() - storageBefore;
-            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{result.Elapsed.TotalSeconds} {result.BytesRead} {storage} {Measure.PeakRssBytes()}"));
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{result.Elapsed.TotalSeconds} {result.BytesRead} {storage} {Measure.PeakRssBytes()} {result.BytesFetched} {Process.GetCurrentProcess().TotalProcessorTime.TotalSeconds}"));
             return 0;
         });
         return command;

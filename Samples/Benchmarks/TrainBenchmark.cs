@@ -6,6 +6,7 @@ using ModelSurgery.Inference.Modeling;
 using ModelSurgery.Training;
 using ModelSurgery.Training.Data;
 using TorchSharp;
+using TorchSharp.Modules;
 using static TorchSharp.torch;
 
 namespace ModelSurgery.Benchmarks;
@@ -34,8 +35,9 @@ internal static class TrainBenchmark
         var steps = new Option<int>("--steps") { DefaultValueFactory = _ => 2, Description = "Timed steps per precision (after one warm-up step)." };
         var precisions = new Option<string>("--precisions") { DefaultValueFactory = _ => "fp32,bf16", Description = "Comma-separated: fp32, bf16." };
         var threads = new Option<int?>("--threads") { Description = "torch.set_num_threads (default: leave torch's choice)." };
+        var profile = new Option<bool>("--profile") { Description = "Also time each phase of a step (forward, loss, backward, casts, clipping, AdamW) per precision." };
         var command = new Command("train", "Training throughput (tokens/s) and fraction of the measured matmul peak.")
-        { hidden, layers, heads, ffn, vocab, seqLen, batch, steps, precisions, threads };
+        { hidden, layers, heads, ffn, vocab, seqLen, batch, steps, precisions, threads, profile };
         command.SetAction(async (parsed, ct) =>
         {
             if (parsed.GetValue(threads) is int n)
@@ -71,11 +73,17 @@ internal static class TrainBenchmark
                 string tokens = WriteRandomTokens(work, config.VocabSize, (long)b * t * (timed + 2) * 2);
                 using TokenFile file = TokenFile.Open(tokens);
                 var rows = new List<string>();
+                var profiles = new List<(string Precision, IReadOnlyList<(string Phase, double Seconds)> Phases)>();
                 foreach (string precision in parsed.GetValue(precisions)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
                 {
                     ScalarType dtype = precision == "bf16" ? ScalarType.BFloat16 : ScalarType.Float32;
                     double peak = MatmulPeak(dtype);
                     double bare = BareForwardBackward(config, dtype, b, t, timed);
+                    if (parsed.GetValue(profile))
+                    {
+                        profiles.Add((precision, PhaseProfile(config, dtype, b, t, timed)));
+                    }
+
                     double trainer = await TrainerThroughput(config, file, precision == "bf16" ? TrainingPrecision.Bf16 : TrainingPrecision.Fp32, b, t, timed, Path.Combine(work, precision), ct);
                     rows.Add(string.Create(
                         CultureInfo.InvariantCulture,
@@ -86,6 +94,17 @@ internal static class TrainBenchmark
                 Console.WriteLine("precision  matmul peak  fwd+bwd only  Trainer      achieved   of peak");
                 Console.WriteLine("            (GFLOP/s)    (tokens/s)   (tokens/s)   (GFLOP/s)");
                 rows.ForEach(Console.WriteLine);
+                if (profiles.Count > 0)
+                {
+                    Console.WriteLine();
+                    Console.WriteLine("seconds per step phase (median of the timed steps)");
+                    Console.WriteLine($"{"phase",-18}" + string.Concat(profiles.Select(p => $"{p.Precision,10}")));
+                    for (int phase = 0; phase < profiles[0].Phases.Count; phase++)
+                    {
+                        Console.WriteLine($"{profiles[0].Phases[phase].Phase,-18}" + string.Concat(profiles.Select(p => string.Create(CultureInfo.InvariantCulture, $"{p.Phases[phase].Seconds,10:F3}"))));
+                    }
+                }
+
                 Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"AdamW step + gradient clipping alone (fp32, {count.Total / 1e6:F1} M parameters): {OptimizerStepSeconds(config):F2} s per step"));
                 Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"load average after: {LoadAverage()}"));
             }
@@ -144,6 +163,102 @@ internal static class TrainBenchmark
         }
 
         return best;
+    }
+
+    /// <summary>
+    /// Seconds per phase of a training step as <see cref="Trainer"/> runs it (forward, loss, backward, in bf16 the cast of
+    /// the gradients to the float32 masters, clipping, AdamW, in bf16 the rounding of the masters into the model), each
+    /// the median over the timed steps: where the time of a precision goes.
+    /// </summary>
+    private static IReadOnlyList<(string Phase, double Seconds)> PhaseProfile(LlamaConfig config, ScalarType dtype, int batch, int seqLen, int steps)
+    {
+        using var model = new LlamaForCausalLM(config);
+        model.InitializeWeights(1);
+        bool bf16 = dtype == ScalarType.BFloat16;
+        if (bf16)
+        {
+            model.to(ScalarType.BFloat16);
+        }
+
+        model.train();
+        List<Parameter> weights = [.. model.parameters()];
+        List<Parameter> masters = bf16 ? [.. weights.Select(w => new Parameter(w.detach().to(ScalarType.Float32).clone()))] : weights;
+        using var optimizer = torch.optim.AdamW(masters, lr: 1e-4, weight_decay: 0.1);
+        string[] names = ["forward", "loss", "backward", "grads to fp32", "clip", "AdamW", "masters to bf16"];
+        var samples = names.Select(_ => new List<double>()).ToArray();
+        for (int i = 0; i <= steps; i++)
+        {
+            using var scope = torch.NewDisposeScope();
+            Tensor ids = torch.randint(config.VocabSize, [batch, seqLen + 1], dtype: ScalarType.Int64); // [B, T+1]
+            double[] times = new double[names.Length];
+            long mark = Stopwatch.GetTimestamp();
+            void Lap(int phase)
+            {
+                times[phase] = Stopwatch.GetElapsedTime(mark).TotalSeconds;
+                mark = Stopwatch.GetTimestamp();
+            }
+
+            model.zero_grad();
+            if (!bf16)
+            {
+                optimizer.zero_grad();
+            }
+
+            Tensor logits = model.forward(ids[.., ..^1]); // [B, T, V]
+            Lap(0);
+            Tensor loss = CrossEntropyObjective.Compute(logits, ids[.., 1..]);
+            _ = loss.item<float>();
+            Lap(1);
+            loss.backward();
+            Lap(2);
+            if (bf16)
+            {
+                // As the Trainer: master gradients allocated once, then overwritten.
+                using var noGrad = torch.no_grad();
+                for (int w = 0; w < weights.Count; w++)
+                {
+                    Tensor? master = masters[w].grad;
+                    if (master is null)
+                    {
+                        masters[w].grad = weights[w].grad?.to(ScalarType.Float32);
+                    }
+                    else
+                    {
+                        master.copy_(weights[w].grad!);
+                    }
+                }
+            }
+
+            Lap(3);
+            torch.nn.utils.clip_grad_norm_(masters, 1.0);
+            Lap(4);
+            optimizer.step();
+            Lap(5);
+            if (bf16)
+            {
+                using var noGrad = torch.no_grad();
+                for (int w = 0; w < weights.Count; w++)
+                {
+                    weights[w].copy_(masters[w]);
+                }
+            }
+
+            Lap(6);
+            if (i > 0)
+            {
+                for (int phase = 0; phase < names.Length; phase++)
+                {
+                    samples[phase].Add(times[phase]);
+                }
+            }
+        }
+
+        if (bf16)
+        {
+            masters.ForEach(m => m.Dispose());
+        }
+
+        return [.. names.Select((name, phase) => (name, samples[phase].Order().ElementAt(samples[phase].Count / 2)))];
     }
 
     /// <summary>Tokens/s of model forward, loss and backward alone, the floor any training loop adds to.</summary>

@@ -58,7 +58,11 @@ public sealed record StudentBuildProgress(int TensorsWritten, int TensorCount, l
 /// <param name="BytesRead">Teacher bytes copied out of the memory-mapped files: the kept elements only (the storage pages they sit on are read whole).</param>
 /// <param name="BytesWritten">Student tensor bytes written.</param>
 /// <param name="Elapsed">Wall time.</param>
-public sealed record StudentBuildResult(string Directory, LlamaConfig Config, ParameterCount Parameters, long BytesRead, long BytesWritten, TimeSpan Elapsed);
+/// <param name="BytesFetched">
+/// Teacher bytes asked of storage: whole pages of the kept ranges, coalesced into large sequential reads across gaps
+/// shorter than <see cref="SafetensorsFile.CoalesceGapBytes"/>. Compare with <paramref name="BytesRead"/>, the bytes needed.
+/// </param>
+public sealed record StudentBuildResult(string Directory, LlamaConfig Config, ParameterCount Parameters, long BytesRead, long BytesWritten, TimeSpan Elapsed, long BytesFetched);
 
 /// <summary>
 /// Builds a student checkpoint from a teacher checkpoint and a <see cref="SurgeryPlan"/>, copying only the kept rows and
@@ -151,8 +155,8 @@ public static partial class StudentBuilder
         GenerationConfigFile.Write(outputDirectory, written, GenerationConfigFile.TryRead(teacherDirectory));
         CopyTokenizer(teacherDirectory, outputDirectory, plan, written, options.Tokenizer, logger);
 
-        var result = new StudentBuildResult(outputDirectory, written, LlamaTensorLayout.CountParameters(written), bytesRead, bytesWritten, clock.Elapsed);
-        LogBuilt(logger, outputDirectory, result.Parameters.Total, bytesRead, bytesWritten, clock.Elapsed.TotalSeconds);
+        var result = new StudentBuildResult(outputDirectory, written, LlamaTensorLayout.CountParameters(written), bytesRead, bytesWritten, clock.Elapsed, reader.BytesFetched);
+        LogBuilt(logger, outputDirectory, result.Parameters.Total, bytesRead, reader.BytesFetched, bytesWritten, clock.Elapsed.TotalSeconds);
         return result;
     }
 
@@ -277,8 +281,8 @@ public static partial class StudentBuilder
     [LoggerMessage(Level = LogLevel.Information, Message = "Build estimate: {Summary}")]
     private static partial void LogEstimate(ILogger logger, string summary);
 
-    [LoggerMessage(Level = LogLevel.Information, Message = "Built {Directory}: {Parameters:N0} parameters, {BytesRead:N0} bytes read, {BytesWritten:N0} bytes written in {Seconds:F1} s")]
-    private static partial void LogBuilt(ILogger logger, string directory, long parameters, long bytesRead, long bytesWritten, double seconds);
+    [LoggerMessage(Level = LogLevel.Information, Message = "Built {Directory}: {Parameters:N0} parameters, {BytesRead:N0} teacher bytes needed, {BytesFetched:N0} fetched, {BytesWritten:N0} bytes written in {Seconds:F1} s")]
+    private static partial void LogBuilt(ILogger logger, string directory, long parameters, long bytesRead, long bytesFetched, long bytesWritten, double seconds);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "{Directory}: the plan compresses the vocabulary and no tokenizer was given, so none was written; pass the compressed tokenizer")]
     private static partial void LogNoTokenizer(ILogger logger, string directory);

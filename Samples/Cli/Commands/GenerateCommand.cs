@@ -1,4 +1,6 @@
 using System.CommandLine;
+using System.Globalization;
+using TorchSharp;
 using ModelSurgery.Inference.Generation;
 using ModelSurgery.Inference.Modeling;
 
@@ -6,7 +8,7 @@ namespace ModelSurgery.Cli.Commands;
 
 /// <summary>
 /// <c>modelsurgery generate --model &lt;dir&gt; [--prompt TEXT | --prompt-ids "1 2 3"] [--max-new-tokens N] [--temperature T]
-/// [--top-k K] [--top-p P] [--seed S] [--ids]</c>.
+/// [--top-k K] [--top-p P] [--seed S] [--ids] [--dtype fp32|bf16] [--threads N] [--stats]</c>.
 /// </summary>
 internal static class GenerateCommand
 {
@@ -21,10 +23,29 @@ internal static class GenerateCommand
         var topP = new Option<double>("--top-p") { Description = "Nucleus sampling: the smallest set of tokens with this much probability.", DefaultValueFactory = _ => 1.0 };
         var seed = new Option<ulong?>("--seed") { Description = "Random seed for reproducible sampling." };
         var ids = new Option<bool>("--ids") { Description = "Print the generated token ids on one line, separated by spaces." };
+        var dtype = new Option<string>("--dtype") { Description = "Weights and activations in fp32 or bf16 (the checkpoint is converted on load).", DefaultValueFactory = _ => "fp32" };
+        var threads = new Option<int?>("--threads") { Description = "CPU threads for the model (torch.set_num_threads); default: torch's choice." };
+        var stats = new Option<bool>("--stats") { Description = "Print prompt and decoding tokens per second to stderr when done." };
         var device = CommonOptions.Device();
-        var command = new Command("generate", "Generate a continuation (streamed).") { model, prompt, promptIds, maxNew, temperature, topK, topP, seed, ids, device };
+        var command = new Command("generate", "Generate a continuation (streamed).") { model, prompt, promptIds, maxNew, temperature, topK, topP, seed, ids, dtype, threads, stats, device };
         command.SetAction(async (parsed, cancellationToken) =>
         {
+            torch.ScalarType weightType = parsed.GetValue(dtype)!.ToUpperInvariant() switch
+            {
+                "FP32" or "F32" or "FLOAT32" => torch.ScalarType.Float32,
+                "BF16" or "BFLOAT16" => torch.ScalarType.BFloat16,
+                _ => throw new UsageException($"--dtype: '{parsed.GetValue(dtype)}' is not fp32 or bf16."),
+            };
+            if (parsed.GetValue(threads) is int threadCount)
+            {
+                if (threadCount < 1)
+                {
+                    throw new UsageException($"--threads: {threadCount} is not a positive number of threads.");
+                }
+
+                torch.set_num_threads(threadCount);
+            }
+
             if (parsed.GetValue(prompt) is not null && parsed.GetValue(promptIds) is not null)
             {
                 throw new UsageException("give --prompt or --prompt-ids, not both.");
@@ -48,7 +69,7 @@ internal static class GenerateCommand
             }
 
             string modelDir = parsed.GetValue(model)!;
-            using LlamaForCausalLM lm = ModelCheckpoint.Load(modelDir, new ModelLoadOptions { Device = parsed.GetValue(device)! });
+            using LlamaForCausalLM lm = ModelCheckpoint.Load(modelDir, new ModelLoadOptions { Device = parsed.GetValue(device)!, DType = weightType });
             var tokenizer = parsed.GetValue(ids) && parsed.GetValue(prompt) is null ? null : CliTokenizer.TryLoad(modelDir);
             IReadOnlyList<int> promptTokens = parsed.GetValue(promptIds) is { } idText
                 ? TokenIds.Parse(idText, "--prompt-ids")
@@ -59,7 +80,8 @@ internal static class GenerateCommand
 
             var generated = new List<int>();
             int printed = 0;
-            await foreach (int id in TextGenerator.GenerateAsync(lm, promptTokens, options, cancellationToken).ConfigureAwait(false))
+            GenerationStatistics? statistics = parsed.GetValue(stats) ? new GenerationStatistics() : null;
+            await foreach (int id in TextGenerator.GenerateAsync(lm, promptTokens, options, statistics, cancellationToken).ConfigureAwait(false))
             {
                 generated.Add(id);
                 if (!parsed.GetValue(ids) && tokenizer is not null)
@@ -89,6 +111,16 @@ internal static class GenerateCommand
             }
 
             await context.Output.WriteLineAsync().ConfigureAwait(false);
+            if (statistics is not null)
+            {
+                // On stderr, so --ids output stays parseable.
+                await context.Error.WriteLineAsync(string.Create(
+                    CultureInfo.InvariantCulture,
+                    $"prompt: {statistics.PromptTokens} tokens in {statistics.PromptTime.TotalMilliseconds:F1} ms, {statistics.PromptTokensPerSecond:F2} tokens/s\n" +
+                    $"decode: {statistics.DecodeTokens} tokens in {statistics.DecodeTime.TotalMilliseconds:F1} ms, {statistics.DecodeTokensPerSecond:F2} tokens/s\n" +
+                    $"({lm.DType}, {torch.get_num_threads()} threads, {lm.Device})")).ConfigureAwait(false);
+            }
+
             return ExitCodes.Success;
         });
         return command;

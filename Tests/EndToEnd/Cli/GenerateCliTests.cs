@@ -54,6 +54,30 @@ public sealed class GenerateCliTests
     }
 
     [Test]
+    public async Task Stats_go_to_stderr_and_dtype_keeps_the_weights_in_bf16()
+    {
+        // The same thread count as now: the CLI runs in this process and the setting is process-wide.
+        string threads = TorchSharp.torch.get_num_threads().ToString(System.Globalization.CultureInfo.InvariantCulture);
+        CliRun run = await CliFixtures.RunOkAsync(
+            "generate", "--model", _model, "--prompt-ids", "1 5 9", "--max-new-tokens", "6", "--ids", "--stats", "--dtype", "bf16", "--threads", threads);
+
+        Assert.That(run.Output.Split(' ', StringSplitOptions.RemoveEmptyEntries), Has.Length.EqualTo(6), "stdout holds only the ids");
+        Assert.That(run.Error, Does.Match(@"prompt: 3 tokens in [0-9.]+ ms, [0-9.]+ tokens/s"));
+        Assert.That(run.Error, Does.Match(@"decode: 5 tokens in [0-9.]+ ms, [0-9.]+ tokens/s"));
+        Assert.That(run.Error, Does.Contain($"BFloat16, {threads} threads"));
+    }
+
+    [TestCase("--dtype", "int8")]
+    [TestCase("--threads", "0")]
+    public async Task A_bad_dtype_or_thread_count_for_generation_is_a_usage_error(string option, string value)
+    {
+        CliRun run = await CliFixtures.RunAsync("generate", "--model", _model, "--prompt-ids", "1", option, value);
+
+        Assert.That(run.ExitCode, Is.EqualTo(2), run.ToString());
+        Assert.That(run.Error, Does.Contain(option).And.Contain(value));
+    }
+
+    [Test]
     public async Task Sampling_with_a_seed_is_reproducible()
     {
         string[] args = ["generate", "--model", _model, "--prompt", "ab", "--max-new-tokens", "16", "--temperature", "1.0", "--top-k", "20", "--seed", "5", "--ids"];

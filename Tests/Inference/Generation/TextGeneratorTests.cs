@@ -1,3 +1,5 @@
+using System.Text.Json.Nodes;
+using ModelSurgery.Inference.Configuration;
 using ModelSurgery.Inference.Generation;
 using ModelSurgery.Inference.Modeling;
 using ModelSurgery.Tests.Modeling;
@@ -44,6 +46,71 @@ public sealed class TextGeneratorTests
         using var model = TinyModels.Create(TinyModels.Config(), seed: 31);
         List<int> generated = await GenerateAsync(model, Prompt, new GenerationOptions { MaxNewTokens = 12 });
         Assert.That(generated, Is.EqualTo(GreedyByFullForward(model, Prompt, 12)));
+    }
+
+    // Mistral-style windows on every layer, or Qwen2 layer_types mixing windowed and full layers, shorter than the run, so
+    // decoding steps read only the last W positions of the preallocated cache while other layers read all of it.
+    [TestCase("mistral", 3)]
+    [TestCase("qwen2", 4)]
+    public async Task Greedy_generation_filling_the_preallocated_cache_with_windowed_layers_equals_the_full_forward(string kind, int window)
+    {
+        var root = (JsonObject)JsonNode.Parse(TinyModels.Config(kind, layers: 3).ToJson())!;
+        root["sliding_window"] = window;
+        if (kind == "qwen2")
+        {
+            root["use_sliding_window"] = true;
+            root["layer_types"] = new JsonArray("sliding_attention", "full_attention", "sliding_attention");
+        }
+
+        LlamaConfig config = LlamaConfig.Parse(root.ToJsonString(), "test config.json");
+        Assert.That(Enumerable.Range(0, 3).Count(i => config.AttentionWindow(i) == window), Is.GreaterThan(0), "the config has windowed layers");
+        using var model = TinyModels.Create(config, seed: 39);
+        const int newTokens = 14;
+
+        // MaxContext = prompt + new tokens: the cache is allocated to exactly that length once and filled to its end.
+        List<int> generated = await GenerateAsync(model, Prompt, new GenerationOptions { MaxNewTokens = newTokens, MaxContext = Prompt.Length + newTokens });
+        Assert.That(generated, Has.Count.EqualTo(newTokens));
+        Assert.That(generated, Is.EqualTo(GreedyByFullForward(model, Prompt, newTokens)));
+    }
+
+    [Test]
+    public void Next_token_logits_are_the_last_position_of_the_full_logits()
+    {
+        using var model = TinyModels.Create(TinyModels.Config(), seed: 40);
+        using var noGrad = torch.no_grad();
+        using var scope = torch.NewDisposeScope();
+        using var fullCache = model.CreateKvCache(16);
+        using var lastCache = model.CreateKvCache(16);
+        var ids = TinyModels.Ids([.. Prompt.Select(id => (long)id)]);
+        var full = model.forward(ids, fullCache); // [1, T, V]
+        var last = model.NextTokenLogits(ids, lastCache); // [1, V]
+        Assert.That(last.shape, Is.EqualTo(new long[] { 1, model.Config.VocabSize }));
+
+        // One row of the head's matmul may be blocked differently from T rows: float32 roundoff of a D-term dot product.
+        double scale = full.abs().max().item<float>();
+        double tolerance = model.Config.HiddenSize * Math.Pow(2, -24) * scale * 4;
+        Assert.That(TinyModels.MaxAbsDiff(full[0, -1], last[0]), Is.LessThanOrEqualTo(tolerance));
+        Assert.That(lastCache.Length, Is.EqualTo(Prompt.Length), "the prompt's keys and values are cached");
+    }
+
+    [Test]
+    public async Task Statistics_time_the_prompt_pass_apart_from_each_decoding_step()
+    {
+        using var model = TinyModels.Create(TinyModels.Config(), seed: 41);
+        var statistics = new GenerationStatistics();
+        var tokens = new List<int>();
+        await foreach (int token in TextGenerator.GenerateAsync(model, Prompt, new GenerationOptions { MaxNewTokens = 9 }, statistics))
+        {
+            tokens.Add(token);
+        }
+
+        Assert.That(tokens, Has.Count.EqualTo(9));
+        Assert.That(statistics.PromptTokens, Is.EqualTo(Prompt.Length));
+        Assert.That(statistics.DecodeTokens, Is.EqualTo(8), "the prompt pass picks the first token; each later one is a step");
+        Assert.That(statistics.PromptTime, Is.GreaterThan(TimeSpan.Zero));
+        Assert.That(statistics.DecodeTime, Is.GreaterThan(TimeSpan.Zero));
+        Assert.That(statistics.DecodeTokensPerSecond, Is.EqualTo(8 / statistics.DecodeTime.TotalSeconds).Within(1e-9).Percent);
+        Assert.That(statistics.PromptTokensPerSecond, Is.EqualTo(Prompt.Length / statistics.PromptTime.TotalSeconds).Within(1e-9).Percent);
     }
 
     [Test]

@@ -1,0 +1,248 @@
+using System.CommandLine;
+using System.Diagnostics;
+using System.Globalization;
+using System.Text;
+using ModelSurgery.Inference.Configuration;
+using ModelSurgery.Inference.Generation;
+using ModelSurgery.Inference.Llama2C;
+using ModelSurgery.Inference.Modeling;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace ModelSurgery.Benchmarks;
+
+/// <summary>
+/// <c>generate</c>: decoding tokens/s of <see cref="TextGenerator"/> on a random-weight Llama (stories110M's shape by
+/// default) against the memory-bandwidth limit of this machine and, when given a built binary, llama2.c's run.c on the
+/// same weights, all measured side by side in one run, each figure the median of several repeats.
+/// <para>
+/// Decoding one token reads every weight once (the tied embedding as the head, one embedding row, the norms), so the
+/// bandwidth limit is bandwidth / weight bytes. Bandwidth is what a large tensor copy moves (bytes copied per second,
+/// with torch's threads). A copy also writes what it reads, so a read-only stream of weights can beat this limit a little.
+/// </para>
+/// </summary>
+internal static class GenerateBenchmark
+{
+    public static Command Create()
+    {
+        var hidden = new Option<int>("--hidden") { DefaultValueFactory = _ => 768, Description = "Hidden size D." };
+        var layers = new Option<int>("--layers") { DefaultValueFactory = _ => 12, Description = "Decoder layers L." };
+        var heads = new Option<int>("--heads") { DefaultValueFactory = _ => 12, Description = "Attention heads." };
+        var ffn = new Option<int>("--ffn") { DefaultValueFactory = _ => 2048, Description = "MLP intermediate size." };
+        var vocab = new Option<int>("--vocab") { DefaultValueFactory = _ => 32000, Description = "Vocabulary size." };
+        var seqLen = new Option<int>("--seq-len") { DefaultValueFactory = _ => 256, Description = "Context: positions decoded per run (from one BOS token)." };
+        var repeats = new Option<int>("--repeats") { DefaultValueFactory = _ => 5, Description = "Runs per contender; the median is reported." };
+        var dtypes = new Option<string>("--dtypes") { DefaultValueFactory = _ => "fp32", Description = "Comma-separated: fp32, bf16." };
+        var threads = new Option<int?>("--threads") { Description = "torch.set_num_threads and OMP_NUM_THREADS of run.c (default: the logical cores)." };
+        var run = new Option<string?>("--run") { Description = "Path to llama2.c's run binary (gcc -Ofast -fopenmp -march=native run.c -lm -o run); without it run.c is skipped." };
+        var command = new Command("generate", "Decoding tokens/s against the memory-bandwidth limit and, optionally, llama2.c's run.c.")
+        { hidden, layers, heads, ffn, vocab, seqLen, repeats, dtypes, threads, run };
+        command.SetAction(async (parsed, ct) =>
+        {
+            int threadCount = parsed.GetValue(threads) ?? Environment.ProcessorCount;
+            torch.set_num_threads(threadCount);
+            int positions = parsed.GetValue(seqLen), runs = parsed.GetValue(repeats);
+            var config = new LlamaConfig
+            {
+                VocabSize = parsed.GetValue(vocab),
+                HiddenSize = parsed.GetValue(hidden),
+                IntermediateSize = parsed.GetValue(ffn),
+                NumHiddenLayers = parsed.GetValue(layers),
+                NumAttentionHeads = parsed.GetValue(heads),
+                NumKeyValueHeads = parsed.GetValue(heads),
+                MaxPositionEmbeddings = positions,
+                TieWordEmbeddings = true, // as stories110M: the head is the embedding
+                RmsNormEps = 1e-5, // what run.c hard-codes
+                BosTokenId = 1,
+                EosTokenIds = [],
+            };
+            string? runBinary = parsed.GetValue(run) is { } r ? Path.GetFullPath(r) : null;
+            if (runBinary is not null && !File.Exists(runBinary))
+            {
+                throw new FileNotFoundException($"--run: {runBinary} does not exist.", runBinary);
+            }
+
+            long parameters = LlamaTensorLayout.CountParameters(config).Total;
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"machine     {Environment.ProcessorCount} logical cores, threads {threadCount}, load average {LoadAverage()}"));
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"model       D {config.HiddenSize}, L {config.NumHiddenLayers}, heads {config.NumAttentionHeads}, FFN {config.IntermediateSize}, vocab {config.VocabSize}, tied head: {parameters / 1e6:F1} M parameters, random weights"));
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"decoding    {positions - 1} tokens after BOS, greedy; median of {runs} runs per contender, contenders interleaved"));
+
+            string work = Directory.CreateTempSubdirectory("generate-bench").FullName;
+            try
+            {
+                string checkpoint = Path.Combine(work, "model");
+                using (var model = new LlamaForCausalLM(config))
+                {
+                    model.InitializeWeights(seed: 110);
+                    await ModelCheckpoint.SaveAsync(model, checkpoint, cancellationToken: ct);
+                }
+
+                string? modelBin = null, tokenizerBin = null;
+                if (runBinary is not null)
+                {
+                    modelBin = Path.Combine(work, "model.bin");
+                    Llama2CImporter.Export(checkpoint, modelBin);
+                    tokenizerBin = Path.Combine(work, "tokenizer.bin");
+                    WriteLlama2CTokenizer(tokenizerBin, config.VocabSize);
+                }
+
+                // Bandwidth is sampled between the contenders' runs too, so it sees the same load they do.
+                var bandwidths = new List<double>();
+                var contenders = new List<(string Name, long WeightBytes, Func<double> Measure)>();
+                var models = new List<LlamaForCausalLM>();
+                foreach (string name in parsed.GetValue(dtypes)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+                {
+                    ScalarType dtype = name switch
+                    {
+                        "fp32" => ScalarType.Float32,
+                        "bf16" => ScalarType.BFloat16,
+                        _ => throw new ArgumentException($"--dtypes: '{name}' is not fp32 or bf16."),
+                    };
+                    LlamaForCausalLM model = ModelCheckpoint.Load(checkpoint, new ModelLoadOptions { Device = "cpu", DType = dtype });
+                    models.Add(model);
+                    long bytes = parameters * (dtype == ScalarType.Float32 ? 4 : 2);
+                    contenders.Add(($"TextGenerator {name}", bytes, () => DecodeTokensPerSecond(model, positions)));
+                }
+
+                if (runBinary is not null)
+                {
+                    contenders.Add(("llama2.c run.c fp32", parameters * 4L, () => RunC(runBinary, modelBin!, tokenizerBin!, positions, threadCount)));
+                }
+
+                var samples = contenders.Select(_ => new List<double>()).ToList();
+                foreach (var (_, _, measure) in contenders)
+                {
+                    measure(); // warm-up: page in the weights, let the allocator settle
+                }
+
+                for (int i = 0; i < runs; i++)
+                {
+                    bandwidths.Add(CopyBandwidth());
+                    for (int c = 0; c < contenders.Count; c++)
+                    {
+                        samples[c].Add(contenders[c].Measure());
+                    }
+                }
+
+                double bandwidth = Median(bandwidths);
+
+                foreach (LlamaForCausalLM model in models)
+                {
+                    model.Dispose();
+                }
+
+                Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"bandwidth   {bandwidth / 1e9:F1} GB/s copied (1 GiB tensor copy: median over the repeats of the best of 3; min {bandwidths.Min() / 1e9:F1}, max {bandwidths.Max() / 1e9:F1})"));
+                Console.WriteLine();
+                Console.WriteLine($"{"contender",-22}{"tokens/s",10}{"min",9}{"max",9}{"limit",9}{"of limit",10}");
+                double? runC = runBinary is not null ? Median(samples[^1]) : null;
+                for (int c = 0; c < contenders.Count; c++)
+                {
+                    double median = Median(samples[c]);
+                    double limit = bandwidth / contenders[c].WeightBytes;
+                    Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{contenders[c].Name,-22}{median,10:F2}{samples[c].Min(),9:F2}{samples[c].Max(),9:F2}{limit,9:F1}{median / limit,10:P0}"));
+                }
+
+                if (runC is double reference)
+                {
+                    Console.WriteLine();
+                    for (int c = 0; c < contenders.Count - 1; c++)
+                    {
+                        Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{contenders[c].Name} / run.c = {Median(samples[c]) / reference:F2}"));
+                    }
+                }
+
+                Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"load average after: {LoadAverage()}"));
+            }
+            finally
+            {
+                Directory.Delete(work, recursive: true);
+            }
+        });
+        return command;
+    }
+
+    // Decoding rate of one greedy run from BOS to the full context, as GenerationStatistics reports it.
+    private static double DecodeTokensPerSecond(LlamaForCausalLM model, int positions)
+    {
+        var statistics = new GenerationStatistics();
+        var options = new GenerationOptions { MaxNewTokens = positions - 1, MaxContext = positions };
+        var enumerator = TextGenerator.GenerateAsync(model, [1], options, statistics).GetAsyncEnumerator();
+        try
+        {
+            while (enumerator.MoveNextAsync().AsTask().GetAwaiter().GetResult())
+            {
+            }
+        }
+        finally
+        {
+            enumerator.DisposeAsync().AsTask().GetAwaiter().GetResult();
+        }
+
+        return statistics.DecodeTokensPerSecond;
+    }
+
+    // run.c prints "achieved tok/s: X" on stderr, timed from after its first step, as our decode rate is.
+    private static double RunC(string binary, string modelBin, string tokenizerBin, int positions, int threads)
+    {
+        var info = new ProcessStartInfo(binary) { RedirectStandardError = true, RedirectStandardOutput = true, UseShellExecute = false };
+        foreach (string arg in new[] { modelBin, "-t", "0", "-n", positions.ToString(CultureInfo.InvariantCulture), "-z", tokenizerBin })
+        {
+            info.ArgumentList.Add(arg);
+        }
+
+        info.Environment["OMP_NUM_THREADS"] = threads.ToString(CultureInfo.InvariantCulture);
+        using Process process = Process.Start(info)!;
+        Task<string> stdout = process.StandardOutput.ReadToEndAsync();
+        string stderr = process.StandardError.ReadToEnd();
+        process.WaitForExit();
+        _ = stdout.Result;
+        const string marker = "achieved tok/s:";
+        int at = stderr.IndexOf(marker, StringComparison.Ordinal);
+        if (process.ExitCode != 0 || at < 0)
+        {
+            throw new InvalidOperationException($"{binary} exited with {process.ExitCode} without a tok/s figure: {stderr}");
+        }
+
+        return double.Parse(stderr[(at + marker.Length)..].Trim().Split('\n')[0], CultureInfo.InvariantCulture);
+    }
+
+    // run.c needs a tokenizer.bin with one piece per id: max length, then (score, length, bytes) per piece.
+    private static void WriteLlama2CTokenizer(string path, int vocabSize)
+    {
+        using var writer = new BinaryWriter(File.Create(path));
+        writer.Write(16);
+        for (int i = 0; i < vocabSize; i++)
+        {
+            byte[] piece = Encoding.ASCII.GetBytes(string.Create(CultureInfo.InvariantCulture, $" t{i}"));
+            writer.Write(0f);
+            writer.Write(piece.Length);
+            writer.Write(piece);
+        }
+    }
+
+    private static double CopyBandwidth()
+    {
+        using var scope = NewDisposeScope();
+        Tensor source = torch.ones(1L << 28, ScalarType.Float32); // 1 GiB
+        Tensor target = torch.empty_like(source);
+        double best = 0;
+        for (int i = 0; i < 3; i++)
+        {
+            long start = Stopwatch.GetTimestamp();
+            target.copy_(source);
+            double seconds = Stopwatch.GetElapsedTime(start).TotalSeconds;
+            best = Math.Max(best, source.NumberOfElements * 4.0 / seconds);
+        }
+
+        return best;
+    }
+
+    private static double Median(List<double> values)
+    {
+        double[] sorted = [.. values.Order()];
+        return sorted.Length % 2 == 1 ? sorted[sorted.Length / 2] : (sorted[(sorted.Length / 2) - 1] + sorted[sorted.Length / 2]) / 2;
+    }
+
+    private static string LoadAverage() =>
+        File.Exists("/proc/loadavg") ? string.Join(' ', File.ReadAllText("/proc/loadavg").Split(' ').Take(3)) : "n/a";
+}
