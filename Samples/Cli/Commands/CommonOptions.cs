@@ -9,6 +9,9 @@ internal static class CommonOptions
     public static Option<string> Model() => new("--model") { Description = "Checkpoint folder (config.json + safetensors).", Required = true };
 
     public static Option<string> Device() => new("--device") { Description = "auto, cpu, cuda or cuda:N.", DefaultValueFactory = _ => "auto" };
+
+    /// <summary><c>--force</c>: replace a model or run already in the output folder.</summary>
+    public static Option<bool> Force(string what = "a model") => new("--force") { Description = $"Replace {what} already in the output folder (refused without it)." };
 }
 
 /// <summary>Token ids given on the command line or in a text file.</summary>

@@ -42,6 +42,13 @@ internal static class EvalCommand
                 throw new UsageException("give at least one --task or --perplexity.");
             }
 
+            string? reportPath = parsed.GetValue(output);
+            using OutputGuard guard = new OutputGuard()
+                .Inputs(parsed.GetValue(models), "--model", InputKind.Model)
+                .Inputs(specs.Select(s => s.DataPath), "--task/--perplexity").Inputs(specs.Select(s => s.FewShotPath).OfType<string>(), "--task")
+                .File(reportPath, "--out")
+                .File(reportPath is null ? null : Path.ChangeExtension(reportPath, ".json"), "--out (its .json)")
+                .File(reportPath is null ? null : Path.ChangeExtension(reportPath, ".png"), "--out (its .png)");
             var evaluations = new List<ModelEvaluation>();
             foreach (string modelDir in parsed.GetValue(models)!)
             {

@@ -43,6 +43,7 @@ internal sealed class TrainingCommandOptions
     private readonly Option<double> _roundRatio = new("--round-ratio") { Description = "Share of batches redrawn by loss for each later round.", DefaultValueFactory = _ => 0.5 };
     private readonly Option<string> _roundSchedule = new("--round-schedule") { Description = "restart: each round starts a fresh optimizer and learning-rate schedule; continue: one optimizer and one schedule span all rounds.", DefaultValueFactory = _ => "restart" };
     private readonly Option<bool> _resume = new("--resume") { Description = "Continue from <out>/checkpoints/last/training-state.bin (same options required)." };
+    private readonly Option<bool> _force = CommonOptions.Force("a run or model");
     private readonly Option<ulong> _seed = new("--seed") { Description = "Seed of data order and initialisation.", DefaultValueFactory = _ => 1234 };
     private readonly Option<double?> _valFraction = new("--val-fraction") { Description = "Validation share of windows; overrides the value recorded by 'tokenize' (default: recorded, else 0)." };
     private readonly Option<string> _device = CommonOptions.Device();
@@ -69,10 +70,10 @@ internal sealed class TrainingCommandOptions
         foreach (Option option in new Option[]
         {
             _data, _out, _steps, _tokens, _lr, _minLr, _warmup, _weightDecay, _gradClip, _batchTokens, _batchSize, _seqLen, _gradAccum,
-            _evalEvery, _evalBatches, _checkpointEvery, _precision, _rounds, _roundRatio, _roundSchedule, _resume, _seed, _valFraction, _device,
+            _evalEvery, _evalBatches, _checkpointEvery, _precision, _rounds, _roundRatio, _roundSchedule, _resume, _force, _seed, _valFraction, _device,
         })
         {
-            if (_localRun || !(option == _rounds || option == _roundRatio || option == _roundSchedule || option == _resume || option == _device))
+            if (_localRun || !(option == _rounds || option == _roundRatio || option == _roundSchedule || option == _resume || option == _device || option == _force))
             {
                 command.Options.Add(option);
             }
@@ -169,6 +170,22 @@ internal sealed class TrainingCommandOptions
         return (options, settings);
     }
 
+    /// <summary>The output checks of a local run: the model folders and the token file are inputs, --out a run folder, locked while it runs.</summary>
+    public OutputGuard Guard(ParseResult parsed, params (string? Path, string Option)[] models)
+    {
+        var guard = new OutputGuard();
+        foreach ((string? path, string option) in models)
+        {
+            guard.Input(path, option, InputKind.Model);
+        }
+
+        string? data = parsed.GetValue(_data);
+        return guard
+            .Input(data, "--data")
+            .Input(data is null ? null : ModelSurgery.Training.Data.TokenFileInfo.PathFor(data), "--data (its .json)")
+            .Folder(parsed.GetValue(_out), "--out", parsed.GetValue(_force), parsed.GetValue(_resume));
+    }
+
     public static LlamaConfig ReadConfig(string modelDir)
     {
         string path = Path.Combine(modelDir, "config.json");
@@ -238,6 +255,7 @@ internal static class TrainCommand
         {
             string modelDir = parsed.GetValue(model)!;
             (TrainingOptions options, StudentTrainingSettings settings) = shared.Read(parsed, modelDir);
+            using OutputGuard guard = shared.Guard(parsed, (modelDir, "--model"));
             return await TrainingCommandOptions.RunWithProgressAsync(context, parsed, "train", (progress, logger) =>
                 StudentTraining.TrainAsync(modelDir, parsed.GetValue(shared.Data)!, options, settings, progress, logger, cancellationToken)).ConfigureAwait(false);
         });
@@ -296,6 +314,7 @@ internal static class DistillCommand
             }
 
             (TrainingOptions options, StudentTrainingSettings settings) = shared.Read(parsed, studentDir);
+            using OutputGuard guard = shared.Guard(parsed, (studentDir, "--student"), (teacherDir, "--teacher")).Input(cachePath, "--teacher-cache").Input(planPath, "--plan");
             var distillation = new DistillationSettings
             {
                 Divergence = parsed.GetValue(kdLoss) switch
@@ -355,6 +374,12 @@ internal static class CacheTeacherCommand
             var settings = new StudentTrainingSettings { ValidationFraction = parsed.GetValue(valFraction), Device = parsed.GetValue(device)! };
             string path = parsed.GetValue(output)!;
             string tokensPath = parsed.GetValue(data)!;
+            using OutputGuard guard = new OutputGuard()
+                .Input(teacherDir, "--teacher", InputKind.Model)
+                .Input(tokensPath, "--data")
+                .Input(ModelSurgery.Training.Data.TokenFileInfo.PathFor(tokensPath), "--data (its .json)")
+                .Input(parsed.GetValue(vocabMap), "--vocab-map")
+                .File(path, "--out");
             int total;
             using (var file = ModelSurgery.Training.Data.TokenFile.Open(tokensPath))
             {
