@@ -72,7 +72,7 @@ public static class CorpusReader
             {
                 string[] field = (jsonlField ?? DefaultJsonlField).Split('.');
                 int lineNumber = 0;
-                while (await reader.ReadLineAsync(cancellationToken).ConfigureAwait(false) is { } line)
+                while (await ReadLineAsync(reader, file, cancellationToken).ConfigureAwait(false) is { } line)
                 {
                     lineNumber++;
                     if (!string.IsNullOrWhiteSpace(line))
@@ -85,7 +85,7 @@ public static class CorpusReader
             }
 
             var chunk = new StringBuilder();
-            while (await reader.ReadLineAsync(cancellationToken).ConfigureAwait(false) is { } line)
+            while (await ReadLineAsync(reader, file, cancellationToken).ConfigureAwait(false) is { } line)
             {
                 chunk.Append(line).Append('\n');
                 // Cut at paragraph breaks so words are not split; cut anyway when a chunk grows 4x too long.
@@ -131,6 +131,20 @@ public static class CorpusReader
         }
     }
 
+    // Strict UTF-8: invalid bytes or NULs (a binary file) are refused with the file's name.
+    private static async Task<string?> ReadLineAsync(TextReader reader, string file, CancellationToken cancellationToken)
+    {
+        try
+        {
+            string? line = await reader.ReadLineAsync(cancellationToken).ConfigureAwait(false);
+            return line is null ? null : Inference.IO.TextFiles.CheckText(line, file, line: null);
+        }
+        catch (DecoderFallbackException e)
+        {
+            throw Inference.IO.TextFiles.NotText(file, e);
+        }
+    }
+
     private static StreamReader OpenText(string file)
     {
         Stream stream = File.OpenRead(file);
@@ -139,7 +153,7 @@ public static class CorpusReader
             stream = new GZipStream(stream, CompressionMode.Decompress);
         }
 
-        return new StreamReader(stream, Encoding.UTF8, detectEncodingFromByteOrderMarks: true, bufferSize: 1 << 16);
+        return Inference.IO.TextFiles.Open(stream);
     }
 
     private static IEnumerable<string> Glob(string pattern)

@@ -125,6 +125,12 @@ public static class Tokenization
         }
 
         cancellationToken.ThrowIfCancellationRequested();
+        if (writer.Count == 0)
+        {
+            // An empty token file would only fail later (no windows to train on, NaN metrics); say so here.
+            throw new InvalidDataException($"The inputs ({string.Join(", ", files.Take(3))}{(files.Count > 3 ? ", ..." : string.Empty)}) hold no text: 0 tokens. Check the files and the JSON field '{options.JsonField}'.");
+        }
+
         writer.Complete();
         return new TokenizeResult(writer.Path, files.Count, writer.Documents, writer.Count);
     }
@@ -149,21 +155,36 @@ public static class Tokenization
     {
         if (!IsJson(file))
         {
-            yield return await File.ReadAllTextAsync(file, cancellationToken).ConfigureAwait(false);
+            yield return Inference.IO.TextFiles.ReadAllText(file);
             yield break;
         }
 
-        using var reader = new StreamReader(file);
+        using var reader = Inference.IO.TextFiles.Open(file);
         int lineNumber = 0;
-        while (await reader.ReadLineAsync(cancellationToken).ConfigureAwait(false) is { } line)
+        while (true)
         {
+            string? line;
+            try
+            {
+                line = await reader.ReadLineAsync(cancellationToken).ConfigureAwait(false);
+            }
+            catch (System.Text.DecoderFallbackException e)
+            {
+                throw Inference.IO.TextFiles.NotText(file, e);
+            }
+
+            if (line is null)
+            {
+                break;
+            }
+
             lineNumber++;
             if (string.IsNullOrWhiteSpace(line))
             {
                 continue;
             }
 
-            yield return ReadField(file, lineNumber, line, field);
+            yield return Inference.IO.TextFiles.CheckText(ReadField(file, lineNumber, line, field), file, lineNumber);
         }
     }
 

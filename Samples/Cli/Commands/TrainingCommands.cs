@@ -90,7 +90,13 @@ internal sealed class TrainingCommandOptions
             throw new UsageException("give exactly one of --steps and --tokens.");
         }
 
-        int seqLen = parsed.GetValue(_seqLen) ?? Math.Min(512, ReadConfig(modelDir).MaxPositionEmbeddings);
+        int maxPositions = ReadConfig(modelDir).MaxPositionEmbeddings;
+        int seqLen = parsed.GetValue(_seqLen) ?? Math.Min(512, maxPositions);
+        if (seqLen > maxPositions)
+        {
+            throw new UsageException($"--seq-len {seqLen} is longer than the model's max_position_embeddings ({maxPositions}) in {Path.Combine(modelDir, "config.json")}.");
+        }
+
         int batchSize = parsed.GetValue(_batchSize);
         int? gradAccum = parsed.GetValue(_gradAccum);
         if (parsed.GetValue(_batchTokens) is long batchTokens)
@@ -138,6 +144,10 @@ internal sealed class TrainingCommandOptions
             Precision = parsed.GetValue(_precision) == "bf16" ? TrainingPrecision.Bf16 : TrainingPrecision.Fp32,
             Seed = parsed.GetValue(_seed),
             OutputDir = parsed.GetValue(_out)!,
+
+            // A non-finite loss or gradient means the run has diverged (or the data or model is broken): stop at once
+            // with an error rather than skip steps and write a model that learned nothing.
+            MaxNonFiniteSteps = 1,
         };
         try
         {
@@ -313,6 +323,12 @@ internal static class DistillCommand
                 throw new UsageException($"--alpha must be in [0, 1], got {a}.");
             }
 
+            double hiddenWeightValue = parsed.GetValue(hiddenWeight);
+            if (!(hiddenWeightValue >= 0))
+            {
+                throw new UsageException($"--hidden-weight must not be negative, got {hiddenWeightValue}.");
+            }
+
             (TrainingOptions options, StudentTrainingSettings settings) = shared.Read(parsed, studentDir);
             using OutputGuard guard = shared.Guard(parsed, (studentDir, "--student"), (teacherDir, "--teacher")).Input(cachePath, "--teacher-cache").Input(planPath, "--plan");
             var distillation = new DistillationSettings
@@ -365,10 +381,11 @@ internal static class CacheTeacherCommand
                 throw new UsageException($"--top-k and --batch-size must be positive, got {k} and {batch}.");
             }
 
-            int length = parsed.GetValue(seqLen) ?? Math.Min(512, TrainingCommandOptions.ReadConfig(teacherDir).MaxPositionEmbeddings);
-            if (length < 1)
+            int maxPositions = TrainingCommandOptions.ReadConfig(teacherDir).MaxPositionEmbeddings;
+            int length = parsed.GetValue(seqLen) ?? Math.Min(512, maxPositions);
+            if (length < 1 || length > maxPositions)
             {
-                throw new UsageException($"--seq-len must be positive, got {length}.");
+                throw new UsageException($"--seq-len must be between 1 and the teacher's max_position_embeddings ({maxPositions}), got {length}.");
             }
 
             var settings = new StudentTrainingSettings { ValidationFraction = parsed.GetValue(valFraction), Device = parsed.GetValue(device)! };
