@@ -327,7 +327,7 @@ public sealed class LlamaForCausalLM : Module<Tensor, Tensor>
             return;
         }
 
-        var message = new StringBuilder().Append(CultureInfo.InvariantCulture, $"{source}: weights do not match the {config.ModelType} model ({config.NumHiddenLayers} layers, hidden {config.HiddenSize}, vocab {config.VocabSize}).");
+        var message = new StringBuilder().Append(CultureInfo.InvariantCulture, $"{source}: weights do not match the {config.ModelType} model it describes (num_hidden_layers {config.NumHiddenLayers}, hidden_size {config.HiddenSize}, vocab_size {config.VocabSize}).");
         AppendList("missing", missing);
         AppendList("unexpected", unexpected);
         AppendList("shape mismatch", mismatched);

@@ -6,7 +6,7 @@ using ModelSurgery.Cli.Commands;
 namespace ModelSurgery.Cli;
 
 /// <summary>Entry point of the <c>modelsurgery</c> tool.</summary>
-public static class Program
+public static partial class Program
 {
     /// <summary>Runs the tool. Exit codes: 0 success, 1 failure (one-line message), 2 usage error.</summary>
     public static async Task<int> Main(string[] args)
@@ -79,7 +79,7 @@ public static class Program
         }
         catch (UsageException ex)
         {
-            await error.WriteLineAsync($"error: {ex.Message}").ConfigureAwait(false);
+            await error.WriteLineAsync($"error: {WithoutParameterName(ex.Message)}").ConfigureAwait(false);
             return ExitCodes.Usage;
         }
         catch (Inference.Runtime.MemoryPreflightException ex)
@@ -131,6 +131,12 @@ public static class Program
             inner = inner.InnerException;
         }
 
-        return inner.Message.ReplaceLineEndings(" ");
+        return WithoutParameterName(inner.Message).ReplaceLineEndings(" ");
     }
+
+    // .NET appends " (Parameter 'name')" to argument errors: a C# name means nothing to the user, who typed an option.
+    private static string WithoutParameterName(string message) => ParameterSuffix().Replace(message, string.Empty);
+
+    [System.Text.RegularExpressions.GeneratedRegex(@" \(Parameter '[^']*'\)")]
+    private static partial System.Text.RegularExpressions.Regex ParameterSuffix();
 }

@@ -51,7 +51,10 @@ internal static class Llama2CCommands
                 var other => throw new UsageException($"{format.Name}: '{other}' is not legacy or version1."),
             };
             using OutputGuard guard = new OutputGuard().Input(parsed.GetValue(input), "model-dir", InputKind.Model).File(outPath, "file.bin");
-            Llama2CImporter.Export(parsed.GetValue(input)!, outPath, version);
+            string modelDir = parsed.GetValue(input)!;
+            LlamaConfig config = TrainingCommandOptions.ReadConfig(modelDir);
+            Inference.Runtime.MemoryPreflight.EnsureDiskSpace(Path.GetDirectoryName(Path.GetFullPath(outPath))!, LlamaTensorLayout.CountParameters(config).Total * sizeof(float), "export-llama2c");
+            Llama2CImporter.Export(modelDir, outPath, version);
             await context.Output.WriteLineAsync($"wrote {outPath}").ConfigureAwait(false);
             return ExitCodes.Success;
         });

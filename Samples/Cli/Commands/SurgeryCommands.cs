@@ -126,7 +126,12 @@ internal static class SurgeryCommands
             }
         }
 
-        CalibrationData? data = calibration.Load(parsed);
+        CalibrationData? data = calibration.Load(parsed, TrainingCommandOptions.ReadConfig(modelDir).MaxPositionEmbeddings);
+        if (parsed.GetValue(calibration.BatchSize) < 1)
+        {
+            throw new UsageException($"--batch-size must be positive, got {parsed.GetValue(calibration.BatchSize)}.");
+        }
+
         var options = new ScoringOptions
         {
             Metrics = metrics,
@@ -221,15 +226,26 @@ internal static class SurgeryCommands
             command.Options.Add(Seed);
         }
 
-        public CalibrationData? Load(ParseResult parsed)
+        public CalibrationData? Load(ParseResult parsed, int maxPositions)
         {
             if (parsed.GetValue(Tokens) is not { } path)
             {
                 return null;
             }
 
-            int[] ids = TokenInput.Read(path);
+            int sequences = parsed.GetValue(Sequences);
             int length = parsed.GetValue(Length);
+            if (sequences < 1)
+            {
+                throw new UsageException($"--sequences must be positive, got {sequences}.");
+            }
+
+            if (length < 2 || length > maxPositions)
+            {
+                throw new UsageException($"--length must be between 2 and the model's max_position_embeddings ({maxPositions}), got {length}.");
+            }
+
+            int[] ids = TokenInput.Read(path);
             if (ids.Length <= length)
             {
                 throw new UsageException($"--tokens {path} holds {ids.Length} tokens, not enough for windows of --length {length}.");
@@ -375,6 +391,7 @@ internal static class SurgeryCommands
             };
             PlanEstimate estimate = PlanEstimate.For(plan, plan.Teacher.TorchDtype, options.DType is { } d ? Inference.Checkpoints.SyntheticCheckpoint.ToTorchDtypeName(d) : null);
             await context.Error.WriteLineAsync($"estimate: {estimate.Summary()}").ConfigureAwait(false);
+            Inference.Runtime.MemoryPreflight.EnsureDiskSpace(parsed.GetValue(Output)!, estimate.BytesToWrite, "build");
             StudentBuildResult result;
             using (var bar = context.CreateProgressBar("build"))
             {

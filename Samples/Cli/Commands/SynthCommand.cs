@@ -25,6 +25,7 @@ internal static class SynthCommand
             using OutputGuard guard = new OutputGuard()
                 .Input(File.Exists(parsed.GetValue(like)) ? parsed.GetValue(like) : null, "--like")
                 .Folder(outDir, "--out", parsed.GetValue(force), clearModel: true);
+            Inference.Runtime.MemoryPreflight.EnsureDiskSpace(outDir, LlamaTensorLayout.CountParameters(config).Total * storedDType.ElementSize(), "synth");
             using var bar = context.CreateProgressBar("synth");
             await SyntheticCheckpoint.WriteAsync(
                 config,

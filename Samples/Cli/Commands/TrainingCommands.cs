@@ -219,7 +219,19 @@ internal sealed class TrainingCommandOptions
                 p.Step,
                 p.TotalSteps,
                 string.Create(CultureInfo.InvariantCulture, $"step {p.Step} loss {p.Loss:F4} lr {p.LearningRate:E2} {p.TokensPerSecond:F0} tok/s eta {p.Eta:hh\\:mm\\:ss}{(p.ValidationLoss is { } v ? $" val {v:F4}" : string.Empty)}")));
-            result = await run(progress, logger).ConfigureAwait(false);
+            try
+            {
+                result = await run(progress, logger).ConfigureAwait(false);
+            }
+            catch (ResumeMismatchException e)
+            {
+                throw new UsageException(OptionName(e.Message), e);
+            }
+            catch (TrainingDivergedException e)
+            {
+                // Name the options that usually cause it.
+                throw new TrainingDivergedException(e.Message.Replace("Lower the learning rate", "Lower --lr", StringComparison.Ordinal), e);
+            }
         }
 
         TrainingResult last = result.Runs[^1];
@@ -245,7 +257,11 @@ internal sealed class TrainingCommandOptions
         .Replace("Training option EvalEvery", "--eval-every", StringComparison.Ordinal)
         .Replace("Training option EvalBatches", "--eval-batches", StringComparison.Ordinal)
         .Replace("Training option CheckpointEvery", "--checkpoint-every", StringComparison.Ordinal)
-        .Replace("Training option OutputDir", "--out", StringComparison.Ordinal);
+        .Replace("Training option OutputDir", "--out", StringComparison.Ordinal)
+        .Replace("Training option Seed", "--seed", StringComparison.Ordinal)
+        .Replace("Training option Precision", "--precision", StringComparison.Ordinal)
+        .Replace("Training option DataTokens", "--data (its token count)", StringComparison.Ordinal)
+        .Replace("Training option Data", "--data", StringComparison.Ordinal);
 }
 
 
@@ -381,7 +397,13 @@ internal static class CacheTeacherCommand
                 throw new UsageException($"--top-k and --batch-size must be positive, got {k} and {batch}.");
             }
 
-            int maxPositions = TrainingCommandOptions.ReadConfig(teacherDir).MaxPositionEmbeddings;
+            LlamaConfig teacherConfig = TrainingCommandOptions.ReadConfig(teacherDir);
+            int maxPositions = teacherConfig.MaxPositionEmbeddings;
+            if (k > teacherConfig.VocabSize)
+            {
+                throw new UsageException($"--top-k {k} is more than the teacher's vocab_size ({teacherConfig.VocabSize}).");
+            }
+
             int length = parsed.GetValue(seqLen) ?? Math.Min(512, maxPositions);
             if (length < 1 || length > maxPositions)
             {

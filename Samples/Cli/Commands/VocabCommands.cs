@@ -136,6 +136,12 @@ internal static class VocabCommands
                 .Inputs(corpusPaths, "--corpus", InputKind.Corpus)
                 .Input(parsed.GetValue(tokenizer), "--tokenizer", InputKind.Model)
                 .Folder(parsed.GetValue(output), "--out", parsed.GetValue(force), clearModel: true);
+            using (var teacher = Inference.Checkpoints.CheckpointReader.Open(modelDir))
+            {
+                // The compressed model is at most as large as the one it comes from.
+                Inference.Runtime.MemoryPreflight.EnsureDiskSpace(parsed.GetValue(output)!, teacher.TotalTensorBytes, "vocab compress");
+            }
+
             using var loggers = CliContext.CreateLoggerFactory(parsed);
             long totalBytes = CorpusBytes(corpusPaths);
             using var counting = context.CreateProgressBar("counting");
