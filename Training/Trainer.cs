@@ -208,6 +208,7 @@ public sealed class Trainer
 
         using var metrics = new MetricsWriter(_options.OutputDir, run, resumed: run.Step > 0);
         var clipped = optimized.Select(p => p.Parameter).ToList();
+        double initialNorm = WeightNorm(clipped);
         var clock = Stopwatch.StartNew();
         long startStep = run.Step;
         int nonFiniteInARow = run.NonFiniteInARow;
@@ -236,6 +237,16 @@ public sealed class Trainer
             nonFiniteInARow = record.Skipped ? nonFiniteInARow + 1 : 0;
             run.NonFiniteInARow = nonFiniteInARow;
             metrics.AppendStep(record);
+            if (!record.Skipped && WeightNorm(clipped) is var norm && (!double.IsFinite(norm) || norm > MaxWeightGrowth * Math.Max(initialNorm, 1e-3)))
+            {
+                // A finite loss can hide a blown-up model (overflowing activations normalise to zeros and a uniform
+                // prediction): weights grown a million-fold, or non-finite, mean the run diverged.
+                metrics.Flush();
+                throw new TrainingDivergedException(string.Create(
+                    CultureInfo.InvariantCulture,
+                    $"Training stopped at step {record.Step}: the weights diverged (norm {norm:E2}, {initialNorm:E2} at the start). Lower the learning rate or check the data and model."));
+            }
+
             if (record.Skipped)
             {
                 TrainingLog.SkippedStep(_logger, record.Step, record.Loss, record.GradNorm, nonFiniteInARow);
@@ -580,6 +591,22 @@ public sealed class Trainer
         {
             throw new InvalidDataException($"Training state '{path}' is truncated or does not match the model: {e.Message}", e);
         }
+    }
+
+    // How far the weight norm may grow over its value at the start before the run counts as diverged.
+    private const double MaxWeightGrowth = 1e6;
+
+    private static double WeightNorm(List<Parameter> parameters)
+    {
+        using var scope = torch.NewDisposeScope();
+        using var noGrad = torch.no_grad();
+        double sum = 0;
+        foreach (Parameter p in parameters)
+        {
+            sum += p.detach().to_type(ScalarType.Float64).square().sum().item<double>();
+        }
+
+        return Math.Sqrt(sum);
     }
 
     // The options a resumed run must share with the one that wrote the state (steps and seed are checked apart).

@@ -63,7 +63,7 @@ public sealed class TrainingDivergedException : InvalidOperationException
 }
 
 /// <summary>A resumed run's options differ from those recorded in the training state it resumes.</summary>
-public sealed class ResumeMismatchException : InvalidDataException
+public sealed class ResumeMismatchException : InvalidOperationException
 {
     /// <summary>Creates the exception.</summary>
     /// <param name="option">The <see cref="TrainingOptions"/> property (or "Data", "DataTokens") that differs.</param>
