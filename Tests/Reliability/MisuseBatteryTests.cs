@@ -170,8 +170,6 @@ public sealed class MisuseBatteryTests
         string[] expectMemory = ["needs about", "available", "--skip-memory-check"];
         yield return new(Preflight, "generate on a 70B checkpoint", ["generate", "--model", "{d}/big", "--prompt-ids", "1", "--device", "cpu"], expectMemory, huge);
         yield return new(Preflight, "perplexity on a 70B checkpoint", ["perplexity", "--model", "{d}/big", "--tokens", "{d}/ids.txt", "--device", "cpu"], expectMemory, huge);
-        yield return new(Preflight, "score on a 70B checkpoint", ["score", "--model", "{d}/big", "--tokens", "{d}/tokens.bin", "--sequences", "1", "--length", "16", "--out", "{d}/s", "--device", "cpu"], expectMemory, huge);
-        yield return new(Preflight, "prune on a 70B checkpoint", ["prune", "--model", "{d}/big", "--tokens", "{d}/tokens.bin", "--sequences", "1", "--length", "16", "--layers", "2", "--out", "{d}/s2", "--device", "cpu"], expectMemory, huge);
         yield return new(Preflight, "train on a 70B checkpoint", ["train", "--model", "{d}/big", "--data", "{d}/tokens.bin", "--out", "{d}/r", .. train], expectMemory, huge);
         yield return new(Preflight, "synth of a model larger than the disk", ["synth", "--like", "{d}/huge.json", "--out", "{d}/h"], ["free", "{d}/h"], d => (ReliabilityFixture.Llama70B() with { NumHiddenLayers = 50_000 }).Save(Path.Combine(d, "huge.json")));
     }

@@ -159,7 +159,7 @@ public sealed class RunSafetyTests
         File.SetLastWriteTimeUtc(orphan, DateTime.UtcNow.AddHours(-1));
         File.SetLastWriteTimeUtc(unrelated, DateTime.UtcNow.AddHours(-1));
 
-        CliRun run = await CliFixtures.RunAsync(Train(P("run"), "--resume"));
+        CliRun run = await CliFixtures.RunAsync(Train(P("run"), "--force"));
 
         Assert.That(run.ExitCode, Is.Zero, run.ToString());
         Assert.That(File.Exists(orphan), Is.False, "an old temp file of a killed write is removed");
