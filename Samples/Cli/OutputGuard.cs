@@ -47,6 +47,9 @@ internal sealed partial class OutputGuard : IDisposable
     private readonly List<(string Path, string Canonical, string Option, InputKind Kind)> _inputs = [];
     private readonly List<FileStream> _locks = [];
 
+    // Folders this guard created: removed again when the command wrote nothing into them (it failed first).
+    private readonly List<string> _created = [];
+
     /// <summary>Registers an input (file, folder or glob); null is ignored.</summary>
     public OutputGuard Input(string? path, string option, InputKind kind = InputKind.Any)
     {
@@ -135,7 +138,12 @@ internal sealed partial class OutputGuard : IDisposable
             }
         }
 
-        Directory.CreateDirectory(output);
+        if (!Directory.Exists(output))
+        {
+            Directory.CreateDirectory(output);
+            _created.Add(output);
+        }
+
         Lock(output, option, path);
         CleanStaleTemps(output, name: null, recursive: true);
         if (force && clearModel)
@@ -186,6 +194,21 @@ internal sealed partial class OutputGuard : IDisposable
         }
 
         _locks.Clear();
+        foreach (string folder in _created)
+        {
+            try
+            {
+                if (Directory.Exists(folder) && !Directory.EnumerateFileSystemEntries(folder).Any())
+                {
+                    Directory.Delete(folder);
+                }
+            }
+            catch (IOException)
+            {
+            }
+        }
+
+        _created.Clear();
     }
 
     /// <summary>True when the folder holds a model: a config.json or safetensors weights.</summary>
