@@ -32,7 +32,12 @@ public sealed class Trainer
     /// <summary>Name of the training state file inside <c>checkpoints/last</c>.</summary>
     public const string StateFileName = "training-state.bin";
 
-    private static ReadOnlySpan<byte> StateMagic => "MSTRAIN1"u8;
+    // Version 2: the run's options follow the magic, and a SHA-256 of everything before it ends the file.
+    private static ReadOnlySpan<byte> StateMagic => "MSTRAIN2"u8;
+
+    private static ReadOnlySpan<byte> OldStateMagic => "MSTRAIN1"u8;
+
+    private const int ChecksumLength = 32;
 
     // A run trained in segments chooses its windows through a callback the state cannot hold, so it is not resumable.
     private static ReadOnlySpan<byte> SegmentedStateMagic => "MSTRAINS"u8;
@@ -42,6 +47,9 @@ public sealed class Trainer
     private readonly ITrainingObjective _objective;
     private readonly IModelCheckpointer? _checkpointer;
     private readonly ILogger _logger;
+
+    // The token file of the current run, recorded in the state so a resume on other data is refused.
+    private TokenFile? _dataFile;
 
     /// <summary>Creates a trainer.</summary>
     /// <param name="model">The model to train, in place (converted to bfloat16 when <see cref="TrainingOptions.Precision"/> asks).</param>
@@ -146,6 +154,7 @@ public sealed class Trainer
         bool resume,
         CancellationToken cancellationToken)
     {
+        _dataFile = data.File;
         var schedule = LearningRateSchedule.For(_options, totalSteps);
         BatchSampler sampler = segments is null
             ? new BatchSampler(data.File, data.TrainWindows, _options.BatchSize, _options.SeqLen, _options.Seed, data.ShuffleTrain)
@@ -199,6 +208,7 @@ public sealed class Trainer
 
         using var metrics = new MetricsWriter(_options.OutputDir, run, resumed: run.Step > 0);
         var clipped = optimized.Select(p => p.Parameter).ToList();
+        double initialNorm = WeightNorm(clipped);
         var clock = Stopwatch.StartNew();
         long startStep = run.Step;
         int nonFiniteInARow = run.NonFiniteInARow;
@@ -227,6 +237,16 @@ public sealed class Trainer
             nonFiniteInARow = record.Skipped ? nonFiniteInARow + 1 : 0;
             run.NonFiniteInARow = nonFiniteInARow;
             metrics.AppendStep(record);
+            if (!record.Skipped && WeightNorm(clipped) is var norm && (!double.IsFinite(norm) || norm > MaxWeightGrowth * Math.Max(initialNorm, 1e-3)))
+            {
+                // A finite loss can hide a blown-up model (overflowing activations normalise to zeros and a uniform
+                // prediction): weights grown a million-fold, or non-finite, mean the run diverged.
+                metrics.Flush();
+                throw new TrainingDivergedException(string.Create(
+                    CultureInfo.InvariantCulture,
+                    $"Training stopped at step {record.Step}: the weights diverged (norm {norm:E2}, {initialNorm:E2} at the start). Lower the learning rate or check the data and model."));
+            }
+
             if (record.Skipped)
             {
                 TrainingLog.SkippedStep(_logger, record.Step, record.Loss, record.GradNorm, nonFiniteInARow);
@@ -416,9 +436,12 @@ public sealed class Trainer
         try
         {
             using (var stream = new FileStream(temp, FileMode.CreateNew, FileAccess.Write))
-            using (var writer = new BinaryWriter(stream, Encoding.UTF8))
+            using (var sha = System.Security.Cryptography.SHA256.Create())
+            using (var hashing = new System.Security.Cryptography.CryptoStream(stream, sha, System.Security.Cryptography.CryptoStreamMode.Write, leaveOpen: true))
+            using (var writer = new BinaryWriter(hashing, Encoding.UTF8, leaveOpen: true))
             {
                 writer.Write(segmented ? SegmentedStateMagic : StateMagic);
+                writer.Write(RunIdentity().ToJsonString());
                 writer.Write(run.Step);
                 writer.Write(totalSteps);
                 writer.Write(_options.Seed);
@@ -467,6 +490,8 @@ public sealed class Trainer
                 }
 
                 writer.Flush();
+                hashing.FlushFinalBlock();
+                stream.Write(sha.Hash!);
                 stream.Flush(flushToDisk: true);
             }
 
@@ -485,6 +510,18 @@ public sealed class Trainer
         try
         {
             byte[] magic = reader.ReadBytes(StateMagic.Length);
+            if (magic.AsSpan().SequenceEqual(OldStateMagic))
+            {
+                throw new InvalidDataException($"Training state '{path}' was written by an earlier version, without the run's options and a checksum; it cannot be checked, so it is not resumed. Start the run again.");
+            }
+
+            if (magic.AsSpan().SequenceEqual(StateMagic) || magic.AsSpan().SequenceEqual(SegmentedStateMagic))
+            {
+                VerifyChecksum(stream, path);
+                stream.Position = magic.Length;
+                CheckRunIdentity(reader.ReadString(), path);
+            }
+
             if (magic.AsSpan().SequenceEqual(SegmentedStateMagic))
             {
                 throw new InvalidDataException(
@@ -502,8 +539,11 @@ public sealed class Trainer
             ulong savedSeed = reader.ReadUInt64();
             if (savedTotal != totalSteps || savedSeed != _options.Seed)
             {
-                throw new InvalidDataException(
-                    $"Training state '{path}' belongs to a run of {savedTotal} steps with seed {savedSeed}; this run has {totalSteps} steps and seed {_options.Seed}.");
+                throw new ResumeMismatchException(
+                    savedTotal != totalSteps ? "Steps" : "Seed",
+                    savedTotal != totalSteps
+                        ? $"Training option Steps gives {totalSteps} steps in this run but the run that wrote '{path}' has {savedTotal}; a resumed run needs the same options (or start over)."
+                        : $"Training option Seed is {_options.Seed} in this run but was {savedSeed} in the run that wrote '{path}'; a resumed run needs the same options (or start over).");
             }
 
             run.NonFiniteInARow = reader.ReadInt32();
@@ -564,6 +604,90 @@ public sealed class Trainer
         catch (Exception e) when (e is EndOfStreamException or ArgumentException)
         {
             throw new InvalidDataException($"Training state '{path}' is truncated or does not match the model: {e.Message}", e);
+        }
+    }
+
+    // How far the weight norm may grow over its value at the start before the run counts as diverged.
+    private const double MaxWeightGrowth = 1e6;
+
+    private static double WeightNorm(List<Parameter> parameters)
+    {
+        using var scope = torch.NewDisposeScope();
+        using var noGrad = torch.no_grad();
+        double sum = 0;
+        foreach (Parameter p in parameters)
+        {
+            sum += p.detach().to_type(ScalarType.Float64).square().sum().item<double>();
+        }
+
+        return Math.Sqrt(sum);
+    }
+
+    // The options a resumed run must share with the one that wrote the state (steps and seed are checked apart).
+    private System.Text.Json.Nodes.JsonObject RunIdentity() => new()
+    {
+        [nameof(TrainingOptions.LearningRate)] = _options.LearningRate,
+        [nameof(TrainingOptions.MinLearningRate)] = _options.MinLearningRate,
+        [nameof(TrainingOptions.WarmupFraction)] = _options.WarmupFraction,
+        [nameof(TrainingOptions.WeightDecay)] = _options.WeightDecay,
+        [nameof(TrainingOptions.GradClip)] = _options.GradClip,
+        [nameof(TrainingOptions.BatchSize)] = _options.BatchSize,
+        [nameof(TrainingOptions.SeqLen)] = _options.SeqLen,
+        [nameof(TrainingOptions.GradAccumulation)] = _options.GradAccumulation,
+        [nameof(TrainingOptions.Precision)] = _options.Precision.ToString(),
+        [nameof(TrainingOptions.Beta1)] = _options.Beta1,
+        [nameof(TrainingOptions.Beta2)] = _options.Beta2,
+        [nameof(TrainingOptions.Epsilon)] = _options.Epsilon,
+        ["Data"] = _dataFile is null ? null : Path.GetFullPath(_dataFile.Path),
+        ["DataTokens"] = _dataFile?.Count,
+    };
+
+    private void CheckRunIdentity(string savedJson, string path)
+    {
+        var saved = System.Text.Json.Nodes.JsonNode.Parse(savedJson) as System.Text.Json.Nodes.JsonObject
+            ?? throw new InvalidDataException($"Training state '{path}' has no record of the run's options.");
+        foreach ((string key, System.Text.Json.Nodes.JsonNode? now) in RunIdentity())
+        {
+            string before = saved[key]?.ToJsonString() ?? "null";
+            string current = now?.ToJsonString() ?? "null";
+            if (before != current)
+            {
+                throw new ResumeMismatchException(key,
+                    $"Training option {key} is {current} in this run but was {before} in the run that wrote '{path}'; a resumed run needs the same options (or start over).");
+            }
+        }
+    }
+
+    // Reads the whole file once: the state is refused before any of it is used when a byte has changed.
+    private static void VerifyChecksum(FileStream stream, string path)
+    {
+        long length = stream.Length - ChecksumLength;
+        if (length <= 0)
+        {
+            throw new InvalidDataException($"Training state '{path}' is truncated; it cannot be resumed.");
+        }
+
+        stream.Position = 0;
+        using var hash = System.Security.Cryptography.IncrementalHash.CreateHash(System.Security.Cryptography.HashAlgorithmName.SHA256);
+        byte[] buffer = new byte[1 << 20];
+        long left = length;
+        while (left > 0)
+        {
+            int read = stream.Read(buffer, 0, (int)Math.Min(buffer.Length, left));
+            if (read == 0)
+            {
+                throw new InvalidDataException($"Training state '{path}' is truncated; it cannot be resumed.");
+            }
+
+            hash.AppendData(buffer, 0, read);
+            left -= read;
+        }
+
+        byte[] stored = new byte[ChecksumLength];
+        stream.ReadExactly(stored);
+        if (!hash.GetHashAndReset().AsSpan().SequenceEqual(stored))
+        {
+            throw new InvalidDataException($"Training state '{path}' is damaged (its SHA-256 checksum does not match); it cannot be resumed. Start the run again without --resume.");
         }
     }
 

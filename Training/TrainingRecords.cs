@@ -61,3 +61,39 @@ public sealed class TrainingDivergedException : InvalidOperationException
     {
     }
 }
+
+/// <summary>A resumed run's options differ from those recorded in the training state it resumes.</summary>
+public sealed class ResumeMismatchException : InvalidOperationException
+{
+    /// <summary>Creates the exception.</summary>
+    /// <param name="option">The <see cref="TrainingOptions"/> property (or "Data", "DataTokens") that differs.</param>
+    /// <param name="message">The message, naming the option and both values.</param>
+    public ResumeMismatchException(string option, string message)
+        : base(message)
+    {
+        Option = option;
+    }
+
+    /// <summary>Creates the exception.</summary>
+    public ResumeMismatchException()
+    {
+        Option = string.Empty;
+    }
+
+    /// <summary>Creates the exception.</summary>
+    public ResumeMismatchException(string message)
+        : base(message)
+    {
+        Option = string.Empty;
+    }
+
+    /// <summary>Creates the exception.</summary>
+    public ResumeMismatchException(string message, Exception innerException)
+        : base(message, innerException)
+    {
+        Option = string.Empty;
+    }
+
+    /// <summary>The option that differs.</summary>
+    public string Option { get; }
+}

@@ -112,16 +112,30 @@ public sealed class CheckpointReader : IDisposable
     public string ShardOf(string name) => FileOf(name).Path;
 
     /// <inheritdoc cref="SafetensorsFile.ReadTensor"/>
-    public torch.Tensor ReadTensor(string name) => FileOf(name).ReadTensor(name);
+    public torch.Tensor ReadTensor(string name) => Finite(name, FileOf(name).ReadTensor(name));
 
     /// <inheritdoc cref="SafetensorsFile.ReadSlice"/>
-    public torch.Tensor ReadSlice(string name, int dim, long start, long length) => FileOf(name).ReadSlice(name, dim, start, length);
+    public torch.Tensor ReadSlice(string name, int dim, long start, long length) => Finite(name, FileOf(name).ReadSlice(name, dim, start, length));
 
     /// <inheritdoc cref="SafetensorsFile.ReadIndices"/>
-    public torch.Tensor ReadIndices(string name, int dim, IReadOnlyList<long> indices) => FileOf(name).ReadIndices(name, dim, indices);
+    public torch.Tensor ReadIndices(string name, int dim, IReadOnlyList<long> indices) => Finite(name, FileOf(name).ReadIndices(name, dim, indices));
 
     /// <inheritdoc cref="SafetensorsFile.ReadSubmatrix"/>
-    public torch.Tensor ReadSubmatrix(string name, IReadOnlyList<long> rows, IReadOnlyList<long> columns) => FileOf(name).ReadSubmatrix(name, rows, columns);
+    public torch.Tensor ReadSubmatrix(string name, IReadOnlyList<long> rows, IReadOnlyList<long> columns) => Finite(name, FileOf(name).ReadSubmatrix(name, rows, columns));
+
+    // Every tensor read through the reader is checked: NaN or infinite weights stop the command that reads them
+    // (inference, scoring, building, export) instead of flowing into its results.
+    private torch.Tensor Finite(string name, torch.Tensor tensor)
+    {
+        if (!TensorChecks.IsFinite(tensor))
+        {
+            string shard = ShardOf(name);
+            tensor.Dispose();
+            throw new InvalidDataException($"{shard}: tensor '{name}' holds NaN or infinite values; the checkpoint is damaged.");
+        }
+
+        return tensor;
+    }
 
     /// <inheritdoc cref="SafetensorsFile.ReadBytes"/>
     public void ReadBytes(string name, long byteOffset, Span<byte> destination) => FileOf(name).ReadBytes(name, byteOffset, destination);

@@ -145,9 +145,21 @@ public sealed partial record LlamaConfig
             throw new InvalidDataException($"{source}: unsupported hidden_act '{HiddenAct}' (only silu).");
         }
 
-        if (RmsNormEps <= 0)
+        if (!(RmsNormEps > 0) || !double.IsFinite(RmsNormEps))
         {
-            throw new InvalidDataException($"{source}: rms_norm_eps must be positive, got {RmsNormEps}.");
+            throw new InvalidDataException($"{source}: rms_norm_eps must be a positive number, got {RmsNormEps}.");
+        }
+
+        // rope_theta <= 0 turns every rotary angle into NaN; max_position_embeddings <= 0 leaves no window to evaluate.
+        if (!(RopeTheta > 0) || !double.IsFinite(RopeTheta))
+        {
+            throw new InvalidDataException($"{source}: rope_theta must be a positive number, got {RopeTheta}.");
+        }
+
+        RequirePositive(MaxPositionEmbeddings, "max_position_embeddings");
+        if (RopeScaling is { } scaling && (!(scaling.Factor > 0) || !double.IsFinite(scaling.Factor)))
+        {
+            throw new InvalidDataException($"{source}: rope_scaling.factor must be a positive number, got {scaling.Factor}.");
         }
 
         ValidateAttentionWindows(source);

@@ -33,7 +33,7 @@ public static partial class TaskReader
 
         var docs = new List<TaskDocument>();
         int lineNumber = 0;
-        foreach (string line in File.ReadLines(path))
+        foreach (string line in IO.TextFiles.ReadLines(path))
         {
             lineNumber++;
             if (string.IsNullOrWhiteSpace(line))
@@ -54,7 +54,7 @@ public static partial class TaskReader
             });
         }
 
-        return docs;
+        return docs.Count > 0 ? docs : throw new InvalidDataException($"{path}: holds no documents.");
     }
 
     /// <summary>Reads the documents of a text task: each "text" field of a .jsonl file, or the whole file.</summary>
@@ -65,12 +65,13 @@ public static partial class TaskReader
         ArgumentNullException.ThrowIfNull(path);
         if (!path.EndsWith(".jsonl", StringComparison.OrdinalIgnoreCase))
         {
-            return [File.ReadAllText(path, Encoding.UTF8)];
+            string text = IO.TextFiles.ReadAllText(path);
+            return text.Length > 0 ? [text] : throw new InvalidDataException($"{path}: holds no text; bits per byte and perplexity are undefined.");
         }
 
         var texts = new List<string>();
         int lineNumber = 0;
-        foreach (string line in File.ReadLines(path))
+        foreach (string line in IO.TextFiles.ReadLines(path))
         {
             lineNumber++;
             if (!string.IsNullOrWhiteSpace(line))
@@ -79,7 +80,7 @@ public static partial class TaskReader
             }
         }
 
-        return texts;
+        return texts.Any(t => t.Length > 0) ? texts : throw new InvalidDataException($"{path}: holds no text; bits per byte and perplexity are undefined.");
     }
 
     /// <summary>The harness's HellaSwag text cleanup: strip, " [title]" to ". ", drop [bracketed] tags, collapse double spaces.</summary>

@@ -167,7 +167,7 @@ public static class CorpusReader
         }
 
         // Strict UTF-8: a binary or wrongly encoded file fails with its name instead of turning into replacement characters.
-        return new StreamReader(stream, new UTF8Encoding(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true), detectEncodingFromByteOrderMarks: true, bufferSize: 1 << 16);
+        return TextFiles.Open(stream);
     }
 
     private static async Task<string?> ReadLineAsync(TextReader reader, string file, CancellationToken cancellationToken)

@@ -45,6 +45,16 @@ public sealed class LlamaForCausalLM : Module<Tensor, Tensor>
 
         Config = config;
         device ??= torch.CPU;
+        if (device.type == DeviceType.CPU)
+        {
+            // Before any allocation: a config far too large for this machine is refused with numbers instead of an out-of-memory kill.
+            long parameters = LlamaTensorLayout.CountParameters(config).Total;
+            int elementSize = dtype == ScalarType.Float32 ? 4 : 2;
+            Runtime.MemoryPreflight.EnsureFits(
+                parameters * elementSize,
+                string.Create(System.Globalization.CultureInfo.InvariantCulture, $"A model of {parameters:N0} parameters ({config.NumHiddenLayers} layers, hidden {config.HiddenSize}) as {dtype}"));
+        }
+
         _model = new LlamaModel(config, dtype, device);
         _lmHead = config.TieWordEmbeddings ? null : new LlamaLinear("lm_head", config.HiddenSize, config.VocabSize, hasBias: false, dtype, device);
         RegisterComponents();
@@ -263,6 +273,17 @@ public sealed class LlamaForCausalLM : Module<Tensor, Tensor>
                     throw new InvalidDataException($"{source}: tensor {spec.Name} was declared {FormatShape(shapes[spec.Name])} but read as {FormatShape(value.shape)}.");
                 }
 
+                if (!value.is_floating_point())
+                {
+                    // Copying integers into float weights would succeed silently and give a meaningless model.
+                    throw new InvalidDataException($"{source}: tensor {spec.Name} is stored as {value.dtype}, not a floating-point type; model weights must be F32, BF16 or F16.");
+                }
+
+                if (!Checkpoints.TensorChecks.IsFinite(value))
+                {
+                    throw new InvalidDataException($"{source}: tensor {spec.Name} holds NaN or infinite values; the weights are damaged.");
+                }
+
                 parameters[spec.Name].copy_(value);
             }
             finally
@@ -275,7 +296,22 @@ public sealed class LlamaForCausalLM : Module<Tensor, Tensor>
         }
     }
 
-    private void CheckKeysAndShapes(IReadOnlyList<TensorSpec> specs, IReadOnlyDictionary<string, long[]> shapes, string source)
+    private void CheckKeysAndShapes(IReadOnlyList<TensorSpec> specs, IReadOnlyDictionary<string, long[]> shapes, string source) =>
+        CheckLayout(Config, specs, shapes, source);
+
+    /// <summary>
+    /// Checks tensor names and shapes against the layout <paramref name="config"/> implies, before a model is built: a
+    /// config whose num_hidden_layers (or any size) disagrees with the weights is refused without allocating anything.
+    /// </summary>
+    /// <exception cref="InvalidDataException">Tensors are missing, unexpected or of another shape; the message names them.</exception>
+    public static void CheckLayout(LlamaConfig config, IReadOnlyDictionary<string, long[]> shapes, string source)
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        ArgumentNullException.ThrowIfNull(shapes);
+        CheckLayout(config, LlamaTensorLayout.Tensors(config), shapes, source);
+    }
+
+    private static void CheckLayout(LlamaConfig config, IReadOnlyList<TensorSpec> specs, IReadOnlyDictionary<string, long[]> shapes, string source)
     {
         var missing = new List<string>();
         var mismatched = new List<string>();
@@ -292,10 +328,10 @@ public sealed class LlamaForCausalLM : Module<Tensor, Tensor>
         }
 
         var expected = specs.Select(s => s.Name).ToHashSet(StringComparer.Ordinal);
-        long[] embeddingShape = [Config.VocabSize, Config.HiddenSize];
+        long[] embeddingShape = [config.VocabSize, config.HiddenSize];
         var unexpected = shapes
             .Where(kv => !expected.Contains(kv.Key))
-            .Where(kv => !(Config.TieWordEmbeddings && kv.Key == LlamaTensorLayout.LmHead && kv.Value.SequenceEqual(embeddingShape)))
+            .Where(kv => !(config.TieWordEmbeddings && kv.Key == LlamaTensorLayout.LmHead && kv.Value.SequenceEqual(embeddingShape)))
             .Select(kv => $"{kv.Key} {FormatShape(kv.Value)}")
             .Order(StringComparer.Ordinal)
             .ToList();
@@ -304,7 +340,7 @@ public sealed class LlamaForCausalLM : Module<Tensor, Tensor>
             return;
         }
 
-        var message = new StringBuilder().Append(CultureInfo.InvariantCulture, $"{source}: weights do not match the {Config.ModelType} model ({Config.NumHiddenLayers} layers, hidden {Config.HiddenSize}, vocab {Config.VocabSize}).");
+        var message = new StringBuilder().Append(CultureInfo.InvariantCulture, $"{source}: weights do not match the {config.ModelType} model it describes (num_hidden_layers {config.NumHiddenLayers}, hidden_size {config.HiddenSize}, vocab_size {config.VocabSize}).");
         AppendList("missing", missing);
         AppendList("unexpected", unexpected);
         AppendList("shape mismatch", mismatched);

@@ -46,10 +46,11 @@ public static partial class ModelCheckpoint
         LlamaConfig config = LlamaConfig.Load(Path.Combine(directory, "config.json"));
         using CheckpointReader reader = CheckpointReader.Open(directory);
         torch.Device device = ComputeDevice.Resolve(options.Device);
+        var shapes = reader.TensorNames.ToDictionary(n => n, n => reader.GetInfo(n).Shape, StringComparer.Ordinal);
+        LlamaForCausalLM.CheckLayout(config, shapes, Path.Combine(directory, "config.json"));
         var model = new LlamaForCausalLM(config, options.DType ?? torch.ScalarType.Float32, device);
         try
         {
-            var shapes = reader.TensorNames.ToDictionary(n => n, n => reader.GetInfo(n).Shape, StringComparer.Ordinal);
             model.LoadWeights(shapes, reader.ReadTensor, directory);
         }
         catch

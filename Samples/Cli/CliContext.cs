@@ -43,6 +43,9 @@ public sealed class CliContext(TextWriter output, TextWriter error)
     /// <summary><c>--verbose</c>: stack traces on failure and debug logging.</summary>
     public static readonly Option<bool> Verbose = new("--verbose") { Description = "Show debug logs and full stack traces.", Recursive = true };
 
+    /// <summary><c>--skip-memory-check</c>: load or build even when the estimate exceeds the available memory.</summary>
+    public static readonly Option<bool> SkipMemoryCheck = new("--skip-memory-check") { Description = "Proceed even when a model's estimated memory exceeds what is available (it may then be killed for lack of memory).", Recursive = true };
+
     /// <summary>Standard output (results).</summary>
     public TextWriter Output { get; } = output;
 

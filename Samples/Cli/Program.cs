@@ -1,11 +1,12 @@
 using System.CommandLine;
+using System.CommandLine.Parsing;
 using System.Globalization;
 using ModelSurgery.Cli.Commands;
 
 namespace ModelSurgery.Cli;
 
 /// <summary>Entry point of the <c>modelsurgery</c> tool.</summary>
-public static class Program
+public static partial class Program
 {
     /// <summary>Runs the tool. Exit codes: 0 success, 1 failure (one-line message), 2 usage error.</summary>
     public static async Task<int> Main(string[] args)
@@ -46,7 +47,7 @@ public static class Program
         // Scripts read the output: numbers look the same under every culture. The culture flows with this call only.
         CultureInfo.CurrentCulture = CultureInfo.InvariantCulture;
         var context = new CliContext(output, error);
-        var root = new RootCommand("ModelSurgery: make small language models out of large ones.") { CliContext.Verbose };
+        var root = new RootCommand("ModelSurgery: make small language models out of large ones.") { CliContext.Verbose, CliContext.SkipMemoryCheck };
         foreach (Command command in CommandCatalog.Create(context))
         {
             root.Subcommands.Add(command);
@@ -64,8 +65,15 @@ public static class Program
             return ExitCodes.Usage;
         }
 
+        if (NonFiniteNumber(parsed) is { } bad)
+        {
+            await error.WriteLineAsync($"error: {bad}").ConfigureAwait(false);
+            return ExitCodes.Usage;
+        }
+
         try
         {
+            Inference.Runtime.MemoryPreflight.Skip = parsed.GetValue(CliContext.SkipMemoryCheck);
             var configuration = new InvocationConfiguration { EnableDefaultExceptionHandler = false, Output = output, Error = error };
             return await parsed.InvokeAsync(configuration, cancellationToken).ConfigureAwait(false);
         }
@@ -73,6 +81,11 @@ public static class Program
         {
             await error.WriteLineAsync($"error: {UserMessage(ex.Message)}").ConfigureAwait(false);
             return ExitCodes.Usage;
+        }
+        catch (Inference.Runtime.MemoryPreflightException ex)
+        {
+            await error.WriteLineAsync($"error: {ex.Message} Free memory, choose a smaller model, or give {CliContext.SkipMemoryCheck.Name} to try anyway.").ConfigureAwait(false);
+            return ExitCodes.Failure;
         }
         catch (OperationCanceledException)
         {
@@ -86,6 +99,28 @@ public static class Program
             await error.WriteLineAsync(parsed.GetValue(CliContext.Verbose) ? $"error: {ex}" : $"error: {OneLine(ex)}").ConfigureAwait(false);
             return ExitCodes.Failure;
         }
+    }
+
+    // NaN and infinities parse as numbers but are never a meaningful setting: one check covers every numeric option.
+    private static string? NonFiniteNumber(ParseResult parsed)
+    {
+        foreach (OptionResult result in parsed.CommandResult.Children.OfType<OptionResult>())
+        {
+            double? value = result.Option switch
+            {
+                Option<double> o => parsed.GetValue(o),
+                Option<double?> o => parsed.GetValue(o),
+                Option<float> o => parsed.GetValue(o),
+                Option<float?> o => parsed.GetValue(o),
+                _ => null,
+            };
+            if (value is { } v && !double.IsFinite(v))
+            {
+                return string.Create(CultureInfo.InvariantCulture, $"{result.Option.Name} must be a finite number, got {v}.");
+            }
+        }
+
+        return null;
     }
 
     private static string OneLine(Exception ex)

@@ -25,11 +25,31 @@ internal static class TokenInput
                 throw new InvalidDataException($"{path}: {file.Count} tokens do not fit in memory as one sequence.");
             }
 
+            if (file.Count == 0)
+            {
+                throw new InvalidDataException($"{path}: holds no tokens.");
+            }
+
             long[] ids = file.Read(0, (int)file.Count);
             return [.. ids.Select(id => (int)id)];
         }
 
-        return TokenIds.Parse(File.ReadAllText(path), path);
+        int[] parsed = TokenIds.Parse(Inference.IO.TextFiles.ReadAllText(path), path);
+        return parsed.Length > 0 ? parsed : throw new InvalidDataException($"{path}: holds no token ids.");
+    }
+
+    /// <summary>Refuses ids outside a model's vocabulary, naming where they came from.</summary>
+    public static IReadOnlyList<int> CheckRange(IReadOnlyList<int> ids, int vocabSize, string source)
+    {
+        for (int i = 0; i < ids.Count; i++)
+        {
+            if (ids[i] < 0 || ids[i] >= vocabSize)
+            {
+                throw new InvalidDataException($"{source}: token id {ids[i]} (item {i + 1}) is outside the model's vocabulary of {vocabSize} ids.");
+            }
+        }
+
+        return ids;
     }
 
     private static bool IsPackedTokenFile(string path)

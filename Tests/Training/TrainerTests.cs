@@ -111,7 +111,7 @@ public sealed class TrainerTests
         await new Trainer(model, options).TrainAsync(Data);
         Assert.That(
             async () => await new Trainer(model, options with { Steps = 3 }).TrainAsync(Data, resume: true),
-            Throws.TypeOf<InvalidDataException>().With.Message.Contains(Trainer.StateFileName).And.Message.Contains("2 steps"));
+            Throws.TypeOf<ResumeMismatchException>().With.Message.Contains(Trainer.StateFileName).And.Message.Contains("has 2").And.Property(nameof(ResumeMismatchException.Option)).EqualTo("Steps"));
     }
 
     [Test]

@@ -76,6 +76,12 @@ public static class Tokenization
         }
 
         cancellationToken.ThrowIfCancellationRequested();
+        if (writer.Count == 0)
+        {
+            // An empty token file would only fail later (no windows to train on, NaN metrics); say so here.
+            throw new InvalidDataException($"The inputs ({string.Join(", ", files.Take(3))}{(files.Count > 3 ? ", ..." : string.Empty)}) hold no text: 0 tokens. Check the files and the JSON field '{options.JsonField}'.");
+        }
+
         writer.Complete();
         return new TokenizeResult(writer.Path, files.Count, writer.Documents, writer.Count);
     }

@@ -39,6 +39,9 @@ internal static class CommonOptions
         option.CompletionSources.Add(OptionNames.Names<T>().ToArray());
         return option;
     }
+
+    /// <summary><c>--force</c>: replace a model or run already in the output folder.</summary>
+    public static Option<bool> Force(string what = "a model") => new("--force") { Description = $"Replace {what} already in the output folder (refused without it)." };
 }
 
 /// <summary>Token ids given on the command line or in a text file.</summary>

@@ -42,6 +42,20 @@ internal static class EvalCommand
                 throw new UsageException("give at least one --task or --perplexity.");
             }
 
+            if (parsed.GetValue(fewShot) < 0 || parsed.GetValue(batchSize) < 1 || parsed.GetValue(limit) is < 1)
+            {
+                throw new UsageException(parsed.GetValue(fewShot) < 0
+                    ? $"--few-shot must not be negative, got {parsed.GetValue(fewShot)}."
+                    : parsed.GetValue(batchSize) < 1 ? $"--batch-size must be positive, got {parsed.GetValue(batchSize)}." : $"--limit must be positive, got {parsed.GetValue(limit)}.");
+            }
+
+            string? reportPath = parsed.GetValue(output);
+            using OutputGuard guard = new OutputGuard()
+                .Inputs(parsed.GetValue(models), "--model", InputKind.Model)
+                .Inputs(specs.Select(s => s.DataPath), "--task/--perplexity").Inputs(specs.Select(s => s.FewShotPath).OfType<string>(), "--task")
+                .File(reportPath, "--out")
+                .File(reportPath is null ? null : Path.ChangeExtension(reportPath, ".json"), "--out (its .json)")
+                .File(reportPath is null ? null : Path.ChangeExtension(reportPath, ".png"), "--out (its .png)");
             var evaluations = new List<ModelEvaluation>();
             foreach (string modelDir in parsed.GetValue(models)!)
             {

@@ -74,6 +74,11 @@ internal static class ExportJobCommand
 
             (TrainingOptions training, CheckpointTrainingSettings settings) = shared.Read(parsed, studentDir);
             string? teacherDir = parsed.GetValue(teacher);
+            using var guard = new OutputGuard()
+                .Input(studentDir, "--student", InputKind.Model)
+                .Input(teacherDir, "--teacher", InputKind.Model)
+                .Input(parsed.GetValue(shared.Data), "--data");
+            guard.NotAnInputFolder(parsed.GetValue(shared.Out)!, "--out");
             var options = new JobExportOptions
             {
                 Engine = chosen,

@@ -65,17 +65,28 @@ internal static class GenerateCommand
             }
             catch (ArgumentException ex)
             {
-                throw new UsageException(ex.Message, ex);
+                // The library names its properties; say which option that is.
+                throw new UsageException(ex.Message
+                    .Replace("GenerationOptions.MaxNewTokens", "--max-new-tokens", StringComparison.Ordinal)
+                    .Replace("GenerationOptions.Temperature", "--temperature", StringComparison.Ordinal)
+                    .Replace("GenerationOptions.TopK", "--top-k", StringComparison.Ordinal)
+                    .Replace("GenerationOptions.TopP", "--top-p", StringComparison.Ordinal), ex);
             }
 
             string modelDir = parsed.GetValue(model)!;
             using LlamaForCausalLM lm = ModelCheckpoint.Load(modelDir, new ModelLoadOptions { Device = parsed.GetValue(device)!, DType = weightType });
             var tokenizer = parsed.GetValue(ids) && parsed.GetValue(prompt) is null ? null : CliTokenizer.TryLoad(modelDir);
-            IReadOnlyList<int> promptTokens = parsed.GetValue(promptIds) is { } idText
+            int[] promptTokens = parsed.GetValue(promptIds) is { } idText
                 ? TokenIds.Parse(idText, "--prompt-ids")
                 : parsed.GetValue(prompt) is { } text
                     ? CliTokenizer.Encode(tokenizer, modelDir, text, lm.Config.BosTokenId)
                     : [lm.Config.BosTokenId ?? throw new UsageException($"{modelDir}: config.json has no bos_token_id; give --prompt-ids.")];
+            TokenInput.CheckRange(promptTokens, lm.Config.VocabSize, "--prompt-ids");
+            if (promptTokens.Length > lm.Config.MaxPositionEmbeddings)
+            {
+                throw new UsageException($"the prompt ({promptTokens.Length} tokens) is longer than the model's max_position_embeddings ({lm.Config.MaxPositionEmbeddings}).");
+            }
+
             options = options with { StopTokenIds = lm.Config.EosTokenIds };
 
             var generated = new List<int>();

@@ -13,15 +13,54 @@ internal static class InspectCommand
     {
         var path = new Argument<string>("path") { Description = "A checkpoint folder, any .safetensors file (with or without config.json beside it), or a bare config.json (parameter accounting only)." };
         var json = new Option<bool>("--json") { Description = "Print the result as JSON." };
-        var command = new Command("inspect", "Show a model's architecture, parameter count by component, dtypes, shards and bytes; or a bare safetensors file's tensors and metadata.") { path, json };
+        var scan = new Option<bool>("--scan") { Description = $"Check every weight for NaN and infinite values even above {ByteSize.Format(ScanLimitBytes)} (smaller checkpoints are always checked)." };
+        var command = new Command("inspect", "Show a model's architecture, parameter count by component, dtypes, shards and bytes; or a bare safetensors file's tensors and metadata.") { path, json, scan };
         command.SetAction(async (parsed, cancellationToken) =>
         {
-            ModelInspection inspection = ModelInspector.Inspect(parsed.GetValue(path)!);
+            string target = parsed.GetValue(path)!;
+            ModelInspection inspection = ModelInspector.Inspect(target);
             string text = parsed.GetValue(json) ? inspection.ToJson() : Render(inspection);
             await context.Output.WriteLineAsync(text.AsMemory(), cancellationToken).ConfigureAwait(false);
+            if (!target.EndsWith(".json", StringComparison.OrdinalIgnoreCase))
+            {
+                // Inspecting a damaged checkpoint is still meaningful: the values are reported as warnings, not as a failure.
+                foreach (string warning in ScanValues(target, parsed.GetValue(scan), cancellationToken))
+                {
+                    await context.Error.WriteLineAsync($"warning: {warning}").ConfigureAwait(false);
+                }
+            }
+
             return ExitCodes.Success;
         });
         return command;
+    }
+
+    /// <summary>Checkpoints up to this size have every value checked by default (a pass over the memory-mapped files).</summary>
+    internal const long ScanLimitBytes = 8L << 30;
+
+    private static List<string> ScanValues(string path, bool force, CancellationToken cancellationToken)
+    {
+        using CheckpointReader reader = CheckpointReader.Open(path);
+        if (reader.TotalTensorBytes > ScanLimitBytes && !force)
+        {
+            return [$"weights not checked for NaN or infinite values ({ByteSize.Format(reader.TotalTensorBytes)}); give --scan to check them."];
+        }
+
+        var warnings = new List<string>();
+        foreach (string name in reader.TensorNames)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            try
+            {
+                reader.ReadTensor(name).Dispose();
+            }
+            catch (InvalidDataException e)
+            {
+                warnings.Add(e.Message);
+            }
+        }
+
+        return warnings;
     }
 
     internal static string Render(ModelInspection inspection)

@@ -13,7 +13,8 @@ internal static class Llama2CCommands
         var output = new Argument<string>("out-dir") { Description = "Output Hugging Face checkpoint folder." };
         var dtype = new Option<string>("--dtype") { Description = "Stored dtype: f32, bf16 or f16.", DefaultValueFactory = _ => "f32" };
         var tokenizer = SynthCommand.TokenizerOption();
-        var command = new Command("import-llama2c", "Convert a llama2.c checkpoint into a Hugging Face checkpoint folder.") { input, output, dtype, tokenizer };
+        var force = CommonOptions.Force();
+        var command = new Command("import-llama2c", "Convert a llama2.c checkpoint into a Hugging Face checkpoint folder.") { input, output, dtype, tokenizer, force };
         command.SetAction(async (parsed, cancellationToken) =>
         {
             string path = parsed.GetValue(input)!;
@@ -23,6 +24,7 @@ internal static class Llama2CCommands
             }
 
             string outDir = parsed.GetValue(output)!;
+            using OutputGuard guard = new OutputGuard().Input(path, "file.bin").Folder(outDir, "out-dir", parsed.GetValue(force), clearModel: true);
             LlamaConfig config = await Llama2CImporter.ImportAsync(path, outDir, SynthCommand.ParseWeightDType(parsed.GetValue(dtype)!), cancellationToken: cancellationToken).ConfigureAwait(false);
             SynthCommand.PutTokenizer(parsed.GetValue(tokenizer), outDir, config);
             await context.Output.WriteLineAsync($"imported {path} -> {outDir}: {config.NumHiddenLayers} layers, hidden {config.HiddenSize}, vocab {config.VocabSize}, {LlamaTensorLayout.CountParameters(config).Total:N0} parameters").ConfigureAwait(false);
@@ -50,7 +52,11 @@ internal static class Llama2CCommands
                 "version1" => Llama2CVersion.Version1,
                 var other => throw new UsageException($"{format.Name}: '{other}' is not legacy or version1."),
             };
-            Llama2CImporter.Export(parsed.GetValue(input)!, outPath, version);
+            using OutputGuard guard = new OutputGuard().Input(parsed.GetValue(input), "model-dir", InputKind.Model).File(outPath, "file.bin");
+            string modelDir = parsed.GetValue(input)!;
+            LlamaConfig config = TrainingCommandOptions.ReadConfig(modelDir);
+            Inference.Runtime.MemoryPreflight.EnsureDiskSpace(Path.GetDirectoryName(Path.GetFullPath(outPath))!, LlamaTensorLayout.CountParameters(config).Total * sizeof(float), "export-llama2c");
+            Llama2CImporter.Export(modelDir, outPath, version);
             await context.Output.WriteLineAsync($"wrote {outPath}").ConfigureAwait(false);
             return ExitCodes.Success;
         });

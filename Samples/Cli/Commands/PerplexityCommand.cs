@@ -20,6 +20,12 @@ internal static class PerplexityCommand
             string modelDir = parsed.GetValue(model)!;
             int[] ids = TokenInput.Read(parsed.GetValue(tokens)!);
             using LlamaForCausalLM lm = ModelCheckpoint.Load(modelDir, new ModelLoadOptions { Device = parsed.GetValue(device)! });
+            TokenInput.CheckRange(ids, lm.Config.VocabSize, parsed.GetValue(tokens)!);
+            if (ids.Length < 2)
+            {
+                throw new InvalidDataException($"{parsed.GetValue(tokens)}: holds {ids.Length} token; perplexity needs at least 2.");
+            }
+
             int window = parsed.GetValue(contextLength) ?? Math.Min(lm.Config.MaxPositionEmbeddings, 1024);
             int step = parsed.GetValue(stride) ?? Math.Max(1, window / 2);
             if (window < 2 || window > lm.Config.MaxPositionEmbeddings)

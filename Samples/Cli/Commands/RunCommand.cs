@@ -49,6 +49,8 @@ internal static class RunCommand
 
             string workDir = parsed.GetValue(work)
                 ?? Path.Combine(Path.GetDirectoryName(Path.GetFullPath(recipePath))!, Path.GetFileNameWithoutExtension(recipePath) + ".work");
+            // Re-runs into the work folder skip and resume by design; the lock keeps a second run out while one is going.
+            using OutputGuard guard = new OutputGuard().Input(recipePath, "recipe").Folder(workDir, "--work", resume: true);
             using ILoggerFactory loggers = CliContext.CreateLoggerFactory(parsed);
             ConsoleProgressBar? bar = null;
             string? current = null;

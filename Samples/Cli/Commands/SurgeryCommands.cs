@@ -25,6 +25,10 @@ internal static class SurgeryCommands
         calibration.AddTo(command);
         command.SetAction(async (parsed, cancellationToken) =>
         {
+            using OutputGuard guard = new OutputGuard()
+                .Input(parsed.GetValue(model), "--model", InputKind.Model)
+                .Input(parsed.GetValue(calibration.Tokens), "--tokens")
+                .Folder(parsed.GetValue(output), "--out");
             IReadOnlyList<ImportanceScores> scores = await ScoreAsync(context, parsed, parsed.GetValue(model)!, calibration, parsed.GetValue(metrics)!, parsed.GetValue(device)!, cancellationToken).ConfigureAwait(false);
             await SaveScoresAsync(context, scores, parsed.GetValue(output)!).ConfigureAwait(false);
             return ExitCodes.Success;
@@ -42,6 +46,10 @@ internal static class SurgeryCommands
         targets.AddTo(command);
         command.SetAction(async (parsed, cancellationToken) =>
         {
+            using OutputGuard guard = new OutputGuard()
+                .Input(parsed.GetValue(model), "--model", InputKind.Model)
+                .Inputs(parsed.GetValue(scores), "--scores")
+                .File(parsed.GetValue(output), "--out");
             LlamaConfig teacher = LlamaConfig.Load(Path.Combine(parsed.GetValue(model)!, "config.json"));
             ImportanceScores? combined = Combine([.. (parsed.GetValue(scores) ?? []).Select(ImportanceScores.Load)], teacher);
             SurgeryPlan plan = targets.Build(context, parsed, teacher, combined);
@@ -60,6 +68,7 @@ internal static class SurgeryCommands
         build.AddTo(command);
         command.SetAction(async (parsed, cancellationToken) =>
         {
+            using OutputGuard guard = build.Guard(parsed, parsed.GetValue(model)!).Input(parsed.GetValue(plan), "--plan");
             SurgeryPlan loaded = SurgeryPlan.Load(parsed.GetValue(plan)!);
             await build.RunAsync(context, parsed, parsed.GetValue(model)!, loaded, cancellationToken).ConfigureAwait(false);
             return ExitCodes.Success;
@@ -83,6 +92,7 @@ internal static class SurgeryCommands
         {
             string teacherDir = parsed.GetValue(model)!;
             string surgeryDir = Path.Combine(parsed.GetValue(build.Output)!, "surgery");
+            using OutputGuard guard = build.Guard(parsed, teacherDir).Input(parsed.GetValue(calibration.Tokens), "--tokens");
             LlamaConfig teacher = LlamaConfig.Load(Path.Combine(teacherDir, "config.json"));
             IReadOnlyList<ImportanceScores> scores = await ScoreAsync(context, parsed, teacherDir, calibration, parsed.GetValue(metrics)!, parsed.GetValue(device)!, cancellationToken).ConfigureAwait(false);
             SurgeryPlan plan = targets.Build(context, parsed, teacher, Combine(scores, teacher));
@@ -128,7 +138,7 @@ internal static class SurgeryCommands
             throw new UsageException(string.Join("; ", errors) + ".");
         }
 
-        CalibrationData? data = calibration.Load(parsed);
+        CalibrationData? data = calibration.Load(parsed, TrainingCommandOptions.ReadConfig(modelDir).MaxPositionEmbeddings);
         if (data is null && metrics.FirstOrDefault(m => (ScoringMetrics.Get(m).Needs & (MetricNeeds.Activations | MetricNeeds.Gradients | MetricNeeds.Masks)) != 0) is { } needy)
         {
             throw new UsageException($"--metric {needy} runs the model on calibration text: give {calibration.Tokens.Name} <token file>.");
@@ -224,15 +234,26 @@ internal static class SurgeryCommands
             command.Options.Add(Seed);
         }
 
-        public CalibrationData? Load(ParseResult parsed)
+        public CalibrationData? Load(ParseResult parsed, int maxPositions)
         {
             if (parsed.GetValue(Tokens) is not { } path)
             {
                 return null;
             }
 
-            int[] ids = TokenInput.Read(path);
+            int sequences = parsed.GetValue(Sequences);
             int length = parsed.GetValue(Length);
+            if (sequences < 1)
+            {
+                throw new UsageException($"--sequences must be positive, got {sequences}.");
+            }
+
+            if (length < 2 || length > maxPositions)
+            {
+                throw new UsageException($"--length must be between 2 and the model's max_position_embeddings ({maxPositions}), got {length}.");
+            }
+
+            int[] ids = TokenInput.Read(path);
             if (ids.Length <= length)
             {
                 throw new UsageException($"--tokens {path} holds {ids.Length} tokens, not enough for windows of --length {length}.");
@@ -344,7 +365,7 @@ internal static class SurgeryCommands
         private readonly Option<string?> _dtype = new("--dtype") { Description = "Stored dtype of the student (f32, bf16, f16); default: the teacher's." };
         private readonly Option<string?> _maxShard = new("--max-shard-size") { Description = "Largest shard (e.g. 2GB).", DefaultValueFactory = _ => "2GiB" };
         private readonly Option<string?> _tokenizer = new("--tokenizer") { Description = "Tokenizer file or folder to put in the student (needed when the plan compresses the vocabulary)." };
-        private readonly Option<bool> _force = new("--force") { Description = "Build even when the memory estimate exceeds what is available." };
+        private readonly Option<bool> _force = new("--force") { Description = "Replace a model already in --out, and build even when the memory estimate exceeds what is available." };
 
         public void AddTo(Command command)
         {
@@ -354,6 +375,12 @@ internal static class SurgeryCommands
             command.Options.Add(_tokenizer);
             command.Options.Add(_force);
         }
+
+        /// <summary>The output checks of a build: the teacher and the tokenizer are inputs, --out a model folder.</summary>
+        public OutputGuard Guard(ParseResult parsed, string teacherDir) => new OutputGuard()
+            .Input(teacherDir, "--model", InputKind.Model)
+            .Input(parsed.GetValue(_tokenizer), "--tokenizer", InputKind.Model)
+            .Folder(parsed.GetValue(Output), "--out", parsed.GetValue(_force));
 
         public async Task RunAsync(CliContext context, ParseResult parsed, string teacherDir, SurgeryPlan plan, CancellationToken cancellationToken)
         {
@@ -366,6 +393,7 @@ internal static class SurgeryCommands
             };
             PlanEstimate estimate = PlanEstimate.For(plan, plan.Teacher.TorchDtype, options.DType is { } d ? Inference.Checkpoints.SyntheticCheckpoint.ToTorchDtypeName(d) : null);
             await context.Error.WriteLineAsync($"estimate: {estimate.Summary()}").ConfigureAwait(false);
+            Inference.Runtime.MemoryPreflight.EnsureDiskSpace(parsed.GetValue(Output)!, estimate.BytesToWrite, "build");
             StudentBuildResult result;
             using (var bar = context.CreateProgressBar("build"))
             {

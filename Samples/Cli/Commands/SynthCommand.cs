@@ -16,13 +16,18 @@ internal static class SynthCommand
         var seed = new Option<int>("--seed") { Description = "Random seed; the same seed gives identical files.", DefaultValueFactory = _ => 0 };
         var output = new Option<string>("--out") { Description = "Output checkpoint folder.", Required = true };
         var tokenizer = TokenizerOption();
-        var command = new Command("synth", "Write a random-weight checkpoint with the exact tensor names and shapes of a real model.") { like, dtype, maxShard, seed, output, tokenizer };
+        var force = CommonOptions.Force();
+        var command = new Command("synth", "Write a random-weight checkpoint with the exact tensor names and shapes of a real model.") { like, dtype, maxShard, seed, output, tokenizer, force };
         command.SetAction(async (parsed, cancellationToken) =>
         {
             LlamaConfig config = ResolveConfig(parsed.GetValue(like)!);
             SafetensorsDType storedDType = ParseWeightDType(parsed.GetValue(dtype)!);
             long maxShardBytes = parsed.GetValue(maxShard) is { } size ? ParseSize(size, "--max-shard-size") : long.MaxValue;
             string outDir = parsed.GetValue(output)!;
+            using OutputGuard guard = new OutputGuard()
+                .Input(File.Exists(parsed.GetValue(like)) ? parsed.GetValue(like) : null, "--like")
+                .Folder(outDir, "--out", parsed.GetValue(force), clearModel: true);
+            Inference.Runtime.MemoryPreflight.EnsureDiskSpace(outDir, LlamaTensorLayout.CountParameters(config).Total * storedDType.ElementSize(), "synth");
             using var bar = context.CreateProgressBar("synth");
             await SyntheticCheckpoint.WriteAsync(
                 config,

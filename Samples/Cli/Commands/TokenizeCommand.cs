@@ -45,6 +45,11 @@ internal static class TokenizeCommand
             }
 
             string outPath = parsed.GetValue(output)!;
+            using OutputGuard guard = new OutputGuard()
+                .Input(tokenizerPath, "--tokenizer", InputKind.Model)
+                .Inputs(parsed.GetValue(inputs), "--in", InputKind.Corpus)
+                .File(outPath, "--out")
+                .File(TokenFileInfo.PathFor(outPath), "--out");
             TokenizeResult result;
             using (ConsoleProgressBar bar = context.CreateProgressBar("tokenize"))
             {

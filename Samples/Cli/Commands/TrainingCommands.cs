@@ -43,6 +43,7 @@ internal sealed class TrainingCommandOptions
     private readonly Option<double> _roundRatio = new("--round-ratio") { Description = "Share of batches redrawn by loss for each later round.", DefaultValueFactory = _ => 0.5 };
     private readonly Option<string> _roundSchedule = new("--round-schedule") { Description = "restart: each round starts a fresh optimizer and learning-rate schedule; continue: one optimizer and one schedule span all rounds.", DefaultValueFactory = _ => "restart" };
     private readonly Option<bool> _resume = new("--resume") { Description = "Continue from <out>/checkpoints/last/training-state.bin (same options required)." };
+    private readonly Option<bool> _force = CommonOptions.Force("a run or model");
     private readonly Option<ulong> _seed = new("--seed") { Description = "Seed of data order and initialisation.", DefaultValueFactory = _ => 1234 };
     private readonly Option<double?> _valFraction = new("--val-fraction") { Description = "Validation share of windows; overrides the value recorded by 'tokenize' (default: recorded, else 0)." };
     private readonly Option<string> _device = CommonOptions.Device();
@@ -68,10 +69,10 @@ internal sealed class TrainingCommandOptions
         foreach (Option option in new Option[]
         {
             _data, _out, _steps, _tokens, _lr, _minLr, _warmup, _weightDecay, _gradClip, _batchTokens, _batchSize, _seqLen, _gradAccum,
-            _evalEvery, _evalBatches, _checkpointEvery, _precision, _rounds, _roundRatio, _roundSchedule, _resume, _seed, _valFraction, _device,
+            _evalEvery, _evalBatches, _checkpointEvery, _precision, _rounds, _roundRatio, _roundSchedule, _resume, _force, _seed, _valFraction, _device,
         })
         {
-            if (_localRun || !(option == _rounds || option == _roundRatio || option == _roundSchedule || option == _resume || option == _device))
+            if (_localRun || !(option == _rounds || option == _roundRatio || option == _roundSchedule || option == _resume || option == _device || option == _force))
             {
                 command.Options.Add(option);
             }
@@ -88,7 +89,13 @@ internal sealed class TrainingCommandOptions
             throw new UsageException("give exactly one of --steps and --tokens.");
         }
 
-        int seqLen = parsed.GetValue(_seqLen) ?? Math.Min(512, ReadConfig(modelDir).MaxPositionEmbeddings);
+        int maxPositions = ReadConfig(modelDir).MaxPositionEmbeddings;
+        int seqLen = parsed.GetValue(_seqLen) ?? Math.Min(512, maxPositions);
+        if (seqLen > maxPositions)
+        {
+            throw new UsageException($"--seq-len {seqLen} is longer than the model's max_position_embeddings ({maxPositions}) in {Path.Combine(modelDir, "config.json")}.");
+        }
+
         int batchSize = parsed.GetValue(_batchSize);
         int? gradAccum = parsed.GetValue(_gradAccum);
         if (parsed.GetValue(_batchTokens) is long batchTokens)
@@ -136,6 +143,10 @@ internal sealed class TrainingCommandOptions
             Precision = parsed.GetValue(_precision),
             Seed = parsed.GetValue(_seed),
             OutputDir = parsed.GetValue(_out)!,
+
+            // A non-finite loss or gradient means the run has diverged (or the data or model is broken): stop at once
+            // with an error rather than skip steps and write a model that learned nothing.
+            MaxNonFiniteSteps = 1,
         };
         try
         {
@@ -168,6 +179,22 @@ internal sealed class TrainingCommandOptions
         return (options, settings);
     }
 
+    /// <summary>The output checks of a local run: the model folders and the token file are inputs, --out a run folder, locked while it runs.</summary>
+    public OutputGuard Guard(ParseResult parsed, params (string? Path, string Option)[] models)
+    {
+        var guard = new OutputGuard();
+        foreach ((string? path, string option) in models)
+        {
+            guard.Input(path, option, InputKind.Model);
+        }
+
+        string? data = parsed.GetValue(_data);
+        return guard
+            .Input(data, "--data")
+            .Input(data is null ? null : ModelSurgery.Training.Data.TokenFileInfo.PathFor(data), "--data (its .json)")
+            .Folder(parsed.GetValue(_out), "--out", parsed.GetValue(_force), parsed.GetValue(_resume));
+    }
+
     public static LlamaConfig ReadConfig(string modelDir)
     {
         string path = Path.Combine(modelDir, "config.json");
@@ -191,7 +218,19 @@ internal sealed class TrainingCommandOptions
                 p.Step,
                 p.TotalSteps,
                 string.Create(CultureInfo.InvariantCulture, $"step {p.Step} loss {p.Loss:F4} lr {p.LearningRate:E2} {p.TokensPerSecond:F0} tok/s eta {p.Eta:hh\\:mm\\:ss}{(p.ValidationLoss is { } v ? $" val {v:F4}" : string.Empty)}")));
-            result = await run(progress, logger).ConfigureAwait(false);
+            try
+            {
+                result = await run(progress, logger).ConfigureAwait(false);
+            }
+            catch (ResumeMismatchException e)
+            {
+                throw new UsageException(OptionName(e.Message), e);
+            }
+            catch (TrainingDivergedException e)
+            {
+                // Name the options that usually cause it.
+                throw new TrainingDivergedException(e.Message.Replace("Lower the learning rate", "Lower --lr", StringComparison.Ordinal), e);
+            }
         }
 
         TrainingResult last = result.Runs[^1];
@@ -217,7 +256,11 @@ internal sealed class TrainingCommandOptions
         .Replace("Training option EvalEvery", "--eval-every", StringComparison.Ordinal)
         .Replace("Training option EvalBatches", "--eval-batches", StringComparison.Ordinal)
         .Replace("Training option CheckpointEvery", "--checkpoint-every", StringComparison.Ordinal)
-        .Replace("Training option OutputDir", "--out", StringComparison.Ordinal);
+        .Replace("Training option OutputDir", "--out", StringComparison.Ordinal)
+        .Replace("Training option Seed", "--seed", StringComparison.Ordinal)
+        .Replace("Training option Precision", "--precision", StringComparison.Ordinal)
+        .Replace("Training option DataTokens", "--data (its token count)", StringComparison.Ordinal)
+        .Replace("Training option Data", "--data", StringComparison.Ordinal);
 }
 
 
@@ -237,6 +280,7 @@ internal static class TrainCommand
         {
             string modelDir = parsed.GetValue(model)!;
             (TrainingOptions options, CheckpointTrainingSettings settings) = shared.Read(parsed, modelDir);
+            using OutputGuard guard = shared.Guard(parsed, (modelDir, "--model"));
             return await TrainingCommandOptions.RunWithProgressAsync(context, parsed, "train", (progress, logger) =>
                 CheckpointTraining.TrainAsync(modelDir, parsed.GetValue(shared.Data)!, options, settings, progress, logger, cancellationToken)).ConfigureAwait(false);
         });
@@ -293,7 +337,14 @@ internal static class DistillCommand
                 throw new UsageException($"--alpha must be in [0, 1], got {a}.");
             }
 
+            double hiddenWeightValue = parsed.GetValue(hiddenWeight);
+            if (!(hiddenWeightValue >= 0))
+            {
+                throw new UsageException($"--hidden-weight must not be negative, got {hiddenWeightValue}.");
+            }
+
             (TrainingOptions options, CheckpointTrainingSettings settings) = shared.Read(parsed, studentDir);
+            using OutputGuard guard = shared.Guard(parsed, (studentDir, "--student"), (teacherDir, "--teacher")).Input(cachePath, "--teacher-cache").Input(planPath, "--plan");
             var distillation = new DistillationSettings
             {
                 Divergence = parsed.GetValue(kdLoss),
@@ -339,15 +390,28 @@ internal static class CacheTeacherCommand
                 throw new UsageException($"--top-k and --batch-size must be positive, got {k} and {batch}.");
             }
 
-            int length = parsed.GetValue(seqLen) ?? Math.Min(512, TrainingCommandOptions.ReadConfig(teacherDir).MaxPositionEmbeddings);
-            if (length < 1)
+            LlamaConfig teacherConfig = TrainingCommandOptions.ReadConfig(teacherDir);
+            int maxPositions = teacherConfig.MaxPositionEmbeddings;
+            if (k > teacherConfig.VocabSize)
             {
-                throw new UsageException($"--seq-len must be positive, got {length}.");
+                throw new UsageException($"--top-k {k} is more than the teacher's vocab_size ({teacherConfig.VocabSize}).");
+            }
+
+            int length = parsed.GetValue(seqLen) ?? Math.Min(512, maxPositions);
+            if (length < 1 || length > maxPositions)
+            {
+                throw new UsageException($"--seq-len must be between 1 and the teacher's max_position_embeddings ({maxPositions}), got {length}.");
             }
 
             var settings = new CheckpointTrainingSettings { ValidationFraction = parsed.GetValue(valFraction), Device = parsed.GetValue(device)! };
             string path = parsed.GetValue(output)!;
             string tokensPath = parsed.GetValue(data)!;
+            using OutputGuard guard = new OutputGuard()
+                .Input(teacherDir, "--teacher", InputKind.Model)
+                .Input(tokensPath, "--data")
+                .Input(ModelSurgery.Training.Data.TokenFileInfo.PathFor(tokensPath), "--data (its .json)")
+                .Input(parsed.GetValue(vocabMap), "--vocab-map")
+                .File(path, "--out");
             int total;
             using (var file = ModelSurgery.Training.Data.TokenFile.Open(tokensPath))
             {

@@ -54,6 +54,12 @@ internal static class VocabCommands
                 throw new UsageException($"--model {modelDir}: no config.json there.");
             }
 
+            using OutputGuard guard = new OutputGuard()
+                .Input(parsed.GetValue(tokenizer), "--tokenizer", InputKind.Model)
+                .Inputs(corpusPaths, "--corpus", InputKind.Corpus)
+                .Input(modelDir, "--model", InputKind.Model)
+                .File(parsed.GetValue(output), "--out")
+                .File(parsed.GetValue(plot), "--plot");
             using var loggers = CliContext.CreateLoggerFactory(parsed);
             using var bar = context.CreateProgressBar("counting");
             long totalBytes = CorpusBytes(corpusPaths);
@@ -100,7 +106,8 @@ internal static class VocabCommands
         var pad = new Option<int>("--pad-to-multiple") { Description = "Pad vocab_size to a multiple of this with zero embedding and head rows.", DefaultValueFactory = _ => 1 };
         var tokenizer = new Option<string?>("--tokenizer") { Description = "The model's tokenizer when the folder has none (file or gpt2); its ids must be the embedding rows." };
         var output = new Option<string>("--out") { Description = "Output checkpoint folder.", Required = true };
-        var command = new Command("compress", "Compress a model's vocabulary to the most frequent tokens of a corpus: tokenizer, embedding and head.") { model, corpus, keep, coverage, field, pad, tokenizer, output };
+        var force = CommonOptions.Force();
+        var command = new Command("compress", "Compress a model's vocabulary to the most frequent tokens of a corpus: tokenizer, embedding and head.") { model, corpus, keep, coverage, field, pad, tokenizer, output, force };
         command.SetAction(async (parsed, cancellationToken) =>
         {
             CompressionTarget target = (parsed.GetValue(keep), parsed.GetValue(coverage)) switch
@@ -125,6 +132,17 @@ internal static class VocabCommands
             }
 
             string[] corpusPaths = parsed.GetValue(corpus)!;
+            using OutputGuard guard = new OutputGuard()
+                .Input(modelDir, "--model", InputKind.Model)
+                .Inputs(corpusPaths, "--corpus", InputKind.Corpus)
+                .Input(parsed.GetValue(tokenizer), "--tokenizer", InputKind.Model)
+                .Folder(parsed.GetValue(output), "--out", parsed.GetValue(force), clearModel: true);
+            using (var teacher = Inference.Checkpoints.CheckpointReader.Open(modelDir))
+            {
+                // The compressed model is at most as large as the one it comes from.
+                Inference.Runtime.MemoryPreflight.EnsureDiskSpace(parsed.GetValue(output)!, teacher.TotalTensorBytes, "vocab compress");
+            }
+
             using var loggers = CliContext.CreateLoggerFactory(parsed);
             long totalBytes = CorpusBytes(corpusPaths);
             using var counting = context.CreateProgressBar("counting");
