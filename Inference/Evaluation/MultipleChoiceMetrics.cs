@@ -106,9 +106,7 @@ public static class MultipleChoiceMetrics
             return double.NaN;
         }
 
-        double mean = scores.Average();
-        double squares = scores.Sum(s => (s - mean) * (s - mean));
-        return Math.Sqrt(squares / (n - 1)) / Math.Sqrt(n);
+        return MathNet.Numerics.Statistics.Statistics.StandardDeviation(scores) / Math.Sqrt(n);
     }
 
     /// <summary>acc, acc_norm and acc_bytes over a task's predictions.</summary>

@@ -224,10 +224,8 @@ public static class Analysis
             throw new ArgumentException($"A quantile needs values and q in [0, 1]; got {sorted.Count} values and q = {q}.", nameof(q));
         }
 
-        double position = q * (sorted.Count - 1);
-        int low = (int)Math.Floor(position);
-        int high = Math.Min(low + 1, sorted.Count - 1);
-        return sorted[low] + ((sorted[high] - sorted[low]) * (position - low));
+        // R-7 (numpy's default): linear interpolation between the order statistics.
+        return MathNet.Numerics.Statistics.SortedArrayStatistics.QuantileCustom(sorted as double[] ?? [.. sorted], q, MathNet.Numerics.Statistics.QuantileDefinition.R7);
     }
 
     /// <summary>Mean and (when there are two or more values) half the range, e.g. <c>2.345 ± 0.012</c>.</summary>

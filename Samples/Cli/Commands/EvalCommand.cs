@@ -12,7 +12,7 @@ internal static class EvalCommand
 {
     public static Command Create(CliContext context)
     {
-        var models = new Option<string[]>("--model") { Description = "Checkpoint folder (with its tokenizer); repeat for several. The first is the reference.", Required = true, AllowMultipleArgumentsPerToken = false };
+        var models = new Option<string[]>("--model") { Description = "Checkpoint folder (with its tokenizer), or name=folder to name it in the report; repeat for several. The first is the reference.", Required = true, AllowMultipleArgumentsPerToken = false };
         var tasks = new Option<string[]>("--task") { Description = "name=file.jsonl; names arc_easy, arc_challenge, hellaswag, piqa, boolq, mmlu, or any other name for the generic {context, choices, answer} format." };
         var perplexity = new Option<string[]>("--perplexity") { Description = "A text file (.txt, or .jsonl with a \"text\" field) scored for bits per byte and token perplexity." };
         var fewShot = new Option<int>("--few-shot") { Description = "Few-shot examples per prompt.", DefaultValueFactory = _ => 0 };
@@ -49,21 +49,22 @@ internal static class EvalCommand
                     : parsed.GetValue(batchSize) < 1 ? $"--batch-size must be positive, got {parsed.GetValue(batchSize)}." : $"--limit must be positive, got {parsed.GetValue(limit)}.");
             }
 
+            IReadOnlyList<(string Name, string Directory)> named = NamedModels(parsed.GetValue(models)!);
             string? reportPath = parsed.GetValue(output);
             using OutputGuard guard = new OutputGuard()
-                .Inputs(parsed.GetValue(models), "--model", InputKind.Model)
+                .Inputs(named.Select(m => m.Directory), "--model", InputKind.Model)
                 .Inputs(specs.Select(s => s.DataPath), "--task/--perplexity").Inputs(specs.Select(s => s.FewShotPath).OfType<string>(), "--task")
                 .File(reportPath, "--out")
                 .File(reportPath is null ? null : Path.ChangeExtension(reportPath, ".json"), "--out (its .json)")
                 .File(reportPath is null ? null : Path.ChangeExtension(reportPath, ".png"), "--out (its .png)");
             var evaluations = new List<ModelEvaluation>();
-            foreach (string modelDir in parsed.GetValue(models)!)
+            foreach ((string modelName, string modelDir) in named)
             {
                 var tokenizer = CliTokenizer.TryLoad(modelDir) ?? throw new UsageException($"{modelDir} has no tokenizer (tokenizer.json or tokenizer.model); evaluation needs one.");
                 using LlamaForCausalLM lm = ModelCheckpoint.Load(modelDir, new ModelLoadOptions { Device = parsed.GetValue(device)! });
                 var options = new EvaluationOptions
                 {
-                    ModelName = Path.GetFileName(Path.TrimEndingDirectorySeparator(modelDir)),
+                    ModelName = modelName,
                     BatchSize = parsed.GetValue(batchSize),
                     FewShot = parsed.GetValue(fewShot),
                     Limit = parsed.GetValue(limit),
@@ -122,5 +123,43 @@ internal static class EvalCommand
         }
 
         return TaskSpec.ForHarnessTask(name, path) ?? new TaskSpec(name, TaskFormat.Generic, path);
+    }
+
+    /// <summary>
+    /// The models as named in the report: <c>name=folder</c> names one; otherwise the folder's name, with its parent's
+    /// when the name alone says nothing (<c>run-a/final</c> for a training run's <c>checkpoints/final</c>); names are unique.
+    /// </summary>
+    internal static IReadOnlyList<(string Name, string Directory)> NamedModels(IEnumerable<string> arguments)
+    {
+        var named = new List<(string Name, string Directory)>();
+        foreach (string argument in arguments)
+        {
+            int equals = argument.IndexOf('=', StringComparison.Ordinal);
+            (string name, string directory) = equals > 0 && !Directory.Exists(argument)
+                ? (argument[..equals], argument[(equals + 1)..])
+                : (DefaultName(argument), argument);
+            if (named.Any(m => m.Name == name))
+            {
+                throw new UsageException($"--model: two models are named '{name}' in the report; name them with name=folder.");
+            }
+
+            named.Add((name, directory));
+        }
+
+        return named;
+    }
+
+    private static string DefaultName(string directory)
+    {
+        string full = Path.TrimEndingDirectorySeparator(Path.GetFullPath(directory));
+        string name = Path.GetFileName(full);
+        if (name is "final" or "best" or "last" && Path.GetDirectoryName(full) is { } parent)
+        {
+            // checkpoints/final of a run: the run's folder says which model it is.
+            string owner = Path.GetFileName(parent) == "checkpoints" ? Path.GetDirectoryName(parent) ?? parent : parent;
+            name = $"{Path.GetFileName(owner)}/{name}";
+        }
+
+        return name;
     }
 }

@@ -4,7 +4,7 @@ using ModelSurgery.Inference.Modeling;
 
 namespace ModelSurgery.Cli.Commands;
 
-/// <summary><c>modelsurgery perplexity --model &lt;dir&gt; --tokens &lt;file&gt; [--context N] [--stride N]</c>.</summary>
+/// <summary><c>modelsurgery perplexity --model &lt;dir&gt; --tokens &lt;file&gt; [--context N] [--stride N] [--limit N]</c>.</summary>
 internal static class PerplexityCommand
 {
     public static Command Create(CliContext context)
@@ -13,12 +13,17 @@ internal static class PerplexityCommand
         var tokens = new Option<string>("--tokens") { Description = "Token file: a packed token file from 'modelsurgery tokenize', or token ids as text separated by spaces.", Required = true };
         var contextLength = new Option<int?>("--context") { Description = "Window length (default: the model's max_position_embeddings, at most 1024)." };
         var stride = new Option<int?>("--stride") { Description = "Window step (default: half the context)." };
+        var limit = new Option<int?>("--limit") { Description = "Score only the first N tokens of the file: a quick estimate on a large file." };
         var device = CommonOptions.Device();
-        var command = new Command("perplexity", "Perplexity of a model over a token file, with a sliding window.") { model, tokens, contextLength, stride, device };
+        var command = new Command("perplexity", "Perplexity of a model over a token file, with a sliding window.") { model, tokens, contextLength, stride, limit, device };
         command.SetAction(async (parsed, cancellationToken) =>
         {
             string modelDir = parsed.GetValue(model)!;
             int[] ids = TokenInput.Read(parsed.GetValue(tokens)!);
+            if (parsed.GetValue(limit) is int first)
+            {
+                ids = first >= 2 ? ids[..Math.Min(first, ids.Length)] : throw new UsageException($"--limit must be at least 2 tokens, got {first}.");
+            }
             using LlamaForCausalLM lm = ModelCheckpoint.Load(modelDir, new ModelLoadOptions { Device = parsed.GetValue(device)! });
             TokenInput.CheckRange(ids, lm.Config.VocabSize, parsed.GetValue(tokens)!);
             if (ids.Length < 2)

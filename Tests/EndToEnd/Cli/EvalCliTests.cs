@@ -89,6 +89,24 @@ public sealed class EvalCliTests
     }
 
     [Test]
+    public async Task Models_are_named_in_the_report_as_the_user_names_them()
+    {
+        CliRun run = await CliFixtures.RunOkAsync("eval", "--model", $"teacher={_model}", "--model", _model, "--task", $"facts={_generic}", "--batch-size", "4");
+        Assert.That(run.Output, Does.Contain("| teacher ").And.Contain("| " + Path.GetFileName(_model) + " "), run.ToString());
+
+        CliRun clash = await CliFixtures.RunAsync("eval", "--model", _model, "--model", _model, "--task", $"facts={_generic}");
+        Assert.That(clash.ExitCode, Is.EqualTo(2));
+        Assert.That(clash.Error, Does.Contain("name them with name=folder"));
+    }
+
+    [TestCase("runs/a/checkpoints/final", "a/final")]
+    [TestCase("runs/b/best", "b/best")]
+    [TestCase("models/student", "student")]
+    [TestCase("x=models/student", "x")]
+    public void Default_names_say_which_run_a_checkpoint_comes_from(string argument, string expected) =>
+        Assert.That(ModelSurgery.Cli.Commands.EvalCommand.NamedModels([argument]).Single().Name, Is.EqualTo(expected));
+
+    [Test]
     public async Task A_missing_task_file_fails_with_one_line()
     {
         string missing = Path.Combine(_dir, "no-such-task.jsonl");

@@ -74,6 +74,23 @@ public sealed partial class PerplexityCliTests
     }
 
     [Test]
+    public async Task Limit_scores_only_the_first_tokens()
+    {
+        string ids = Path.Combine(_dir, "ids-limit.txt");
+        await File.WriteAllTextAsync(ids, string.Join(' ', Tokens));
+
+        CliRun run = await CliFixtures.RunOkAsync("perplexity", "--model", _model, "--tokens", ids, "--context", "8", "--stride", "3", "--limit", "12");
+
+        using var model = ModelCheckpoint.Load(_model, new ModelLoadOptions { Device = "cpu" });
+        PerplexityResult expected = await PerplexityEvaluator.EvaluateAsync(model, Tokens[..12], 8, 3);
+        Assert.That(run.Output, Does.StartWith(string.Create(CultureInfo.InvariantCulture, $"perplexity {expected.Perplexity:F4} ")));
+        Assert.That(run.Output, Does.Contain("over 11 tokens"));
+        CliRun bad = await CliFixtures.RunAsync("perplexity", "--model", _model, "--tokens", ids, "--limit", "1");
+        Assert.That(bad.ExitCode, Is.EqualTo(2));
+        Assert.That(bad.Error, Does.Contain("--limit"));
+    }
+
+    [Test]
     public async Task A_missing_token_file_fails_with_one_line()
     {
         string missing = Path.Combine(_dir, "no-such-ids.txt");

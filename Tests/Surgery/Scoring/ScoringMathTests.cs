@@ -97,7 +97,12 @@ public sealed class ScoringMathTests
             Assert.That(AngularDistanceMetric.Span("angular-n", 2), Is.EqualTo(2));
             Assert.That(ScoringMetrics.Get("taylor").Needs, Is.EqualTo(MetricNeeds.Weights | MetricNeeds.Gradients));
             Assert.That(() => ScoringMetrics.Get("magic"), Throws.ArgumentException.With.Message.Contains("magic").And.Message.Contains("wanda"));
-            Assert.That(() => new ScoringOptions { Metrics = ["l1"], BatchSize = 0 }.Validate(), Throws.ArgumentException.With.Message.Contains("BatchSize"));
+            Assert.That(new ScoringOptions { Metrics = ["l1", "magic"], BatchSize = 0 }.Validate(), Is.EqualTo(new[]
+            {
+                "metrics: unknown metric 'magic' (known: " + string.Join(", ", ScoringMetrics.All.Select(m => m.Name)) + ")",
+                "batch_size: must be at least 1, got 0",
+            }));
+            Assert.That(() => new ScoringOptions { Metrics = ["l1"], BatchSize = 0 }.ThrowIfInvalid(), Throws.ArgumentException.With.Message.Contains("ScoringOptions.batch_size"));
         });
     }
 
