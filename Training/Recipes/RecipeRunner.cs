@@ -81,6 +81,39 @@ public static class RecipeRunner
 
     private static readonly JsonSerializerOptions StepJson = new() { WriteIndented = true };
 
+    /// <summary>
+    /// Every file the recipe names exists before any step runs, so a missing evaluation file is reported now and not
+    /// after the whole distillation.
+    /// </summary>
+    private static void CheckFilesBeforeTheFirstStep(DistillationRecipe recipe)
+    {
+        try
+        {
+            _ = CorpusReader.ExpandPaths(recipe.Data.Corpus.Select(recipe.Resolve));
+        }
+        catch (ArgumentException ex)
+        {
+            throw new InvalidDataException($"data.corpus: {ex.Message.Split(" (Parameter", 2)[0]}", ex);
+        }
+
+        if (recipe.Data.Tokenizer is { } tokenizer && !File.Exists(recipe.Resolve(tokenizer)) && !Directory.Exists(recipe.Resolve(tokenizer))
+            && !string.Equals(tokenizer, TiktokenVocabulary.Gpt2Name, StringComparison.OrdinalIgnoreCase))
+        {
+            throw new InvalidDataException($"data.tokenizer: {recipe.Resolve(tokenizer)} does not exist.");
+        }
+
+        if (recipe.Evaluation is { } e)
+        {
+            foreach ((string key, string path) in e.Tasks.Select(t => ($"evaluation.tasks.{t.Key}", t.Value)).Concat(e.Text.Select(t => ("evaluation.text", t))))
+            {
+                if (!File.Exists(recipe.Resolve(path)))
+                {
+                    throw new InvalidDataException($"{key}: {recipe.Resolve(path)} does not exist.");
+                }
+            }
+        }
+    }
+
     /// <summary>Loads the recipe at <paramref name="recipePath"/> and runs it in <paramref name="workDirectory"/>.</summary>
     /// <exception cref="InvalidDataException">The recipe is invalid; the message names the field.</exception>
     public static Task<RecipeSummary> RunAsync(
@@ -111,6 +144,8 @@ public static class RecipeRunner
         {
             throw new InvalidDataException($"teacher: {teacher} holds no config.json.");
         }
+
+        CheckFilesBeforeTheFirstStep(recipe);
 
         // 1. Vocabulary: the compressed teacher replaces the teacher for every later step.
         string vocabularyInputs = Hash(DistillationRecipe.SectionJson(recipe.Vocabulary), DistillationRecipe.SectionJson(recipe.Data), FolderStamp(teacher), CorpusStamp(recipe));

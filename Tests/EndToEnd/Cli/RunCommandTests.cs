@@ -52,6 +52,21 @@ public sealed class RunCommandTests
         Assert.That(error, Does.Contain("distillation.temperature"));
     }
 
+    [TestCase("evaluation", "text", "evaluation.text")]
+    [TestCase("data", "corpus", "data.corpus")]
+    public async Task A_missing_file_fails_before_the_first_step(string section, string key, string field)
+    {
+        JsonObject recipe = RecipeFixture.Recipe();
+        recipe[section] ??= new JsonObject();
+        recipe[section]![key] = new JsonArray("no-such-file.jsonl");
+        string path = RecipeFixture.WriteRecipe(_dir, recipe);
+        string work = Path.Combine(_dir, "missing-file-work");
+        (int code, _, string error) = await CliRunner.RunAsync(["run", path, "--work", work]);
+        Assert.That(code, Is.EqualTo(1), error);
+        Assert.That(error, Does.Contain(field).And.Contain("no-such-file.jsonl"));
+        Assert.That(Directory.Exists(work) ? Directory.GetFiles(work, "step.json", SearchOption.AllDirectories) : [], Is.Empty, "no step ran");
+    }
+
     [Test]
     public async Task A_dry_run_prints_the_resolved_recipe_and_the_plan_estimate_and_runs_nothing()
     {
