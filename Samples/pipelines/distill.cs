@@ -4,7 +4,8 @@
 //
 //   dotnet run Samples/pipelines/distill.cs -- <teacher-dir> <out-dir> [corpus.jsonl] [steps]
 //
-// The teacher folder needs a tokenizer (tokenizer.json or tokenizer.model) beside its weights.
+// The teacher folder needs a tokenizer (tokenizer.json or tokenizer.model) beside its weights. The last documents of the
+// corpus are held out for the evaluation. Ctrl-C stops at a checkpoint; the same command resumes the distillation.
 #:project ../../Training/ModelSurgery.Training.csproj
 #:property UsesTorchBackend=true
 #:property PublishAot=false
@@ -38,43 +39,74 @@ Console.CancelKeyPress += (_, e) =>
 };
 var clock = Stopwatch.StartNew();
 Directory.CreateDirectory(output);
-
-// 1. Data: the corpus in the teacher's vocabulary, documents separated by its eos token; 10% held out for validation.
-LlamaConfig config = LlamaConfig.Load(Path.Combine(teacher, "config.json"));
-int separator = config.EosTokenIds.Count > 0 ? config.EosTokenIds[0] : config.BosTokenId ?? 0;
 string tokens = Path.Combine(output, "corpus.tokens");
-TokenizeResult data = await Tokenization.TokenizeAsync(TokenizerFiles.Load(teacher), [corpus], tokens, new TokenizeOptions(config.VocabSize, separator), cancellationToken: cancel.Token);
-new TokenFileInfo { Tokens = data.Tokens, Documents = data.Documents, VocabSize = config.VocabSize, SeparatorId = separator, ValidationFraction = 0.1 }.Save(tokens);
-Console.WriteLine($"tokenized {data.Documents} documents into {data.Tokens} tokens ({clock.Elapsed.TotalSeconds:F1} s)");
+string studentDirectory = Path.Combine(output, "student");
+var training = new TrainingOptions { OutputDir = Path.Combine(output, "distillation"), Steps = steps, BatchSize = 8, SeqLen = 128, LearningRate = 1e-3, MinLearningRate = 1e-4, EvalEvery = 50, CheckpointEvery = 100 };
+// A run stopped by Ctrl-C (or killed) left its last checkpoint with the training state: the same command resumes it.
+bool resume = File.Exists(Path.Combine(training.OutputDir, "checkpoints", "last", Trainer.StateFileName));
+LlamaConfig config = LlamaConfig.Load(Path.Combine(teacher, "config.json"));
 
-// 2. Surgery: score on calibration windows, keep the top half of the layers, half the neurons, whole KV groups.
-int[] sample;
-using (TokenFile file = TokenFile.Open(tokens))
-{
-    sample = [.. file.Read(0, (int)Math.Min(file.Count, 32 * 128 * 8)).Select(t => (int)t)];
-}
-
-SurgeryResult surgery = await Surgeon.ForTeacher(teacher)
-    .CalibrateOn(sample, sequences: 32, length: 128)
-    .ScoreWith(ScoringMetrics.Activation, ScoringMetrics.BlockInfluence)
-    .Plan(plan => plan.KeepTopLayers(Math.Max(1, config.NumHiddenLayers / 2)).KeepNeuronFraction(0.5).RoundWidthsTo(8))
-    .BuildAsync(Path.Combine(output, "student"), cancel.Token);
-Console.WriteLine($"built a student of {surgery.Plan.ParameterCount.Total:N0} parameters from {LlamaTensorLayout.CountParameters(config).Total:N0} ({clock.Elapsed.TotalSeconds:F1} s)");
-
-// 3. Distil from the teacher: forward KL at temperature 1 mixed half and half with cross-entropy.
-CheckpointTrainingResult trained = await surgery.DistillAsync(
-    tokens,
-    new TrainingOptions { OutputDir = Path.Combine(output, "distillation"), Steps = steps, BatchSize = 8, SeqLen = 128, LearningRate = 1e-3, MinLearningRate = 1e-4, EvalEvery = 50, CheckpointEvery = 100 },
-    cancellationToken: cancel.Token);
-Console.WriteLine($"distilled {steps} steps, final loss {trained.FinalLoss:F3} ({clock.Elapsed.TotalSeconds:F1} s)");
-
-// 4. Evaluate student and teacher on the corpus's last documents (bits per byte, perplexity).
+// 1. Data: the last documents are held out for the final evaluation and never trained on; the rest is tokenized in the
+//    teacher's vocabulary, documents separated by its eos token, 10% of the windows kept for validation.
+//    A document repeated in the corpus is held out with all its copies.
+string[] documents = [.. File.ReadLines(corpus).Where(l => !string.IsNullOrWhiteSpace(l))];
+string[] distinct = [.. documents.Distinct(StringComparer.Ordinal)];
+int heldOutCount = Math.Max(1, Math.Min(20, distinct.Length / 5));
+var heldOutDocuments = distinct[^heldOutCount..].ToHashSet(StringComparer.Ordinal);
+string trainText = Path.Combine(output, "train.jsonl");
 string heldout = Path.Combine(output, "heldout.jsonl");
-File.WriteAllLines(heldout, File.ReadLines(corpus).Where(l => !string.IsNullOrWhiteSpace(l)).TakeLast(20));
-TaskSpec[] tasks = [TaskSpec.Text("heldout", heldout)];
-ModelEvaluation student = await trained.EvaluateAsync(tasks, new EvaluationOptions { ModelName = "student", MaxLength = 128 }, cancellationToken: cancel.Token);
-ModelEvaluation reference = await new CheckpointTrainingResult(teacher, []).EvaluateAsync(tasks, new EvaluationOptions { ModelName = "teacher", MaxLength = 128 }, cancellationToken: cancel.Token);
-Console.WriteLine();
-Console.WriteLine(new EvaluationReport([reference, student], "teacher").ToMarkdown());
-Console.WriteLine($"student: {trained.FinalCheckpoint} (total {clock.Elapsed.TotalSeconds:F1} s)");
-return 0;
+File.WriteAllLines(trainText, documents.Where(d => !heldOutDocuments.Contains(d)));
+File.WriteAllLines(heldout, heldOutDocuments);
+int separator = config.EosTokenIds.Count > 0 ? config.EosTokenIds[0] : config.BosTokenId ?? 0;
+
+try
+{
+    CheckpointTrainingResult trained;
+    if (resume)
+    {
+        // 2-3. The student and the token file are already there: continue the distillation where it stopped.
+        Console.WriteLine($"resuming the distillation in {training.OutputDir}");
+        trained = await CheckpointTraining.DistillAsync(teacher, studentDirectory, tokens, training, new DistillationSettings(), new CheckpointTrainingSettings { Resume = true }, cancellationToken: cancel.Token);
+    }
+    else
+    {
+        TokenizeResult data = await Tokenization.TokenizeAsync(TokenizerFiles.Load(teacher), [trainText], tokens, new TokenizeOptions(config.VocabSize, separator), cancellationToken: cancel.Token);
+        new TokenFileInfo { Tokens = data.Tokens, Documents = data.Documents, VocabSize = config.VocabSize, SeparatorId = separator, ValidationFraction = 0.1 }.Save(tokens);
+        Console.WriteLine($"tokenized {data.Documents} documents into {data.Tokens} tokens, {heldOutCount} documents held out ({clock.Elapsed.TotalSeconds:F1} s)");
+
+        // 2. Surgery: score on calibration windows, keep the top half of the layers, half the neurons, whole KV groups.
+        int[] sample;
+        using (TokenFile file = TokenFile.Open(tokens))
+        {
+            sample = [.. file.Read(0, (int)Math.Min(file.Count, 32 * 128 * 8)).Select(t => (int)t)];
+        }
+
+        SurgeryResult surgery = await Surgeon.ForTeacher(teacher)
+            .CalibrateOn(sample, sequences: 32, length: 128)
+            .ScoreWith(ScoringMetrics.Activation, ScoringMetrics.BlockInfluence)
+            .Plan(plan => plan.KeepTopLayers(Math.Max(1, config.NumHiddenLayers / 2)).KeepNeuronFraction(0.5).RoundWidthsTo(8))
+            .BuildAsync(studentDirectory, cancel.Token);
+        Console.WriteLine($"built a student of {surgery.Plan.ParameterCount.Total:N0} parameters from {LlamaTensorLayout.CountParameters(config).Total:N0} ({clock.Elapsed.TotalSeconds:F1} s)");
+
+        // 3. Distil from the teacher: forward KL at temperature 1 mixed half and half with cross-entropy.
+        trained = await surgery.DistillAsync(tokens, training, cancellationToken: cancel.Token);
+    }
+
+    Console.WriteLine($"distilled {steps} steps, final loss {trained.FinalLoss:F3} ({clock.Elapsed.TotalSeconds:F1} s)");
+
+    // 4. Evaluate student and teacher on the held-out documents (bits per byte, perplexity).
+    TaskSpec[] tasks = [TaskSpec.Text("heldout", heldout)];
+    ModelEvaluation student = await trained.EvaluateAsync(tasks, new EvaluationOptions { ModelName = "student", MaxLength = 128 }, cancellationToken: cancel.Token);
+    ModelEvaluation reference = await new CheckpointTrainingResult(teacher, []).EvaluateAsync(tasks, new EvaluationOptions { ModelName = "teacher", MaxLength = 128 }, cancellationToken: cancel.Token);
+    Console.WriteLine();
+    Console.WriteLine(new EvaluationReport([reference, student], "teacher").ToMarkdown());
+    Console.WriteLine($"student: {trained.FinalCheckpoint} (total {clock.Elapsed.TotalSeconds:F1} s)");
+    return 0;
+}
+catch (OperationCanceledException)
+{
+    Console.Error.WriteLine(File.Exists(Path.Combine(training.OutputDir, "checkpoints", "last", Trainer.StateFileName))
+        ? $"interrupted: the last checkpoint is in {training.OutputDir}; run the same command again to resume."
+        : "interrupted before the distillation saved a checkpoint; run the same command again to start over.");
+    return 130;
+}

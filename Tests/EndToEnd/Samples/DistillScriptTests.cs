@@ -24,6 +24,14 @@ public sealed class DistillScriptTests
             Assert.That(text, Does.Contain("distilled 4 steps").And.Contain("| teacher").And.Contain("| student"));
             Assert.That(File.Exists(Path.Combine(output, "student", "surgery_plan.json")), Is.True);
             Assert.That(File.Exists(Path.Combine(output, "distillation", "checkpoints", "final", "config.json")), Is.True);
+            string[] heldOut = File.ReadAllLines(Path.Combine(output, "heldout.jsonl"));
+            Assert.That(heldOut, Is.Not.Empty);
+            Assert.That(File.ReadAllLines(Path.Combine(output, "train.jsonl")).Intersect(heldOut), Is.Empty, "the evaluation text is never trained on");
+
+            // The same command again finds the saved training state and continues from it instead of starting over.
+            string again = DotnetCli.Run(root, "run", Path.Combine(root, Script), "--", Path.Combine(dir, "teacher"), output, Path.Combine(dir, "corpus.jsonl"), "4");
+            Assert.That(again, Does.Contain("resuming the distillation").And.Contain("distilled 4 steps").And.Contain("| student"));
+            Assert.That(again, Does.Not.Contain("built a student"));
         }
         finally
         {
