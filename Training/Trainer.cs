@@ -288,7 +288,12 @@ public sealed class Trainer
             progress?.Report(new TrainingProgress(run.Step, totalSteps, record.Loss, lr, record.GradNorm, tokensPerSecond, eta, record.Skipped, validationLoss));
             if (run.Step % 10 == 0 || last)
             {
-                TrainingLog.StepDone(_logger, run.Step, totalSteps, record.Loss, lr, tokensPerSecond, eta);
+                if (_logger.IsEnabled(LogLevel.Information))
+                {
+                    // The same h:mm:ss / mm:ss as the command line's progress bar.
+                    string remaining = eta.ToString(eta.TotalHours >= 1 ? @"h\:mm\:ss" : @"mm\:ss", System.Globalization.CultureInfo.InvariantCulture);
+                    TrainingLog.StepDone(_logger, run.Step, totalSteps, record.Loss, lr, tokensPerSecond, remaining);
+                }
             }
         }
 

@@ -18,7 +18,7 @@ internal static partial class TrainingLog
     public static partial void Evaluated(ILogger logger, long step, double validationLoss);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Step {Step}/{TotalSteps}: loss {Loss:F4}, lr {LearningRate:E3}, {TokensPerSecond:F0} tokens/s, ETA {Eta}.")]
-    public static partial void StepDone(ILogger logger, long step, long totalSteps, double loss, double learningRate, double tokensPerSecond, TimeSpan eta);
+    public static partial void StepDone(ILogger logger, long step, long totalSteps, double loss, double learningRate, double tokensPerSecond, string eta);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Saved training state at step {Step} to {Directory}.")]
     public static partial void Saved(ILogger logger, long step, string directory);

@@ -1,5 +1,6 @@
 using System.CommandLine;
 using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Console;
 
 namespace ModelSurgery.Cli;
 
@@ -59,12 +60,12 @@ public sealed class CliContext(TextWriter output, TextWriter error)
         LogLevel level = parsed.GetValue(Verbose) ? LogLevel.Debug : LogLevel.Information;
         return LoggerFactory.Create(builder => builder
             .SetMinimumLevel(level)
-            .AddSimpleConsole(options =>
+            .AddConsole(options =>
             {
-                options.SingleLine = true;
-                options.TimestampFormat = "HH:mm:ss ";
+                options.LogToStandardErrorThreshold = LogLevel.Trace;
+                options.FormatterName = ConsoleLogFormatter.FormatterName;
             })
-            .AddConsole(options => options.LogToStandardErrorThreshold = LogLevel.Trace)
+            .AddConsoleFormatter<ConsoleLogFormatter, ConsoleFormatterOptions>()
             .AddFilter("Microsoft", LogLevel.Warning));
     }
 

@@ -44,24 +44,38 @@ public sealed class ConsoleProgressBar : IDisposable
             }
 
             _lastDraw = now;
-            double fraction = total > 0 ? Math.Clamp(done / total, 0, 1) : 0;
+            string line;
+            if (total <= 0)
+            {
+                // No known total (documents streamed from a corpus, a recipe step): a count, never a 0% bar or an ETA.
+                line = string.Create(CultureInfo.InvariantCulture, $"{_label} {done:N0} elapsed {FormatTime(now)} {status}");
+                Draw(line);
+                return;
+            }
+
+            double fraction = Math.Clamp(done / total, 0, 1);
             const int width = 24;
             int filled = (int)Math.Round(fraction * width);
             string bar = new string('#', filled) + new string('-', width - filled);
             double rate = now.TotalSeconds > 0 ? done / now.TotalSeconds : 0;
             string eta = rate > 0 && total > done ? FormatTime(TimeSpan.FromSeconds((total - done) / rate)) : "--:--";
-            string line = string.Create(CultureInfo.InvariantCulture, $"{_label} [{bar}] {fraction * 100,5:F1}% {done:0.#}/{total:0.#} elapsed {FormatTime(now)} eta {eta} {status}");
-            if (_interactive)
-            {
-                _writer.Write("\r" + line.PadRight(Math.Min(Console.WindowWidth > 0 ? Console.WindowWidth - 1 : 120, 160)));
-            }
-            else
-            {
-                _writer.WriteLine(line);
-            }
-
-            _drewAny = true;
+            line = string.Create(CultureInfo.InvariantCulture, $"{_label} [{bar}] {fraction * 100,5:F1}% {done:N0}/{total:N0} elapsed {FormatTime(now)} eta {eta} {status}");
+            Draw(line);
         }
+    }
+
+    private void Draw(string line)
+    {
+        if (_interactive)
+        {
+            _writer.Write("\r" + line.PadRight(Math.Min(Console.WindowWidth > 0 ? Console.WindowWidth - 1 : 120, 160)));
+        }
+        else
+        {
+            _writer.WriteLine(line);
+        }
+
+        _drewAny = true;
     }
 
     /// <inheritdoc />
