@@ -22,7 +22,10 @@ public static class OptionNames
     /// <summary>Every user-facing name of <typeparamref name="T"/>, in declaration order.</summary>
     public static IReadOnlyList<string> Names<T>()
         where T : struct, Enum =>
-        [.. Entries(typeof(T)).Select(e => e.Name)];
+        Names(typeof(T));
+
+    /// <summary>Every user-facing name of the enum type <paramref name="enumType"/>, in declaration order.</summary>
+    public static IReadOnlyList<string> Names(Type enumType) => [.. Entries(enumType).Select(e => e.Name)];
 
     /// <summary>Reads a user-facing name (case-insensitive).</summary>
     /// <param name="text">What the user typed.</param>

@@ -88,17 +88,7 @@ public sealed record DistillationRecipe
     public static DistillationRecipe Parse(string json, string baseDirectory, string source = "recipe.json")
     {
         ArgumentNullException.ThrowIfNull(json);
-        JsonNode? root;
-        try
-        {
-            root = JsonNode.Parse(json, documentOptions: new JsonDocumentOptions { CommentHandling = JsonCommentHandling.Skip, AllowTrailingCommas = true });
-        }
-        catch (JsonException ex)
-        {
-            throw new InvalidDataException($"{source}: not valid JSON at line {ex.LineNumber + 1}: {Describe(ex)}", ex);
-        }
-
-        return FromNode(root as JsonObject ?? throw new InvalidDataException($"{source}: a recipe is a JSON object."), baseDirectory, source);
+        return FromNode(RecipeFile.ParseJson(json, source), baseDirectory, source);
     }
 
     /// <summary>
@@ -119,8 +109,7 @@ public sealed record DistillationRecipe
                 }
 
                 // The enum converter is opaque to the exporter (it writes 'true'): list the names it reads.
-                var names = (IEnumerable<string>)typeof(OptionNames).GetMethod(nameof(OptionNames.Names))!.MakeGenericMethod(type).Invoke(null, null)!;
-                return new JsonObject { ["type"] = "string", ["enum"] = new JsonArray([.. names.Select(n => (JsonNode)n)]) };
+                return new JsonObject { ["type"] = "string", ["enum"] = new JsonArray([.. OptionNames.Names(type).Select(n => (JsonNode)n)]) };
             },
         };
         JsonNode schema = JsonOptions.GetJsonSchemaAsNode(typeof(DistillationRecipe), exporter);

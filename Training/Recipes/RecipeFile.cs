@@ -24,7 +24,7 @@ public static class RecipeFile
         }
 
         string text = File.ReadAllText(path);
-        JsonObject root = IsYaml(path) ? FromYaml(text, path) : FromJson(text, path);
+        JsonObject root = IsYaml(path) ? FromYaml(text, path) : ParseJson(text, path);
         foreach (string assignment in overrides ?? [])
         {
             Apply(root, assignment);
@@ -105,7 +105,8 @@ public static class RecipeFile
         }
     }
 
-    private static JsonObject FromJson(string text, string path)
+    /// <summary>Recipe JSON (comments and trailing commas allowed) as a tree; errors name <paramref name="path"/> and the line.</summary>
+    internal static JsonObject ParseJson(string text, string path)
     {
         try
         {
