@@ -42,8 +42,10 @@ public static class Llama2CImporter
     /// <exception cref="ArgumentException">The model uses a feature llama2.c cannot hold (biases, RoPE scaling, ...); the message names it.</exception>
     public static void Export(string checkpointDirectory, string llama2cPath, Llama2CVersion version = Llama2CVersion.Legacy)
     {
-        LlamaConfig config = LlamaConfig.Load(Path.Combine(checkpointDirectory, "config.json"));
+        string configPath = Path.Combine(checkpointDirectory, "config.json");
+        LlamaConfig config = LlamaConfig.Load(configPath);
         using CheckpointReader reader = CheckpointReader.Open(checkpointDirectory);
+        Modeling.LlamaForCausalLM.CheckLayout(config, reader.TensorNames.ToDictionary(n => n, n => reader.GetInfo(n).Shape, StringComparer.Ordinal), configPath);
         Llama2CCheckpoint.Write(llama2cPath, config, reader.ReadTensor, version);
     }
 }

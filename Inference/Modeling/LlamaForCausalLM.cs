@@ -45,15 +45,15 @@ public sealed class LlamaForCausalLM : Module<Tensor, Tensor>
 
         Config = config;
         device ??= torch.CPU;
-        if (device.type == DeviceType.CPU)
-        {
-            // Before any allocation: a config far too large for this machine is refused with numbers instead of an out-of-memory kill.
-            long parameters = LlamaTensorLayout.CountParameters(config).Total;
-            int elementSize = dtype == ScalarType.Float32 ? 4 : 2;
-            Runtime.MemoryPreflight.EnsureFits(
-                parameters * elementSize,
-                string.Create(System.Globalization.CultureInfo.InvariantCulture, $"A model of {parameters:N0} parameters ({config.NumHiddenLayers} layers, hidden {config.HiddenSize}) as {dtype}"));
-        }
+
+        // Before any allocation: a config far too large for this machine is refused with numbers instead of an
+        // out-of-memory kill (on a GPU only against a user-given limit: TorchSharp cannot query GPU memory).
+        long parameters = LlamaTensorLayout.CountParameters(config).Total;
+        int elementSize = dtype == ScalarType.Float32 ? 4 : 2;
+        Runtime.MemoryPreflight.EnsureFits(
+            parameters * elementSize,
+            string.Create(System.Globalization.CultureInfo.InvariantCulture, $"A model of {parameters:N0} parameters ({config.NumHiddenLayers} layers, hidden {config.HiddenSize}) as {dtype}"),
+            device.type);
 
         _model = new LlamaModel(config, dtype, device);
         _lmHead = config.TieWordEmbeddings ? null : new LlamaLinear("lm_head", config.HiddenSize, config.VocabSize, hasBias: false, dtype, device);
@@ -340,7 +340,7 @@ public sealed class LlamaForCausalLM : Module<Tensor, Tensor>
             return;
         }
 
-        var message = new StringBuilder().Append(CultureInfo.InvariantCulture, $"{source}: weights do not match the {config.ModelType} model it describes (num_hidden_layers {config.NumHiddenLayers}, hidden_size {config.HiddenSize}, vocab_size {config.VocabSize}).");
+        var message = new StringBuilder().Append(CultureInfo.InvariantCulture, $"{source}: weights do not match the {config.ModelType} model it describes (num_hidden_layers {config.NumHiddenLayers}, hidden_size {config.HiddenSize}, intermediate_size {config.IntermediateSize}, vocab_size {config.VocabSize}).");
         AppendList("missing", missing);
         AppendList("unexpected", unexpected);
         AppendList("shape mismatch", mismatched);

@@ -1,5 +1,6 @@
 using System.Globalization;
 using ModelSurgery.Inference.Checkpoints;
+using TorchSharp;
 
 namespace ModelSurgery.Inference.Runtime;
 
@@ -45,6 +46,7 @@ public sealed class MemoryPreflightException : InvalidOperationException
 public static class MemoryPreflight
 {
     private static readonly AsyncLocal<bool> SkipFlow = new();
+    private static readonly AsyncLocal<long?> LimitFlow = new();
 
     /// <summary>Turns the memory check off for the current call flow (an explicit user override).</summary>
     public static bool Skip
@@ -53,8 +55,46 @@ public static class MemoryPreflight
         set => SkipFlow.Value = value;
     }
 
-    /// <summary>Host memory the process may use (honours container limits).</summary>
-    public static long AvailableBytes() => GC.GetGCMemoryInfo().TotalAvailableMemoryBytes;
+    /// <summary>
+    /// A ceiling the user sets for the current call flow (the CLI's <c>--max-memory</c>), in bytes; null for none. On the
+    /// CPU the smaller of it and the host's memory counts; on a GPU it is the only figure (see <see cref="AvailableBytes(DeviceType)"/>).
+    /// </summary>
+    public static long? Limit
+    {
+        get => LimitFlow.Value;
+        set
+        {
+            if (value is <= 0)
+            {
+                throw new ArgumentOutOfRangeException(nameof(value), value, "The memory limit must be positive.");
+            }
+
+            LimitFlow.Value = value;
+        }
+    }
+
+    /// <summary>Host memory the process may use (honours container limits and <see cref="Limit"/>).</summary>
+    public static long AvailableBytes() => Math.Min(GC.GetGCMemoryInfo().TotalAvailableMemoryBytes, Limit ?? long.MaxValue);
+
+    /// <summary>
+    /// Memory available on a device: the host's for the CPU; for CUDA only <see cref="Limit"/>, null when none is set.
+    /// TorchSharp (0.107) exposes no query of a GPU's free or total memory (its <c>torch.cuda</c> has availability, device
+    /// count and seeds only), so GPU runs are checked against a user-given limit and otherwise left to the driver.
+    /// </summary>
+    public static long? AvailableBytes(DeviceType device) => device == DeviceType.CPU ? AvailableBytes() : Limit;
+
+    /// <summary>
+    /// Throws when <paramref name="neededBytes"/> exceeds what <paramref name="device"/> has (see
+    /// <see cref="AvailableBytes(DeviceType)"/>); does nothing when that is unknown or <see cref="Skip"/> is set.
+    /// </summary>
+    /// <exception cref="MemoryPreflightException">The estimate exceeds the available memory.</exception>
+    public static void EnsureFits(long neededBytes, string what, DeviceType device)
+    {
+        if (AvailableBytes(device) is { } available)
+        {
+            EnsureFits(neededBytes, device == DeviceType.CPU ? what : $"{what} on {device}", available);
+        }
+    }
 
     /// <summary>Throws when <paramref name="neededBytes"/> exceeds the available host memory (unless <see cref="Skip"/>).</summary>
     /// <param name="neededBytes">Estimated bytes.</param>

@@ -47,6 +47,9 @@ public sealed class CliContext(TextWriter output, TextWriter error)
     /// <summary><c>--skip-memory-check</c>: load or build even when the estimate exceeds the available memory.</summary>
     public static readonly Option<bool> SkipMemoryCheck = new("--skip-memory-check") { Description = "Proceed even when a model's estimated memory exceeds what is available (it may then be killed for lack of memory).", Recursive = true };
 
+    /// <summary><c>--max-memory</c>: the memory a run may use (on a GPU the only figure checked, as GPU memory cannot be queried).</summary>
+    public static readonly Option<string?> MaxMemory = new("--max-memory") { Description = "Memory the run may use, e.g. 24GB: the memory checks compare their estimates with it (on the CPU with the smaller of it and the machine's; on a GPU only with it).", Recursive = true };
+
     /// <summary>Standard output (results).</summary>
     public TextWriter Output { get; } = output;
 

@@ -94,8 +94,10 @@ internal sealed partial class OutputGuard : IDisposable
 
         foreach ((string inputPath, string input, string inputOption, InputKind kind) in _inputs)
         {
-            bool same = string.Equals(output, input, PathComparison);
-            bool readFromFolder = Directory.Exists(input) && IsInside(output, input) && System.IO.File.Exists(output) && Reads(kind, input, output);
+            // A hard link is the input under another name: compared by file identity where the system tells it.
+            bool same = string.Equals(output, input, PathComparison) || FileIdentity.SameFile(output, input);
+            bool readFromFolder = Directory.Exists(input) && System.IO.File.Exists(output)
+                && ((IsInside(output, input) && Reads(kind, input, output)) || FilesRead(kind, input).Any(f => FileIdentity.SameFile(f, output)));
             if (same || readFromFolder)
             {
                 throw new UsageException(same
@@ -262,9 +264,17 @@ internal sealed partial class OutputGuard : IDisposable
 
     private static bool Reads(InputKind kind, string folder, string file) => kind switch
     {
-        InputKind.Model => ModelFiles(folder).Any(f => string.Equals(Canonical(f), file, PathComparison)) || file.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase),
+        InputKind.Model => ModelFiles(folder).Any(f => string.Equals(Canonical(f), file, PathComparison) || FileIdentity.SameFile(f, file)) || file.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase),
         InputKind.Corpus => CorpusExtensions.Any(e => file.EndsWith(e, StringComparison.OrdinalIgnoreCase)),
         _ => true,
+    };
+
+    // The files a folder input supplies, for the hard-link check (only where file identity is known).
+    private static IEnumerable<string> FilesRead(InputKind kind, string folder) => !OperatingSystem.IsLinux() ? [] : kind switch
+    {
+        InputKind.Model => ModelFiles(folder),
+        InputKind.Corpus => Directory.EnumerateFiles(folder, "*", SearchOption.AllDirectories).Where(f => CorpusExtensions.Any(e => f.EndsWith(e, StringComparison.OrdinalIgnoreCase))),
+        _ => Directory.EnumerateFiles(folder, "*", SearchOption.AllDirectories),
     };
 
     private static IEnumerable<string> ModelFiles(string folder) =>

@@ -47,7 +47,7 @@ public static partial class Program
         // Scripts read the output: numbers look the same under every culture. The culture flows with this call only.
         CultureInfo.CurrentCulture = CultureInfo.InvariantCulture;
         var context = new CliContext(output, error);
-        var root = new RootCommand("ModelSurgery: make small language models out of large ones.") { CliContext.Verbose, CliContext.SkipMemoryCheck };
+        var root = new RootCommand("ModelSurgery: make small language models out of large ones.") { CliContext.Verbose, CliContext.SkipMemoryCheck, CliContext.MaxMemory };
         foreach (Command command in CommandCatalog.Create(context))
         {
             root.Subcommands.Add(command);
@@ -74,6 +74,7 @@ public static partial class Program
         try
         {
             Inference.Runtime.MemoryPreflight.Skip = parsed.GetValue(CliContext.SkipMemoryCheck);
+            Inference.Runtime.MemoryPreflight.Limit = parsed.GetValue(CliContext.MaxMemory) is { } limit ? MaxMemoryBytes(limit) : null;
             var configuration = new InvocationConfiguration { EnableDefaultExceptionHandler = false, Output = output, Error = error };
             return await parsed.InvokeAsync(configuration, cancellationToken).ConfigureAwait(false);
         }
@@ -99,6 +100,12 @@ public static partial class Program
             await error.WriteLineAsync(parsed.GetValue(CliContext.Verbose) ? $"error: {ex}" : $"error: {OneLine(ex)}").ConfigureAwait(false);
             return ExitCodes.Failure;
         }
+    }
+
+    private static long MaxMemoryBytes(string text)
+    {
+        long bytes = Commands.SynthCommand.ParseSize(text, CliContext.MaxMemory.Name);
+        return bytes > 0 ? bytes : throw new UsageException($"{CliContext.MaxMemory.Name} must be positive, got {text}.");
     }
 
     // NaN and infinities parse as numbers but are never a meaningful setting: one check covers every numeric option.

@@ -40,7 +40,18 @@ public sealed class CheckpointWeightSource : IWeightSource, IDisposable
         }
 
         LlamaConfig config = LlamaConfig.Load(configPath);
-        return new CheckpointWeightSource(config, CheckpointReader.Open(directory));
+        CheckpointReader reader = CheckpointReader.Open(directory);
+        try
+        {
+            // A config that disagrees with the weights is refused here, naming config.json, not at the first odd tensor.
+            Inference.Modeling.LlamaForCausalLM.CheckLayout(config, reader.TensorNames.ToDictionary(n => n, n => reader.GetInfo(n).Shape, StringComparer.Ordinal), configPath);
+            return new CheckpointWeightSource(config, reader);
+        }
+        catch
+        {
+            reader.Dispose();
+            throw;
+        }
     }
 
     /// <inheritdoc/>

@@ -78,6 +78,12 @@ public static partial class ImportanceScorer
             }
 
             var wholeModel = requested.Where(r => r.Metric is IWholeModelMetric).ToList();
+            if (wholeModel.Count == 0 && model is null && observers.Count > 0)
+            {
+                // The streamed pass: one layer's weights plus every window's hidden states, checked before the first read.
+                ScoringMemory.EnsureFits(config, options, data?.SequenceCount ?? 0, data?.SequenceLength ?? 0, device.type);
+            }
+
             if (wholeModel.Count > 0)
             {
                 MemoryEstimate estimate = EnsureFits(wholeModel, config, data!, options, modelInMemory: model is not null);

@@ -43,14 +43,14 @@ public static class WholeModelScoring
     }
 
     /// <summary>The memory a run may use: <paramref name="budget"/>, or what the runtime reports as available.</summary>
-    public static long ResolveBudget(long? budget) => budget ?? GC.GetGCMemoryInfo().TotalAvailableMemoryBytes;
+    public static long ResolveBudget(long? budget) => budget ?? Inference.Runtime.MemoryPreflight.AvailableBytes();
 
     /// <summary>Throws before any work when <paramref name="estimate"/> exceeds <paramref name="budget"/>.</summary>
     /// <exception cref="InvalidOperationException">The message gives the estimated bytes, their split and the budget.</exception>
     public static void EnsureFits(MemoryEstimate estimate, long budget, string metrics, int batchSize, int sequenceLength)
     {
         ArgumentNullException.ThrowIfNull(estimate);
-        if (estimate.Total <= budget)
+        if (estimate.Total <= budget || Inference.Runtime.MemoryPreflight.Skip)
         {
             return;
         }

@@ -134,7 +134,7 @@ public static class CheckpointTraining
     {
         ArgumentException.ThrowIfNullOrEmpty(modelDir);
         settings ??= new CheckpointTrainingSettings();
-        return RunAsync(modelDir, tokensPath, options, settings, student => null, progress, logger, cancellationToken);
+        return RunAsync(modelDir, tokensPath, options, settings, student => null, teacherDir: null, teacherDType: null, progress, logger, cancellationToken);
     }
 
     /// <summary>
@@ -181,7 +181,9 @@ public static class CheckpointTraining
         var owned = new List<IDisposable>();
         try
         {
-            return await RunAsync(studentDir, tokensPath, options, settings, student => CreateObjective(student), progress, logger, cancellationToken).ConfigureAwait(false);
+            // A cache replaces the live teacher unless hidden states are matched: only a live teacher counts in the memory estimate.
+            string? liveTeacher = distillation.TeacherCachePath is not null && distillation.PlanPath is null ? null : teacherDir;
+            return await RunAsync(studentDir, tokensPath, options, settings, student => CreateObjective(student), liveTeacher, distillation.TeacherDType, progress, logger, cancellationToken).ConfigureAwait(false);
         }
         finally
         {
@@ -284,6 +286,8 @@ public static class CheckpointTraining
         TrainingOptions options,
         CheckpointTrainingSettings settings,
         Func<LlamaHiddenStates, ITrainingObjective?> objectiveFor,
+        string? teacherDir,
+        ScalarType? teacherDType,
         IProgress<TrainingProgress>? progress,
         ILogger? logger,
         CancellationToken cancellationToken)
@@ -298,6 +302,14 @@ public static class CheckpointTraining
 
         using TokenFile file = TokenFile.Open(tokensPath);
         TrainingData data = OpenData(file, options.SeqLen, settings);
+
+        // Before anything is loaded: weights, gradients, optimizer states, activations, logits and the teacher. A missing
+        // folder or config is left to the loader, whose message names it.
+        if (ReadConfigIfPresent(modelDir) is { } studentConfig)
+        {
+            TrainingMemory.EnsureFits(modelDir, studentConfig, options, Inference.Runtime.ComputeDevice.Resolve(settings.Device).type, ReadConfigIfPresent(teacherDir), teacherDType is null or ScalarType.Float32 ? 4 : 2);
+        }
+
         using var model = new LlamaHiddenStates(ModelCheckpoint.Load(modelDir, new ModelLoadOptions { Device = settings.Device }, logger));
         CheckVocabulary(file, model.Llama, modelDir);
         ITrainingObjective? objective = objectiveFor(model);
@@ -320,6 +332,9 @@ public static class CheckpointTraining
         await checkpointer.SaveAsync(model, final, cancellationToken).ConfigureAwait(false);
         return new CheckpointTrainingResult(final, runs);
     }
+
+    private static Inference.Configuration.LlamaConfig? ReadConfigIfPresent(string? modelDir) =>
+        modelDir is not null && File.Exists(Path.Combine(modelDir, "config.json")) ? Inference.Configuration.LlamaConfig.Load(Path.Combine(modelDir, "config.json")) : null;
 
     private static void CheckVocabulary(TokenFile file, LlamaForCausalLM model, string modelDir)
     {

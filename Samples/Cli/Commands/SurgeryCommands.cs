@@ -138,7 +138,17 @@ internal static class SurgeryCommands
             throw new UsageException(string.Join("; ", errors) + ".");
         }
 
-        CalibrationData? data = calibration.Load(parsed, TrainingCommandOptions.ReadConfig(modelDir).MaxPositionEmbeddings);
+        // Refused from the options alone, before the calibration tokens or any weight are read.
+        LlamaConfig config = TrainingCommandOptions.ReadConfig(modelDir);
+        bool calibrated = parsed.GetValue(calibration.Tokens) is not null;
+        ScoringMemory.EnsureFits(
+            config,
+            options,
+            calibrated ? options.CalibrationSequences : 0,
+            calibrated ? options.CalibrationLength : 0,
+            Inference.Runtime.ComputeDevice.Resolve(device).type,
+            $"lower {calibration.BatchSize.Name}, {calibration.Length.Name} or {calibration.Sequences.Name}, choose a --metric that reads weights only (such as l2), or run on another --device");
+        CalibrationData? data = calibration.Load(parsed, config.MaxPositionEmbeddings);
         if (data is null && metrics.FirstOrDefault(m => (ScoringMetrics.Get(m).Needs & (MetricNeeds.Activations | MetricNeeds.Gradients | MetricNeeds.Masks)) != 0) is { } needy)
         {
             throw new UsageException($"--metric {needy} runs the model on calibration text: give {calibration.Tokens.Name} <token file>.");

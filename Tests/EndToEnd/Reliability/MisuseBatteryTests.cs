@@ -26,6 +26,7 @@ public sealed class MisuseBatteryTests
     private const string Garbage = "garbage";
     private const string NonFinite = "non-finite weights";
     private const string Preflight = "preflight";
+    private const string Newcomer = "newcomer";
 
     public static IEnumerable<TestCaseData> Cases() => All().Select(c => new TestCaseData(c).SetName($"{c.Category}: {c.Name}".Replace('.', '_')).SetCategory(c.Category));
 
@@ -89,6 +90,11 @@ public sealed class MisuseBatteryTests
         yield return new(Overwrite, "vocab compress --out the model", ["vocab", "compress", "--model", "{d}/m", "--corpus", "{d}/c.jsonl", "--keep", "50", "--out", "{d}/m"], ["--out", "--model"]);
         yield return new(Overwrite, "vocab compress over an existing model", ["vocab", "compress", "--model", "{d}/m", "--corpus", "{d}/c.jsonl", "--keep", "50", "--out", "{d}/student"], ["already holds a model", "--force"]);
         yield return new(Overwrite, "vocab stats --out its corpus", ["vocab", "stats", "--tokenizer", "{d}/m", "--corpus", "{d}/c.jsonl", "--out", "{d}/c.jsonl"], ["--out", "--corpus"]);
+        yield return new(Overwrite, "tokenize --out a hard link to --in", ["tokenize", "--tokenizer", "{d}/m", "--in", "{d}/c.jsonl", "--out", "{d}/hard.jsonl", "--separator-id", "96"], ["--out", "--in"], d => ReliabilityFixture.HardLink(Path.Combine(d, "c.jsonl"), Path.Combine(d, "hard.jsonl")));
+        yield return new(Overwrite, "plan --out a hard link to the teacher's config", ["plan", "--model", "{d}/m", "--scores", "{d}/scores/l2.json", "--layers", "1", "--out", "{d}/cfg.json"], ["--out", "--model"], d => ReliabilityFixture.HardLink(Path.Combine(d, "m", "config.json"), Path.Combine(d, "cfg.json")));
+        yield return new(Overwrite, "plan --out a hard link to its scores", ["plan", "--model", "{d}/m", "--scores", "{d}/scores/l2.json", "--layers", "1", "--out", "{d}/p.json"], ["--out", "--scores"], d => ReliabilityFixture.HardLink(Path.Combine(d, "scores", "l2.json"), Path.Combine(d, "p.json")));
+        yield return new(Overwrite, "tokenize --out through a symlinked folder to the tokenizer", ["tokenize", "--tokenizer", "{d}/m/tokenizer.json", "--in", "{d}/c.jsonl", "--out", "{d}/alias/tokenizer.json", "--separator-id", "96"], ["--out", "--tokenizer"], d => Directory.CreateSymbolicLink(Path.Combine(d, "alias"), Path.Combine(d, "m")));
+        yield return new(Overwrite, "eval --out through a symlinked folder to the model's config", ["eval", "--model", "{d}/m", "--perplexity", "{d}/c.jsonl", "--out", "{d}/alias/config.json", "--device", "cpu"], ["--out", "--model"], d => Directory.CreateSymbolicLink(Path.Combine(d, "alias"), Path.Combine(d, "m")));
         yield return new(Overwrite, "export-job --force --out the student", ["export-job", "hf-accelerate", "--student", "{d}/student", "--data", "{d}/tokens.bin", "--out", "{d}/student", "--force", "--steps", "2"], ["--out", "--student"]);
 
         // Garbage that used to be accepted.
@@ -171,6 +177,63 @@ public sealed class MisuseBatteryTests
         yield return new(Preflight, "generate on a 70B checkpoint", ["generate", "--model", "{d}/big", "--prompt-ids", "1", "--device", "cpu"], expectMemory, huge);
         yield return new(Preflight, "perplexity on a 70B checkpoint", ["perplexity", "--model", "{d}/big", "--tokens", "{d}/ids.txt", "--device", "cpu"], expectMemory, huge);
         yield return new(Preflight, "train on a 70B checkpoint", ["train", "--model", "{d}/big", "--data", "{d}/tokens.bin", "--out", "{d}/r", .. train], expectMemory, huge);
+        string[] expectScoring = ["needs about", "available", "--batch-size", "--length", "--sequences", "--metric", "--device", "--skip-memory-check"];
+        yield return new(Preflight, "score on a 70B checkpoint over --max-memory", ["score", "--model", "{d}/big", "--tokens", "{d}/tokens.bin", "--out", "{d}/s", "--device", "cpu", "--max-memory", "2GB"], expectScoring, huge);
+        yield return new(Preflight, "score with weight metrics on a 70B checkpoint over --max-memory", ["score", "--model", "{d}/big", "--metric", "l2", "--out", "{d}/s", "--device", "cpu", "--max-memory", "2GB"], expectScoring, huge);
+        yield return new(Preflight, "score with taylor on a 70B checkpoint", ["score", "--model", "{d}/big", "--metric", "taylor", "--tokens", "{d}/tokens.bin", "--out", "{d}/s", "--device", "cpu"], expectScoring, huge);
+        yield return new(Preflight, "score with huge calibration windows", ["score", "--model", "{d}/big", "--tokens", "{d}/tokens.bin", "--sequences", "100000", "--length", "8192", "--out", "{d}/s", "--device", "cpu"], expectScoring, huge);
+        yield return new(Preflight, "prune a 70B checkpoint over --max-memory", ["prune", "--model", "{d}/big", "--tokens", "{d}/tokens.bin", "--layers", "40", "--out", "{d}/p", "--device", "cpu", "--max-memory", "2GB"], expectScoring, huge);
+        yield return new(Preflight, "train whose activations exceed --max-memory", ["train", "--model", "{d}/student", "--data", "{d}/tokens.bin", "--out", "{d}/r", "--steps", "1", "--batch-size", "4096", "--seq-len", "16", "--device", "cpu", "--max-memory", "16MB"], ["needs about", "activations", "logits", "--batch-size", "--seq-len"]);
+        yield return new(Preflight, "distill whose teacher exceeds --max-memory", ["distill", "--student", "{d}/student", "--teacher", "{d}/big", "--data", "{d}/tokens.bin", "--out", "{d}/r", .. train, "--max-memory", "4GB"], ["needs about", "teacher"], huge);
+        yield return new(Preflight, "--max-memory not a size", ["generate", "--model", "{d}/m", "--prompt-ids", "1", "--device", "cpu", "--max-memory", "lots"], ["--max-memory"]);
         yield return new(Preflight, "synth of a model larger than the disk", ["synth", "--like", "{d}/huge.json", "--out", "{d}/h"], ["free", "{d}/h"], d => (ReliabilityFixture.Llama70B() with { NumHiddenLayers = 50_000 }).Save(Path.Combine(d, "huge.json")));
+
+        // What a newcomer tries: out-of-range numbers, files of the wrong kind, configs that do not match the weights.
+        yield return new(Newcomer, "train --seq-len 0", ["train", "--model", "{d}/student", "--data", "{d}/tokens.bin", "--out", "{d}/r", "--steps", "1", "--seq-len", "0", "--device", "cpu"], ["--seq-len"]);
+        yield return new(Newcomer, "train --steps negative", ["train", "--model", "{d}/student", "--data", "{d}/tokens.bin", "--out", "{d}/r", "--steps", "-1", "--seq-len", "16", "--device", "cpu"], ["--steps"]);
+        yield return new(Newcomer, "train --grad-accum 0", ["train", "--model", "{d}/student", "--data", "{d}/tokens.bin", "--out", "{d}/r", "--grad-accum", "0", .. train], ["--grad-accum"]);
+        yield return new(Newcomer, "train --eval-every negative", ["train", "--model", "{d}/student", "--data", "{d}/tokens.bin", "--out", "{d}/r", "--steps", "1", "--seq-len", "16", "--eval-every", "-5", "--device", "cpu"], ["--eval-every"]);
+        yield return new(Newcomer, "train on a one-token token file", ["train", "--model", "{d}/student", "--data", "{d}/one.bin", "--out", "{d}/r", .. train], ["one.bin", "not enough"], d => ReliabilityFixture.Tokenize(d, "a", "one.bin"));
+        yield return new(Newcomer, "train on an empty token file", ["train", "--model", "{d}/student", "--data", "{d}/empty.bin", "--out", "{d}/r", .. train], ["empty.bin"], d => File.WriteAllBytes(Path.Combine(d, "empty.bin"), []));
+        yield return new(Newcomer, "train on a corpus instead of a token file", ["train", "--model", "{d}/student", "--data", "{d}/c.jsonl", "--out", "{d}/r", .. train], ["c.jsonl"]);
+        yield return new(Newcomer, "score on a one-token ids file", ["score", "--model", "{d}/m", "--tokens", "{d}/one.txt", "--sequences", "2", "--length", "16", "--out", "{d}/s", "--device", "cpu"], ["one.txt", "not enough"], d => File.WriteAllText(Path.Combine(d, "one.txt"), "5"));
+        yield return new(Newcomer, "score on an empty token file", ["score", "--model", "{d}/m", "--tokens", "{d}/empty.bin", "--sequences", "2", "--length", "16", "--out", "{d}/s", "--device", "cpu"], ["empty.bin"], d => File.WriteAllBytes(Path.Combine(d, "empty.bin"), []));
+        yield return new(Newcomer, "score --length 0", ["score", "--model", "{d}/m", "--tokens", "{d}/tokens.bin", "--sequences", "2", "--length", "0", "--out", "{d}/s", "--device", "cpu"], ["--length"]);
+        yield return new(Newcomer, "score an unknown --metric", ["score", "--model", "{d}/m", "--metric", "magic", "--out", "{d}/s", "--device", "cpu"], ["--metric", "magic"]);
+        yield return new(Newcomer, "perplexity on a one-token ids file", ["perplexity", "--model", "{d}/m", "--tokens", "{d}/one.txt", "--device", "cpu"], ["one.txt"], d => File.WriteAllText(Path.Combine(d, "one.txt"), "5"));
+        yield return new(Newcomer, "build --out an existing file", ["build", "--model", "{d}/m", "--plan", "{d}/plan.json", "--out", "{d}/c.jsonl"], ["--out", "is a file"]);
+        yield return new(Newcomer, "score --out an existing file", ["score", "--model", "{d}/m", "--metric", "l2", "--out", "{d}/ids.txt", "--device", "cpu"], ["--out", "is a file"]);
+        yield return new(Newcomer, "tokenize --out an existing folder", ["tokenize", "--tokenizer", "{d}/m", "--in", "{d}/c.jsonl", "--out", "{d}/scores", "--separator-id", "96"], ["--out", "is a folder"]);
+        yield return new(Newcomer, "export-llama2c to an existing folder", ["export-llama2c", "{d}/m", "{d}/scores"], ["scores", "folder"]);
+        yield return new(Newcomer, "generate --model a file", ["generate", "--model", "{d}/c.jsonl", "--prompt-ids", "1", "--device", "cpu"], ["c.jsonl"]);
+        yield return new(Newcomer, "generate --model a missing folder", ["generate", "--model", "{d}/nowhere", "--prompt-ids", "1", "--device", "cpu"], ["nowhere"]);
+        yield return new(Newcomer, "eval a folder without weights", ["eval", "--model", "{d}/empty", "--perplexity", "{d}/c.jsonl", "--device", "cpu"], ["empty"], d => Directory.CreateDirectory(Path.Combine(d, "empty")));
+        yield return new(Newcomer, "config.json not UTF-8", ["generate", "--model", "{d}/m", "--prompt-ids", "1", "--device", "cpu"], ["config.json", "UTF-8"], d => File.WriteAllBytes(Path.Combine(d, "m", "config.json"), [0x7b, 0x22, 0xff, 0xfe, 0x22, 0x3a, 0x31, 0x7d]));
+        yield return new(Newcomer, "config.json truncated", ["perplexity", "--model", "{d}/m", "--tokens", "{d}/ids.txt", "--device", "cpu"], ["config.json", "JSON"], d => File.WriteAllText(Path.Combine(d, "m", "config.json"), "{\"model_type\": \"llama\", \"hidden"));
+        yield return new(Newcomer, "duplicate tensor names in the weights", ["generate", "--model", "{d}/m", "--prompt-ids", "1", "--device", "cpu"], ["model.safetensors", "model.norm.weight"], d => ReliabilityFixture.DuplicateTensor(Path.Combine(d, "m"), "model.norm.weight"));
+        foreach ((string command, string[] args) in MismatchCommands())
+        {
+            yield return new(Newcomer, $"{command} with a config wider than the weights", args, ["config.json", "intermediate_size"], d => ReliabilityFixture.SetConfig(Path.Combine(d, "m"), "intermediate_size", 48));
+            yield return new(Newcomer, $"{command} with a vocabulary larger than the weights", args, ["config.json", "vocab_size"], d => ReliabilityFixture.SetConfig(Path.Combine(d, "m"), "vocab_size", 500));
+        }
+
+        yield return new(Newcomer, "plan --layers 0", ["plan", "--model", "{d}/m", "--scores", "{d}/scores/l2.json", "--layers", "0", "--out", "{d}/p.json"], ["--layers"]);
+        yield return new(Newcomer, "plan --layers more than the teacher has", ["plan", "--model", "{d}/m", "--scores", "{d}/scores/l2.json", "--layers", "9", "--out", "{d}/p.json"], ["--layers"]);
+        yield return new(Newcomer, "build a plan made for another model", ["build", "--model", "{d}/student", "--plan", "{d}/plan.json", "--out", "{d}/s2"], ["another teacher", "num_hidden_layers"]);
+        yield return new(Newcomer, "build with a config wider than the weights", ["build", "--model", "{d}/m", "--plan", "{d}/plan.json", "--out", "{d}/s2"], ["another teacher", "intermediate_size"], d => ReliabilityFixture.SetConfig(Path.Combine(d, "m"), "intermediate_size", 48));
+        yield return new(Newcomer, "build with a vocabulary larger than the weights", ["build", "--model", "{d}/m", "--plan", "{d}/plan.json", "--out", "{d}/s2"], ["another teacher", "vocab_size"], d => ReliabilityFixture.SetConfig(Path.Combine(d, "m"), "vocab_size", 500));
+        yield return new(Newcomer, "tokenize --separator-id negative", ["tokenize", "--tokenizer", "{d}/m", "--in", "{d}/c.jsonl", "--out", "{d}/t.bin", "--separator-id", "-1"], ["--separator-id"]);
+        yield return new(Newcomer, "cache-teacher --top-k 0", ["cache-teacher", "--teacher", "{d}/m", "--data", "{d}/tokens.bin", "--out", "{d}/cache.bin", "--seq-len", "16", "--top-k", "0", "--device", "cpu"], ["--top-k"]);
+        yield return new(Newcomer, "run with --work holding its own recipe", ["run", "{d}/r.json", "--work", "{d}"], ["--work", "recipe"], d => File.Copy(ReliabilityFixture.SampleRecipe, Path.Combine(d, "r.json")));
+    }
+
+    // Commands that read a model's config and weights, each on {d}/m.
+    private static IEnumerable<(string Command, string[] Args)> MismatchCommands()
+    {
+        yield return ("generate", ["generate", "--model", "{d}/m", "--prompt-ids", "1", "--device", "cpu"]);
+        yield return ("score", ["score", "--model", "{d}/m", "--tokens", "{d}/tokens.bin", "--sequences", "2", "--length", "16", "--out", "{d}/s", "--device", "cpu"]);
+        yield return ("export-llama2c", ["export-llama2c", "{d}/m", "{d}/out.bin"]);
+        yield return ("cache-teacher", ["cache-teacher", "--teacher", "{d}/m", "--data", "{d}/tokens.bin", "--out", "{d}/cache.bin", "--seq-len", "16", "--device", "cpu"]);
+        yield return ("train", ["train", "--model", "{d}/m", "--data", "{d}/tokens.bin", "--out", "{d}/r", .. ReliabilityFixture.QuickTrain]);
     }
 }

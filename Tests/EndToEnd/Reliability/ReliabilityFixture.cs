@@ -111,6 +111,56 @@ internal static class ReliabilityFixture
         File.WriteAllBytes(path, bytes);
     }
 
+    /// <summary>A second name for <paramref name="existing"/> (a hard link); the case is skipped where hard links cannot be made.</summary>
+    public static void HardLink(string existing, string created)
+    {
+        if (!OperatingSystem.IsLinux() || NativeMethods.Link(Encoding.UTF8.GetBytes(existing + "\0"), Encoding.UTF8.GetBytes(created + "\0")) != 0)
+        {
+            Assert.Ignore("hard links are made with libc link() on Linux only");
+        }
+    }
+
+    /// <summary>Tokenizes <paramref name="text"/> with the fixture's tokenizer into the token file <paramref name="name"/>.</summary>
+    public static void Tokenize(string d, string text, string name)
+    {
+        File.WriteAllText(Path.Combine(d, name + ".txt"), text);
+        CliFixtures.RunOkAsync("tokenize", "--tokenizer", Path.Combine(d, "m"), "--in", Path.Combine(d, name + ".txt"), "--out", Path.Combine(d, name), "--separator-id", Separator).GetAwaiter().GetResult();
+    }
+
+    /// <summary>The sample distillation recipe.</summary>
+    public static string SampleRecipe
+    {
+        get
+        {
+            DirectoryInfo? dir = new(TestContext.CurrentContext.TestDirectory);
+            while (dir is not null && !File.Exists(Path.Combine(dir.FullName, "ModelSurgery.sln")))
+            {
+                dir = dir.Parent;
+            }
+
+            Assert.That(dir, Is.Not.Null, "the repository root above the test folder");
+            return Path.Combine(dir!.FullName, "Samples", "pipelines", "distill.recipe.json");
+        }
+    }
+
+    /// <summary>Rewrites model.safetensors with <paramref name="tensor"/>'s header entry written twice.</summary>
+    public static void DuplicateTensor(string modelDir, string tensor)
+    {
+        string path = Path.Combine(modelDir, "model.safetensors");
+        byte[] bytes = File.ReadAllBytes(path);
+        long length = BitConverter.ToInt64(bytes, 0);
+        string header = Encoding.UTF8.GetString(bytes, 8, (int)length).TrimEnd();
+        JsonNode entry = JsonNode.Parse(header)![tensor]!;
+        string duplicated = string.Concat(header.AsSpan(0, header.Length - 1), $",\"{tensor}\":{entry.ToJsonString()}}}");
+        byte[] json = Encoding.UTF8.GetBytes(duplicated);
+        int padded = (json.Length + 7) / 8 * 8;
+        using var stream = new FileStream(path, FileMode.Create, FileAccess.Write);
+        stream.Write(BitConverter.GetBytes((long)padded));
+        stream.Write(json);
+        stream.Write(Enumerable.Repeat((byte)' ', padded - json.Length).ToArray());
+        stream.Write(bytes.AsSpan(8 + (int)length));
+    }
+
     /// <summary>
     /// A checkpoint folder with the exact header of a large model and a sparse data area (nothing is written to disk
     /// beyond the header), for the memory preflight: the shapes are real, the bytes are holes.
@@ -156,6 +206,12 @@ internal static class ReliabilityFixture
         TorchDtype = "bfloat16",
         BosTokenId = 1,
     };
+
+    private static class NativeMethods
+    {
+        [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "link", SetLastError = true)]
+        public static extern int Link(byte[] existing, byte[] created);
+    }
 
     private static (long DataStart, JsonObject Header) ReadHeader(string path)
     {
