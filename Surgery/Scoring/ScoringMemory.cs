@@ -21,8 +21,9 @@ public static class ScoringMemory
     /// scorer computes in). Layer pass: the largest weights held at once (the embedding or the head [V, D], or one
     /// decoder layer plus a copy of its largest tensor while it is read), the hidden states of every window before and
     /// after the current layer (2 x N x T x D), and one batch's forward transients (B x T x (6D + 3F + H x T): norms,
-    /// projections, the SwiGLU intermediates and attention scores). Whole-model metrics: the model, its gradients and
-    /// one batch's activations and logits; the layer pass then runs on that resident model.
+    /// projections, the SwiGLU intermediates and attention scores); the pass never projects onto the vocabulary (its
+    /// observers see the head's weights, not logits). Whole-model metrics: the model, its gradients and one batch's
+    /// activations and logits (<see cref="WholeModelScoring.Estimate"/>); the layer pass then runs on that resident model.
     /// </summary>
     /// <param name="config">The model's config.</param>
     /// <param name="options">Metrics and batch size.</param>
