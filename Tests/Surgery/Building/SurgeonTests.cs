@@ -1,5 +1,6 @@
 using ModelSurgery.Inference.Evaluation;
 using ModelSurgery.Inference.Modeling;
+using ModelSurgery.Inference.Reporting;
 using ModelSurgery.Inference.Tokenization;
 using ModelSurgery.Surgery;
 using ModelSurgery.Surgery.Building;
@@ -76,6 +77,9 @@ public sealed class SurgeonTests
             .BuildAsync(Path.Combine(_dir, "student"));
         Assert.That(progress, Is.Not.Empty);
         Assert.That(progress[^1].Completed, Is.EqualTo(progress[^1].Total));
+        // Building counts bytes written, in order.
+        Assert.That(progress.Select(p => p.Unit), Is.All.EqualTo(ProgressUnit.Bytes));
+        Assert.That(progress.Select(p => p.Completed), Is.Ordered.Ascending);
 
         string tokens = Path.Combine(_dir, "tokens.bin");
         var writer = new TokenFileWriter(tokens, TinyTokenizedModel.VocabSize, TinyTokenizedModel.EndOfText);
