@@ -38,6 +38,8 @@ internal static class SynthCommand
                 parsed.GetValue(seed),
                 new InlineProgress<SyntheticCheckpointProgress>(p => bar.Report(p.BytesWritten, p.TotalBytes)),
                 cancellationToken: cancellationToken).ConfigureAwait(false);
+            // The live bars end before results go to standard output, which may be the same terminal.
+            bar.Dispose();
             PutTokenizer(parsed.GetValue(tokenizer), outDir, config);
             await context.Output.WriteLineAsync($"wrote {outDir}: {LlamaTensorLayout.CountParameters(config).Total:N0} parameters as {storedDType}").ConfigureAwait(false);
             return ExitCodes.Success;
