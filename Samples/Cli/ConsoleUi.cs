@@ -96,6 +96,18 @@ internal sealed class ConsoleUi
         }
     }
 
+    /// <summary>Draws the live bars now instead of at the next refresh (nothing when none are live).</summary>
+    public void Refresh()
+    {
+        ProgressContext? context;
+        lock (_gate)
+        {
+            context = _context;
+        }
+
+        context?.Refresh();
+    }
+
     /// <summary>Writes a redirected bar's line.</summary>
     internal void WritePlain(string line)
     {

@@ -107,6 +107,8 @@ public sealed partial class ConsoleOutputTests
                 bar.Report(step, 10_000, "tensors");
                 if (step == 4_000)
                 {
+                    // The bars are on screen when the line comes, so it has to be drawn above them, not after them.
+                    ui.Refresh();
                     WroteShard(logger, 1, 2);
                 }
             }

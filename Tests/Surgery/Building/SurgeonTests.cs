@@ -87,8 +87,11 @@ public sealed class SurgeonTests
         writer.Complete();
 
         var options = new TrainingOptions { OutputDir = Path.Combine(_dir, "run"), Steps = 6, BatchSize = 2, SeqLen = 32, EvalEvery = 3, EvalBatches = 1, LearningRate = 1e-2 };
-        CheckpointTrainingResult trained = await surgery.DistillAsync(tokens, options, settings: new CheckpointTrainingSettings { ValidationFraction = 0.1, Device = "cpu" });
+        var logger = new ModelSurgery.Tests.Training.ListLogger();
+        CheckpointTrainingResult trained = await surgery.DistillAsync(tokens, options, settings: new CheckpointTrainingSettings { ValidationFraction = 0.1, Device = "cpu" }, logger: logger);
         Assert.That(double.IsFinite(trained.FinalLoss), Is.True);
+        // No progress object: the log says how the distillation goes, from the first step to the last.
+        Assert.That(logger.Lines, Has.Some.StartsWith("Step 1/6: loss").And.Some.StartsWith("Step 6/6: loss"));
 
         string text = Path.Combine(_dir, "heldout.txt");
         await File.WriteAllTextAsync(text, "The jury said the election was conducted fairly, and the city thanked it.");
