@@ -1,16 +1,21 @@
 using Microsoft.Extensions.Logging;
 using ModelSurgery.Inference.Configuration;
+using ModelSurgery.Inference.Reporting;
 using ModelSurgery.Surgery.Building;
 using ModelSurgery.Surgery.Planning;
 using ModelSurgery.Surgery.Scoring;
 
 namespace ModelSurgery.Surgery;
 
-/// <summary>Progress of a <see cref="Surgeon"/> run: which stage, and how far it is.</summary>
-/// <param name="Stage">scoring, or building.</param>
+/// <summary>
+/// Progress of a <see cref="Surgeon"/> run: which stage, and how far it is, in whole units. Reports come in order, at
+/// most about every 100 ms or 1% of the stage, and always the stage's last.
+/// </summary>
+/// <param name="Stage"><c>scoring: &lt;what runs&gt;</c>, or <c>building</c>.</param>
 /// <param name="Completed">Units done in the stage.</param>
-/// <param name="Total">Units in the stage.</param>
-public sealed record SurgeryProgress(string Stage, double Completed, double Total);
+/// <param name="Total">Units in the stage, or null when not known.</param>
+/// <param name="Unit">What the units are: steps while scoring, bytes written while building.</param>
+public sealed record SurgeryProgress(string Stage, long Completed, long? Total, ProgressUnit Unit);
 
 /// <summary>What a <see cref="Surgeon"/> run produced.</summary>
 /// <param name="Scores">The importance scores used (empty when the plan was given).</param>
@@ -80,6 +85,13 @@ public sealed record Surgeon
     public Surgeon CalibrateOn(IReadOnlyList<int> tokens, int sequences = 64, int length = 256, int seed = 0) =>
         this with { Calibration = CalibrationData.FromTokenStream(tokens, sequences, length, seed) };
 
+    /// <summary>
+    /// Calibrates on windows from a stream of 64-bit token ids, as <c>TokenFile.Read</c> returns them (no conversion needed).
+    /// </summary>
+    /// <exception cref="ArgumentException">An id does not fit in a 32-bit token id (the message gives its position), or the stream is shorter than one window.</exception>
+    public Surgeon CalibrateOn(IReadOnlyList<long> tokens, int sequences = 64, int length = 256, int seed = 0) =>
+        this with { Calibration = CalibrationData.FromTokenStream(tokens, sequences, length, seed) };
+
     /// <summary>Calibrates on prepared windows.</summary>
     public Surgeon CalibrateOn(CalibrationData data) => this with { Calibration = data };
 
@@ -124,7 +136,8 @@ public sealed record Surgeon
             return GivenScores;
         }
 
-        var progress = Progress is null ? null : new RelayProgress<ScoringProgress>(p => Progress.Report(new SurgeryProgress($"scoring: {p.Stage}", p.Completed, p.Total)));
+        ThrottledProgress<SurgeryProgress>? throttled = Throttled();
+        var progress = throttled is null ? null : new RelayProgress<ScoringProgress>(p => throttled.Report(new SurgeryProgress($"scoring: {p.Stage}", p.Completed, p.Total, ProgressUnit.Steps)));
         return await ImportanceScorer.ScoreAsync(TeacherDirectory, Calibration, Scoring, progress, Logger, cancellationToken).ConfigureAwait(false);
     }
 
@@ -137,7 +150,8 @@ public sealed record Surgeon
     public async Task<SurgeryResult> BuildAsync(string outputDirectory, CancellationToken cancellationToken = default)
     {
         (IReadOnlyList<ImportanceScores> scores, SurgeryPlan plan) = await PlanWithScoresAsync(cancellationToken).ConfigureAwait(false);
-        var progress = Progress is null ? null : new RelayProgress<StudentBuildProgress>(p => Progress.Report(new SurgeryProgress("building", p.BytesWritten, p.TotalBytesToWrite)));
+        ThrottledProgress<SurgeryProgress>? throttled = Throttled();
+        var progress = throttled is null ? null : new RelayProgress<StudentBuildProgress>(p => throttled.Report(new SurgeryProgress("building", p.BytesWritten, p.TotalBytesToWrite, ProgressUnit.Bytes)));
         StudentBuildResult student = await StudentBuilder.BuildAsync(TeacherDirectory, plan, outputDirectory, Build, progress, Logger, cancellationToken).ConfigureAwait(false);
         plan.Save(Path.Combine(outputDirectory, PlanFileName));
         return new SurgeryResult(scores, plan, student, TeacherDirectory);
@@ -161,6 +175,10 @@ public sealed record Surgeon
         SurgeryPlan plan = Shape(PlanBuilder.For(Teacher, combined)).Build();
         return (scores, plan);
     }
+
+    // A fresh throttle per run: a configured surgeon is reused, and one run's last report must not hold back the next run's first.
+    private ThrottledProgress<SurgeryProgress>? Throttled() =>
+        Progress is null ? null : new ThrottledProgress<SurgeryProgress>(Progress, p => (p.Stage, p.Completed, p.Total));
 
     /// <summary>Forwards reports on the reporting thread, in order.</summary>
     private sealed class RelayProgress<T>(Action<T> report) : IProgress<T>

@@ -39,6 +39,9 @@ public sealed class Trainer
 
     private const int ChecksumLength = 32;
 
+    // The longest a run goes without a step line in the log.
+    private static readonly TimeSpan StepLogInterval = TimeSpan.FromSeconds(30);
+
     // A run trained in segments chooses its windows through a callback the state cannot hold, so it is not resumable.
     private static ReadOnlySpan<byte> SegmentedStateMagic => "MSTRAINS"u8;
 
@@ -210,6 +213,7 @@ public sealed class Trainer
         var clipped = optimized.Select(p => p.Parameter).ToList();
         double initialNorm = WeightNorm(clipped);
         var clock = Stopwatch.StartNew();
+        var stepLog = Stopwatch.StartNew();
         long startStep = run.Step;
         int nonFiniteInARow = run.NonFiniteInARow;
         while (run.Step < totalSteps)
@@ -286,8 +290,14 @@ public sealed class Trainer
             double tokensPerSecond = elapsed > 0 ? done * _options.TokensPerStep / elapsed : 0;
             var eta = TimeSpan.FromSeconds(done > 0 ? elapsed / done * (totalSteps - run.Step) : 0);
             progress?.Report(new TrainingProgress(run.Step, totalSteps, record.Loss, lr, record.GradNorm, tokensPerSecond, eta, record.Skipped, validationLoss));
-            if (run.Step % 10 == 0 || last)
+            // Without a progress object the log is how a run reports: the first step, every tenth of the run, at most
+            // half a minute apart, and the last; a fixed step interval was one line per few milliseconds on a small model
+            // and one line per hour on a large one.
+            long tenth = Math.Max(1, totalSteps / 10);
+            bool logNow = run.Step == startStep + 1 || last || run.Step % tenth == 0 || stepLog.Elapsed >= StepLogInterval;
+            if (logNow)
             {
+                stepLog.Restart();
                 if (_logger.IsEnabled(LogLevel.Information))
                 {
                     // The same h:mm:ss / mm:ss as the command line's progress bar.

@@ -1,9 +1,10 @@
 using System.Buffers.Binary;
 using System.Text;
+using Google.Protobuf;
 
 namespace ModelSurgery.Inference.Tokenization;
 
-/// <summary>Protocol buffer wire types (the ones proto2 files still use).</summary>
+/// <summary>Protocol buffer wire types (the ones proto2 files still use); the values are the wire format's own.</summary>
 internal enum ProtoWireType
 {
     Varint = 0,
@@ -17,49 +18,53 @@ internal sealed record ProtoField(int Number, ProtoWireType WireType, ulong Vari
 
 /// <summary>
 /// A protobuf message kept as its ordered list of fields, so fields this library does not model are written back
-/// byte for byte. Only what SentencePiece model files need: varints, fixed32/64 and length-delimited fields.
+/// byte for byte. The wire format is read and written by Google.Protobuf's coded streams; this type only keeps the
+/// field list (no generated classes: SentencePiece's schema is a handful of fields, and unknown ones must survive).
 /// </summary>
 internal sealed class ProtoMessage
 {
     public List<ProtoField> Fields { get; } = [];
 
+    /// <summary>Reads every field of one message.</summary>
+    /// <exception cref="InvalidDataException">The bytes are not a well-formed protobuf message; the message names <paramref name="source"/>.</exception>
     public static ProtoMessage Parse(ReadOnlySpan<byte> data, string source)
     {
         var message = new ProtoMessage();
-        int position = 0;
-        while (position < data.Length)
+        var input = new CodedInputStream(data.ToArray());
+        try
         {
-            ulong key = ReadVarint(data, ref position, source);
-            int number = (int)(key >> 3);
-            var wireType = (ProtoWireType)(key & 7);
-            if (number <= 0)
+            uint tag;
+            while ((tag = input.ReadTag()) != 0)
             {
-                throw new InvalidDataException($"{source}: invalid protobuf field number {number} at byte {position}.");
+                int number = WireFormat.GetTagFieldNumber(tag);
+                WireFormat.WireType wireType = WireFormat.GetTagWireType(tag);
+                switch (wireType)
+                {
+                    case WireFormat.WireType.Varint:
+                        message.Fields.Add(new(number, ProtoWireType.Varint, input.ReadUInt64(), []));
+                        break;
+                    case WireFormat.WireType.Fixed64:
+                        byte[] fixed64 = new byte[8];
+                        BinaryPrimitives.WriteUInt64LittleEndian(fixed64, input.ReadFixed64());
+                        message.Fields.Add(new(number, ProtoWireType.Fixed64, 0, fixed64));
+                        break;
+                    case WireFormat.WireType.Fixed32:
+                        byte[] fixed32 = new byte[4];
+                        BinaryPrimitives.WriteUInt32LittleEndian(fixed32, input.ReadFixed32());
+                        message.Fields.Add(new(number, ProtoWireType.Fixed32, 0, fixed32));
+                        break;
+                    case WireFormat.WireType.LengthDelimited:
+                        message.Fields.Add(new(number, ProtoWireType.LengthDelimited, 0, input.ReadBytes().ToByteArray()));
+                        break;
+                    default:
+                        throw new InvalidDataException($"{source}: unsupported protobuf wire type {(int)wireType} for field {number} at byte {input.Position} (groups are not supported).");
+                }
             }
-
-            switch (wireType)
-            {
-                case ProtoWireType.Varint:
-                    message.Fields.Add(new(number, wireType, ReadVarint(data, ref position, source), []));
-                    break;
-                case ProtoWireType.Fixed64:
-                    message.Fields.Add(new(number, wireType, 0, Take(data, ref position, 8, source)));
-                    break;
-                case ProtoWireType.Fixed32:
-                    message.Fields.Add(new(number, wireType, 0, Take(data, ref position, 4, source)));
-                    break;
-                case ProtoWireType.LengthDelimited:
-                    ulong length = ReadVarint(data, ref position, source);
-                    if (length > int.MaxValue)
-                    {
-                        throw new InvalidDataException($"{source}: protobuf field {number} claims {length} bytes.");
-                    }
-
-                    message.Fields.Add(new(number, wireType, 0, Take(data, ref position, (int)length, source)));
-                    break;
-                default:
-                    throw new InvalidDataException($"{source}: unsupported protobuf wire type {(int)wireType} for field {number} (groups are not supported).");
-            }
+        }
+        catch (InvalidProtocolBufferException ex)
+        {
+            // Google.Protobuf's message says what is wrong (truncated, malformed varint, invalid tag) but not where or in which file.
+            throw new InvalidDataException($"{source}: malformed protobuf data at byte {input.Position}: {ex.Message}", ex);
         }
 
         return message;
@@ -68,24 +73,31 @@ internal sealed class ProtoMessage
     public byte[] ToBytes()
     {
         using var stream = new MemoryStream();
+        var output = new CodedOutputStream(stream, leaveOpen: true);
         foreach (ProtoField field in Fields)
         {
-            WriteVarint(stream, ((ulong)field.Number << 3) | (ulong)field.WireType);
             switch (field.WireType)
             {
                 case ProtoWireType.Varint:
-                    WriteVarint(stream, field.Varint);
+                    output.WriteTag(field.Number, WireFormat.WireType.Varint);
+                    output.WriteUInt64(field.Varint);
                     break;
-                case ProtoWireType.LengthDelimited:
-                    WriteVarint(stream, (ulong)field.Payload.Length);
-                    stream.Write(field.Payload);
+                case ProtoWireType.Fixed64:
+                    output.WriteTag(field.Number, WireFormat.WireType.Fixed64);
+                    output.WriteFixed64(BinaryPrimitives.ReadUInt64LittleEndian(field.Payload));
+                    break;
+                case ProtoWireType.Fixed32:
+                    output.WriteTag(field.Number, WireFormat.WireType.Fixed32);
+                    output.WriteFixed32(BinaryPrimitives.ReadUInt32LittleEndian(field.Payload));
                     break;
                 default:
-                    stream.Write(field.Payload);
+                    output.WriteTag(field.Number, WireFormat.WireType.LengthDelimited);
+                    output.WriteBytes(ByteString.CopyFrom(field.Payload));
                     break;
             }
         }
 
+        output.Flush();
         return stream.ToArray();
     }
 
@@ -126,49 +138,5 @@ internal sealed class ProtoMessage
         }
 
         Fields.Insert(index, field);
-    }
-
-    private static byte[] Take(ReadOnlySpan<byte> data, ref int position, int count, string source)
-    {
-        if (position + count > data.Length)
-        {
-            throw new InvalidDataException($"{source}: truncated protobuf data at byte {position} (needs {count} more bytes).");
-        }
-
-        byte[] result = data.Slice(position, count).ToArray();
-        position += count;
-        return result;
-    }
-
-    private static ulong ReadVarint(ReadOnlySpan<byte> data, ref int position, string source)
-    {
-        ulong result = 0;
-        for (int shift = 0; shift < 70; shift += 7)
-        {
-            if (position >= data.Length)
-            {
-                throw new InvalidDataException($"{source}: truncated protobuf varint at byte {position}.");
-            }
-
-            byte b = data[position++];
-            result |= (ulong)(b & 0x7F) << shift;
-            if ((b & 0x80) == 0)
-            {
-                return result;
-            }
-        }
-
-        throw new InvalidDataException($"{source}: malformed protobuf varint ending at byte {position}.");
-    }
-
-    private static void WriteVarint(Stream stream, ulong value)
-    {
-        while (value >= 0x80)
-        {
-            stream.WriteByte((byte)(value | 0x80));
-            value >>= 7;
-        }
-
-        stream.WriteByte((byte)value);
     }
 }

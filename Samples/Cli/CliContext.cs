@@ -1,6 +1,6 @@
 using System.CommandLine;
 using Microsoft.Extensions.Logging;
-using Microsoft.Extensions.Logging.Console;
+using ModelSurgery.Inference.Reporting;
 
 namespace ModelSurgery.Cli;
 
@@ -56,22 +56,20 @@ public sealed class CliContext(TextWriter output, TextWriter error)
     /// <summary>Standard error (logs, progress, errors).</summary>
     public TextWriter Error { get; } = error;
 
-    /// <summary>Creates a logger factory writing to standard error.</summary>
-    public static ILoggerFactory CreateLoggerFactory(ParseResult parsed)
+    /// <summary>Standard error as a console: live progress bars with logs above them on a terminal, plain lines otherwise.</summary>
+    internal ConsoleUi Ui { get; } = ConsoleUi.For(error);
+
+    /// <summary>Creates a logger factory writing one line per entry to standard error, above any live progress bars.</summary>
+    public ILoggerFactory CreateLoggerFactory(ParseResult parsed)
     {
         ArgumentNullException.ThrowIfNull(parsed);
         LogLevel level = parsed.GetValue(Verbose) ? LogLevel.Debug : LogLevel.Information;
         return LoggerFactory.Create(builder => builder
             .SetMinimumLevel(level)
-            .AddConsole(options =>
-            {
-                options.LogToStandardErrorThreshold = LogLevel.Trace;
-                options.FormatterName = ConsoleLogFormatter.FormatterName;
-            })
-            .AddConsoleFormatter<ConsoleLogFormatter, ConsoleFormatterOptions>()
+            .AddProvider(new CliLoggerProvider(Ui))
             .AddFilter("Microsoft", LogLevel.Warning));
     }
 
-    /// <summary>A progress reporter that draws one updating line on standard error.</summary>
-    public ConsoleProgressBar CreateProgressBar(string label) => new(Error, label);
+    /// <summary>Starts a progress bar on standard error counting <paramref name="unit"/>; dispose it when the work ends.</summary>
+    internal ProgressBar CreateProgressBar(string label, ProgressUnit unit) => Ui.StartBar(label, unit);
 }

@@ -75,10 +75,10 @@ try
         Console.WriteLine($"tokenized {data.Documents} documents into {data.Tokens} tokens, {heldOutCount} documents held out ({clock.Elapsed.TotalSeconds:F1} s)");
 
         // 2. Surgery: score on calibration windows, keep the top half of the layers, half the neurons, whole KV groups.
-        int[] sample;
+        long[] sample;
         using (TokenFile file = TokenFile.Open(tokens))
         {
-            sample = [.. file.Read(0, (int)Math.Min(file.Count, 32 * 128 * 8)).Select(t => (int)t)];
+            sample = file.Read(0, (int)Math.Min(file.Count, 32 * 128 * 8));
         }
 
         SurgeryResult surgery = await Surgeon.ForTeacher(teacher)

@@ -81,6 +81,26 @@ public sealed class CalibrationData
         return new CalibrationData(windows, sequenceCount, sequenceLength);
     }
 
+    /// <summary>
+    /// Cuts windows out of a stream of 64-bit token ids (what <c>TokenFile.Read</c> returns), as
+    /// <see cref="FromTokenStream(IReadOnlyList{int}, int, int, int)"/> does.
+    /// </summary>
+    /// <exception cref="ArgumentException">An id is negative or does not fit in a 32-bit token id (the message gives its position), the stream is shorter than one window, or the counts are not positive.</exception>
+    public static CalibrationData FromTokenStream(IReadOnlyList<long> tokens, int sequenceCount, int sequenceLength, int seed)
+    {
+        ArgumentNullException.ThrowIfNull(tokens);
+        // Every id is checked, not only the sampled windows, so a corrupt token file fails the same way for every seed.
+        for (int i = 0; i < tokens.Count; i++)
+        {
+            if (tokens[i] is < 0 or > int.MaxValue)
+            {
+                throw new ArgumentException($"Token {i} of the calibration stream has id {tokens[i]}, which is not a valid token id (0 to {int.MaxValue}); the token file is corrupt or was written for another vocabulary.", nameof(tokens));
+            }
+        }
+
+        return FromTokenStream(new Int32View(tokens), sequenceCount, sequenceLength, seed);
+    }
+
     /// <summary>Sequences [<paramref name="start"/>, start + count) as an int64 tensor [count, T] on <paramref name="device"/>.</summary>
     public Tensor Batch(int start, int count, Device device)
     {
@@ -99,5 +119,17 @@ public sealed class CalibrationData
         {
             yield return (start, Math.Min(batchSize, SequenceCount - start));
         }
+    }
+
+    /// <summary>The checked 64-bit ids read as 32-bit ones, without copying the stream.</summary>
+    private sealed class Int32View(IReadOnlyList<long> tokens) : IReadOnlyList<int>
+    {
+        public int Count => tokens.Count;
+
+        public int this[int index] => (int)tokens[index];
+
+        public IEnumerator<int> GetEnumerator() => tokens.Select(t => (int)t).GetEnumerator();
+
+        System.Collections.IEnumerator System.Collections.IEnumerable.GetEnumerator() => GetEnumerator();
     }
 }

@@ -44,6 +44,25 @@ public sealed class TrainerTests
     private TrainingData Data => new(_file, _split.Train, _split.Validation);
 
     [Test]
+    public async Task Without_a_progress_object_the_log_reports_the_first_step_every_tenth_and_the_last()
+    {
+        using var model = new TinyCausalLm(Vocab, 16, seed: 1);
+        var logger = new ListLogger();
+        await new Trainer(model, Options("log", 40), logger: logger).TrainAsync(Data);
+
+        var stepLines = logger.Lines.Where(l => l.StartsWith("Step ", StringComparison.Ordinal) && l.Contains("/40: loss", StringComparison.Ordinal)).ToList();
+        long[] logged = [.. stepLines.Select(l => long.Parse(l[5..l.IndexOf('/', StringComparison.Ordinal)], System.Globalization.CultureInfo.InvariantCulture))];
+        Assert.Multiple(() =>
+        {
+            // Tenths of 40 steps are every 4th step; a line per step would drown the log.
+            Assert.That(logged, Is.SupersetOf(new long[] { 1, 4, 8, 12, 16, 20, 24, 28, 32, 36, 40 }));
+            Assert.That(logged, Is.Ordered.Ascending.And.Unique);
+            Assert.That(logged, Has.Length.LessThan(40));
+            Assert.That(stepLines, Has.All.Contain("tokens/s").And.Contain("ETA"));
+        });
+    }
+
+    [Test]
     public async Task Loss_falls_on_a_learnable_sequence()
     {
         using var model = new TinyCausalLm(Vocab, 16, seed: 1);
@@ -240,6 +259,37 @@ public sealed class TrainerTests
         {
             Tensor loss = CrossEntropyObjective.Instance.Loss(model, batch);
             return poisonedCalls.Contains(++_calls) ? loss * double.NaN : loss;
+        }
+    }
+}
+
+/// <summary>Keeps every formatted log message.</summary>
+internal sealed class ListLogger : Microsoft.Extensions.Logging.ILogger
+{
+    private readonly Lock _gate = new();
+    private readonly List<string> _lines = [];
+
+    public IReadOnlyList<string> Lines
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return [.. _lines];
+            }
+        }
+    }
+
+    public IDisposable? BeginScope<TState>(TState state)
+        where TState : notnull => null;
+
+    public bool IsEnabled(Microsoft.Extensions.Logging.LogLevel logLevel) => true;
+
+    public void Log<TState>(Microsoft.Extensions.Logging.LogLevel logLevel, Microsoft.Extensions.Logging.EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
+    {
+        lock (_gate)
+        {
+            _lines.Add(formatter(state, exception));
         }
     }
 }

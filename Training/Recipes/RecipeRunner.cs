@@ -198,14 +198,14 @@ public static class RecipeRunner
 
         // 3. Scoring.
         Surgeon surgeon = Surgeon.ForTeacher(effectiveTeacher).LogTo(logger)
-            .ReportTo(Relay<SurgeryProgress>(run, "surgery", p => (p.Stage, p.Completed, p.Total)));
+            .ReportTo(Relay<SurgeryProgress>(run, "surgery", p => (p.Stage, p.Completed, p.Total ?? 0)));
         await run.StepAsync("scoring", Hash(run.LastHash, DistillationRecipe.SectionJson(recipe.Scoring)), async dir =>
         {
-            int[] sample;
+            long[] sample;
             using (TokenFile file = TokenFile.Open(tokensPath))
             {
                 long length = Math.Min(file.Count, (long)recipe.Scoring.CalibrationSequences * recipe.Scoring.CalibrationLength * 8);
-                sample = [.. file.Read(0, (int)length).Select(t => (int)t)];
+                sample = file.Read(0, (int)length);
             }
 
             IReadOnlyList<ImportanceScores> scores = await surgeon

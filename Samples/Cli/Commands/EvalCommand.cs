@@ -1,6 +1,7 @@
 using System.CommandLine;
 using ModelSurgery.Inference.Evaluation;
 using ModelSurgery.Inference.Modeling;
+using ModelSurgery.Inference.Reporting;
 
 namespace ModelSurgery.Cli.Commands;
 
@@ -71,7 +72,7 @@ internal static class EvalCommand
                     MaxLength = lm.Config.MaxPositionEmbeddings,
                     PrefixTokenId = lm.Config.BosTokenId,
                 };
-                using var bar = context.CreateProgressBar(options.ModelName);
+                using var bar = context.CreateProgressBar(options.ModelName, ProgressUnit.Examples);
                 ModelEvaluation evaluation = await Evaluator.EvaluateAsync(
                     lm,
                     tokenizer,

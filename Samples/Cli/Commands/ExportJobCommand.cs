@@ -5,6 +5,7 @@ using ModelSurgery.Training;
 using ModelSurgery.Training.Distillation;
 using ModelSurgery.Training.Export;
 using ModelSurgery.Training.Recipes;
+using ModelSurgery.Inference.Reporting;
 
 namespace ModelSurgery.Cli.Commands;
 
@@ -104,11 +105,11 @@ internal static class ExportJobCommand
                 HardLink = !parsed.GetValue(copy),
             };
 
-            using ILoggerFactory loggers = CliContext.CreateLoggerFactory(parsed);
+            using ILoggerFactory loggers = context.CreateLoggerFactory(parsed);
             ExportedJob job;
             try
             {
-                using ConsoleProgressBar bar = context.CreateProgressBar("export-job");
+                using ProgressBar bar = context.CreateProgressBar("export-job", ProgressUnit.Bytes);
                 var progress = new InlineProgress<JobExportProgress>(p => bar.Report(p.BytesDone, p.BytesTotal, p.File is null ? p.Stage : $"{p.Stage} {Path.GetFileName(p.File)}"));
                 job = await JobExporter.ExportAsync(options, progress, loggers.CreateLogger("export-job"), cancellationToken).ConfigureAwait(false);
             }

@@ -1,6 +1,7 @@
 using System.CommandLine;
 using ModelSurgery.Inference.Evaluation;
 using ModelSurgery.Inference.Modeling;
+using ModelSurgery.Inference.Reporting;
 
 namespace ModelSurgery.Cli.Commands;
 
@@ -43,7 +44,7 @@ internal static class PerplexityCommand
                 throw new UsageException($"--stride must be between 1 and --context ({window}), got {step}.");
             }
 
-            using var bar = context.CreateProgressBar("perplexity");
+            using var bar = context.CreateProgressBar("perplexity", ProgressUnit.Tokens);
             PerplexityResult result = await PerplexityEvaluator.EvaluateAsync(
                 lm,
                 ids,

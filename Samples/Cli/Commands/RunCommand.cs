@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Globalization;
 using Microsoft.Extensions.Logging;
+using ModelSurgery.Inference.Reporting;
 using ModelSurgery.Training.Recipes;
 
 namespace ModelSurgery.Cli.Commands;
@@ -51,8 +52,8 @@ internal static class RunCommand
                 ?? Path.Combine(Path.GetDirectoryName(Path.GetFullPath(recipePath))!, Path.GetFileNameWithoutExtension(recipePath) + ".work");
             // Re-runs into the work folder skip and resume by design; the lock keeps a second run out while one is going.
             using OutputGuard guard = new OutputGuard().Input(recipePath, "recipe").Folder(workDir, "--work", resume: true);
-            using ILoggerFactory loggers = CliContext.CreateLoggerFactory(parsed);
-            ConsoleProgressBar? bar = null;
+            using ILoggerFactory loggers = context.CreateLoggerFactory(parsed);
+            ProgressBar? bar = null;
             string? current = null;
             var progress = new InlineProgress<RecipeProgress>(p =>
             {
@@ -70,11 +71,11 @@ internal static class RunCommand
                 if (p.Step != current)
                 {
                     bar?.Dispose();
-                    bar = context.CreateProgressBar(p.Step);
+                    bar = context.CreateProgressBar(p.Step, ProgressUnit.Steps);
                     current = p.Step;
                 }
 
-                bar!.Report((long)p.Completed, (long)p.Total, p.Message);
+                bar!.Report((long)p.Completed, p.Total > 0 ? (long)p.Total : null, p.Message, UnitOf(p));
             });
             await context.Output.WriteLineAsync($"recipe {Path.GetFullPath(recipePath)} -> {Path.GetFullPath(workDir)}").ConfigureAwait(false);
             RecipeSummary summary;
@@ -98,4 +99,12 @@ internal static class RunCommand
         });
         return command;
     }
+
+    // A recipe's reports carry no unit (the record belongs to the runner); what each step counts is known here.
+    private static ProgressUnit UnitOf(RecipeProgress p) => (p.Step, p.Message) switch
+    {
+        ("vocabulary", "building") or ("surgery", "building") or ("export_job", _) => ProgressUnit.Bytes,
+        ("vocabulary", _) or ("data", _) => ProgressUnit.Documents,
+        _ => ProgressUnit.Steps,
+    };
 }

@@ -5,6 +5,7 @@ using ModelSurgery.Surgery.Building;
 using ModelSurgery.Surgery.Planning;
 using ModelSurgery.Surgery.Scoring;
 using ModelSurgery.Surgery.Scoring.Reports;
+using ModelSurgery.Inference.Reporting;
 
 namespace ModelSurgery.Cli.Commands;
 
@@ -154,7 +155,7 @@ internal static class SurgeryCommands
             throw new UsageException($"--metric {needy} runs the model on calibration text: give {calibration.Tokens.Name} <token file>.");
         }
 
-        using var bar = context.CreateProgressBar("score");
+        using var bar = context.CreateProgressBar("score", ProgressUnit.Steps);
         return await ImportanceScorer.ScoreAsync(
             modelDir,
             data,
@@ -405,14 +406,14 @@ internal static class SurgeryCommands
             await context.Error.WriteLineAsync($"estimate: {estimate.Summary()}").ConfigureAwait(false);
             Inference.Runtime.MemoryPreflight.EnsureDiskSpace(parsed.GetValue(Output)!, estimate.BytesToWrite, "build");
             StudentBuildResult result;
-            using (var bar = context.CreateProgressBar("build"))
+            using (var bar = context.CreateProgressBar("build", ProgressUnit.Bytes))
             {
                 result = await StudentBuilder.BuildAsync(
                     teacherDir,
                     plan,
                     parsed.GetValue(Output)!,
                     options,
-                    new InlineProgress<StudentBuildProgress>(p => bar.Report(p.BytesWritten / 1e6, p.TotalBytesToWrite / 1e6, "MB written")),
+                    new InlineProgress<StudentBuildProgress>(p => bar.Report(p.BytesWritten, p.TotalBytesToWrite, "written")),
                     cancellationToken: cancellationToken).ConfigureAwait(false);
             }
 

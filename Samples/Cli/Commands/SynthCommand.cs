@@ -2,6 +2,7 @@ using System.CommandLine;
 using ModelSurgery.Inference.Checkpoints;
 using ModelSurgery.Inference.Configuration;
 using ModelSurgery.Inference.Tokenization;
+using ModelSurgery.Inference.Reporting;
 
 namespace ModelSurgery.Cli.Commands;
 
@@ -28,15 +29,17 @@ internal static class SynthCommand
                 .Input(File.Exists(parsed.GetValue(like)) ? parsed.GetValue(like) : null, "--like")
                 .Folder(outDir, "--out", parsed.GetValue(force), clearModel: true);
             Inference.Runtime.MemoryPreflight.EnsureDiskSpace(outDir, LlamaTensorLayout.CountParameters(config).Total * storedDType.ElementSize(), "synth");
-            using var bar = context.CreateProgressBar("synth");
+            using var bar = context.CreateProgressBar("synth", ProgressUnit.Bytes);
             await SyntheticCheckpoint.WriteAsync(
                 config,
                 outDir,
                 storedDType,
                 maxShardBytes,
                 parsed.GetValue(seed),
-                new InlineProgress<SyntheticCheckpointProgress>(p => bar.Report(p.BytesWritten / 1e6, p.TotalBytes / 1e6, "MB")),
+                new InlineProgress<SyntheticCheckpointProgress>(p => bar.Report(p.BytesWritten, p.TotalBytes)),
                 cancellationToken: cancellationToken).ConfigureAwait(false);
+            // The live bars end before results go to standard output, which may be the same terminal.
+            bar.Dispose();
             PutTokenizer(parsed.GetValue(tokenizer), outDir, config);
             await context.Output.WriteLineAsync($"wrote {outDir}: {LlamaTensorLayout.CountParameters(config).Total:N0} parameters as {storedDType}").ConfigureAwait(false);
             return ExitCodes.Success;

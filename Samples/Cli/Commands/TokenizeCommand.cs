@@ -3,6 +3,7 @@ using System.Globalization;
 using ModelSurgery.Inference.Configuration;
 using ModelSurgery.Inference.Tokenization;
 using ModelSurgery.Training.Data;
+using ModelSurgery.Inference.Reporting;
 
 namespace ModelSurgery.Cli.Commands;
 
@@ -51,14 +52,14 @@ internal static class TokenizeCommand
                 .File(outPath, "--out")
                 .File(TokenFileInfo.PathFor(outPath), "--out");
             TokenizeResult result;
-            using (ConsoleProgressBar bar = context.CreateProgressBar("tokenize"))
+            using (ProgressBar bar = context.CreateProgressBar("tokenize", ProgressUnit.Documents))
             {
                 result = await Tokenization.TokenizeAsync(
                     loaded,
                     parsed.GetValue(inputs)!,
                     outPath,
                     new TokenizeOptions(vocab, separatorId, parsed.GetValue(field)!),
-                    new InlineProgress<TokenizeProgress>(p => bar.Report(p.Documents, 0, $"{p.Tokens} tokens, {Path.GetFileName(p.CurrentFile)}")),
+                    new InlineProgress<TokenizeProgress>(p => bar.Report(p.Documents, null, string.Create(CultureInfo.InvariantCulture, $"{p.Tokens:N0} tokens, {Path.GetFileName(p.CurrentFile)}"))),
                     cancellationToken).ConfigureAwait(false);
             }
 

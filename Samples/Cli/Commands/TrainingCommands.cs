@@ -6,6 +6,7 @@ using ModelSurgery.Training;
 using ModelSurgery.Training.Distillation;
 using ModelSurgery.Training.MultiRound;
 using ModelSurgery.Training.Recipes;
+using ModelSurgery.Inference.Reporting;
 
 namespace ModelSurgery.Cli.Commands;
 
@@ -209,15 +210,15 @@ internal sealed class TrainingCommandOptions
     /// <summary>Runs a training recipe with a progress line on standard error and prints the outcome.</summary>
     public static async Task<int> RunWithProgressAsync(CliContext context, ParseResult parsed, string label, Func<IProgress<TrainingProgress>, ILogger, Task<CheckpointTrainingResult>> run)
     {
-        using ILoggerFactory loggers = CliContext.CreateLoggerFactory(parsed);
+        using ILoggerFactory loggers = context.CreateLoggerFactory(parsed);
         ILogger logger = parsed.GetValue(CliContext.Verbose) ? loggers.CreateLogger("modelsurgery." + label) : Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance;
         CheckpointTrainingResult result;
-        using (ConsoleProgressBar bar = context.CreateProgressBar(label))
+        using (ProgressBar bar = context.CreateProgressBar(label, ProgressUnit.Steps))
         {
             var progress = new InlineProgress<TrainingProgress>(p => bar.Report(
                 p.Step,
                 p.TotalSteps,
-                string.Create(CultureInfo.InvariantCulture, $"step {p.Step} loss {p.Loss:F4} lr {p.LearningRate:E2} {p.TokensPerSecond:F0} tok/s eta {p.Eta:hh\\:mm\\:ss}{(p.ValidationLoss is { } v ? $" val {v:F4}" : string.Empty)}")));
+                string.Create(CultureInfo.InvariantCulture, $"loss {p.Loss:F4} lr {p.LearningRate:E2} {p.TokensPerSecond:F0} tokens/s{(p.ValidationLoss is { } v ? $" val {v:F4}" : string.Empty)}")));
             try
             {
                 result = await run(progress, logger).ConfigureAwait(false);
@@ -419,7 +420,7 @@ internal static class CacheTeacherCommand
             }
 
             int windows;
-            using (ConsoleProgressBar bar = context.CreateProgressBar("cache-teacher"))
+            using (ProgressBar bar = context.CreateProgressBar("cache-teacher", ProgressUnit.Windows))
             {
                 windows = await CheckpointTraining.CacheTeacherAsync(
                     teacherDir,

@@ -3,6 +3,7 @@ using System.Globalization;
 using ModelSurgery.Inference.Configuration;
 using ModelSurgery.Inference.IO;
 using ModelSurgery.Surgery.Vocabulary;
+using ModelSurgery.Inference.Reporting;
 
 namespace ModelSurgery.Cli.Commands;
 
@@ -60,8 +61,8 @@ internal static class VocabCommands
                 .Input(modelDir, "--model", InputKind.Model)
                 .File(parsed.GetValue(output), "--out")
                 .File(parsed.GetValue(plot), "--plot");
-            using var loggers = CliContext.CreateLoggerFactory(parsed);
-            using var bar = context.CreateProgressBar("counting");
+            using var loggers = context.CreateLoggerFactory(parsed);
+            using var bar = context.CreateProgressBar("counting", ProgressUnit.Bytes);
             long totalBytes = CorpusBytes(corpusPaths);
             VocabularyStatistics statistics = await VocabularyCommands.StatsAsync(
                 parsed.GetValue(tokenizer)!,
@@ -143,10 +144,10 @@ internal static class VocabCommands
                 Inference.Runtime.MemoryPreflight.EnsureDiskSpace(parsed.GetValue(output)!, teacher.TotalTensorBytes, "vocab compress");
             }
 
-            using var loggers = CliContext.CreateLoggerFactory(parsed);
+            using var loggers = context.CreateLoggerFactory(parsed);
             long totalBytes = CorpusBytes(corpusPaths);
-            using var counting = context.CreateProgressBar("counting");
-            ConsoleProgressBar? building = null;
+            using var counting = context.CreateProgressBar("counting", ProgressUnit.Bytes);
+            ProgressBar? building = null;
             ModelCompressionResult result = await ModelVocabularyCompressor.CompressAsync(
                 modelDir,
                 corpusPaths,
@@ -161,7 +162,7 @@ internal static class VocabCommands
                     }
                     else if (p.Building is { } b)
                     {
-                        building ??= context.CreateProgressBar("building");
+                        building ??= context.CreateProgressBar("building", ProgressUnit.Tensors);
                         building.Report(b.TensorsWritten, b.TensorCount);
                     }
                 }),

@@ -1,19 +1,24 @@
+using System.Text;
 using System.Text.RegularExpressions;
 using Microsoft.Extensions.Logging;
-using Microsoft.Extensions.Logging.Abstractions;
 using ModelSurgery.Cli;
+using ModelSurgery.Inference.Reporting;
+using Spectre.Console.Testing;
 
 namespace ModelSurgery.Tests.Cli;
 
-/// <summary>What the command line prints while it works: log lines a person can read and progress with honest totals.</summary>
+/// <summary>
+/// What the command line prints while it works: log lines a person can read, kept whole and above the progress bars,
+/// and progress with honest totals in units people read.
+/// </summary>
 public sealed partial class ConsoleOutputTests
 {
     [Test]
     public void Log_lines_carry_time_level_category_and_message_but_no_event_id()
     {
         var writer = new StringWriter();
-        var entry = new LogEntry<string>(LogLevel.Warning, "run", new EventId(1186878405, "Started"), "step\ndone", null, (state, _) => state);
-        new ConsoleLogFormatter().Write(in entry, null, writer);
+        ILogger logger = new CliLoggerProvider(new ConsoleUi(writer)).CreateLogger("run");
+        logger.Log(LogLevel.Warning, new EventId(1186878405, "Started"), "step\ndone", null, (state, _) => state);
         string line = writer.ToString();
         Assert.That(LogLine().IsMatch(line), Is.True, line);
         Assert.That(line, Does.EndWith("warn: run: step done" + Environment.NewLine).And.Not.Contain("1186878405"));
@@ -23,28 +28,215 @@ public sealed partial class ConsoleOutputTests
     public void A_bar_without_a_known_total_shows_a_count_not_a_percentage_or_an_eta()
     {
         var writer = new StringWriter();
-        using (var bar = new ConsoleProgressBar(writer, "tokenize"))
+        using (ProgressBar bar = new ConsoleUi(writer, time: new ManualClock()).StartBar("tokenize", ProgressUnit.Documents))
         {
-            bar.Report(256, 0, "documents");
+            bar.Report(256, null, "a.txt");
+            bar.Report(300, 0, "b.txt");
         }
 
-        string text = writer.ToString();
-        Assert.That(text, Does.StartWith("tokenize 256 elapsed ").And.Contain("documents"));
-        Assert.That(text, Does.Not.Contain("%").And.Not.Contain("eta").And.Not.Contain("/0"));
+        string[] lines = Lines(writer);
+        Assert.That(lines, Is.EqualTo(new[] { "tokenize 256 documents elapsed 00:00 a.txt", "tokenize 300 documents elapsed 00:00 b.txt" }));
     }
 
     [Test]
-    public void A_bar_with_a_total_shows_the_share_the_count_and_an_eta()
+    public void A_bar_with_a_total_shows_the_share_the_count_in_its_unit_and_an_eta()
     {
         var writer = new StringWriter();
-        using (var bar = new ConsoleProgressBar(writer, "build"))
+        var clock = new ManualClock();
+        var ui = new ConsoleUi(writer, time: clock);
+        using (ProgressBar bar = ui.StartBar("build", ProgressUnit.Steps))
         {
+            clock.Advance(TimeSpan.FromSeconds(2));
             bar.Report(2500, 10000, "tensors");
         }
 
-        Assert.That(writer.ToString(), Does.Contain("build [").And.Contain(" 25.0% 2,500/10,000 ").And.Contain(" eta "));
+        using (ProgressBar bytes = ui.StartBar("write", ProgressUnit.Bytes))
+        {
+            bytes.Report(12_345_678, 45_600_000);
+        }
+
+        string[] lines = Lines(writer);
+        // 2,500 steps in 2 s: 7,500 more take 6 s.
+        Assert.That(lines[0], Is.EqualTo("build [######------------------]  25.0% 2,500/10,000 steps elapsed 00:02 eta 00:06 tensors"));
+        Assert.That(lines[1], Does.StartWith("write [").And.Contain(" 27.1% 12.3/45.6 MB elapsed 00:00 eta "));
     }
+
+    [Test]
+    public void Redirected_progress_prints_a_line_per_interval_not_per_step_and_log_lines_stay_whole()
+    {
+        var writer = new StringWriter();
+        var clock = new ManualClock();
+        var ui = new ConsoleUi(writer, plainInterval: TimeSpan.FromSeconds(5), time: clock);
+        ILogger logger = new CliLoggerProvider(ui).CreateLogger("train");
+        using (ProgressBar bar = ui.StartBar("train", ProgressUnit.Steps))
+        {
+            for (int step = 1; step <= 10_000; step++)
+            {
+                // One second per thousand steps: 10 s in all, so two interval lines besides the first and the last.
+                clock.Advance(TimeSpan.FromMilliseconds(1));
+                bar.Report(step, 10_000, null);
+                if (step == 5_500)
+                {
+                    CheckpointSaved(logger, step);
+                }
+            }
+        }
+
+        string[] lines = Lines(writer);
+        Assert.That(lines, Has.Length.EqualTo(4), string.Join('\n', lines));
+        Assert.Multiple(() =>
+        {
+            Assert.That(lines[0], Does.Contain(" 1/10,000 steps "));
+            // The first line came at 1 ms, so the next is due at 5.001 s.
+            Assert.That(lines[1], Does.Contain(" 5,001/10,000 steps elapsed 00:05 "));
+            Assert.That(lines[2], Does.Match(@"^\d\d:\d\d:\d\d info: train: checkpoint saved at step 5500$"));
+            Assert.That(lines[3], Does.Contain(" 100.0% 10,000/10,000 steps elapsed 00:10 eta 00:00"));
+        });
+    }
+
+    [Test]
+    public void On_a_terminal_a_log_line_during_live_bars_is_drawn_whole_above_them()
+    {
+        var console = new TestConsole().Interactive().EmitAnsiSequences().Width(160);
+        var ui = new ConsoleUi(new StringWriter(), console);
+        ILogger logger = new CliLoggerProvider(ui).CreateLogger("build");
+        using (ProgressBar bar = ui.StartBar("build", ProgressUnit.Steps))
+        {
+            for (int step = 1; step <= 10_000; step++)
+            {
+                bar.Report(step, 10_000, "tensors");
+                if (step == 4_000)
+                {
+                    // The bars are on screen when the line comes, so it has to be drawn above them, not after them.
+                    ui.Refresh();
+                    WroteShard(logger, 1, 2);
+                }
+            }
+        }
+
+        IReadOnlyList<string> screen = Terminal.Screen(console.Output);
+        string text = string.Join('\n', screen);
+        int logRow = screen.ToList().FindIndex(l => LiveLogLine().IsMatch(l));
+        int barRow = screen.ToList().FindIndex(l => l.StartsWith("build ", StringComparison.Ordinal) && l.Contains("10,000/10,000 steps", StringComparison.Ordinal));
+        Assert.That(logRow, Is.GreaterThanOrEqualTo(0), text);
+        Assert.That(barRow, Is.GreaterThan(logRow), text);
+        Assert.That(screen[barRow], Does.Contain("100.0% 10,000/10,000 steps elapsed ").And.Contain("eta 00:00 tensors"), text);
+    }
+
+    private static string[] Lines(StringWriter writer) =>
+        writer.ToString().Split(Environment.NewLine, StringSplitOptions.RemoveEmptyEntries);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "checkpoint saved at step {Step}")]
+    private static partial void CheckpointSaved(ILogger logger, int step);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "wrote shard {Shard} of {Shards}")]
+    private static partial void WroteShard(ILogger logger, int shard, int shards);
 
     [GeneratedRegex(@"^\d\d:\d\d:\d\d warn: run: ")]
     private static partial Regex LogLine();
+
+    [GeneratedRegex(@"^\d\d:\d\d:\d\d info: build: wrote shard 1 of 2$")]
+    private static partial Regex LiveLogLine();
+
+    private sealed class ManualClock : TimeProvider
+    {
+        private long _ticks;
+
+        public override long TimestampFrequency => TimeSpan.TicksPerSecond;
+
+        public override long GetTimestamp() => Interlocked.Read(ref _ticks);
+
+        public void Advance(TimeSpan by) => Interlocked.Add(ref _ticks, by.Ticks);
+    }
+
+    /// <summary>
+    /// What a terminal shows after receiving the text: the cursor moves the live display uses (carriage return, line
+    /// feed, cursor up, erase line) are applied; colours and cursor visibility are ignored.
+    /// </summary>
+    private static class Terminal
+    {
+        public static IReadOnlyList<string> Screen(string output)
+        {
+            var lines = new List<StringBuilder> { new() };
+            int row = 0;
+            int column = 0;
+            for (int i = 0; i < output.Length; i++)
+            {
+                char c = output[i];
+                if (c == '\u001b' && i + 1 < output.Length && output[i + 1] == '[')
+                {
+                    int end = i + 2;
+                    while (end < output.Length && !char.IsAsciiLetter(output[end]))
+                    {
+                        end++;
+                    }
+
+                    string argument = output[(i + 2)..end].TrimStart('?');
+                    int n = int.TryParse(argument, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int parsed) ? parsed : 1;
+                    switch (output[end])
+                    {
+                        case 'A':
+                            row = Math.Max(0, row - n);
+                            break;
+                        case 'B':
+                            row += n;
+                            break;
+                        case 'K':
+                            // 2: the whole line; 0 or none: from the cursor to the end.
+                            Line(lines, row).Length = argument == "2" ? 0 : Math.Min(column, Line(lines, row).Length);
+                            break;
+                        case 'G':
+                            column = n - 1;
+                            break;
+                        default:
+                            break;
+                    }
+
+                    i = end;
+                    continue;
+                }
+
+                switch (c)
+                {
+                    case '\r':
+                        column = 0;
+                        break;
+                    case '\n':
+                        row++;
+                        column = 0;
+                        break;
+                    default:
+                        StringBuilder line = Line(lines, row);
+                        if (line.Length < column)
+                        {
+                            line.Append(' ', column - line.Length);
+                        }
+
+                        if (column < line.Length)
+                        {
+                            line[column] = c;
+                        }
+                        else
+                        {
+                            line.Append(c);
+                        }
+
+                        column++;
+                        break;
+                }
+            }
+
+            return [.. lines.Select(l => l.ToString().TrimEnd())];
+        }
+
+        private static StringBuilder Line(List<StringBuilder> lines, int row)
+        {
+            while (lines.Count <= row)
+            {
+                lines.Add(new StringBuilder());
+            }
+
+            return lines[row];
+        }
+    }
 }

@@ -160,7 +160,8 @@ public sealed class TrainCommandTests
     {
         public override void Write(string? value)
         {
-            if (value?.Contains("step ", StringComparison.Ordinal) == true)
+            // The progress line counts in steps: "  8.3% 1/12 steps elapsed ...".
+            if (value?.Contains(" steps elapsed ", StringComparison.Ordinal) == true)
             {
                 cancellation.Cancel();
             }

@@ -294,6 +294,32 @@ public sealed class SentencePieceProcessorTests
     }
 
     [Test]
+    public void Malformed_protobuf_bytes_are_refused_naming_the_file()
+    {
+        byte[] good = SentencePieceModel.Create([new("<unk>", 0, SentencePieceType.Unknown), new("a", -1, SentencePieceType.Normal)], SentencePieceModelType.Bpe, false).ToBytes();
+        string path = Path.Combine(Path.GetTempPath(), $"malformed-{Guid.NewGuid():N}.model");
+        try
+        {
+            Assert.Multiple(() =>
+            {
+                // Cut inside the last field, a length-delimited field claiming more bytes than follow, a group (wire type 3), field number 0.
+                foreach (byte[] bytes in new[] { good[..^1], [0x0A, 0x7F, 0x01], [0x0B], [0x00, 0x01] })
+                {
+                    File.WriteAllBytes(path, bytes);
+                    Assert.That(() => SentencePieceModel.Load(path), Throws.InstanceOf<InvalidDataException>().With.Message.StartsWith(path + ": "), Convert.ToHexString(bytes));
+                }
+
+                // Well-formed bytes round-trip unchanged through the parser and writer.
+                Assert.That(SentencePieceModel.Parse(good, "good.model").ToBytes(), Is.EqualTo(good));
+            });
+        }
+        finally
+        {
+            File.Delete(path);
+        }
+    }
+
+    [Test]
     public void Self_test_data_must_be_reproduced_for_the_model_to_load()
     {
         static byte[] Field(int number, byte[] payload) => [(byte)((number << 3) | 2), (byte)payload.Length, .. payload];

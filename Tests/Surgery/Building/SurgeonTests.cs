@@ -1,5 +1,6 @@
 using ModelSurgery.Inference.Evaluation;
 using ModelSurgery.Inference.Modeling;
+using ModelSurgery.Inference.Reporting;
 using ModelSurgery.Inference.Tokenization;
 using ModelSurgery.Surgery;
 using ModelSurgery.Surgery.Building;
@@ -76,6 +77,9 @@ public sealed class SurgeonTests
             .BuildAsync(Path.Combine(_dir, "student"));
         Assert.That(progress, Is.Not.Empty);
         Assert.That(progress[^1].Completed, Is.EqualTo(progress[^1].Total));
+        // Building counts bytes written, in order.
+        Assert.That(progress.Select(p => p.Unit), Is.All.EqualTo(ProgressUnit.Bytes));
+        Assert.That(progress.Select(p => p.Completed), Is.Ordered.Ascending);
 
         string tokens = Path.Combine(_dir, "tokens.bin");
         var writer = new TokenFileWriter(tokens, TinyTokenizedModel.VocabSize, TinyTokenizedModel.EndOfText);
@@ -83,8 +87,11 @@ public sealed class SurgeonTests
         writer.Complete();
 
         var options = new TrainingOptions { OutputDir = Path.Combine(_dir, "run"), Steps = 6, BatchSize = 2, SeqLen = 32, EvalEvery = 3, EvalBatches = 1, LearningRate = 1e-2 };
-        CheckpointTrainingResult trained = await surgery.DistillAsync(tokens, options, settings: new CheckpointTrainingSettings { ValidationFraction = 0.1, Device = "cpu" });
+        var logger = new ModelSurgery.Tests.Training.ListLogger();
+        CheckpointTrainingResult trained = await surgery.DistillAsync(tokens, options, settings: new CheckpointTrainingSettings { ValidationFraction = 0.1, Device = "cpu" }, logger: logger);
         Assert.That(double.IsFinite(trained.FinalLoss), Is.True);
+        // No progress object: the log says how the distillation goes, from the first step to the last.
+        Assert.That(logger.Lines, Has.Some.StartsWith("Step 1/6: loss").And.Some.StartsWith("Step 6/6: loss"));
 
         string text = Path.Combine(_dir, "heldout.txt");
         await File.WriteAllTextAsync(text, "The jury said the election was conducted fairly, and the city thanked it.");

@@ -88,6 +88,27 @@ public sealed class ScoringMathTests
     }
 
     [Test]
+    public void Calibration_takes_64_bit_ids_as_token_files_return_them_and_names_an_id_out_of_range()
+    {
+        int[] narrow = [.. Enumerable.Range(100, 50)];
+        long[] wide = [.. narrow.Select(t => (long)t)];
+
+        var fromInt = CalibrationData.FromTokenStream(narrow, sequenceCount: 4, sequenceLength: 6, seed: 3);
+        var fromLong = CalibrationData.FromTokenStream(wide, sequenceCount: 4, sequenceLength: 6, seed: 3);
+
+        Assert.Multiple(() =>
+        {
+            Assert.That(fromLong.Tokens, Is.EqualTo(fromInt.Tokens));
+            wide[17] = (long)int.MaxValue + 1;
+            Assert.That(() => CalibrationData.FromTokenStream(wide, 4, 6, 3),
+                Throws.ArgumentException.With.Message.Contains("Token 17").And.Message.Contains("2147483648"));
+            wide[17] = -1;
+            Assert.That(() => CalibrationData.FromTokenStream(wide, 4, 6, 3), Throws.ArgumentException.With.Message.Contains("Token 17").And.Message.Contains("-1"));
+            Assert.That(() => CalibrationData.FromTokenStream(new long[] { 1, 2 }, 1, 3, 0), Throws.ArgumentException.With.Message.Contains("2 tokens"));
+        });
+    }
+
+    [Test]
     public void Registry_resolves_names_and_rejects_unknown_ones_listing_the_known()
     {
         Assert.Multiple(() =>
