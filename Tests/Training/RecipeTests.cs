@@ -200,6 +200,7 @@ public sealed class RecipeTests
         Assert.That(recipe.Scoring.Metrics, Is.EqualTo(new[] { "l1" }));
         Assert.That(recipe.Plan, Is.EqualTo(new PlanTargets { Layers = 2, LayerSelection = LayerSelection.TopScores, GqaMode = GqaHeadMode.SameQueryHeadsPerGroup, QueryHeads = 2 }));
         Assert.That(recipe.Build.PadVocabToMultiple, Is.EqualTo(8));
+        Assert.That(recipe.Distillation, Is.EqualTo(new DistillationOptions { KdLoss = DistillationDivergence.JensenShannon }), "distillation is DistillationOptions");
         Assert.That(recipe.Distillation.ToSettings().Divergence, Is.EqualTo(DistillationDivergence.JensenShannon));
         Assert.That(recipe.ExportJob!.Precision, Is.EqualTo(TrainingPrecision.Fp32));
 

@@ -1,19 +1,14 @@
-using ModelSurgery.Inference.Evaluation;
 using ModelSurgery.Inference.Modeling;
-using ModelSurgery.Inference.Tokenization;
 using ModelSurgery.Surgery;
 using ModelSurgery.Surgery.Building;
 using ModelSurgery.Surgery.Planning;
 using ModelSurgery.Surgery.Scoring;
 using ModelSurgery.Tests.Modeling;
 using ModelSurgery.Tests.Vocabulary;
-using ModelSurgery.Training;
-using ModelSurgery.Training.Data;
-using ModelSurgery.Training.Recipes;
 
 namespace ModelSurgery.Tests.Building;
 
-/// <summary>The fluent flow: teacher -> calibrate -> score -> plan -> build -> distil -> evaluate.</summary>
+/// <summary>The fluent flow's surgery: teacher -> calibrate -> score -> plan -> build (the rest: <c>StudentPipelineTests</c>).</summary>
 public sealed class SurgeonTests
 {
     private string _dir = null!;
@@ -64,37 +59,5 @@ public sealed class SurgeonTests
         var ex = Assert.ThrowsAsync<InvalidOperationException>(() => Surgeon.ForTeacher(_teacher).BuildAsync(Path.Combine(_dir, "student")));
         Assert.That(ex!.Message, Does.Contain("Plan("));
         Assert.Throws<ArgumentException>(() => Surgeon.ForTeacher(_teacher).ScoreWith("no-such-metric"));
-    }
-
-    [Test]
-    public async Task Build_then_distil_then_evaluate_flows_through_one_api()
-    {
-        var progress = new List<SurgeryProgress>();
-        SurgeryResult surgery = await Surgeon.ForTeacher(_teacher)
-            .UsePlan(PlanBuilder.For(TinyTokenizedModel.Config(tied: false)).KeepLayers([0]).Build())
-            .ReportTo(new ListProgress<SurgeryProgress>(progress))
-            .BuildAsync(Path.Combine(_dir, "student"));
-        Assert.That(progress, Is.Not.Empty);
-        Assert.That(progress[^1].Completed, Is.EqualTo(progress[^1].Total));
-
-        string tokens = Path.Combine(_dir, "tokens.bin");
-        var writer = new TokenFileWriter(tokens, TinyTokenizedModel.VocabSize, TinyTokenizedModel.EndOfText);
-        writer.AppendDocument(_tokens);
-        writer.Complete();
-
-        var options = new TrainingOptions { OutputDir = Path.Combine(_dir, "run"), Steps = 6, BatchSize = 2, SeqLen = 32, EvalEvery = 3, EvalBatches = 1, LearningRate = 1e-2 };
-        CheckpointTrainingResult trained = await surgery.DistillAsync(tokens, options, settings: new CheckpointTrainingSettings { ValidationFraction = 0.1, Device = "cpu" });
-        Assert.That(double.IsFinite(trained.FinalLoss), Is.True);
-
-        string text = Path.Combine(_dir, "heldout.txt");
-        await File.WriteAllTextAsync(text, "The jury said the election was conducted fairly, and the city thanked it.");
-        ModelEvaluation evaluation = await trained.EvaluateAsync([TaskSpec.Text("heldout", text)]);
-        Assert.That(evaluation.Tasks, Has.Count.EqualTo(1));
-        Assert.That(evaluation.Tasks[0].Metrics.Values.All(m => double.IsFinite(m.Value)), Is.True);
-    }
-
-    private sealed class ListProgress<T>(List<T> items) : IProgress<T>
-    {
-        public void Report(T value) => items.Add(value);
     }
 }
