@@ -32,7 +32,7 @@ public sealed class StudentPipelineTests
         (await TinyTokenizedModel.SaveAsync(_teacher)).Dispose();
         _ids = [.. TinyModels.RandomIds(800, TinyTokenizedModel.VocabSize, seed: 4).Select(i => (int)i)];
         _tokens = Path.Combine(_dir, "tokens.bin");
-        var writer = new TokenFileWriter(_tokens, TinyTokenizedModel.VocabSize, TinyTokenizedModel.EndOfText);
+        using var writer = new TokenFileWriter(_tokens, TinyTokenizedModel.VocabSize, TinyTokenizedModel.EndOfText);
         writer.AppendDocument(_ids);
         writer.Complete();
         _text = Path.Combine(_dir, "heldout.txt");

@@ -36,6 +36,9 @@ public sealed record DistillationOptions
     /// <summary>Learning rate at the end of the cosine decay; null is a tenth of <see cref="LearningRate"/> (key <c>min_learning_rate</c>).</summary>
     public double? MinLearningRate { get; init; }
 
+    /// <summary>Share of the steps spent in linear warmup (key <c>warmup_fraction</c>).</summary>
+    public double WarmupFraction { get; init; } = 0.03;
+
     /// <summary>Steps between resumable checkpoints (key <c>checkpoint_every</c>).</summary>
     public int CheckpointEvery { get; init; } = 50;
 
@@ -74,6 +77,7 @@ public sealed record DistillationOptions
         Check(SeqLen >= 1, "seq_len", "must be at least 1");
         Check(LearningRate > 0 && double.IsFinite(LearningRate), "learning_rate", "must be positive");
         Check(MinLearningRate is null || (MinLearningRate >= 0 && MinLearningRate <= LearningRate), "min_learning_rate", "must be in [0, learning_rate]");
+        Check(WarmupFraction is >= 0 and < 1, "warmup_fraction", "must be in [0, 1)");
         Check(CheckpointEvery >= 1, "checkpoint_every", "must be at least 1");
         Check(EvalEvery >= 1, "eval_every", "must be at least 1");
         Check(EvalBatches >= 0, "eval_batches", "must not be negative");
@@ -101,6 +105,7 @@ public sealed record DistillationOptions
         SeqLen = SeqLen,
         LearningRate = LearningRate,
         MinLearningRate = MinLearningRate ?? LearningRate / 10,
+        WarmupFraction = WarmupFraction,
         CheckpointEvery = CheckpointEvery,
         EvalEvery = EvalEvery,
         EvalBatches = EvalBatches,
