@@ -10,6 +10,7 @@ using ModelSurgery.Inference.Modeling;
 using ModelSurgery.Inference.Reporting;
 using ModelSurgery.Inference.Tokenization;
 using ModelSurgery.Samples;
+using ModelSurgery.Surgery;
 using ModelSurgery.Surgery.Building;
 using ModelSurgery.Surgery.Planning;
 using ModelSurgery.Surgery.Scoring;
@@ -108,14 +109,14 @@ public static class QuickstartPipeline
         // 3. Surgery -----------------------------------------------------------------------------------------------
         log.Step("3. Surgery: score the teacher, plan a quarter-size student, build it from the teacher's files");
         var calibration = CalibrationData.FromTokenStream(data.Corpus.TrainSample, sizes.CalibrationSequences, sizes.SeqLen, seed: 7);
-        IReadOnlyList<ImportanceScores> scored = await ImportanceScorer.ScoreAsync(
-            teacherDir, calibration, new ScoringOptions { Metrics = [ScoringMetrics.Activation, ScoringMetrics.BlockInfluence], BatchSize = 8 },
-            cancellationToken: cancellationToken).ConfigureAwait(false);
-        ImportanceScores activation = scored[0];
+        Surgeon surgeon = Surgeon.ForTeacher(teacherDir)
+            .CalibrateOn(calibration)
+            .ScoreWith(new ScoringOptions { Metrics = [ScoringMetrics.Activation, ScoringMetrics.BlockInfluence], BatchSize = 8 });
+        IReadOnlyList<ImportanceScores> scored = await surgeon.ScoreAsync(cancellationToken).ConfigureAwait(false);
         ImportanceScores blockInfluence = scored[1];
 
-        // Widths by activation, layers by block influence: one score set for the plan builder.
-        ImportanceScores scores = activation with { Metric = "activation+block-influence", Layers = blockInfluence.Layers };
+        // Widths by activation (it scores no layers), layers by block influence: the one score set the plan is made from.
+        ImportanceScores scores = ImportanceScores.Combine(scored);
         scores.Save(Path.Combine(outDir, "scores.json"));
         string heatMap = Path.Combine(outDir, "scores-heads.png");
         scores.DrawHeadHeatMap(heatMap);
@@ -125,10 +126,9 @@ public static class QuickstartPipeline
         log.Info($"block influence per layer: {string.Join(" ", blockInfluence.Layers!.Select(v => v.ToString("F3", CultureInfo.InvariantCulture)))}");
 
         var shape = new StudentShape(sizes.StudentLayers, sizes.StudentHidden, sizes.StudentFfn, sizes.StudentHeads, sizes.StudentKvHeads, teacherConfig.VocabSize);
-        SurgeryPlan plan = PlanBuilder.For(teacherConfig, scores)
-            .WithDescription("quickstart: layers by block influence, widths by activation")
-            .WithShape(shape, LayerSelection.TopScores)
-            .Build();
+        surgeon = surgeon.UseScores([.. scored])
+            .Plan(builder => builder.WithDescription("quickstart: layers by block influence, widths by activation").WithShape(shape, LayerSelection.TopScores));
+        SurgeryPlan plan = await surgeon.PlanAsync(cancellationToken).ConfigureAwait(false);
         string planPath = Path.Combine(outDir, "plan.json");
         plan.Save(planPath);
         ParameterCount teacherCount = LlamaTensorLayout.CountParameters(teacherConfig);
@@ -137,11 +137,14 @@ public static class QuickstartPipeline
         log.Info($"student {shape}: {Count(studentCount.NonEmbedding)} non-embedding parameters ({(double)studentCount.NonEmbedding / teacherCount.NonEmbedding:P0} of the teacher)");
         log.Info($"kept teacher layers {string.Join(", ", plan.Layers.Select(l => l.TeacherLayer))} (position prior would keep {string.Join(", ", PlanBuilder.PositionPriorLayers(teacherConfig.NumHiddenLayers, sizes.StudentLayers))})");
         string inheritedDir = Path.Combine(outDir, "student-inherited");
-        StudentBuildResult built = await StudentBuilder.BuildAsync(teacherDir, plan, inheritedDir, cancellationToken: cancellationToken).ConfigureAwait(false);
+        StudentBuildResult built = (await surgeon.UsePlan(plan).BuildAsync(inheritedDir, cancellationToken).ConfigureAwait(false)).Student;
         log.Info($"built {inheritedDir} ({built.BytesRead / 1024} KiB read, {built.BytesWritten / 1024} KiB written); heat map {Path.GetFileName(heatMap)}");
         log.Done();
 
         // 4. Train -------------------------------------------------------------------------------------------------
+        // Not through StudentPipeline: the quickstart trains a random-init control beside the inherited student, both on
+        // the in-memory corpus split (PreparedCorpus) the teacher was trained on, and evaluates all three models in memory
+        // with that corpus's tokenizer and separator; the pipeline's distillation reads a token file and splits it itself.
         log.Step($"4. Train both students on {Count(sizes.StudentTokens)} tokens: inherited + distilled vs random init + cross-entropy");
         using LlamaForCausalLM teacher = ModelCheckpoint.Load(teacherDir);
         teacher.eval();

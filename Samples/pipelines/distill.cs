@@ -13,7 +13,6 @@
 using System.Diagnostics;
 using System.Globalization;
 using ModelSurgery.Inference.Configuration;
-using ModelSurgery.Inference.Evaluation;
 using ModelSurgery.Inference.Tokenization;
 using ModelSurgery.Surgery;
 using ModelSurgery.Surgery.Scoring;
@@ -41,9 +40,11 @@ var clock = Stopwatch.StartNew();
 Directory.CreateDirectory(output);
 string tokens = Path.Combine(output, "corpus.tokens");
 string studentDirectory = Path.Combine(output, "student");
-var training = new TrainingOptions { OutputDir = Path.Combine(output, "distillation"), Steps = steps, BatchSize = 8, SeqLen = 128, LearningRate = 1e-3, MinLearningRate = 1e-4, EvalEvery = 50, CheckpointEvery = 100 };
+string distillationDirectory = Path.Combine(output, "distillation");
+// Forward KL at temperature 1 mixed half and half with cross-entropy, 128-token windows, learning rate 1e-3 decaying to 1e-4.
+var distillation = new DistillationOptions { Steps = steps, EvalEvery = 50, EvalBatches = 8, CheckpointEvery = 100 };
 // A run stopped by Ctrl-C (or killed) left its last checkpoint with the training state: the same command resumes it.
-bool resume = File.Exists(Path.Combine(training.OutputDir, "checkpoints", "last", Trainer.StateFileName));
+bool resume = File.Exists(Path.Combine(distillationDirectory, "checkpoints", "last", Trainer.StateFileName));
 LlamaConfig config = LlamaConfig.Load(Path.Combine(teacher, "config.json"));
 
 // 1. Data: the last documents are held out for the final evaluation and never trained on; the rest is tokenized in the
@@ -61,12 +62,14 @@ int separator = config.EosTokenIds.Count > 0 ? config.EosTokenIds[0] : config.Bo
 
 try
 {
-    CheckpointTrainingResult trained;
+    // The held-out documents evaluate student and teacher at the end (bits per byte, perplexity).
+    var evaluation = new EvaluationSuite { Text = [heldout], MaxLength = 128 };
+    StudentPipeline pipeline;
     if (resume)
     {
         // 2-3. The student and the token file are already there: continue the distillation where it stopped.
-        Console.WriteLine($"resuming the distillation in {training.OutputDir}");
-        trained = await CheckpointTraining.DistillAsync(teacher, studentDirectory, tokens, training, new DistillationSettings(), new CheckpointTrainingSettings { Resume = true }, cancellationToken: cancel.Token);
+        Console.WriteLine($"resuming the distillation in {distillationDirectory}");
+        pipeline = StudentPipeline.ForStudent(studentDirectory).DistilledFrom(teacher).RunWith(new CheckpointTrainingSettings { Resume = true });
     }
     else
     {
@@ -81,32 +84,33 @@ try
             sample = file.Read(0, (int)Math.Min(file.Count, 32 * 128 * 8));
         }
 
-        SurgeryResult surgery = await Surgeon.ForTeacher(teacher)
+        pipeline = Surgeon.ForTeacher(teacher)
             .CalibrateOn(sample, sequences: 32, length: 128)
             .ScoreWith(ScoringMetrics.Activation, ScoringMetrics.BlockInfluence)
             .Plan(plan => plan.KeepTopLayers(Math.Max(1, config.NumHiddenLayers / 2)).KeepNeuronFraction(0.5).RoundWidthsTo(8))
-            .BuildAsync(studentDirectory, cancel.Token);
-        Console.WriteLine($"built a student of {surgery.Plan.ParameterCount.Total:N0} parameters from {LlamaTensorLayout.CountParameters(config).Total:N0} ({clock.Elapsed.TotalSeconds:F1} s)");
-
-        // 3. Distil from the teacher: forward KL at temperature 1 mixed half and half with cross-entropy.
-        trained = await surgery.DistillAsync(tokens, training, cancellationToken: cancel.Token);
+            .BuildStudent(studentDirectory);
     }
 
-    Console.WriteLine($"distilled {steps} steps, final loss {trained.FinalLoss:F3} ({clock.Elapsed.TotalSeconds:F1} s)");
+    // 3-4. Distil from the teacher it was cut from, then evaluate: one chain, one cancellation token.
+    StudentPipelineResult result = await pipeline
+        .Distill(tokens, distillation, distillationDirectory)
+        .Evaluate(evaluation)
+        .RunAsync(cancel.Token);
+    if (result.Surgery is { } surgery)
+    {
+        Console.WriteLine($"built a student of {surgery.Plan.ParameterCount.Total:N0} parameters from {LlamaTensorLayout.CountParameters(config).Total:N0}");
+    }
 
-    // 4. Evaluate student and teacher on the held-out documents (bits per byte, perplexity).
-    TaskSpec[] tasks = [TaskSpec.Text("heldout", heldout)];
-    ModelEvaluation student = await trained.EvaluateAsync(tasks, new EvaluationOptions { ModelName = "student", MaxLength = 128 }, cancellationToken: cancel.Token);
-    ModelEvaluation reference = await new CheckpointTrainingResult(teacher, []).EvaluateAsync(tasks, new EvaluationOptions { ModelName = "teacher", MaxLength = 128 }, cancellationToken: cancel.Token);
+    Console.WriteLine($"distilled {steps} steps, final loss {result.Training!.FinalLoss:F3} ({clock.Elapsed.TotalSeconds:F1} s)");
     Console.WriteLine();
-    Console.WriteLine(new EvaluationReport([reference, student], "teacher").ToMarkdown());
-    Console.WriteLine($"student: {trained.FinalCheckpoint} (total {clock.Elapsed.TotalSeconds:F1} s)");
+    Console.WriteLine(result.Report!.ToMarkdown());
+    Console.WriteLine($"student: {result.Student} (total {clock.Elapsed.TotalSeconds:F1} s)");
     return 0;
 }
 catch (OperationCanceledException)
 {
-    Console.Error.WriteLine(File.Exists(Path.Combine(training.OutputDir, "checkpoints", "last", Trainer.StateFileName))
-        ? $"interrupted: the last checkpoint is in {training.OutputDir}; run the same command again to resume."
+    Console.Error.WriteLine(File.Exists(Path.Combine(distillationDirectory, "checkpoints", "last", Trainer.StateFileName))
+        ? $"interrupted: the last checkpoint is in {distillationDirectory}; run the same command again to resume."
         : "interrupted before the distillation saved a checkpoint; run the same command again to start over.");
     return 130;
 }

@@ -190,6 +190,22 @@ public sealed class RecipeTests
     }
 
     [Test]
+    public void The_distillation_and_evaluation_sections_are_the_pipeline_records_with_their_optional_keys()
+    {
+        string json = "{\"teacher\": \"t\", \"data\": {\"corpus\": [\"c.jsonl\"]}, \"plan\": {}, "
+            + "\"distillation\": {\"steps\": 7, \"min_learning_rate\": 0.0002, \"warmup_fraction\": 0.1, \"eval_batches\": 2}, "
+            + "\"evaluation\": {\"text\": [\"h.txt\"], \"max_length\": 64, \"include_teacher\": false}}";
+        DistillationRecipe recipe = DistillationRecipe.Parse(json, _dir);
+        Assert.That(recipe.Distillation, Is.EqualTo(new DistillationOptions { Steps = 7, MinLearningRate = 2e-4, WarmupFraction = 0.1, EvalBatches = 2 }));
+        TrainingOptions training = recipe.Distillation.ToTrainingOptions("out");
+        Assert.That((training.Steps, training.MinLearningRate, training.WarmupFraction, training.EvalBatches), Is.EqualTo(((long?)7, 2e-4, 0.1, 2)));
+        Assert.That((recipe.Evaluation!.MaxLength, recipe.Evaluation.IncludeTeacher, recipe.Evaluation.Text), Is.EqualTo(((int?)64, false, new[] { "h.txt" })));
+
+        var ex = Assert.Throws<InvalidDataException>(() => DistillationRecipe.Parse(json.Replace("0.1,", "1.5,", StringComparison.Ordinal), _dir));
+        Assert.That(ex!.Message, Does.Contain("distillation.warmup_fraction: must be in [0, 1)"));
+    }
+
+    [Test]
     public void Sections_are_the_library_options_records_and_round_trip_through_json()
     {
         string json = "{\"teacher\": \"t\", \"data\": {\"corpus\": [\"c.jsonl\"]}, \"scoring\": {\"metrics\": [\"l1\"], \"calibration_sequences\": 5, \"device\": \"cpu\"}, "
@@ -200,6 +216,7 @@ public sealed class RecipeTests
         Assert.That(recipe.Scoring.Metrics, Is.EqualTo(new[] { "l1" }));
         Assert.That(recipe.Plan, Is.EqualTo(new PlanTargets { Layers = 2, LayerSelection = LayerSelection.TopScores, GqaMode = GqaHeadMode.SameQueryHeadsPerGroup, QueryHeads = 2 }));
         Assert.That(recipe.Build.PadVocabToMultiple, Is.EqualTo(8));
+        Assert.That(recipe.Distillation, Is.EqualTo(new DistillationOptions { KdLoss = DistillationDivergence.JensenShannon }), "distillation is DistillationOptions");
         Assert.That(recipe.Distillation.ToSettings().Divergence, Is.EqualTo(DistillationDivergence.JensenShannon));
         Assert.That(recipe.ExportJob!.Precision, Is.EqualTo(TrainingPrecision.Fp32));
 

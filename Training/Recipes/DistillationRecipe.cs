@@ -9,7 +9,6 @@ using ModelSurgery.Surgery.Building;
 using ModelSurgery.Surgery.Planning;
 using ModelSurgery.Surgery.Scoring;
 using ModelSurgery.Surgery.Vocabulary;
-using ModelSurgery.Training.Distillation;
 using ModelSurgery.Training.Export;
 
 namespace ModelSurgery.Training.Recipes;
@@ -17,9 +16,10 @@ namespace ModelSurgery.Training.Recipes;
 /// <summary>
 /// A declarative distillation pipeline read from JSON: teacher, data, optional vocabulary compression, scoring, plan,
 /// build, distillation and evaluation. Relative paths are relative to the recipe file. Run it with <see cref="RecipeRunner"/>.
-/// The <c>scoring</c>, <c>plan</c> and <c>build</c> sections are the library's own options records
-/// (<see cref="ScoringOptions"/>, <see cref="PlanTargets"/>, <see cref="StudentBuildOptions"/>) with their keys in
-/// snake_case, so a recipe, the command line and code share one set of names, defaults and checks.
+/// Its <c>scoring</c>, <c>plan</c>, <c>build</c>, <c>distillation</c> and <c>evaluation</c> sections are the library's
+/// own options records (<see cref="ScoringOptions"/>, <see cref="PlanTargets"/>, <see cref="StudentBuildOptions"/>,
+/// <see cref="DistillationOptions"/>, <see cref="EvaluationSuite"/>) with their keys in snake_case, so a recipe, the
+/// command line and code (<see cref="Surgery.Surgeon"/>, <see cref="StudentPipeline"/>) share one set of names, defaults and checks.
 /// </summary>
 public sealed record DistillationRecipe
 {
@@ -42,10 +42,10 @@ public sealed record DistillationRecipe
     public StudentBuildOptions Build { get; init; } = new();
 
     /// <summary>Distillation hyper-parameters (<c>distillation</c>).</summary>
-    public required RecipeDistillation Distillation { get; init; }
+    public required DistillationOptions Distillation { get; init; }
 
-    /// <summary>Evaluation tasks (<c>evaluation</c>); null skips evaluation.</summary>
-    public RecipeEvaluation? Evaluation { get; init; }
+    /// <summary>Evaluation tasks (<c>evaluation</c>); null skips evaluation. Paths are relative to the recipe.</summary>
+    public EvaluationSuite? Evaluation { get; init; }
 
     /// <summary>A job for a distributed engine that runs the distillation at scale (<c>export_job</c>); null writes none.</summary>
     public RecipeExportJob? ExportJob { get; init; }
@@ -247,27 +247,12 @@ public sealed record DistillationRecipe
         }
         else
         {
-            Check(Enum.IsDefined(Distillation.KdLoss), "distillation.kd_loss", $"must be one of {string.Join(", ", OptionNames.Names<DistillationDivergence>())}");
-            Check(Distillation.Temperature > 0, "distillation.temperature", "must be positive");
-            Check(Distillation.Alpha is >= 0 and <= 1, "distillation.alpha", "must be in [0, 1]");
-            Check(Distillation.Steps >= 1, "distillation.steps", "must be at least 1");
-            Check(Distillation.BatchSize >= 1, "distillation.batch_size", "must be at least 1");
-            Check(Distillation.SeqLen >= 1, "distillation.seq_len", "must be at least 1");
-            Check(Distillation.LearningRate > 0, "distillation.learning_rate", "must be positive");
-            Check(Distillation.CheckpointEvery >= 1, "distillation.checkpoint_every", "must be at least 1");
-            Check(Distillation.EvalEvery >= 1, "distillation.eval_every", "must be at least 1");
-            Check(Inference.Runtime.ComputeDevice.IsValidName(Distillation.Device), "distillation.device", $"'{Distillation.Device}' is not auto, cpu, cuda or cuda:N");
+            errors.AddRange(Distillation.Validate(key => "distillation." + key));
         }
 
         if (Evaluation is not null)
         {
-            Check(Evaluation.Tasks.Count + Evaluation.Text.Count > 0, "evaluation", "give tasks or text files (or leave evaluation out)");
-            foreach (string name in Evaluation.Tasks.Keys)
-            {
-                Check(RecipeEvaluation.KnownTasks.Contains(name), $"evaluation.tasks.{name}", $"unknown task (known: {string.Join(", ", RecipeEvaluation.KnownTasks)})");
-            }
-
-            Check(Evaluation.BatchSize >= 1, "evaluation.batch_size", "must be at least 1");
+            errors.AddRange(Evaluation.Validate(key => key.Length == 0 ? "evaluation" : "evaluation." + key));
         }
 
         if (ExportJob is not null)
@@ -325,80 +310,6 @@ public sealed record RecipeVocabulary
     public int PadToMultiple { get; init; } = 1;
 
     internal CompressionTarget Target => Keep is int n ? CompressionTarget.Keep(n) : CompressionTarget.Cover(Coverage!.Value);
-}
-
-/// <summary>The <c>distillation</c> section.</summary>
-public sealed record RecipeDistillation
-{
-    /// <summary><c>kl</c> (forward KL), <c>rkl</c> (reverse KL) or <c>jsd</c>.</summary>
-    public DistillationDivergence KdLoss { get; init; } = DistillationDivergence.ForwardKl;
-
-    /// <summary>Softmax temperature.</summary>
-    public double Temperature { get; init; } = 1.0;
-
-    /// <summary>Weight of the distillation term (1 - alpha weighs cross-entropy).</summary>
-    public double Alpha { get; init; } = 0.5;
-
-    /// <summary>Optimizer steps.</summary>
-    public long Steps { get; init; } = 100;
-
-    /// <summary>Windows per step.</summary>
-    public int BatchSize { get; init; } = 8;
-
-    /// <summary>Tokens per window.</summary>
-    public int SeqLen { get; init; } = 128;
-
-    /// <summary>Peak learning rate.</summary>
-    public double LearningRate { get; init; } = 1e-3;
-
-    /// <summary>Steps between resumable checkpoints.</summary>
-    public int CheckpointEvery { get; init; } = 50;
-
-    /// <summary>Steps between validation passes.</summary>
-    public int EvalEvery { get; init; } = 50;
-
-    /// <summary>Seed of the run.</summary>
-    public ulong Seed { get; init; } = 1234;
-
-    /// <summary>Device: auto, cpu, cuda, cuda:N.</summary>
-    public string Device { get; init; } = "auto";
-
-    /// <summary>The training options of this section for a run writing into <paramref name="outputDirectory"/>.</summary>
-    public TrainingOptions ToTrainingOptions(string outputDirectory) => new()
-    {
-        OutputDir = outputDirectory,
-        Steps = Steps,
-        BatchSize = BatchSize,
-        SeqLen = SeqLen,
-        LearningRate = LearningRate,
-        MinLearningRate = LearningRate / 10,
-        CheckpointEvery = CheckpointEvery,
-        EvalEvery = EvalEvery,
-        EvalBatches = 4,
-        Seed = Seed,
-    };
-
-    /// <summary>The distillation loss settings of this section.</summary>
-    public DistillationSettings ToSettings() => new() { Divergence = KdLoss, Temperature = Temperature, Alpha = Alpha };
-}
-
-/// <summary>The <c>evaluation</c> section.</summary>
-public sealed record RecipeEvaluation
-{
-    /// <summary>Benchmark task names the <c>tasks</c> map accepts.</summary>
-    public static readonly IReadOnlyList<string> KnownTasks = ["arc_easy", "arc_challenge", "hellaswag", "piqa", "boolq", "mmlu"];
-
-    /// <summary>Benchmark name to its JSONL file.</summary>
-    public IReadOnlyDictionary<string, string> Tasks { get; init; } = new Dictionary<string, string>();
-
-    /// <summary>Text files scored for perplexity and bits per byte (task name: file name without extension).</summary>
-    public IReadOnlyList<string> Text { get; init; } = [];
-
-    /// <summary>Sequences per forward pass.</summary>
-    public int BatchSize { get; init; } = 8;
-
-    /// <summary>Evaluate the teacher too, for a side-by-side table (when the teacher folder holds a tokenizer).</summary>
-    public bool IncludeTeacher { get; init; } = true;
 }
 
 /// <summary>

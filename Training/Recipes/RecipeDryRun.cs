@@ -57,7 +57,7 @@ public static class RecipeDryRun
             text.AppendLine(CultureInfo.InvariantCulture, $"the plan cannot be made: {ex.Message}");
         }
 
-        RecipeDistillation d = recipe.Distillation;
+        DistillationOptions d = recipe.Distillation;
         text.AppendLine(CultureInfo.InvariantCulture,
             $"distillation: {d.Steps:N0} steps x {d.BatchSize} windows x {d.SeqLen} tokens = {d.Steps * d.BatchSize * d.SeqLen:N0} tokens, {OptionNames.Name(d.KdLoss)} at temperature {d.Temperature}, alpha {d.Alpha}, device {d.Device}");
         text.AppendLine(CultureInfo.InvariantCulture, $"steps: {string.Join(", ", RecipeRunner.StepNames.Where(step => Runs(recipe, step)))}");

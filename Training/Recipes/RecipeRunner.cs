@@ -251,45 +251,37 @@ public static class RecipeRunner
         }).ConfigureAwait(false);
 
         // 6. Distillation: resumable, so an interrupted run continues from its last checkpoint.
-        RecipeDistillation d = recipe.Distillation;
+        DistillationOptions d = recipe.Distillation;
         await run.StepAsync("distillation", Hash(run.LastHash, DistillationRecipe.SectionJson(d)), async (dir, resume) =>
         {
-            CheckpointTrainingResult trained = await CheckpointTraining.DistillAsync(
-                effectiveTeacher, run.Output("build", "student")!, tokensPath, d.ToTrainingOptions(dir), d.ToSettings(),
-                new CheckpointTrainingSettings { Resume = resume, Device = d.Device },
-                Relay<TrainingProgress>(run, "distillation", p => ($"loss {p.Loss:F3}", p.Step, p.TotalSteps)),
-                logger, run.Token).ConfigureAwait(false);
+            StudentPipelineResult distilled = await StudentPipeline.ForStudent(run.Output("build", "student")!)
+                .DistilledFrom(effectiveTeacher)
+                .Distill(tokensPath, d, dir)
+                .RunWith(new CheckpointTrainingSettings { Resume = resume })
+                .ReportTo(Relay<PipelineProgress>(run, "distillation", p => (p.Message, p.Completed, p.Total)))
+                .LogTo(logger)
+                .RunAsync(run.Token).ConfigureAwait(false);
             return new()
             {
-                ["student"] = trained.FinalCheckpoint,
-                ["final_loss"] = trained.FinalLoss.ToString("F4", CultureInfo.InvariantCulture),
+                ["student"] = distilled.Student,
+                ["final_loss"] = distilled.Training!.FinalLoss.ToString("F4", CultureInfo.InvariantCulture),
                 ["metrics"] = Path.Combine(dir, "metrics.jsonl"),
             };
         }).ConfigureAwait(false);
         string studentCheckpoint = run.Output("distillation", "student")!;
 
-        // 7. Evaluation.
-        RecipeEvaluation? e = recipe.Evaluation;
+        // 7. Evaluation: the section's paths are relative to the recipe.
+        EvaluationSuite? e = recipe.Evaluation;
         string evaluationInputs = Hash(run.LastHash, DistillationRecipe.SectionJson(e), e is null ? string.Empty : string.Join('\n', e.Tasks.Values.Concat(e.Text).Select(p => FileStamp(recipe.Resolve(p)))));
         await run.StepAsync("evaluation", evaluationInputs, e is null ? null : async dir =>
         {
-            IReadOnlyList<TaskSpec> tasks = [.. e.Tasks.Select(t => TaskSpec.ForHarnessTask(t.Key, recipe.Resolve(t.Value)) ?? throw new InvalidDataException($"evaluation.tasks.{t.Key}: unknown task.")), .. e.Text.Select(p => TaskSpec.Text(Path.GetFileNameWithoutExtension(p), recipe.Resolve(p)))];
-            var models = new List<ModelEvaluation>();
-            var evaluated = new List<(string Name, string Directory)> { ("student", studentCheckpoint) };
-            if (e.IncludeTeacher && TokenizerFiles.IsInFolder(effectiveTeacher))
-            {
-                evaluated.Insert(0, ("teacher", effectiveTeacher));
-            }
-
-            foreach ((string name, string directory) in evaluated)
-            {
-                LlamaConfig config = LlamaConfig.Load(Path.Combine(directory, "config.json"));
-                var options = new EvaluationOptions { ModelName = name, BatchSize = e.BatchSize, MaxLength = config.MaxPositionEmbeddings };
-                models.Add(await new CheckpointTrainingResult(directory, []).EvaluateAsync(
-                    tasks, options, Relay<EvaluationProgress>(run, "evaluation", p => (name, 0, 0)), logger, run.Token).ConfigureAwait(false));
-            }
-
-            var report = new EvaluationReport(models, models[0].ModelName);
+            StudentPipelineResult evaluated = await StudentPipeline.ForStudent(studentCheckpoint)
+                .DistilledFrom(effectiveTeacher)
+                .Evaluate(e with { Tasks = e.Tasks.ToDictionary(t => t.Key, t => recipe.Resolve(t.Value)), Text = [.. e.Text.Select(recipe.Resolve)] })
+                .ReportTo(Relay<PipelineProgress>(run, "evaluation", p => (p.Message, 0, 0)))
+                .LogTo(logger)
+                .RunAsync(run.Token).ConfigureAwait(false);
+            EvaluationReport report = evaluated.Report!;
             string markdown = Path.Combine(dir, "report.md");
             string json = Path.Combine(dir, "report.json");
             report.WriteMarkdown(markdown);

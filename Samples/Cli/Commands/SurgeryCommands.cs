@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Globalization;
 using ModelSurgery.Inference.Configuration;
+using ModelSurgery.Surgery;
 using ModelSurgery.Surgery.Building;
 using ModelSurgery.Surgery.Planning;
 using ModelSurgery.Surgery.Scoring;
@@ -11,7 +12,9 @@ namespace ModelSurgery.Cli.Commands;
 
 /// <summary>
 /// Parameter inheritance from the command line: <c>score</c> (importance on calibration data), <c>plan</c> (scores and
-/// targets into a plan), <c>build</c> (the student checkpoint from a plan) and <c>prune</c> (all three in one go).
+/// targets into a plan), <c>build</c> (the student checkpoint from a plan) and <c>prune</c> (all three in one go). The
+/// commands bind their options to the stage records and run the stages through <see cref="Surgeon"/>; what is theirs is
+/// the console (progress bars, summaries) and the files around the student (scores, charts, the plan).
 /// </summary>
 internal static class SurgeryCommands
 {
@@ -107,6 +110,9 @@ internal static class SurgeryCommands
         return command;
     }
 
+    /// <summary>The prefix <see cref="Surgeon"/> puts before the scoring stages in its progress (the bar shows the stage alone).</summary>
+    private const string ScoringStage = "scoring: ";
+
     private static Option<string[]> MetricsOption() => new("--metric")
     {
         Description = $"Metric(s) to compute: {string.Join(", ", ScoringMetrics.All.Select(m => m.Name))}; repeat for several.",
@@ -155,13 +161,12 @@ internal static class SurgeryCommands
             throw new UsageException($"--metric {needy} runs the model on calibration text: give {calibration.Tokens.Name} <token file>.");
         }
 
+        Surgeon surgeon = Surgeon.ForTeacher(modelDir).ScoreWith(options);
+        surgeon = data is null ? surgeon : surgeon.CalibrateOn(data);
         using var bar = context.CreateProgressBar("score", ProgressUnit.Steps);
-        return await ImportanceScorer.ScoreAsync(
-            modelDir,
-            data,
-            options,
-            new InlineProgress<ScoringProgress>(p => bar.Report(p.Completed, p.Total, p.Stage)),
-            cancellationToken: cancellationToken).ConfigureAwait(false);
+        return await surgeon
+            .ReportTo(new InlineProgress<SurgeryProgress>(p => bar.Report(p.Completed, p.Total, p.Stage.StartsWith(ScoringStage, StringComparison.Ordinal) ? p.Stage[ScoringStage.Length..] : p.Stage)))
+            .ScoreAsync(cancellationToken).ConfigureAwait(false);
     }
 
     private static async Task SaveScoresAsync(CliContext context, IReadOnlyList<ImportanceScores> scores, string folder)
@@ -408,13 +413,12 @@ internal static class SurgeryCommands
             StudentBuildResult result;
             using (var bar = context.CreateProgressBar("build", ProgressUnit.Bytes))
             {
-                result = await StudentBuilder.BuildAsync(
-                    teacherDir,
-                    plan,
-                    parsed.GetValue(Output)!,
-                    options,
-                    new InlineProgress<StudentBuildProgress>(p => bar.Report(p.BytesWritten, p.TotalBytesToWrite, "written")),
-                    cancellationToken: cancellationToken).ConfigureAwait(false);
+                SurgeryResult built = await Surgeon.ForTeacher(teacherDir)
+                    .UsePlan(plan)
+                    .WriteWith(options)
+                    .ReportTo(new InlineProgress<SurgeryProgress>(p => bar.Report(p.Completed, p.Total, "written")))
+                    .BuildAsync(parsed.GetValue(Output)!, cancellationToken).ConfigureAwait(false);
+                result = built.Student;
             }
 
             await context.Output.WriteLineAsync(string.Create(CultureInfo.InvariantCulture,

@@ -1,20 +1,15 @@
-using ModelSurgery.Inference.Evaluation;
 using ModelSurgery.Inference.Modeling;
 using ModelSurgery.Inference.Reporting;
-using ModelSurgery.Inference.Tokenization;
 using ModelSurgery.Surgery;
 using ModelSurgery.Surgery.Building;
 using ModelSurgery.Surgery.Planning;
 using ModelSurgery.Surgery.Scoring;
 using ModelSurgery.Tests.Modeling;
 using ModelSurgery.Tests.Vocabulary;
-using ModelSurgery.Training;
-using ModelSurgery.Training.Data;
-using ModelSurgery.Training.Recipes;
 
 namespace ModelSurgery.Tests.Building;
 
-/// <summary>The fluent flow: teacher -> calibrate -> score -> plan -> build -> distil -> evaluate.</summary>
+/// <summary>The fluent flow's surgery: teacher -> calibrate -> score -> plan -> build (the rest: <c>StudentPipelineTests</c>).</summary>
 public sealed class SurgeonTests
 {
     private string _dir = null!;
@@ -68,7 +63,7 @@ public sealed class SurgeonTests
     }
 
     [Test]
-    public async Task Build_then_distil_then_evaluate_flows_through_one_api()
+    public async Task Building_reports_bytes_written_in_order_up_to_the_total()
     {
         var progress = new List<SurgeryProgress>();
         SurgeryResult surgery = await Surgeon.ForTeacher(_teacher)
@@ -80,24 +75,6 @@ public sealed class SurgeonTests
         // Building counts bytes written, in order.
         Assert.That(progress.Select(p => p.Unit), Is.All.EqualTo(ProgressUnit.Bytes));
         Assert.That(progress.Select(p => p.Completed), Is.Ordered.Ascending);
-
-        string tokens = Path.Combine(_dir, "tokens.bin");
-        var writer = new TokenFileWriter(tokens, TinyTokenizedModel.VocabSize, TinyTokenizedModel.EndOfText);
-        writer.AppendDocument(_tokens);
-        writer.Complete();
-
-        var options = new TrainingOptions { OutputDir = Path.Combine(_dir, "run"), Steps = 6, BatchSize = 2, SeqLen = 32, EvalEvery = 3, EvalBatches = 1, LearningRate = 1e-2 };
-        var logger = new ModelSurgery.Tests.Training.ListLogger();
-        CheckpointTrainingResult trained = await surgery.DistillAsync(tokens, options, settings: new CheckpointTrainingSettings { ValidationFraction = 0.1, Device = "cpu" }, logger: logger);
-        Assert.That(double.IsFinite(trained.FinalLoss), Is.True);
-        // No progress object: the log says how the distillation goes, from the first step to the last.
-        Assert.That(logger.Lines, Has.Some.StartsWith("Step 1/6: loss").And.Some.StartsWith("Step 6/6: loss"));
-
-        string text = Path.Combine(_dir, "heldout.txt");
-        await File.WriteAllTextAsync(text, "The jury said the election was conducted fairly, and the city thanked it.");
-        ModelEvaluation evaluation = await trained.EvaluateAsync([TaskSpec.Text("heldout", text)]);
-        Assert.That(evaluation.Tasks, Has.Count.EqualTo(1));
-        Assert.That(evaluation.Tasks[0].Metrics.Values.All(m => double.IsFinite(m.Value)), Is.True);
     }
 
     private sealed class ListProgress<T>(List<T> items) : IProgress<T>

@@ -90,7 +90,7 @@ public sealed class CustomMetricTests
         Data = new RecipeData { Corpus = ["c.jsonl"] },
         Scoring = new ScoringOptions { Metrics = [metric] },
         Plan = new PlanTargets(),
-        Distillation = new RecipeDistillation(),
+        Distillation = new DistillationOptions(),
     }.Validate();
 
     /// <summary>How far a layer moves the residual stream relative to its size, averaged over calibration tokens.</summary>

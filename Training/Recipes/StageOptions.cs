@@ -1,0 +1,184 @@
+using ModelSurgery.Inference.Configuration;
+using ModelSurgery.Inference.Evaluation;
+using ModelSurgery.Inference.Runtime;
+using ModelSurgery.Training.Distillation;
+
+namespace ModelSurgery.Training.Recipes;
+
+/// <summary>
+/// The distillation stage's options: the loss, the schedule and the device. <see cref="StudentPipeline.Distill"/> and a
+/// recipe's <c>distillation</c> section take this record (JSON keys in snake_case, e.g. <c>kd_loss</c>), so both share
+/// one set of names, defaults and checks.
+/// </summary>
+public sealed record DistillationOptions
+{
+    /// <summary><c>kl</c> (forward KL), <c>rkl</c> (reverse KL) or <c>jsd</c> (key <c>kd_loss</c>).</summary>
+    public DistillationDivergence KdLoss { get; init; } = DistillationDivergence.ForwardKl;
+
+    /// <summary>Softmax temperature (key <c>temperature</c>).</summary>
+    public double Temperature { get; init; } = 1.0;
+
+    /// <summary>Weight of the distillation term; 1 - alpha weighs cross-entropy (key <c>alpha</c>).</summary>
+    public double Alpha { get; init; } = 0.5;
+
+    /// <summary>Optimizer steps (key <c>steps</c>).</summary>
+    public long Steps { get; init; } = 100;
+
+    /// <summary>Windows per step (key <c>batch_size</c>).</summary>
+    public int BatchSize { get; init; } = 8;
+
+    /// <summary>Tokens per window (key <c>seq_len</c>).</summary>
+    public int SeqLen { get; init; } = 128;
+
+    /// <summary>Peak learning rate (key <c>learning_rate</c>).</summary>
+    public double LearningRate { get; init; } = 1e-3;
+
+    /// <summary>Learning rate at the end of the cosine decay; null is a tenth of <see cref="LearningRate"/> (key <c>min_learning_rate</c>).</summary>
+    public double? MinLearningRate { get; init; }
+
+    /// <summary>Share of the steps spent in linear warmup (key <c>warmup_fraction</c>).</summary>
+    public double WarmupFraction { get; init; } = 0.03;
+
+    /// <summary>Steps between resumable checkpoints (key <c>checkpoint_every</c>).</summary>
+    public int CheckpointEvery { get; init; } = 50;
+
+    /// <summary>Steps between validation passes (key <c>eval_every</c>).</summary>
+    public int EvalEvery { get; init; } = 50;
+
+    /// <summary>Validation batches per validation pass (key <c>eval_batches</c>).</summary>
+    public int EvalBatches { get; init; } = 4;
+
+    /// <summary>Seed of the data order and of torch's generator (key <c>seed</c>).</summary>
+    public ulong Seed { get; init; } = 1234;
+
+    /// <summary>Device: <c>auto</c>, <c>cpu</c>, <c>cuda</c> or <c>cuda:N</c> (key <c>device</c>).</summary>
+    public string Device { get; init; } = "auto";
+
+    /// <summary>Every problem of the options, each starting with the key of the option at fault (e.g. <c>steps</c>).</summary>
+    /// <param name="name">Maps a key to the caller's name for it (a recipe field, a property); null uses the keys.</param>
+    /// <returns>The problems; empty when the options are valid.</returns>
+    public IReadOnlyList<string> Validate(Func<string, string>? name = null)
+    {
+        name ??= key => key;
+        var errors = new List<string>();
+        void Check(bool ok, string key, string problem)
+        {
+            if (!ok)
+            {
+                errors.Add($"{name(key)}: {problem}");
+            }
+        }
+
+        Check(Enum.IsDefined(KdLoss), "kd_loss", $"must be one of {string.Join(", ", OptionNames.Names<DistillationDivergence>())}");
+        Check(Temperature > 0 && double.IsFinite(Temperature), "temperature", "must be positive");
+        Check(Alpha is >= 0 and <= 1, "alpha", "must be in [0, 1]");
+        Check(Steps >= 1, "steps", "must be at least 1");
+        Check(BatchSize >= 1, "batch_size", "must be at least 1");
+        Check(SeqLen >= 1, "seq_len", "must be at least 1");
+        Check(LearningRate > 0 && double.IsFinite(LearningRate), "learning_rate", "must be positive");
+        Check(MinLearningRate is null || (MinLearningRate >= 0 && MinLearningRate <= LearningRate), "min_learning_rate", "must be in [0, learning_rate]");
+        Check(WarmupFraction is >= 0 and < 1, "warmup_fraction", "must be in [0, 1)");
+        Check(CheckpointEvery >= 1, "checkpoint_every", "must be at least 1");
+        Check(EvalEvery >= 1, "eval_every", "must be at least 1");
+        Check(EvalBatches >= 0, "eval_batches", "must not be negative");
+        Check(ComputeDevice.IsValidName(Device), "device", $"'{Device}' is not auto, cpu, cuda or cuda:N");
+        return errors;
+    }
+
+    /// <summary>Throws when an option is out of range.</summary>
+    /// <exception cref="ArgumentException">Every problem, each naming its option.</exception>
+    public void ThrowIfInvalid()
+    {
+        IReadOnlyList<string> errors = Validate(key => "DistillationOptions." + key);
+        if (errors.Count > 0)
+        {
+            throw new ArgumentException(string.Join("; ", errors));
+        }
+    }
+
+    /// <summary>The trainer's options for a run writing into <paramref name="outputDirectory"/>.</summary>
+    public TrainingOptions ToTrainingOptions(string outputDirectory) => new()
+    {
+        OutputDir = outputDirectory,
+        Steps = Steps,
+        BatchSize = BatchSize,
+        SeqLen = SeqLen,
+        LearningRate = LearningRate,
+        MinLearningRate = MinLearningRate ?? LearningRate / 10,
+        WarmupFraction = WarmupFraction,
+        CheckpointEvery = CheckpointEvery,
+        EvalEvery = EvalEvery,
+        EvalBatches = EvalBatches,
+        Seed = Seed,
+    };
+
+    /// <summary>The loss settings (divergence, temperature, alpha).</summary>
+    public DistillationSettings ToSettings() => new() { Divergence = KdLoss, Temperature = Temperature, Alpha = Alpha };
+}
+
+/// <summary>
+/// The evaluation stage's options: which benchmarks and text files, and how. <see cref="StudentPipeline.Evaluate"/> and
+/// a recipe's <c>evaluation</c> section take this record (JSON keys in snake_case).
+/// </summary>
+public sealed record EvaluationSuite
+{
+    /// <summary>Benchmark task names the <see cref="Tasks"/> map accepts.</summary>
+    public static readonly IReadOnlyList<string> KnownTasks = ["arc_easy", "arc_challenge", "hellaswag", "piqa", "boolq", "mmlu"];
+
+    /// <summary>Benchmark name to its JSONL file (key <c>tasks</c>).</summary>
+    public IReadOnlyDictionary<string, string> Tasks { get; init; } = new Dictionary<string, string>();
+
+    /// <summary>Text files scored for perplexity and bits per byte; the task is named after the file without extension (key <c>text</c>).</summary>
+    public IReadOnlyList<string> Text { get; init; } = [];
+
+    /// <summary>Sequences per forward pass (key <c>batch_size</c>).</summary>
+    public int BatchSize { get; init; } = 8;
+
+    /// <summary>Longest sequence scored; null is each model's <c>max_position_embeddings</c> (key <c>max_length</c>).</summary>
+    public int? MaxLength { get; init; }
+
+    /// <summary>Evaluate the teacher too, for a side-by-side table, when its folder holds a tokenizer (key <c>include_teacher</c>).</summary>
+    public bool IncludeTeacher { get; init; } = true;
+
+    /// <summary>Every problem of the options, each starting with the key at fault (the empty key is the whole section).</summary>
+    /// <param name="name">Maps a key to the caller's name for it; null uses the keys.</param>
+    /// <returns>The problems; empty when the options are valid.</returns>
+    public IReadOnlyList<string> Validate(Func<string, string>? name = null)
+    {
+        name ??= key => key.Length == 0 ? "evaluation" : key;
+        var errors = new List<string>();
+        void Check(bool ok, string key, string problem)
+        {
+            if (!ok)
+            {
+                errors.Add($"{name(key)}: {problem}");
+            }
+        }
+
+        Check((Tasks?.Count ?? 0) + (Text?.Count ?? 0) > 0, string.Empty, "give tasks or text files (or leave evaluation out)");
+        foreach (string task in Tasks?.Keys ?? [])
+        {
+            Check(KnownTasks.Contains(task), $"tasks.{task}", $"unknown task (known: {string.Join(", ", KnownTasks)})");
+        }
+
+        Check(BatchSize >= 1, "batch_size", "must be at least 1");
+        Check(MaxLength is null or >= 1, "max_length", "must be at least 1");
+        return errors;
+    }
+
+    /// <summary>The tasks to run, with every file path passed through <paramref name="resolve"/> (null keeps them as written).</summary>
+    /// <exception cref="ArgumentException">A benchmark name is unknown.</exception>
+    public IReadOnlyList<TaskSpec> ToTaskSpecs(Func<string, string>? resolve = null)
+    {
+        resolve ??= path => path;
+        return
+        [
+            .. Tasks.Select(t => TaskSpec.ForHarnessTask(t.Key, resolve(t.Value)) ?? throw new ArgumentException($"tasks.{t.Key}: unknown task (known: {string.Join(", ", KnownTasks)}).")),
+            .. Text.Select(p => TaskSpec.Text(Path.GetFileNameWithoutExtension(p), resolve(p))),
+        ];
+    }
+
+    /// <summary>The evaluator's options for one model.</summary>
+    internal EvaluationOptions ToEvaluationOptions(string modelName, int maxPositions) =>
+        new() { ModelName = modelName, BatchSize = BatchSize, MaxLength = MaxLength ?? maxPositions };
+}
