@@ -258,7 +258,7 @@ public static class RecipeRunner
                 .DistilledFrom(effectiveTeacher)
                 .Distill(tokensPath, d, dir)
                 .RunWith(new CheckpointTrainingSettings { Resume = resume })
-                .ReportTo(Relay<PipelineProgress>(run, "distillation", p => (p.Message, p.Completed, p.Total)))
+                .ReportTo(Relay<PipelineProgress>(run, "distillation", p => (p.Message, p.Completed, p.Total ?? 0)))
                 .LogTo(logger)
                 .RunAsync(run.Token).ConfigureAwait(false);
             return new()

@@ -2,6 +2,7 @@ using System.Globalization;
 using Microsoft.Extensions.Logging;
 using ModelSurgery.Inference.Evaluation;
 using ModelSurgery.Inference.Modeling;
+using ModelSurgery.Inference.Reporting;
 using ModelSurgery.Inference.Tokenization;
 using ModelSurgery.Surgery;
 
@@ -11,8 +12,9 @@ namespace ModelSurgery.Training.Recipes;
 /// <param name="Stage"><c>surgery</c>, <c>distillation</c>, <c>training</c> or <c>evaluation</c>.</param>
 /// <param name="Message">What is happening (the surgery stage, the loss, the model being evaluated).</param>
 /// <param name="Completed">Units done in the stage.</param>
-/// <param name="Total">Units in the stage (0 when unknown).</param>
-public sealed record PipelineProgress(string Stage, string Message, double Completed, double Total);
+/// <param name="Total">Units in the stage, or null when unknown.</param>
+/// <param name="Unit">What <paramref name="Completed"/> counts (bytes while building, steps while training, examples while evaluating).</param>
+public sealed record PipelineProgress(string Stage, string Message, long Completed, long? Total, ProgressUnit Unit);
 
 /// <summary>What a <see cref="StudentPipeline"/> run produced.</summary>
 /// <param name="Student">The student checkpoint folder the run ended with (built, or trained and saved).</param>
@@ -166,7 +168,7 @@ public sealed record StudentPipeline
             Surgeon surgeon = Logger is null ? Surgery : Surgery.LogTo(Logger);
             if (Progress is { } progress)
             {
-                surgeon = surgeon.ReportTo(new RelayProgress<SurgeryProgress>(p => progress.Report(new PipelineProgress("surgery", p.Stage, p.Completed, p.Total))));
+                surgeon = surgeon.ReportTo(new RelayProgress<SurgeryProgress>(p => progress.Report(new PipelineProgress("surgery", p.Stage, p.Completed, p.Total, p.Unit))));
             }
 
             surgery = await surgeon.BuildAsync(student, cancellationToken).ConfigureAwait(false);
@@ -177,7 +179,7 @@ public sealed record StudentPipeline
         {
             string stage = Distillation is null ? "training" : "distillation";
             var progress = Progress is null ? null : new RelayProgress<TrainingProgress>(p =>
-                Progress.Report(new PipelineProgress(stage, string.Create(CultureInfo.InvariantCulture, $"loss {p.Loss:F3}"), p.Step, p.TotalSteps)));
+                Progress.Report(new PipelineProgress(stage, string.Create(CultureInfo.InvariantCulture, $"loss {p.Loss:F3}"), p.Step, p.TotalSteps, ProgressUnit.Steps)));
             trained = Distillation is { } d
                 ? await CheckpointTraining.DistillAsync(
                     TeacherDirectory, student, TokensPath, d.ToTrainingOptions(TrainingOutput!), d.ToSettings(), Settings with { Device = d.Device },
@@ -215,7 +217,7 @@ public sealed record StudentPipeline
 
         // Text tasks predict the first token from a BOS/EOS prefix: the model's own.
         options = options with { PrefixTokenId = model.Config.BosTokenId ?? (model.Config.EosTokenIds.Count > 0 ? model.Config.EosTokenIds[0] : null) };
-        var progress = Progress is null ? null : new RelayProgress<EvaluationProgress>(p => Progress.Report(new PipelineProgress("evaluation", name, p.Completed, p.Total)));
+        var progress = Progress is null ? null : new RelayProgress<EvaluationProgress>(p => Progress.Report(new PipelineProgress("evaluation", name, p.Completed, p.Total, ProgressUnit.Examples)));
         return await Evaluator.EvaluateAsync(model, tokenizer, tasks, options, progress, Logger, cancellationToken).ConfigureAwait(false);
     }
 
