@@ -201,6 +201,8 @@ public sealed class Trainer
             TrainingLog.Starting(_logger, totalSteps, _options.TokensPerStep, decay.Count, noDecay.Count);
         }
 
+        // Every step allocates and frees the same large tensors: keep freed memory for reuse instead of faulting it in again.
+        CpuThreading.KeepFreedMemoryInProcess();
         if (OperatingSystem.IsLinux() && string.IsNullOrEmpty(Environment.GetEnvironmentVariable(CpuThreading.WaitPolicyVariable)))
         {
             TrainingLog.SpinningOpenMpWorkers(_logger);

@@ -20,7 +20,8 @@ namespace ModelSurgery.Benchmarks;
 /// <para>
 /// FLOPs per student token: 6 N_s + 12 L_s T D_s (PaLM, appendix B; N counts parameters in matmuls: decoder layers and
 /// head). A distillation step adds the teacher's forward, 2 N_t + 4 L_t T D_t, so its arithmetic ratio to the plain step
-/// is (2 N_t + 4 L_t T D_t + 6 N_s + 12 L_s T D_s) / (6 N_s + 12 L_s T D_s).
+/// is (2 N_t + 4 L_t T D_t + 6 N_s + 12 L_s T D_s) / (6 N_s + 12 L_s T D_s). The last two columns count minor page faults
+/// per step: memory the allocator handed back to the system and had to fault in again.
 /// </para>
 /// </summary>
 internal static class StepCosts
