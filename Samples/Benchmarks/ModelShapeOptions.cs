@@ -23,6 +23,23 @@ internal sealed class ModelShapeOptions
         _heads = new Option<int>("--heads") { DefaultValueFactory = _ => heads, Description = "Attention heads (as many key/value heads)." };
         _ffn = new Option<int>("--ffn") { DefaultValueFactory = _ => ffn, Description = "MLP intermediate size." };
         _vocab = new Option<int>("--vocab") { DefaultValueFactory = _ => vocab, Description = "Vocabulary size." };
+        foreach (Option<int> option in new[] { _hidden, _layers, _heads, _ffn, _vocab })
+        {
+            Positive(option);
+        }
+    }
+
+    /// <summary>Makes the parser refuse a value below one, naming the option (no stack trace).</summary>
+    public static void Positive(Option<int> option)
+    {
+        ArgumentNullException.ThrowIfNull(option);
+        option.Validators.Add(result =>
+        {
+            if (result.GetValueOrDefault<int>() < 1)
+            {
+                result.AddError($"{option.Name} must be at least 1; got {result.GetValueOrDefault<int>()}.");
+            }
+        });
     }
 
     /// <summary>Adds the options to <paramref name="command"/>.</summary>
@@ -35,19 +52,10 @@ internal sealed class ModelShapeOptions
     }
 
     /// <summary>The config the parsed options describe; <paramref name="shape"/> sets what the command adds (context, head tying, tokens).</summary>
-    /// <exception cref="ArgumentException">A size is not positive; the message names the option.</exception>
     public LlamaConfig Config(ParseResult parsed, Func<LlamaConfig, LlamaConfig> shape)
     {
         ArgumentNullException.ThrowIfNull(parsed);
         ArgumentNullException.ThrowIfNull(shape);
-        foreach (Option<int> option in new[] { _hidden, _layers, _heads, _ffn, _vocab })
-        {
-            if (parsed.GetValue(option) <= 0)
-            {
-                throw new ArgumentException($"{option.Name} must be positive; got {parsed.GetValue(option)}.");
-            }
-        }
-
         return shape(new LlamaConfig
         {
             VocabSize = parsed.GetValue(_vocab),

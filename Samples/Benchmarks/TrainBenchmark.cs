@@ -40,6 +40,17 @@ internal static class TrainBenchmark
         };
         var repeats = new Option<int>("--repeats") { DefaultValueFactory = _ => 3, Description = "With --step-costs: interleaved repetitions per shape; medians are reported." };
         var teacherDtype = new Option<string>("--teacher-dtype") { DefaultValueFactory = _ => "fp32", Description = "With --step-costs: the teacher's dtype, fp32 or bf16." };
+        ModelShapeOptions.Positive(steps);
+        ModelShapeOptions.Positive(repeats);
+        stepCosts.Validators.Add(result =>
+        {
+            string[] unknown = [.. (result.GetValueOrDefault<string?>() ?? string.Empty).Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Where(n => !StepCosts.ShapeNames.Contains(n))];
+            if (unknown.Length > 0 || string.IsNullOrWhiteSpace(result.GetValueOrDefault<string?>()))
+            {
+                result.AddError($"--step-costs: name shapes from {string.Join(", ", StepCosts.ShapeNames)}; '{string.Join(", ", unknown)}' is not one.");
+            }
+        });
+        teacherDtype.AcceptOnlyFromAmong("fp32", "bf16");
         var command = new Command("train", "Training throughput (tokens/s) and fraction of the measured matmul peak; with --step-costs, the cost of distillation steps too.")
         { seqLen, batch, steps, precisions, threads, profile, stepCosts, repeats, teacherDtype };
         shape.AddTo(command);
