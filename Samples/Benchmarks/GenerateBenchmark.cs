@@ -25,37 +25,28 @@ internal static class GenerateBenchmark
 {
     public static Command Create()
     {
-        var hidden = new Option<int>("--hidden") { DefaultValueFactory = _ => 768, Description = "Hidden size D." };
-        var layers = new Option<int>("--layers") { DefaultValueFactory = _ => 12, Description = "Decoder layers L." };
-        var heads = new Option<int>("--heads") { DefaultValueFactory = _ => 12, Description = "Attention heads." };
-        var ffn = new Option<int>("--ffn") { DefaultValueFactory = _ => 2048, Description = "MLP intermediate size." };
-        var vocab = new Option<int>("--vocab") { DefaultValueFactory = _ => 32000, Description = "Vocabulary size." };
+        var shape = new ModelShapeOptions(hidden: 768, layers: 12, heads: 12, ffn: 2048, vocab: 32000);
         var seqLen = new Option<int>("--seq-len") { DefaultValueFactory = _ => 256, Description = "Context: positions decoded per run (from one BOS token)." };
         var repeats = new Option<int>("--repeats") { DefaultValueFactory = _ => 5, Description = "Runs per contender; the median is reported." };
         var dtypes = new Option<string>("--dtypes") { DefaultValueFactory = _ => "fp32", Description = "Comma-separated: fp32, bf16." };
         var threads = new Option<int?>("--threads") { Description = "torch.set_num_threads and OMP_NUM_THREADS of run.c (default: the logical cores)." };
         var run = new Option<string?>("--run") { Description = "Path to llama2.c's run binary (gcc -Ofast -fopenmp -march=native run.c -lm -o run); without it run.c is skipped." };
         var command = new Command("generate", "Decoding tokens/s against the memory-bandwidth limit and, optionally, llama2.c's run.c.")
-        { hidden, layers, heads, ffn, vocab, seqLen, repeats, dtypes, threads, run };
+        { seqLen, repeats, dtypes, threads, run };
+        shape.AddTo(command);
         command.SetAction(async (parsed, ct) =>
         {
             int threadCount = parsed.GetValue(threads) ?? Environment.ProcessorCount;
             torch.set_num_threads(threadCount);
             int positions = parsed.GetValue(seqLen), runs = parsed.GetValue(repeats);
-            var config = new LlamaConfig
+            LlamaConfig config = shape.Config(parsed, c => c with
             {
-                VocabSize = parsed.GetValue(vocab),
-                HiddenSize = parsed.GetValue(hidden),
-                IntermediateSize = parsed.GetValue(ffn),
-                NumHiddenLayers = parsed.GetValue(layers),
-                NumAttentionHeads = parsed.GetValue(heads),
-                NumKeyValueHeads = parsed.GetValue(heads),
                 MaxPositionEmbeddings = positions,
                 TieWordEmbeddings = true, // as stories110M: the head is the embedding
                 RmsNormEps = 1e-5, // what run.c hard-codes
                 BosTokenId = 1,
                 EosTokenIds = [],
-            };
+            });
             string? runBinary = parsed.GetValue(run) is { } r ? Path.GetFullPath(r) : null;
             if (runBinary is not null && !File.Exists(runBinary))
             {

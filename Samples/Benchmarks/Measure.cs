@@ -83,6 +83,22 @@ internal static class Measure
         return total;
     }
 
+    /// <summary>Minor page faults of this process so far (field 10 of /proc/self/stat), or -1 where unavailable: fresh memory touched for the first time.</summary>
+    public static long MinorPageFaults()
+    {
+        try
+        {
+            string stat = File.ReadAllText("/proc/self/stat");
+            // The command name (field 2) may hold spaces; the fields after its closing parenthesis start at field 3.
+            string[] fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
+            return long.Parse(fields[10 - 3], CultureInfo.InvariantCulture);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or FormatException or IndexOutOfRangeException)
+        {
+            return -1;
+        }
+    }
+
     public static string Mb(long bytes) => (bytes / 1e6).ToString("N0", CultureInfo.InvariantCulture) + " MB";
 
     private static long ReadStatusKiloBytes(string key)

@@ -25,19 +25,35 @@ internal static class TrainBenchmark
 {
     public static Command Create()
     {
-        var hidden = new Option<int>("--hidden") { DefaultValueFactory = _ => 384, Description = "Hidden size D." };
-        var layers = new Option<int>("--layers") { DefaultValueFactory = _ => 6, Description = "Decoder layers L." };
-        var heads = new Option<int>("--heads") { DefaultValueFactory = _ => 6, Description = "Attention heads." };
-        var ffn = new Option<int>("--ffn") { DefaultValueFactory = _ => 1024, Description = "MLP intermediate size." };
-        var vocab = new Option<int>("--vocab") { DefaultValueFactory = _ => 8192, Description = "Vocabulary size." };
+        var shape = new ModelShapeOptions(hidden: 384, layers: 6, heads: 6, ffn: 1024, vocab: 8192);
         var seqLen = new Option<int>("--seq-len") { DefaultValueFactory = _ => 256, Description = "Tokens per window T." };
         var batch = new Option<int>("--batch-size") { DefaultValueFactory = _ => 4, Description = "Windows per step." };
         var steps = new Option<int>("--steps") { DefaultValueFactory = _ => 2, Description = "Timed steps per precision (after one warm-up step)." };
         var precisions = new Option<string>("--precisions") { DefaultValueFactory = _ => "fp32,bf16", Description = "Comma-separated: fp32, bf16." };
         var threads = new Option<int?>("--threads") { Description = "torch.set_num_threads (default: leave torch's choice)." };
         var profile = new Option<bool>("--profile") { Description = "Also time each phase of a step (forward, loss, backward, casts, clipping, AdamW) per precision." };
-        var command = new Command("train", "Training throughput (tokens/s) and fraction of the measured matmul peak.")
-        { hidden, layers, heads, ffn, vocab, seqLen, batch, steps, precisions, threads, profile };
+        var stepCosts = new Option<string?>("--step-costs")
+        {
+            Description = "Comma-separated step shapes (" + string.Join(", ", StepCosts.ShapeNames) + "): per shape, the fp32 Trainer step's fraction of " +
+                "the matmul peak and the distillation step's cost over the plain step beside its arithmetic ratio, measured interleaved " +
+                "in this run (replaces the precision table; the model-shape, --seq-len and --batch-size options are not used).",
+        };
+        var repeats = new Option<int>("--repeats") { DefaultValueFactory = _ => 3, Description = "With --step-costs: interleaved repetitions per shape; medians are reported." };
+        var teacherDtype = new Option<string>("--teacher-dtype") { DefaultValueFactory = _ => "fp32", Description = "With --step-costs: the teacher's dtype, fp32 or bf16." };
+        ModelShapeOptions.Positive(steps);
+        ModelShapeOptions.Positive(repeats);
+        stepCosts.Validators.Add(result =>
+        {
+            string[] unknown = [.. (result.GetValueOrDefault<string?>() ?? string.Empty).Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Where(n => !StepCosts.ShapeNames.Contains(n))];
+            if (unknown.Length > 0 || string.IsNullOrWhiteSpace(result.GetValueOrDefault<string?>()))
+            {
+                result.AddError($"--step-costs: name shapes from {string.Join(", ", StepCosts.ShapeNames)}; '{string.Join(", ", unknown)}' is not one.");
+            }
+        });
+        teacherDtype.AcceptOnlyFromAmong("fp32", "bf16");
+        var command = new Command("train", "Training throughput (tokens/s) and fraction of the measured matmul peak; with --step-costs, the cost of distillation steps too.")
+        { seqLen, batch, steps, precisions, threads, profile, stepCosts, repeats, teacherDtype };
+        shape.AddTo(command);
         command.SetAction(async (parsed, ct) =>
         {
             if (parsed.GetValue(threads) is int n)
@@ -45,17 +61,17 @@ internal static class TrainBenchmark
                 torch.set_num_threads(n);
             }
 
-            var config = new LlamaConfig
+            if (parsed.GetValue(stepCosts) is string names)
             {
-                VocabSize = parsed.GetValue(vocab),
-                HiddenSize = parsed.GetValue(hidden),
-                IntermediateSize = parsed.GetValue(ffn),
-                NumHiddenLayers = parsed.GetValue(layers),
-                NumAttentionHeads = parsed.GetValue(heads),
-                NumKeyValueHeads = parsed.GetValue(heads),
+                await StepCosts.RunAsync(names, parsed.GetValue(steps), parsed.GetValue(repeats), parsed.GetValue(teacherDtype)!, parsed.GetValue(profile), ct);
+                return;
+            }
+
+            LlamaConfig config = shape.Config(parsed, c => c with
+            {
                 MaxPositionEmbeddings = Math.Max(2048, parsed.GetValue(seqLen)),
                 EosTokenIds = [0],
-            };
+            });
             int t = parsed.GetValue(seqLen), b = parsed.GetValue(batch), timed = parsed.GetValue(steps);
             ParameterCount count = LlamaTensorLayout.CountParameters(config);
             long embedding = (long)config.VocabSize * config.HiddenSize;
@@ -117,7 +133,7 @@ internal static class TrainBenchmark
     }
 
     /// <summary>Best rate of a few 2048 x 2048 matmuls (2 n^3 FLOPs each).</summary>
-    private static double MatmulPeak(ScalarType dtype)
+    internal static double MatmulPeak(ScalarType dtype)
     {
         const int size = 2048;
         using var scope = torch.NewDisposeScope();
@@ -310,7 +326,7 @@ internal static class TrainBenchmark
         return (double)batch * seqLen * steps / (marks[steps + 1] - marks[1]);
     }
 
-    private static string WriteRandomTokens(string directory, int vocab, long count)
+    internal static string WriteRandomTokens(string directory, int vocab, long count)
     {
         string path = Path.Combine(directory, "tokens.bin");
         var random = new Random(5);
@@ -320,10 +336,10 @@ internal static class TrainBenchmark
         return path;
     }
 
-    private static string LoadAverage() =>
+    internal static string LoadAverage() =>
         File.Exists("/proc/loadavg") ? string.Join(' ', File.ReadAllText("/proc/loadavg").Split(' ').Take(3)) : "n/a";
 
-    private sealed class Marks(Action<TrainingProgress> report) : IProgress<TrainingProgress>
+    internal sealed class Marks(Action<TrainingProgress> report) : IProgress<TrainingProgress>
     {
         public void Report(TrainingProgress value) => report(value);
     }

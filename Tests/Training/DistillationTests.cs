@@ -59,6 +59,38 @@ public sealed class DistillationTests
         Assert.That(Value(loss), Is.EqualTo((0.25 * ForwardKl) + (0.75 * Math.Log(2))).Within(1e-6));
     }
 
+    [TestCase(1.0, 0)]
+    [TestCase(1.0, 3)]
+    [TestCase(2.0, 0)]
+    public void The_mixed_loss_and_its_gradient_equal_the_two_terms_computed_apart(double temperature, int paddingColumns)
+    {
+        // At T = 1 over the whole vocabulary Compute reads cross-entropy off the KD term's log-probabilities; the value and
+        // the gradient must equal alpha * KD + (1 - alpha) * CE taken separately (padding columns and T = 2 take the other path).
+        const int vocab = 50;
+        using var scope = torch.NewDisposeScope();
+        using var generator = new Generator(11, torch.CPU);
+        Tensor studentValues = torch.randn([2, 5, vocab + paddingColumns], generator: generator) * 3; // [B, T, Vs]
+        Tensor teacher = torch.randn([2, 5, vocab], generator: generator) * 3; // [B, T, V]
+        Tensor targets = torch.randint(vocab, [2, 5], generator: generator); // [B, T]
+        var loss = new DistillationLoss(DistillationDivergence.ForwardKl, temperature, alpha: 0.3);
+
+        Tensor mixedInput = studentValues.clone().requires_grad_(true);
+        Tensor mixed = loss.Compute(mixedInput, teacher, targets);
+        mixed.backward();
+        Tensor apartInput = studentValues.clone().requires_grad_(true);
+        Tensor apart = (0.3 * loss.DistillationTerm(apartInput, teacher)) + (0.7 * ModelSurgery.Training.CrossEntropyObjective.Compute(apartInput, targets));
+        apart.backward();
+
+        // A few float32 roundings of values of order one, and of gradients of order 1 / (B T).
+        double epsilon = 1.2e-7;
+        Assert.Multiple(() =>
+        {
+            Assert.That(Value(mixed), Is.EqualTo(Value(apart)).Within(16 * epsilon * Math.Max(1, Math.Abs(Value(apart)))));
+            Assert.That(Value((mixedInput.grad! - apartInput.grad!).abs().max()), Is.LessThanOrEqualTo(16 * epsilon));
+            Assert.That(Value(mixedInput.grad!.abs().max()), Is.GreaterThan(1e-3), "a gradient reaches the student");
+        });
+    }
+
     [Test]
     public void Teacher_logits_are_restricted_to_the_kept_ids_before_the_softmax()
     {

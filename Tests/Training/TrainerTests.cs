@@ -175,6 +175,28 @@ public sealed class TrainerTests
     }
 
     [Test]
+    public void Weights_grown_a_million_fold_stop_the_run_with_their_norm()
+    {
+        // The loss -sum(weights) stays finite however large the weights get, and Adam moves every weight by about the
+        // learning rate each step: at 1e8 the first step multiplies the weight norm far beyond the 1e6-fold bound.
+        using var model = new TinyCausalLm(Vocab, 16, seed: 1);
+        TrainingOptions options = Options("grown", 5) with { LearningRate = 1e8, MinLearningRate = 1e8, WarmupFraction = 0, WeightDecay = 0 };
+        Assert.That(
+            async () => await new Trainer(model, options, new GrowingObjective()).TrainAsync(Data),
+            Throws.TypeOf<TrainingDivergedException>().With.Message.Contains("step 1: the weights diverged"));
+    }
+
+    [Test]
+    public async Task Weights_that_grow_within_the_bound_do_not_stop_the_run()
+    {
+        // The same objective at a learning rate of 1e-3 grows the weights a little each step: well within the bound.
+        using var model = new TinyCausalLm(Vocab, 16, seed: 1);
+        TrainingOptions options = Options("within", 5) with { LearningRate = 1e-3, MinLearningRate = 1e-3, WarmupFraction = 0, WeightDecay = 0 };
+        TrainingResult result = await new Trainer(model, options, new GrowingObjective()).TrainAsync(Data);
+        Assert.That(result.Steps, Is.EqualTo(5));
+    }
+
+    [Test]
     public async Task Live_tensor_count_does_not_grow_across_100_steps()
     {
         using var model = new TinyCausalLm(Vocab, 4, seed: 1);
@@ -249,6 +271,23 @@ public sealed class TrainerTests
     }
 
     /// <summary>Cross-entropy that returns NaN on chosen calls (1-based), to inject non-finite steps.</summary>
+    // Rewards large weights: minimising -sum(weights) grows every weight steadily, while the loss stays finite.
+    private sealed class GrowingObjective : ITrainingObjective
+    {
+        public IReadOnlyList<(string Name, Parameter Parameter)> Parameters => [];
+
+        public Tensor Loss(nn.Module<Tensor, Tensor> model, TrainingBatch batch)
+        {
+            Tensor total = torch.zeros(1); // [1]
+            foreach (Parameter p in model.parameters())
+            {
+                total = total - p.sum();
+            }
+
+            return total.sum();
+        }
+    }
+
     private sealed class PoisonedObjective(IReadOnlyCollection<int> poisonedCalls) : ITrainingObjective
     {
         private int _calls;

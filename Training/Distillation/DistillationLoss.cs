@@ -98,24 +98,7 @@ public sealed class DistillationLoss
     {
         ArgumentNullException.ThrowIfNull(studentLogits);
         using var scope = torch.NewDisposeScope();
-        Tensor teacher = RestrictTeacher(teacherLogits).to(ScalarType.Float32); // [..., V]
-        Tensor student = StudentColumns(studentLogits, teacher.shape[^1]); // [..., V]
-        if (!teacher.shape.SequenceEqual(student.shape))
-        {
-            throw new ArgumentException(
-                $"Teacher logits [{string.Join(", ", teacher.shape)}] (after the kept-id map) do not match student logits [{string.Join(", ", studentLogits.shape)}].",
-                nameof(teacherLogits));
-        }
-
-        Tensor logQ = (student.to(ScalarType.Float32) / Temperature).log_softmax(-1); // [..., V] student
-        Tensor logP = (teacher / Temperature).log_softmax(-1); // [..., V] teacher
-        Tensor perPosition = Divergence switch
-        {
-            DistillationDivergence.ForwardKl => Kl(logP, logQ),
-            DistillationDivergence.ReverseKl => Kl(logQ, logP),
-            _ => Jsd(logP, logQ),
-        }; // [...]
-        return (perPosition.mean() * (Temperature * Temperature)).MoveToOuterDisposeScope();
+        return Term(studentLogits, teacherLogits).Loss.MoveToOuterDisposeScope();
     }
 
     /// <summary>alpha * KD + (1 - alpha) * CE.</summary>
@@ -125,15 +108,53 @@ public sealed class DistillationLoss
     /// <returns>Scalar float32 loss.</returns>
     public Tensor Compute(Tensor studentLogits, Tensor teacherLogits, Tensor targets)
     {
+        ArgumentNullException.ThrowIfNull(studentLogits);
+        ArgumentNullException.ThrowIfNull(targets);
         using var scope = torch.NewDisposeScope();
-        Tensor loss = Alpha * DistillationTerm(studentLogits, teacherLogits);
+        (Tensor term, Tensor? studentLogProbabilities) = Term(studentLogits, teacherLogits);
+        Tensor loss = Alpha * term;
         if (Alpha < 1)
         {
-            loss = loss + ((1 - Alpha) * CrossEntropyObjective.Compute(studentLogits, targets));
+            // At T = 1 over the whole student vocabulary the KD term already holds log_softmax(student), which is what
+            // cross_entropy computes first: reading the targets' entries from it saves a log_softmax over the vocabulary
+            // and its backward.
+            Tensor crossEntropy = studentLogProbabilities is null
+                ? CrossEntropyObjective.Compute(studentLogits, targets)
+                : nn.functional.nll_loss(studentLogProbabilities.reshape(-1, studentLogProbabilities.shape[^1]), targets.reshape(-1));
+            loss = loss + ((1 - Alpha) * crossEntropy);
         }
 
         return loss.MoveToOuterDisposeScope();
     }
+
+    // The KD term and, when it is exactly what cross-entropy needs (T = 1, no padding columns left out), the student's
+    // float32 log-probabilities over its whole vocabulary; both in the caller's dispose scope.
+    private (Tensor Loss, Tensor? StudentLogProbabilities) Term(Tensor studentLogits, Tensor teacherLogits)
+    {
+        Tensor teacher = RestrictTeacher(teacherLogits).to(ScalarType.Float32); // [..., V]
+        Tensor student = StudentColumns(studentLogits, teacher.shape[^1]); // [..., V]
+        if (!teacher.shape.SequenceEqual(student.shape))
+        {
+            throw new ArgumentException(
+                $"Teacher logits [{string.Join(", ", teacher.shape)}] (after the kept-id map) do not match student logits [{string.Join(", ", studentLogits.shape)}].",
+                nameof(teacherLogits));
+        }
+
+        Tensor logQ = Tempered(student.to(ScalarType.Float32)).log_softmax(-1); // [..., V] student
+        Tensor logP = Tempered(teacher).log_softmax(-1); // [..., V] teacher
+        Tensor perPosition = Divergence switch
+        {
+            DistillationDivergence.ForwardKl => Kl(logP, logQ),
+            DistillationDivergence.ReverseKl => Kl(logQ, logP),
+            _ => Jsd(logP, logQ),
+        }; // [...]
+        Tensor loss = perPosition.mean() * (Temperature * Temperature);
+        bool whole = Temperature == 1 && student.shape[^1] == studentLogits.shape[^1];
+        return (loss, whole ? logQ : null);
+    }
+
+    // logits / T; at T = 1 the division is skipped (it would copy the logits to give the same values).
+    private Tensor Tempered(Tensor logits) => Temperature == 1 ? logits : logits / Temperature;
 
     /// <summary>
     /// Distillation term against cached top-k teacher logits: the teacher distribution is softmax(values / T) renormalised
@@ -151,8 +172,8 @@ public sealed class DistillationLoss
         ArgumentNullException.ThrowIfNull(topValues);
         ArgumentNullException.ThrowIfNull(topIndices);
         using var scope = torch.NewDisposeScope();
-        Tensor logQ = (studentLogits.to(ScalarType.Float32) / Temperature).log_softmax(-1).gather(-1, topIndices); // [B, T, k]
-        Tensor logP = (topValues.to(ScalarType.Float32) / Temperature).log_softmax(-1); // [B, T, k]
+        Tensor logQ = Tempered(studentLogits.to(ScalarType.Float32)).log_softmax(-1).gather(-1, topIndices); // [B, T, k]
+        Tensor logP = Tempered(topValues.to(ScalarType.Float32)).log_softmax(-1); // [B, T, k]
         return (Kl(logP, logQ).mean() * (Temperature * Temperature)).MoveToOuterDisposeScope();
     }
 
