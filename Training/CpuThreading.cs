@@ -90,7 +90,7 @@ public static class CpuThreading
             // glibc's mallopt returns 1 on success; musl's accepts nothing and returns 0.
             return NativeMethods.mallopt(NativeMethods.MmapMax, 0) == 1 && NativeMethods.mallopt(NativeMethods.TrimThreshold, int.MaxValue) == 1;
         }
-        catch (EntryPointNotFoundException)
+        catch (Exception e) when (e is EntryPointNotFoundException or DllNotFoundException)
         {
             return false;
         }
