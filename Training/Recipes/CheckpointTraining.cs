@@ -308,6 +308,11 @@ public static class CheckpointTraining
         if (ReadConfigIfPresent(modelDir) is { } studentConfig)
         {
             TrainingMemory.EnsureFits(modelDir, studentConfig, options, Inference.Runtime.ComputeDevice.Resolve(settings.Device).type, ReadConfigIfPresent(teacherDir), teacherDType is null or ScalarType.Float32 ? 4 : 2);
+
+            // And before the first step: the checkpoints the run keeps at once (as the trainer decides to write them).
+            bool validates = data.ValidationWindows.Count >= options.BatchSize && options.EvalBatches > 0;
+            int keptRounds = multiRound && settings.Rounds!.Schedule == RoundSchedule.Restart ? settings.Rounds.Rounds : 1;
+            TrainingDisk.EnsureFits(modelDir, studentConfig, options, settings.Save, validates, keptRounds);
         }
 
         using var model = new LlamaHiddenStates(ModelCheckpoint.Load(modelDir, new ModelLoadOptions { Device = settings.Device }, logger));
