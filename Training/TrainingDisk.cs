@@ -50,16 +50,18 @@ public static class TrainingDisk
     /// <param name="validation">Whether the run validates (and so keeps a <c>best</c> checkpoint).</param>
     /// <param name="rounds">Rounds that each keep their own <c>last</c> and <c>best</c> (1 for a single run or a continuous multi-round run).</param>
     /// <param name="companionBytes">Bytes of the tokenizer and vocabulary files copied into every checkpoint.</param>
+    /// <param name="objectiveParameters">Parameters the objective trains besides the model (hidden-state projections), saved in the training state only.</param>
     /// <returns>The estimate by part.</returns>
-    public static TrainingDiskEstimate Estimate(LlamaConfig student, TrainingOptions options, ModelSaveOptions? save = null, bool validation = false, int rounds = 1, long companionBytes = 0)
+    public static TrainingDiskEstimate Estimate(LlamaConfig student, TrainingOptions options, ModelSaveOptions? save = null, bool validation = false, int rounds = 1, long companionBytes = 0, long objectiveParameters = 0)
     {
         ArgumentNullException.ThrowIfNull(student);
         ArgumentNullException.ThrowIfNull(options);
         ArgumentOutOfRangeException.ThrowIfLessThan(rounds, 1);
         ArgumentOutOfRangeException.ThrowIfNegative(companionBytes);
+        ArgumentOutOfRangeException.ThrowIfNegative(objectiveParameters);
         long parameters = LlamaTensorLayout.CountParameters(student).Total;
         long element = save?.DType is { } dtype ? dtype.ElementSize() : options.Precision == TrainingPrecision.Bf16 ? 2 : Float;
-        long state = 3 * parameters * Float;
+        long state = 3 * (parameters + objectiveParameters) * Float;
         long replaced = CheckpointFolders(options.OutputDir).Where(Directory.Exists)
             .Sum(d => Directory.EnumerateFiles(d, "*", SearchOption.AllDirectories).Sum(f => new FileInfo(f).Length));
         return new TrainingDiskEstimate(parameters * element, companionBytes, state, rounds * (validation ? 2 : 1), rounds, replaced);
@@ -75,12 +77,13 @@ public static class TrainingDisk
     /// <param name="save">How checkpoints are stored; null stores the compute dtype.</param>
     /// <param name="validation">Whether the run validates.</param>
     /// <param name="rounds">Rounds that each keep their own checkpoints.</param>
+    /// <param name="objectiveParameters">Parameters the objective trains besides the model (hidden-state projections).</param>
     /// <exception cref="IOException">Not enough free space; the message names the output folder, both figures and every part.</exception>
-    public static void EnsureFits(string modelDir, LlamaConfig student, TrainingOptions options, ModelSaveOptions? save = null, bool validation = false, int rounds = 1)
+    public static void EnsureFits(string modelDir, LlamaConfig student, TrainingOptions options, ModelSaveOptions? save = null, bool validation = false, int rounds = 1, long objectiveParameters = 0)
     {
         ArgumentException.ThrowIfNullOrEmpty(modelDir);
         ArgumentNullException.ThrowIfNull(options);
-        TrainingDiskEstimate estimate = Estimate(student, options, save, validation, rounds, CompanionBytes(modelDir));
+        TrainingDiskEstimate estimate = Estimate(student, options, save, validation, rounds, CompanionBytes(modelDir), objectiveParameters);
         var lower = new List<string>();
         if (options.Precision != TrainingPrecision.Bf16 && save?.DType is null)
         {
@@ -102,6 +105,20 @@ public static class TrainingDisk
             estimate.Total,
             $"Training into {options.OutputDir} (--out)",
             $"That is {estimate.Summary()}. {(lower.Count == 0 ? "Free space on that disk or choose another --out." : $"Free space, choose another --out, or lower it with {string.Join(", ", lower)}.")}");
+    }
+
+    /// <summary>
+    /// Parameters of the hidden-state projections a distillation with a plan trains: one bias-free student-width to
+    /// teacher-width matrix per student layer, none when the widths agree (see <see cref="Distillation.HiddenStateDistillation"/>).
+    /// </summary>
+    /// <param name="student">The student's config.</param>
+    /// <param name="teacher">The teacher's config.</param>
+    /// <returns>The parameter count.</returns>
+    public static long HiddenProjectionParameters(LlamaConfig student, LlamaConfig teacher)
+    {
+        ArgumentNullException.ThrowIfNull(student);
+        ArgumentNullException.ThrowIfNull(teacher);
+        return student.HiddenSize == teacher.HiddenSize ? 0 : (long)student.NumHiddenLayers * student.HiddenSize * teacher.HiddenSize;
     }
 
     /// <summary>Bytes of the files the checkpointer copies from <paramref name="modelDir"/> into every checkpoint.</summary>

@@ -82,6 +82,18 @@ public sealed class TrainingDiskTests
     }
 
     [Test]
+    public void Hidden_state_projections_are_saved_in_the_training_state()
+    {
+        LlamaConfig wider = LlamaConfig.Parse(TinyJson.Replace("\"hidden_size\": 4", "\"hidden_size\": 8", StringComparison.Ordinal));
+
+        Assert.That(TrainingDisk.HiddenProjectionParameters(Tiny(), wider), Is.EqualTo(1 * 4 * 8), "one 4 x 8 matrix for the one student layer");
+        Assert.That(TrainingDisk.HiddenProjectionParameters(Tiny(), Tiny()), Is.Zero, "equal widths need no projection");
+        TrainingDiskEstimate e = TrainingDisk.Estimate(Tiny(), Options(), objectiveParameters: 32);
+        Assert.That(e.TrainingState, Is.EqualTo(3 * (P + 32) * 4));
+        Assert.That(e.Weights, Is.EqualTo(P * 4), "the checkpoint itself holds the model only");
+    }
+
+    [Test]
     public void Files_already_in_the_checkpoint_folders_count_as_replaced()
     {
         TrainingOptions options = Options();
