@@ -163,7 +163,6 @@ public static partial class ImportanceScorer
             : throw new InvalidOperationException($"Scoring metric '{name}' ({metric.GetType().Name}) declares that it scores {metric.Scores} but produced {produced}.");
     }
 
-    /// <summary>Checks, before the model is loaded, that the whole-model metrics fit the memory budget together.</summary>
     /// <summary>
     /// Checks, before the model is loaded, that the whole-model metrics fit the memory budget of <paramref name="device"/>
     /// together; on a GPU without a budget or limit the check is skipped with a logged note (its memory is unknown).
