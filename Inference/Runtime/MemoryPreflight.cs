@@ -47,6 +47,17 @@ public static class MemoryPreflight
 {
     private static readonly AsyncLocal<bool> SkipFlow = new();
     private static readonly AsyncLocal<long?> LimitFlow = new();
+    private static readonly AsyncLocal<long?> FreeDiskFlow = new();
+
+    /// <summary>
+    /// Free disk assumed by <see cref="FreeDiskBytes"/> in the current call flow instead of asking the file system, so
+    /// that the disk checks can be tested at their exact figure without filling a disk; null asks the file system.
+    /// </summary>
+    internal static long? FreeDiskOverride
+    {
+        get => FreeDiskFlow.Value;
+        set => FreeDiskFlow.Value = value;
+    }
 
     /// <summary>Turns the memory check off for the current call flow (an explicit user override).</summary>
     public static bool Skip
@@ -118,11 +129,18 @@ public static class MemoryPreflight
         }
     }
 
-    /// <summary>Throws when the disk holding <paramref name="directory"/> has less free space than <paramref name="neededBytes"/>.</summary>
-    /// <exception cref="IOException">Not enough free space; the message gives both numbers.</exception>
-    public static void EnsureDiskSpace(string directory, long neededBytes, string what)
+    /// <summary>
+    /// Free bytes on the disk holding <paramref name="directory"/> (or its nearest existing parent); null when the file
+    /// system does not say.
+    /// </summary>
+    public static long? FreeDiskBytes(string directory)
     {
         ArgumentException.ThrowIfNullOrEmpty(directory);
+        if (FreeDiskOverride is { } assumed)
+        {
+            return assumed;
+        }
+
         string? existing = Path.GetFullPath(directory);
         while (existing is not null && !Directory.Exists(existing))
         {
@@ -131,24 +149,32 @@ public static class MemoryPreflight
 
         if (existing is null)
         {
-            return;
+            return null;
         }
 
-        long free;
         try
         {
-            free = new DriveInfo(existing).AvailableFreeSpace;
+            return new DriveInfo(existing).AvailableFreeSpace;
         }
         catch (Exception e) when (e is IOException or ArgumentException or UnauthorizedAccessException)
         {
             // Free space is unknown here (an unusual file system): the write reports its own error if the disk fills.
-            return;
+            return null;
         }
+    }
 
-        if (neededBytes > free)
+    /// <summary>Throws when the disk holding <paramref name="directory"/> has less free space than <paramref name="neededBytes"/>.</summary>
+    /// <param name="directory">Where the write goes (it need not exist yet).</param>
+    /// <param name="neededBytes">Estimated bytes written.</param>
+    /// <param name="what">What writes them, for the message (e.g. "synth").</param>
+    /// <param name="lower">What the estimate is made of and how to lower it, appended to the message; null for nothing.</param>
+    /// <exception cref="IOException">Not enough free space; the message gives both numbers.</exception>
+    public static void EnsureDiskSpace(string directory, long neededBytes, string what, string? lower = null)
+    {
+        if (FreeDiskBytes(directory) is { } free && neededBytes > free)
         {
             throw new IOException(string.Create(CultureInfo.InvariantCulture,
-                $"{what} writes about {ByteSize.Format(neededBytes)} but only {ByteSize.Format(free)} is free on the disk of {directory}."));
+                $"{what} writes about {ByteSize.Format(neededBytes)} but only {ByteSize.Format(free)} is free on the disk of {directory}.{(lower is null ? string.Empty : " " + lower)}"));
         }
     }
 }

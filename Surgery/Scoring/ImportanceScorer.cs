@@ -86,7 +86,7 @@ public static partial class ImportanceScorer
 
             if (wholeModel.Count > 0)
             {
-                MemoryEstimate estimate = EnsureFits(wholeModel, config, data!, options, modelInMemory: model is not null);
+                MemoryEstimate estimate = EnsureFits(wholeModel, config, data!, options, modelInMemory: model is not null, device.type, logger);
                 if (model is null)
                 {
                     LogLoading(logger, location, estimate.Total);
@@ -163,14 +163,26 @@ public static partial class ImportanceScorer
             : throw new InvalidOperationException($"Scoring metric '{name}' ({metric.GetType().Name}) declares that it scores {metric.Scores} but produced {produced}.");
     }
 
-    /// <summary>Checks, before the model is loaded, that the whole-model metrics fit the memory budget together.</summary>
-    private static MemoryEstimate EnsureFits(List<(string Name, IImportanceMetric Metric)> wholeModel, LlamaConfig config, CalibrationData data, ScoringOptions options, bool modelInMemory)
+    /// <summary>
+    /// Checks, before the model is loaded, that the whole-model metrics fit the memory budget of <paramref name="device"/>
+    /// together; on a GPU without a budget or limit the check is skipped with a logged note (its memory is unknown).
+    /// </summary>
+    private static MemoryEstimate EnsureFits(List<(string Name, IImportanceMetric Metric)> wholeModel, LlamaConfig config, CalibrationData data, ScoringOptions options, bool modelInMemory, DeviceType device, ILogger logger)
     {
         MetricNeeds needs = wholeModel.Aggregate(MetricNeeds.None, (all, r) => all | r.Metric.Needs);
         bool backward = (needs & (MetricNeeds.Gradients | MetricNeeds.Masks)) != 0;
         int batch = Math.Min(options.BatchSize, data.SequenceCount);
         MemoryEstimate estimate = WholeModelScoring.Estimate(config, batch, data.SequenceLength, backward, parameterGradients: needs.HasFlag(MetricNeeds.Gradients), modelInMemory);
-        WholeModelScoring.EnsureFits(estimate, WholeModelScoring.ResolveBudget(options.MemoryBudgetBytes), string.Join(", ", wholeModel.Select(r => r.Name)), batch, data.SequenceLength);
+        string metrics = string.Join(", ", wholeModel.Select(r => r.Name));
+        if (WholeModelScoring.ResolveBudget(options.MemoryBudgetBytes, device) is { } budget)
+        {
+            WholeModelScoring.EnsureFits(estimate, budget, metrics, batch, data.SequenceLength);
+        }
+        else if (!Inference.Runtime.MemoryPreflight.Skip)
+        {
+            LogGpuMemoryUnchecked(logger, metrics, device, estimate.Total);
+        }
+
         return estimate;
     }
 
@@ -190,6 +202,9 @@ public static partial class ImportanceScorer
             throw;
         }
     }
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Whole-model metric(s) {Metrics} on {Device} need about {Bytes} bytes; not checked, as GPU memory cannot be queried: set ScoringOptions.MemoryBudgetBytes or MemoryPreflight.Limit (--max-memory) to check it")]
+    private static partial void LogGpuMemoryUnchecked(ILogger logger, string metrics, DeviceType device, long bytes);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Loading the whole model from {Location} for whole-model metrics (about {Bytes} bytes)")]
     private static partial void LogLoading(ILogger logger, string location, long bytes);

@@ -43,7 +43,8 @@ public sealed record ScoringOptions
 
     /// <summary>
     /// Bytes that whole-model metrics (skip-loss, taylor, learned-mask) may use; null means the memory the runtime
-    /// reports as available to the process. Set it when computing on a GPU.
+    /// reports as available to the process on the CPU, and on a GPU <c>MemoryPreflight.Limit</c> or, without one, no
+    /// check (GPU memory cannot be queried). Set it when computing on a GPU.
     /// </summary>
     public long? MemoryBudgetBytes { get; init; }
 

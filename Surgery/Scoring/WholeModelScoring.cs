@@ -42,8 +42,16 @@ public static class WholeModelScoring
         return new MemoryEstimate(modelInMemory ? 0 : parameters * Float, parameterGradients ? parameters * Float : 0, activations);
     }
 
-    /// <summary>The memory a run may use: <paramref name="budget"/>, or what the runtime reports as available.</summary>
+    /// <summary>The memory a run may use: <paramref name="budget"/>, or what the runtime reports as available on the host.</summary>
     public static long ResolveBudget(long? budget) => budget ?? Inference.Runtime.MemoryPreflight.AvailableBytes();
+
+    /// <summary>
+    /// The memory a run on <paramref name="device"/> may use: <paramref name="budget"/> when given, else
+    /// <see cref="Inference.Runtime.MemoryPreflight.AvailableBytes(DeviceType)"/>: the host's on the CPU, on a GPU the
+    /// user's limit (<see cref="Inference.Runtime.MemoryPreflight.Limit"/>, the CLI's <c>--max-memory</c>) or null when
+    /// none is set, as TorchSharp cannot query GPU memory and the host's figure says nothing about it.
+    /// </summary>
+    public static long? ResolveBudget(long? budget, DeviceType device) => budget ?? Inference.Runtime.MemoryPreflight.AvailableBytes(device);
 
     /// <summary>Throws before any work when <paramref name="estimate"/> exceeds <paramref name="budget"/>.</summary>
     /// <exception cref="InvalidOperationException">The message gives the estimated bytes, their split and the budget.</exception>

@@ -45,6 +45,8 @@ public static class JobExporter
         JobPlan plan = Check(options);
         string output = Path.GetFullPath(options.OutputDirectory);
         string parent = Path.GetDirectoryName(output) ?? throw new JobExportException("out", $"'{output}' has no parent folder.", isUsageError: true);
+        // Before anything is written: the checkpoints and corpus that will be copied rather than linked, and the split.
+        EnsureDiskSpace(plan, parent);
         Directory.CreateDirectory(parent);
         string temp = Path.Combine(parent, $".{Path.GetFileName(output)}.{Guid.NewGuid():N}.tmp");
         Directory.CreateDirectory(temp);
@@ -302,17 +304,84 @@ public static class JobExporter
         }
     }
 
-    private static async Task<(long Linked, long Copied)> PlaceFilesAsync(JobPlan plan, string job, IProgress<JobExportProgress>? progress, CancellationToken cancellationToken)
+    /// <summary>
+    /// Estimates the bytes <see cref="ExportAsync"/> writes into the disk of <see cref="JobExportOptions.OutputDirectory"/>:
+    /// the student's and teacher's files and the token file where they are copied (with
+    /// <see cref="JobExportOptions.HardLink"/> a file on the output's file system is linked and costs nothing), the split
+    /// files, and <see cref="ScriptAllowance"/> for the engine's configuration and scripts.
+    /// </summary>
+    /// <param name="options">Inputs, hyper-parameters and the cluster shape.</param>
+    /// <returns>The estimate in bytes.</returns>
+    /// <exception cref="JobExportException">An option or input is wrong.</exception>
+    public static long EstimateDiskBytes(JobExportOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        JobPlan plan = Check(options);
+        return EstimateDiskBytes(plan, OutputParent(plan)).Total;
+    }
+
+    /// <summary>Bytes allowed for the engine's configuration, job description and scripts (a few kilobytes in practice).</summary>
+    public const long ScriptAllowance = 1L << 20;
+
+    private static string OutputParent(JobPlan plan) => Path.GetDirectoryName(Path.GetFullPath(plan.Options.OutputDirectory)) ?? Path.GetFullPath(plan.Options.OutputDirectory);
+
+    private static (long Total, long Copied, long Split) EstimateDiskBytes(JobPlan plan, string parent)
+    {
+        string? target = plan.Options.HardLink && !OperatingSystem.IsWindows() ? MountPoint(parent) : null;
+        long copied = Placements(plan, parent)
+            .Where(f => target is null || MountPoint(f.Source) != target)
+            .Sum(f => new FileInfo(f.Source).Length);
+
+        // Two int64 .npy files, each with its header padded to 64 bytes (at most 128 for these shapes).
+        long split = (8L * (plan.Split.Train.Count + plan.EvalWindows.Count)) + (2 * 128);
+        return (copied + split + ScriptAllowance, copied, split);
+    }
+
+    private static void EnsureDiskSpace(JobPlan plan, string parent)
+    {
+        (long total, long copied, long split) = EstimateDiskBytes(plan, parent);
+        try
+        {
+            Inference.Runtime.MemoryPreflight.EnsureDiskSpace(
+                parent,
+                total,
+                $"The job {Path.GetFullPath(plan.Options.OutputDirectory)}",
+                string.Create(System.Globalization.CultureInfo.InvariantCulture, $"That is {Inference.Checkpoints.ByteSize.Format(copied)} of checkpoints and corpus copied{(plan.Options.HardLink ? " (those on another file system cannot be hard-linked)" : " (--copy)")}, {Inference.Checkpoints.ByteSize.Format(split)} of split and {Inference.Checkpoints.ByteSize.Format(ScriptAllowance)} allowed for scripts. Free space or choose another --out{(plan.Options.HardLink ? ", on the file system of the inputs so that they are linked" : ", or leave out --copy to hard-link the inputs")}."));
+        }
+        catch (IOException e)
+        {
+            throw new JobExportException("out", e.Message, isUsageError: false, e);
+        }
+    }
+
+    /// <summary>The mount point holding <paramref name="path"/> (the longest mounted root it lies under); null when unknown.</summary>
+    private static string? MountPoint(string path)
+    {
+        string full = Path.GetFullPath(path);
+        try
+        {
+            return DriveInfo.GetDrives()
+                .Select(d => d.RootDirectory.FullName)
+                .Where(root => full.StartsWith(root.EndsWith(Path.DirectorySeparatorChar) ? root : root + Path.DirectorySeparatorChar, StringComparison.Ordinal) || full == root)
+                .MaxBy(root => root.Length);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            // Unknown mounts: count every file as copied, the safe side.
+            return null;
+        }
+    }
+
+    /// <summary>Every file the job holds from its inputs, with its place in <paramref name="job"/>.</summary>
+    private static List<(string Source, string Destination)> Placements(JobPlan plan, string job)
     {
         var files = new List<(string Source, string Destination)>();
         void Folder(string source, string name)
         {
-            string target = Path.Combine(job, name);
-            Directory.CreateDirectory(target);
             // Top-level files only: a Hugging Face folder keeps config, weights, index and tokenizer side by side.
             foreach (string file in Directory.EnumerateFiles(source).Order(StringComparer.Ordinal))
             {
-                files.Add((file, Path.Combine(target, Path.GetFileName(file))));
+                files.Add((file, Path.Combine(job, name, Path.GetFileName(file))));
             }
         }
 
@@ -322,8 +391,20 @@ public static class JobExporter
             Folder(plan.Teacher, TeacherFolder);
         }
 
-        Directory.CreateDirectory(Path.Combine(job, DataFolder));
         files.Add((plan.TokensPath, Path.Combine(job, DataFolder, HfAccelerateJob.TokensFileName)));
+        return files;
+    }
+
+    private static async Task<(long Linked, long Copied)> PlaceFilesAsync(JobPlan plan, string job, IProgress<JobExportProgress>? progress, CancellationToken cancellationToken)
+    {
+        Directory.CreateDirectory(Path.Combine(job, StudentFolder));
+        if (plan.Teacher is not null)
+        {
+            Directory.CreateDirectory(Path.Combine(job, TeacherFolder));
+        }
+
+        Directory.CreateDirectory(Path.Combine(job, DataFolder));
+        List<(string Source, string Destination)> files = Placements(plan, job);
         long total = files.Sum(f => new FileInfo(f.Source).Length);
         long done = 0;
         long linked = 0;

@@ -183,7 +183,7 @@ public static class CheckpointTraining
         {
             // A cache replaces the live teacher unless hidden states are matched: only a live teacher counts in the memory estimate.
             string? liveTeacher = distillation.TeacherCachePath is not null && distillation.PlanPath is null ? null : teacherDir;
-            return await RunAsync(studentDir, tokensPath, options, settings, student => CreateObjective(student), liveTeacher, distillation.TeacherDType, progress, logger, cancellationToken).ConfigureAwait(false);
+            return await RunAsync(studentDir, tokensPath, options, settings, student => CreateObjective(student), liveTeacher, distillation.TeacherDType, progress, logger, cancellationToken, hiddenStates: distillation.PlanPath is not null ? teacherDir : null).ConfigureAwait(false);
         }
         finally
         {
@@ -290,7 +290,8 @@ public static class CheckpointTraining
         ScalarType? teacherDType,
         IProgress<TrainingProgress>? progress,
         ILogger? logger,
-        CancellationToken cancellationToken)
+        CancellationToken cancellationToken,
+        string? hiddenStates = null)
     {
         ArgumentNullException.ThrowIfNull(options);
         options.Validate();
@@ -308,6 +309,12 @@ public static class CheckpointTraining
         if (ReadConfigIfPresent(modelDir) is { } studentConfig)
         {
             TrainingMemory.EnsureFits(modelDir, studentConfig, options, Inference.Runtime.ComputeDevice.Resolve(settings.Device).type, ReadConfigIfPresent(teacherDir), teacherDType is null or ScalarType.Float32 ? 4 : 2);
+
+            // And before the first step: the checkpoints the run keeps at once (as the trainer decides to write them).
+            bool validates = data.ValidationWindows.Count >= options.BatchSize && options.EvalBatches > 0;
+            int keptRounds = multiRound && settings.Rounds!.Schedule == RoundSchedule.Restart ? settings.Rounds.Rounds : 1;
+            long projections = ReadConfigIfPresent(hiddenStates) is { } matched ? TrainingDisk.HiddenProjectionParameters(studentConfig, matched) : 0;
+            TrainingDisk.EnsureFits(modelDir, studentConfig, options, settings.Save, validates, keptRounds, projections);
         }
 
         using var model = new LlamaHiddenStates(ModelCheckpoint.Load(modelDir, new ModelLoadOptions { Device = settings.Device }, logger));
