@@ -1,5 +1,6 @@
 using System.Text.Json.Nodes;
 using ModelSurgery.Inference.Configuration;
+using ModelSurgery.Inference.Reporting;
 using ModelSurgery.Surgery.Planning;
 using ModelSurgery.Surgery.Scoring;
 using ModelSurgery.Training;
@@ -35,7 +36,8 @@ public sealed class RecipeTests
     [Test]
     public async Task A_recipe_runs_every_step_and_a_rerun_skips_them_all()
     {
-        RecipeSummary first = await RecipeRunner.RunAsync(_recipe, _work);
+        var reports = new List<RecipeProgress>();
+        RecipeSummary first = await RecipeRunner.RunAsync(_recipe, _work, new Inline(reports.Add));
 
         Assert.That(first.Steps.Select(s => s.Name), Is.EqualTo(RecipeRunner.StepNames));
         Assert.That(Statuses(first), Is.All.EqualTo(RecipeStepStatus.Ran));
@@ -56,6 +58,16 @@ public sealed class RecipeTests
         Assert.That(TrainingLines(), Is.EqualTo(6));
         Assert.That(File.Exists(Path.Combine(StepDir("evaluation"), "report.md")), Is.True);
         Assert.That(first.EvaluationTable, Does.Contain("teacher").And.Contain("student").And.Contain("eval"));
+
+        // Progress says what it counts: the caller shows it without guessing from the step's name.
+        List<RecipeProgress> running = [.. reports.Where(r => !r.StepFinished && r.Completed > 0)];
+        Assert.That(running.Where(r => r.Step == "data").Select(r => r.Unit), Is.Not.Empty.And.All.EqualTo(ProgressUnit.Documents));
+        Assert.That(running.Where(r => r.Step == "vocabulary" && r.Message == "building").Select(r => r.Unit), Is.Not.Empty.And.All.EqualTo(ProgressUnit.Bytes));
+        List<RecipeProgress> training = [.. running.Where(r => r.Step == "distillation")];
+        Assert.That(training.Select(r => (r.Unit, r.Total)), Is.Not.Empty.And.All.EqualTo((ProgressUnit.Steps, (long?)6)));
+        Assert.That(training[^1].Completed, Is.EqualTo(6));
+        Assert.That(running.Where(r => r.Step == "evaluation").Select(r => r.Unit), Is.All.EqualTo(ProgressUnit.Examples));
+        Assert.That(running.Where(r => r.Total is not null), Is.All.Matches<RecipeProgress>(r => r.Completed <= r.Total));
 
         Dictionary<string, DateTime> stamps = StepStamps();
         DateTime studentWritten = File.GetLastWriteTimeUtc(Path.Combine(first.StudentCheckpoint, "config.json"));
@@ -112,7 +124,7 @@ public sealed class RecipeTests
         Assert.That(Directory.Exists(Path.Combine(StepDir("distillation"), "checkpoints", "last")), Is.True);
         Assert.That(Directory.Exists(StepDir("evaluation")), Is.False);
 
-        var steps = new List<double>();
+        var steps = new List<long>();
         RecipeSummary resumed = await RecipeRunner.RunAsync(_recipe, _work, new Inline(p =>
         {
             if (p.Step == "distillation" && !p.StepFinished && p.Total > 0)

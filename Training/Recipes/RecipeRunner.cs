@@ -8,6 +8,7 @@ using Microsoft.Extensions.Logging.Abstractions;
 using ModelSurgery.Inference.Configuration;
 using ModelSurgery.Inference.Evaluation;
 using ModelSurgery.Inference.IO;
+using ModelSurgery.Inference.Reporting;
 using ModelSurgery.Inference.Tokenization;
 using ModelSurgery.Surgery;
 using ModelSurgery.Surgery.Building;
@@ -39,9 +40,10 @@ public enum RecipeStepStatus
 /// <param name="Step">Step name (vocabulary, data, scoring, plan, build, distillation, evaluation).</param>
 /// <param name="Message">What is happening.</param>
 /// <param name="Completed">Units done in the step.</param>
-/// <param name="Total">Units in the step (0 when unknown).</param>
+/// <param name="Total">Units in the step (null when unknown).</param>
+/// <param name="Unit">What <paramref name="Completed"/> and <paramref name="Total"/> count (steps, documents, bytes, ...).</param>
 /// <param name="StepFinished">True on the step's last report (done, skipped or not in the recipe).</param>
-public sealed record RecipeProgress(string Step, string Message, double Completed, double Total, bool StepFinished = false);
+public sealed record RecipeProgress(string Step, string Message, long Completed, long? Total, ProgressUnit Unit, bool StepFinished = false);
 
 /// <summary>One step of a recipe run.</summary>
 /// <param name="Name">Step name.</param>
@@ -154,7 +156,9 @@ public static class RecipeRunner
             ModelCompressionResult compressed = await ModelVocabularyCompressor.CompressAsync(
                 teacher, recipe.Data.Corpus.Select(recipe.Resolve), recipe.Vocabulary.Target, Path.Combine(dir, "teacher"),
                 new ModelCompressionOptions { JsonlField = recipe.Data.Field, PadVocabToMultiple = recipe.Vocabulary.PadToMultiple, Tokenizer = SourceTokenizer(recipe, teacher, Path.Combine(dir, "source-tokenizer")) },
-                Relay<ModelCompressionProgress>(run, "vocabulary", p => p.Counting is { } c ? ("counting", c.Documents, 0) : ("building", p.Building!.BytesWritten, p.Building.TotalBytesToWrite)),
+                Relay<ModelCompressionProgress>(run, "vocabulary", p => p.Counting is { } c
+                    ? ("counting", c.Documents, null, ProgressUnit.Documents)
+                    : ("building", p.Building!.BytesWritten, p.Building.TotalBytesToWrite, ProgressUnit.Bytes)),
                 logger, run.Token).ConfigureAwait(false);
             return new()
             {
@@ -182,7 +186,7 @@ public static class RecipeRunner
             string tokens = Path.Combine(dir, "corpus.tokens");
             TokenizeResult result = await Tokenization.TokenizeAsync(
                 tokenizer, recipe.Data.Corpus.Select(recipe.Resolve), tokens, new TokenizeOptions(config.VocabSize, separator, recipe.Data.Field),
-                Relay<TokenizeProgress>(run, "data", p => ($"{p.Tokens} tokens", p.Documents, 0)), run.Token).ConfigureAwait(false);
+                Relay<TokenizeProgress>(run, "data", p => ($"{p.Tokens} tokens", p.Documents, null, ProgressUnit.Documents)), run.Token).ConfigureAwait(false);
             new TokenFileInfo
             {
                 Tokens = result.Tokens,
@@ -198,7 +202,7 @@ public static class RecipeRunner
 
         // 3. Scoring.
         Surgeon surgeon = Surgeon.ForTeacher(effectiveTeacher).LogTo(logger)
-            .ReportTo(Relay<SurgeryProgress>(run, "surgery", p => (p.Stage, p.Completed, p.Total ?? 0)));
+            .ReportTo(Relay<SurgeryProgress>(run, "surgery", p => (p.Stage, p.Completed, p.Total, p.Unit)));
         await run.StepAsync("scoring", Hash(run.LastHash, DistillationRecipe.SectionJson(recipe.Scoring)), async dir =>
         {
             long[] sample;
@@ -258,7 +262,7 @@ public static class RecipeRunner
                 .DistilledFrom(effectiveTeacher)
                 .Distill(tokensPath, d, dir)
                 .RunWith(new CheckpointTrainingSettings { Resume = resume })
-                .ReportTo(Relay<PipelineProgress>(run, "distillation", p => (p.Message, p.Completed, p.Total ?? 0)))
+                .ReportTo(Relay<PipelineProgress>(run, "distillation", p => (p.Message, p.Completed, p.Total, p.Unit)))
                 .LogTo(logger)
                 .RunAsync(run.Token).ConfigureAwait(false);
             return new()
@@ -278,7 +282,7 @@ public static class RecipeRunner
             StudentPipelineResult evaluated = await StudentPipeline.ForStudent(studentCheckpoint)
                 .DistilledFrom(effectiveTeacher)
                 .Evaluate(e with { Tasks = e.Tasks.ToDictionary(t => t.Key, t => recipe.Resolve(t.Value)), Text = [.. e.Text.Select(recipe.Resolve)] })
-                .ReportTo(Relay<PipelineProgress>(run, "evaluation", p => (p.Message, 0, 0)))
+                .ReportTo(Relay<PipelineProgress>(run, "evaluation", p => (p.Message, p.Completed, p.Total, p.Unit)))
                 .LogTo(logger)
                 .RunAsync(run.Token).ConfigureAwait(false);
             EvaluationReport report = evaluated.Report!;
@@ -317,7 +321,7 @@ public static class RecipeRunner
             Export.ExportedJob job;
             try
             {
-                job = await Export.JobExporter.ExportAsync(options, Relay<Export.JobExportProgress>(run, "export_job", p => (p.Stage, p.BytesDone, p.BytesTotal)), logger, run.Token).ConfigureAwait(false);
+                job = await Export.JobExporter.ExportAsync(options, Relay<Export.JobExportProgress>(run, "export_job", p => (p.Stage, p.BytesDone, p.BytesTotal > 0 ? (long?)p.BytesTotal : null, ProgressUnit.Bytes)), logger, run.Token).ConfigureAwait(false);
             }
             catch (Export.JobExportException ex)
             {
@@ -408,11 +412,11 @@ public static class RecipeRunner
     private static string CorpusStamp(DistillationRecipe recipe) =>
         string.Join('\n', CorpusReader.ExpandPaths(recipe.Data.Corpus.Select(recipe.Resolve)).Select(FileStamp));
 
-    private static RelayProgress<T> Relay<T>(Run run, string step, Func<T, (string Message, double Completed, double Total)> map) =>
+    private static RelayProgress<T> Relay<T>(Run run, string step, Func<T, (string Message, long Completed, long? Total, ProgressUnit Unit)> map) =>
         new RelayProgress<T>(value =>
         {
-            (string message, double completed, double total) = map(value);
-            run.Progress?.Report(new RecipeProgress(step, message, completed, total));
+            (string message, long completed, long? total, ProgressUnit unit) = map(value);
+            run.Progress?.Report(new RecipeProgress(step, message, completed, total, unit));
         });
 
     /// <summary>Marks a finished step: what went in and what came out.</summary>
@@ -456,7 +460,7 @@ public static class RecipeRunner
                 }
 
                 Results.Add(new RecipeStepResult(name, dir, RecipeStepStatus.NotInRecipe, TimeSpan.Zero, inputsHash, new Dictionary<string, string>()));
-                Progress?.Report(new RecipeProgress(name, "not in the recipe", 1, 1, StepFinished: true));
+                Progress?.Report(new RecipeProgress(name, "not in the recipe", 1, 1, ProgressUnit.Steps, StepFinished: true));
                 return;
             }
 
@@ -468,7 +472,7 @@ public static class RecipeRunner
                 {
                     _records[name] = done;
                     Results.Add(new RecipeStepResult(name, dir, RecipeStepStatus.Skipped, TimeSpan.Zero, inputsHash, done.Outputs));
-                    Progress?.Report(new RecipeProgress(name, "skipped (finished earlier, inputs unchanged)", 1, 1, StepFinished: true));
+                    Progress?.Report(new RecipeProgress(name, "skipped (finished earlier, inputs unchanged)", 1, 1, ProgressUnit.Steps, StepFinished: true));
                     RecipeLog.Skipped(logger, name);
                     return;
                 }
@@ -485,7 +489,7 @@ public static class RecipeRunner
             _rerunRest = true;
             Directory.CreateDirectory(dir);
             AtomicFile.WriteAllText(startedFile, inputsHash);
-            Progress?.Report(new RecipeProgress(name, resume ? "resuming" : "started", 0, 0));
+            Progress?.Report(new RecipeProgress(name, resume ? "resuming" : "started", 0, null, ProgressUnit.Steps));
             RecipeLog.Started(logger, name, dir, resume);
             var clock = Stopwatch.StartNew();
             Dictionary<string, string> outputs = await body(dir, resume).ConfigureAwait(false);
@@ -493,7 +497,7 @@ public static class RecipeRunner
             AtomicFile.WriteAllText(stepFile, JsonSerializer.Serialize(record, StepJson));
             _records[name] = record;
             Results.Add(new RecipeStepResult(name, dir, resume ? RecipeStepStatus.Resumed : RecipeStepStatus.Ran, clock.Elapsed, inputsHash, outputs));
-            Progress?.Report(new RecipeProgress(name, string.Create(CultureInfo.InvariantCulture, $"{(resume ? "resumed, done" : "done")} in {clock.Elapsed.TotalSeconds:F1} s"), 1, 1, StepFinished: true));
+            Progress?.Report(new RecipeProgress(name, string.Create(CultureInfo.InvariantCulture, $"{(resume ? "resumed, done" : "done")} in {clock.Elapsed.TotalSeconds:F1} s"), 1, 1, ProgressUnit.Steps, StepFinished: true));
         }
     }
 

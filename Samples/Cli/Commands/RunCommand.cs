@@ -1,7 +1,5 @@
 using System.CommandLine;
-using System.Globalization;
 using Microsoft.Extensions.Logging;
-using ModelSurgery.Inference.Reporting;
 using ModelSurgery.Training.Recipes;
 
 namespace ModelSurgery.Cli.Commands;
@@ -71,11 +69,11 @@ internal static class RunCommand
                 if (p.Step != current)
                 {
                     bar?.Dispose();
-                    bar = context.CreateProgressBar(p.Step, ProgressUnit.Steps);
+                    bar = context.CreateProgressBar(p.Step, p.Unit);
                     current = p.Step;
                 }
 
-                bar!.Report((long)p.Completed, p.Total > 0 ? (long)p.Total : null, p.Message, UnitOf(p));
+                bar!.Report(p.Completed, p.Total, p.Message, p.Unit);
             });
             await context.Output.WriteLineAsync($"recipe {Path.GetFullPath(recipePath)} -> {Path.GetFullPath(workDir)}").ConfigureAwait(false);
             RecipeSummary summary;
@@ -99,12 +97,4 @@ internal static class RunCommand
         });
         return command;
     }
-
-    // A recipe's reports carry no unit (the record belongs to the runner); what each step counts is known here.
-    private static ProgressUnit UnitOf(RecipeProgress p) => (p.Step, p.Message) switch
-    {
-        ("vocabulary", "building") or ("surgery", "building") or ("export_job", _) => ProgressUnit.Bytes,
-        ("vocabulary", _) or ("data", _) => ProgressUnit.Documents,
-        _ => ProgressUnit.Steps,
-    };
 }
