@@ -218,6 +218,24 @@ public sealed class RecipeTests
     }
 
     [Test]
+    public void The_distillation_section_takes_the_command_line_keys_and_resolves_their_paths()
+    {
+        string json = "{\"teacher\": \"t\", \"data\": {\"corpus\": [\"c.jsonl\"]}, \"plan\": {}, "
+            + "\"distillation\": {\"hidden_state_plan\": \"p/plan.json\", \"hidden_weight\": 0.25, \"teacher_dtype\": \"bf16\"}}";
+        DistillationRecipe recipe = DistillationRecipe.Parse(json, _dir);
+        Assert.That(recipe.Distillation, Is.EqualTo(new DistillationOptions { HiddenStatePlan = "p/plan.json", HiddenWeight = 0.25, TeacherDtype = TrainingPrecision.Bf16 }));
+        DistillationSettings settings = recipe.Distillation.ToSettings(recipe.Resolve);
+        Assert.That((settings.PlanPath, settings.TeacherCachePath, settings.HiddenWeight, settings.TeacherDType),
+            Is.EqualTo((Path.Combine(_dir, "p", "plan.json"), (string?)null, 0.25, (TorchSharp.torch.ScalarType?)TorchSharp.torch.ScalarType.BFloat16)));
+        Assert.That(new DistillationOptions().ToSettings().TeacherDType, Is.Null, "fp32 is the teacher's default");
+
+        var ex = Assert.Throws<InvalidDataException>(() => DistillationRecipe.Parse(
+            json.Replace("0.25", "-1", StringComparison.Ordinal).Replace("\"hidden_state_plan\"", "\"teacher_cache\": \"c.bin\", \"hidden_state_plan\"", StringComparison.Ordinal), _dir));
+        Assert.That(ex!.Message, Does.Contain("distillation.hidden_weight: must not be negative")
+            .And.Contain("distillation.teacher_cache: cannot be combined with distillation.hidden_state_plan"));
+    }
+
+    [Test]
     public void Sections_are_the_library_options_records_and_round_trip_through_json()
     {
         string json = "{\"teacher\": \"t\", \"data\": {\"corpus\": [\"c.jsonl\"]}, \"scoring\": {\"metrics\": [\"l1\"], \"calibration_sequences\": 5, \"device\": \"cpu\"}, "

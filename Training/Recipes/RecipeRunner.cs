@@ -260,7 +260,7 @@ public static class RecipeRunner
         {
             StudentPipelineResult distilled = await StudentPipeline.ForStudent(run.Output("build", "student")!)
                 .DistilledFrom(effectiveTeacher)
-                .Distill(tokensPath, d, dir)
+                .Distill(tokensPath, d with { TeacherCache = Resolved(recipe, d.TeacherCache), HiddenStatePlan = Resolved(recipe, d.HiddenStatePlan) }, dir)
                 .RunWith(new CheckpointTrainingSettings { Resume = resume })
                 .ReportTo(Relay<PipelineProgress>(run, "distillation", p => (p.Message, p.Completed, p.Total, p.Unit)))
                 .LogTo(logger)
@@ -311,7 +311,7 @@ public static class RecipeRunner
                     Tokens = x.Tokens,
                     Precision = x.Precision,
                 },
-                Distillation = d.ToSettings() with { TeacherDType = TorchSharp.torch.ScalarType.BFloat16 },
+                Distillation = d.ToSettings(recipe.Resolve) with { TeacherDType = TorchSharp.torch.ScalarType.BFloat16 },
                 Nodes = x.Nodes,
                 GpusPerNode = x.GpusPerNode,
                 GlobalBatchWindows = x.GlobalBatch,
@@ -394,6 +394,8 @@ public static class RecipeRunner
         HuggingFaceTokenizerJson.FromTiktoken(tiktoken).Save(Path.Combine(scratch, "tokenizer.json"));
         return scratch;
     }
+
+    private static string? Resolved(DistillationRecipe recipe, string? path) => path is null ? null : recipe.Resolve(path);
 
     private static string Invariant(long value) => value.ToString(CultureInfo.InvariantCulture);
 

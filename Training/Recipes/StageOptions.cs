@@ -54,6 +54,24 @@ public sealed record DistillationOptions
     /// <summary>Device: <c>auto</c>, <c>cpu</c>, <c>cuda</c> or <c>cuda:N</c> (key <c>device</c>).</summary>
     public string Device { get; init; } = "auto";
 
+    /// <summary>
+    /// Top-k teacher logits from <c>cache-teacher</c> (same token file, <c>seq_len</c> and split) to distil from instead of
+    /// running the teacher; null runs the teacher (key <c>teacher_cache</c>).
+    /// </summary>
+    public string? TeacherCache { get; init; }
+
+    /// <summary>
+    /// A surgery plan (<c>plan.json</c>) whose layer map also matches student layer i to teacher layer
+    /// <c>plan.layers[i].teacher_layer</c>'s hidden state; null distils logits only (key <c>hidden_state_plan</c>).
+    /// </summary>
+    public string? HiddenStatePlan { get; init; }
+
+    /// <summary>Weight of the hidden-state term, with <see cref="HiddenStatePlan"/> (key <c>hidden_weight</c>).</summary>
+    public double HiddenWeight { get; init; } = 1.0;
+
+    /// <summary>Precision the teacher runs in: <c>fp32</c> or <c>bf16</c> (half its memory) (key <c>teacher_dtype</c>).</summary>
+    public TrainingPrecision TeacherDtype { get; init; } = TrainingPrecision.Fp32;
+
     /// <summary>Every problem of the options, each starting with the key of the option at fault (e.g. <c>steps</c>).</summary>
     /// <param name="name">Maps a key to the caller's name for it (a recipe field, a property); null uses the keys.</param>
     /// <returns>The problems; empty when the options are valid.</returns>
@@ -82,6 +100,11 @@ public sealed record DistillationOptions
         Check(EvalEvery >= 1, "eval_every", "must be at least 1");
         Check(EvalBatches >= 0, "eval_batches", "must not be negative");
         Check(ComputeDevice.IsValidName(Device), "device", $"'{Device}' is not auto, cpu, cuda or cuda:N");
+        Check(HiddenWeight >= 0 && double.IsFinite(HiddenWeight), "hidden_weight", "must not be negative");
+        Check(Enum.IsDefined(TeacherDtype), "teacher_dtype", $"must be one of {string.Join(", ", OptionNames.Names<TrainingPrecision>())}");
+
+        // A cache holds the teacher's logits only; hidden states need the running teacher.
+        Check(TeacherCache is null || HiddenStatePlan is null, "teacher_cache", $"cannot be combined with {name("hidden_state_plan")}: hidden-state distillation runs the teacher");
         return errors;
     }
 
@@ -112,8 +135,22 @@ public sealed record DistillationOptions
         Seed = Seed,
     };
 
-    /// <summary>The loss settings (divergence, temperature, alpha).</summary>
-    public DistillationSettings ToSettings() => new() { Divergence = KdLoss, Temperature = Temperature, Alpha = Alpha };
+    /// <summary>The loss settings (divergence, temperature, alpha, teacher cache, hidden-state plan, teacher precision).</summary>
+    /// <param name="resolve">Resolves the cache and plan paths (a recipe's are relative to its file); null keeps them as written.</param>
+    public DistillationSettings ToSettings(Func<string, string>? resolve = null)
+    {
+        resolve ??= path => path;
+        return new()
+        {
+            Divergence = KdLoss,
+            Temperature = Temperature,
+            Alpha = Alpha,
+            TeacherCachePath = TeacherCache is null ? null : resolve(TeacherCache),
+            PlanPath = HiddenStatePlan is null ? null : resolve(HiddenStatePlan),
+            HiddenWeight = HiddenWeight,
+            TeacherDType = TeacherDtype == TrainingPrecision.Bf16 ? TorchSharp.torch.ScalarType.BFloat16 : null,
+        };
+    }
 }
 
 /// <summary>

@@ -321,46 +321,60 @@ internal static class DistillCommand
                 throw new UsageException(planPath is null ? "give --teacher or --teacher-cache." : "--plan needs --teacher (hidden states come from the running teacher).");
             }
 
-            if (cachePath is not null && planPath is not null)
+            // The distillation stage's record: the loss, teacher cache, hidden-state plan and teacher precision are checked
+            // by the same Validate a recipe's distillation section goes through, with the problems named by their flags.
+            DistillationOptions stage = new()
             {
-                throw new UsageException("--teacher-cache and --plan cannot be combined: hidden-state distillation runs the teacher.");
-            }
-
-            double t = parsed.GetValue(temperature);
-            double a = parsed.GetValue(alpha);
-            if (!(t > 0) || !double.IsFinite(t))
+                KdLoss = parsed.GetValue(kdLoss),
+                Temperature = parsed.GetValue(temperature),
+                Alpha = parsed.GetValue(alpha),
+                TeacherCache = cachePath,
+                HiddenStatePlan = planPath,
+                HiddenWeight = parsed.GetValue(hiddenWeight),
+                TeacherDtype = parsed.GetValue(teacherDtype) == "bf16" ? TrainingPrecision.Bf16 : TrainingPrecision.Fp32,
+            };
+            if (stage.Validate(DistillFlags.OptionName) is [string first, ..])
             {
-                throw new UsageException($"--temperature must be positive, got {t}.");
-            }
-
-            if (!(a >= 0 && a <= 1))
-            {
-                throw new UsageException($"--alpha must be in [0, 1], got {a}.");
-            }
-
-            double hiddenWeightValue = parsed.GetValue(hiddenWeight);
-            if (!(hiddenWeightValue >= 0))
-            {
-                throw new UsageException($"--hidden-weight must not be negative, got {hiddenWeightValue}.");
+                throw new UsageException(first + ".");
             }
 
             (TrainingOptions options, CheckpointTrainingSettings settings) = shared.Read(parsed, studentDir);
             using OutputGuard guard = shared.Guard(parsed, (studentDir, "--student"), (teacherDir, "--teacher")).Input(cachePath, "--teacher-cache").Input(planPath, "--plan");
-            var distillation = new DistillationSettings
-            {
-                Divergence = parsed.GetValue(kdLoss),
-                Temperature = t,
-                Alpha = a,
-                TeacherCachePath = cachePath,
-                PlanPath = planPath,
-                HiddenWeight = parsed.GetValue(hiddenWeight),
-                TeacherDType = parsed.GetValue(teacherDtype) == "bf16" ? TorchSharp.torch.ScalarType.BFloat16 : null,
-            };
+            DistillationSettings distillation = stage.ToSettings();
             return await TrainingCommandOptions.RunWithProgressAsync(context, parsed, "distill", (progress, logger) =>
                 CheckpointTraining.DistillAsync(teacherDir, studentDir, parsed.GetValue(shared.Data)!, options, distillation, settings, progress, logger, cancellationToken)).ConfigureAwait(false);
         });
         return command;
     }
+}
+
+/// <summary>The <c>distill</c> flag of each <see cref="DistillationOptions"/> key, so the record's checks name the flag.</summary>
+internal static class DistillFlags
+{
+    private static readonly Dictionary<string, string> Flags = new(StringComparer.Ordinal)
+    {
+        ["kd_loss"] = "--kd-loss",
+        ["temperature"] = "--temperature",
+        ["alpha"] = "--alpha",
+        ["teacher_cache"] = "--teacher-cache",
+        ["hidden_state_plan"] = "--plan",
+        ["hidden_weight"] = "--hidden-weight",
+        ["teacher_dtype"] = "--teacher-dtype",
+        ["steps"] = "--steps",
+        ["batch_size"] = "--batch-size",
+        ["seq_len"] = "--seq-len",
+        ["learning_rate"] = "--lr",
+        ["min_learning_rate"] = "--min-lr",
+        ["warmup_fraction"] = "--warmup-fraction",
+        ["checkpoint_every"] = "--checkpoint-every",
+        ["eval_every"] = "--eval-every",
+        ["eval_batches"] = "--eval-batches",
+        ["seed"] = "--seed",
+        ["device"] = "--device",
+    };
+
+    /// <summary>The flag for a record key (the key itself when the command has no such flag).</summary>
+    public static string OptionName(string key) => Flags.GetValueOrDefault(key, key);
 }
 
 /// <summary><c>modelsurgery cache-teacher</c>.</summary>

@@ -133,6 +133,17 @@ public sealed class DistillCommandTests
         Assert.That(code, Is.EqualTo(2), error);
     }
 
+    [TestCase("--temperature: must be positive", "--temperature", "0")]
+    [TestCase("--alpha: must be in [0, 1]", "--alpha", "2")]
+    [TestCase("--hidden-weight: must not be negative", "--hidden-weight", "-1")]
+    [TestCase("--teacher-cache: cannot be combined with --plan", "--teacher-cache", "c.bin", "--plan", "plan.json")]
+    public async Task Distillation_option_errors_name_the_flag(string expected, params string[] extra)
+    {
+        (int code, _, string error) = await CliRunner.RunAsync(Distill("x", _student, _tokens, ["--teacher", _teacher, .. extra]));
+        Assert.That(code, Is.EqualTo(2), error);
+        Assert.That(error, Does.Contain(expected));
+    }
+
     [Test]
     public async Task A_missing_teacher_folder_fails_with_one_line()
     {
