@@ -74,48 +74,32 @@ public sealed record PlanTargets
     /// <returns>The problems; empty when the targets are valid.</returns>
     public IReadOnlyList<string> Validate(Func<string, string>? name = null)
     {
-        name ??= key => key;
-        var errors = new List<string>();
-        void Check(bool ok, string key, string problem)
-        {
-            if (!ok)
-            {
-                errors.Add($"{name(key)}: {problem}");
-            }
-        }
+        var problems = new OptionProblems(name);
 
-        void Exclusive(bool a, string keyA, bool b, string keyB)
-        {
-            if (a && b)
-            {
-                errors.Add($"{name(keyA)}: give {name(keyA)} or {name(keyB)}, not both");
-            }
-        }
-
-        Check(Layers is null or >= 1, Keys.Layers, $"must be at least 1, got {Layers}");
-        Check(KeepLayers is null || KeepLayers.Count > 0, Keys.KeepLayers, "give at least one layer");
-        Check(KeepLayers is null || KeepLayers.All(l => l >= 0), Keys.KeepLayers, "layer indices must not be negative");
-        Check(KeepLayers is null || KeepLayers.Distinct().Count() == KeepLayers.Count, Keys.KeepLayers, "a layer is given twice");
-        Check(Enum.IsDefined(LayerSelection), Keys.LayerSelection, $"unknown selection {LayerSelection}");
-        Check(KvGroups is null or >= 1, Keys.KvGroups, $"must be at least 1, got {KvGroups}");
-        Check(HeadsPerGroup is null or >= 1, Keys.HeadsPerGroup, $"must be at least 1, got {HeadsPerGroup}");
-        Check(QueryHeads is null or >= 1, Keys.QueryHeads, $"must be at least 1, got {QueryHeads}");
-        Check(Enum.IsDefined(GqaMode), Keys.GqaMode, $"unknown mode {GqaMode}");
-        Check(Neurons is null or >= 1, Keys.Neurons, $"must be at least 1, got {Neurons}");
-        Check(NeuronFraction is null or (> 0 and <= 1), Keys.NeuronFraction, $"must be in (0, 1], got {Format(NeuronFraction)}");
-        Check(HiddenChannels is null or >= 1, Keys.HiddenChannels, $"must be at least 1, got {HiddenChannels}");
-        Check(HiddenFraction is null or (> 0 and <= 1), Keys.HiddenFraction, $"must be in (0, 1], got {Format(HiddenFraction)}");
-        Check(VocabSize is null or >= 1, Keys.VocabSize, $"must be at least 1, got {VocabSize}");
-        Check(KeptTokenIds is null || KeptTokenIds.Count > 0, Keys.KeptTokenIds, "give at least one token id");
-        Check(RoundTo is null or >= 1, Keys.RoundTo, $"must be at least 1, got {RoundTo}");
-        Check(BudgetParameters is null or > 0, Keys.BudgetParameters, $"must be positive, got {BudgetParameters}");
-        Exclusive(Layers is not null, Keys.Layers, KeepLayers is not null, Keys.KeepLayers);
-        Exclusive(QueryHeads is not null, Keys.QueryHeads, KvGroups is not null, Keys.KvGroups);
-        Exclusive(QueryHeads is not null, Keys.QueryHeads, HeadsPerGroup is not null, Keys.HeadsPerGroup);
-        Exclusive(Neurons is not null, Keys.Neurons, NeuronFraction is not null, Keys.NeuronFraction);
-        Exclusive(HiddenChannels is not null, Keys.HiddenChannels, HiddenFraction is not null, Keys.HiddenFraction);
-        Exclusive(VocabSize is not null, Keys.VocabSize, KeptTokenIds is not null, Keys.KeptTokenIds);
-        return errors;
+        problems.Check(Layers is null or >= 1, Keys.Layers, $"must be at least 1, got {Layers}");
+        problems.Check(KeepLayers is null || KeepLayers.Count > 0, Keys.KeepLayers, "give at least one layer");
+        problems.Check(KeepLayers is null || KeepLayers.All(l => l >= 0), Keys.KeepLayers, "layer indices must not be negative");
+        problems.Check(KeepLayers is null || KeepLayers.Distinct().Count() == KeepLayers.Count, Keys.KeepLayers, "a layer is given twice");
+        problems.Check(Enum.IsDefined(LayerSelection), Keys.LayerSelection, $"unknown selection {LayerSelection}");
+        problems.Check(KvGroups is null or >= 1, Keys.KvGroups, $"must be at least 1, got {KvGroups}");
+        problems.Check(HeadsPerGroup is null or >= 1, Keys.HeadsPerGroup, $"must be at least 1, got {HeadsPerGroup}");
+        problems.Check(QueryHeads is null or >= 1, Keys.QueryHeads, $"must be at least 1, got {QueryHeads}");
+        problems.Check(Enum.IsDefined(GqaMode), Keys.GqaMode, $"unknown mode {GqaMode}");
+        problems.Check(Neurons is null or >= 1, Keys.Neurons, $"must be at least 1, got {Neurons}");
+        problems.Check(NeuronFraction is null or (> 0 and <= 1), Keys.NeuronFraction, $"must be in (0, 1], got {Format(NeuronFraction)}");
+        problems.Check(HiddenChannels is null or >= 1, Keys.HiddenChannels, $"must be at least 1, got {HiddenChannels}");
+        problems.Check(HiddenFraction is null or (> 0 and <= 1), Keys.HiddenFraction, $"must be in (0, 1], got {Format(HiddenFraction)}");
+        problems.Check(VocabSize is null or >= 1, Keys.VocabSize, $"must be at least 1, got {VocabSize}");
+        problems.Check(KeptTokenIds is null || KeptTokenIds.Count > 0, Keys.KeptTokenIds, "give at least one token id");
+        problems.Check(RoundTo is null or >= 1, Keys.RoundTo, $"must be at least 1, got {RoundTo}");
+        problems.Check(BudgetParameters is null or > 0, Keys.BudgetParameters, $"must be positive, got {BudgetParameters}");
+        problems.Exclusive(Layers is not null, Keys.Layers, KeepLayers is not null, Keys.KeepLayers);
+        problems.Exclusive(QueryHeads is not null, Keys.QueryHeads, KvGroups is not null, Keys.KvGroups);
+        problems.Exclusive(QueryHeads is not null, Keys.QueryHeads, HeadsPerGroup is not null, Keys.HeadsPerGroup);
+        problems.Exclusive(Neurons is not null, Keys.Neurons, NeuronFraction is not null, Keys.NeuronFraction);
+        problems.Exclusive(HiddenChannels is not null, Keys.HiddenChannels, HiddenFraction is not null, Keys.HiddenFraction);
+        problems.Exclusive(VocabSize is not null, Keys.VocabSize, KeptTokenIds is not null, Keys.KeptTokenIds);
+        return problems.List;
     }
 
     /// <summary>
@@ -234,11 +218,7 @@ public sealed record PlanTargets
 
     private void ThrowIfInvalid(Func<string, string> name)
     {
-        IReadOnlyList<string> errors = Validate(name);
-        if (errors.Count > 0)
-        {
-            throw new ArgumentException(string.Join("; ", errors));
-        }
+        OptionProblems.ThrowIfAny(Validate(name));
     }
 
     // Runs one builder call; a rejection is re-raised with the target's name and value in front.

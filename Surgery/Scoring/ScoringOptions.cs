@@ -1,3 +1,4 @@
+using ModelSurgery.Inference.Configuration;
 using ModelSurgery.Inference.Runtime;
 
 namespace ModelSurgery.Surgery.Scoring;
@@ -53,47 +54,35 @@ public sealed record ScoringOptions
     /// <returns>The problems; empty when the options are valid.</returns>
     public IReadOnlyList<string> Validate(Func<string, string>? name = null)
     {
-        name ??= key => key;
-        var errors = new List<string>();
-        void Check(bool ok, string key, string problem)
-        {
-            if (!ok)
-            {
-                errors.Add($"{name(key)}: {problem}");
-            }
-        }
+        var problems = new OptionProblems(name);
 
-        Check(Metrics is { Count: > 0 }, "metrics", "give at least one metric");
+        problems.Check(Metrics is { Count: > 0 }, "metrics", "give at least one metric");
         foreach (string metric in Metrics ?? [])
         {
             if (!ScoringMetrics.TryGet(metric, out _))
             {
-                errors.Add($"{name("metrics")}: unknown metric '{metric}' (known: {string.Join(", ", ScoringMetrics.All.Select(m => m.Name))})");
+                problems.Add("metrics", $"unknown metric '{metric}' (known: {string.Join(", ", ScoringMetrics.All.Select(m => m.Name))})");
             }
         }
 
-        Check(CalibrationSequences >= 1, "calibration_sequences", $"must be at least 1, got {CalibrationSequences}");
-        Check(CalibrationLength >= 2, "calibration_length", $"must be at least 2, got {CalibrationLength}");
-        Check(BatchSize >= 1, "batch_size", $"must be at least 1, got {BatchSize}");
-        Check(ComputeDevice.IsValidName(Device), "device", $"'{Device}' is not auto, cpu, cuda or cuda:N");
-        Check(AngularSpan >= 1, "angular_span", $"must be at least 1, got {AngularSpan}");
-        Check(MaskSteps >= 1, "mask_steps", $"must be at least 1, got {MaskSteps}");
-        Check(MaskLearningRate > 0 && double.IsFinite(MaskLearningRate), "mask_learning_rate", $"must be a positive number, got {Format(MaskLearningRate)}");
-        Check(MaskTargetFraction is >= 0 and <= 1, "mask_target_fraction", $"must be in [0, 1], got {Format(MaskTargetFraction)}");
-        Check(MaskPenalty >= 0 && double.IsFinite(MaskPenalty), "mask_penalty", $"must be a non-negative number, got {Format(MaskPenalty)}");
-        Check(MemoryBudgetBytes is null or > 0, "memory_budget_bytes", $"must be positive, got {MemoryBudgetBytes}");
-        return errors;
+        problems.Check(CalibrationSequences >= 1, "calibration_sequences", $"must be at least 1, got {CalibrationSequences}");
+        problems.Check(CalibrationLength >= 2, "calibration_length", $"must be at least 2, got {CalibrationLength}");
+        problems.Check(BatchSize >= 1, "batch_size", $"must be at least 1, got {BatchSize}");
+        problems.Check(ComputeDevice.IsValidName(Device), "device", $"'{Device}' is not auto, cpu, cuda or cuda:N");
+        problems.Check(AngularSpan >= 1, "angular_span", $"must be at least 1, got {AngularSpan}");
+        problems.Check(MaskSteps >= 1, "mask_steps", $"must be at least 1, got {MaskSteps}");
+        problems.Check(MaskLearningRate > 0 && double.IsFinite(MaskLearningRate), "mask_learning_rate", $"must be a positive number, got {Format(MaskLearningRate)}");
+        problems.Check(MaskTargetFraction is >= 0 and <= 1, "mask_target_fraction", $"must be in [0, 1], got {Format(MaskTargetFraction)}");
+        problems.Check(MaskPenalty >= 0 && double.IsFinite(MaskPenalty), "mask_penalty", $"must be a non-negative number, got {Format(MaskPenalty)}");
+        problems.Check(MemoryBudgetBytes is null or > 0, "memory_budget_bytes", $"must be positive, got {MemoryBudgetBytes}");
+        return problems.List;
     }
 
     /// <summary>Throws when an option is out of range.</summary>
     /// <exception cref="ArgumentException">Every problem, each naming its option.</exception>
     public void ThrowIfInvalid()
     {
-        IReadOnlyList<string> errors = Validate(key => "ScoringOptions." + key);
-        if (errors.Count > 0)
-        {
-            throw new ArgumentException(string.Join("; ", errors));
-        }
+        OptionProblems.ThrowIfAny(Validate(key => "ScoringOptions." + key));
     }
 
     private static string Format(double value) => value.ToString(System.Globalization.CultureInfo.InvariantCulture);

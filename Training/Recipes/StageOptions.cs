@@ -77,46 +77,34 @@ public sealed record DistillationOptions
     /// <returns>The problems; empty when the options are valid.</returns>
     public IReadOnlyList<string> Validate(Func<string, string>? name = null)
     {
-        name ??= key => key;
-        var errors = new List<string>();
-        void Check(bool ok, string key, string problem)
-        {
-            if (!ok)
-            {
-                errors.Add($"{name(key)}: {problem}");
-            }
-        }
+        var problems = new OptionProblems(name);
 
-        Check(Enum.IsDefined(KdLoss), "kd_loss", $"must be one of {string.Join(", ", OptionNames.Names<DistillationDivergence>())}");
-        Check(Temperature > 0 && double.IsFinite(Temperature), "temperature", "must be positive");
-        Check(Alpha is >= 0 and <= 1, "alpha", "must be in [0, 1]");
-        Check(Steps >= 1, "steps", "must be at least 1");
-        Check(BatchSize >= 1, "batch_size", "must be at least 1");
-        Check(SeqLen >= 1, "seq_len", "must be at least 1");
-        Check(LearningRate > 0 && double.IsFinite(LearningRate), "learning_rate", "must be positive");
-        Check(MinLearningRate is null || (MinLearningRate >= 0 && MinLearningRate <= LearningRate), "min_learning_rate", "must be in [0, learning_rate]");
-        Check(WarmupFraction is >= 0 and < 1, "warmup_fraction", "must be in [0, 1)");
-        Check(CheckpointEvery >= 1, "checkpoint_every", "must be at least 1");
-        Check(EvalEvery >= 1, "eval_every", "must be at least 1");
-        Check(EvalBatches >= 0, "eval_batches", "must not be negative");
-        Check(ComputeDevice.IsValidName(Device), "device", $"'{Device}' is not auto, cpu, cuda or cuda:N");
-        Check(HiddenWeight >= 0 && double.IsFinite(HiddenWeight), "hidden_weight", "must not be negative");
-        Check(Enum.IsDefined(TeacherDtype), "teacher_dtype", $"must be one of {string.Join(", ", OptionNames.Names<TrainingPrecision>())}");
+        problems.Check(Enum.IsDefined(KdLoss), "kd_loss", $"must be one of {string.Join(", ", OptionNames.Names<DistillationDivergence>())}");
+        problems.Check(Temperature > 0 && double.IsFinite(Temperature), "temperature", "must be positive");
+        problems.Check(Alpha is >= 0 and <= 1, "alpha", "must be in [0, 1]");
+        problems.Check(Steps >= 1, "steps", "must be at least 1");
+        problems.Check(BatchSize >= 1, "batch_size", "must be at least 1");
+        problems.Check(SeqLen >= 1, "seq_len", "must be at least 1");
+        problems.Check(LearningRate > 0 && double.IsFinite(LearningRate), "learning_rate", "must be positive");
+        problems.Check(MinLearningRate is null || (MinLearningRate >= 0 && MinLearningRate <= LearningRate), "min_learning_rate", "must be in [0, learning_rate]");
+        problems.Check(WarmupFraction is >= 0 and < 1, "warmup_fraction", "must be in [0, 1)");
+        problems.Check(CheckpointEvery >= 1, "checkpoint_every", "must be at least 1");
+        problems.Check(EvalEvery >= 1, "eval_every", "must be at least 1");
+        problems.Check(EvalBatches >= 0, "eval_batches", "must not be negative");
+        problems.Check(ComputeDevice.IsValidName(Device), "device", $"'{Device}' is not auto, cpu, cuda or cuda:N");
+        problems.Check(HiddenWeight >= 0 && double.IsFinite(HiddenWeight), "hidden_weight", "must not be negative");
+        problems.Check(Enum.IsDefined(TeacherDtype), "teacher_dtype", $"must be one of {string.Join(", ", OptionNames.Names<TrainingPrecision>())}");
 
         // A cache holds the teacher's logits only; hidden states need the running teacher.
-        Check(TeacherCache is null || HiddenStatePlan is null, "teacher_cache", $"cannot be combined with {name("hidden_state_plan")}: hidden-state distillation runs the teacher");
-        return errors;
+        problems.Check(TeacherCache is null || HiddenStatePlan is null, "teacher_cache", $"cannot be combined with {problems.Name("hidden_state_plan")}: hidden-state distillation runs the teacher");
+        return problems.List;
     }
 
     /// <summary>Throws when an option is out of range.</summary>
     /// <exception cref="ArgumentException">Every problem, each naming its option.</exception>
     public void ThrowIfInvalid()
     {
-        IReadOnlyList<string> errors = Validate(key => "DistillationOptions." + key);
-        if (errors.Count > 0)
-        {
-            throw new ArgumentException(string.Join("; ", errors));
-        }
+        OptionProblems.ThrowIfAny(Validate(key => "DistillationOptions." + key));
     }
 
     /// <summary>The trainer's options for a run writing into <paramref name="outputDirectory"/>.</summary>
@@ -183,24 +171,17 @@ public sealed record EvaluationSuite
     public IReadOnlyList<string> Validate(Func<string, string>? name = null)
     {
         name ??= key => key.Length == 0 ? "evaluation" : key;
-        var errors = new List<string>();
-        void Check(bool ok, string key, string problem)
-        {
-            if (!ok)
-            {
-                errors.Add($"{name(key)}: {problem}");
-            }
-        }
+        var problems = new OptionProblems(name);
 
-        Check((Tasks?.Count ?? 0) + (Text?.Count ?? 0) > 0, string.Empty, "give tasks or text files (or leave evaluation out)");
+        problems.Check((Tasks?.Count ?? 0) + (Text?.Count ?? 0) > 0, string.Empty, "give tasks or text files (or leave evaluation out)");
         foreach (string task in Tasks?.Keys ?? [])
         {
-            Check(KnownTasks.Contains(task), $"tasks.{task}", $"unknown task (known: {string.Join(", ", KnownTasks)})");
+            problems.Check(KnownTasks.Contains(task), $"tasks.{task}", $"unknown task (known: {string.Join(", ", KnownTasks)})");
         }
 
-        Check(BatchSize >= 1, "batch_size", "must be at least 1");
-        Check(MaxLength is null or >= 1, "max_length", "must be at least 1");
-        return errors;
+        problems.Check(BatchSize >= 1, "batch_size", "must be at least 1");
+        problems.Check(MaxLength is null or >= 1, "max_length", "must be at least 1");
+        return problems.List;
     }
 
     /// <summary>The tasks to run, with every file path passed through <paramref name="resolve"/> (null keeps them as written).</summary>
