@@ -65,37 +65,6 @@ public static class CpuThreading
         return PassiveWaitingOutcome.Applied;
     }
 
-    /// <summary>
-    /// Makes the C allocator keep the memory LibTorch frees for the next allocation instead of handing it back to the
-    /// system (glibc on Linux: <c>mallopt(M_MMAP_MAX, 0)</c> and a 2 GiB <c>M_TRIM_THRESHOLD</c>). A training step
-    /// allocates and frees the same large tensors every step (activations, logits over the vocabulary, gradients); by
-    /// default glibc gives every block of 32 MiB or more its own mapping, unmaps it when freed, and the next step faults
-    /// every 4 KiB page in again, zeroed. Measured on a shared 2-core machine at the quickstart's shape (vocabulary 8192,
-    /// 8 x 128 tokens): 34,000 page faults per plain step and 98,000 per distillation step before, 40 and 2,100 after,
-    /// and steps 3.8 and 6.3 times faster. The cost: the process keeps its peak heap instead of shrinking after it. Not
-    /// every block stays: one of 64 MiB or more asked for on a thread other than the main one is still mapped (a thread's
-    /// own arena holds no more), and a thread's arena that empties completely is unmapped.
-    /// Safe to call more than once and at any time; <see cref="Trainer"/> calls it before its first step.
-    /// </summary>
-    /// <returns>True when the allocator took the settings; false elsewhere (not Linux, or a C library without them).</returns>
-    public static bool KeepFreedMemoryInProcess()
-    {
-        if (!OperatingSystem.IsLinux())
-        {
-            return false;
-        }
-
-        try
-        {
-            // glibc's mallopt returns 1 on success; musl's accepts nothing and returns 0.
-            return NativeMethods.mallopt(NativeMethods.MmapMax, 0) == 1 && NativeMethods.mallopt(NativeMethods.TrimThreshold, int.MaxValue) == 1;
-        }
-        catch (Exception e) when (e is EntryPointNotFoundException or DllNotFoundException)
-        {
-            return false;
-        }
-    }
-
     /// <summary>Whether libtorch's CPU library or an OpenMP runtime is mapped into this process (Linux: /proc/self/maps).</summary>
     /// <returns>True once TorchSharp has loaded its native libraries.</returns>
     public static bool IsOpenMpRuntimeLoaded()
@@ -124,15 +93,6 @@ public static class CpuThreading
         /// <summary>libc <c>setenv</c>; the strings are passed as NUL-terminated ASCII bytes.</summary>
         public static int setenv(string name, string value, int overwrite) =>
             SetEnvironment(NulTerminated(name), NulTerminated(value), overwrite);
-
-        /// <summary>glibc's <c>M_TRIM_THRESHOLD</c>: free memory at the top of the heap beyond this many bytes is returned to the system.</summary>
-        public const int TrimThreshold = -1;
-
-        /// <summary>glibc's <c>M_MMAP_MAX</c>: how many allocations may have their own mapping at once (0: none).</summary>
-        public const int MmapMax = -4;
-
-        [DllImport("libc", EntryPoint = "mallopt")]
-        public static extern int mallopt(int parameter, int value);
 
         [DllImport("libc", EntryPoint = "setenv")]
         private static extern int SetEnvironment(byte[] name, byte[] value, int overwrite);

@@ -3,6 +3,7 @@ using System.Globalization;
 using System.Text;
 using System.Text.Json;
 using ModelSurgery.Inference.Reporting;
+using ModelSurgery.Inference.Runtime;
 using ModelSurgery.Training.Data;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
@@ -205,7 +206,8 @@ public sealed class Trainer
         }
 
         // Every step allocates and frees the same large tensors: keep freed memory for reuse instead of faulting it in again.
-        CpuThreading.KeepFreedMemoryInProcess();
+        // Process-wide, but a training run is the process's main work for its whole life, so the library may decide.
+        NativeAllocator.KeepFreedMemoryInProcess();
         if (OperatingSystem.IsLinux() && string.IsNullOrEmpty(Environment.GetEnvironmentVariable(CpuThreading.WaitPolicyVariable)))
         {
             TrainingLog.SpinningOpenMpWorkers(_logger);

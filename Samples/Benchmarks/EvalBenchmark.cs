@@ -39,6 +39,9 @@ internal static class EvalBenchmark
                 torch.set_num_threads(threadCount);
             }
 
+            // As the modelsurgery tool runs every command: freed logits of one batch are reused by the next.
+            ModelSurgery.Inference.Runtime.NativeAllocator.KeepFreedMemoryInProcess();
+
             torch.Device target = torch.device(parsed.GetValue(device)!);
             LlamaConfig config = BenchmarkConfig();
             torch.manual_seed(0);

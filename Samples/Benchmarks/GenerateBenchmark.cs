@@ -6,6 +6,7 @@ using ModelSurgery.Inference.Configuration;
 using ModelSurgery.Inference.Generation;
 using ModelSurgery.Inference.Llama2C;
 using ModelSurgery.Inference.Modeling;
+using ModelSurgery.Inference.Runtime;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -31,13 +32,15 @@ internal static class GenerateBenchmark
         var dtypes = new Option<string>("--dtypes") { DefaultValueFactory = _ => "fp32", Description = "Comma-separated: fp32, bf16." };
         var threads = new Option<int?>("--threads") { Description = "torch.set_num_threads and OMP_NUM_THREADS of run.c (default: the logical cores)." };
         var run = new Option<string?>("--run") { Description = "Path to llama2.c's run binary (gcc -Ofast -fopenmp -march=native run.c -lm -o run); without it run.c is skipped." };
+        var defaultAllocator = new Option<bool>("--default-allocator") { Description = "Leave the C allocator's defaults (freed large blocks unmapped) instead of NativeAllocator.KeepFreedMemoryInProcess, as the modelsurgery tool runs." };
         var command = new Command("generate", "Decoding tokens/s against the memory-bandwidth limit and, optionally, llama2.c's run.c.")
-        { seqLen, repeats, dtypes, threads, run };
+        { seqLen, repeats, dtypes, threads, run, defaultAllocator };
         shape.AddTo(command);
         command.SetAction(async (parsed, ct) =>
         {
             int threadCount = parsed.GetValue(threads) ?? Environment.ProcessorCount;
             torch.set_num_threads(threadCount);
+            bool keptFreedMemory = !parsed.GetValue(defaultAllocator) && NativeAllocator.KeepFreedMemoryInProcess();
             int positions = parsed.GetValue(seqLen), runs = parsed.GetValue(repeats);
             LlamaConfig config = shape.Config(parsed, c => c with
             {
@@ -57,6 +60,7 @@ internal static class GenerateBenchmark
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"machine     {Environment.ProcessorCount} logical cores, threads {threadCount}, load average {LoadAverage()}"));
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"model       D {config.HiddenSize}, L {config.NumHiddenLayers}, heads {config.NumAttentionHeads}, FFN {config.IntermediateSize}, vocab {config.VocabSize}, tied head: {parameters / 1e6:F1} M parameters, random weights"));
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"decoding    {positions - 1} tokens after BOS, greedy; median of {runs} runs per contender, contenders interleaved"));
+            Console.WriteLine($"allocator   {(keptFreedMemory ? "freed memory kept in the process" : "C library defaults")}");
 
             string work = Directory.CreateTempSubdirectory("generate-bench").FullName;
             try
@@ -79,7 +83,7 @@ internal static class GenerateBenchmark
 
                 // Bandwidth is sampled between the contenders' runs too, so it sees the same load they do.
                 var bandwidths = new List<double>();
-                var contenders = new List<(string Name, long WeightBytes, Func<double> Measure)>();
+                var contenders = new List<(string Name, long WeightBytes, Func<(double TokensPerSecond, double FaultsPerToken)> Measure)>();
                 var models = new List<LlamaForCausalLM>();
                 foreach (string name in parsed.GetValue(dtypes)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
                 {
@@ -97,10 +101,11 @@ internal static class GenerateBenchmark
 
                 if (runBinary is not null)
                 {
-                    contenders.Add(("llama2.c run.c fp32", parameters * 4L, () => RunC(runBinary, modelBin!, tokenizerBin!, positions, threadCount)));
+                    contenders.Add(("llama2.c run.c fp32", parameters * 4L, () => (RunC(runBinary, modelBin!, tokenizerBin!, positions, threadCount), double.NaN)));
                 }
 
                 var samples = contenders.Select(_ => new List<double>()).ToList();
+                var faults = contenders.Select(_ => new List<double>()).ToList();
                 foreach (var (_, _, measure) in contenders)
                 {
                     measure(); // warm-up: page in the weights, let the allocator settle
@@ -111,7 +116,9 @@ internal static class GenerateBenchmark
                     bandwidths.Add(CopyBandwidth());
                     for (int c = 0; c < contenders.Count; c++)
                     {
-                        samples[c].Add(contenders[c].Measure());
+                        (double rate, double faultsPerToken) = contenders[c].Measure();
+                        samples[c].Add(rate);
+                        faults[c].Add(faultsPerToken);
                     }
                 }
 
@@ -124,13 +131,13 @@ internal static class GenerateBenchmark
 
                 Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"bandwidth   {bandwidth / 1e9:F1} GB/s copied (1 GiB tensor copy: median over the repeats of the best of 3; min {bandwidths.Min() / 1e9:F1}, max {bandwidths.Max() / 1e9:F1})"));
                 Console.WriteLine();
-                Console.WriteLine($"{"contender",-22}{"tokens/s",10}{"min",9}{"max",9}{"limit",9}{"of limit",10}");
+                Console.WriteLine($"{"contender",-22}{"tokens/s",10}{"min",9}{"max",9}{"limit",9}{"of limit",10}{"faults/token",14}");
                 double? runC = runBinary is not null ? Median(samples[^1]) : null;
                 for (int c = 0; c < contenders.Count; c++)
                 {
                     double median = Median(samples[c]);
                     double limit = bandwidth / contenders[c].WeightBytes;
-                    Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{contenders[c].Name,-22}{median,10:F2}{samples[c].Min(),9:F2}{samples[c].Max(),9:F2}{limit,9:F1}{median / limit,10:P0}"));
+                    Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{contenders[c].Name,-22}{median,10:F2}{samples[c].Min(),9:F2}{samples[c].Max(),9:F2}{limit,9:F1}{median / limit,10:P0}{Median(faults[c]),14:F1}"));
                 }
 
                 if (runC is double reference)
@@ -152,10 +159,12 @@ internal static class GenerateBenchmark
         return command;
     }
 
-    // Decoding rate of one greedy run from BOS to the full context, as GenerationStatistics reports it.
-    private static double DecodeTokensPerSecond(LlamaForCausalLM model, int positions)
+    // Decoding rate of one greedy run from BOS to the full context, as GenerationStatistics reports it, and the minor page
+    // faults per decoded token (the prompt pass included): fresh pages the allocator hands out on the hot path.
+    private static (double TokensPerSecond, double FaultsPerToken) DecodeTokensPerSecond(LlamaForCausalLM model, int positions)
     {
         var statistics = new GenerationStatistics();
+        long faultsBefore = Measure.MinorPageFaults();
         var options = new GenerationOptions { MaxNewTokens = positions - 1, MaxContext = positions };
         var enumerator = TextGenerator.GenerateAsync(model, [1], options, statistics).GetAsyncEnumerator();
         try
@@ -169,7 +178,9 @@ internal static class GenerateBenchmark
             enumerator.DisposeAsync().AsTask().GetAwaiter().GetResult();
         }
 
-        return statistics.DecodeTokensPerSecond;
+        long faultsAfter = Measure.MinorPageFaults();
+        double faultsPerToken = faultsBefore < 0 || faultsAfter < 0 ? double.NaN : (faultsAfter - faultsBefore) / (double)(statistics.PromptTokens + statistics.DecodeTokens);
+        return (statistics.DecodeTokensPerSecond, faultsPerToken);
     }
 
     // run.c prints "achieved tok/s: X" on stderr, timed from after its first step, as our decode rate is.

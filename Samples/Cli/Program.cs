@@ -13,6 +13,11 @@ public static partial class Program
     {
         // Before LibTorch loads: OpenMP threads that spin while waiting starve each other on small or busy machines.
         Training.CpuThreading.PreferPassiveWaiting();
+        // Generation, perplexity and evaluation free and reallocate the same large tensors (logits over the vocabulary,
+        // activations of a batch) over and over; by default glibc unmaps each block of 32 MiB or more when it is freed and
+        // the next batch faults it in again, page by page. The setting is process-wide, so the tool, which owns its
+        // process, makes it here once for every command; the inference library leaves it to the program that hosts it.
+        Inference.Runtime.NativeAllocator.KeepFreedMemoryInProcess();
         MakeLibTorchLoadable();
         using var cancellation = new CancellationTokenSource();
         Console.CancelKeyPress += (_, e) =>
