@@ -31,8 +31,8 @@ internal static class StepCosts
 
     private static readonly StepShape[] Shapes =
     [
-        // The issue's shape: a 15M student of a 27M teacher.
-        new("issue", "15M student of a 27M teacher", Config(512, 4, 8, 8, 1024, 4096, 256), Config(512, 8, 8, 8, 1152, 4096, 256), Batch: 4, SeqLen: 256),
+        // A medium shape: a 15M student (hidden 512) of a 27M teacher.
+        new("d512", "15M student of a 27M teacher", Config(512, 4, 8, 8, 1024, 4096, 256), Config(512, 8, 8, 8, 1152, 4096, 256), Batch: 4, SeqLen: 256),
         // QuickstartSizes.Full and QuickstartSizes.Fast (Samples/Quickstart): the student and teacher widths, vocabulary, context and student batch.
         new("quickstart", "QuickstartSizes.Full", Config(96, 3, 2, 1, 288, 8192, 128), Config(128, 6, 4, 2, 384, 8192, 128), Batch: 8, SeqLen: 128),
         new("quickstart-fast", "QuickstartSizes.Fast", Config(48, 2, 2, 1, 96, 1024, 32), Config(64, 4, 4, 2, 192, 1024, 32), Batch: 8, SeqLen: 32),
