@@ -14,8 +14,9 @@ namespace ModelSurgery.Benchmarks;
 
 /// <summary>
 /// <c>generate</c>: decoding tokens/s of <see cref="TextGenerator"/> on a random-weight Llama (stories110M's shape by
-/// default) against the memory-bandwidth limit of this machine and, when given a built binary, llama2.c's run.c on the
-/// same weights, all measured side by side in one run, each figure the median of several repeats.
+/// default) against the memory-bandwidth limit of this machine and llama2.c's run.c on the same weights (the vendored
+/// llama2c/run.c built here, or a binary given with --run), all measured side by side in one run, each figure the median
+/// of several repeats.
 /// <para>
 /// Decoding one token reads every weight once (the tied embedding as the head, one embedding row, the norms), so the
 /// bandwidth limit is bandwidth / weight bytes. Bandwidth is what a large tensor copy moves (bytes copied per second,
@@ -34,7 +35,7 @@ internal static class GenerateBenchmark
         var run = new Option<string?>("--run") { Description = "Path to a built llama2.c run binary; without it the vendored llama2c/run.c is built with the C compiler ($CC, else cc) and -Ofast -fopenmp -march=native, as llama2.c's README recommends." };
         var noRunC = new Option<bool>("--no-run-c") { Description = "Skip llama2.c's run.c (only the bandwidth limit is the reference)." };
         var defaultAllocator = new Option<bool>("--default-allocator") { Description = "Leave the C allocator's defaults (freed large blocks unmapped) instead of NativeAllocator.KeepFreedMemoryInProcess, as the modelsurgery tool runs." };
-        var command = new Command("generate", "Decoding tokens/s against the memory-bandwidth limit and, optionally, llama2.c's run.c.")
+        var command = new Command("generate", "Decoding tokens/s against the memory-bandwidth limit and llama2.c's run.c.")
         { seqLen, repeats, dtypes, threads, run, noRunC, defaultAllocator };
         shape.AddTo(command);
         command.SetAction(async (parsed, ct) =>
