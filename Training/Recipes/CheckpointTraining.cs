@@ -57,7 +57,7 @@ public sealed record DistillationSettings
     public ScalarType? TeacherDType { get; init; }
 }
 
-/// <summary>The outcome of <see cref="CheckpointTraining.TrainAsync"/> or <see cref="CheckpointTraining.DistillAsync"/>.</summary>
+/// <summary>The outcome of a training or distillation stage (<see cref="StudentPipelineResult.Training"/>).</summary>
 /// <param name="FinalCheckpoint">Folder holding the model after the last step (<c>OutputDir/checkpoints/final</c>).</param>
 /// <param name="Runs">One result per round (one for a single-round run).</param>
 public sealed record CheckpointTrainingResult(string FinalCheckpoint, IReadOnlyList<TrainingResult> Runs)
@@ -123,7 +123,7 @@ public static class CheckpointTraining
     /// <param name="logger">Optional logger.</param>
     /// <param name="cancellationToken">Stops after saving the last checkpoint.</param>
     /// <returns>The final checkpoint and the run history.</returns>
-    public static Task<CheckpointTrainingResult> TrainAsync(
+    internal static Task<CheckpointTrainingResult> TrainAsync(
         string modelDir,
         string tokensPath,
         TrainingOptions options,
@@ -152,7 +152,7 @@ public static class CheckpointTraining
     /// <param name="logger">Optional logger.</param>
     /// <param name="cancellationToken">Stops after saving the last checkpoint.</param>
     /// <returns>The final checkpoint and the run history.</returns>
-    public static async Task<CheckpointTrainingResult> DistillAsync(
+    internal static async Task<CheckpointTrainingResult> DistillAsync(
         string? teacherDir,
         string studentDir,
         string tokensPath,
