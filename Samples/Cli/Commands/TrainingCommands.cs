@@ -283,8 +283,10 @@ internal sealed class TrainingCommandOptions
 /// <summary>A <c>train</c> or <c>distill</c> command line, bound: the stage's record, the run's settings and the chain that runs them.</summary>
 /// <param name="Stage">The stage's options (a <see cref="DistillationOptions"/> for <c>distill</c>).</param>
 /// <param name="Settings">Split, rounds, resume.</param>
-/// <param name="Pipeline">The fluent chain, ready for <c>ReportTo</c>, <c>LogTo</c> and <c>RunAsync</c>.</param>
-internal sealed record TrainingRun(TrainingStageOptions Stage, CheckpointTrainingSettings Settings, StudentPipeline Pipeline)
+/// <param name="Data">The token file (<c>--data</c>).</param>
+/// <param name="Output">The run folder (<c>--out</c>).</param>
+/// <param name="Pipeline">The fluent chain over the above, ready for <c>ReportTo</c>, <c>LogTo</c> and <c>RunAsync</c>.</param>
+internal sealed record TrainingRun(TrainingStageOptions Stage, CheckpointTrainingSettings Settings, string Data, string Output, StudentPipeline Pipeline)
 {
     /// <summary>Runs the chain with the command's progress line and logger.</summary>
     public async Task<CheckpointTrainingResult> RunAsync(IProgress<TrainingProgress> progress, ILogger logger, CancellationToken cancellationToken)
@@ -314,7 +316,9 @@ internal static class TrainCommand
         {
             string modelDir = parsed.GetValue(model)!;
             (TrainingStageOptions stage, CheckpointTrainingSettings settings) = shared.Read(parsed, modelDir, new TrainingStageOptions());
-            return new TrainingRun(stage, settings, StudentPipeline.ForStudent(modelDir).Train(parsed.GetValue(shared.Data)!, stage, parsed.GetValue(shared.Out)!).RunWith(settings));
+            string data = parsed.GetValue(shared.Data)!;
+            string output = parsed.GetValue(shared.Out)!;
+            return new TrainingRun(stage, settings, data, output, StudentPipeline.ForStudent(modelDir).Train(data, stage, output).RunWith(settings));
         };
         Func<ParseResult, TrainingRun> read = bind;
         command.SetAction(async (parsed, cancellationToken) =>
@@ -377,7 +381,9 @@ internal static class DistillCommand
             (DistillationOptions stage, CheckpointTrainingSettings settings) = shared.Read(parsed, studentDir, loss);
             StudentPipeline pipeline = StudentPipeline.ForStudent(studentDir);
             pipeline = teacherDir is null ? pipeline : pipeline.DistilledFrom(teacherDir);
-            return new TrainingRun(stage, settings, pipeline.Distill(parsed.GetValue(shared.Data)!, stage, parsed.GetValue(shared.Out)!).RunWith(settings));
+            string data = parsed.GetValue(shared.Data)!;
+            string output = parsed.GetValue(shared.Out)!;
+            return new TrainingRun(stage, settings, data, output, pipeline.Distill(data, stage, output).RunWith(settings));
         };
         Func<ParseResult, TrainingRun> read = bind;
         command.SetAction(async (parsed, cancellationToken) =>
