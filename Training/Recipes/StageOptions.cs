@@ -53,8 +53,12 @@ public record TrainingStageOptions
     /// <summary>Compute precision: <c>fp32</c>, or <c>bf16</c> with float32 master weights (key <c>precision</c>).</summary>
     public TrainingPrecision Precision { get; init; } = TrainingPrecision.Fp32;
 
-    /// <summary>Steps in a row with a non-finite loss or gradient (each skipped) after which the run stops with an error (key <c>max_non_finite_steps</c>).</summary>
-    public int MaxNonFiniteSteps { get; init; } = 10;
+    /// <summary>
+    /// Steps in a row with a non-finite loss or gradient (each skipped) after which the run stops with an error (key
+    /// <c>max_non_finite_steps</c>). One stops at the first: a run that has diverged, or whose data or model is broken,
+    /// fails at once rather than writing a model that learned nothing.
+    /// </summary>
+    public int MaxNonFiniteSteps { get; init; } = 1;
 
     /// <summary>Steps between resumable checkpoints; 0 saves only at the end (key <c>checkpoint_every</c>).</summary>
     public int CheckpointEvery { get; init; } = 50;

@@ -57,7 +57,7 @@ public sealed class TrainingFlagBindingTests
         yield return Case(["--eval-batches", "3"], r => r.Stage.EvalBatches, 3);
         yield return Case(["--checkpoint-every", "0"], r => r.Stage.CheckpointEvery, 0);
         yield return Case(["--precision", "bf16"], r => r.Stage.Precision, TrainingPrecision.Bf16);
-        yield return Case(["--max-non-finite-steps", "1"], r => r.Stage.MaxNonFiniteSteps, 1);
+        yield return Case(["--max-non-finite-steps", "5"], r => r.Stage.MaxNonFiniteSteps, 5);
         yield return Case(["--seed", "99"], r => r.Stage.Seed, 99UL);
         yield return Case(["--device", "cpu"], r => (r.Stage.Device, r.Settings.Device), ("cpu", "cpu"));
         yield return Case(["--rounds", "3"], r => r.Settings.Rounds, new MultiRoundOptions(3, 0.5, RoundSchedule.Restart));
