@@ -25,7 +25,7 @@ public sealed record CheckpointTrainingSettings
     /// <summary>Continue a single-round run from its saved training state.</summary>
     public bool Resume { get; init; }
 
-    /// <summary>Device the models are loaded on: auto, cpu, cuda, cuda:N.</summary>
+    /// <summary>Device the models are loaded on: auto, cpu, cuda, cuda:N. A <see cref="StudentPipeline"/> stage runs on its record's <see cref="TrainingStageOptions.Device"/> instead.</summary>
     public string Device { get; init; } = "auto";
 
     /// <summary>How checkpoints are stored; null keeps the model's dtype in one file.</summary>

@@ -118,6 +118,7 @@ public record TrainingStageOptions
     }
 
     /// <summary>The optimizer steps the run takes: <see cref="Steps"/>, else derived from <see cref="Tokens"/>, else <see cref="DefaultSteps"/>.</summary>
+    /// <exception cref="ArgumentException">The options are invalid (check <see cref="Validate"/> first for messages naming the keys).</exception>
     public long TotalSteps() => ToTrainingOptions("unused").TotalSteps();
 
     /// <summary>The trainer's options for a run writing into <paramref name="outputDirectory"/>.</summary>

@@ -114,7 +114,10 @@ public sealed record StudentPipeline
         return this with { TokensPath = tokensPath, Stage = options, Distils = true, TrainingOutput = outputDirectory };
     }
 
-    /// <summary>Continues pretraining the student with plain cross-entropy on a token file; checkpoints, metrics and curves go to <paramref name="outputDirectory"/>.</summary>
+    /// <summary>
+    /// Continues pretraining the student with plain cross-entropy on a token file; checkpoints, metrics and curves go to
+    /// <paramref name="outputDirectory"/>. A <see cref="DistillationOptions"/> given here runs its schedule without its loss.
+    /// </summary>
     public StudentPipeline Train(string tokensPath, TrainingStageOptions options, string outputDirectory)
     {
         ArgumentException.ThrowIfNullOrEmpty(tokensPath);
