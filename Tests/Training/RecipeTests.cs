@@ -218,6 +218,47 @@ public sealed class RecipeTests
     }
 
     [Test]
+    public void The_distillation_section_carries_the_whole_schedule_and_round_trips_through_json()
+    {
+        string json = "{\"teacher\": \"t\", \"data\": {\"corpus\": [\"c.jsonl\"]}, \"plan\": {}, "
+            + "\"distillation\": {\"tokens\": 65536, \"grad_accum\": 4, \"weight_decay\": 0.05, \"grad_clip\": 0, \"precision\": \"bf16\", "
+            + "\"max_non_finite_steps\": 3, \"eval_every\": 0, \"checkpoint_every\": 0}}";
+        DistillationRecipe recipe = DistillationRecipe.Parse(json, _dir);
+        var expected = new DistillationOptions
+        {
+            Tokens = 65536, GradAccum = 4, WeightDecay = 0.05, GradClip = 0, Precision = TrainingPrecision.Bf16, MaxNonFiniteSteps = 3, EvalEvery = 0, CheckpointEvery = 0,
+        };
+        Assert.That(recipe.Distillation, Is.EqualTo(expected));
+        Assert.That(DistillationRecipe.Parse(recipe.ToJson(), _dir).Distillation, Is.EqualTo(expected), "written and read back");
+
+        // The trainer runs what the record says: steps from the token budget (batch_size 8 x seq_len 128 x grad_accum 4 per step).
+        TrainingOptions training = recipe.Distillation.ToTrainingOptions("out");
+        Assert.That((training.Steps, training.Tokens, training.TotalSteps()), Is.EqualTo(((long?)null, (long?)65536, 65536L / (8 * 128 * 4))));
+        Assert.That(
+            (training.GradAccumulation, training.WeightDecay, training.GradClip, training.Precision, training.MaxNonFiniteSteps, training.EvalEvery, training.CheckpointEvery),
+            Is.EqualTo((4, 0.05, 0.0, TrainingPrecision.Bf16, 3, 0, 0)));
+
+        // Neither steps nor tokens: the record's step count.
+        Assert.That(new DistillationOptions().ToTrainingOptions("out").TotalSteps(), Is.EqualTo(TrainingStageOptions.DefaultSteps));
+    }
+
+    [TestCase("\"steps\": 10, \"tokens\": 1000", "distillation.steps: give distillation.steps or distillation.tokens, not both")]
+    [TestCase("\"tokens\": 0", "distillation.tokens: must be at least 1")]
+    [TestCase("\"grad_accum\": 0", "distillation.grad_accum: must be at least 1")]
+    [TestCase("\"weight_decay\": -0.1", "distillation.weight_decay: must not be negative")]
+    [TestCase("\"grad_clip\": -1", "distillation.grad_clip: must not be negative")]
+    [TestCase("\"max_non_finite_steps\": 0", "distillation.max_non_finite_steps: must be at least 1")]
+    [TestCase("\"eval_every\": -1", "distillation.eval_every: must not be negative")]
+    [TestCase("\"checkpoint_every\": -1", "distillation.checkpoint_every: must not be negative")]
+    [TestCase("\"precision\": \"fp16\"", "'distillation.precision': 'fp16' is not one of fp32, bf16")]
+    public void An_invalid_schedule_key_is_refused_naming_it(string keys, string expected)
+    {
+        string json = "{\"teacher\": \"t\", \"data\": {\"corpus\": [\"c.jsonl\"]}, \"plan\": {}, \"distillation\": {" + keys + "}}";
+        var ex = Assert.Throws<InvalidDataException>(() => DistillationRecipe.Parse(json, _dir, "bad.recipe.json"));
+        Assert.That(ex!.Message, Does.StartWith("bad.recipe.json: ").And.Contain(expected));
+    }
+
+    [Test]
     public void The_distillation_section_takes_the_command_line_keys_and_resolves_their_paths()
     {
         string json = "{\"teacher\": \"t\", \"data\": {\"corpus\": [\"c.jsonl\"]}, \"plan\": {}, "

@@ -24,6 +24,8 @@ public sealed class StudentPipelineTests
     /// <summary>Small enough for the tiny model: six steps of two 32-token windows.</summary>
     private static readonly DistillationOptions Distillation = new() { Steps = 6, BatchSize = 2, SeqLen = 32, EvalEvery = 3, EvalBatches = 1, LearningRate = 1e-2, CheckpointEvery = 3, Device = "cpu" };
 
+    private static readonly TrainingStageOptions Schedule = new() { Steps = 6, BatchSize = 2, SeqLen = 32, EvalEvery = 3, EvalBatches = 1, LearningRate = 1e-2, CheckpointEvery = 3, Device = "cpu" };
+
     [SetUp]
     public async Task SetUp()
     {
@@ -91,7 +93,7 @@ public sealed class StudentPipelineTests
         StudentPipeline evaluateOnly = StudentPipeline.From(surgery).Evaluate(new EvaluationSuite { Text = [_text], IncludeTeacher = false });
 
         // Configuring a training stage returns a new pipeline; the first still only evaluates the built student.
-        StudentPipeline train = evaluateOnly.Train(_tokens, Distillation.ToTrainingOptions(Path.Combine(_dir, "train")));
+        StudentPipeline train = evaluateOnly.Train(_tokens, Schedule, Path.Combine(_dir, "train"));
         StudentPipelineResult evaluated = await evaluateOnly.RunAsync();
         Assert.That(evaluated.Training, Is.Null);
         Assert.That(evaluated.Student, Is.EqualTo(surgery.Student.Directory));
@@ -99,9 +101,9 @@ public sealed class StudentPipelineTests
 
         var logger = new ListLogger();
         StudentPipelineResult trained = await train.RunWith(Split with { Device = "cpu" }).LogTo(logger).RunAsync();
-        Assert.That(trained.Training!.Runs[0].Steps, Is.EqualTo(Distillation.Steps));
+        Assert.That(trained.Training!.Runs[0].Steps, Is.EqualTo(Schedule.Steps));
         // No progress object: the log says how training goes, from the first step to the last.
-        Assert.That(logger.Lines, Has.Some.StartsWith("Step 1/").And.Some.StartsWith($"Step {Distillation.Steps}/{Distillation.Steps}: loss"));
+        Assert.That(logger.Lines, Has.Some.StartsWith("Step 1/").And.Some.StartsWith($"Step {Schedule.Steps}/{Schedule.Steps}: loss"));
         Assert.That(trained.Student, Is.EqualTo(CheckpointTraining.FinalCheckpointPath(Path.Combine(_dir, "train"))));
         Assert.That(trained.Evaluations[0].Tasks[0].Metrics[MetricNames.BitsPerByte].Value,
             Is.Not.EqualTo(evaluated.Evaluations[0].Tasks[0].Metrics[MetricNames.BitsPerByte].Value), "the evaluation saw the trained student");
@@ -131,7 +133,7 @@ public sealed class StudentPipelineTests
             new DistillationOptions { MinLearningRate = 1, LearningRate = 0.1, EvalBatches = -1, Device = "tpu" }.Validate(key => "distillation." + key),
             Is.EqualTo(new[]
             {
-                "distillation.min_learning_rate: must be in [0, learning_rate]",
+                "distillation.min_learning_rate: must be in [0, distillation.learning_rate]",
                 "distillation.eval_batches: must not be negative",
                 "distillation.device: 'tpu' is not auto, cpu, cuda or cuda:N",
             }));

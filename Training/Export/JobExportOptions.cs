@@ -47,6 +47,29 @@ public sealed record JobExportOptions
     /// <summary>The engine the job is for.</summary>
     public DistributedEngine Engine { get; init; } = DistributedEngine.HfAccelerate;
 
+    /// <summary>
+    /// A job that runs a stage's record on a distributed engine: the schedule of <paramref name="stage"/>, and its loss
+    /// when it is <see cref="DistillationOptions"/> and a teacher is given (without a teacher the job continues pretraining).
+    /// </summary>
+    /// <param name="stage">The training or distillation stage's options, as a local run takes them.</param>
+    /// <param name="studentDirectory">Student checkpoint folder.</param>
+    /// <param name="teacherDirectory">Teacher checkpoint folder, or null.</param>
+    /// <param name="tokensPath">Token file of student ids.</param>
+    /// <param name="outputDirectory">The job folder to create.</param>
+    public static JobExportOptions ForStage(TrainingStageOptions stage, string studentDirectory, string? teacherDirectory, string tokensPath, string outputDirectory)
+    {
+        ArgumentNullException.ThrowIfNull(stage);
+        return new()
+        {
+            StudentDirectory = studentDirectory,
+            TeacherDirectory = teacherDirectory,
+            TokensPath = tokensPath,
+            OutputDirectory = outputDirectory,
+            Training = stage.ToTrainingOptions(outputDirectory),
+            Distillation = teacherDirectory is not null && stage is DistillationOptions d ? d.ToSettings() : null,
+        };
+    }
+
     /// <summary>Student checkpoint folder (config.json, safetensors, tokenizer files, and vocab_map.json when its vocabulary was compressed).</summary>
     public required string StudentDirectory { get; init; }
 

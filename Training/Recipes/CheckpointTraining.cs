@@ -25,7 +25,7 @@ public sealed record CheckpointTrainingSettings
     /// <summary>Continue a single-round run from its saved training state.</summary>
     public bool Resume { get; init; }
 
-    /// <summary>Device the models are loaded on: auto, cpu, cuda, cuda:N.</summary>
+    /// <summary>Device the models are loaded on: auto, cpu, cuda, cuda:N. A <see cref="StudentPipeline"/> stage runs on its record's <see cref="TrainingStageOptions.Device"/> instead.</summary>
     public string Device { get; init; } = "auto";
 
     /// <summary>How checkpoints are stored; null keeps the model's dtype in one file.</summary>
@@ -57,7 +57,7 @@ public sealed record DistillationSettings
     public ScalarType? TeacherDType { get; init; }
 }
 
-/// <summary>The outcome of <see cref="CheckpointTraining.TrainAsync"/> or <see cref="CheckpointTraining.DistillAsync"/>.</summary>
+/// <summary>The outcome of a training or distillation stage (<see cref="StudentPipelineResult.Training"/>).</summary>
 /// <param name="FinalCheckpoint">Folder holding the model after the last step (<c>OutputDir/checkpoints/final</c>).</param>
 /// <param name="Runs">One result per round (one for a single-round run).</param>
 public sealed record CheckpointTrainingResult(string FinalCheckpoint, IReadOnlyList<TrainingResult> Runs)
@@ -123,7 +123,7 @@ public static class CheckpointTraining
     /// <param name="logger">Optional logger.</param>
     /// <param name="cancellationToken">Stops after saving the last checkpoint.</param>
     /// <returns>The final checkpoint and the run history.</returns>
-    public static Task<CheckpointTrainingResult> TrainAsync(
+    internal static Task<CheckpointTrainingResult> TrainAsync(
         string modelDir,
         string tokensPath,
         TrainingOptions options,
@@ -152,7 +152,7 @@ public static class CheckpointTraining
     /// <param name="logger">Optional logger.</param>
     /// <param name="cancellationToken">Stops after saving the last checkpoint.</param>
     /// <returns>The final checkpoint and the run history.</returns>
-    public static async Task<CheckpointTrainingResult> DistillAsync(
+    internal static async Task<CheckpointTrainingResult> DistillAsync(
         string? teacherDir,
         string studentDir,
         string tokensPath,

@@ -58,8 +58,10 @@ public static class RecipeDryRun
         }
 
         DistillationOptions d = recipe.Distillation;
+        long steps = d.TotalSteps();
+        string accumulated = d.GradAccum == 1 ? string.Empty : string.Create(CultureInfo.InvariantCulture, $" x {d.GradAccum} accumulated");
         text.AppendLine(CultureInfo.InvariantCulture,
-            $"distillation: {d.Steps:N0} steps x {d.BatchSize} windows x {d.SeqLen} tokens = {d.Steps * d.BatchSize * d.SeqLen:N0} tokens, {OptionNames.Name(d.KdLoss)} at temperature {d.Temperature}, alpha {d.Alpha}, device {d.Device}");
+            $"distillation: {steps:N0} steps x {d.BatchSize} windows x {d.SeqLen} tokens{accumulated} = {steps * d.BatchSize * d.SeqLen * d.GradAccum:N0} tokens, {OptionNames.Name(d.KdLoss)} at temperature {d.Temperature}, alpha {d.Alpha}, device {d.Device}");
         text.AppendLine(CultureInfo.InvariantCulture, $"steps: {string.Join(", ", RecipeRunner.StepNames.Where(step => Runs(recipe, step)))}");
         return text.ToString();
     }

@@ -298,6 +298,7 @@ public static class RecipeRunner
         await run.StepAsync("export_job", Hash(run.LastHash, DistillationRecipe.SectionJson(x)), x is null ? null : async dir =>
         {
             string jobStudent = x.Student == RecipeExportJob.DistilledStudent ? studentCheckpoint : run.Output("build", "student")!;
+            TrainingOptions local = d.ToTrainingOptions(dir);
             var options = new Export.JobExportOptions
             {
                 Engine = Export.DistributedEngines.Parse(x.Engine),
@@ -305,10 +306,11 @@ public static class RecipeRunner
                 TeacherDirectory = effectiveTeacher,
                 TokensPath = tokensPath,
                 OutputDirectory = Path.Combine(dir, "job"),
-                Training = d.ToTrainingOptions(dir) with
+                Training = local with
                 {
-                    Steps = x.Tokens is null ? x.Steps ?? d.Steps : null,
-                    Tokens = x.Tokens,
+                    // The job's own length, else the distillation's (a step count or a token budget).
+                    Steps = x.Tokens is null ? x.Steps ?? local.Steps : null,
+                    Tokens = x.Tokens ?? (x.Steps is null ? local.Tokens : null),
                     Precision = x.Precision,
                 },
                 Distillation = d.ToSettings(recipe.Resolve) with { TeacherDType = TorchSharp.torch.ScalarType.BFloat16 },

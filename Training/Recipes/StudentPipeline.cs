@@ -60,9 +60,10 @@ public sealed record StudentPipeline
 
     private string? TokensPath { get; init; }
 
-    private DistillationOptions? Distillation { get; init; }
+    private TrainingStageOptions? Stage { get; init; }
 
-    private TrainingOptions? Training { get; init; }
+    // Whether the stage distils; a DistillationOptions given to Train trains on its schedule without the loss.
+    private bool Distils { get; init; }
 
     private string? TrainingOutput { get; init; }
 
@@ -71,6 +72,8 @@ public sealed record StudentPipeline
     private EvaluationSuite? Evaluation { get; init; }
 
     private IProgress<PipelineProgress>? Progress { get; init; }
+
+    private IProgress<TrainingProgress>? StepProgress { get; init; }
 
     private ILogger? Logger { get; init; }
 
@@ -108,20 +111,24 @@ public sealed record StudentPipeline
         ArgumentException.ThrowIfNullOrEmpty(tokensPath);
         ArgumentNullException.ThrowIfNull(options);
         ArgumentException.ThrowIfNullOrEmpty(outputDirectory);
-        return this with { TokensPath = tokensPath, Distillation = options, Training = null, TrainingOutput = outputDirectory };
+        return this with { TokensPath = tokensPath, Stage = options, Distils = true, TrainingOutput = outputDirectory };
     }
 
-    /// <summary>Continues pretraining the student with plain cross-entropy (output folder: <see cref="TrainingOptions.OutputDir"/>).</summary>
-    public StudentPipeline Train(string tokensPath, TrainingOptions options)
+    /// <summary>
+    /// Continues pretraining the student with plain cross-entropy on a token file; checkpoints, metrics and curves go to
+    /// <paramref name="outputDirectory"/>. A <see cref="DistillationOptions"/> given here runs its schedule without its loss.
+    /// </summary>
+    public StudentPipeline Train(string tokensPath, TrainingStageOptions options, string outputDirectory)
     {
         ArgumentException.ThrowIfNullOrEmpty(tokensPath);
         ArgumentNullException.ThrowIfNull(options);
-        return this with { TokensPath = tokensPath, Training = options, Distillation = null, TrainingOutput = options.OutputDir };
+        ArgumentException.ThrowIfNullOrEmpty(outputDirectory);
+        return this with { TokensPath = tokensPath, Stage = options, Distils = false, TrainingOutput = outputDirectory };
     }
 
     /// <summary>
     /// How the training data is split and the run is saved: validation share, split seed, rounds, resume, checkpoint
-    /// format. The device of a distillation is <see cref="DistillationOptions.Device"/>.
+    /// format. The device is the stage's (<see cref="TrainingStageOptions.Device"/>).
     /// </summary>
     public StudentPipeline RunWith(CheckpointTrainingSettings settings)
     {
@@ -139,6 +146,9 @@ public sealed record StudentPipeline
     /// <summary>Reports progress of every stage.</summary>
     public StudentPipeline ReportTo(IProgress<PipelineProgress> progress) => this with { Progress = progress };
 
+    /// <summary>Reports every step of the distillation or training stage in full (loss, learning rate, throughput, validation loss).</summary>
+    public StudentPipeline ReportTo(IProgress<TrainingProgress> progress) => this with { StepProgress = progress };
+
     /// <summary>Logs through <paramref name="logger"/>.</summary>
     public StudentPipeline LogTo(ILogger logger) => this with { Logger = logger };
 
@@ -149,16 +159,15 @@ public sealed record StudentPipeline
     public async Task<StudentPipelineResult> RunAsync(CancellationToken cancellationToken = default)
     {
         // Check every stage's options before the first one spends time.
-        Distillation?.ThrowIfInvalid();
-        Training?.Validate();
+        Stage?.ThrowIfInvalid();
         if (Evaluation?.Validate(key => "EvaluationSuite." + (key.Length == 0 ? "Tasks" : key)) is { Count: > 0 } evaluationErrors)
         {
             throw new ArgumentException(string.Join("; ", evaluationErrors));
         }
 
-        if (Distillation is not null && TeacherDirectory is null)
+        if (Distils && Stage is DistillationOptions { NeedsTeacherFolder: true } && TeacherDirectory is null)
         {
-            throw new InvalidOperationException("Distillation needs a teacher: start with Surgeon...BuildStudent(...), StudentPipeline.From(surgery) or call DistilledFrom(teacher).");
+            throw new InvalidOperationException("Distillation needs a teacher: start with Surgeon...BuildStudent(...), StudentPipeline.From(surgery) or call DistilledFrom(teacher) (or give DistillationOptions.teacher_cache).");
         }
 
         string student = StudentDirectory;
@@ -175,16 +184,19 @@ public sealed record StudentPipeline
         }
 
         CheckpointTrainingResult? trained = null;
-        if (TokensPath is not null)
+        if (TokensPath is not null && Stage is { } schedule)
         {
-            string stage = Distillation is null ? "training" : "distillation";
-            var progress = Progress is null ? null : new RelayProgress<TrainingProgress>(p =>
-                Progress.Report(new PipelineProgress(stage, string.Create(CultureInfo.InvariantCulture, $"loss {p.Loss:F3}"), p.Step, p.TotalSteps, ProgressUnit.Steps)));
-            trained = Distillation is { } d
-                ? await CheckpointTraining.DistillAsync(
-                    TeacherDirectory, student, TokensPath, d.ToTrainingOptions(TrainingOutput!), d.ToSettings(), Settings with { Device = d.Device },
-                    progress, Logger, cancellationToken).ConfigureAwait(false)
-                : await CheckpointTraining.TrainAsync(student, TokensPath, Training!, Settings, progress, Logger, cancellationToken).ConfigureAwait(false);
+            string stage = Distils ? "distillation" : "training";
+            var progress = Progress is null && StepProgress is null ? null : new RelayProgress<TrainingProgress>(p =>
+            {
+                StepProgress?.Report(p);
+                Progress?.Report(new PipelineProgress(stage, string.Create(CultureInfo.InvariantCulture, $"loss {p.Loss:F3}"), p.Step, p.TotalSteps, ProgressUnit.Steps));
+            });
+            TrainingOptions options = schedule.ToTrainingOptions(TrainingOutput!);
+            CheckpointTrainingSettings settings = Settings with { Device = schedule.Device };
+            trained = Distils && schedule is DistillationOptions d
+                ? await CheckpointTraining.DistillAsync(TeacherDirectory, student, TokensPath, options, d.ToSettings(), settings, progress, Logger, cancellationToken).ConfigureAwait(false)
+                : await CheckpointTraining.TrainAsync(student, TokensPath, options, settings, progress, Logger, cancellationToken).ConfigureAwait(false);
             student = trained.FinalCheckpoint;
         }
 

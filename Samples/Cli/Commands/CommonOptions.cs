@@ -21,6 +21,9 @@ internal static class CommonOptions
         var option = new Option<T>(name)
         {
             Description = $"{description} ({string.Join(", ", OptionNames.Names<T>())}; default {OptionNames.Name(defaultValue)}).",
+
+            // The names the parser takes, not the enum's members.
+            HelpName = string.Join('|', OptionNames.Names<T>()),
             DefaultValueFactory = _ => defaultValue,
             CustomParser = result =>
             {

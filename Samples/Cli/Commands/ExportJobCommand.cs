@@ -20,11 +20,13 @@ internal static class ExportJobCommand
         var engine = new Argument<string>("engine") { Description = $"The engine to write the job for: {string.Join(", ", DistributedEngines.Names)}." };
         var student = new Option<string>("--student") { Description = "Student checkpoint folder (its tokenizer and vocab_map.json go with it).", Required = true };
         var teacher = new Option<string?>("--teacher") { Description = "Teacher checkpoint folder: the job distils; without it, the job continues pretraining." };
-        Option<DistillationDivergence> kdLoss = CommonOptions.Choice("--kd-loss", "Divergence: kl (forward KL), rkl (reverse KL) or jsd (Jensen-Shannon)", new DistillationSettings().Divergence);
-        var temperature = new Option<double>("--temperature") { Description = "Softmax temperature T (the KD term is scaled by T^2).", DefaultValueFactory = _ => 1.0 };
-        var alpha = new Option<double>("--alpha") { Description = "loss = alpha * KD + (1 - alpha) * cross-entropy.", DefaultValueFactory = _ => 0.5 };
-        var teacherDtype = new Option<string>("--teacher-dtype") { Description = "fp32 or bf16: precision the teacher runs in on every GPU.", DefaultValueFactory = _ => "bf16" };
-        teacherDtype.AcceptOnlyFromAmong("fp32", "bf16");
+        // The distillation stage's record, as distill binds it; a job's teacher runs in bf16 on every GPU unless told
+        // otherwise (as a recipe's export_job), the one default that is the job's own.
+        var defaults = new DistillationOptions { TeacherDtype = TrainingPrecision.Bf16 };
+        Option<DistillationDivergence> kdLoss = CommonOptions.Choice("--kd-loss", "Divergence: kl (forward KL), rkl (reverse KL) or jsd (Jensen-Shannon)", defaults.KdLoss);
+        var temperature = new Option<double>("--temperature") { Description = "Softmax temperature T (the KD term is scaled by T^2).", DefaultValueFactory = _ => defaults.Temperature };
+        var alpha = new Option<double>("--alpha") { Description = "loss = alpha * KD + (1 - alpha) * cross-entropy.", DefaultValueFactory = _ => defaults.Alpha };
+        Option<TrainingPrecision> teacherDtype = CommonOptions.Choice("--teacher-dtype", "Precision the teacher runs in on every GPU", defaults.TeacherDtype);
         var nodes = new Option<int>("--nodes") { Description = "Nodes the job runs on.", DefaultValueFactory = _ => 1 };
         var gpus = new Option<int>("--gpus-per-node") { Description = "GPUs (processes) per node.", DefaultValueFactory = _ => 8 };
         var globalBatch = new Option<int?>("--global-batch") { Description = "Windows per optimizer step over all GPUs (default: --batch-size x --grad-accum, the local run's); must be a multiple of nodes x GPUs." };
@@ -32,7 +34,7 @@ internal static class ExportJobCommand
         var port = new Option<int>("--main-port") { Description = "Rendezvous port on node 0.", DefaultValueFactory = _ => 29500 };
         var force = new Option<bool>("--force") { Description = "Replace --out when it exists." };
         var copy = new Option<bool>("--copy") { Description = "Copy checkpoints and the token file instead of hard-linking them." };
-        var shared = new TrainingCommandOptions(localRun: false);
+        var shared = new TrainingCommandOptions(defaults, localRun: false);
         var command = new Command(
             "export-job",
             "Write a runnable job for a distributed training engine (hf-accelerate: Hugging Face Accelerate with FSDP2) from the options of a local " +
@@ -61,40 +63,22 @@ internal static class ExportJobCommand
                 throw new UsageException($"--student: '{studentDir}' does not exist.");
             }
 
-            double t = parsed.GetValue(temperature);
-            double a = parsed.GetValue(alpha);
-            if (!(t > 0) || !double.IsFinite(t))
+            (DistillationOptions stage, CheckpointTrainingSettings settings) = shared.Read(parsed, studentDir, defaults with
             {
-                throw new UsageException($"--temperature must be positive, got {t}.");
-            }
-
-            if (!(a >= 0 && a <= 1))
-            {
-                throw new UsageException($"--alpha must be in [0, 1], got {a}.");
-            }
-
-            (TrainingOptions training, CheckpointTrainingSettings settings) = shared.Read(parsed, studentDir);
+                KdLoss = parsed.GetValue(kdLoss),
+                Temperature = parsed.GetValue(temperature),
+                Alpha = parsed.GetValue(alpha),
+                TeacherDtype = parsed.GetValue(teacherDtype),
+            });
             string? teacherDir = parsed.GetValue(teacher);
             using var guard = new OutputGuard()
                 .Input(studentDir, "--student", InputKind.Model)
                 .Input(teacherDir, "--teacher", InputKind.Model)
                 .Input(parsed.GetValue(shared.Data), "--data");
             guard.NotAnInputFolder(parsed.GetValue(shared.Out)!, "--out");
-            var options = new JobExportOptions
+            JobExportOptions options = JobExportOptions.ForStage(stage, studentDir, teacherDir, parsed.GetValue(shared.Data)!, parsed.GetValue(shared.Out)!) with
             {
                 Engine = chosen,
-                StudentDirectory = studentDir,
-                TeacherDirectory = teacherDir,
-                TokensPath = parsed.GetValue(shared.Data)!,
-                OutputDirectory = parsed.GetValue(shared.Out)!,
-                Training = training,
-                Distillation = teacherDir is null ? null : new DistillationSettings
-                {
-                    Divergence = parsed.GetValue(kdLoss),
-                    Temperature = t,
-                    Alpha = a,
-                    TeacherDType = parsed.GetValue(teacherDtype) == "bf16" ? TorchSharp.torch.ScalarType.BFloat16 : TorchSharp.torch.ScalarType.Float32,
-                },
                 ValidationFraction = settings.ValidationFraction,
                 Nodes = parsed.GetValue(nodes),
                 GpusPerNode = parsed.GetValue(gpus),

@@ -11,8 +11,8 @@ using ModelSurgery.Inference.Reporting;
 namespace ModelSurgery.Cli.Commands;
 
 /// <summary>
-/// The options <c>train</c> and <c>distill</c> share, turned into <see cref="TrainingOptions"/> and
-/// <see cref="CheckpointTrainingSettings"/>.
+/// The options <c>train</c> and <c>distill</c> share: the schedule of a <see cref="TrainingStageOptions"/> (each flag's
+/// default read from the record) and the run's <see cref="CheckpointTrainingSettings"/>.
 /// </summary>
 internal sealed class TrainingCommandOptions
 {
@@ -25,52 +25,68 @@ internal sealed class TrainingCommandOptions
 
     private readonly Option<string> _data = new("--data") { Description = "Token file from 'modelsurgery tokenize'. Its <file>.json description supplies the validation split.", Required = true };
     private readonly Option<string> _out = new("--out") { Description = "Output folder (see the layout above).", Required = true };
-    private readonly Option<long?> _steps = new("--steps") { Description = "Optimizer steps (give --steps or --tokens)." };
-    private readonly Option<long?> _tokens = new("--tokens") { Description = "Training tokens to consume; steps = ceil(tokens / tokens per step)." };
-    private readonly Option<double> _lr = new("--lr") { Description = "Peak learning rate.", DefaultValueFactory = _ => 3e-4 };
-    private readonly Option<double> _minLr = new("--min-lr") { Description = "Learning rate at the end of the cosine decay.", DefaultValueFactory = _ => 1e-5 };
-    private readonly Option<double> _warmup = new("--warmup-fraction") { Description = "Share of steps in linear warmup.", DefaultValueFactory = _ => 0.03 };
-    private readonly Option<double> _weightDecay = new("--weight-decay") { Description = "AdamW decoupled weight decay (not on norms and biases).", DefaultValueFactory = _ => 0.1 };
-    private readonly Option<double> _gradClip = new("--grad-clip") { Description = "Global gradient-norm clip (0: off).", DefaultValueFactory = _ => 1.0 };
+    private readonly Option<long?> _steps;
+    private readonly Option<long?> _tokens = new("--tokens") { Description = "Training tokens to consume instead of --steps; steps = ceil(tokens / tokens per step)." };
+    private readonly Option<double> _lr;
+    private readonly Option<double?> _minLr;
+    private readonly Option<double> _warmup;
+    private readonly Option<double> _weightDecay;
+    private readonly Option<double> _gradClip;
     private readonly Option<long?> _batchTokens = new("--batch-tokens") { Description = "Tokens per optimizer step; sets --grad-accum to batch-tokens / (batch-size * seq-len), which must divide evenly." };
-    private readonly Option<int> _batchSize = new("--batch-size") { Description = "Windows per micro-batch.", DefaultValueFactory = _ => 8 };
-    private readonly Option<int?> _seqLen = new("--seq-len") { Description = "Tokens per window (default: the model's max_position_embeddings, at most 512)." };
-    private readonly Option<int?> _gradAccum = new("--grad-accum") { Description = "Micro-batches per optimizer step (default 1)." };
-    private readonly Option<int> _evalEvery = new("--eval-every") { Description = "Validate every N steps (0: only at the end).", DefaultValueFactory = _ => 100 };
-    private readonly Option<int> _evalBatches = new("--eval-batches") { Description = "Validation batches per evaluation.", DefaultValueFactory = _ => 8 };
-    private readonly Option<int> _checkpointEvery = new("--checkpoint-every") { Description = "Save checkpoints/last every N steps (0: only at the end).", DefaultValueFactory = _ => 500 };
-    private readonly Option<TrainingPrecision> _precision = CommonOptions.Choice("--precision", "Compute precision: fp32, or bf16 (bfloat16 compute with float32 master weights)", new TrainingOptions().Precision);
+    private readonly Option<int> _batchSize;
+    private readonly Option<int?> _seqLen;
+    private readonly Option<int?> _gradAccum;
+    private readonly Option<int> _evalEvery;
+    private readonly Option<int> _evalBatches;
+    private readonly Option<int> _checkpointEvery;
+    private readonly Option<TrainingPrecision> _precision;
+    private readonly Option<int> _maxNonFinite;
     private readonly Option<int> _rounds = new("--rounds") { Description = "Multi-round training: R rounds (1: plain training).", DefaultValueFactory = _ => 1 };
     private readonly Option<double> _roundRatio = new("--round-ratio") { Description = "Share of batches redrawn by loss for each later round.", DefaultValueFactory = _ => 0.5 };
     private readonly Option<string> _roundSchedule = new("--round-schedule") { Description = "restart: each round starts a fresh optimizer and learning-rate schedule; continue: one optimizer and one schedule span all rounds.", DefaultValueFactory = _ => "restart" };
     private readonly Option<bool> _resume = new("--resume") { Description = "Continue from <out>/checkpoints/last/training-state.bin (same options required)." };
     private readonly Option<bool> _force = CommonOptions.Force("a run or model");
-    private readonly Option<ulong> _seed = new("--seed") { Description = "Seed of data order and initialisation.", DefaultValueFactory = _ => 1234 };
+    private readonly Option<ulong> _seed;
     private readonly Option<double?> _valFraction = new("--val-fraction") { Description = "Validation share of windows; overrides the value recorded by 'tokenize' (default: recorded, else 0)." };
     private readonly Option<string> _device = CommonOptions.Device();
+    private readonly TrainingStageOptions _defaults;
     private readonly bool _localRun;
 
+    /// <param name="defaults">The stage record whose values are the flags' defaults (a new <see cref="TrainingStageOptions"/> or <see cref="DistillationOptions"/>).</param>
     /// <param name="localRun">False for commands that only translate the options (export-job): multiple rounds, --resume and --device are left out.</param>
-    public TrainingCommandOptions(bool localRun = true)
+    public TrainingCommandOptions(TrainingStageOptions defaults, bool localRun = true)
     {
+        _defaults = defaults;
         _localRun = localRun;
         _roundSchedule.AcceptOnlyFromAmong("restart", "continue");
+        _steps = new("--steps") { Description = $"Optimizer steps (default {TrainingStageOptions.DefaultSteps}, unless --tokens is given)." };
+        _lr = new("--lr") { Description = "Peak learning rate.", DefaultValueFactory = _ => defaults.LearningRate };
+        _minLr = new("--min-lr") { Description = "Learning rate at the end of the cosine decay (default: a tenth of --lr).", DefaultValueFactory = _ => defaults.MinLearningRate };
+        _warmup = new("--warmup-fraction") { Description = "Share of steps in linear warmup.", DefaultValueFactory = _ => defaults.WarmupFraction };
+        _weightDecay = new("--weight-decay") { Description = "AdamW decoupled weight decay (not on norms and biases).", DefaultValueFactory = _ => defaults.WeightDecay };
+        _gradClip = new("--grad-clip") { Description = "Global gradient-norm clip (0: off).", DefaultValueFactory = _ => defaults.GradClip };
+        _batchSize = new("--batch-size") { Description = "Windows per micro-batch.", DefaultValueFactory = _ => defaults.BatchSize };
+        _seqLen = new("--seq-len") { Description = $"Tokens per window (default {defaults.SeqLen}, at most the model's max_position_embeddings)." };
+        _gradAccum = new("--grad-accum") { Description = $"Micro-batches per optimizer step (default {defaults.GradAccum})." };
+        _evalEvery = new("--eval-every") { Description = "Validate every N steps (0: only at the end).", DefaultValueFactory = _ => defaults.EvalEvery };
+        _evalBatches = new("--eval-batches") { Description = "Validation batches per evaluation.", DefaultValueFactory = _ => defaults.EvalBatches };
+        _checkpointEvery = new("--checkpoint-every") { Description = "Save checkpoints/last every N steps (0: only at the end).", DefaultValueFactory = _ => defaults.CheckpointEvery };
+        _precision = CommonOptions.Choice("--precision", "Compute precision: fp32, or bf16 (bfloat16 compute with float32 master weights)", defaults.Precision);
+        _maxNonFinite = new("--max-non-finite-steps") { Description = "Steps in a row with a non-finite loss or gradient (each skipped) after which the run stops with an error.", DefaultValueFactory = _ => defaults.MaxNonFiniteSteps };
+        _seed = new("--seed") { Description = "Seed of data order and initialisation.", DefaultValueFactory = _ => defaults.Seed };
+        _device.DefaultValueFactory = _ => defaults.Device;
     }
 
     public Option<string> Data => _data;
 
     public Option<string> Out => _out;
 
-    public Option<string> Device => _device;
-
-    public Option<double?> ValidationFraction => _valFraction;
-
     public void AddTo(Command command)
     {
         foreach (Option option in new Option[]
         {
             _data, _out, _steps, _tokens, _lr, _minLr, _warmup, _weightDecay, _gradClip, _batchTokens, _batchSize, _seqLen, _gradAccum,
-            _evalEvery, _evalBatches, _checkpointEvery, _precision, _rounds, _roundRatio, _roundSchedule, _resume, _force, _seed, _valFraction, _device,
+            _evalEvery, _evalBatches, _checkpointEvery, _precision, _maxNonFinite, _rounds, _roundRatio, _roundSchedule, _resume, _force, _seed, _valFraction, _device,
         })
         {
             if (_localRun || !(option == _rounds || option == _roundRatio || option == _roundSchedule || option == _resume || option == _device || option == _force))
@@ -80,18 +96,16 @@ internal sealed class TrainingCommandOptions
         }
     }
 
-    /// <summary>The run's options; command-line mistakes become <see cref="UsageException"/>.</summary>
-    public (TrainingOptions Options, CheckpointTrainingSettings Settings) Read(ParseResult parsed, string modelDir)
+    /// <summary>
+    /// The schedule flags read into <paramref name="stage"/> (a <see cref="DistillationOptions"/> keeps its loss), checked
+    /// by the record's own validation with the problems named by their flags, and the run's settings; command-line
+    /// mistakes become <see cref="UsageException"/>.
+    /// </summary>
+    public (T Stage, CheckpointTrainingSettings Settings) Read<T>(ParseResult parsed, string modelDir, T stage)
+        where T : TrainingStageOptions
     {
-        long? steps = parsed.GetValue(_steps);
-        long? tokens = parsed.GetValue(_tokens);
-        if (steps is null == tokens is null)
-        {
-            throw new UsageException("give exactly one of --steps and --tokens.");
-        }
-
         int maxPositions = ReadConfig(modelDir).MaxPositionEmbeddings;
-        int seqLen = parsed.GetValue(_seqLen) ?? Math.Min(512, maxPositions);
+        int seqLen = parsed.GetValue(_seqLen) ?? Math.Min(_defaults.SeqLen, maxPositions);
         if (seqLen > maxPositions)
         {
             throw new UsageException($"--seq-len {seqLen} is longer than the model's max_position_embeddings ({maxPositions}) in {Path.Combine(modelDir, "config.json")}.");
@@ -115,6 +129,31 @@ internal sealed class TrainingCommandOptions
             gradAccum = (int)(batchTokens / perMicro);
         }
 
+        TrainingStageOptions schedule = ((TrainingStageOptions)stage) with
+        {
+            Steps = parsed.GetValue(_steps),
+            Tokens = parsed.GetValue(_tokens),
+            BatchSize = batchSize,
+            SeqLen = seqLen,
+            GradAccum = gradAccum ?? _defaults.GradAccum,
+            LearningRate = parsed.GetValue(_lr),
+            MinLearningRate = parsed.GetValue(_minLr),
+            WarmupFraction = parsed.GetValue(_warmup),
+            WeightDecay = parsed.GetValue(_weightDecay),
+            GradClip = parsed.GetValue(_gradClip),
+            Precision = parsed.GetValue(_precision),
+            MaxNonFiniteSteps = parsed.GetValue(_maxNonFinite),
+            CheckpointEvery = parsed.GetValue(_checkpointEvery),
+            EvalEvery = parsed.GetValue(_evalEvery),
+            EvalBatches = parsed.GetValue(_evalBatches),
+            Seed = parsed.GetValue(_seed),
+            Device = _localRun ? parsed.GetValue(_device)! : stage.Device,
+        };
+        if (schedule.Validate(TrainingFlags.OptionName) is { Count: > 0 } problems)
+        {
+            throw new UsageException(string.Join("; ", problems) + ".");
+        }
+
         int rounds = _localRun ? parsed.GetValue(_rounds) : 1;
         if (rounds < 1)
         {
@@ -126,32 +165,8 @@ internal sealed class TrainingCommandOptions
             throw new UsageException("--resume works with single-round runs only (--rounds 1).");
         }
 
-        var options = new TrainingOptions
-        {
-            LearningRate = parsed.GetValue(_lr),
-            MinLearningRate = parsed.GetValue(_minLr),
-            WarmupFraction = parsed.GetValue(_warmup),
-            WeightDecay = parsed.GetValue(_weightDecay),
-            GradClip = parsed.GetValue(_gradClip),
-            BatchSize = batchSize,
-            SeqLen = seqLen,
-            GradAccumulation = gradAccum ?? 1,
-            Steps = steps,
-            Tokens = tokens,
-            EvalEvery = parsed.GetValue(_evalEvery),
-            EvalBatches = parsed.GetValue(_evalBatches),
-            CheckpointEvery = parsed.GetValue(_checkpointEvery),
-            Precision = parsed.GetValue(_precision),
-            Seed = parsed.GetValue(_seed),
-            OutputDir = parsed.GetValue(_out)!,
-
-            // A non-finite loss or gradient means the run has diverged (or the data or model is broken): stop at once
-            // with an error rather than skip steps and write a model that learned nothing.
-            MaxNonFiniteSteps = 1,
-        };
         try
         {
-            options.Validate();
             if (rounds > 1)
             {
                 RoundSampler.CountFor(1, parsed.GetValue(_roundRatio));
@@ -175,9 +190,9 @@ internal sealed class TrainingCommandOptions
                 ? new MultiRoundOptions(rounds, parsed.GetValue(_roundRatio), parsed.GetValue(_roundSchedule) == "continue" ? RoundSchedule.Continue : RoundSchedule.Restart)
                 : null,
             Resume = _localRun && parsed.GetValue(_resume),
-            Device = _localRun ? parsed.GetValue(_device)! : "auto",
+            Device = schedule.Device,
         };
-        return (options, settings);
+        return ((T)schedule, settings);
     }
 
     /// <summary>The output checks of a local run: the model folders and the token file are inputs, --out a run folder, locked while it runs.</summary>
@@ -265,25 +280,52 @@ internal sealed class TrainingCommandOptions
 }
 
 
+/// <summary>A <c>train</c> or <c>distill</c> command line, bound: the stage's record, the run's settings and the chain that runs them.</summary>
+/// <param name="Stage">The stage's options (a <see cref="DistillationOptions"/> for <c>distill</c>).</param>
+/// <param name="Settings">Split, rounds, resume.</param>
+/// <param name="Data">The token file (<c>--data</c>).</param>
+/// <param name="Output">The run folder (<c>--out</c>).</param>
+/// <param name="Pipeline">The fluent chain over the above, ready for <c>ReportTo</c>, <c>LogTo</c> and <c>RunAsync</c>.</param>
+internal sealed record TrainingRun(TrainingStageOptions Stage, CheckpointTrainingSettings Settings, string Data, string Output, StudentPipeline Pipeline)
+{
+    /// <summary>Runs the chain with the command's progress line and logger.</summary>
+    public async Task<CheckpointTrainingResult> RunAsync(IProgress<TrainingProgress> progress, ILogger logger, CancellationToken cancellationToken)
+    {
+        StudentPipelineResult result = await Pipeline.ReportTo(progress).LogTo(logger).RunAsync(cancellationToken).ConfigureAwait(false);
+        return result.Training!;
+    }
+}
+
 /// <summary><c>modelsurgery train</c>.</summary>
 internal static class TrainCommand
 {
-    public static Command Create(CliContext context)
+    public static Command Create(CliContext context) => Create(context, out _);
+
+    /// <param name="context">Where the command writes.</param>
+    /// <param name="bind">Reads a parsed command line into the run (what the command runs; tests inspect it).</param>
+    public static Command Create(CliContext context, out Func<ParseResult, TrainingRun> bind)
     {
         var model = CommonOptions.Model();
-        var shared = new TrainingCommandOptions();
+        var shared = new TrainingCommandOptions(new TrainingStageOptions());
         var command = new Command(
             "train",
             "Train a checkpoint on a token file with next-token cross-entropy (AdamW, warmup + cosine, clipping). " + TrainingCommandOptions.LayoutHelp)
         { model };
         shared.AddTo(command);
-        command.SetAction(async (parsed, cancellationToken) =>
+        bind = parsed =>
         {
             string modelDir = parsed.GetValue(model)!;
-            (TrainingOptions options, CheckpointTrainingSettings settings) = shared.Read(parsed, modelDir);
-            using OutputGuard guard = shared.Guard(parsed, (modelDir, "--model"));
-            return await TrainingCommandOptions.RunWithProgressAsync(context, parsed, "train", (progress, logger) =>
-                CheckpointTraining.TrainAsync(modelDir, parsed.GetValue(shared.Data)!, options, settings, progress, logger, cancellationToken)).ConfigureAwait(false);
+            (TrainingStageOptions stage, CheckpointTrainingSettings settings) = shared.Read(parsed, modelDir, new TrainingStageOptions());
+            string data = parsed.GetValue(shared.Data)!;
+            string output = parsed.GetValue(shared.Out)!;
+            return new TrainingRun(stage, settings, data, output, StudentPipeline.ForStudent(modelDir).Train(data, stage, output).RunWith(settings));
+        };
+        Func<ParseResult, TrainingRun> read = bind;
+        command.SetAction(async (parsed, cancellationToken) =>
+        {
+            TrainingRun run = read(parsed);
+            using OutputGuard guard = shared.Guard(parsed, (parsed.GetValue(model), "--model"));
+            return await TrainingCommandOptions.RunWithProgressAsync(context, parsed, "train", (progress, logger) => run.RunAsync(progress, logger, cancellationToken)).ConfigureAwait(false);
         });
         return command;
     }
@@ -292,64 +334,72 @@ internal static class TrainCommand
 /// <summary><c>modelsurgery distill</c>.</summary>
 internal static class DistillCommand
 {
-    public static Command Create(CliContext context)
+    public static Command Create(CliContext context) => Create(context, out _);
+
+    /// <param name="context">Where the command writes.</param>
+    /// <param name="bind">Reads a parsed command line into the run (what the command runs; tests inspect it).</param>
+    public static Command Create(CliContext context, out Func<ParseResult, TrainingRun> bind)
     {
+        var defaults = new DistillationOptions();
         var teacher = new Option<string?>("--teacher") { Description = "Teacher checkpoint folder (not needed with --teacher-cache unless --plan is given)." };
         var student = new Option<string>("--student") { Description = "Student checkpoint folder; its vocab_map.json (from vocabulary compression), if any, maps student ids to teacher ids.", Required = true };
-        Option<DistillationDivergence> kdLoss = CommonOptions.Choice("--kd-loss", "Divergence: kl (forward KL), rkl (reverse KL) or jsd (Jensen-Shannon)", new DistillationSettings().Divergence);
-        var temperature = new Option<double>("--temperature") { Description = "Softmax temperature T (the KD term is scaled by T^2).", DefaultValueFactory = _ => 1.0 };
-        var alpha = new Option<double>("--alpha") { Description = "loss = alpha * KD + (1 - alpha) * cross-entropy.", DefaultValueFactory = _ => 0.5 };
+        Option<DistillationDivergence> kdLoss = CommonOptions.Choice("--kd-loss", "Divergence: kl (forward KL), rkl (reverse KL) or jsd (Jensen-Shannon)", defaults.KdLoss);
+        var temperature = new Option<double>("--temperature") { Description = "Softmax temperature T (the KD term is scaled by T^2).", DefaultValueFactory = _ => defaults.Temperature };
+        var alpha = new Option<double>("--alpha") { Description = "loss = alpha * KD + (1 - alpha) * cross-entropy.", DefaultValueFactory = _ => defaults.Alpha };
         var cache = new Option<string?>("--teacher-cache") { Description = "Top-k teacher logits from 'modelsurgery cache-teacher' (same --data, --seq-len and split); the teacher is then not run (top-k forward KL)." };
         var plan = new Option<string?>("--plan") { Description = "Surgery plan (plan.json): student layer i also matches teacher layer plan.layers[i].teacher_layer's hidden state (MSE, learned projection when widths differ)." };
-        var hiddenWeight = new Option<double>("--hidden-weight") { Description = "Weight of the hidden-state term (with --plan).", DefaultValueFactory = _ => 1.0 };
-        var teacherDtype = new Option<string>("--teacher-dtype") { Description = "fp32 or bf16: precision the teacher runs in.", DefaultValueFactory = _ => "fp32" };
-        teacherDtype.AcceptOnlyFromAmong("fp32", "bf16");
-        var shared = new TrainingCommandOptions();
+        var hiddenWeight = new Option<double>("--hidden-weight") { Description = "Weight of the hidden-state term (with --plan).", DefaultValueFactory = _ => defaults.HiddenWeight };
+        Option<TrainingPrecision> teacherDtype = CommonOptions.Choice("--teacher-dtype", "Precision the teacher runs in", defaults.TeacherDtype);
+        var shared = new TrainingCommandOptions(defaults);
         var command = new Command(
             "distill",
             "Distil a teacher into a student on a token file of student ids (logit KD mixed with cross-entropy, optional hidden-state KD). " + TrainingCommandOptions.LayoutHelp)
         { teacher, student, kdLoss, temperature, alpha, cache, plan, hiddenWeight, teacherDtype };
         shared.AddTo(command);
-        command.SetAction(async (parsed, cancellationToken) =>
+        bind = parsed =>
         {
             string studentDir = parsed.GetValue(student)!;
             string? teacherDir = parsed.GetValue(teacher);
-            string? cachePath = parsed.GetValue(cache);
-            string? planPath = parsed.GetValue(plan);
-            if (teacherDir is null && (cachePath is null || planPath is not null))
-            {
-                throw new UsageException(planPath is null ? "give --teacher or --teacher-cache." : "--plan needs --teacher (hidden states come from the running teacher).");
-            }
 
-            // The distillation stage's record: the loss, teacher cache, hidden-state plan and teacher precision are checked
-            // by the same Validate a recipe's distillation section goes through, with the problems named by their flags.
-            DistillationOptions stage = new()
+            // The distillation stage's record: the loss and teacher flags here, the schedule in Read, all checked by the
+            // same Validate a recipe's distillation section goes through, with the problems named by their flags.
+            var loss = defaults with
             {
                 KdLoss = parsed.GetValue(kdLoss),
                 Temperature = parsed.GetValue(temperature),
                 Alpha = parsed.GetValue(alpha),
-                TeacherCache = cachePath,
-                HiddenStatePlan = planPath,
+                TeacherCache = parsed.GetValue(cache),
+                HiddenStatePlan = parsed.GetValue(plan),
                 HiddenWeight = parsed.GetValue(hiddenWeight),
-                TeacherDtype = parsed.GetValue(teacherDtype) == "bf16" ? TrainingPrecision.Bf16 : TrainingPrecision.Fp32,
+                TeacherDtype = parsed.GetValue(teacherDtype),
             };
-            if (stage.Validate(DistillFlags.OptionName) is [string first, ..])
+            if (teacherDir is null && loss.NeedsTeacherFolder)
             {
-                throw new UsageException(first + ".");
+                throw new UsageException(loss.HiddenStatePlan is null ? "give --teacher or --teacher-cache." : "--plan needs --teacher (hidden states come from the running teacher).");
             }
 
-            (TrainingOptions options, CheckpointTrainingSettings settings) = shared.Read(parsed, studentDir);
-            using OutputGuard guard = shared.Guard(parsed, (studentDir, "--student"), (teacherDir, "--teacher")).Input(cachePath, "--teacher-cache").Input(planPath, "--plan");
-            DistillationSettings distillation = stage.ToSettings();
-            return await TrainingCommandOptions.RunWithProgressAsync(context, parsed, "distill", (progress, logger) =>
-                CheckpointTraining.DistillAsync(teacherDir, studentDir, parsed.GetValue(shared.Data)!, options, distillation, settings, progress, logger, cancellationToken)).ConfigureAwait(false);
+            (DistillationOptions stage, CheckpointTrainingSettings settings) = shared.Read(parsed, studentDir, loss);
+            StudentPipeline pipeline = StudentPipeline.ForStudent(studentDir);
+            pipeline = teacherDir is null ? pipeline : pipeline.DistilledFrom(teacherDir);
+            string data = parsed.GetValue(shared.Data)!;
+            string output = parsed.GetValue(shared.Out)!;
+            return new TrainingRun(stage, settings, data, output, pipeline.Distill(data, stage, output).RunWith(settings));
+        };
+        Func<ParseResult, TrainingRun> read = bind;
+        command.SetAction(async (parsed, cancellationToken) =>
+        {
+            TrainingRun run = read(parsed);
+            using OutputGuard guard = shared.Guard(parsed, (parsed.GetValue(student), "--student"), (parsed.GetValue(teacher), "--teacher"))
+                .Input(parsed.GetValue(cache), "--teacher-cache")
+                .Input(parsed.GetValue(plan), "--plan");
+            return await TrainingCommandOptions.RunWithProgressAsync(context, parsed, "distill", (progress, logger) => run.RunAsync(progress, logger, cancellationToken)).ConfigureAwait(false);
         });
         return command;
     }
 }
 
-/// <summary>The <c>distill</c> flag of each <see cref="DistillationOptions"/> key, so the record's checks name the flag.</summary>
-internal static class DistillFlags
+/// <summary>The flag of each <see cref="DistillationOptions"/> (and <see cref="TrainingStageOptions"/>) key, so the record's checks name the flag.</summary>
+internal static class TrainingFlags
 {
     private static readonly Dictionary<string, string> Flags = new(StringComparer.Ordinal)
     {
@@ -361,11 +411,17 @@ internal static class DistillFlags
         ["hidden_weight"] = "--hidden-weight",
         ["teacher_dtype"] = "--teacher-dtype",
         ["steps"] = "--steps",
+        ["tokens"] = "--tokens",
         ["batch_size"] = "--batch-size",
         ["seq_len"] = "--seq-len",
+        ["grad_accum"] = "--grad-accum",
         ["learning_rate"] = "--lr",
         ["min_learning_rate"] = "--min-lr",
         ["warmup_fraction"] = "--warmup-fraction",
+        ["weight_decay"] = "--weight-decay",
+        ["grad_clip"] = "--grad-clip",
+        ["precision"] = "--precision",
+        ["max_non_finite_steps"] = "--max-non-finite-steps",
         ["checkpoint_every"] = "--checkpoint-every",
         ["eval_every"] = "--eval-every",
         ["eval_batches"] = "--eval-batches",

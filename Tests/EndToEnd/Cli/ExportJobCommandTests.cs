@@ -90,6 +90,22 @@ public sealed class ExportJobCommandTests
         Assert.That(error.Split('\n').Where(l => l.StartsWith("error:", StringComparison.Ordinal)).ToList(), Has.Count.EqualTo(1), "one line");
     }
 
+    [TestCase("--temperature: must be positive", "--temperature", "0")]
+    [TestCase("--alpha: must be in [0, 1]", "--alpha", "2")]
+    [TestCase("--steps: give --steps or --tokens, not both", "--tokens", "100000")]
+    [TestCase("--grad-clip: must not be negative", "--grad-clip", "-1")]
+    public async Task The_distillation_record_checks_the_values_and_names_the_flag(string expected, params string[] extra)
+    {
+        // A flag the shared line already gives takes the case's value (a flag given twice is a parse error).
+        string[] args = Export("hf-accelerate", "bad-value");
+        int at = Array.IndexOf(args, extra[0]);
+        args = at < 0 ? [.. args, .. extra] : [.. args[..(at + 1)], extra[1], .. args[(at + 2)..]];
+        (int code, _, string error) = await CliRunner.RunAsync(args);
+        Assert.That(code, Is.EqualTo(2));
+        Assert.That(error.Trim(), Does.StartWith("error: " + expected));
+        Assert.That(Directory.Exists(Path.Combine(_dir, "bad-value")), Is.False);
+    }
+
     [Test]
     public async Task Options_that_only_a_local_run_has_are_not_offered()
     {

@@ -138,11 +138,12 @@ public sealed class TrainCommandTests
     }
 
     [Test]
-    public async Task Neither_steps_nor_tokens_is_a_usage_error()
+    public async Task Steps_and_tokens_together_are_a_usage_error_naming_both()
     {
-        (int code, _, string error) = await CliRunner.RunAsync(["train", "--model", _model, "--data", _tokens, "--out", Path.Combine(_dir, "x")]);
+        (int code, _, string error) = await CliRunner.RunAsync(["train", "--model", _model, "--data", _tokens, "--out", Path.Combine(_dir, "x"), "--steps", "2", "--tokens", "1000"]);
         Assert.That(code, Is.EqualTo(2));
-        Assert.That(error, Does.Contain("--steps"));
+        Assert.That(error, Does.Contain("--steps").And.Contain("--tokens"));
+        Assert.That(Directory.Exists(Path.Combine(_dir, "x")), Is.False, "refused before anything was written");
     }
 
     [Test]
