@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using System.IO.MemoryMappedFiles;
+using ModelSurgery.Inference.Reporting;
 using ModelSurgery.Surgery.Vocabulary;
 using ModelSurgery.Training.Data;
 using TorchSharp;
@@ -7,6 +8,18 @@ using TorchSharp.Modules;
 using static TorchSharp.torch;
 
 namespace ModelSurgery.Training.Distillation;
+
+/// <summary>Progress of <see cref="TeacherLogitCache.WriteAsync"/>.</summary>
+/// <param name="Completed">Windows written so far.</param>
+/// <param name="Total">Windows to write in all.</param>
+public sealed record TeacherCacheProgress(long Completed, long? Total) : IProgressReport
+{
+    /// <summary>Always <see cref="ProgressUnit.Windows"/>.</summary>
+    public ProgressUnit Unit => ProgressUnit.Windows;
+
+    /// <summary>Always null: the count says it all.</summary>
+    public string? Status => null;
+}
 
 /// <summary>
 /// An offline cache of the teacher's top-k logits for every training window, so distillation does not need the teacher
@@ -48,7 +61,9 @@ public sealed class TeacherLogitCache : IDisposable
     /// <summary>Number of cached windows.</summary>
     public int Count => _recordOf.Count;
 
-    private long RecordBytes => (long)SeqLen * K * 8;
+    private long RecordBytes => RecordBytesOf(SeqLen, K);
+
+    private static long RecordBytesOf(int seqLen, int k) => (long)seqLen * k * (sizeof(float) + sizeof(int));
 
     /// <summary>Runs the teacher over the windows and writes their top-k logits (atomically).</summary>
     /// <param name="teacher">The teacher: ids [B, T] to logits [B, T, Vt].</param>
@@ -63,7 +78,7 @@ public sealed class TeacherLogitCache : IDisposable
     /// the teacher reads the original ids, and its logits are restricted to the kept ids before the top-k, so the cached
     /// ids are student ids.
     /// </param>
-    /// <param name="progress">Optional count of windows written.</param>
+    /// <param name="progress">Optional count of windows written (reported after each batch).</param>
     /// <param name="cancellationToken">Cancels the work; no file is left behind.</param>
     /// <returns>A task that completes when the file is in place.</returns>
     public static async Task WriteAsync(
@@ -75,7 +90,7 @@ public sealed class TeacherLogitCache : IDisposable
         int seqLen,
         int batchSize = 8,
         VocabularyMap? vocabularyMap = null,
-        IProgress<long>? progress = null,
+        IProgress<TeacherCacheProgress>? progress = null,
         CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(teacher);
@@ -115,7 +130,7 @@ public sealed class TeacherLogitCache : IDisposable
                     int rows = Math.Min(batchSize, windows.Count - start);
                     byte[] records = TopKRecords(teacher, file, windows, start, rows, seqLen, k, teacherIds, restrict);
                     await stream.WriteAsync(records, cancellationToken).ConfigureAwait(false);
-                    progress?.Report(start + rows);
+                    progress?.Report(new TeacherCacheProgress(start + rows, windows.Count));
                 }
 
                 stream.Flush(flushToDisk: true);

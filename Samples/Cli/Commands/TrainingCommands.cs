@@ -215,10 +215,7 @@ internal sealed class TrainingCommandOptions
         CheckpointTrainingResult result;
         using (ProgressBar bar = context.CreateProgressBar(label, ProgressUnit.Steps))
         {
-            var progress = new InlineProgress<TrainingProgress>(p => bar.Report(
-                p.Step,
-                p.TotalSteps,
-                string.Create(CultureInfo.InvariantCulture, $"loss {p.Loss:F4} lr {p.LearningRate:E2} {p.TokensPerSecond:F0} tokens/s{(p.ValidationLoss is { } v ? $" val {v:F4}" : string.Empty)}")));
+            ProgressBar progress = bar;
             try
             {
                 result = await run(progress, logger).ConfigureAwait(false);
@@ -445,7 +442,7 @@ internal static class CacheTeacherCommand
                     batch,
                     parsed.GetValue(vocabMap),
                     settings,
-                    new InlineProgress<long>(n => bar.Report(n, total)),
+                    bar,
                     cancellationToken).ConfigureAwait(false);
             }
 
