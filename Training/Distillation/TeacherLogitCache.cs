@@ -1,6 +1,7 @@
 using System.Buffers.Binary;
 using System.IO.MemoryMappedFiles;
 using ModelSurgery.Inference.Reporting;
+using ModelSurgery.Inference.Runtime;
 using ModelSurgery.Surgery.Vocabulary;
 using ModelSurgery.Training.Data;
 using TorchSharp;
@@ -62,6 +63,48 @@ public sealed class TeacherLogitCache : IDisposable
     public int Count => _recordOf.Count;
 
     private long RecordBytes => RecordBytesOf(SeqLen, K);
+
+    /// <summary>
+    /// The size of a cache file of <paramref name="windows"/> windows, exactly as <see cref="WriteAsync"/> writes it:
+    /// the header, one int64 id per window, and per window <paramref name="seqLen"/> x <paramref name="k"/> float32
+    /// logits and as many int32 ids (8 bytes per kept logit).
+    /// </summary>
+    /// <param name="windows">Windows cached.</param>
+    /// <param name="seqLen">Positions per window (T).</param>
+    /// <param name="k">Logits kept per position.</param>
+    /// <returns>The file size in bytes.</returns>
+    public static long FileBytes(long windows, int seqLen, int k)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(windows);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(seqLen);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(k);
+        return checked(HeaderSize + (windows * sizeof(long)) + (windows * RecordBytesOf(seqLen, k)));
+    }
+
+    /// <summary>
+    /// Throws before the teacher is loaded when the cache file would not fit on the disk of <paramref name="path"/>
+    /// (<see cref="MemoryPreflight.EnsureDiskSpace"/>). The whole file counts even when it replaces one, because the new
+    /// file is written in full beside the old before it takes the old one's name.
+    /// </summary>
+    /// <param name="path">The cache file to write.</param>
+    /// <param name="windows">Windows cached.</param>
+    /// <param name="seqLen">Positions per window (T).</param>
+    /// <param name="k">Logits kept per position.</param>
+    /// <param name="what">Who writes it, for the message (e.g. <c>cache-teacher --out</c>).</param>
+    /// <param name="lower">How to lower or override the estimate, appended to the message; null for the library's wording.</param>
+    /// <exception cref="IOException">Not enough free space; the message names the path, both figures and the factors.</exception>
+    public static void EnsureFits(string path, long windows, int seqLen, int k, string? what = null, string? lower = null)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(path);
+        long bytes = FileBytes(windows, seqLen, k);
+        string directory = System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(path))!;
+        MemoryPreflight.EnsureDiskSpace(
+            directory,
+            bytes,
+            $"Caching teacher logits to {path}{(what is null ? string.Empty : $" ({what})")}",
+            string.Create(System.Globalization.CultureInfo.InvariantCulture,
+                $"That is {windows:N0} windows x {seqLen} positions x top-{k} x 8 bytes (a float32 logit and an int32 id) plus {HeaderSize + (windows * sizeof(long)):N0} bytes of header and window ids. {lower ?? "Free space, choose another path, or keep fewer logits or positions."}"));
+    }
 
     private static long RecordBytesOf(int seqLen, int k) => (long)seqLen * k * (sizeof(float) + sizeof(int));
 
