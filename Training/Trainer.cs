@@ -206,8 +206,11 @@ public sealed class Trainer
         }
 
         // Every step allocates and frees the same large tensors: keep freed memory for reuse instead of faulting it in again.
-        // Process-wide, but a training run is the process's main work for its whole life, so the library may decide.
-        NativeAllocator.KeepFreedMemoryInProcess();
+        // Process-wide, so a host that manages its own allocator opts out with TrainingOptions.KeepFreedMemoryInProcess.
+        if (_options.KeepFreedMemoryInProcess && NativeAllocator.KeepFreedMemoryInProcess())
+        {
+            TrainingLog.KeptFreedMemoryInProcess(_logger);
+        }
         if (OperatingSystem.IsLinux() && string.IsNullOrEmpty(Environment.GetEnvironmentVariable(CpuThreading.WaitPolicyVariable)))
         {
             TrainingLog.SpinningOpenMpWorkers(_logger);

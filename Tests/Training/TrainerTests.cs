@@ -64,6 +64,20 @@ public sealed class TrainerTests
     }
 
     [Test]
+    public async Task Training_sets_the_process_allocator_only_unless_the_host_opts_out()
+    {
+        Assume.That(OperatingSystem.IsLinux(), "the allocator settings exist on glibc only");
+        using var model = new TinyCausalLm(Vocab, 16, seed: 1);
+        var kept = new ListLogger();
+        await new Trainer(model, Options("allocator-default", 1), logger: kept).TrainAsync(Data);
+        var left = new ListLogger();
+        await new Trainer(model, Options("allocator-opt-out", 1) with { KeepFreedMemoryInProcess = false }, logger: left).TrainAsync(Data);
+
+        Assert.That(kept.Lines, Has.Some.Contain("keeps freed memory"), "by default training applies the setting");
+        Assert.That(left.Lines, Has.None.Contain("keeps freed memory"), "opted out, the process's allocator is left alone");
+    }
+
+    [Test]
     public async Task Loss_falls_on_a_learnable_sequence()
     {
         using var model = new TinyCausalLm(Vocab, 16, seed: 1);
