@@ -76,7 +76,7 @@ internal sealed class ConsoleUi
         }
     }
 
-    /// <summary>Starts a bar labelled <paramref name="label"/> counting <paramref name="unit"/>; dispose it when the work ends.</summary>
+    /// <summary>Starts a bar labelled <paramref name="label"/>, counting <paramref name="unit"/> until a report names its own; dispose it when the work ends.</summary>
     public ProgressBar StartBar(string label, ProgressUnit unit)
     {
         if (_live is null)
