@@ -1,6 +1,6 @@
 using ModelSurgery.Inference.Configuration;
-using ModelSurgery.Inference.Runtime;
 using ModelSurgery.Inference.Reporting;
+using ModelSurgery.Inference.Runtime;
 
 namespace ModelSurgery.Surgery.Scoring;
 

@@ -1,10 +1,10 @@
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using ModelSurgery.Inference.Configuration;
+using ModelSurgery.Inference.Reporting;
 using ModelSurgery.Inference.Tokenization;
 using ModelSurgery.Surgery.Building;
 using ModelSurgery.Surgery.Planning;
-using ModelSurgery.Inference.Reporting;
 
 namespace ModelSurgery.Surgery.Vocabulary;
 

@@ -5,8 +5,8 @@ using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using ModelSurgery.Inference.Configuration;
 using ModelSurgery.Inference.IO;
-using ModelSurgery.Inference.Tokenization;
 using ModelSurgery.Inference.Reporting;
+using ModelSurgery.Inference.Tokenization;
 
 namespace ModelSurgery.Surgery.Vocabulary;
 

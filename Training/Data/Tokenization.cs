@@ -1,6 +1,6 @@
 using ModelSurgery.Inference.IO;
-using ModelSurgery.Inference.Tokenization;
 using ModelSurgery.Inference.Reporting;
+using ModelSurgery.Inference.Tokenization;
 
 namespace ModelSurgery.Training.Data;
 

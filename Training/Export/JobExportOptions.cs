@@ -1,5 +1,5 @@
-using ModelSurgery.Training.Recipes;
 using ModelSurgery.Inference.Reporting;
+using ModelSurgery.Training.Recipes;
 
 namespace ModelSurgery.Training.Export;
 

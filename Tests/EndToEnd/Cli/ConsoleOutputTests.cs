@@ -5,8 +5,8 @@ using ModelSurgery.Cli;
 using ModelSurgery.Inference.Checkpoints;
 using ModelSurgery.Inference.Reporting;
 using ModelSurgery.Surgery.Vocabulary;
-using ModelSurgery.Training;
 using ModelSurgery.Training.Data;
+using ModelSurgery.Training;
 using Spectre.Console.Testing;
 
 namespace ModelSurgery.Tests.Cli;

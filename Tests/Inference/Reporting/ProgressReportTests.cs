@@ -2,15 +2,15 @@ using System.Reflection;
 using ModelSurgery.Inference.Checkpoints;
 using ModelSurgery.Inference.Evaluation;
 using ModelSurgery.Inference.Reporting;
-using ModelSurgery.Surgery;
 using ModelSurgery.Surgery.Building;
 using ModelSurgery.Surgery.Scoring;
 using ModelSurgery.Surgery.Vocabulary;
-using ModelSurgery.Training;
+using ModelSurgery.Surgery;
 using ModelSurgery.Training.Data;
 using ModelSurgery.Training.Distillation;
 using ModelSurgery.Training.Export;
 using ModelSurgery.Training.Recipes;
+using ModelSurgery.Training;
 
 namespace ModelSurgery.Tests.Reporting;
 
