@@ -15,7 +15,11 @@ namespace ModelSurgery.Surgery;
 /// <param name="Completed">Units done in the stage.</param>
 /// <param name="Total">Units in the stage, or null when not known.</param>
 /// <param name="Unit">What the units are: steps while scoring, bytes written while building.</param>
-public sealed record SurgeryProgress(string Stage, long Completed, long? Total, ProgressUnit Unit);
+public sealed record SurgeryProgress(string Stage, long Completed, long? Total, ProgressUnit Unit) : IProgressReport
+{
+    /// <summary>The stage.</summary>
+    public string Status => Stage;
+}
 
 /// <summary>What a <see cref="Surgeon"/> run produced.</summary>
 /// <param name="Scores">The importance scores used (empty when the plan was given).</param>
@@ -137,7 +141,7 @@ public sealed record Surgeon
         }
 
         ThrottledProgress<SurgeryProgress>? throttled = Throttled();
-        var progress = throttled is null ? null : new RelayProgress<ScoringProgress>(p => throttled.Report(new SurgeryProgress($"scoring: {p.Stage}", p.Completed, p.Total, ProgressUnit.Steps)));
+        var progress = throttled is null ? null : new SynchronousProgress<ScoringProgress>(p => throttled.Report(new SurgeryProgress($"scoring: {p.Stage}", p.Completed, p.Total, ProgressUnit.Steps)));
         return await ImportanceScorer.ScoreAsync(TeacherDirectory, Calibration, Scoring, progress, Logger, cancellationToken).ConfigureAwait(false);
     }
 
@@ -151,7 +155,7 @@ public sealed record Surgeon
     {
         (IReadOnlyList<ImportanceScores> scores, SurgeryPlan plan) = await PlanWithScoresAsync(cancellationToken).ConfigureAwait(false);
         ThrottledProgress<SurgeryProgress>? throttled = Throttled();
-        var progress = throttled is null ? null : new RelayProgress<StudentBuildProgress>(p => throttled.Report(new SurgeryProgress("building", p.BytesWritten, p.TotalBytesToWrite, ProgressUnit.Bytes)));
+        var progress = throttled is null ? null : new SynchronousProgress<StudentBuildProgress>(p => throttled.Report(new SurgeryProgress("building", p.Completed, p.Total, p.Unit)));
         StudentBuildResult student = await StudentBuilder.BuildAsync(TeacherDirectory, plan, outputDirectory, Build, progress, Logger, cancellationToken).ConfigureAwait(false);
         plan.Save(Path.Combine(outputDirectory, PlanFileName));
         return new SurgeryResult(scores, plan, student, TeacherDirectory);
@@ -179,10 +183,4 @@ public sealed record Surgeon
     // A fresh throttle per run: a configured surgeon is reused, and one run's last report must not hold back the next run's first.
     private ThrottledProgress<SurgeryProgress>? Throttled() =>
         Progress is null ? null : new ThrottledProgress<SurgeryProgress>(Progress, p => (p.Stage, p.Completed, p.Total));
-
-    /// <summary>Forwards reports on the reporting thread, in order.</summary>
-    private sealed class RelayProgress<T>(Action<T> report) : IProgress<T>
-    {
-        public void Report(T value) => report(value);
-    }
 }

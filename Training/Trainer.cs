@@ -206,8 +206,11 @@ public sealed class Trainer
         }
 
         // Every step allocates and frees the same large tensors: keep freed memory for reuse instead of faulting it in again.
-        // Process-wide, but a training run is the process's main work for its whole life, so the library may decide.
-        NativeAllocator.KeepFreedMemoryInProcess();
+        // Process-wide, so a host that manages its own allocator opts out with TrainingOptions.KeepFreedMemoryInProcess.
+        if (_options.KeepFreedMemoryInProcess && NativeAllocator.KeepFreedMemoryInProcess())
+        {
+            TrainingLog.KeptFreedMemoryInProcess(_logger);
+        }
         if (OperatingSystem.IsLinux() && string.IsNullOrEmpty(Environment.GetEnvironmentVariable(CpuThreading.WaitPolicyVariable)))
         {
             TrainingLog.SpinningOpenMpWorkers(_logger);
@@ -292,7 +295,7 @@ public sealed class Trainer
             double elapsed = clock.Elapsed.TotalSeconds;
             long done = run.Step - startStep;
             double tokensPerSecond = elapsed > 0 ? done * _options.TokensPerStep / elapsed : 0;
-            var eta = TimeSpan.FromSeconds(done > 0 ? elapsed / done * (totalSteps - run.Step) : 0);
+            TimeSpan eta = ProgressEta.Remaining(done, clock.Elapsed, totalSteps - run.Step) ?? TimeSpan.Zero;
             progress?.Report(new TrainingProgress(run.Step, totalSteps, record.Loss, lr, record.GradNorm, tokensPerSecond, eta, record.Skipped, validationLoss));
             // Without a progress object the log is how a run reports: the first step, every tenth of the run, at most
             // half a minute apart, and the last; a fixed step interval was one line per few milliseconds on a small model
@@ -304,8 +307,8 @@ public sealed class Trainer
                 stepLog.Restart();
                 if (_logger.IsEnabled(LogLevel.Information))
                 {
-                    // The same h:mm:ss / mm:ss as the command line's progress bar.
-                    string remaining = eta.ToString(eta.TotalHours >= 1 ? @"h\:mm\:ss" : @"mm\:ss", System.Globalization.CultureInfo.InvariantCulture);
+                    // The same estimate and format as the command line's progress bar.
+                    string remaining = ProgressEta.Format(eta);
                     TrainingLog.StepDone(_logger, run.Step, totalSteps, record.Loss, lr, tokensPerSecond, remaining);
                 }
             }

@@ -23,6 +23,9 @@ internal static partial class TrainingLog
     [LoggerMessage(Level = LogLevel.Information, Message = "Saved training state at step {Step} to {Directory}.")]
     public static partial void Saved(ILogger logger, long step, string directory);
 
+    [LoggerMessage(Level = LogLevel.Debug, Message = "The C allocator keeps freed memory in the process from now on (process-wide; TrainingOptions.KeepFreedMemoryInProcess = false leaves it alone).")]
+    public static partial void KeptFreedMemoryInProcess(ILogger logger);
+
     [LoggerMessage(Level = LogLevel.Information, Message = "OMP_WAIT_POLICY is not set, so idle OpenMP workers spin; on cores shared with other busy processes that slows training several times. Call CpuThreading.PreferPassiveWaiting() first thing in the program or set OMP_WAIT_POLICY=PASSIVE.")]
     public static partial void SpinningOpenMpWorkers(ILogger logger);
 

@@ -79,6 +79,15 @@ public sealed record TrainingOptions
     /// <summary>Save the last checkpoint and training state every this many steps (0: only at the end or on cancellation).</summary>
     public int CheckpointEvery { get; init; } = 500;
 
+    /// <summary>
+    /// Whether training sets the C allocator to keep freed memory in the process
+    /// (<see cref="Inference.Runtime.NativeAllocator.KeepFreedMemoryInProcess"/>): on Linux it makes steps several times
+    /// faster, but it changes the whole process and keeps its peak heap. True by default, since a training run is usually
+    /// the process's main work; false leaves the allocator settings of a host application (a server with other work) as
+    /// they are.
+    /// </summary>
+    public bool KeepFreedMemoryInProcess { get; init; } = true;
+
     /// <summary>Tokens consumed per optimizer step.</summary>
     public long TokensPerStep => (long)BatchSize * SeqLen * GradAccumulation;
 

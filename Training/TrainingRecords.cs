@@ -1,17 +1,28 @@
+using ModelSurgery.Inference.Reporting;
+
 namespace ModelSurgery.Training;
 
 /// <summary>Progress after each optimizer step.</summary>
-/// <param name="Step">Steps completed (1-based).</param>
-/// <param name="TotalSteps">Steps in the run.</param>
+/// <param name="Completed">Steps completed (1-based: the step just finished).</param>
+/// <param name="Total">Steps in the run.</param>
 /// <param name="Loss">Mean training loss of the step (NaN or infinite when the step was skipped).</param>
 /// <param name="LearningRate">Learning rate used by the step.</param>
 /// <param name="GradNorm">Global gradient L2 norm before clipping.</param>
 /// <param name="TokensPerSecond">Training tokens per second since this run (or resumption) started.</param>
-/// <param name="Eta">Estimated time to the last step.</param>
+/// <param name="Eta">Estimated time to the last step (<see cref="ProgressEta"/>; zero before a rate is known).</param>
 /// <param name="Skipped">True when the step had a non-finite loss or gradient and the update was not applied.</param>
 /// <param name="ValidationLoss">Validation loss when this step evaluated, else null.</param>
 public sealed record TrainingProgress(
-    long Step, long TotalSteps, double Loss, double LearningRate, double GradNorm, double TokensPerSecond, TimeSpan Eta, bool Skipped, double? ValidationLoss);
+    long Completed, long? Total, double Loss, double LearningRate, double GradNorm, double TokensPerSecond, TimeSpan Eta, bool Skipped, double? ValidationLoss) : IProgressReport
+{
+    /// <summary>Always <see cref="ProgressUnit.Steps"/>.</summary>
+    public ProgressUnit Unit => ProgressUnit.Steps;
+
+    /// <summary>Loss, learning rate, throughput and the validation loss when there was one, e.g. <c>loss 2.3456 lr 3.00E-004 1234 tokens/s</c>.</summary>
+    public string Status => string.Create(
+        System.Globalization.CultureInfo.InvariantCulture,
+        $"loss {Loss:F4} lr {LearningRate:E2} {TokensPerSecond:F0} tokens/s{(ValidationLoss is { } v ? $" val {v:F4}" : string.Empty)}{(Skipped ? " skipped" : string.Empty)}");
+}
 
 /// <summary>One optimizer step as recorded in the metrics log.</summary>
 /// <param name="Step">Step number (1-based).</param>

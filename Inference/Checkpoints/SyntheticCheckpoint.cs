@@ -1,15 +1,23 @@
 using Microsoft.Extensions.Logging;
 using ModelSurgery.Inference.Configuration;
 using TorchSharp;
+using ModelSurgery.Inference.Reporting;
 
 namespace ModelSurgery.Inference.Checkpoints;
 
 /// <summary>Progress of writing a synthetic checkpoint.</summary>
 /// <param name="TensorsWritten">Tensors finished.</param>
 /// <param name="TensorCount">Tensors in all.</param>
-/// <param name="BytesWritten">Bytes of tensor data finished.</param>
-/// <param name="TotalBytes">Bytes of tensor data in all.</param>
-public sealed record SyntheticCheckpointProgress(int TensorsWritten, int TensorCount, long BytesWritten, long TotalBytes);
+/// <param name="Completed">Bytes of tensor data finished.</param>
+/// <param name="Total">Bytes of tensor data in all.</param>
+public sealed record SyntheticCheckpointProgress(int TensorsWritten, int TensorCount, long Completed, long? Total) : IProgressReport
+{
+    /// <summary>Always <see cref="ProgressUnit.Bytes"/>.</summary>
+    public ProgressUnit Unit => ProgressUnit.Bytes;
+
+    /// <summary>The tensors finished, e.g. <c>12/291 tensors</c>.</summary>
+    public string Status => $"{TensorsWritten}/{TensorCount} tensors";
+}
 
 /// <summary>
 /// Writes random-weight checkpoints with the exact tensor names, shapes and config of a real model, so tests and

@@ -5,6 +5,7 @@ using Microsoft.Extensions.Logging.Abstractions;
 using ModelSurgery.Inference.Tokenization;
 using TorchSharp;
 using static TorchSharp.torch;
+using ModelSurgery.Inference.Reporting;
 
 namespace ModelSurgery.Inference.Evaluation;
 
@@ -46,9 +47,14 @@ public sealed record ModelEvaluation(string ModelName, long ParameterCount, IRea
 /// <param name="Task">The task being scored.</param>
 /// <param name="TaskIndex">Its position in the task list (0-based).</param>
 /// <param name="TaskCount">Number of tasks.</param>
-/// <param name="Completed">Requests of this task scored so far.</param>
+/// <param name="Completed">Requests (or documents) of this task scored so far.</param>
 /// <param name="Total">Requests of this task.</param>
-public sealed record EvaluationProgress(string Task, int TaskIndex, int TaskCount, int Completed, int Total);
+/// <param name="Unit">What the counts count: log-likelihood requests, or documents of a perplexity task.</param>
+public sealed record EvaluationProgress(string Task, int TaskIndex, int TaskCount, long Completed, long? Total, ProgressUnit Unit = ProgressUnit.Requests) : IProgressReport
+{
+    /// <summary>The task and its place in the list, e.g. <c>hellaswag (2/5)</c>.</summary>
+    public string Status => $"{Task} ({TaskIndex + 1}/{TaskCount})";
+}
 
 /// <summary>Runs benchmark tasks against a causal LM, scoring as lm-evaluation-harness does.</summary>
 public static partial class Evaluator
@@ -165,7 +171,7 @@ public static partial class Evaluator
 
         int total = items.Sum(i => i.Choices.Count);
         // Relayed synchronously so the caller sees reports in order, before the task's result.
-        var requestProgress = progress is null ? null : new Relay(done => progress.Report(new EvaluationProgress(spec.Name, index, count, done, total)));
+        var requestProgress = progress is null ? null : new SynchronousProgress<int>(done => progress.Report(new EvaluationProgress(spec.Name, index, count, done, total)));
         IReadOnlyList<MultipleChoicePrediction> predictions = await ScoreItemsAsync(scorer, items, requestProgress, cancellationToken).ConfigureAwait(false);
         string[] reported = [.. spec.Metrics.Append(MetricNames.ByteNormalizedAccuracy).Distinct()];
         int fewShot = spec.FewShot ?? options.FewShot;
@@ -203,7 +209,7 @@ public static partial class Evaluator
             nll += last.TotalNllNats;
             bytes += last.Bytes;
             tokens += last.Tokens;
-            progress?.Report(new EvaluationProgress(spec.Name, index, count, i + 1, texts.Count));
+            progress?.Report(new EvaluationProgress(spec.Name, index, count, i + 1, texts.Count, ProgressUnit.Documents));
         }
 
         if (last is null)
@@ -219,10 +225,5 @@ public static partial class Evaluator
             [MetricNames.TokenPerplexity] = new(text.TokenPerplexity, double.NaN),
         };
         return new TaskResult(spec.Name, texts.Count, 0, metrics) { Text = text };
-    }
-
-    private sealed class Relay(Action<int> report) : IProgress<int>
-    {
-        public void Report(int value) => report(value);
     }
 }

@@ -3,6 +3,7 @@ using Microsoft.Extensions.Logging.Abstractions;
 using ModelSurgery.Inference.Modeling;
 using TorchSharp;
 using static TorchSharp.torch;
+using ModelSurgery.Inference.Reporting;
 
 namespace ModelSurgery.Inference.Evaluation;
 
@@ -15,10 +16,17 @@ namespace ModelSurgery.Inference.Evaluation;
 public sealed record PerplexityResult(double Perplexity, double MeanNll, long TokensScored, int Context, int Stride);
 
 /// <summary>Progress of a perplexity run.</summary>
-/// <param name="TokensScored">Tokens scored so far.</param>
-/// <param name="TokensTotal">Tokens that will be scored in all.</param>
+/// <param name="Completed">Tokens scored so far.</param>
+/// <param name="Total">Tokens that will be scored in all.</param>
 /// <param name="RunningPerplexity">Perplexity over the tokens scored so far.</param>
-public sealed record PerplexityProgress(long TokensScored, long TokensTotal, double RunningPerplexity);
+public sealed record PerplexityProgress(long Completed, long? Total, double RunningPerplexity) : IProgressReport
+{
+    /// <summary>Always <see cref="ProgressUnit.Tokens"/>.</summary>
+    public ProgressUnit Unit => ProgressUnit.Tokens;
+
+    /// <summary>The running perplexity, e.g. <c>ppl 12.345</c>.</summary>
+    public string Status => string.Create(System.Globalization.CultureInfo.InvariantCulture, $"ppl {RunningPerplexity:F3}");
+}
 
 /// <summary>
 /// Perplexity with Hugging Face's sliding-window method: windows of <c>context</c> tokens start every <c>stride</c>

@@ -23,4 +23,7 @@ public enum ProgressUnit
 
     /// <summary>Token windows (training sequences).</summary>
     Windows,
+
+    /// <summary>Scoring requests (log-likelihood requests of an evaluation).</summary>
+    Requests,
 }

@@ -6,7 +6,8 @@ namespace ModelSurgery.Inference.Runtime;
 /// Process-wide settings of the C allocator that LibTorch's CPU tensors come from.
 /// <para>
 /// These change the whole process, so the library applies them only where it owns a long batch job whose every step
-/// frees and reallocates the same large tensors (training). A program that generates or evaluates decides for itself: the
+/// frees and reallocates the same large tensors (training, unless <c>TrainingOptions.KeepFreedMemoryInProcess</c> is
+/// false). A program that generates or evaluates decides for itself: the
 /// <c>modelsurgery</c> tool and the benchmarks call <see cref="KeepFreedMemoryInProcess"/> at startup, while a host that
 /// embeds inference (a server with other work) may prefer its heap to shrink after a large batch.
 /// </para>

@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Globalization;
 using ModelSurgery.Inference.Configuration;
 using ModelSurgery.Inference.Modeling;
+using ModelSurgery.Inference.Reporting;
 using ModelSurgery.Training;
 using ModelSurgery.Training.Data;
 using ModelSurgery.Training.Distillation;
@@ -181,7 +182,7 @@ internal static class StepCosts
         student.InitializeWeights(1);
         var marks = new Dictionary<long, (double Seconds, long Faults)>();
         var clock = Stopwatch.StartNew();
-        var progress = new TrainBenchmark.Marks(p => marks[p.Step] = (clock.Elapsed.TotalSeconds, Measure.MinorPageFaults()));
+        var progress = new SynchronousProgress<TrainingProgress>(p => marks[p.Completed] = (clock.Elapsed.TotalSeconds, Measure.MinorPageFaults()));
         long windows = TokenWindows.Count(file.Count, shape.SeqLen);
         // The last step also writes the training state; it is not timed.
         await new Trainer(student, Options(shape, steps + 2, output), objective).TrainAsync(

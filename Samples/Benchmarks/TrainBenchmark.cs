@@ -8,6 +8,7 @@ using ModelSurgery.Training.Data;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
+using ModelSurgery.Inference.Reporting;
 
 namespace ModelSurgery.Benchmarks;
 
@@ -320,7 +321,7 @@ internal static class TrainBenchmark
         };
         var marks = new Dictionary<long, double>();
         var clock = Stopwatch.StartNew();
-        var progress = new Marks(p => marks[p.Step] = clock.Elapsed.TotalSeconds);
+        var progress = new SynchronousProgress<TrainingProgress>(p => marks[p.Completed] = clock.Elapsed.TotalSeconds);
         long windows = TokenWindows.Count(file.Count, seqLen);
         await new Trainer(model, options).TrainAsync(new TrainingData(file, [.. Enumerable.Range(0, (int)windows).Select(w => (long)w)], []), progress, cancellationToken: ct);
         return (double)batch * seqLen * steps / (marks[steps + 1] - marks[1]);
@@ -338,9 +339,4 @@ internal static class TrainBenchmark
 
     internal static string LoadAverage() =>
         File.Exists("/proc/loadavg") ? string.Join(' ', File.ReadAllText("/proc/loadavg").Split(' ').Take(3)) : "n/a";
-
-    internal sealed class Marks(Action<TrainingProgress> report) : IProgress<TrainingProgress>
-    {
-        public void Report(TrainingProgress value) => report(value);
-    }
 }

@@ -76,7 +76,7 @@ internal sealed class ConsoleUi
         }
     }
 
-    /// <summary>Starts a bar labelled <paramref name="label"/> counting <paramref name="unit"/>; dispose it when the work ends.</summary>
+    /// <summary>Starts a bar labelled <paramref name="label"/>, counting <paramref name="unit"/> until a report names its own; dispose it when the work ends.</summary>
     public ProgressBar StartBar(string label, ProgressUnit unit)
     {
         if (_live is null)
@@ -158,13 +158,22 @@ internal sealed class ConsoleUi
         _session = console.Progress()
             .AutoClear(false)
             .HideCompleted(false)
-            .Columns(new TaskDescriptionColumn { Alignment = Justify.Left }, new ProgressBarColumn(), new SummaryColumn(this))
+            .Columns(new TaskDescriptionColumn { Alignment = Justify.Left }, new KnownTotalBarColumn(), new SummaryColumn(this))
             .StartAsync(async context =>
             {
                 ready.TrySetResult(context);
                 await stop.Task.ConfigureAwait(false);
             });
         return ready.Task.GetAwaiter().GetResult();
+    }
+
+    /// <summary>The bar itself, only when the total is known: an unknown total shows its count alone, not a bar that means nothing.</summary>
+    private sealed class KnownTotalBarColumn : ProgressColumn
+    {
+        private readonly ProgressBarColumn _bar = new();
+
+        public override IRenderable Render(RenderOptions options, ProgressTask task, TimeSpan deltaTime) =>
+            task.IsIndeterminate ? Text.Empty : _bar.Render(options, task, deltaTime);
     }
 
     /// <summary>The bar's text: share, count with unit, elapsed, ETA and status, as <see cref="ProgressText.Summary"/> writes it.</summary>
@@ -185,8 +194,12 @@ internal sealed class ConsoleUi
     }
 }
 
-/// <summary>One progress bar: a live Spectre.Console task on a terminal, plain lines when redirected.</summary>
-internal sealed class ProgressBar : IDisposable
+/// <summary>
+/// One progress bar: a live Spectre.Console task on a terminal, plain lines when redirected. It draws any of the
+/// library's progress records (<see cref="IProgressReport"/>) the same way, and is itself the progress sink a command
+/// hands the library: reports are drawn on the reporting thread, in order.
+/// </summary>
+internal sealed class ProgressBar : IProgress<IProgressReport>, IDisposable
 {
     private readonly ConsoleUi _ui;
     private readonly string _label;
@@ -201,6 +214,8 @@ internal sealed class ProgressBar : IDisposable
     private bool _changedSinceLine;
     private bool _disposed;
     private TimeSpan? _endedAfter;
+    private (long Done, long Timestamp)? _rateStart;
+    private TimeSpan? _eta;
 
     internal ProgressBar(ConsoleUi ui, string label, ProgressUnit unit, ProgressTask? task)
     {
@@ -211,9 +226,13 @@ internal sealed class ProgressBar : IDisposable
         _started = ui.Time.GetTimestamp();
     }
 
-    /// <summary>Reports <paramref name="done"/> of <paramref name="total"/> (null or 0 when unknown: a count is shown), with an optional status text and, when it changes, the unit.</summary>
-    public void Report(long done, long? total, string? status = null, ProgressUnit? unit = null)
+    /// <summary>
+    /// Draws <paramref name="report"/>: a bar with share, count, elapsed time and ETA when its total is known; a count
+    /// and elapsed time, without share or ETA, when it is not.
+    /// </summary>
+    public void Report(IProgressReport report)
     {
+        ArgumentNullException.ThrowIfNull(report);
         string? line = null;
         lock (_gate)
         {
@@ -222,20 +241,29 @@ internal sealed class ProgressBar : IDisposable
                 return;
             }
 
-            _done = done;
-            _total = total is > 0 ? total : null;
-            _status = status;
-            _unit = unit ?? _unit;
+            long now = _ui.Time.GetTimestamp();
+            long? total = report.Total is > 0 ? report.Total : null;
+            // The rate is measured from the first report of a count (work done before it, as in a resumed run, is not
+            // this run's speed); a new unit, a new total or a count going back starts a new count.
+            if (_rateStart is null || report.Unit != _unit || total != _total || report.Completed < _done)
+            {
+                _rateStart = (report.Completed, now);
+            }
+
+            _done = report.Completed;
+            _total = total;
+            _status = report.Status;
+            _unit = report.Unit;
+            _eta = _total is { } all ? ProgressEta.Remaining(_done - _rateStart.Value.Done, _ui.Time.GetElapsedTime(_rateStart.Value.Timestamp, now), all - _done) : null;
             if (_task is not null)
             {
                 _task.IsIndeterminate = _total is null;
                 _task.MaxValue = _total ?? 1;
-                _task.Value = _total is null ? 0 : Math.Min(done, _total.Value);
+                _task.Value = _total is null ? 0 : Math.Min(_done, _total.Value);
                 return;
             }
 
-            long now = _ui.Time.GetTimestamp();
-            bool finished = _total is { } t && done >= t;
+            bool finished = _total is { } t && _done >= t;
             if (_lastLine is null || finished || _ui.Time.GetElapsedTime(_lastLine.Value, now) >= _ui.PlainInterval)
             {
                 _lastLine = now;
@@ -290,13 +318,13 @@ internal sealed class ProgressBar : IDisposable
     {
         lock (_gate)
         {
-            return ProgressText.Summary(_done, _total, _unit, _endedAfter ?? _ui.Time.GetElapsedTime(_started), _status);
+            return ProgressText.Summary(_done, _total, _unit, _endedAfter ?? _ui.Time.GetElapsedTime(_started), _eta, _status);
         }
     }
 
     private string PlainLine()
     {
-        string summary = ProgressText.Summary(_done, _total, _unit, _endedAfter ?? _ui.Time.GetElapsedTime(_started), _status);
+        string summary = ProgressText.Summary(_done, _total, _unit, _endedAfter ?? _ui.Time.GetElapsedTime(_started), _eta, _status);
         return _total is { } total ? $"{_label} [{ProgressText.Bar(_done, total)}] {summary}" : $"{_label} {summary}";
     }
 }

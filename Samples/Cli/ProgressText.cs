@@ -11,9 +11,10 @@ internal static class ProgressText
 {
     /// <summary>
     /// <c>25.0% 2,500/10,000 steps elapsed 00:02 eta 00:06 status</c> with a total; <c>256 documents elapsed 00:02 status</c>
-    /// without one (a count, never <c>n/0</c>, a percentage or an ETA).
+    /// without one (a count, never <c>n/0</c>, a percentage or an ETA). The ETA is the bar's <see cref="ProgressEta"/>
+    /// estimate, <c>--:--</c> while there is no rate yet.
     /// </summary>
-    public static string Summary(long done, long? total, ProgressUnit unit, TimeSpan elapsed, string? status)
+    public static string Summary(long done, long? total, ProgressUnit unit, TimeSpan elapsed, TimeSpan? eta, string? status)
     {
         string tail = string.IsNullOrEmpty(status) ? string.Empty : " " + status;
         if (total is not > 0)
@@ -23,9 +24,8 @@ internal static class ProgressText
 
         long all = total.Value;
         double fraction = Math.Clamp((double)done / all, 0, 1);
-        double rate = elapsed.TotalSeconds > 0 ? done / elapsed.TotalSeconds : 0;
-        string eta = done >= all ? Time(TimeSpan.Zero) : rate > 0 ? Time(TimeSpan.FromSeconds((all - done) / rate)) : "--:--";
-        return Invariant($"{fraction * 100,5:F1}% {Count(done, all, unit)} elapsed {Time(elapsed)} eta {eta}{tail}");
+        string remaining = done >= all ? Time(TimeSpan.Zero) : eta is { } e ? Time(e) : "--:--";
+        return Invariant($"{fraction * 100,5:F1}% {Count(done, all, unit)} elapsed {Time(elapsed)} eta {remaining}{tail}");
     }
 
     /// <summary>A text bar of <paramref name="width"/> characters for redirected output.</summary>
@@ -36,8 +36,7 @@ internal static class ProgressText
     }
 
     /// <summary>Elapsed time or ETA: <c>mm:ss</c>, or <c>h:mm:ss</c> from an hour on.</summary>
-    public static string Time(TimeSpan t) =>
-        t.TotalHours >= 1 ? t.ToString(@"h\:mm\:ss", CultureInfo.InvariantCulture) : t.ToString(@"mm\:ss", CultureInfo.InvariantCulture);
+    public static string Time(TimeSpan t) => ProgressEta.Format(t);
 
     private static string Count(long done, ProgressUnit unit) =>
         unit == ProgressUnit.Bytes ? Invariant($"{Megabytes(done)} MB") : Invariant($"{done:N0} {Name(unit)}");
@@ -55,6 +54,7 @@ internal static class ProgressText
         ProgressUnit.Examples => "examples",
         ProgressUnit.Tensors => "tensors",
         ProgressUnit.Windows => "windows",
+        ProgressUnit.Requests => "requests",
         _ => unit.ToString().ToLowerInvariant(),
     };
 

@@ -313,15 +313,15 @@ public static class QuickstartPipeline
         return result;
     }
 
-    private static SyncProgress<TrainingProgress> TrainingProgressLog(StepLog log, string name, long total)
+    private static SynchronousProgress<TrainingProgress> TrainingProgressLog(StepLog log, string name, long total)
     {
         long every = Math.Max(1, total / 8);
-        return new SyncProgress<TrainingProgress>(p =>
+        return new SynchronousProgress<TrainingProgress>(p =>
         {
-            if (p.Step % every == 0 || p.Step == total)
+            if (p.Completed % every == 0 || p.Completed == total)
             {
                 string validation = p.ValidationLoss is double v ? $", validation {v:F3}" : string.Empty;
-                log.Info($"{name} step {p.Step}/{p.TotalSteps}: loss {p.Loss:F3}{validation}, {p.TokensPerSecond:F0} tokens/s");
+                log.Info($"{name} step {p.Completed}/{p.Total}: loss {p.Loss:F3}{validation}, {p.TokensPerSecond:F0} tokens/s");
             }
         });
     }
@@ -397,12 +397,6 @@ public static class QuickstartPipeline
         >= 1_000 => (n / 1e3).ToString("F1", CultureInfo.InvariantCulture) + "K",
         _ => n.ToString(CultureInfo.InvariantCulture),
     };
-
-    /// <summary>Reports on the caller's thread (unlike <see cref="Progress{T}"/>), so lines come out in order.</summary>
-    private sealed class SyncProgress<T>(Action<T> report) : IProgress<T>
-    {
-        public void Report(T value) => report(value);
-    }
 
     /// <summary>Step headers with their wall time.</summary>
     private sealed class StepLog(TextWriter output)

@@ -13,6 +13,7 @@ using ModelSurgery.Surgery.Vocabulary;
 using ModelSurgery.Training;
 using ModelSurgery.Training.MultiRound;
 using ModelSurgery.Training.Recipes;
+using ModelSurgery.Inference.Reporting;
 
 namespace ModelSurgery.Reproduction;
 
@@ -318,14 +319,14 @@ internal sealed class Lab : IDisposable
         return run;
     }
 
-    private SyncProgress<TrainingProgress> Progress(string name, long total)
+    private SynchronousProgress<TrainingProgress> Progress(string name, long total)
     {
         long every = Math.Max(1, total / 4);
-        return new SyncProgress<TrainingProgress>(p =>
+        return new SynchronousProgress<TrainingProgress>(p =>
         {
-            if (p.Step % every == 0 && p.Step != total)
+            if (p.Completed % every == 0 && p.Completed != total)
             {
-                Log.Detail($"{name} step {p.Step}/{p.TotalSteps}: loss {p.Loss:F3}, {p.TokensPerSecond:F0} tokens/s");
+                Log.Detail($"{name} step {p.Completed}/{p.Total}: loss {p.Loss:F3}, {p.TokensPerSecond:F0} tokens/s");
             }
         });
     }
@@ -343,11 +344,6 @@ internal sealed class Lab : IDisposable
         Corpus?.Dispose();
     }
 
-    /// <summary>Reports on the caller's thread (unlike <see cref="Progress{T}"/>), so lines come out in order.</summary>
-    private sealed class SyncProgress<T>(Action<T> report) : IProgress<T>
-    {
-        public void Report(T value) => report(value);
-    }
 }
 
 /// <summary>Progress lines stamped with the run's elapsed time.</summary>

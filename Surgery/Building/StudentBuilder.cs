@@ -8,6 +8,7 @@ using ModelSurgery.Inference.IO;
 using ModelSurgery.Inference.Tokenization;
 using ModelSurgery.Surgery.Planning;
 using TorchSharp;
+using ModelSurgery.Inference.Reporting;
 
 namespace ModelSurgery.Surgery.Building;
 
@@ -47,9 +48,16 @@ public sealed record StudentBuildOptions
 /// <param name="TensorsWritten">Student tensors finished.</param>
 /// <param name="TensorCount">Student tensors in all.</param>
 /// <param name="BytesRead">Teacher bytes read so far.</param>
-/// <param name="BytesWritten">Student bytes written so far.</param>
-/// <param name="TotalBytesToWrite">Student bytes in all.</param>
-public sealed record StudentBuildProgress(int TensorsWritten, int TensorCount, long BytesRead, long BytesWritten, long TotalBytesToWrite);
+/// <param name="Completed">Student bytes written so far.</param>
+/// <param name="Total">Student bytes in all.</param>
+public sealed record StudentBuildProgress(int TensorsWritten, int TensorCount, long BytesRead, long Completed, long? Total) : IProgressReport
+{
+    /// <summary>Always <see cref="ProgressUnit.Bytes"/> (student bytes written).</summary>
+    public ProgressUnit Unit => ProgressUnit.Bytes;
+
+    /// <summary>The tensors finished, e.g. <c>12/291 tensors</c>.</summary>
+    public string Status => $"{TensorsWritten}/{TensorCount} tensors";
+}
 
 /// <summary>What a build produced and what it cost.</summary>
 /// <param name="Directory">The student checkpoint folder.</param>

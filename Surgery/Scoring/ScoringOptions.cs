@@ -1,4 +1,5 @@
 using ModelSurgery.Inference.Configuration;
+using ModelSurgery.Inference.Reporting;
 using ModelSurgery.Inference.Runtime;
 
 namespace ModelSurgery.Surgery.Scoring;
@@ -92,4 +93,11 @@ public sealed record ScoringOptions
 /// <param name="Stage">What is running, e.g. <c>forward statistics</c> or <c>taylor</c>.</param>
 /// <param name="Completed">Steps done in this stage.</param>
 /// <param name="Total">Steps in this stage.</param>
-public sealed record ScoringProgress(string Stage, int Completed, int Total);
+public sealed record ScoringProgress(string Stage, long Completed, long? Total) : IProgressReport
+{
+    /// <summary>Always <see cref="ProgressUnit.Steps"/> (batches or layers).</summary>
+    public ProgressUnit Unit => ProgressUnit.Steps;
+
+    /// <summary>The stage.</summary>
+    public string Status => Stage;
+}

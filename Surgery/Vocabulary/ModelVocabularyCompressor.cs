@@ -1,6 +1,7 @@
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using ModelSurgery.Inference.Configuration;
+using ModelSurgery.Inference.Reporting;
 using ModelSurgery.Inference.Tokenization;
 using ModelSurgery.Surgery.Building;
 using ModelSurgery.Surgery.Planning;
@@ -32,7 +33,20 @@ public sealed record ModelCompressionOptions
 /// <summary>Progress of a model compression: counting the corpus first, then building the checkpoint.</summary>
 /// <param name="Counting">Counting progress, while counting.</param>
 /// <param name="Building">Build progress, while building.</param>
-public sealed record ModelCompressionProgress(CountingProgress? Counting, StudentBuildProgress? Building);
+public sealed record ModelCompressionProgress(CountingProgress? Counting, StudentBuildProgress? Building) : IProgressReport
+{
+    /// <summary>Text bytes counted while counting, student bytes written while building.</summary>
+    public long Completed => Counting?.Completed ?? Building?.Completed ?? 0;
+
+    /// <summary>Null while counting (a streamed corpus), the student's bytes while building.</summary>
+    public long? Total => Counting is null ? Building?.Total : null;
+
+    /// <summary>Always <see cref="ProgressUnit.Bytes"/>: both stages count bytes.</summary>
+    public ProgressUnit Unit => ProgressUnit.Bytes;
+
+    /// <summary>The stage and its own status.</summary>
+    public string Status => Counting is { } c ? $"counting: {c.Status}" : Building is { } b ? $"building: {b.Status}" : "starting";
+}
 
 /// <summary>What <see cref="ModelVocabularyCompressor.CompressAsync"/> produced.</summary>
 /// <param name="Map">New id to teacher id; also saved as <c>vocab_map.json</c> in the output folder.</param>
@@ -157,10 +171,4 @@ public static class ModelVocabularyCompressor
     /// <summary>A tokenizer.json or SentencePiece model is copied with its companions (the whole folder); other files alone.</summary>
     private static string TokenizerFolderOrFile(string tokenizerFile) =>
         StudentBuilder.TokenizerFileNames.Contains(Path.GetFileName(tokenizerFile)) ? Path.GetDirectoryName(tokenizerFile)! : tokenizerFile;
-
-    /// <summary>Reports on the calling thread (Progress&lt;T&gt; would post to the thread pool and reorder reports).</summary>
-    private sealed class SynchronousProgress<T>(Action<T> report) : IProgress<T>
-    {
-        public void Report(T value) => report(value);
-    }
 }

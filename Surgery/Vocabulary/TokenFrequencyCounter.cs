@@ -5,16 +5,30 @@ using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using ModelSurgery.Inference.Configuration;
 using ModelSurgery.Inference.IO;
+using ModelSurgery.Inference.Reporting;
 using ModelSurgery.Inference.Tokenization;
 
 namespace ModelSurgery.Surgery.Vocabulary;
 
 /// <summary>Progress of a frequency count.</summary>
 /// <param name="Documents">Documents tokenized so far.</param>
-/// <param name="Bytes">UTF-8 bytes tokenized so far.</param>
+/// <param name="Completed">UTF-8 bytes of text tokenized so far.</param>
 /// <param name="Tokens">Tokens produced so far.</param>
 /// <param name="MegabytesPerSecond">Throughput so far.</param>
-public sealed record CountingProgress(long Documents, long Bytes, long Tokens, double MegabytesPerSecond);
+public sealed record CountingProgress(long Documents, long Completed, long Tokens, double MegabytesPerSecond) : IProgressReport
+{
+    /// <summary>
+    /// Always null: the corpus is streamed, and its text bytes differ from its file sizes (JSON fields, compression), so
+    /// no honest total exists before the end.
+    /// </summary>
+    public long? Total => null;
+
+    /// <summary>Always <see cref="ProgressUnit.Bytes"/>.</summary>
+    public ProgressUnit Unit => ProgressUnit.Bytes;
+
+    /// <summary>Documents, tokens and throughput so far.</summary>
+    public string Status => string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{Documents:N0} documents {Tokens:N0} tokens {MegabytesPerSecond:F1} MB/s");
+}
 
 /// <summary>Settings of a frequency count.</summary>
 public sealed record CountingOptions

@@ -1,3 +1,4 @@
+using ModelSurgery.Inference.Reporting;
 using ModelSurgery.Training;
 using ModelSurgery.Training.Data;
 using ModelSurgery.Training.Distillation;
@@ -181,8 +182,12 @@ public sealed class DistillationTests
             using var teacher = new TinyCausalLm(16, 8, seed: 3);
             using var student = new TinyCausalLm(16, 8, seed: 4);
             string path = Path.Combine(dir, "teacher.topk");
-            await TeacherLogitCache.WriteAsync(teacher, file, windows, path, k: 16, seqLen: 8, batchSize: 3);
+            var reports = new List<TeacherCacheProgress>();
+            await TeacherLogitCache.WriteAsync(teacher, file, windows, path, k: 16, seqLen: 8, batchSize: 3, progress: new SynchronousProgress<TeacherCacheProgress>(reports.Add));
             using TeacherLogitCache cache = TeacherLogitCache.Open(path);
+            // One report per batch of 3 windows, counted in windows of the known total; the file is exactly FileBytes.
+            Assert.That(reports.Select(r => (r.Completed, r.Total, r.Unit)), Is.EqualTo(new[] { (3L, (long?)4, ProgressUnit.Windows), (4L, (long?)4, ProgressUnit.Windows) }));
+            Assert.That(new FileInfo(path).Length, Is.EqualTo(TeacherLogitCache.FileBytes(windows.Length, seqLen: 8, k: 16)));
 
             var sampler = new BatchSampler(file, [3, 5], 2, 8, 0, shuffle: false);
             TrainingBatch batch = sampler.Next();

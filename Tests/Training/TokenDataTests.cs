@@ -1,4 +1,5 @@
 using System.Text;
+using ModelSurgery.Inference.Reporting;
 using ModelSurgery.Tests.Evaluation;
 using ModelSurgery.Training.Data;
 
@@ -193,10 +194,4 @@ public sealed class TokenDataTests
             Assert.That(resumed.State.Epoch, Is.GreaterThan(0), "the 34 batches span several epochs");
         });
     }
-}
-
-/// <summary>An IProgress that reports on the calling thread, so tests see every report before the call returns.</summary>
-internal sealed class SynchronousProgress<T>(Action<T> report) : IProgress<T>
-{
-    public void Report(T value) => report(value);
 }

@@ -1,3 +1,4 @@
+using ModelSurgery.Inference.Reporting;
 using ModelSurgery.Training;
 using ModelSurgery.Training.Data;
 using TorchSharp;
@@ -63,6 +64,20 @@ public sealed class TrainerTests
     }
 
     [Test]
+    public async Task Training_sets_the_process_allocator_only_unless_the_host_opts_out()
+    {
+        Assume.That(OperatingSystem.IsLinux(), "the allocator settings exist on glibc only");
+        using var model = new TinyCausalLm(Vocab, 16, seed: 1);
+        var kept = new ListLogger();
+        await new Trainer(model, Options("allocator-default", 1), logger: kept).TrainAsync(Data);
+        var left = new ListLogger();
+        await new Trainer(model, Options("allocator-opt-out", 1) with { KeepFreedMemoryInProcess = false }, logger: left).TrainAsync(Data);
+
+        Assert.That(kept.Lines, Has.Some.Contain("keeps freed memory"), "by default training applies the setting");
+        Assert.That(left.Lines, Has.None.Contain("keeps freed memory"), "opted out, the process's allocator is left alone");
+    }
+
+    [Test]
     public async Task Loss_falls_on_a_learnable_sequence()
     {
         using var model = new TinyCausalLm(Vocab, 16, seed: 1);
@@ -93,7 +108,7 @@ public sealed class TrainerTests
         {
             var stopAt3 = new SynchronousProgress<TrainingProgress>(p =>
             {
-                if (p.Step == 3)
+                if (p.Completed == 3)
                 {
                     cancel.Cancel();
                 }
@@ -142,12 +157,12 @@ public sealed class TrainerTests
         float[]? after = null;
         var progress = new SynchronousProgress<TrainingProgress>(p =>
         {
-            if (p.Step == 2)
+            if (p.Completed == 2)
             {
                 before = model.named_parameters().First().parameter.data<float>().ToArray();
             }
 
-            if (p.Step == 3)
+            if (p.Completed == 3)
             {
                 after = model.named_parameters().First().parameter.data<float>().ToArray();
             }
@@ -204,12 +219,12 @@ public sealed class TrainerTests
         long at100 = 0;
         var progress = new SynchronousProgress<TrainingProgress>(p =>
         {
-            if (p.Step == 10)
+            if (p.Completed == 10)
             {
                 at10 = torch.Tensor.TotalCount;
             }
 
-            if (p.Step == 100)
+            if (p.Completed == 100)
             {
                 at100 = torch.Tensor.TotalCount;
             }
@@ -250,8 +265,8 @@ public sealed class TrainerTests
             Assert.That(saved.Count(s => s == "last"), Is.EqualTo(3), "steps 4, 8 and 10");
             Assert.That(File.Exists(Path.Combine(options.OutputDir, "checkpoints", "best", "model.marker")));
             Assert.That(File.Exists(Trainer.StatePath(options.OutputDir)));
-            Assert.That(reports.Select(r => r.Step), Is.EqualTo(Enumerable.Range(1, 10).Select(i => (long)i)));
-            Assert.That(reports.Where(r => r.ValidationLoss is not null).Select(r => r.Step), Is.EqualTo(new long[] { 5, 10 }));
+            Assert.That(reports.Select(r => r.Completed), Is.EqualTo(Enumerable.Range(1, 10).Select(i => (long)i)));
+            Assert.That(reports.Where(r => r.ValidationLoss is not null).Select(r => r.Completed), Is.EqualTo(new long[] { 5, 10 }));
             Assert.That(reports[^1].TokensPerSecond, Is.GreaterThan(0));
             Assert.That(reports[^1].Eta, Is.EqualTo(TimeSpan.Zero));
             Assert.That(Directory.GetFiles(options.OutputDir, "*.tmp*", SearchOption.AllDirectories), Is.Empty);

@@ -1,13 +1,24 @@
 using ModelSurgery.Inference.IO;
+using ModelSurgery.Inference.Reporting;
 using ModelSurgery.Inference.Tokenization;
 
 namespace ModelSurgery.Training.Data;
 
 /// <summary>Progress of <see cref="Tokenization.TokenizeAsync"/>.</summary>
-/// <param name="Documents">Documents written so far.</param>
+/// <param name="Completed">Documents written so far (their number is not known before the inputs are read).</param>
 /// <param name="Tokens">Tokens written so far, separators included.</param>
 /// <param name="CurrentFile">The input file being read.</param>
-public sealed record TokenizeProgress(long Documents, long Tokens, string CurrentFile);
+public sealed record TokenizeProgress(long Completed, long Tokens, string CurrentFile) : IProgressReport
+{
+    /// <summary>Always null: the inputs are streamed, so their document count is not known in advance.</summary>
+    public long? Total => null;
+
+    /// <summary>Always <see cref="ProgressUnit.Documents"/>.</summary>
+    public ProgressUnit Unit => ProgressUnit.Documents;
+
+    /// <summary>Tokens so far and the file being read, e.g. <c>12,345 tokens, part-001.jsonl</c>.</summary>
+    public string Status => string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{Tokens:N0} tokens, {Path.GetFileName(CurrentFile)}");
+}
 
 /// <summary>Summary of a finished tokenization.</summary>
 /// <param name="OutputPath">The token file written.</param>

@@ -1,5 +1,7 @@
 using System.Buffers.Binary;
 using System.IO.MemoryMappedFiles;
+using ModelSurgery.Inference.Reporting;
+using ModelSurgery.Inference.Runtime;
 using ModelSurgery.Surgery.Vocabulary;
 using ModelSurgery.Training.Data;
 using TorchSharp;
@@ -7,6 +9,18 @@ using TorchSharp.Modules;
 using static TorchSharp.torch;
 
 namespace ModelSurgery.Training.Distillation;
+
+/// <summary>Progress of <see cref="TeacherLogitCache.WriteAsync"/>.</summary>
+/// <param name="Completed">Windows written so far.</param>
+/// <param name="Total">Windows to write in all.</param>
+public sealed record TeacherCacheProgress(long Completed, long? Total) : IProgressReport
+{
+    /// <summary>Always <see cref="ProgressUnit.Windows"/>.</summary>
+    public ProgressUnit Unit => ProgressUnit.Windows;
+
+    /// <summary>Always null: the count says it all.</summary>
+    public string? Status => null;
+}
 
 /// <summary>
 /// An offline cache of the teacher's top-k logits for every training window, so distillation does not need the teacher
@@ -48,7 +62,51 @@ public sealed class TeacherLogitCache : IDisposable
     /// <summary>Number of cached windows.</summary>
     public int Count => _recordOf.Count;
 
-    private long RecordBytes => (long)SeqLen * K * 8;
+    private long RecordBytes => RecordBytesOf(SeqLen, K);
+
+    /// <summary>
+    /// The size of a cache file of <paramref name="windows"/> windows, exactly as <see cref="WriteAsync"/> writes it:
+    /// the header, one int64 id per window, and per window <paramref name="seqLen"/> x <paramref name="k"/> float32
+    /// logits and as many int32 ids (8 bytes per kept logit).
+    /// </summary>
+    /// <param name="windows">Windows cached.</param>
+    /// <param name="seqLen">Positions per window (T).</param>
+    /// <param name="k">Logits kept per position.</param>
+    /// <returns>The file size in bytes.</returns>
+    public static long FileBytes(long windows, int seqLen, int k)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(windows);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(seqLen);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(k);
+        return checked(HeaderSize + (windows * sizeof(long)) + (windows * RecordBytesOf(seqLen, k)));
+    }
+
+    /// <summary>
+    /// Throws before the teacher is loaded when the cache file would not fit on the disk of <paramref name="path"/>
+    /// (<see cref="MemoryPreflight.EnsureDiskSpace"/>). The whole file counts even when it replaces one, because the new
+    /// file is written in full beside the old before it takes the old one's name.
+    /// </summary>
+    /// <param name="path">The cache file to write.</param>
+    /// <param name="windows">Windows cached.</param>
+    /// <param name="seqLen">Positions per window (T).</param>
+    /// <param name="k">Logits kept per position.</param>
+    /// <param name="what">Who writes it, for the message (e.g. <c>cache-teacher --out</c>).</param>
+    /// <param name="lower">How to lower or override the estimate, appended to the message; null for the library's wording.</param>
+    /// <exception cref="IOException">Not enough free space; the message names the path, both figures and the factors.</exception>
+    public static void EnsureFits(string path, long windows, int seqLen, int k, string? what = null, string? lower = null)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(path);
+        long bytes = FileBytes(windows, seqLen, k);
+        string directory = System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(path))!;
+        MemoryPreflight.EnsureDiskSpace(
+            directory,
+            bytes,
+            $"Caching teacher logits to {path}{(what is null ? string.Empty : $" ({what})")}",
+            string.Create(System.Globalization.CultureInfo.InvariantCulture,
+                $"That is {windows:N0} windows x {seqLen} positions x top-{k} x 8 bytes (a float32 logit and an int32 id) plus {HeaderSize + (windows * sizeof(long)):N0} bytes of header and window ids. {lower ?? "Free space, choose another path, or keep fewer logits or positions."}"));
+    }
+
+    private static long RecordBytesOf(int seqLen, int k) => (long)seqLen * k * (sizeof(float) + sizeof(int));
 
     /// <summary>Runs the teacher over the windows and writes their top-k logits (atomically).</summary>
     /// <param name="teacher">The teacher: ids [B, T] to logits [B, T, Vt].</param>
@@ -63,7 +121,7 @@ public sealed class TeacherLogitCache : IDisposable
     /// the teacher reads the original ids, and its logits are restricted to the kept ids before the top-k, so the cached
     /// ids are student ids.
     /// </param>
-    /// <param name="progress">Optional count of windows written.</param>
+    /// <param name="progress">Optional count of windows written (reported after each batch).</param>
     /// <param name="cancellationToken">Cancels the work; no file is left behind.</param>
     /// <returns>A task that completes when the file is in place.</returns>
     public static async Task WriteAsync(
@@ -75,7 +133,7 @@ public sealed class TeacherLogitCache : IDisposable
         int seqLen,
         int batchSize = 8,
         VocabularyMap? vocabularyMap = null,
-        IProgress<long>? progress = null,
+        IProgress<TeacherCacheProgress>? progress = null,
         CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(teacher);
@@ -115,7 +173,7 @@ public sealed class TeacherLogitCache : IDisposable
                     int rows = Math.Min(batchSize, windows.Count - start);
                     byte[] records = TopKRecords(teacher, file, windows, start, rows, seqLen, k, teacherIds, restrict);
                     await stream.WriteAsync(records, cancellationToken).ConfigureAwait(false);
-                    progress?.Report(start + rows);
+                    progress?.Report(new TeacherCacheProgress(start + rows, windows.Count));
                 }
 
                 stream.Flush(flushToDisk: true);

@@ -1,3 +1,4 @@
+using ModelSurgery.Inference.Reporting;
 using ModelSurgery.Training.Recipes;
 
 namespace ModelSurgery.Training.Export;
@@ -119,9 +120,16 @@ public sealed record JobExportOptions
 /// <summary>Progress of an export: the stage and, while files are placed, the bytes done.</summary>
 /// <param name="Stage">checking, linking, copying, split, writing or done.</param>
 /// <param name="File">The file being placed, if any.</param>
-/// <param name="BytesDone">Bytes placed so far.</param>
-/// <param name="BytesTotal">Bytes to place in all.</param>
-public sealed record JobExportProgress(string Stage, string? File, long BytesDone, long BytesTotal);
+/// <param name="Completed">Bytes placed so far.</param>
+/// <param name="Total">Bytes to place in all.</param>
+public sealed record JobExportProgress(string Stage, string? File, long Completed, long? Total) : IProgressReport
+{
+    /// <summary>Always <see cref="ProgressUnit.Bytes"/>.</summary>
+    public ProgressUnit Unit => ProgressUnit.Bytes;
+
+    /// <summary>The stage and the file's name, when there is one.</summary>
+    public string Status => File is null ? Stage : $"{Stage} {Path.GetFileName(File)}";
+}
 
 /// <summary>A written job.</summary>
 /// <param name="Directory">The job folder.</param>

@@ -41,7 +41,7 @@ public static class JobExporter
     {
         ArgumentNullException.ThrowIfNull(options);
         logger ??= NullLogger.Instance;
-        progress?.Report(new JobExportProgress("checking", null, 0, 0));
+        progress?.Report(new JobExportProgress("checking", null, 0, null));
         JobPlan plan = Check(options);
         string output = Path.GetFullPath(options.OutputDirectory);
         string parent = Path.GetDirectoryName(output) ?? throw new JobExportException("out", $"'{output}' has no parent folder.", isUsageError: true);
@@ -53,9 +53,9 @@ public static class JobExporter
         try
         {
             (long linked, long copied) = await PlaceFilesAsync(plan, temp, progress, cancellationToken).ConfigureAwait(false);
-            progress?.Report(new JobExportProgress("split", null, 0, 0));
+            progress?.Report(new JobExportProgress("split", null, linked + copied, linked + copied));
             WriteSplit(plan, Path.Combine(temp, DataFolder));
-            progress?.Report(new JobExportProgress("writing", null, 0, 0));
+            progress?.Report(new JobExportProgress("writing", null, linked + copied, linked + copied));
             ExportedJob job = options.Engine switch
             {
                 DistributedEngine.HfAccelerate => HfAccelerateJob.Write(plan, temp, output, linked, copied),

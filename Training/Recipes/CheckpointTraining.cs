@@ -258,7 +258,7 @@ public static class CheckpointTraining
         int batchSize = 8,
         string? vocabularyMapPath = null,
         CheckpointTrainingSettings? settings = null,
-        IProgress<long>? progress = null,
+        IProgress<TeacherCacheProgress>? progress = null,
         CancellationToken cancellationToken = default)
     {
         ArgumentException.ThrowIfNullOrEmpty(teacherDir);

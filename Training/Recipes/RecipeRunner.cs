@@ -38,12 +38,12 @@ public enum RecipeStepStatus
 
 /// <summary>Progress of a recipe run.</summary>
 /// <param name="Step">Step name (vocabulary, data, scoring, plan, build, distillation, evaluation).</param>
-/// <param name="Message">What is happening.</param>
+/// <param name="Status">What is happening.</param>
 /// <param name="Completed">Units done in the step.</param>
 /// <param name="Total">Units in the step (null when unknown).</param>
 /// <param name="Unit">What <paramref name="Completed"/> and <paramref name="Total"/> count (steps, documents, bytes, ...).</param>
 /// <param name="StepFinished">True on the step's last report (done, skipped or not in the recipe).</param>
-public sealed record RecipeProgress(string Step, string Message, long Completed, long? Total, ProgressUnit Unit, bool StepFinished = false);
+public sealed record RecipeProgress(string Step, string Status, long Completed, long? Total, ProgressUnit Unit, bool StepFinished = false) : IProgressReport;
 
 /// <summary>One step of a recipe run.</summary>
 /// <param name="Name">Step name.</param>
@@ -156,9 +156,7 @@ public static class RecipeRunner
             ModelCompressionResult compressed = await ModelVocabularyCompressor.CompressAsync(
                 teacher, recipe.Data.Corpus.Select(recipe.Resolve), recipe.Vocabulary.Target, Path.Combine(dir, "teacher"),
                 new ModelCompressionOptions { JsonlField = recipe.Data.Field, PadVocabToMultiple = recipe.Vocabulary.PadToMultiple, Tokenizer = SourceTokenizer(recipe, teacher, Path.Combine(dir, "source-tokenizer")) },
-                Relay<ModelCompressionProgress>(run, "vocabulary", p => p.Counting is { } c
-                    ? ("counting", c.Documents, null, ProgressUnit.Documents)
-                    : ("building", p.Building!.BytesWritten, p.Building.TotalBytesToWrite, ProgressUnit.Bytes)),
+                Relay<ModelCompressionProgress>(run, "vocabulary"),
                 logger, run.Token).ConfigureAwait(false);
             return new()
             {
@@ -186,7 +184,7 @@ public static class RecipeRunner
             string tokens = Path.Combine(dir, "corpus.tokens");
             TokenizeResult result = await Tokenization.TokenizeAsync(
                 tokenizer, recipe.Data.Corpus.Select(recipe.Resolve), tokens, new TokenizeOptions(config.VocabSize, separator, recipe.Data.Field),
-                Relay<TokenizeProgress>(run, "data", p => ($"{p.Tokens} tokens", p.Documents, null, ProgressUnit.Documents)), run.Token).ConfigureAwait(false);
+                Relay<TokenizeProgress>(run, "data"), run.Token).ConfigureAwait(false);
             new TokenFileInfo
             {
                 Tokens = result.Tokens,
@@ -202,7 +200,7 @@ public static class RecipeRunner
 
         // 3. Scoring.
         Surgeon surgeon = Surgeon.ForTeacher(effectiveTeacher).LogTo(logger)
-            .ReportTo(Relay<SurgeryProgress>(run, "surgery", p => (p.Stage, p.Completed, p.Total, p.Unit)));
+            .ReportTo(Relay<SurgeryProgress>(run, "surgery"));
         await run.StepAsync("scoring", Hash(run.LastHash, DistillationRecipe.SectionJson(recipe.Scoring)), async dir =>
         {
             long[] sample;
@@ -262,7 +260,7 @@ public static class RecipeRunner
                 .DistilledFrom(effectiveTeacher)
                 .Distill(tokensPath, d with { TeacherCache = Resolved(recipe, d.TeacherCache), HiddenStatePlan = Resolved(recipe, d.HiddenStatePlan) }, dir)
                 .RunWith(new CheckpointTrainingSettings { Resume = resume })
-                .ReportTo(Relay<PipelineProgress>(run, "distillation", p => (p.Message, p.Completed, p.Total, p.Unit)))
+                .ReportTo(Relay<PipelineProgress>(run, "distillation"))
                 .LogTo(logger)
                 .RunAsync(run.Token).ConfigureAwait(false);
             return new()
@@ -282,7 +280,7 @@ public static class RecipeRunner
             StudentPipelineResult evaluated = await StudentPipeline.ForStudent(studentCheckpoint)
                 .DistilledFrom(effectiveTeacher)
                 .Evaluate(e with { Tasks = e.Tasks.ToDictionary(t => t.Key, t => recipe.Resolve(t.Value)), Text = [.. e.Text.Select(recipe.Resolve)] })
-                .ReportTo(Relay<PipelineProgress>(run, "evaluation", p => (p.Message, p.Completed, p.Total, p.Unit)))
+                .ReportTo(Relay<PipelineProgress>(run, "evaluation"))
                 .LogTo(logger)
                 .RunAsync(run.Token).ConfigureAwait(false);
             EvaluationReport report = evaluated.Report!;
@@ -323,7 +321,7 @@ public static class RecipeRunner
             Export.ExportedJob job;
             try
             {
-                job = await Export.JobExporter.ExportAsync(options, Relay<Export.JobExportProgress>(run, "export_job", p => (p.Stage, p.BytesDone, p.BytesTotal > 0 ? (long?)p.BytesTotal : null, ProgressUnit.Bytes)), logger, run.Token).ConfigureAwait(false);
+                job = await Export.JobExporter.ExportAsync(options, Relay<Export.JobExportProgress>(run, "export_job"), logger, run.Token).ConfigureAwait(false);
             }
             catch (Export.JobExportException ex)
             {
@@ -416,12 +414,10 @@ public static class RecipeRunner
     private static string CorpusStamp(DistillationRecipe recipe) =>
         string.Join('\n', CorpusReader.ExpandPaths(recipe.Data.Corpus.Select(recipe.Resolve)).Select(FileStamp));
 
-    private static RelayProgress<T> Relay<T>(Run run, string step, Func<T, (string Message, long Completed, long? Total, ProgressUnit Unit)> map) =>
-        new RelayProgress<T>(value =>
-        {
-            (string message, long completed, long? total, ProgressUnit unit) = map(value);
-            run.Progress?.Report(new RecipeProgress(step, message, completed, total, unit));
-        });
+    /// <summary>Passes a stage's reports on as the step's, with the stage's own count, total, unit and status.</summary>
+    private static SynchronousProgress<T> Relay<T>(Run run, string step)
+        where T : IProgressReport =>
+        new(value => run.Progress?.Report(new RecipeProgress(step, value.Status ?? step, value.Completed, value.Total, value.Unit)));
 
     /// <summary>Marks a finished step: what went in and what came out.</summary>
     private sealed record StepRecord(string Name, string InputsHash, DateTimeOffset FinishedAt, double Seconds, Dictionary<string, string> Outputs);
@@ -505,11 +501,6 @@ public static class RecipeRunner
         }
     }
 
-    /// <summary>Forwards reports on the reporting thread, in order.</summary>
-    private sealed class RelayProgress<T>(Action<T> report) : IProgress<T>
-    {
-        public void Report(T value) => report(value);
-    }
 }
 
 /// <summary>Log messages of <see cref="RecipeRunner"/>.</summary>

@@ -1,4 +1,3 @@
-using System.Globalization;
 using Microsoft.Extensions.Logging;
 using ModelSurgery.Inference.Evaluation;
 using ModelSurgery.Inference.Modeling;
@@ -10,11 +9,11 @@ namespace ModelSurgery.Training.Recipes;
 
 /// <summary>Progress of a <see cref="StudentPipeline"/> run.</summary>
 /// <param name="Stage"><c>surgery</c>, <c>distillation</c>, <c>training</c> or <c>evaluation</c>.</param>
-/// <param name="Message">What is happening (the surgery stage, the loss, the model being evaluated).</param>
+/// <param name="Status">What is happening (the surgery stage, the loss, the model being evaluated).</param>
 /// <param name="Completed">Units done in the stage.</param>
 /// <param name="Total">Units in the stage, or null when unknown.</param>
 /// <param name="Unit">What <paramref name="Completed"/> counts (bytes while building, steps while training, examples while evaluating).</param>
-public sealed record PipelineProgress(string Stage, string Message, long Completed, long? Total, ProgressUnit Unit);
+public sealed record PipelineProgress(string Stage, string Status, long Completed, long? Total, ProgressUnit Unit) : IProgressReport;
 
 /// <summary>What a <see cref="StudentPipeline"/> run produced.</summary>
 /// <param name="Student">The student checkpoint folder the run ended with (built, or trained and saved).</param>
@@ -177,7 +176,7 @@ public sealed record StudentPipeline
             Surgeon surgeon = Logger is null ? Surgery : Surgery.LogTo(Logger);
             if (Progress is { } progress)
             {
-                surgeon = surgeon.ReportTo(new RelayProgress<SurgeryProgress>(p => progress.Report(new PipelineProgress("surgery", p.Stage, p.Completed, p.Total, p.Unit))));
+                surgeon = surgeon.ReportTo(new SynchronousProgress<SurgeryProgress>(p => progress.Report(new PipelineProgress("surgery", p.Stage, p.Completed, p.Total, p.Unit))));
             }
 
             surgery = await surgeon.BuildAsync(student, cancellationToken).ConfigureAwait(false);
@@ -187,10 +186,10 @@ public sealed record StudentPipeline
         if (TokensPath is not null && Stage is { } schedule)
         {
             string stage = Distils ? "distillation" : "training";
-            var progress = Progress is null && StepProgress is null ? null : new RelayProgress<TrainingProgress>(p =>
+            var progress = Progress is null && StepProgress is null ? null : new SynchronousProgress<TrainingProgress>(p =>
             {
                 StepProgress?.Report(p);
-                Progress?.Report(new PipelineProgress(stage, string.Create(CultureInfo.InvariantCulture, $"loss {p.Loss:F3}"), p.Step, p.TotalSteps, ProgressUnit.Steps));
+                Progress?.Report(new PipelineProgress(stage, p.Status, p.Completed, p.Total, p.Unit));
             });
             TrainingOptions options = schedule.ToTrainingOptions(TrainingOutput!);
             CheckpointTrainingSettings settings = Settings with { Device = schedule.Device };
@@ -229,15 +228,10 @@ public sealed record StudentPipeline
 
         // Text tasks predict the first token from a BOS/EOS prefix: the model's own.
         options = options with { PrefixTokenId = model.Config.BosTokenId ?? (model.Config.EosTokenIds.Count > 0 ? model.Config.EosTokenIds[0] : null) };
-        var progress = Progress is null ? null : new RelayProgress<EvaluationProgress>(p => Progress.Report(new PipelineProgress("evaluation", name, p.Completed, p.Total, ProgressUnit.Examples)));
+        var progress = Progress is null ? null : new SynchronousProgress<EvaluationProgress>(p => Progress.Report(new PipelineProgress("evaluation", $"{name}: {p.Status}", p.Completed, p.Total, p.Unit)));
         return await Evaluator.EvaluateAsync(model, tokenizer, tasks, options, progress, Logger, cancellationToken).ConfigureAwait(false);
     }
 
-    /// <summary>Forwards reports on the reporting thread, in order.</summary>
-    private sealed class RelayProgress<T>(Action<T> report) : IProgress<T>
-    {
-        public void Report(T value) => report(value);
-    }
 }
 
 /// <summary>Continues a <see cref="Surgeon"/> into a <see cref="StudentPipeline"/>.</summary>

@@ -78,7 +78,7 @@ internal static class EvalCommand
                     tokenizer,
                     specs,
                     options,
-                    new InlineProgress<EvaluationProgress>(p => bar.Report(p.Completed, p.Total, $"{p.Task} ({p.TaskIndex + 1}/{p.TaskCount})")),
+                    bar,
                     cancellationToken: cancellationToken).ConfigureAwait(false);
                 evaluations.Add(evaluation);
             }

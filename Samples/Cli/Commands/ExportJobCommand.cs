@@ -94,7 +94,7 @@ internal static class ExportJobCommand
             try
             {
                 using ProgressBar bar = context.CreateProgressBar("export-job", ProgressUnit.Bytes);
-                var progress = new InlineProgress<JobExportProgress>(p => bar.Report(p.BytesDone, p.BytesTotal, p.File is null ? p.Stage : $"{p.Stage} {Path.GetFileName(p.File)}"));
+                ProgressBar progress = bar;
                 job = await JobExporter.ExportAsync(options, progress, loggers.CreateLogger("export-job"), cancellationToken).ConfigureAwait(false);
             }
             catch (JobExportException e) when (e.IsUsageError)

@@ -50,7 +50,7 @@ internal static class PerplexityCommand
                 ids,
                 window,
                 step,
-                new InlineProgress<PerplexityProgress>(p => bar.Report(p.TokensScored, p.TokensTotal, $"ppl {p.RunningPerplexity:F3}")),
+                bar,
                 cancellationToken: cancellationToken).ConfigureAwait(false);
             bar.Dispose();
             await context.Output.WriteLineAsync($"perplexity {result.Perplexity:F4} (mean NLL {result.MeanNll:F4} nats over {result.TokensScored} tokens, context {result.Context}, stride {result.Stride})").ConfigureAwait(false);

@@ -1,5 +1,6 @@
 using System.CommandLine;
 using Microsoft.Extensions.Logging;
+using ModelSurgery.Inference.Reporting;
 using ModelSurgery.Training.Recipes;
 
 namespace ModelSurgery.Cli.Commands;
@@ -53,7 +54,7 @@ internal static class RunCommand
             using ILoggerFactory loggers = context.CreateLoggerFactory(parsed);
             ProgressBar? bar = null;
             string? current = null;
-            var progress = new InlineProgress<RecipeProgress>(p =>
+            var progress = new SynchronousProgress<RecipeProgress>(p =>
             {
                 if (p.StepFinished)
                 {
@@ -62,7 +63,7 @@ internal static class RunCommand
                     bar = null;
                     current = null;
                     int number = RecipeRunner.StepNames.ToList().IndexOf(p.Step) + 1;
-                    context.Output.WriteLine($"[{number}/{RecipeRunner.StepNames.Count}] {p.Step,-12} {p.Message}");
+                    context.Output.WriteLine($"[{number}/{RecipeRunner.StepNames.Count}] {p.Step,-12} {p.Status}");
                     return;
                 }
 
@@ -73,7 +74,7 @@ internal static class RunCommand
                     current = p.Step;
                 }
 
-                bar!.Report(p.Completed, p.Total, p.Message, p.Unit);
+                bar!.Report(p);
             });
             await context.Output.WriteLineAsync($"recipe {Path.GetFullPath(recipePath)} -> {Path.GetFullPath(workDir)}").ConfigureAwait(false);
             RecipeSummary summary;

@@ -110,9 +110,6 @@ internal static class SurgeryCommands
         return command;
     }
 
-    /// <summary>The prefix <see cref="Surgeon"/> puts before the scoring stages in its progress (the bar shows the stage alone).</summary>
-    private const string ScoringStage = "scoring: ";
-
     private static Option<string[]> MetricsOption() => new("--metric")
     {
         Description = $"Metric(s) to compute: {string.Join(", ", ScoringMetrics.All.Select(m => m.Name))}; repeat for several.",
@@ -165,7 +162,7 @@ internal static class SurgeryCommands
         surgeon = data is null ? surgeon : surgeon.CalibrateOn(data);
         using var bar = context.CreateProgressBar("score", ProgressUnit.Steps);
         return await surgeon
-            .ReportTo(new InlineProgress<SurgeryProgress>(p => bar.Report(p.Completed, p.Total, p.Stage.StartsWith(ScoringStage, StringComparison.Ordinal) ? p.Stage[ScoringStage.Length..] : p.Stage)))
+            .ReportTo(bar)
             .ScoreAsync(cancellationToken).ConfigureAwait(false);
     }
 
@@ -416,7 +413,7 @@ internal static class SurgeryCommands
                 SurgeryResult built = await Surgeon.ForTeacher(teacherDir)
                     .UsePlan(plan)
                     .WriteWith(options)
-                    .ReportTo(new InlineProgress<SurgeryProgress>(p => bar.Report(p.Completed, p.Total, "written")))
+                    .ReportTo(bar)
                     .BuildAsync(parsed.GetValue(Output)!, cancellationToken).ConfigureAwait(false);
                 result = built.Student;
             }

@@ -36,7 +36,7 @@ internal static class SynthCommand
                 storedDType,
                 maxShardBytes,
                 parsed.GetValue(seed),
-                new InlineProgress<SyntheticCheckpointProgress>(p => bar.Report(p.BytesWritten, p.TotalBytes)),
+                bar,
                 cancellationToken: cancellationToken).ConfigureAwait(false);
             // The live bars end before results go to standard output, which may be the same terminal.
             bar.Dispose();

@@ -59,7 +59,7 @@ internal static class TokenizeCommand
                     parsed.GetValue(inputs)!,
                     outPath,
                     new TokenizeOptions(vocab, separatorId, parsed.GetValue(field)!),
-                    new InlineProgress<TokenizeProgress>(p => bar.Report(p.Documents, null, string.Create(CultureInfo.InvariantCulture, $"{p.Tokens:N0} tokens, {Path.GetFileName(p.CurrentFile)}"))),
+                    bar,
                     cancellationToken).ConfigureAwait(false);
             }
 

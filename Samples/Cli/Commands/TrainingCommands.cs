@@ -230,10 +230,7 @@ internal sealed class TrainingCommandOptions
         CheckpointTrainingResult result;
         using (ProgressBar bar = context.CreateProgressBar(label, ProgressUnit.Steps))
         {
-            var progress = new InlineProgress<TrainingProgress>(p => bar.Report(
-                p.Step,
-                p.TotalSteps,
-                string.Create(CultureInfo.InvariantCulture, $"loss {p.Loss:F4} lr {p.LearningRate:E2} {p.TokensPerSecond:F0} tokens/s{(p.ValidationLoss is { } v ? $" val {v:F4}" : string.Empty)}")));
+            ProgressBar progress = bar;
             try
             {
                 result = await run(progress, logger).ConfigureAwait(false);
@@ -447,10 +444,11 @@ internal static class CacheTeacherCommand
         var vocabMap = new Option<string?>("--vocab-map") { Description = "vocab_map.json of a compressed student: the teacher reads mapped ids and the cache stores student ids." };
         var valFraction = new Option<double?>("--val-fraction") { Description = "Validation share (default: as recorded by 'tokenize'); only training windows are cached." };
         var device = CommonOptions.Device();
+        var force = new Option<bool>("--force") { Description = "Replace a cache file already at --out, and write even when the size estimate exceeds the free disk space." };
         var command = new Command(
             "cache-teacher",
             "Run the teacher once over the training windows of a token file and store its top-k logits for 'distill --teacher-cache'.")
-        { teacher, data, output, topK, seqLen, batchSize, vocabMap, valFraction, device };
+        { teacher, data, output, topK, seqLen, batchSize, vocabMap, valFraction, device, force };
         command.SetAction(async (parsed, cancellationToken) =>
         {
             string teacherDir = parsed.GetValue(teacher)!;
@@ -483,10 +481,22 @@ internal static class CacheTeacherCommand
                 .Input(ModelSurgery.Training.Data.TokenFileInfo.PathFor(tokensPath), "--data (its .json)")
                 .Input(parsed.GetValue(vocabMap), "--vocab-map")
                 .File(path, "--out");
+            bool replace = parsed.GetValue(force);
+            if (File.Exists(path) && !replace)
+            {
+                throw new UsageException($"--out {path} already exists; give --force to replace it.");
+            }
+
             int total;
             using (var file = ModelSurgery.Training.Data.TokenFile.Open(tokensPath))
             {
                 total = CheckpointTraining.OpenData(file, length, settings).TrainWindows.Count;
+            }
+
+            if (!replace)
+            {
+                // Before the teacher is loaded: the file's size follows from the windows, --seq-len and --top-k alone.
+                TeacherLogitCache.EnsureFits(path, total, length, k, "--out", "Free space, choose another --out, lower --top-k or --seq-len, or give --force to write anyway.");
             }
 
             int windows;
@@ -501,7 +511,7 @@ internal static class CacheTeacherCommand
                     batch,
                     parsed.GetValue(vocabMap),
                     settings,
-                    new InlineProgress<long>(n => bar.Report(n, total)),
+                    bar,
                     cancellationToken).ConfigureAwait(false);
             }
 

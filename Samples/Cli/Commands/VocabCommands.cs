@@ -63,7 +63,6 @@ internal static class VocabCommands
                 .File(parsed.GetValue(plot), "--plot");
             using var loggers = context.CreateLoggerFactory(parsed);
             using var bar = context.CreateProgressBar("counting", ProgressUnit.Bytes);
-            long totalBytes = CorpusBytes(corpusPaths);
             VocabularyStatistics statistics = await VocabularyCommands.StatsAsync(
                 parsed.GetValue(tokenizer)!,
                 corpusPaths,
@@ -71,7 +70,7 @@ internal static class VocabCommands
                 parsed.GetValue(field),
                 parsed.GetValue(plot),
                 configPath,
-                new InlineProgress<CountingProgress>(p => bar.Report(p.Bytes, totalBytes, string.Create(CultureInfo.InvariantCulture, $"{p.Tokens:N0} tokens {p.MegabytesPerSecond:F1} MB/s"))),
+                bar,
                 loggers.CreateLogger("vocab"),
                 cancellationToken).ConfigureAwait(false);
             bar.Dispose();
@@ -145,7 +144,6 @@ internal static class VocabCommands
             }
 
             using var loggers = context.CreateLoggerFactory(parsed);
-            long totalBytes = CorpusBytes(corpusPaths);
             using var counting = context.CreateProgressBar("counting", ProgressUnit.Bytes);
             ProgressBar? building = null;
             ModelCompressionResult result = await ModelVocabularyCompressor.CompressAsync(
@@ -154,16 +152,16 @@ internal static class VocabCommands
                 target,
                 parsed.GetValue(output)!,
                 new ModelCompressionOptions { JsonlField = parsed.GetValue(field), PadVocabToMultiple = padMultiple, Tokenizer = parsed.GetValue(tokenizer) },
-                new InlineProgress<ModelCompressionProgress>(p =>
+                new SynchronousProgress<ModelCompressionProgress>(p =>
                 {
                     if (p.Counting is { } c)
                     {
-                        counting.Report(c.Bytes, totalBytes, Invariant($"{c.Tokens:N0} tokens {c.MegabytesPerSecond:F1} MB/s"));
+                        counting.Report(c);
                     }
                     else if (p.Building is { } b)
                     {
-                        building ??= context.CreateProgressBar("building", ProgressUnit.Tensors);
-                        building.Report(b.TensorsWritten, b.TensorCount);
+                        building ??= context.CreateProgressBar("building", ProgressUnit.Bytes);
+                        building.Report(b);
                     }
                 }),
                 loggers.CreateLogger("vocab"),
@@ -181,20 +179,6 @@ internal static class VocabCommands
             return ExitCodes.Success;
         });
         return command;
-    }
-
-    /// <summary>Total size of the corpus files, for the progress bar (0 when unknown).</summary>
-    private static long CorpusBytes(IEnumerable<string> paths)
-    {
-        try
-        {
-            return CorpusReader.ExpandPaths(paths).Sum(f => new FileInfo(f).Length);
-        }
-        catch (Exception e) when (e is IOException or ArgumentException)
-        {
-            // The counter reports the missing file with its own message.
-            return 0;
-        }
     }
 
     private static string Invariant(FormattableString text) => text.ToString(CultureInfo.InvariantCulture);

@@ -2,7 +2,11 @@ using System.Text;
 using System.Text.RegularExpressions;
 using Microsoft.Extensions.Logging;
 using ModelSurgery.Cli;
+using ModelSurgery.Inference.Checkpoints;
 using ModelSurgery.Inference.Reporting;
+using ModelSurgery.Surgery.Vocabulary;
+using ModelSurgery.Training.Data;
+using ModelSurgery.Training;
 using Spectre.Console.Testing;
 
 namespace ModelSurgery.Tests.Cli;
@@ -30,12 +34,13 @@ public sealed partial class ConsoleOutputTests
         var writer = new StringWriter();
         using (ProgressBar bar = new ConsoleUi(writer, time: new ManualClock()).StartBar("tokenize", ProgressUnit.Documents))
         {
-            bar.Report(256, null, "a.txt");
-            bar.Report(300, 0, "b.txt");
+            bar.Report(new TokenizeProgress(256, 1_000, "in/a.txt"));
+            // A total of 0 is not a total (the library never sends one, but the bar does not trust it).
+            bar.Report(new Counted(300, 0, ProgressUnit.Documents, "b.txt"));
         }
 
         string[] lines = Lines(writer);
-        Assert.That(lines, Is.EqualTo(new[] { "tokenize 256 documents elapsed 00:00 a.txt", "tokenize 300 documents elapsed 00:00 b.txt" }));
+        Assert.That(lines, Is.EqualTo(new[] { "tokenize 256 documents elapsed 00:00 1,000 tokens, a.txt", "tokenize 300 documents elapsed 00:00 b.txt" }));
     }
 
     [Test]
@@ -46,19 +51,43 @@ public sealed partial class ConsoleOutputTests
         var ui = new ConsoleUi(writer, time: clock);
         using (ProgressBar bar = ui.StartBar("build", ProgressUnit.Steps))
         {
+            bar.Report(new Counted(0, 10_000, ProgressUnit.Steps, "tensors"));
             clock.Advance(TimeSpan.FromSeconds(2));
-            bar.Report(2500, 10000, "tensors");
+            bar.Report(new Counted(2_500, 10_000, ProgressUnit.Steps, "tensors"));
         }
 
         using (ProgressBar bytes = ui.StartBar("write", ProgressUnit.Bytes))
         {
-            bytes.Report(12_345_678, 45_600_000);
+            bytes.Report(new SyntheticCheckpointProgress(3, 10, 12_345_678, 45_600_000));
         }
 
         string[] lines = Lines(writer);
+        // No rate before a second report: no guess.
+        Assert.That(lines[0], Is.EqualTo("build [------------------------]   0.0% 0/10,000 steps elapsed 00:00 eta --:-- tensors"));
         // 2,500 steps in 2 s: 7,500 more take 6 s.
-        Assert.That(lines[0], Is.EqualTo("build [######------------------]  25.0% 2,500/10,000 steps elapsed 00:02 eta 00:06 tensors"));
-        Assert.That(lines[1], Does.StartWith("write [").And.Contain(" 27.1% 12.3/45.6 MB elapsed 00:00 eta "));
+        Assert.That(lines[1], Is.EqualTo("build [######------------------]  25.0% 2,500/10,000 steps elapsed 00:02 eta 00:06 tensors"));
+        Assert.That(lines[2], Is.EqualTo("write [######------------------]  27.1% 12.3/45.6 MB elapsed 00:00 eta --:-- 3/10 tensors"));
+    }
+
+    [Test]
+    public void The_eta_counts_only_work_done_since_the_first_report_so_a_resumed_run_does_not_look_fast()
+    {
+        var writer = new StringWriter();
+        var clock = new ManualClock();
+        var ui = new ConsoleUi(writer, plainInterval: TimeSpan.Zero, time: clock);
+        using (ProgressBar bar = ui.StartBar("train", ProgressUnit.Steps))
+        {
+            // Resumed at step 4,999 of 10,000; the first step of this run took 1 s, the next 1,000 another second.
+            clock.Advance(TimeSpan.FromSeconds(1));
+            bar.Report(new TrainingProgress(5_000, 10_000, 2.5, 3e-4, 1.0, 4096, TimeSpan.Zero, false, null));
+            clock.Advance(TimeSpan.FromSeconds(1));
+            bar.Report(new TrainingProgress(6_000, 10_000, 2.25, 3e-4, 1.0, 4096, TimeSpan.Zero, false, 2.5));
+        }
+
+        string[] lines = Lines(writer);
+        // 1,000 steps per second since the first report: 4,000 left take 4 s (not 6,000 steps in 2 s, which says 1 s).
+        Assert.That(lines[^1], Does.Contain(" 6,000/10,000 steps elapsed 00:02 eta 00:04 loss 2.2500 lr 3.00E-004 4096 tokens/s val 2.5000"), string.Join('\n', lines));
+        Assert.That(ProgressEta.Remaining(1_000, TimeSpan.FromSeconds(1), 4_000), Is.EqualTo(TimeSpan.FromSeconds(4)));
     }
 
     [Test]
@@ -74,7 +103,7 @@ public sealed partial class ConsoleOutputTests
             {
                 // One second per thousand steps: 10 s in all, so two interval lines besides the first and the last.
                 clock.Advance(TimeSpan.FromMilliseconds(1));
-                bar.Report(step, 10_000, null);
+                bar.Report(new Counted(step, 10_000, ProgressUnit.Steps, null));
                 if (step == 5_500)
                 {
                     CheckpointSaved(logger, step);
@@ -104,7 +133,7 @@ public sealed partial class ConsoleOutputTests
         {
             for (int step = 1; step <= 10_000; step++)
             {
-                bar.Report(step, 10_000, "tensors");
+                bar.Report(new Counted(step, 10_000, ProgressUnit.Steps, "tensors"));
                 if (step == 4_000)
                 {
                     // The bars are on screen when the line comes, so it has to be drawn above them, not after them.
@@ -121,6 +150,26 @@ public sealed partial class ConsoleOutputTests
         Assert.That(logRow, Is.GreaterThanOrEqualTo(0), text);
         Assert.That(barRow, Is.GreaterThan(logRow), text);
         Assert.That(screen[barRow], Does.Contain("100.0% 10,000/10,000 steps elapsed ").And.Contain("eta 00:00 tensors"), text);
+        // One ETA: the bar's own text, no second remaining-time column beside it.
+        Assert.That(Regex.Count(screen[barRow], "eta", RegexOptions.IgnoreCase), Is.EqualTo(1), text);
+    }
+
+    [Test]
+    public void On_a_terminal_an_unknown_total_is_a_counter_not_a_bar()
+    {
+        var console = new TestConsole().Interactive().EmitAnsiSequences().Width(160);
+        var ui = new ConsoleUi(new StringWriter(), console);
+        using (ProgressBar bar = ui.StartBar("count", ProgressUnit.Bytes))
+        {
+            bar.Report(new CountingProgress(12, 3_000_000, 700_000, 1.5));
+            ui.Refresh();
+        }
+
+        IReadOnlyList<string> screen = Terminal.Screen(console.Output);
+        string text = string.Join('\n', screen);
+        string row = screen.Single(l => l.StartsWith("count ", StringComparison.Ordinal));
+        Assert.That(row, Does.Contain("3.0 MB elapsed ").And.Contain("12 documents 700,000 tokens 1.5 MB/s"), text);
+        Assert.That(row, Does.Not.Contain("%").And.Not.Contain("eta").And.Not.Contain(" of ").And.Not.Contain("━"), text);
     }
 
     private static string[] Lines(StringWriter writer) =>
@@ -137,6 +186,9 @@ public sealed partial class ConsoleOutputTests
 
     [GeneratedRegex(@"^\d\d:\d\d:\d\d info: build: wrote shard 1 of 2$")]
     private static partial Regex LiveLogLine();
+
+    /// <summary>A report with the counts a test chooses.</summary>
+    private sealed record Counted(long Completed, long? Total, ProgressUnit Unit, string? Status) : IProgressReport;
 
     private sealed class ManualClock : TimeProvider
     {

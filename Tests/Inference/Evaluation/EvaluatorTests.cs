@@ -1,5 +1,6 @@
 using System.Text.Json;
 using ModelSurgery.Inference.Evaluation;
+using ModelSurgery.Inference.Reporting;
 
 namespace ModelSurgery.Tests.Evaluation;
 
@@ -55,7 +56,8 @@ public sealed class EvaluatorTests
 
         // 6 requests for the multiple-choice task, then 1 text document.
         Assert.That(progress.Reports.Where(r => r.Task == "mine").Max(r => r.Completed), Is.EqualTo(6));
-        Assert.That(progress.Reports.Last(), Is.EqualTo(new EvaluationProgress("text", 1, 2, 1, 1)));
+        Assert.That(progress.Reports.Where(r => r.Task == "mine").Select(r => r.Unit), Is.All.EqualTo(ProgressUnit.Requests));
+        Assert.That(progress.Reports.Last(), Is.EqualTo(new EvaluationProgress("text", 1, 2, 1, 1, ProgressUnit.Documents)));
     }
 
     [Test]

@@ -1,5 +1,6 @@
 using ModelSurgery.Inference.Evaluation;
 using ModelSurgery.Inference.Modeling;
+using ModelSurgery.Inference.Reporting;
 using ModelSurgery.Tests.Modeling;
 using TorchSharp;
 
@@ -78,7 +79,7 @@ public sealed class PerplexityTests
         using var model = TinyModels.Create(TinyModels.Config(), seed: 10);
         int[] tokens = Tokens(30, 3);
         var reports = new List<PerplexityProgress>();
-        var progress = new SynchronousProgress(reports.Add);
+        var progress = new SynchronousProgress<PerplexityProgress>(reports.Add);
 
         PerplexityResult disjoint = await PerplexityEvaluator.EvaluateAsync(model, tokens, context: 8, stride: 8);
         PerplexityResult sliding = await PerplexityEvaluator.EvaluateAsync(model, tokens.ToList(), context: 8, stride: 2, progress);
@@ -87,7 +88,7 @@ public sealed class PerplexityTests
         Assert.That(disjoint.TokensScored, Is.EqualTo(29));
         Assert.That(sliding.MeanNll, Is.Not.EqualTo(disjoint.MeanNll).Within(1e-9), "overlap changes the context tokens see");
         Assert.That(reports, Has.Count.EqualTo(PerplexityEvaluator.Windows(30, 8, 2).Count));
-        Assert.That(reports[^1].TokensScored, Is.EqualTo(29));
+        Assert.That(reports[^1].Completed, Is.EqualTo(29));
         Assert.That(reports[^1].RunningPerplexity, Is.EqualTo(sliding.Perplexity).Within(1e-9));
     }
 
@@ -99,10 +100,5 @@ public sealed class PerplexityTests
         Assert.That(Assert.ThrowsAsync<ArgumentException>(() => PerplexityEvaluator.EvaluateAsync(model, [1, 2, 3], 8, 9))!.Message, Does.Contain("stride"));
         Assert.That(Assert.ThrowsAsync<ArgumentException>(() => PerplexityEvaluator.EvaluateAsync(model, [1, 2, 3], 1024, 8))!.Message, Does.Contain("context"));
         Assert.That(Assert.ThrowsAsync<ArgumentException>(() => PerplexityEvaluator.EvaluateAsync(model, [1, 99], 8, 8))!.Message, Does.Contain("99"));
-    }
-
-    private sealed class SynchronousProgress(Action<PerplexityProgress> report) : IProgress<PerplexityProgress>
-    {
-        public void Report(PerplexityProgress value) => report(value);
     }
 }

@@ -2,6 +2,7 @@ using ModelSurgery.Inference.Checkpoints;
 using ModelSurgery.Inference.Configuration;
 using ModelSurgery.Inference.Inspection;
 using ModelSurgery.Inference.Modeling;
+using ModelSurgery.Inference.Reporting;
 using ModelSurgery.Surgery.Building;
 using ModelSurgery.Surgery.Planning;
 using ModelSurgery.Surgery.Scoring;
@@ -255,11 +256,5 @@ public sealed class StudentBuilderTests
         Assert.That(result.Config.NumAttentionHeads, Is.EqualTo(4));
         Assert.That(result.Config.NumKeyValueHeads, Is.EqualTo(1));
         Assert.That(File.ReadAllText(Path.Combine(result.Directory, "tokenizer.json")), Is.EqualTo("{}"));
-    }
-
-    /// <summary>Reports on the caller's thread, so the test sees each report before the next tensor starts.</summary>
-    private sealed class SynchronousProgress<T>(Action<T> report) : IProgress<T>
-    {
-        public void Report(T value) => report(value);
     }
 }
