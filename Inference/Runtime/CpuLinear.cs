@@ -32,7 +32,12 @@ namespace ModelSurgery.Inference.Runtime;
 /// </remarks>
 public static class CpuLinear
 {
-    /// <summary>Inputs with at most this many rows (the product of all dimensions but the last) take the detour.</summary>
+    /// <summary>
+    /// Inputs with at most this many rows (the product of all dimensions but the last) take the detour. One, because
+    /// LibTorch's own bf16 kernel is a matrix-vector product: for the [32000, 768] head on a 2-core AVX-512 BF16 machine
+    /// it took 1.42 ms against oneDNN's 2.66 ms for one row, but 6.5 ms against 2.6 ms for 4 rows and 35 ms against
+    /// 7.4 ms for 16.
+    /// </summary>
     public const long MaxRowsWithoutOneDnn = 1;
 
     /// <summary>Whether this process can switch oneDNN off around a call (the LibTorch symbols were found).</summary>
