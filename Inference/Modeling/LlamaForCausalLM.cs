@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Text;
 using ModelSurgery.Inference.Configuration;
+using ModelSurgery.Inference.Runtime;
 using TorchSharp;
 using TorchSharp.Modules;
 using TorchSharp.Utils;
@@ -253,7 +254,8 @@ public sealed class LlamaForCausalLM : Module<Tensor, Tensor>
     private Tensor Head(Tensor normed)
     {
         using var scope = NewDisposeScope();
-        Tensor logits = nn.functional.linear(normed, HeadWeight); // [B, T, V]
+        // The head is the largest matrix a decoding step reads; CpuLinear keeps a one-row bf16 step off oneDNN.
+        Tensor logits = CpuLinear.Linear(normed, HeadWeight); // [B, T, V]
         return logits.to_type(ScalarType.Float32).MoveToOuterDisposeScope(); // [B, T, V]
     }
 

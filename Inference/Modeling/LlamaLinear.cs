@@ -1,3 +1,4 @@
+using ModelSurgery.Inference.Runtime;
 using TorchSharp;
 using TorchSharp.Modules;
 using TorchSharp.Utils;
@@ -34,6 +35,9 @@ public sealed class LlamaLinear : Module<Tensor, Tensor>
     /// <summary>The bias vector [out], or null when the projection has none.</summary>
     public Parameter? Bias => _bias;
 
-    /// <summary>Projects the last dimension: [..., in] to [..., out].</summary>
-    public override Tensor forward(Tensor input) => nn.functional.linear(input, _weight, _bias);
+    /// <summary>
+    /// Projects the last dimension: [..., in] to [..., out]. A one-row bf16 input on the CPU (decoding) goes through
+    /// <see cref="CpuLinear"/>, which keeps LibTorch off its slow oneDNN path for that case.
+    /// </summary>
+    public override Tensor forward(Tensor input) => CpuLinear.Linear(input, _weight, _bias);
 }

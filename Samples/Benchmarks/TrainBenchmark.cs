@@ -3,6 +3,7 @@ using System.Diagnostics;
 using System.Globalization;
 using ModelSurgery.Inference.Configuration;
 using ModelSurgery.Inference.Modeling;
+using ModelSurgery.Inference.Runtime;
 using ModelSurgery.Training;
 using ModelSurgery.Training.Data;
 using TorchSharp;
@@ -39,7 +40,11 @@ internal static class TrainBenchmark
                 "the matmul peak and the distillation step's cost over the plain step beside its arithmetic ratio, measured interleaved " +
                 "in this run (replaces the precision table; the model-shape, --seq-len and --batch-size options are not used).",
         };
-        var repeats = new Option<int>("--repeats") { DefaultValueFactory = _ => 3, Description = "With --step-costs: interleaved repetitions per shape; medians are reported." };
+        var repeats = new Option<int>("--repeats")
+        {
+            DefaultValueFactory = _ => 3,
+            Description = "Interleaved repetitions, medians reported: rounds of the precisions alternating (fp32, bf16, fp32, ...), or with --step-costs repetitions per shape.",
+        };
         var teacherDtype = new Option<string>("--teacher-dtype") { DefaultValueFactory = _ => "fp32", Description = "With --step-costs: the teacher's dtype, fp32 or bf16." };
         ModelShapeOptions.Positive(steps);
         ModelShapeOptions.Positive(repeats);
@@ -89,32 +94,66 @@ internal static class TrainBenchmark
             {
                 string tokens = WriteRandomTokens(work, config.VocabSize, (long)b * t * (timed + 2) * 2);
                 using TokenFile file = TokenFile.Open(tokens);
-                var rows = new List<string>();
+                string[] precisionNames = parsed.GetValue(precisions)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+                int rounds = parsed.GetValue(repeats);
+                var runs = precisionNames.ToDictionary(p => p, _ => new List<PrecisionRun>(), StringComparer.Ordinal);
                 var profiles = new List<(string Precision, IReadOnlyList<(string Phase, double Seconds)> Phases)>();
-                foreach (string precision in parsed.GetValue(precisions)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
-                {
-                    ScalarType dtype = precision == "bf16" ? ScalarType.BFloat16 : ScalarType.Float32;
-                    double peak = MatmulPeak(dtype);
-                    double bare = BareForwardBackward(config, dtype, b, t, timed);
-                    if (parsed.GetValue(profile))
-                    {
-                        profiles.Add((precision, PhaseProfile(config, dtype, b, t, timed)));
-                    }
 
-                    double trainer = await TrainerThroughput(config, file, precision == "bf16" ? TrainingPrecision.Bf16 : TrainingPrecision.Fp32, b, t, timed, Path.Combine(work, precision), ct);
-                    rows.Add(string.Create(
+                // As the Trainer and the modelsurgery tool run: freed memory stays in the process from the first
+                // measurement on, so no precision pays page faults the other does not.
+                bool keptFreedMemory = NativeAllocator.KeepFreedMemoryInProcess();
+                Console.WriteLine($"rounds           {rounds}, precisions alternating ({string.Join(", ", precisionNames)}) in this process; freed memory kept: {(keptFreedMemory ? "yes" : "no")}");
+
+                // Precisions alternate round by round (fp32, bf16, fp32, bf16, ...) so that a change in the machine's load
+                // falls on both alike; medians over the rounds are reported.
+                for (int round = 0; round < rounds; round++)
+                {
+                    foreach (string precision in precisionNames)
+                    {
+                        ScalarType dtype = precision == "bf16" ? ScalarType.BFloat16 : ScalarType.Float32;
+                        double peak = MatmulPeak(dtype);
+                        double bare = BareForwardBackward(config, dtype, b, t, timed);
+                        if (parsed.GetValue(profile) && round == 0)
+                        {
+                            profiles.Add((precision, PhaseProfile(config, dtype, b, t, timed)));
+                        }
+
+                        var (trainer, losses) = await TrainerThroughput(config, file, precision == "bf16" ? TrainingPrecision.Bf16 : TrainingPrecision.Fp32, b, t, timed, Path.Combine(work, $"{precision}-{round}"), ct);
+                        runs[precision].Add(new PrecisionRun(peak, bare, trainer, losses));
+                        Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"round {round + 1} {precision,-5}  Trainer {trainer,8:F0} tokens/s, matmul peak {peak / 1e9:F1} GFLOP/s, load average {LoadAverage()}"));
+                    }
+                }
+
+                Console.WriteLine();
+                Console.WriteLine("precision  matmul peak  fwd+bwd only  Trainer      achieved   of peak   (medians of " + rounds.ToString(CultureInfo.InvariantCulture) + ")");
+                Console.WriteLine("            (GFLOP/s)    (tokens/s)   (tokens/s)   (GFLOP/s)");
+                foreach (string precision in precisionNames)
+                {
+                    List<PrecisionRun> r = runs[precision];
+                    double peak = Median(r.Select(x => x.Peak)), bare = Median(r.Select(x => x.Bare)), trainer = Median(r.Select(x => x.Trainer));
+                    Console.WriteLine(string.Create(
                         CultureInfo.InvariantCulture,
                         $"{precision,-9} {peak / 1e9,10:F1} {bare,12:F0} {trainer,12:F0} {trainer * flopsPerToken / 1e9,12:F2} {100 * trainer * flopsPerToken / peak,9:F1}%"));
                 }
 
-                Console.WriteLine();
-                Console.WriteLine("precision  matmul peak  fwd+bwd only  Trainer      achieved   of peak");
-                Console.WriteLine("            (GFLOP/s)    (tokens/s)   (tokens/s)   (GFLOP/s)");
-                rows.ForEach(Console.WriteLine);
+                if (runs.TryGetValue("fp32", out List<PrecisionRun>? fp32) && runs.TryGetValue("bf16", out List<PrecisionRun>? bf16))
+                {
+                    // Same initial weights, same windows in the same order: the curves differ only by bf16 arithmetic.
+                    double[] ratios = [.. fp32.Zip(bf16, (f, h) => h.Trainer / f.Trainer)];
+                    double gap = fp32.Zip(bf16, (f, h) => f.Losses.Zip(h.Losses, (x, y) => Math.Abs(x - y)).DefaultIfEmpty(double.NaN).Max()).Max();
+                    double scale = fp32.SelectMany(f => f.Losses).Max();
+                    Console.WriteLine(string.Create(
+                        CultureInfo.InvariantCulture,
+                        $"bf16 / fp32 Trainer tokens/s: {Median(bf16.Select(x => x.Trainer)) / Median(fp32.Select(x => x.Trainer)):F2} (medians; per round {string.Join(", ", ratios.Select(x => x.ToString("F2", CultureInfo.InvariantCulture)))})"));
+                    Console.WriteLine(string.Create(
+                        CultureInfo.InvariantCulture,
+                        $"largest gap between the loss curves: {gap:E2} over {fp32[0].Losses.Count} steps per round (losses up to {scale:F3}; bf16 epsilon x loss = {scale * torch.finfo(ScalarType.BFloat16).eps:E2})"));
+                }
+
                 if (profiles.Count > 0)
                 {
                     Console.WriteLine();
-                    Console.WriteLine("seconds per step phase (median of the timed steps)");
+                    Console.WriteLine("seconds per step phase (median of the timed steps, first round)");
                     Console.WriteLine($"{"phase",-18}" + string.Concat(profiles.Select(p => $"{p.Precision,10}")));
                     for (int phase = 0; phase < profiles[0].Phases.Count; phase++)
                     {
@@ -303,8 +342,11 @@ internal static class TrainBenchmark
         return (double)batch * seqLen * steps / total;
     }
 
-    /// <summary>Tokens/s of <see cref="Trainer"/> steps, timed from the end of the warm-up step to the end of the last timed one.</summary>
-    private static async Task<double> TrainerThroughput(LlamaConfig config, TokenFile file, TrainingPrecision precision, int batch, int seqLen, int steps, string output, CancellationToken ct)
+    /// <summary>
+    /// Tokens/s of <see cref="Trainer"/> steps, timed from the end of the warm-up step to the end of the last timed one,
+    /// and the loss of every step.
+    /// </summary>
+    private static async Task<(double TokensPerSecond, IReadOnlyList<double> Losses)> TrainerThroughput(LlamaConfig config, TokenFile file, TrainingPrecision precision, int batch, int seqLen, int steps, string output, CancellationToken ct)
     {
         using var model = new LlamaForCausalLM(config);
         model.InitializeWeights(1);
@@ -323,9 +365,18 @@ internal static class TrainBenchmark
         var clock = Stopwatch.StartNew();
         var progress = new SynchronousProgress<TrainingProgress>(p => marks[p.Completed] = clock.Elapsed.TotalSeconds);
         long windows = TokenWindows.Count(file.Count, seqLen);
-        await new Trainer(model, options).TrainAsync(new TrainingData(file, [.. Enumerable.Range(0, (int)windows).Select(w => (long)w)], []), progress, cancellationToken: ct);
-        return (double)batch * seqLen * steps / (marks[steps + 1] - marks[1]);
+        TrainingResult result = await new Trainer(model, options).TrainAsync(new TrainingData(file, [.. Enumerable.Range(0, (int)windows).Select(w => (long)w)], []), progress, cancellationToken: ct);
+        return ((double)batch * seqLen * steps / (marks[steps + 1] - marks[1]), [.. result.History.Select(h => h.Loss)]);
     }
+
+    private static double Median(IEnumerable<double> values)
+    {
+        double[] sorted = [.. values.Order()];
+        return sorted.Length % 2 == 1 ? sorted[sorted.Length / 2] : (sorted[(sorted.Length / 2) - 1] + sorted[sorted.Length / 2]) / 2;
+    }
+
+    /// <summary>One precision's figures in one round.</summary>
+    private sealed record PrecisionRun(double Peak, double Bare, double Trainer, IReadOnlyList<double> Losses);
 
     internal static string WriteRandomTokens(string directory, int vocab, long count)
     {
