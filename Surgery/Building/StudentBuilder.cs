@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Globalization;
+using System.Threading.Channels;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using ModelSurgery.Inference.Checkpoints;
@@ -23,6 +24,13 @@ public sealed record StudentBuildOptions
 
     /// <summary>Teacher rows read per chunk when streaming a matrix (bounds the read buffer).</summary>
     public long ChunkBytes { get; init; } = 64L << 20;
+
+    /// <summary>
+    /// Read and gather the next chunk while the current one is written (key <c>read_ahead</c>, default true). Memory stays
+    /// bounded: at most two chunks' buffers are in flight, the one being written and the one being read. False reads,
+    /// gathers and writes one chunk after the other; the output bytes are the same either way.
+    /// </summary>
+    public bool ReadAhead { get; init; } = true;
 
     /// <summary>Build even when the memory estimate exceeds <see cref="MemoryLimitBytes"/>.</summary>
     public bool IgnoreMemoryEstimate { get; init; }
@@ -67,8 +75,9 @@ public sealed record StudentBuildResult(string Directory, LlamaConfig Config, Pa
 /// <summary>
 /// Builds a student checkpoint from a teacher checkpoint and a <see cref="SurgeryPlan"/>, copying only the kept rows and
 /// columns of each teacher tensor out of the memory-mapped files (a chunk of rows at a time) and streaming the result into
-/// a normal Hugging Face checkpoint. The teacher is never loaded whole: peak memory is about one student tensor plus a
-/// read chunk.
+/// a normal Hugging Face checkpoint. The teacher is never loaded whole. Reading and writing overlap: a worker reads and
+/// gathers the next chunk while the current one is written (<see cref="StudentBuildOptions.ReadAhead"/>), with at most two
+/// chunks' buffers in flight, so peak memory is about two read chunks plus the runtime.
 /// </summary>
 public static partial class StudentBuilder
 {
@@ -128,7 +137,9 @@ public static partial class StudentBuilder
         }
 
         SafetensorsDType storedDType = options.DType ?? reader.GetInfo(selections[0].TeacherName).DType;
-        PlanEstimate estimate = PlanEstimate.For(plan, reader.GetInfo(selections[0].TeacherName).DType.ToTorchDtypeName(), storedDType.ToTorchDtypeName(), options.ChunkBytes);
+        // Reading ahead keeps a second chunk buffer in flight.
+        long ioBufferBytes = options.ReadAhead ? 2 * options.ChunkBytes : options.ChunkBytes;
+        PlanEstimate estimate = PlanEstimate.For(plan, reader.GetInfo(selections[0].TeacherName).DType.ToTorchDtypeName(), storedDType.ToTorchDtypeName(), ioBufferBytes);
         string estimateSummary = estimate.Summary();
         LogEstimate(logger, estimateSummary);
         MemoryGuard.EnsureFits(estimate, options.IgnoreMemoryEstimate, options.MemoryLimitBytes);
@@ -138,13 +149,24 @@ public static partial class StudentBuilder
         long bytesRead = 0, bytesWritten = 0;
         await using (CheckpointWriter writer = CheckpointWriter.Create(outputDirectory, declared, new CheckpointWriterOptions { MaxShardBytes = options.MaxShardBytes }, logger))
         {
-            for (int i = 0; i < selections.Count; i++)
+            IEnumerable<Chunk> chunks = Chunks(reader, selections, declared, options.ChunkBytes, cancellationToken);
+            IAsyncEnumerable<Chunk> source = options.ReadAhead ? ReadAheadAsync(chunks, cancellationToken) : chunks.ToAsyncEnumerable();
+            await foreach (Chunk chunk in source.WithCancellation(cancellationToken).ConfigureAwait(false))
             {
                 cancellationToken.ThrowIfCancellationRequested();
-                bytesRead += await CopyTensorAsync(reader, writer, selections[i], declared[i].DType, options.ChunkBytes, cancellationToken).ConfigureAwait(false);
-                await WritePaddingRowsAsync(writer, selections[i].Student, declared[i], cancellationToken).ConfigureAwait(false);
-                bytesWritten += declared[i].ByteLength;
-                progress?.Report(new StudentBuildProgress(i + 1, selections.Count, bytesRead, bytesWritten, writer.TotalTensorBytes));
+                int i = chunk.Tensor;
+                if (chunk.Bytes.Length > 0)
+                {
+                    await writer.WriteBytesAsync(selections[i].Student.Name, chunk.Bytes, cancellationToken).ConfigureAwait(false);
+                }
+
+                bytesRead += chunk.TeacherBytes;
+                if (chunk.LastOfTensor)
+                {
+                    await WritePaddingRowsAsync(writer, selections[i].Student, declared[i], cancellationToken).ConfigureAwait(false);
+                    bytesWritten += declared[i].ByteLength;
+                    progress?.Report(new StudentBuildProgress(i + 1, selections.Count, bytesRead, bytesWritten, writer.TotalTensorBytes));
+                }
             }
 
             await writer.CompleteAsync(cancellationToken).ConfigureAwait(false);
@@ -160,33 +182,133 @@ public static partial class StudentBuilder
         return result;
     }
 
-    /// <summary>Streams one student tensor, a chunk of kept rows at a time; returns the teacher bytes copied out.</summary>
-    private static async Task<long> CopyTensorAsync(CheckpointReader reader, CheckpointWriter writer, TensorSelection selection, SafetensorsDType dtype, long chunkBytes, CancellationToken cancellationToken)
-    {
-        SafetensorsTensorInfo info = reader.GetInfo(selection.TeacherName);
-        long element = info.DType.ElementSize();
-        long rowCount = selection.Rows?.Length ?? info.Shape[0];
-        long rowBytes = info.Shape.Length == 1 ? element : (selection.Columns?.Length ?? info.Shape[1]) * element;
-        long rowsPerChunk = Math.Max(1, chunkBytes / rowBytes);
-        long copied = 0;
-        for (long start = 0; start < rowCount; start += rowsPerChunk)
-        {
-            long count = Math.Min(rowsPerChunk, rowCount - start);
-            using var scope = torch.NewDisposeScope();
-            IReadOnlyList<long> rows = selection.Rows is null
-                ? new RowRange(start, count)
-                : new ArraySegment<long>(selection.Rows, (int)start, (int)count);
-            torch.Tensor chunk = selection.Columns is not null
-                ? reader.ReadSubmatrix(selection.TeacherName, rows, selection.Columns) // [count, kept columns]
-                : selection.Rows is null
-                    ? reader.ReadSlice(selection.TeacherName, 0, start, count) // [count, in]
-                    : reader.ReadIndices(selection.TeacherName, 0, rows); // [count, in]
-            copied += count * rowBytes;
-            chunk = chunk.to(dtype.ToScalarType()).contiguous();
-            await writer.WriteBytesAsync(selection.Student.Name, chunk.bytes.ToArray(), cancellationToken).ConfigureAwait(false);
-        }
+    /// <summary>
+    /// One chunk of kept rows of student tensor <paramref name="Tensor"/>, in the student's dtype, ready to append.
+    /// </summary>
+    /// <param name="Tensor">Index of the student tensor (in <see cref="TensorSelection.For"/> order).</param>
+    /// <param name="Bytes">The chunk's bytes (empty for a tensor without rows).</param>
+    /// <param name="TeacherBytes">Teacher bytes copied out for it.</param>
+    /// <param name="LastOfTensor">Whether the tensor ends with this chunk.</param>
+    private sealed record Chunk(int Tensor, byte[] Bytes, long TeacherBytes, bool LastOfTensor);
 
-        return copied;
+    /// <summary>
+    /// Every student tensor, a chunk of kept rows at a time, in write order. Each chunk is read, checked and gathered when
+    /// it is enumerated, so the enumeration order is the whole schedule of teacher reads.
+    /// </summary>
+    private static IEnumerable<Chunk> Chunks(CheckpointReader reader, IReadOnlyList<TensorSelection> selections, CheckpointTensor[] declared, long chunkBytes, CancellationToken cancellationToken)
+    {
+        for (int i = 0; i < selections.Count; i++)
+        {
+            TensorSelection selection = selections[i];
+            SafetensorsTensorInfo info = reader.GetInfo(selection.TeacherName);
+            long element = info.DType.ElementSize();
+            long rowCount = selection.Rows?.Length ?? info.Shape[0];
+            long rowBytes = info.Shape.Length == 1 ? element : (selection.Columns?.Length ?? info.Shape[1]) * element;
+            long rowsPerChunk = Math.Max(1, chunkBytes / Math.Max(1, rowBytes));
+            if (rowCount == 0)
+            {
+                yield return new Chunk(i, [], 0, LastOfTensor: true);
+                continue;
+            }
+
+            for (long start = 0; start < rowCount; start += rowsPerChunk)
+            {
+                cancellationToken.ThrowIfCancellationRequested();
+                long count = Math.Min(rowsPerChunk, rowCount - start);
+                yield return new Chunk(i, ReadChunk(reader, selection, start, count, declared[i].DType), count * rowBytes, start + count >= rowCount);
+            }
+        }
+    }
+
+    /// <summary>Rows start..start+count-1 of the kept rows of one student tensor, as bytes of <paramref name="dtype"/>.</summary>
+    private static byte[] ReadChunk(CheckpointReader reader, TensorSelection selection, long start, long count, SafetensorsDType dtype)
+    {
+        using var scope = torch.NewDisposeScope();
+        IReadOnlyList<long> rows = selection.Rows is null
+            ? new RowRange(start, count)
+            : new ArraySegment<long>(selection.Rows, (int)start, (int)count);
+        torch.Tensor chunk = selection.Columns is not null
+            ? reader.ReadSubmatrix(selection.TeacherName, rows, selection.Columns) // [count, kept columns]
+            : selection.Rows is null
+                ? reader.ReadSlice(selection.TeacherName, 0, start, count) // [count, in]
+                : reader.ReadIndices(selection.TeacherName, 0, rows); // [count, in]
+        return chunk.to(dtype.ToScalarType()).contiguous().bytes.ToArray();
+    }
+
+    /// <summary>Chunks in flight: the one being written and the one being read behind it.</summary>
+    internal const int ChunksInFlight = 2;
+
+    /// <summary>
+    /// Enumerates <paramref name="chunks"/> on a worker while the caller consumes them, so reading and gathering chunk
+    /// i+1 overlaps writing chunk i. A slot is taken before a chunk is read and given back only once the caller has asked
+    /// for the next one (it is done with the previous), so at most <see cref="ChunksInFlight"/> chunks exist at once.
+    /// Order is kept (one reader, one writer, FIFO); a failure or cancellation on either side stops the other.
+    /// </summary>
+    private static async IAsyncEnumerable<Chunk> ReadAheadAsync(IEnumerable<Chunk> chunks, [System.Runtime.CompilerServices.EnumeratorCancellation] CancellationToken cancellationToken)
+    {
+        var pipe = Channel.CreateUnbounded<Chunk>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
+        using var slots = new SemaphoreSlim(ChunksInFlight);
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        Task reading = Task.Run(
+            () =>
+            {
+                try
+                {
+                    foreach (Chunk chunk in WithSlots(chunks, slots, stop.Token))
+                    {
+                        pipe.Writer.TryWrite(chunk);
+                    }
+
+                    pipe.Writer.Complete();
+                }
+                catch (Exception ex)
+                {
+                    // Handed to the consumer, which rethrows it from its next wait (a damaged tensor, a cancellation).
+                    pipe.Writer.Complete(ex);
+                }
+            },
+            CancellationToken.None);
+
+        try
+        {
+            bool holding = false;
+            while (await pipe.Reader.WaitToReadAsync(cancellationToken).ConfigureAwait(false))
+            {
+                while (pipe.Reader.TryRead(out Chunk? chunk))
+                {
+                    if (holding)
+                    {
+                        // The consumer asks for a chunk only once it is done with the previous one.
+                        slots.Release();
+                    }
+
+                    holding = true;
+                    yield return chunk;
+                }
+            }
+        }
+        finally
+        {
+            // Stops a reader still waiting for a slot (the consumer failed or was cancelled) before the slots go away.
+            await stop.CancelAsync().ConfigureAwait(false);
+            await reading.ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>Takes a slot before each chunk of <paramref name="chunks"/> is produced.</summary>
+    private static IEnumerable<Chunk> WithSlots(IEnumerable<Chunk> chunks, SemaphoreSlim slots, CancellationToken cancellationToken)
+    {
+        using IEnumerator<Chunk> each = chunks.GetEnumerator();
+        while (true)
+        {
+            slots.Wait(cancellationToken);
+            if (!each.MoveNext())
+            {
+                yield break;
+            }
+
+            yield return each.Current;
+        }
     }
 
     /// <summary>Rows start..start+count-1 as an index list, without allocating it.</summary>
