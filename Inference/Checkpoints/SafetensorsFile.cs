@@ -280,12 +280,16 @@ public sealed unsafe partial class SafetensorsFile : IDisposable
 
         long element = info.DType.ElementSize();
         long sourceRowBytes = info.Shape[1] * element;
-        List<IndexRun> runs = Runs(columns);
+        IndexRun[] runs = [.. Runs(columns)];
         byte* source = DataOf(info);
         byte* destination = TensorMemory.DataPointer(tensor);
         long destinationRowBytes = columns.Count * element;
         // Whole rows: the kept columns of a row rarely skip a page.
         Fetch(source, [.. Runs(rows).Select(run => (run.First * sourceRowBytes, run.Count * sourceRowBytes))], (long)rows.Count * destinationRowBytes);
+
+        // Scattered channels make most runs a few elements long; copying them one by one from an index list then beats a
+        // copy call per run. Long runs (whole heads, neurons in blocks) are copied as runs.
+        int[]? gather = element is 2 or 4 && columns.Count < ShortRunGatherLength * runs.Length ? [.. columns.Select(c => (int)c)] : null;
 
         // Rows are independent: blocks of them are gathered on several threads, which also overlaps their page faults.
         ForEachRowBlock(rows.Count, destinationRowBytes, (first, end) =>
@@ -294,10 +298,13 @@ public sealed unsafe partial class SafetensorsFile : IDisposable
             {
                 byte* sourceRow = source + (rows[r] * sourceRowBytes);
                 byte* destinationRow = destination + (r * destinationRowBytes);
-                if (element == 2)
+                if (gather is not null && element == 2)
                 {
-                    // The common case (bf16/f16 weights): scattered channels make most runs one element long.
-                    CopyRuns((ushort*)sourceRow, (ushort*)destinationRow, runs);
+                    Gather((ushort*)sourceRow, (ushort*)destinationRow, gather);
+                }
+                else if (gather is not null)
+                {
+                    Gather((uint*)sourceRow, (uint*)destinationRow, gather);
                 }
                 else
                 {
@@ -380,15 +387,27 @@ public sealed unsafe partial class SafetensorsFile : IDisposable
             TensorMemory.Copy(source + pieces[i].From, destination + pieces[i].To, pieces[i].Length));
     }
 
-    private static void CopyRuns(ushort* source, ushort* destination, List<IndexRun> runs)
+    /// <summary>Mean run length below which <see cref="ReadSubmatrix"/> gathers element by element.</summary>
+    private const int ShortRunGatherLength = 8;
+
+    /// <summary>destination[j] = source[columns[j]] for every j: one row of a sub-matrix.</summary>
+    private static void Gather<T>(T* source, T* destination, int[] columns)
+        where T : unmanaged
     {
-        foreach (IndexRun run in runs)
+        fixed (int* index = columns)
         {
-            ushort* from = source + run.First;
-            ushort* into = destination + run.Position;
-            for (long i = 0; i < run.Count; i++)
+            int n = columns.Length, j = 0;
+            for (; j <= n - 4; j += 4)
             {
-                into[i] = from[i];
+                destination[j] = source[index[j]];
+                destination[j + 1] = source[index[j + 1]];
+                destination[j + 2] = source[index[j + 2]];
+                destination[j + 3] = source[index[j + 3]];
+            }
+
+            for (; j < n; j++)
+            {
+                destination[j] = source[index[j]];
             }
         }
     }

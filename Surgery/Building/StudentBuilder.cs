@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Diagnostics;
 using System.Globalization;
 using System.Threading.Channels;
@@ -155,9 +156,10 @@ public static partial class StudentBuilder
             {
                 cancellationToken.ThrowIfCancellationRequested();
                 int i = chunk.Tensor;
-                if (chunk.Bytes.Length > 0)
+                if (chunk.Length > 0)
                 {
-                    await writer.WriteBytesAsync(selections[i].Student.Name, chunk.Bytes, cancellationToken).ConfigureAwait(false);
+                    await writer.WriteBytesAsync(selections[i].Student.Name, chunk.Buffer.AsMemory(0, chunk.Length), cancellationToken).ConfigureAwait(false);
+                    ArrayPool<byte>.Shared.Return(chunk.Buffer);
                 }
 
                 bytesRead += chunk.TeacherBytes;
@@ -186,10 +188,11 @@ public static partial class StudentBuilder
     /// One chunk of kept rows of student tensor <paramref name="Tensor"/>, in the student's dtype, ready to append.
     /// </summary>
     /// <param name="Tensor">Index of the student tensor (in <see cref="TensorSelection.For"/> order).</param>
-    /// <param name="Bytes">The chunk's bytes (empty for a tensor without rows).</param>
+    /// <param name="Buffer">A buffer rented from <see cref="ArrayPool{T}.Shared"/> that starts with the chunk's bytes; the writer returns it.</param>
+    /// <param name="Length">The chunk's bytes in <paramref name="Buffer"/> (0 for a tensor without rows).</param>
     /// <param name="TeacherBytes">Teacher bytes copied out for it.</param>
     /// <param name="LastOfTensor">Whether the tensor ends with this chunk.</param>
-    private sealed record Chunk(int Tensor, byte[] Bytes, long TeacherBytes, bool LastOfTensor);
+    private sealed record Chunk(int Tensor, byte[] Buffer, int Length, long TeacherBytes, bool LastOfTensor);
 
     /// <summary>
     /// Every student tensor, a chunk of kept rows at a time, in write order. Each chunk is read, checked and gathered when
@@ -207,7 +210,7 @@ public static partial class StudentBuilder
             long rowsPerChunk = Math.Max(1, chunkBytes / Math.Max(1, rowBytes));
             if (rowCount == 0)
             {
-                yield return new Chunk(i, [], 0, LastOfTensor: true);
+                yield return new Chunk(i, [], 0, 0, LastOfTensor: true);
                 continue;
             }
 
@@ -215,13 +218,17 @@ public static partial class StudentBuilder
             {
                 cancellationToken.ThrowIfCancellationRequested();
                 long count = Math.Min(rowsPerChunk, rowCount - start);
-                yield return new Chunk(i, ReadChunk(reader, selection, start, count, declared[i].DType), count * rowBytes, start + count >= rowCount);
+                (byte[] buffer, int length) = ReadChunk(reader, selection, start, count, declared[i].DType);
+                yield return new Chunk(i, buffer, length, count * rowBytes, start + count >= rowCount);
             }
         }
     }
 
-    /// <summary>Rows start..start+count-1 of the kept rows of one student tensor, as bytes of <paramref name="dtype"/>.</summary>
-    private static byte[] ReadChunk(CheckpointReader reader, TensorSelection selection, long start, long count, SafetensorsDType dtype)
+    /// <summary>
+    /// Rows start..start+count-1 of the kept rows of one student tensor, as bytes of <paramref name="dtype"/> in a pooled
+    /// buffer: the two buffers in flight are reused from chunk to chunk instead of allocating (and zeroing) new ones.
+    /// </summary>
+    private static (byte[] Buffer, int Length) ReadChunk(CheckpointReader reader, TensorSelection selection, long start, long count, SafetensorsDType dtype)
     {
         using var scope = torch.NewDisposeScope();
         IReadOnlyList<long> rows = selection.Rows is null
@@ -232,7 +239,10 @@ public static partial class StudentBuilder
             : selection.Rows is null
                 ? reader.ReadSlice(selection.TeacherName, 0, start, count) // [count, in]
                 : reader.ReadIndices(selection.TeacherName, 0, rows); // [count, in]
-        return chunk.to(dtype.ToScalarType()).contiguous().bytes.ToArray();
+        ReadOnlySpan<byte> bytes = chunk.to(dtype.ToScalarType()).contiguous().bytes;
+        byte[] buffer = ArrayPool<byte>.Shared.Rent(bytes.Length);
+        bytes.CopyTo(buffer);
+        return (buffer, bytes.Length);
     }
 
     /// <summary>Chunks in flight: the one being written and the one being read behind it.</summary>

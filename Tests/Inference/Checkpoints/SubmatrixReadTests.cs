@@ -78,6 +78,9 @@ public sealed class SubmatrixReadTests
             using var scope = torch.NewDisposeScope();
 
             Assert.That(reader.ReadSubmatrix("w", rows, columns).eq(full.index_select(0, torch.tensor(rows)).index_select(1, torch.tensor(columns))).all().item<bool>(), Is.True, "sub-matrix");
+            // Whole blocks of 64 columns (heads, neurons in blocks): long runs, copied run by run rather than gathered.
+            long[] blocks = [.. new[] { 1472, 0, 64, 640 }.SelectMany(b => Enumerable.Range(b, 64).Select(c => (long)c))];
+            Assert.That(reader.ReadSubmatrix("w", rows, blocks).eq(full.index_select(0, torch.tensor(rows)).index_select(1, torch.tensor(blocks))).all().item<bool>(), Is.True, "column blocks");
             Assert.That(reader.ReadIndices("w", 0, rows).eq(full.index_select(0, torch.tensor(rows))).all().item<bool>(), Is.True, "rows");
             Assert.That(reader.ReadSlice("w", 0, 5, 1000).eq(full.narrow(0, 5, 1000)).all().item<bool>(), Is.True, "row slice");
             Assert.That(reader.ReadSlice("w", 1, 3, 1500).eq(full.narrow(1, 3, 1500)).all().item<bool>(), Is.True, "column slice");
