@@ -448,6 +448,26 @@ public sealed unsafe partial class SafetensorsFile : IDisposable
         }
     }
 
+    /// <summary>
+    /// Asks storage to start reading the given rows (indices along dimension 0, whole rows) of <paramref name="name"/>
+    /// into the page cache, coalesced as a read would, and returns at once. Lets a caller overlap the storage reads of
+    /// its next read with the copying of this one; the later read counts the bytes, this does not.
+    /// </summary>
+    /// <exception cref="ArgumentException">The tensor is a scalar, or an index is out of range.</exception>
+    public void PrefetchRows(string name, IReadOnlyList<long> rows)
+    {
+        ArgumentNullException.ThrowIfNull(rows);
+        var info = GetInfo(name);
+        NormalizeDim(info, 0);
+        CheckIndices(info, 0, rows, nameof(rows));
+        long rowBytes = Strides(info, 0).Inner;
+        byte* data = DataOf(info);
+        foreach ((long offset, long length) in Coalesce([.. Runs(rows).Select(run => (run.First * rowBytes, run.Count * rowBytes))], CoalesceGapBytes))
+        {
+            Prefetch(data + offset, length);
+        }
+    }
+
     /// <summary>Copies raw bytes of a tensor, starting <paramref name="byteOffset"/> bytes into its data, into <paramref name="destination"/>.</summary>
     /// <remarks>Works for every dtype, including those TorchSharp lacks; use it to stream a tensor without materializing it.</remarks>
     /// <exception cref="ArgumentException">The range runs past the end of the tensor's data.</exception>

@@ -200,6 +200,9 @@ public static partial class StudentBuilder
     /// </summary>
     private static IEnumerable<Chunk> Chunks(CheckpointReader reader, IReadOnlyList<TensorSelection> selections, CheckpointTensor[] declared, long chunkBytes, CancellationToken cancellationToken)
     {
+        // The whole schedule first, so each read can ask storage for the one after it before copying its own rows:
+        // storage then stays busy while this chunk is gathered and the previous one written.
+        var schedule = new List<(int Tensor, long Start, long Count, long TeacherBytes, bool Last)>();
         for (int i = 0; i < selections.Count; i++)
         {
             TensorSelection selection = selections[i];
@@ -210,19 +213,41 @@ public static partial class StudentBuilder
             long rowsPerChunk = Math.Max(1, chunkBytes / Math.Max(1, rowBytes));
             if (rowCount == 0)
             {
-                yield return new Chunk(i, [], 0, 0, LastOfTensor: true);
-                continue;
+                schedule.Add((i, 0, 0, 0, true));
             }
 
             for (long start = 0; start < rowCount; start += rowsPerChunk)
             {
-                cancellationToken.ThrowIfCancellationRequested();
                 long count = Math.Min(rowsPerChunk, rowCount - start);
-                (byte[] buffer, int length) = ReadChunk(reader, selection, start, count, declared[i].DType);
-                yield return new Chunk(i, buffer, length, count * rowBytes, start + count >= rowCount);
+                schedule.Add((i, start, count, count * rowBytes, start + count >= rowCount));
             }
         }
+
+        for (int k = 0; k < schedule.Count; k++)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            var (tensor, start, count, teacherBytes, last) = schedule[k];
+            if (k + 1 < schedule.Count && schedule[k + 1].Count > 0)
+            {
+                var next = schedule[k + 1];
+                reader.PrefetchRows(selections[next.Tensor].TeacherName, KeptRows(selections[next.Tensor], next.Start, next.Count));
+            }
+
+            if (count == 0)
+            {
+                yield return new Chunk(tensor, [], 0, 0, last);
+                continue;
+            }
+
+            (byte[] buffer, int length) = ReadChunk(reader, selections[tensor], start, count, declared[tensor].DType);
+            yield return new Chunk(tensor, buffer, length, teacherBytes, last);
+        }
     }
+
+    /// <summary>Teacher row indices of kept rows start..start+count-1 of a selection.</summary>
+    private static IReadOnlyList<long> KeptRows(TensorSelection selection, long start, long count) => selection.Rows is null
+        ? new RowRange(start, count)
+        : new ArraySegment<long>(selection.Rows, (int)start, (int)count);
 
     /// <summary>
     /// Rows start..start+count-1 of the kept rows of one student tensor, as bytes of <paramref name="dtype"/> in a pooled
@@ -231,9 +256,7 @@ public static partial class StudentBuilder
     private static (byte[] Buffer, int Length) ReadChunk(CheckpointReader reader, TensorSelection selection, long start, long count, SafetensorsDType dtype)
     {
         using var scope = torch.NewDisposeScope();
-        IReadOnlyList<long> rows = selection.Rows is null
-            ? new RowRange(start, count)
-            : new ArraySegment<long>(selection.Rows, (int)start, (int)count);
+        IReadOnlyList<long> rows = KeptRows(selection, start, count);
         torch.Tensor chunk = selection.Columns is not null
             ? reader.ReadSubmatrix(selection.TeacherName, rows, selection.Columns) // [count, kept columns]
             : selection.Rows is null
