@@ -272,14 +272,14 @@ public static partial class StudentBuilder
     internal const int ChunksInFlight = 2;
 
     /// <summary>
-    /// Enumerates <paramref name="chunks"/> on a worker while the caller consumes them, so reading and gathering chunk
-    /// i+1 overlaps writing chunk i. A slot is taken before a chunk is read and given back only once the caller has asked
+    /// Enumerates <paramref name="items"/> on a worker while the caller consumes them, so reading and gathering chunk
+    /// i+1 overlaps writing chunk i. A slot is taken before an item is produced and given back only once the caller has asked
     /// for the next one (it is done with the previous), so at most <see cref="ChunksInFlight"/> chunks exist at once.
     /// Order is kept (one reader, one writer, FIFO); a failure or cancellation on either side stops the other.
     /// </summary>
-    private static async IAsyncEnumerable<Chunk> ReadAheadAsync(IEnumerable<Chunk> chunks, [System.Runtime.CompilerServices.EnumeratorCancellation] CancellationToken cancellationToken)
+    internal static async IAsyncEnumerable<T> ReadAheadAsync<T>(IEnumerable<T> items, [System.Runtime.CompilerServices.EnumeratorCancellation] CancellationToken cancellationToken)
     {
-        var pipe = Channel.CreateUnbounded<Chunk>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
+        var pipe = Channel.CreateUnbounded<T>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
         using var slots = new SemaphoreSlim(ChunksInFlight);
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         Task reading = Task.Run(
@@ -287,9 +287,9 @@ public static partial class StudentBuilder
             {
                 try
                 {
-                    foreach (Chunk chunk in WithSlots(chunks, slots, stop.Token))
+                    foreach (T item in WithSlots(items, slots, stop.Token))
                     {
-                        pipe.Writer.TryWrite(chunk);
+                        pipe.Writer.TryWrite(item);
                     }
 
                     pipe.Writer.Complete();
@@ -307,7 +307,7 @@ public static partial class StudentBuilder
             bool holding = false;
             while (await pipe.Reader.WaitToReadAsync(cancellationToken).ConfigureAwait(false))
             {
-                while (pipe.Reader.TryRead(out Chunk? chunk))
+                while (pipe.Reader.TryRead(out T? item))
                 {
                     if (holding)
                     {
@@ -316,7 +316,7 @@ public static partial class StudentBuilder
                     }
 
                     holding = true;
-                    yield return chunk;
+                    yield return item!;
                 }
             }
         }
@@ -328,10 +328,10 @@ public static partial class StudentBuilder
         }
     }
 
-    /// <summary>Takes a slot before each chunk of <paramref name="chunks"/> is produced.</summary>
-    private static IEnumerable<Chunk> WithSlots(IEnumerable<Chunk> chunks, SemaphoreSlim slots, CancellationToken cancellationToken)
+    /// <summary>Takes a slot before each item of <paramref name="items"/> is produced.</summary>
+    private static IEnumerable<T> WithSlots<T>(IEnumerable<T> items, SemaphoreSlim slots, CancellationToken cancellationToken)
     {
-        using IEnumerator<Chunk> each = chunks.GetEnumerator();
+        using IEnumerator<T> each = items.GetEnumerator();
         while (true)
         {
             slots.Wait(cancellationToken);
