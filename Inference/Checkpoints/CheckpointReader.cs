@@ -137,6 +137,9 @@ public sealed class CheckpointReader : IDisposable
         return tensor;
     }
 
+    /// <inheritdoc cref="SafetensorsFile.PrefetchRows"/>
+    public void PrefetchRows(string name, IReadOnlyList<long> rows) => FileOf(name).PrefetchRows(name, rows);
+
     /// <inheritdoc cref="SafetensorsFile.ReadBytes"/>
     public void ReadBytes(string name, long byteOffset, Span<byte> destination) => FileOf(name).ReadBytes(name, byteOffset, destination);
 

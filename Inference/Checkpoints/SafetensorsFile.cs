@@ -139,7 +139,7 @@ public sealed unsafe partial class SafetensorsFile : IDisposable
         var info = GetInfo(name);
         var tensor = NewTensor(info, info.Shape);
         Fetch(DataOf(info), [(0, info.ByteLength)], info.ByteLength);
-        TensorMemory.Copy(DataOf(info), TensorMemory.DataPointer(tensor), info.ByteLength);
+        CopyPieces(DataOf(info), TensorMemory.DataPointer(tensor), [(0, 0, info.ByteLength)]);
         ReleasePages(DataOf(info), info.ByteLength);
         return tensor;
     }
@@ -184,10 +184,13 @@ public sealed unsafe partial class SafetensorsFile : IDisposable
 
         // Very many short runs: fetch the span they cover (the coalescing would merge them anyway).
         Fetch(DataOf(info), outer <= 1 << 16 ? ranges : [(start * inner, ((outer - 1) * sourceStride) + run)], outer * run);
+        var pieces = new List<(long From, long To, long Length)>((int)Math.Min(outer, int.MaxValue));
         for (long o = 0; o < outer; o++)
         {
-            TensorMemory.Copy(source + (o * sourceStride), destination + (o * run), run);
+            pieces.Add((o * sourceStride, o * run, run));
         }
+
+        CopyPieces(source, destination, pieces);
 
         ReleasePages(DataOf(info), info.ByteLength);
         return tensor;
@@ -226,12 +229,14 @@ public sealed unsafe partial class SafetensorsFile : IDisposable
         if (outer == 1)
         {
             Fetch(source, [.. runs.Select(run => (run.First * inner, run.Count * inner))], needed);
-        }
-        else
-        {
-            Fetch(source, [(0, info.ByteLength)], needed);
+
+            // Rows of a matrix (or entries of a vector): each run is one copy, split and spread over threads.
+            CopyPieces(source, destination, [.. runs.Select(run => (run.First * inner, run.Position * inner, run.Count * inner))]);
+            ReleasePages(DataOf(info), info.ByteLength);
+            return tensor;
         }
 
+        Fetch(source, [(0, info.ByteLength)], needed);
         for (long o = 0; o < outer; o++)
         {
             byte* sourceRow = source + (o * sourceStride);
@@ -275,44 +280,134 @@ public sealed unsafe partial class SafetensorsFile : IDisposable
 
         long element = info.DType.ElementSize();
         long sourceRowBytes = info.Shape[1] * element;
-        List<IndexRun> runs = Runs(columns);
+        IndexRun[] runs = [.. Runs(columns)];
         byte* source = DataOf(info);
         byte* destination = TensorMemory.DataPointer(tensor);
         long destinationRowBytes = columns.Count * element;
         // Whole rows: the kept columns of a row rarely skip a page.
         Fetch(source, [.. Runs(rows).Select(run => (run.First * sourceRowBytes, run.Count * sourceRowBytes))], (long)rows.Count * destinationRowBytes);
 
-        for (int r = 0; r < rows.Count; r++)
+        // Scattered channels make most runs a few elements long; copying them one by one from an index list then beats a
+        // copy call per run. Long runs (whole heads, neurons in blocks) are copied as runs.
+        int[]? gather = element is 2 or 4 && columns.Count < ShortRunGatherLength * runs.Length ? [.. columns.Select(c => (int)c)] : null;
+
+        // Rows are independent: blocks of them are gathered on several threads, which also overlaps their page faults.
+        ForEachRowBlock(rows.Count, destinationRowBytes, (first, end) =>
         {
-            byte* sourceRow = source + (rows[r] * sourceRowBytes);
-            byte* destinationRow = destination + (r * destinationRowBytes);
-            if (element == 2)
+            for (int r = first; r < end; r++)
             {
-                // The common case (bf16/f16 weights): scattered channels make most runs one element long.
-                CopyRuns((ushort*)sourceRow, (ushort*)destinationRow, runs);
-            }
-            else
-            {
-                foreach (IndexRun run in runs)
+                byte* sourceRow = source + (rows[r] * sourceRowBytes);
+                byte* destinationRow = destination + (r * destinationRowBytes);
+                if (gather is not null && element == 2)
                 {
-                    Buffer.MemoryCopy(sourceRow + (run.First * element), destinationRow + (run.Position * element), run.Count * element, run.Count * element);
+                    Gather((ushort*)sourceRow, (ushort*)destinationRow, gather);
+                }
+                else if (gather is not null)
+                {
+                    Gather((uint*)sourceRow, (uint*)destinationRow, gather);
+                }
+                else
+                {
+                    foreach (IndexRun run in runs)
+                    {
+                        Buffer.MemoryCopy(sourceRow + (run.First * element), destinationRow + (run.Position * element), run.Count * element, run.Count * element);
+                    }
                 }
             }
-        }
+        });
 
         ReleasePages(DataOf(info), info.ByteLength);
         return tensor;
     }
 
-    private static void CopyRuns(ushort* source, ushort* destination, List<IndexRun> runs)
+    /// <summary>
+    /// Below this many bytes a copy stays on the calling thread: starting workers costs more than it saves.
+    /// </summary>
+    internal const long ParallelCopyBytes = 1L << 20;
+
+    /// <summary>
+    /// Threads a gather may use: LibTorch's intra-op thread count (<c>torch.set_num_threads</c>, which the commands'
+    /// <c>--threads</c> sets), so reading never asks for more cores than the model code is configured to use.
+    /// </summary>
+    internal static int GatherThreads => Math.Max(1, torch.get_num_threads());
+
+    /// <summary>
+    /// Calls <paramref name="copy"/> with blocks [first, end) covering rows 0..<paramref name="rowCount"/>-1, on up to
+    /// <see cref="GatherThreads"/> threads when the rows hold at least <see cref="ParallelCopyBytes"/>.
+    /// </summary>
+    private static void ForEachRowBlock(int rowCount, long bytesPerRow, Action<int, int> copy)
     {
-        foreach (IndexRun run in runs)
+        int threads = GatherThreads;
+        long total = rowCount * bytesPerRow;
+        if (threads == 1 || total < ParallelCopyBytes || rowCount < 2)
         {
-            ushort* from = source + run.First;
-            ushort* into = destination + run.Position;
-            for (long i = 0; i < run.Count; i++)
+            copy(0, rowCount);
+            return;
+        }
+
+        // A few blocks per thread even out rows whose pages are cached and rows that wait for storage.
+        int blocks = (int)Math.Min(rowCount, Math.Min(threads * 4L, Math.Max(2, total / (ParallelCopyBytes / 4))));
+        Parallel.For(0, blocks, new ParallelOptions { MaxDegreeOfParallelism = threads }, block =>
+            copy((int)((long)rowCount * block / blocks), (int)((long)rowCount * (block + 1) / blocks)));
+    }
+
+    /// <summary>
+    /// Copies byte ranges (offsets from <paramref name="source"/> and <paramref name="destination"/>), split into pieces of
+    /// at most <see cref="ParallelCopyBytes"/> and spread over up to <see cref="GatherThreads"/> threads.
+    /// </summary>
+    private static void CopyPieces(byte* source, byte* destination, List<(long From, long To, long Length)> ranges)
+    {
+        long total = 0;
+        foreach (var range in ranges)
+        {
+            total += range.Length;
+        }
+
+        int threads = GatherThreads;
+        if (threads == 1 || total < 2 * ParallelCopyBytes)
+        {
+            foreach ((long from, long to, long length) in ranges)
             {
-                into[i] = from[i];
+                TensorMemory.Copy(source + from, destination + to, length);
+            }
+
+            return;
+        }
+
+        var pieces = new List<(long From, long To, long Length)>((int)Math.Min(ranges.Count + (total / ParallelCopyBytes), int.MaxValue));
+        foreach ((long from, long to, long length) in ranges)
+        {
+            for (long done = 0; done < length; done += ParallelCopyBytes)
+            {
+                pieces.Add((from + done, to + done, Math.Min(ParallelCopyBytes, length - done)));
+            }
+        }
+
+        Parallel.For(0, pieces.Count, new ParallelOptions { MaxDegreeOfParallelism = threads }, i =>
+            TensorMemory.Copy(source + pieces[i].From, destination + pieces[i].To, pieces[i].Length));
+    }
+
+    /// <summary>Mean run length below which <see cref="ReadSubmatrix"/> gathers element by element.</summary>
+    private const int ShortRunGatherLength = 8;
+
+    /// <summary>destination[j] = source[columns[j]] for every j: one row of a sub-matrix.</summary>
+    private static void Gather<T>(T* source, T* destination, int[] columns)
+        where T : unmanaged
+    {
+        fixed (int* index = columns)
+        {
+            int n = columns.Length, j = 0;
+            for (; j <= n - 4; j += 4)
+            {
+                destination[j] = source[index[j]];
+                destination[j + 1] = source[index[j + 1]];
+                destination[j + 2] = source[index[j + 2]];
+                destination[j + 3] = source[index[j + 3]];
+            }
+
+            for (; j < n; j++)
+            {
+                destination[j] = source[index[j]];
             }
         }
     }
@@ -350,6 +445,26 @@ public sealed unsafe partial class SafetensorsFile : IDisposable
                     $"Index {indices[i]} (position {i}) is out of range for dimension {axis} of size {size} of tensor '{info.Name}' in '{Path}'.",
                     parameter);
             }
+        }
+    }
+
+    /// <summary>
+    /// Asks storage to start reading the given rows (indices along dimension 0, whole rows) of <paramref name="name"/>
+    /// into the page cache, coalesced as a read would, and returns at once. Lets a caller overlap the storage reads of
+    /// its next read with the copying of this one; the later read counts the bytes, this does not.
+    /// </summary>
+    /// <exception cref="ArgumentException">The tensor is a scalar, or an index is out of range.</exception>
+    public void PrefetchRows(string name, IReadOnlyList<long> rows)
+    {
+        ArgumentNullException.ThrowIfNull(rows);
+        var info = GetInfo(name);
+        NormalizeDim(info, 0);
+        CheckIndices(info, 0, rows, nameof(rows));
+        long rowBytes = Strides(info, 0).Inner;
+        byte* data = DataOf(info);
+        foreach ((long offset, long length) in Coalesce([.. Runs(rows).Select(run => (run.First * rowBytes, run.Count * rowBytes))], CoalesceGapBytes))
+        {
+            Prefetch(data + offset, length);
         }
     }
 

@@ -1,5 +1,7 @@
+using System.Buffers;
 using System.Diagnostics;
 using System.Globalization;
+using System.Threading.Channels;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using ModelSurgery.Inference.Checkpoints;
@@ -24,6 +26,13 @@ public sealed record StudentBuildOptions
 
     /// <summary>Teacher rows read per chunk when streaming a matrix (bounds the read buffer).</summary>
     public long ChunkBytes { get; init; } = 64L << 20;
+
+    /// <summary>
+    /// Read and gather the next chunk while the current one is written (key <c>read_ahead</c>, default true). Memory stays
+    /// bounded: at most two chunks' buffers are in flight, the one being written and the one being read. False reads,
+    /// gathers and writes one chunk after the other; the output bytes are the same either way.
+    /// </summary>
+    public bool ReadAhead { get; init; } = true;
 
     /// <summary>Build even when the memory estimate exceeds <see cref="MemoryLimitBytes"/>.</summary>
     public bool IgnoreMemoryEstimate { get; init; }
@@ -75,8 +84,9 @@ public sealed record StudentBuildResult(string Directory, LlamaConfig Config, Pa
 /// <summary>
 /// Builds a student checkpoint from a teacher checkpoint and a <see cref="SurgeryPlan"/>, copying only the kept rows and
 /// columns of each teacher tensor out of the memory-mapped files (a chunk of rows at a time) and streaming the result into
-/// a normal Hugging Face checkpoint. The teacher is never loaded whole: peak memory is about one student tensor plus a
-/// read chunk.
+/// a normal Hugging Face checkpoint. The teacher is never loaded whole. Reading and writing overlap: a worker reads and
+/// gathers the next chunk while the current one is written (<see cref="StudentBuildOptions.ReadAhead"/>), with at most two
+/// chunks' buffers in flight, so peak memory is about two read chunks plus the runtime.
 /// </summary>
 public static partial class StudentBuilder
 {
@@ -136,7 +146,9 @@ public static partial class StudentBuilder
         }
 
         SafetensorsDType storedDType = options.DType ?? reader.GetInfo(selections[0].TeacherName).DType;
-        PlanEstimate estimate = PlanEstimate.For(plan, reader.GetInfo(selections[0].TeacherName).DType.ToTorchDtypeName(), storedDType.ToTorchDtypeName(), options.ChunkBytes);
+        // Reading ahead keeps a second chunk buffer in flight.
+        long ioBufferBytes = options.ReadAhead ? 2 * options.ChunkBytes : options.ChunkBytes;
+        PlanEstimate estimate = PlanEstimate.For(plan, reader.GetInfo(selections[0].TeacherName).DType.ToTorchDtypeName(), storedDType.ToTorchDtypeName(), ioBufferBytes);
         string estimateSummary = estimate.Summary();
         LogEstimate(logger, estimateSummary);
         MemoryGuard.EnsureFits(estimate, options.IgnoreMemoryEstimate, options.MemoryLimitBytes);
@@ -146,13 +158,25 @@ public static partial class StudentBuilder
         long bytesRead = 0, bytesWritten = 0;
         await using (CheckpointWriter writer = CheckpointWriter.Create(outputDirectory, declared, new CheckpointWriterOptions { MaxShardBytes = options.MaxShardBytes }, logger))
         {
-            for (int i = 0; i < selections.Count; i++)
+            IEnumerable<Chunk> chunks = Chunks(reader, selections, declared, options.ChunkBytes, cancellationToken);
+            IAsyncEnumerable<Chunk> source = options.ReadAhead ? ReadAheadAsync(chunks, cancellationToken) : chunks.ToAsyncEnumerable();
+            await foreach (Chunk chunk in source.WithCancellation(cancellationToken).ConfigureAwait(false))
             {
                 cancellationToken.ThrowIfCancellationRequested();
-                bytesRead += await CopyTensorAsync(reader, writer, selections[i], declared[i].DType, options.ChunkBytes, cancellationToken).ConfigureAwait(false);
-                await WritePaddingRowsAsync(writer, selections[i].Student, declared[i], cancellationToken).ConfigureAwait(false);
-                bytesWritten += declared[i].ByteLength;
-                progress?.Report(new StudentBuildProgress(i + 1, selections.Count, bytesRead, bytesWritten, writer.TotalTensorBytes));
+                int i = chunk.Tensor;
+                if (chunk.Length > 0)
+                {
+                    await writer.WriteBytesAsync(selections[i].Student.Name, chunk.Buffer.AsMemory(0, chunk.Length), cancellationToken).ConfigureAwait(false);
+                    ArrayPool<byte>.Shared.Return(chunk.Buffer);
+                }
+
+                bytesRead += chunk.TeacherBytes;
+                if (chunk.LastOfTensor)
+                {
+                    await WritePaddingRowsAsync(writer, selections[i].Student, declared[i], cancellationToken).ConfigureAwait(false);
+                    bytesWritten += declared[i].ByteLength;
+                    progress?.Report(new StudentBuildProgress(i + 1, selections.Count, bytesRead, bytesWritten, writer.TotalTensorBytes));
+                }
             }
 
             await writer.CompleteAsync(cancellationToken).ConfigureAwait(false);
@@ -168,33 +192,164 @@ public static partial class StudentBuilder
         return result;
     }
 
-    /// <summary>Streams one student tensor, a chunk of kept rows at a time; returns the teacher bytes copied out.</summary>
-    private static async Task<long> CopyTensorAsync(CheckpointReader reader, CheckpointWriter writer, TensorSelection selection, SafetensorsDType dtype, long chunkBytes, CancellationToken cancellationToken)
+    /// <summary>
+    /// One chunk of kept rows of student tensor <paramref name="Tensor"/>, in the student's dtype, ready to append.
+    /// </summary>
+    /// <param name="Tensor">Index of the student tensor (in <see cref="TensorSelection.For"/> order).</param>
+    /// <param name="Buffer">A buffer rented from <see cref="ArrayPool{T}.Shared"/> that starts with the chunk's bytes; the writer returns it.</param>
+    /// <param name="Length">The chunk's bytes in <paramref name="Buffer"/> (0 for a tensor without rows).</param>
+    /// <param name="TeacherBytes">Teacher bytes copied out for it.</param>
+    /// <param name="LastOfTensor">Whether the tensor ends with this chunk.</param>
+    private sealed record Chunk(int Tensor, byte[] Buffer, int Length, long TeacherBytes, bool LastOfTensor);
+
+    /// <summary>
+    /// Every student tensor, a chunk of kept rows at a time, in write order. Each chunk is read, checked and gathered when
+    /// it is enumerated, so the enumeration order is the whole schedule of teacher reads.
+    /// </summary>
+    private static IEnumerable<Chunk> Chunks(CheckpointReader reader, IReadOnlyList<TensorSelection> selections, CheckpointTensor[] declared, long chunkBytes, CancellationToken cancellationToken)
     {
-        SafetensorsTensorInfo info = reader.GetInfo(selection.TeacherName);
-        long element = info.DType.ElementSize();
-        long rowCount = selection.Rows?.Length ?? info.Shape[0];
-        long rowBytes = info.Shape.Length == 1 ? element : (selection.Columns?.Length ?? info.Shape[1]) * element;
-        long rowsPerChunk = Math.Max(1, chunkBytes / rowBytes);
-        long copied = 0;
-        for (long start = 0; start < rowCount; start += rowsPerChunk)
+        // The whole schedule first, so each read can ask storage for the one after it before copying its own rows:
+        // storage then stays busy while this chunk is gathered and the previous one written.
+        var schedule = new List<(int Tensor, long Start, long Count, long TeacherBytes, bool Last)>();
+        for (int i = 0; i < selections.Count; i++)
         {
-            long count = Math.Min(rowsPerChunk, rowCount - start);
-            using var scope = torch.NewDisposeScope();
-            IReadOnlyList<long> rows = selection.Rows is null
-                ? new RowRange(start, count)
-                : new ArraySegment<long>(selection.Rows, (int)start, (int)count);
-            torch.Tensor chunk = selection.Columns is not null
-                ? reader.ReadSubmatrix(selection.TeacherName, rows, selection.Columns) // [count, kept columns]
-                : selection.Rows is null
-                    ? reader.ReadSlice(selection.TeacherName, 0, start, count) // [count, in]
-                    : reader.ReadIndices(selection.TeacherName, 0, rows); // [count, in]
-            copied += count * rowBytes;
-            chunk = chunk.to(dtype.ToScalarType()).contiguous();
-            await writer.WriteBytesAsync(selection.Student.Name, chunk.bytes.ToArray(), cancellationToken).ConfigureAwait(false);
+            TensorSelection selection = selections[i];
+            SafetensorsTensorInfo info = reader.GetInfo(selection.TeacherName);
+            long element = info.DType.ElementSize();
+            long rowCount = selection.Rows?.Length ?? info.Shape[0];
+            long rowBytes = info.Shape.Length == 1 ? element : (selection.Columns?.Length ?? info.Shape[1]) * element;
+            long rowsPerChunk = Math.Max(1, chunkBytes / Math.Max(1, rowBytes));
+            if (rowCount == 0)
+            {
+                schedule.Add((i, 0, 0, 0, true));
+            }
+
+            for (long start = 0; start < rowCount; start += rowsPerChunk)
+            {
+                long count = Math.Min(rowsPerChunk, rowCount - start);
+                schedule.Add((i, start, count, count * rowBytes, start + count >= rowCount));
+            }
         }
 
-        return copied;
+        for (int k = 0; k < schedule.Count; k++)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            var (tensor, start, count, teacherBytes, last) = schedule[k];
+            if (k + 1 < schedule.Count && schedule[k + 1].Count > 0)
+            {
+                var next = schedule[k + 1];
+                reader.PrefetchRows(selections[next.Tensor].TeacherName, KeptRows(selections[next.Tensor], next.Start, next.Count));
+            }
+
+            if (count == 0)
+            {
+                yield return new Chunk(tensor, [], 0, 0, last);
+                continue;
+            }
+
+            (byte[] buffer, int length) = ReadChunk(reader, selections[tensor], start, count, declared[tensor].DType);
+            yield return new Chunk(tensor, buffer, length, teacherBytes, last);
+        }
+    }
+
+    /// <summary>Teacher row indices of kept rows start..start+count-1 of a selection.</summary>
+    private static IReadOnlyList<long> KeptRows(TensorSelection selection, long start, long count) => selection.Rows is null
+        ? new RowRange(start, count)
+        : new ArraySegment<long>(selection.Rows, (int)start, (int)count);
+
+    /// <summary>
+    /// Rows start..start+count-1 of the kept rows of one student tensor, as bytes of <paramref name="dtype"/> in a pooled
+    /// buffer: the two buffers in flight are reused from chunk to chunk instead of allocating (and zeroing) new ones.
+    /// </summary>
+    private static (byte[] Buffer, int Length) ReadChunk(CheckpointReader reader, TensorSelection selection, long start, long count, SafetensorsDType dtype)
+    {
+        using var scope = torch.NewDisposeScope();
+        IReadOnlyList<long> rows = KeptRows(selection, start, count);
+        torch.Tensor chunk = selection.Columns is not null
+            ? reader.ReadSubmatrix(selection.TeacherName, rows, selection.Columns) // [count, kept columns]
+            : selection.Rows is null
+                ? reader.ReadSlice(selection.TeacherName, 0, start, count) // [count, in]
+                : reader.ReadIndices(selection.TeacherName, 0, rows); // [count, in]
+        ReadOnlySpan<byte> bytes = chunk.to(dtype.ToScalarType()).contiguous().bytes;
+        byte[] buffer = ArrayPool<byte>.Shared.Rent(bytes.Length);
+        bytes.CopyTo(buffer);
+        return (buffer, bytes.Length);
+    }
+
+    /// <summary>Chunks in flight: the one being written and the one being read behind it.</summary>
+    internal const int ChunksInFlight = 2;
+
+    /// <summary>
+    /// Enumerates <paramref name="items"/> on a worker while the caller consumes them, so reading and gathering chunk
+    /// i+1 overlaps writing chunk i. A slot is taken before an item is produced and given back only once the caller has asked
+    /// for the next one (it is done with the previous), so at most <see cref="ChunksInFlight"/> chunks exist at once.
+    /// Order is kept (one reader, one writer, FIFO); a failure or cancellation on either side stops the other.
+    /// </summary>
+    internal static async IAsyncEnumerable<T> ReadAheadAsync<T>(IEnumerable<T> items, [System.Runtime.CompilerServices.EnumeratorCancellation] CancellationToken cancellationToken)
+    {
+        var pipe = Channel.CreateUnbounded<T>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
+        using var slots = new SemaphoreSlim(ChunksInFlight);
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        Task reading = Task.Run(
+            () =>
+            {
+                try
+                {
+                    foreach (T item in WithSlots(items, slots, stop.Token))
+                    {
+                        pipe.Writer.TryWrite(item);
+                    }
+
+                    pipe.Writer.Complete();
+                }
+                catch (Exception ex)
+                {
+                    // Handed to the consumer, which rethrows it from its next wait (a damaged tensor, a cancellation).
+                    pipe.Writer.Complete(ex);
+                }
+            },
+            CancellationToken.None);
+
+        try
+        {
+            bool holding = false;
+            while (await pipe.Reader.WaitToReadAsync(cancellationToken).ConfigureAwait(false))
+            {
+                while (pipe.Reader.TryRead(out T? item))
+                {
+                    if (holding)
+                    {
+                        // The consumer asks for a chunk only once it is done with the previous one.
+                        slots.Release();
+                    }
+
+                    holding = true;
+                    yield return item!;
+                }
+            }
+        }
+        finally
+        {
+            // Stops a reader still waiting for a slot (the consumer failed or was cancelled) before the slots go away.
+            await stop.CancelAsync().ConfigureAwait(false);
+            await reading.ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>Takes a slot before each item of <paramref name="items"/> is produced.</summary>
+    private static IEnumerable<T> WithSlots<T>(IEnumerable<T> items, SemaphoreSlim slots, CancellationToken cancellationToken)
+    {
+        using IEnumerator<T> each = items.GetEnumerator();
+        while (true)
+        {
+            slots.Wait(cancellationToken);
+            if (!each.MoveNext())
+            {
+                yield break;
+            }
+
+            yield return each.Current;
+        }
     }
 
     /// <summary>Rows start..start+count-1 as an index list, without allocating it.</summary>

@@ -78,4 +78,29 @@ public sealed class CoalescedReadTests
             Directory.Delete(dir, recursive: true);
         }
     }
+
+    [Test]
+    public async Task Prefetching_rows_counts_nothing_and_names_bad_rows()
+    {
+        string dir = Directory.CreateTempSubdirectory("coalesce").FullName;
+        try
+        {
+            using torch.Tensor full = torch.arange(0, 64 * 32).reshape(64, 32).to(torch.ScalarType.BFloat16);
+            await CheckpointWriter.WriteAsync(dir, [("w", full)]);
+            using var reader = CheckpointReader.Open(dir);
+
+            // A hint to storage only: the read that follows counts its bytes, the prefetch does not.
+            reader.PrefetchRows("w", [0, 1, 2, 40, 63]);
+            Assert.That((reader.BytesNeeded, reader.BytesFetched), Is.EqualTo((0L, 0L)));
+            using torch.Tensor rows = reader.ReadIndices("w", 0, [0, 1, 2, 40, 63]);
+            Assert.That(reader.BytesNeeded, Is.EqualTo(5 * 32 * 2));
+
+            var ex = Assert.Throws<ArgumentException>(() => reader.PrefetchRows("w", [64]));
+            Assert.That(ex!.Message, Does.Contain("Index 64").And.Contain("'w'"));
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
 }

@@ -54,4 +54,42 @@ public sealed class SubmatrixReadTests
             Directory.Delete(dir, recursive: true);
         }
     }
+
+    /// <summary>
+    /// Reads large enough to be gathered in row blocks on several threads (over <see cref="SafetensorsFile.ParallelCopyBytes"/>)
+    /// give exactly torch's own selection, in order, with duplicates and for every read kind.
+    /// </summary>
+    [TestCase(torch.ScalarType.BFloat16)]
+    [TestCase(torch.ScalarType.Float32)]
+    public async Task Reads_gathered_on_several_threads_equal_torch_selection(torch.ScalarType dtype)
+    {
+        string dir = Directory.CreateTempSubdirectory("submatrix").FullName;
+        int threads = torch.get_num_threads();
+        try
+        {
+            torch.set_num_threads(Math.Max(threads, 3));
+            var random = new Random(3);
+            using torch.Tensor full = torch.randn(1031, 1543).to(dtype);
+            Assert.That(full.numel() * full.element_size(), Is.GreaterThan(2 * SafetensorsFile.ParallelCopyBytes));
+            await CheckpointWriter.WriteAsync(dir, [("w", full)]);
+            using var reader = CheckpointReader.Open(dir);
+            long[] rows = [.. Enumerable.Range(0, 1031).Where(_ => random.Next(4) != 0).Select(r => (long)r), 7, 7, 1030];
+            long[] columns = [.. Enumerable.Range(0, 1543).Where(_ => random.Next(3) != 0).Select(c => (long)c), 0, 1542];
+            using var scope = torch.NewDisposeScope();
+
+            Assert.That(reader.ReadSubmatrix("w", rows, columns).eq(full.index_select(0, torch.tensor(rows)).index_select(1, torch.tensor(columns))).all().item<bool>(), Is.True, "sub-matrix");
+            // Whole blocks of 64 columns (heads, neurons in blocks): long runs, copied run by run rather than gathered.
+            long[] blocks = [.. new[] { 1472, 0, 64, 640 }.SelectMany(b => Enumerable.Range(b, 64).Select(c => (long)c))];
+            Assert.That(reader.ReadSubmatrix("w", rows, blocks).eq(full.index_select(0, torch.tensor(rows)).index_select(1, torch.tensor(blocks))).all().item<bool>(), Is.True, "column blocks");
+            Assert.That(reader.ReadIndices("w", 0, rows).eq(full.index_select(0, torch.tensor(rows))).all().item<bool>(), Is.True, "rows");
+            Assert.That(reader.ReadSlice("w", 0, 5, 1000).eq(full.narrow(0, 5, 1000)).all().item<bool>(), Is.True, "row slice");
+            Assert.That(reader.ReadSlice("w", 1, 3, 1500).eq(full.narrow(1, 3, 1500)).all().item<bool>(), Is.True, "column slice");
+            Assert.That(reader.ReadTensor("w").eq(full).all().item<bool>(), Is.True, "whole tensor");
+        }
+        finally
+        {
+            torch.set_num_threads(threads);
+            Directory.Delete(dir, recursive: true);
+        }
+    }
 }

@@ -257,4 +257,58 @@ public sealed class StudentBuilderTests
         Assert.That(result.Config.NumKeyValueHeads, Is.EqualTo(1));
         Assert.That(File.ReadAllText(Path.Combine(result.Directory, "tokenizer.json")), Is.EqualTo("{}"));
     }
-}
+
+    /// <summary>
+    /// Reading ahead changes only when chunks are read, never what is written: a pipelined build equals a sequential one
+    /// byte for byte in every file, with chunks small enough to split every tensor, several shards and a padded vocabulary.
+    /// </summary>
+    [TestCase(1)]
+    [TestCase(2)]
+    public async Task Reading_ahead_writes_the_same_bytes_as_a_sequential_build(int seed)
+    {
+        LlamaConfig config = TinyModels.Config(heads: 8, kvHeads: 2, layers: 4);
+        var (teacher, teacherDir) = await SaveTeacherAsync(config, seed);
+        teacher.Dispose();
+        var random = new Random(seed);
+        var shape = new StudentShape(3, random.Next(8, 32), random.Next(8, 64), 4, 2, random.Next(20, 50));
+        SurgeryPlan plan = PlanBuilder.Random(config, shape, seed);
+        var options = new StudentBuildOptions { ChunkBytes = 100, MaxShardBytes = 4_000, PadVocabToMultiple = 64, DType = SafetensorsDType.BF16 };
+        var reports = new List<StudentBuildProgress>();
+
+        StudentBuildResult sequential = await StudentBuilder.BuildAsync(teacherDir, plan, Path.Combine(_dir, "sequential"), options with { ReadAhead = false });
+        StudentBuildResult pipelined = await StudentBuilder.BuildAsync(teacherDir, plan, Path.Combine(_dir, "pipelined"), options, new SynchronousProgress<StudentBuildProgress>(reports.Add));
+
+        string[] files = [.. Directory.GetFiles(sequential.Directory).Select(Path.GetFileName).Order(StringComparer.Ordinal)!];
+        Assert.That(files.Count(f => f.EndsWith(".safetensors", StringComparison.Ordinal)), Is.GreaterThan(1), "several shards");
+        Assert.That(Directory.GetFiles(pipelined.Directory).Select(Path.GetFileName).Order(StringComparer.Ordinal), Is.EqualTo(files));
+        foreach (string file in files)
+        {
+            Assert.That(File.ReadAllBytes(Path.Combine(pipelined.Directory, file)), Is.EqualTo(File.ReadAllBytes(Path.Combine(sequential.Directory, file))), file);
+        }
+
+        Assert.That((pipelined.BytesRead, pipelined.BytesWritten), Is.EqualTo((sequential.BytesRead, sequential.BytesWritten)));
+        Assert.That(reports.Select(r => r.TensorsWritten), Is.EqualTo(Enumerable.Range(1, reports[0].TensorCount)), "one report per tensor, in order");
+    }
+
+    [Test]
+    public async Task A_damaged_teacher_tensor_stops_a_pipelined_build_naming_it()
+    {
+        LlamaConfig config = TinyModels.Config(layers: 2);
+        var (teacher, teacherDir) = await SaveTeacherAsync(config, seed: 1);
+        using (teacher)
+        {
+            // Rewrite the teacher with one NaN late in a tensor that several chunks are read ahead of.
+            var tensors = teacher.ToStateDict().Select(kv => (kv.Key, kv.Value)).ToList();
+            Tensor damaged = tensors.Single(t => t.Key == "model.layers.1.mlp.up_proj.weight").Value;
+            using (no_grad())
+            {
+                damaged[damaged.shape[0] - 1, 2] = tensor(float.NaN);
+            }
+
+            await CheckpointWriter.WriteAsync(teacherDir, tensors);
+        }
+
+        var ex = Assert.ThrowsAsync<InvalidDataException>(() => StudentBuilder.BuildAsync(teacherDir, PlanBuilder.Identity(config), Path.Combine(_dir, "student"), new StudentBuildOptions { ChunkBytes = 64 }));
+        Assert.That(ex!.Message, Does.Contain("model.layers.1.mlp.up_proj.weight").And.Contain("NaN"));
+        Assert.That(Directory.Exists(Path.Combine(_dir, "student")) ? Directory.GetFiles(Path.Combine(_dir, "student")) : [], Is.Empty);
+    }}
