@@ -311,4 +311,5 @@ public sealed class StudentBuilderTests
         var ex = Assert.ThrowsAsync<InvalidDataException>(() => StudentBuilder.BuildAsync(teacherDir, PlanBuilder.Identity(config), Path.Combine(_dir, "student"), new StudentBuildOptions { ChunkBytes = 64 }));
         Assert.That(ex!.Message, Does.Contain("model.layers.1.mlp.up_proj.weight").And.Contain("NaN"));
         Assert.That(Directory.Exists(Path.Combine(_dir, "student")) ? Directory.GetFiles(Path.Combine(_dir, "student")) : [], Is.Empty);
-    }}
+    }
+}
