@@ -1,5 +1,6 @@
 using ModelSurgery.Inference.Checkpoints;
 using ModelSurgery.Inference.Modeling;
+using ModelSurgery.Inference.Reporting;
 using ModelSurgery.Surgery.Scoring;
 using ModelSurgery.Tests.Checkpoints;
 using TorchSharp;
@@ -152,7 +153,7 @@ public sealed class ImportanceScorerTests
         using LlamaForCausalLM model = Create(config);
         var source = new CountingSource(new StateDictWeightSource(config, model.ToStateDict()));
         var reports = new List<ScoringProgress>();
-        var progress = new SynchronousProgress(reports);
+        var progress = new SynchronousProgress<ScoringProgress>(reports.Add);
 
         await ImportanceScorer.ScoreAsync(source, Data(config), new ScoringOptions { Metrics = ["l1", "l2", "activation", "wanda", "block-influence", "angular-2"] }, progress);
 
@@ -312,10 +313,5 @@ public sealed class ImportanceScorerTests
             Reads[name] = Reads.GetValueOrDefault(name) + 1;
             return inner.ReadTensor(name);
         }
-    }
-
-    private sealed class SynchronousProgress(List<ScoringProgress> reports) : IProgress<ScoringProgress>
-    {
-        public void Report(ScoringProgress value) => reports.Add(value);
     }
 }
