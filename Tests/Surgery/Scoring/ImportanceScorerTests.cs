@@ -100,6 +100,7 @@ public sealed class ImportanceScorerTests
     [Test]
     public async Task Streaming_from_a_checkpoint_gives_the_same_scores_as_the_model_in_memory()
     {
+        const double Float32Epsilon = 1.1920928955078125e-7; // 2^-23
         var config = Config(heads: 4, kvHeads: 2);
         using LlamaForCausalLM model = Create(config);
         CalibrationData data = Data(config);
@@ -116,7 +117,11 @@ public sealed class ImportanceScorerTests
         {
             foreach (var other in new[] { streamed[i], fromStateDict[i] })
             {
-                Assert.That(Flatten(other), Is.EqualTo(Flatten(inMemory[i])).Within(1e-9), inMemory[i].Metric);
+                // Same weights bit for bit, but float32 kernels may sum in another order (oneDNN picks kernels by
+                // memory alignment), so allow float32 rounding of each reduction (hidden + FFN terms) in every layer.
+                double[] expected = Flatten(inMemory[i]);
+                double tolerance = config.NumHiddenLayers * (config.HiddenSize + config.IntermediateSize) * Float32Epsilon * expected.Max(Math.Abs);
+                Assert.That(Flatten(other), Is.EqualTo(expected).Within(tolerance), inMemory[i].Metric);
             }
         }
 
