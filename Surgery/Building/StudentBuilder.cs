@@ -7,10 +7,10 @@ using Microsoft.Extensions.Logging.Abstractions;
 using ModelSurgery.Inference.Checkpoints;
 using ModelSurgery.Inference.Configuration;
 using ModelSurgery.Inference.IO;
+using ModelSurgery.Inference.Reporting;
 using ModelSurgery.Inference.Tokenization;
 using ModelSurgery.Surgery.Planning;
 using TorchSharp;
-using ModelSurgery.Inference.Reporting;
 
 namespace ModelSurgery.Surgery.Building;
 

@@ -231,7 +231,6 @@ public sealed record StudentPipeline
         var progress = Progress is null ? null : new SynchronousProgress<EvaluationProgress>(p => Progress.Report(new PipelineProgress("evaluation", $"{name}: {p.Status}", p.Completed, p.Total, p.Unit)));
         return await Evaluator.EvaluateAsync(model, tokenizer, tasks, options, progress, Logger, cancellationToken).ConfigureAwait(false);
     }
-
 }
 
 /// <summary>Continues a <see cref="Surgeon"/> into a <see cref="StudentPipeline"/>.</summary>

@@ -230,10 +230,9 @@ internal sealed class TrainingCommandOptions
         CheckpointTrainingResult result;
         using (ProgressBar bar = context.CreateProgressBar(label, ProgressUnit.Steps))
         {
-            ProgressBar progress = bar;
             try
             {
-                result = await run(progress, logger).ConfigureAwait(false);
+                result = await run(bar, logger).ConfigureAwait(false);
             }
             catch (ResumeMismatchException e)
             {
