@@ -1,4 +1,4 @@
-using System.Globalization;
+using ModelSurgery.Samples;
 
 namespace ModelSurgery.Quickstart;
 
@@ -65,47 +65,14 @@ public sealed record QuickstartSizes(
         CalibrationSequences: 8, BrownDocuments: 20, EvalBrownDocuments: 1, EvalHeldoutDocuments: 8, SampleTokens: 12);
 }
 
-/// <summary>What to run and where to write it.</summary>
-public sealed record QuickstartOptions
+/// <summary>What to run and where to write it (the flags every sample takes; see <see cref="SampleRunOptions"/>).</summary>
+public sealed record QuickstartOptions : SampleRunOptions
 {
-    /// <summary>Default output folder, relative to the current folder.</summary>
-    public const string DefaultOutputDir = "artifacts/quickstart";
-
-    /// <summary>Default output folder of <see cref="Fast"/> runs, so that they never replace the full run's cached teacher.</summary>
-    public const string DefaultFastOutputDir = "artifacts/quickstart-fast";
-
-    /// <summary>Where reports, charts, the student checkpoints and (by default) the cached teacher go; null for the default.</summary>
-    public string? OutputDir { get; init; }
-
-    /// <summary>The cached teacher's folder; default <c>teacher</c> inside the output folder.</summary>
-    public string? TeacherDir { get; init; }
-
-    /// <summary>Folder holding <c>brown.jsonl</c> and <c>heldout.jsonl</c>; default the <c>Data</c> folder next to the program.</summary>
-    public string? DataDir { get; init; }
-
-    /// <summary>Use <see cref="QuickstartSizes.Fast"/> instead of <see cref="QuickstartSizes.Full"/>.</summary>
-    public bool Fast { get; init; }
-
-    /// <summary>Retrain the teacher even when a matching cached one exists.</summary>
-    public bool Fresh { get; init; }
-
-    /// <summary>
-    /// CPU threads for LibTorch; null keeps its default (one per core). Default one: these models are small, and on a
-    /// shared machine LibTorch's threads wait on each other (four times slower on two busy cores).
-    /// </summary>
-    public int? Threads { get; init; } = 1;
+    /// <inheritdoc/>
+    public override string DefaultOutputDir => "artifacts/quickstart";
 
     /// <summary>The sizes this run uses.</summary>
     public QuickstartSizes Sizes => Fast ? QuickstartSizes.Fast : QuickstartSizes.Full;
-
-    /// <summary>The output folder this run uses.</summary>
-    public string ResolvedOutputDir => OutputDir ?? (Fast ? DefaultFastOutputDir : DefaultOutputDir);
-
-    /// <summary>The teacher folder this run uses.</summary>
-    public string ResolvedTeacherDir => TeacherDir ?? Path.Combine(ResolvedOutputDir, "teacher");
-
-    /// <summary>The data folder this run uses.</summary>
-    public string ResolvedDataDir => DataDir ?? Path.Combine(AppContext.BaseDirectory, "Data");
 
     /// <summary>Usage text for <c>--help</c>.</summary>
     public const string Usage = """
@@ -122,35 +89,5 @@ public sealed record QuickstartOptions
 
     /// <summary>Parses command-line arguments; returns null for <c>--help</c>.</summary>
     /// <exception cref="ArgumentException">An unknown option or a missing value; the message names it.</exception>
-    public static QuickstartOptions? Parse(IReadOnlyList<string> args)
-    {
-        ArgumentNullException.ThrowIfNull(args);
-        var options = new QuickstartOptions();
-        for (int i = 0; i < args.Count; i++)
-        {
-            string Value() => i + 1 < args.Count ? args[++i] : throw new ArgumentException($"Option '{args[i]}' needs a value.", nameof(args));
-            options = args[i] switch
-            {
-                "--fast" => options with { Fast = true },
-                "--fresh" => options with { Fresh = true },
-                "--out" => options with { OutputDir = Value() },
-                "--teacher" => options with { TeacherDir = Value() },
-                "--data" => options with { DataDir = Value() },
-                "--threads" => options with { Threads = PositiveInt(args[i], Value()) },
-                "--help" or "-h" => null,
-                _ => throw new ArgumentException(string.Create(CultureInfo.InvariantCulture, $"Unknown option '{args[i]}'.\n{Usage}"), nameof(args)),
-            };
-            if (options is null)
-            {
-                return null;
-            }
-        }
-
-        return options;
-    }
-
-    private static int PositiveInt(string option, string value) =>
-        int.TryParse(value, NumberStyles.None, CultureInfo.InvariantCulture, out int n) && n > 0
-            ? n
-            : throw new ArgumentException($"Option '{option}' needs a positive whole number, not '{value}'.", nameof(option));
+    public static QuickstartOptions? Parse(IReadOnlyList<string> args) => Parse(args, new QuickstartOptions(), Usage);
 }

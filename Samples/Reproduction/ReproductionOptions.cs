@@ -1,4 +1,5 @@
 using System.Globalization;
+using ModelSurgery.Samples;
 
 namespace ModelSurgery.Reproduction;
 
@@ -109,38 +110,17 @@ public sealed record ReproductionSizes(
         BrownDocuments: 30, EvalBrownDocuments: 4, EvalHeldoutDocuments: 6, Seeds: 1);
 }
 
-/// <summary>What to run and where to write it.</summary>
-public sealed record ReproductionOptions
+/// <summary>What to run and where to write it (the flags every sample takes, see <see cref="SampleRunOptions"/>, and the ablations).</summary>
+public sealed record ReproductionOptions : SampleRunOptions
 {
-    /// <summary>Default output folder, relative to the current folder.</summary>
-    public const string DefaultOutputDir = "artifacts/reproduction";
-
-    /// <summary>Default output folder of <see cref="Fast"/> runs, so that they never replace the full run's cached teacher.</summary>
-    public const string DefaultFastOutputDir = "artifacts/reproduction-fast";
-
-    /// <summary>Output folder; null for the default.</summary>
-    public string? OutputDir { get; init; }
-
-    /// <summary>The cached teacher's folder; default <c>teacher</c> inside the output folder.</summary>
-    public string? TeacherDir { get; init; }
-
-    /// <summary>Folder holding <c>brown.jsonl</c> and <c>heldout.jsonl</c>; default the <c>Data</c> folder next to the program.</summary>
-    public string? DataDir { get; init; }
-
-    /// <summary>Use <see cref="ReproductionSizes.Fast"/>.</summary>
-    public bool Fast { get; init; }
-
-    /// <summary>Retrain the teacher even when a matching cached one exists.</summary>
-    public bool Fresh { get; init; }
+    /// <inheritdoc/>
+    public override string DefaultOutputDir => "artifacts/reproduction";
 
     /// <summary>Ablations to run; empty for all.</summary>
     public IReadOnlyList<Ablation> Only { get; init; } = [];
 
     /// <summary>Seeds of every ablation but the vocabulary sweep; null for the sizes' default.</summary>
     public int? Seeds { get; init; }
-
-    /// <summary>CPU threads for LibTorch; null keeps its default. Default one: tiny models, busy shared cores.</summary>
-    public int? Threads { get; init; } = 1;
 
     /// <summary>The sizes this run uses.</summary>
     public ReproductionSizes Sizes => Fast ? ReproductionSizes.Fast : ReproductionSizes.Full;
@@ -150,15 +130,6 @@ public sealed record ReproductionOptions
 
     /// <summary>The ablations this run runs, in report order.</summary>
     public IReadOnlyList<Ablation> Ablations => Only.Count == 0 ? Enum.GetValues<Ablation>() : [.. Only.Distinct().Order()];
-
-    /// <summary>The output folder this run uses.</summary>
-    public string ResolvedOutputDir => OutputDir ?? (Fast ? DefaultFastOutputDir : DefaultOutputDir);
-
-    /// <summary>The teacher folder this run uses.</summary>
-    public string ResolvedTeacherDir => TeacherDir ?? Path.Combine(ResolvedOutputDir, "teacher");
-
-    /// <summary>The data folder this run uses.</summary>
-    public string ResolvedDataDir => DataDir ?? Path.Combine(AppContext.BaseDirectory, "Data");
 
     /// <summary>Usage text for <c>--help</c>.</summary>
     public const string Usage = """
@@ -179,34 +150,12 @@ public sealed record ReproductionOptions
 
     /// <summary>Parses command-line arguments; returns null for <c>--help</c>.</summary>
     /// <exception cref="ArgumentException">An unknown option, a missing or bad value; the message names it.</exception>
-    public static ReproductionOptions? Parse(IReadOnlyList<string> args)
+    public static ReproductionOptions? Parse(IReadOnlyList<string> args) => Parse(args, new ReproductionOptions(), Usage, (options, flag, value) => flag switch
     {
-        ArgumentNullException.ThrowIfNull(args);
-        var options = new ReproductionOptions();
-        for (int i = 0; i < args.Count; i++)
-        {
-            string Value() => i + 1 < args.Count ? args[++i] : throw new ArgumentException($"Option '{args[i]}' needs a value.", nameof(args));
-            options = args[i] switch
-            {
-                "--fast" => options with { Fast = true },
-                "--fresh" => options with { Fresh = true },
-                "--out" => options with { OutputDir = Value() },
-                "--teacher" => options with { TeacherDir = Value() },
-                "--data" => options with { DataDir = Value() },
-                "--only" => options with { Only = ParseAblations(Value()) },
-                "--seeds" => options with { Seeds = PositiveInt(args[i], Value()) },
-                "--threads" => options with { Threads = PositiveInt(args[i], Value()) },
-                "--help" or "-h" => null,
-                _ => throw new ArgumentException($"Unknown option '{args[i]}'.\n{Usage}", nameof(args)),
-            };
-            if (options is null)
-            {
-                return null;
-            }
-        }
-
-        return options;
-    }
+        "--only" => options with { Only = ParseAblations(value()) },
+        "--seeds" => options with { Seeds = PositiveInt(flag, value()) },
+        _ => null,
+    });
 
     /// <summary>The option name of an ablation (<c>inheritance</c>, <c>layers</c>, ...).</summary>
     public static string NameOf(Ablation ablation) => ablation switch
@@ -232,14 +181,9 @@ public sealed record ReproductionOptions
                 ? (Ablation)n
                 : Enum.GetValues<Ablation>().Cast<Ablation?>().FirstOrDefault(a => string.Equals(NameOf(a!.Value), item, StringComparison.OrdinalIgnoreCase));
             result.Add(match ?? throw new ArgumentException(
-                $"Option '--only': unknown ablation '{item}'; use {string.Join(", ", Enum.GetValues<Ablation>().Select(NameOf))} or 1-6.", nameof(list)));
+                $"Option '--only': unknown ablation '{item}'; use {string.Join(", ", Enum.GetValues<Ablation>().Select(NameOf))} or 1-6."));
         }
 
-        return result.Count > 0 ? result : throw new ArgumentException("Option '--only' needs at least one ablation.", nameof(list));
+        return result.Count > 0 ? result : throw new ArgumentException("Option '--only' needs at least one ablation.");
     }
-
-    private static int PositiveInt(string option, string value) =>
-        int.TryParse(value, NumberStyles.None, CultureInfo.InvariantCulture, out int n) && n > 0
-            ? n
-            : throw new ArgumentException($"Option '{option}' needs a positive whole number, not '{value}'.", nameof(option));
 }

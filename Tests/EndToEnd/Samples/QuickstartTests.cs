@@ -99,10 +99,11 @@ public sealed class QuickstartTests
         Assert.That(options, Is.EqualTo(new QuickstartOptions { Fast = true, Fresh = true, OutputDir = "o", TeacherDir = "t", DataDir = "d", Threads = 3 }));
         Assert.That(options.Sizes, Is.EqualTo(QuickstartSizes.Fast));
         Assert.That(new QuickstartOptions { OutputDir = "o" }.ResolvedTeacherDir, Is.EqualTo(Path.Combine("o", "teacher")));
-        Assert.That(new QuickstartOptions().ResolvedOutputDir, Is.EqualTo(QuickstartOptions.DefaultOutputDir));
-        Assert.That(new QuickstartOptions { Fast = true }.ResolvedOutputDir, Is.Not.EqualTo(QuickstartOptions.DefaultOutputDir), "fast runs keep away from the full run's cached teacher");
+        Assert.That(new QuickstartOptions().ResolvedOutputDir, Is.EqualTo("artifacts/quickstart"));
+        Assert.That(new QuickstartOptions { Fast = true }.ResolvedOutputDir, Is.EqualTo("artifacts/quickstart-fast"), "fast runs keep away from the full run's cached teacher");
         Assert.That(QuickstartOptions.Parse(["--help"]), Is.Null);
         Assert.That(() => QuickstartOptions.Parse(["--bogus"]), Throws.ArgumentException.With.Message.Contains("--bogus"));
+        Assert.That(() => QuickstartOptions.Parse(["--threads", "x"]), Throws.ArgumentException.With.Message.EqualTo("Option '--threads' needs a positive whole number, not 'x'."), "the message the user reads names the flag and nothing of the code");
         Assert.That(() => QuickstartOptions.Parse(["--out"]), Throws.ArgumentException.With.Message.Contains("--out"));
         Assert.That(() => QuickstartOptions.Parse(["--threads", "0"]), Throws.ArgumentException.With.Message.Contains("--threads"));
     }

@@ -170,8 +170,8 @@ public sealed class ReproductionAnalysisTests
         var defaults = new ReproductionOptions();
         Assert.That(defaults.Ablations, Has.Count.EqualTo(6));
         Assert.That(defaults.ResolvedSeeds, Is.EqualTo(ReproductionSizes.Full.Seeds));
-        Assert.That(defaults.ResolvedOutputDir, Is.EqualTo(ReproductionOptions.DefaultOutputDir));
-        Assert.That(new ReproductionOptions { Fast = true }.ResolvedOutputDir, Is.EqualTo(ReproductionOptions.DefaultFastOutputDir));
+        Assert.That(defaults.ResolvedOutputDir, Is.EqualTo("artifacts/reproduction"));
+        Assert.That(new ReproductionOptions { Fast = true }.ResolvedOutputDir, Is.EqualTo("artifacts/reproduction-fast"));
         Assert.That(new ReproductionOptions { OutputDir = "o" }.ResolvedTeacherDir, Is.EqualTo(Path.Combine("o", "teacher")));
         Assert.That(ReproductionOptions.Parse(["--only", "multiround,distillation,shape"])!.Ablations, Is.EqualTo(new[] { Ablation.DepthWidth, Ablation.MultiRound, Ablation.Distillation }));
         Assert.That(ReproductionOptions.Parse(["--help"]), Is.Null);
