@@ -12,8 +12,8 @@ internal static unsafe class TensorMemory
 
     /// <summary>Address of the first element of a contiguous CPU tensor, or null when it has no elements.</summary>
     /// <remarks>
-    /// TorchSharp's <c>bytes</c> span stops at 2 GiB, so the address comes from a one-element view of the flattened
-    /// tensor; contiguity guarantees every following byte belongs to the same storage.
+    /// TorchSharp's <c>bytes</c> span stops at 2 GiB, so the address of a larger tensor comes from a one-element view of
+    /// the flattened tensor; contiguity guarantees every following byte belongs to the same storage.
     /// </remarks>
     public static byte* DataPointer(torch.Tensor tensor)
     {
@@ -30,6 +30,12 @@ internal static unsafe class TensorMemory
         if (tensor.numel() == 0)
         {
             return null;
+        }
+
+        if (tensor.numel() * tensor.ElementSize <= int.MaxValue)
+        {
+            // Small enough for the span itself: no views to create, which matters on per-token paths.
+            return (byte*)Unsafe.AsPointer(ref MemoryMarshal.GetReference(tensor.bytes));
         }
 
         using var flat = tensor.reshape(-1);   // [N], a view

@@ -58,6 +58,11 @@ public static class CpuLinear
     {
         ArgumentNullException.ThrowIfNull(input);
         ArgumentNullException.ThrowIfNull(weight);
+        if (RowProjection.Applies(input, weight, bias))
+        {
+            return RowProjection.Compute(input, weight, bias, torch.get_num_threads());
+        }
+
         if (oneDnn is null || !TakesDetour(input))
         {
             return nn.functional.linear(input, weight, bias);

@@ -8,7 +8,8 @@ namespace ModelSurgery.Tests.Inference;
 /// <summary>
 /// The one-row bf16 linear that runs with LibTorch's oneDNN path switched off: same numbers as the plain path, the
 /// process-global flag left as found, everything else untouched. The flag is global, so these tests do not run
-/// alongside others.
+/// alongside others. The weights are non-contiguous views, which the managed one-row kernel (see
+/// <c>RowProjectionTests</c>) does not take, so one-row calls here reach the detour and the plain path.
 /// </summary>
 [NonParallelizable]
 public sealed class CpuLinearTests
@@ -22,7 +23,8 @@ public sealed class CpuLinearTests
     {
         using var generator = new Generator((ulong)seed);
         Tensor input = torch.randn([rows, In], generator: generator).to_type(dtype); // [rows, in]
-        Tensor weight = (torch.randn([Out, In], generator: generator) * 0.05).to_type(dtype); // [out, in]
+        // A column-major view: RowProjection leaves non-contiguous weights to LibTorch, so these calls reach the detour.
+        Tensor weight = (torch.randn([In, Out], generator: generator) * 0.05).to_type(dtype).t(); // [out, in]
         Tensor bias = torch.randn([Out], generator: generator).to_type(dtype); // [out]
         return (input, weight, bias);
     }

@@ -1,0 +1,421 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using ModelSurgery.Inference.Checkpoints;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace ModelSurgery.Inference.Runtime;
+
+/// <summary>
+/// A managed matrix-vector product for one-row CPU projections, <c>y = W x + b</c>, that reads fp32 or bf16 weights in
+/// place and splits the output rows across torch's thread count. Decoding one token is such a product for every weight
+/// matrix, and LibTorch's one-row <c>linear</c> reaches well under the machine's memory bandwidth there (see
+/// <see cref="CpuLinear"/>), while this loop streams each weight row once with vector loads and fused multiply-adds.
+/// </summary>
+/// <remarks>
+/// Accumulation is in fp32 whatever the weight dtype (a bf16 value widens to fp32 exactly by a 16-bit shift), in one
+/// vector of partial sums per output row reduced at the end, plus a scalar tail; the result is rounded once to the
+/// output dtype (round-to-nearest-even for bf16), as LibTorch's own bf16 kernels do.
+/// </remarks>
+internal static unsafe class RowProjection
+{
+    /// <summary>Output rows one task handles at least, so tiny projections are not split into tasks that cost more than they compute.</summary>
+    internal const long MinRowsPerTask = 64;
+
+    /// <summary>
+    /// Whether <see cref="Compute"/> applies: one row of input on the CPU, an fp32 or bf16 weight of the input's dtype
+    /// and width, contiguous operands, a bias (if any) of the same dtype and of the output width, and no gradient to track.
+    /// </summary>
+    public static bool Applies(Tensor input, Tensor weight, Tensor? bias)
+    {
+        ScalarType dtype = weight.dtype;
+        if ((dtype != ScalarType.Float32 && dtype != ScalarType.BFloat16) || input.dtype != dtype
+            || input.device_type != DeviceType.CPU || weight.device_type != DeviceType.CPU
+            || weight.dim() != 2 || input.dim() == 0 || input.shape[^1] != weight.shape[1] || weight.shape[1] == 0
+            || !input.is_contiguous() || !weight.is_contiguous())
+        {
+            return false;
+        }
+
+        long rows = 1;
+        for (int i = 0; i < input.dim() - 1; i++)
+        {
+            rows *= input.shape[i];
+        }
+
+        if (rows != 1)
+        {
+            return false;
+        }
+
+        if (bias is not null
+            && (bias.dtype != dtype || bias.device_type != DeviceType.CPU || bias.dim() != 1 || bias.shape[0] != weight.shape[0] || !bias.is_contiguous()))
+        {
+            return false;
+        }
+
+        // The kernel records nothing for autograd; a product that needs a gradient takes LibTorch's path.
+        return !torch.is_grad_enabled() || !(input.requires_grad || weight.requires_grad || (bias?.requires_grad ?? false));
+    }
+
+    /// <summary>
+    /// <c>input Wᵀ + bias</c> for inputs where <see cref="Applies"/> holds: [..., in] (one row) to [..., out] in the
+    /// input's dtype, computed on up to <paramref name="threads"/> threads.
+    /// </summary>
+    public static Tensor Compute(Tensor input, Tensor weight, Tensor? bias, int threads)
+    {
+        long outFeatures = weight.shape[0], inFeatures = weight.shape[1];
+        long[] shape = (long[])input.shape.Clone();
+        shape[^1] = outFeatures;
+        Tensor output = torch.empty(shape, weight.dtype, input.device); // [..., out]
+        if (outFeatures == 0)
+        {
+            return output;
+        }
+
+        bool bf16 = weight.dtype == ScalarType.BFloat16;
+        byte* weightData = TensorMemory.DataPointer(weight);
+        byte* inputData = TensorMemory.DataPointer(input);
+        byte* biasData = bias is null ? null : TensorMemory.DataPointer(bias);
+        byte* outputData = TensorMemory.DataPointer(output);
+
+        // The input row in fp32: bf16 widens once here instead of once per output row, and is stored in the order the
+        // bf16 kernels read it (see BFloat16BlockOrder).
+        float[]? widened = null;
+        if (bf16)
+        {
+            widened = InputBuffer((int)inFeatures);
+            WidenInBlockOrder((ushort*)inputData, widened, inFeatures);
+        }
+
+        fixed (float* widenedData = widened)
+        {
+            var job = new Job
+            {
+                Weight = weightData,
+                Input = bf16 ? widenedData : (float*)inputData,
+                Bias = biasData,
+                Output = outputData,
+                In = inFeatures,
+                BFloat16 = bf16,
+            };
+            int tasks = (int)Math.Clamp(outFeatures / MinRowsPerTask, 1, Math.Max(threads, 1));
+            if (tasks == 1)
+            {
+                job.Run(0, outFeatures);
+            }
+            else
+            {
+                // One contiguous range of rows per task, each a multiple of 4 rows (the kernel's block) except the last.
+                long perTask = ((outFeatures + tasks - 1) / tasks + 3) & ~3L;
+                Parallel.For(0, tasks, t =>
+                {
+                    long first = t * perTask;
+                    long end = Math.Min(first + perTask, outFeatures);
+                    if (first < end)
+                    {
+                        job.Run(first, end);
+                    }
+                });
+            }
+        }
+
+        return output;
+    }
+
+    /// <summary>fp32 value of a bf16 bit pattern: the bits are the upper half of the fp32 ones.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static float BFloat16ToSingle(ushort bits) => BitConverter.UInt32BitsToSingle((uint)bits << 16);
+
+    /// <summary>bf16 bit pattern nearest to <paramref name="value"/>, ties to even; NaN stays a (quiet) NaN.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static ushort SingleToBFloat16(float value)
+    {
+        uint bits = BitConverter.SingleToUInt32Bits(value);
+        if (float.IsNaN(value))
+        {
+            return (ushort)((bits >> 16) | 0x40);
+        }
+
+        return (ushort)((bits + 0x7FFFu + ((bits >> 16) & 1)) >> 16);
+    }
+
+    /// <summary>
+    /// Elements per block of the bf16 kernels: 32 with 512-bit vectors, 16 with 256-bit ones, 1 (no blocks) without.
+    /// Within a block, a vector of 32-bit lanes over the bf16 bits holds element 2j in the low half of lane j and
+    /// element 2j + 1 in the high half: shifting left by 16 gives the even elements as fp32, masking the low half away
+    /// gives the odd ones, two instructions per vector where widening takes shuffles. The input row is stored to match,
+    /// each block's even elements first, then its odd ones; the elements after the last whole block keep their order.
+    /// </summary>
+    internal static int BFloat16Block =>
+        Vector512.IsHardwareAccelerated ? Vector512<ushort>.Count : Vector256.IsHardwareAccelerated ? Vector256<ushort>.Count : 1;
+
+    /// <summary>Widens a bf16 row to fp32 in the order of <see cref="BFloat16Block"/>.</summary>
+    internal static void WidenInBlockOrder(ushort* source, float[] target, long count)
+    {
+        int block = BFloat16Block, half = block / 2;
+        long whole = block == 1 ? 0 : count / block * block;
+        for (long start = 0; start < whole; start += block)
+        {
+            for (int j = 0; j < half; j++)
+            {
+                target[start + j] = BFloat16ToSingle(source[start + (2 * j)]);
+                target[start + half + j] = BFloat16ToSingle(source[start + (2 * j) + 1]);
+            }
+        }
+
+        for (long k = whole; k < count; k++)
+        {
+            target[k] = BFloat16ToSingle(source[k]);
+        }
+    }
+
+    // One pinned buffer per calling thread for the widened input row: no allocation per call on the decoding path.
+    [ThreadStatic]
+    private static float[]? t_inputBuffer;
+
+    private static float[] InputBuffer(int length)
+    {
+        if (t_inputBuffer is null || t_inputBuffer.Length < length)
+        {
+            t_inputBuffer = GC.AllocateUninitializedArray<float>(length, pinned: true);
+        }
+
+        return t_inputBuffer;
+    }
+
+    /// <summary>The operands of one product; <see cref="Run"/> computes a range of output rows.</summary>
+    private readonly struct Job
+    {
+        public byte* Weight { get; init; }
+
+        public float* Input { get; init; }
+
+        public byte* Bias { get; init; }
+
+        public byte* Output { get; init; }
+
+        public long In { get; init; }
+
+        public bool BFloat16 { get; init; }
+
+        public void Run(long first, long end)
+        {
+            long row = first;
+            for (; row + 4 <= end; row += 4)
+            {
+                Vector4Sums sums = BFloat16 ? DotBFloat16x4((ushort*)Weight + (row * In), Input, In) : DotSinglex4((float*)Weight + (row * In), Input, In);
+                Store(row, sums.S0);
+                Store(row + 1, sums.S1);
+                Store(row + 2, sums.S2);
+                Store(row + 3, sums.S3);
+            }
+
+            for (; row < end; row++)
+            {
+                Store(row, BFloat16 ? DotBFloat16((ushort*)Weight + (row * In), Input, In) : DotSingle((float*)Weight + (row * In), Input, In));
+            }
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        private void Store(long row, float sum)
+        {
+            if (BFloat16)
+            {
+                if (Bias is not null)
+                {
+                    sum += BFloat16ToSingle(((ushort*)Bias)[row]);
+                }
+
+                ((ushort*)Output)[row] = SingleToBFloat16(sum);
+            }
+            else
+            {
+                if (Bias is not null)
+                {
+                    sum += ((float*)Bias)[row];
+                }
+
+                ((float*)Output)[row] = sum;
+            }
+        }
+    }
+
+    private record struct Vector4Sums(float S0, float S1, float S2, float S3);
+
+    // Four rows at a time share each load of the input and keep four independent streams of weights in flight.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static Vector4Sums DotSinglex4(float* w, float* x, long n)
+    {
+        float* w1 = w + n, w2 = w1 + n, w3 = w2 + n;
+        long k = 0;
+        float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+        if (Vector512.IsHardwareAccelerated && n >= Vector512<float>.Count)
+        {
+            Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
+            for (; k <= n - Vector512<float>.Count; k += Vector512<float>.Count)
+            {
+                Vector512<float> xv = Vector512.Load(x + k);
+                a0 = Vector512.MultiplyAddEstimate(Vector512.Load(w + k), xv, a0);
+                a1 = Vector512.MultiplyAddEstimate(Vector512.Load(w1 + k), xv, a1);
+                a2 = Vector512.MultiplyAddEstimate(Vector512.Load(w2 + k), xv, a2);
+                a3 = Vector512.MultiplyAddEstimate(Vector512.Load(w3 + k), xv, a3);
+            }
+
+            (s0, s1, s2, s3) = (Vector512.Sum(a0), Vector512.Sum(a1), Vector512.Sum(a2), Vector512.Sum(a3));
+        }
+        else if (Vector256.IsHardwareAccelerated && n >= Vector256<float>.Count)
+        {
+            Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
+            for (; k <= n - Vector256<float>.Count; k += Vector256<float>.Count)
+            {
+                Vector256<float> xv = Vector256.Load(x + k);
+                a0 = Vector256.MultiplyAddEstimate(Vector256.Load(w + k), xv, a0);
+                a1 = Vector256.MultiplyAddEstimate(Vector256.Load(w1 + k), xv, a1);
+                a2 = Vector256.MultiplyAddEstimate(Vector256.Load(w2 + k), xv, a2);
+                a3 = Vector256.MultiplyAddEstimate(Vector256.Load(w3 + k), xv, a3);
+            }
+
+            (s0, s1, s2, s3) = (Vector256.Sum(a0), Vector256.Sum(a1), Vector256.Sum(a2), Vector256.Sum(a3));
+        }
+
+        for (; k < n; k++)
+        {
+            s0 += w[k] * x[k];
+            s1 += w1[k] * x[k];
+            s2 += w2[k] * x[k];
+            s3 += w3[k] * x[k];
+        }
+
+        return new Vector4Sums(s0, s1, s2, s3);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static float DotSingle(float* w, float* x, long n)
+    {
+        long k = 0;
+        float s = 0;
+        if (Vector512.IsHardwareAccelerated && n >= Vector512<float>.Count)
+        {
+            Vector512<float> a = default;
+            for (; k <= n - Vector512<float>.Count; k += Vector512<float>.Count)
+            {
+                a = Vector512.MultiplyAddEstimate(Vector512.Load(w + k), Vector512.Load(x + k), a);
+            }
+
+            s = Vector512.Sum(a);
+        }
+        else if (Vector256.IsHardwareAccelerated && n >= Vector256<float>.Count)
+        {
+            Vector256<float> a = default;
+            for (; k <= n - Vector256<float>.Count; k += Vector256<float>.Count)
+            {
+                a = Vector256.MultiplyAddEstimate(Vector256.Load(w + k), Vector256.Load(x + k), a);
+            }
+
+            s = Vector256.Sum(a);
+        }
+
+        for (; k < n; k++)
+        {
+            s += w[k] * x[k];
+        }
+
+        return s;
+    }
+
+    // bf16 weights, a block at a time (see BFloat16Block); x is in block order.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static Vector4Sums DotBFloat16x4(ushort* w, float* x, long n)
+    {
+        ushort* w1 = w + n, w2 = w1 + n, w3 = w2 + n;
+        long k = 0;
+        float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+        if (Vector512.IsHardwareAccelerated)
+        {
+            Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
+            Vector512<uint> high = Vector512.Create(0xFFFF_0000u);
+            for (; k <= n - Vector512<ushort>.Count; k += Vector512<ushort>.Count)
+            {
+                Vector512<float> xEven = Vector512.Load(x + k), xOdd = Vector512.Load(x + k + Vector512<float>.Count);
+                Vector512<uint> v = Vector512.Load((uint*)(w + k));
+                a0 = Vector512.MultiplyAddEstimate((v & high).AsSingle(), xOdd, Vector512.MultiplyAddEstimate(Vector512.ShiftLeft(v, 16).AsSingle(), xEven, a0));
+                v = Vector512.Load((uint*)(w1 + k));
+                a1 = Vector512.MultiplyAddEstimate((v & high).AsSingle(), xOdd, Vector512.MultiplyAddEstimate(Vector512.ShiftLeft(v, 16).AsSingle(), xEven, a1));
+                v = Vector512.Load((uint*)(w2 + k));
+                a2 = Vector512.MultiplyAddEstimate((v & high).AsSingle(), xOdd, Vector512.MultiplyAddEstimate(Vector512.ShiftLeft(v, 16).AsSingle(), xEven, a2));
+                v = Vector512.Load((uint*)(w3 + k));
+                a3 = Vector512.MultiplyAddEstimate((v & high).AsSingle(), xOdd, Vector512.MultiplyAddEstimate(Vector512.ShiftLeft(v, 16).AsSingle(), xEven, a3));
+            }
+
+            (s0, s1, s2, s3) = (Vector512.Sum(a0), Vector512.Sum(a1), Vector512.Sum(a2), Vector512.Sum(a3));
+        }
+        else if (Vector256.IsHardwareAccelerated)
+        {
+            Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
+            Vector256<uint> high = Vector256.Create(0xFFFF_0000u);
+            for (; k <= n - Vector256<ushort>.Count; k += Vector256<ushort>.Count)
+            {
+                Vector256<float> xEven = Vector256.Load(x + k), xOdd = Vector256.Load(x + k + Vector256<float>.Count);
+                Vector256<uint> v = Vector256.Load((uint*)(w + k));
+                a0 = Vector256.MultiplyAddEstimate((v & high).AsSingle(), xOdd, Vector256.MultiplyAddEstimate(Vector256.ShiftLeft(v, 16).AsSingle(), xEven, a0));
+                v = Vector256.Load((uint*)(w1 + k));
+                a1 = Vector256.MultiplyAddEstimate((v & high).AsSingle(), xOdd, Vector256.MultiplyAddEstimate(Vector256.ShiftLeft(v, 16).AsSingle(), xEven, a1));
+                v = Vector256.Load((uint*)(w2 + k));
+                a2 = Vector256.MultiplyAddEstimate((v & high).AsSingle(), xOdd, Vector256.MultiplyAddEstimate(Vector256.ShiftLeft(v, 16).AsSingle(), xEven, a2));
+                v = Vector256.Load((uint*)(w3 + k));
+                a3 = Vector256.MultiplyAddEstimate((v & high).AsSingle(), xOdd, Vector256.MultiplyAddEstimate(Vector256.ShiftLeft(v, 16).AsSingle(), xEven, a3));
+            }
+
+            (s0, s1, s2, s3) = (Vector256.Sum(a0), Vector256.Sum(a1), Vector256.Sum(a2), Vector256.Sum(a3));
+        }
+
+        for (; k < n; k++)
+        {
+            s0 += BFloat16ToSingle(w[k]) * x[k];
+            s1 += BFloat16ToSingle(w1[k]) * x[k];
+            s2 += BFloat16ToSingle(w2[k]) * x[k];
+            s3 += BFloat16ToSingle(w3[k]) * x[k];
+        }
+
+        return new Vector4Sums(s0, s1, s2, s3);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static float DotBFloat16(ushort* w, float* x, long n)
+    {
+        long k = 0;
+        float s = 0;
+        if (Vector512.IsHardwareAccelerated)
+        {
+            Vector512<float> a = default;
+            Vector512<uint> high = Vector512.Create(0xFFFF_0000u);
+            for (; k <= n - Vector512<ushort>.Count; k += Vector512<ushort>.Count)
+            {
+                Vector512<uint> v = Vector512.Load((uint*)(w + k));
+                a = Vector512.MultiplyAddEstimate((v & high).AsSingle(), Vector512.Load(x + k + Vector512<float>.Count), Vector512.MultiplyAddEstimate(Vector512.ShiftLeft(v, 16).AsSingle(), Vector512.Load(x + k), a));
+            }
+
+            s = Vector512.Sum(a);
+        }
+        else if (Vector256.IsHardwareAccelerated)
+        {
+            Vector256<float> a = default;
+            Vector256<uint> high = Vector256.Create(0xFFFF_0000u);
+            for (; k <= n - Vector256<ushort>.Count; k += Vector256<ushort>.Count)
+            {
+                Vector256<uint> v = Vector256.Load((uint*)(w + k));
+                a = Vector256.MultiplyAddEstimate((v & high).AsSingle(), Vector256.Load(x + k + Vector256<float>.Count), Vector256.MultiplyAddEstimate(Vector256.ShiftLeft(v, 16).AsSingle(), Vector256.Load(x + k), a));
+            }
+
+            s = Vector256.Sum(a);
+        }
+
+        for (; k < n; k++)
+        {
+            s += BFloat16ToSingle(w[k]) * x[k];
+        }
+
+        return s;
+    }
+}
