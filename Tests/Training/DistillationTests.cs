@@ -167,6 +167,43 @@ public sealed class DistillationTests
     }
 
     [Test]
+    public void The_top_k_loss_equals_the_reference_formula_in_value_and_gradient([Values(1.0, 2.0)] double temperature, [Values(0.0, 0.5, 1.0)] double alpha)
+    {
+        // Reference: the student's full-vocabulary log_softmax at T read at the cached ids, kl_div against the cached
+        // logits' log_softmax at T, and cross_entropy at T = 1, each taken apart.
+        const int batch = 2, positions = 5, vocab = 300, k = 16;
+        using var scope = torch.NewDisposeScope();
+        using var generator = new Generator(19, torch.CPU);
+        Tensor studentValues = torch.randn([batch, positions, vocab], generator: generator) * 3; // [B, T, V]
+        Tensor topIndices = torch.randperm(vocab, generator: generator).narrow(0, 0, k).expand(batch, positions, k).contiguous(); // [B, T, k]
+        Tensor topValues = torch.randn([batch, positions, k], generator: generator) * 3; // [B, T, k]
+        Tensor targets = torch.randint(vocab, [batch, positions], generator: generator); // [B, T]
+        var loss = new DistillationLoss(DistillationDivergence.ForwardKl, temperature, alpha);
+
+        Tensor input = studentValues.clone().requires_grad_(true);
+        Tensor value = loss.ComputeTopK(input, topValues, topIndices, targets);
+        value.backward();
+        Tensor referenceInput = studentValues.clone().requires_grad_(true);
+        Tensor logQ = (referenceInput / temperature).log_softmax(-1).gather(-1, topIndices).reshape(-1, k); // [B*T, k]
+        Tensor logP = (topValues / temperature).log_softmax(-1).reshape(-1, k); // [B*T, k]
+        Tensor divergence = nn.functional.kl_div(logQ, logP, reduction: nn.Reduction.Sum, log_target: true) / (batch * positions);
+        Tensor crossEntropy = nn.functional.cross_entropy(referenceInput.reshape(-1, vocab), targets.reshape(-1));
+        Tensor reference = (alpha * temperature * temperature * divergence) + ((1 - alpha) * crossEntropy);
+        reference.backward();
+
+        // The same operations grouped the same way up to where cross-entropy reads its log-probabilities: within a few
+        // log2(V) epsilon of |loss| in value and of T / (B T) in each gradient element.
+        double epsilon = Math.Pow(2, -23);
+        double sumBits = Math.Ceiling(Math.Log2(vocab));
+        Assert.Multiple(() =>
+        {
+            Assert.That(Value(value), Is.EqualTo(Value(reference)).Within(4 * epsilon * sumBits * Math.Abs(Value(reference))));
+            Assert.That(Value((input.grad! - referenceInput.grad!).abs().max()), Is.LessThanOrEqualTo(4 * epsilon * sumBits * temperature / (batch * positions)));
+            Assert.That(Value(input.grad!.abs().max()), Is.GreaterThan(1e-3), "a gradient reaches the student");
+        });
+    }
+
+    [Test]
     public void Teacher_logits_are_restricted_to_the_kept_ids_before_the_softmax()
     {
         // The teacher has 4 ids; the student keeps teacher ids 0 and 2, whose logits are [ln 3, 0]. Ids 1 and 3 must not

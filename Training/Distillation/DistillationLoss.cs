@@ -241,9 +241,18 @@ public sealed class DistillationLoss
         ArgumentNullException.ThrowIfNull(topValues);
         ArgumentNullException.ThrowIfNull(topIndices);
         using var scope = torch.NewDisposeScope();
-        Tensor logQ = Tempered(studentLogits.to(ScalarType.Float32)).log_softmax(-1).gather(-1, topIndices); // [B, T, k]
-        Tensor logP = Tempered(topValues.to(ScalarType.Float32)).log_softmax(-1); // [B, T, k]
-        return (Kl(logP, logQ).mean() * (Temperature * Temperature)).MoveToOuterDisposeScope();
+        return TopKTerm(studentLogits, topValues, topIndices).Loss.MoveToOuterDisposeScope();
+    }
+
+    // The top-k KD term and, at T = 1, the student's float32 log-probabilities over its whole vocabulary (what
+    // cross-entropy reads); both in the caller's dispose scope.
+    private (Tensor Loss, Tensor? StudentLogProbabilities) TopKTerm(Tensor studentLogits, Tensor topValues, Tensor topIndices)
+    {
+        Tensor logQAll = Tempered(studentLogits).log_softmax(-1, ScalarType.Float32); // [B, T, Vs]
+        Tensor logQ = logQAll.gather(-1, topIndices); // [B, T, k]
+        Tensor logP = Tempered(topValues).log_softmax(-1, ScalarType.Float32); // [B, T, k]
+        Tensor loss = Kl(logP, logQ).mean() * (Temperature * Temperature);
+        return (loss, Temperature == 1 ? logQAll : null);
     }
 
     /// <summary>alpha * top-k KD + (1 - alpha) * CE.</summary>
@@ -254,11 +263,25 @@ public sealed class DistillationLoss
     /// <returns>Scalar float32 loss.</returns>
     public Tensor ComputeTopK(Tensor studentLogits, Tensor topValues, Tensor topIndices, Tensor targets)
     {
+        ArgumentNullException.ThrowIfNull(studentLogits);
+        ArgumentNullException.ThrowIfNull(topValues);
+        ArgumentNullException.ThrowIfNull(topIndices);
+        ArgumentNullException.ThrowIfNull(targets);
         using var scope = torch.NewDisposeScope();
-        Tensor loss = Alpha * TopKDistillationTerm(studentLogits, topValues, topIndices);
+        if (Alpha == 0)
+        {
+            return CrossEntropyObjective.Compute(studentLogits, targets).MoveToOuterDisposeScope();
+        }
+
+        (Tensor term, Tensor? studentLogProbabilities) = TopKTerm(studentLogits, topValues, topIndices);
+        Tensor loss = Alpha * term;
         if (Alpha < 1)
         {
-            loss = loss + ((1 - Alpha) * CrossEntropyObjective.Compute(studentLogits, targets));
+            // At T = 1 cross-entropy reads the targets' entries of the log-softmax the KD term took.
+            Tensor crossEntropy = studentLogProbabilities is null
+                ? CrossEntropyObjective.Compute(studentLogits, targets)
+                : nn.functional.nll_loss(studentLogProbabilities.reshape(-1, studentLogProbabilities.shape[^1]), targets.reshape(-1));
+            loss = loss + ((1 - Alpha) * crossEntropy);
         }
 
         return loss.MoveToOuterDisposeScope();
