@@ -105,17 +105,18 @@ public sealed class DistillationTests
         [Values] DistillationDivergence divergence,
         [Values(1.0, 2.0)] double temperature,
         [Values(0.0, 0.5, 1.0)] double alpha,
-        [Values] VocabularyCase vocabulary)
+        [Values] VocabularyCase vocabulary,
+        [Values(ScalarType.Float32, ScalarType.BFloat16)] ScalarType teacherDtype)
     {
-        // The reference takes every piece apart: log_softmax of each side at T, kl_div for the divergence, and
-        // cross_entropy over the whole student vocabulary at T = 1.
+        // The reference takes every piece apart: the teacher in float32, log_softmax of each side at T, kl_div for the
+        // divergence, and cross_entropy over the whole student vocabulary at T = 1.
         const int batch = 2, positions = 5, vocab = 300;
         int padding = vocabulary == VocabularyCase.PaddedStudent ? 5 : 0;
         long[]? kept = vocabulary == VocabularyCase.KeptTeacherIds ? [.. Enumerable.Range(0, vocab).Select(i => (long)((i * 7) % (vocab + 20)))] : null;
         using var scope = torch.NewDisposeScope();
         using var generator = new Generator(17, torch.CPU);
         Tensor studentValues = torch.randn([batch, positions, vocab + padding], generator: generator) * 3; // [B, T, Vs]
-        Tensor teacher = torch.randn([batch, positions, kept is null ? vocab : vocab + 20], generator: generator) * 3; // [B, T, Vt]
+        Tensor teacher = (torch.randn([batch, positions, kept is null ? vocab : vocab + 20], generator: generator) * 3).to(teacherDtype); // [B, T, Vt]
         Tensor targets = torch.randint(vocab + padding, [batch, positions], generator: generator); // [B, T]
         var loss = new DistillationLoss(divergence, temperature, alpha, kept);
 
@@ -148,7 +149,7 @@ public sealed class DistillationTests
     private static Tensor ReferenceLoss(Tensor student, Tensor teacher, Tensor targets, DistillationDivergence divergence, double temperature, double alpha, long[]? kept)
     {
         using var scope = torch.NewDisposeScope();
-        Tensor restricted = kept is null ? teacher : teacher.index_select(-1, torch.tensor(kept)); // [B, T, V]
+        Tensor restricted = (kept is null ? teacher : teacher.index_select(-1, torch.tensor(kept))).to(ScalarType.Float32); // [B, T, V]
         long vocab = restricted.shape[^1];
         Tensor logQ = (student.narrow(-1, 0, vocab) / temperature).log_softmax(-1).reshape(-1, vocab); // [B*T, V]
         Tensor logP = (restricted / temperature).log_softmax(-1).reshape(-1, vocab); // [B*T, V]
