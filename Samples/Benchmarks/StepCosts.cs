@@ -106,7 +106,7 @@ internal static class StepCosts
                 if (profile)
                 {
                     profiles.Add((shape.Name, PhaseProfile(shape, file, teacher, teacherType, steps)));
-                    pieces.Add((shape.Name, LossPieces(shape, teacher, steps)));
+                    pieces.Add((shape.Name, LossPieces(shape, teacher)));
                 }
 
                 double peak = Median(peaks), plainStep = Median(plain), distilStep = Median(distil);
@@ -280,7 +280,7 @@ internal static class StepCosts
     /// Seconds for each piece of a distillation step at the shape (teacher and student forwards, and the loss pieces on
     /// random fp32 logits of the shape's B x T x V), the pieces interleaved and repeated, medians.
     /// </summary>
-    private static IReadOnlyList<(string Piece, double Seconds)> LossPieces(StepShape shape, LlamaForCausalLM teacher, int steps)
+    private static IReadOnlyList<(string Piece, double Seconds)> LossPieces(StepShape shape, LlamaForCausalLM teacher)
     {
         using var student = new LlamaForCausalLM(shape.Student);
         student.InitializeWeights(1);
