@@ -134,11 +134,11 @@ public static partial class Evaluator
     /// <summary>Scores multiple-choice items and aggregates acc, acc_norm and acc_bytes.</summary>
     /// <param name="scorer">The scorer.</param>
     /// <param name="items">The items.</param>
-    /// <param name="progress">Receives the number of requests scored so far.</param>
+    /// <param name="progress">Receives the requests scored so far after each batch.</param>
     /// <param name="cancellationToken">Cancels between batches.</param>
     /// <returns>Per-document predictions.</returns>
     public static async Task<IReadOnlyList<MultipleChoicePrediction>> ScoreItemsAsync(
-        LogLikelihoodScorer scorer, IReadOnlyList<MultipleChoiceItem> items, IProgress<int>? progress = null, CancellationToken cancellationToken = default)
+        LogLikelihoodScorer scorer, IReadOnlyList<MultipleChoiceItem> items, IProgress<LogLikelihoodProgress>? progress = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(scorer);
         ArgumentNullException.ThrowIfNull(items);
@@ -171,7 +171,7 @@ public static partial class Evaluator
 
         int total = items.Sum(i => i.Choices.Count);
         // Relayed synchronously so the caller sees reports in order, before the task's result.
-        var requestProgress = progress is null ? null : new SynchronousProgress<int>(done => progress.Report(new EvaluationProgress(spec.Name, index, count, done, total)));
+        var requestProgress = progress is null ? null : new SynchronousProgress<LogLikelihoodProgress>(p => progress.Report(new EvaluationProgress(spec.Name, index, count, p.Completed, total)));
         IReadOnlyList<MultipleChoicePrediction> predictions = await ScoreItemsAsync(scorer, items, requestProgress, cancellationToken).ConfigureAwait(false);
         string[] reported = [.. spec.Metrics.Append(MetricNames.ByteNormalizedAccuracy).Distinct()];
         int fewShot = spec.FewShot ?? options.FewShot;

@@ -1,6 +1,7 @@
 using System.Text;
 using ModelSurgery.Inference.Tokenization;
 using ModelSurgery.Inference.Modeling;
+using ModelSurgery.Inference.Reporting;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -21,6 +22,21 @@ public sealed record TokenizedRequest(IReadOnlyList<int> Context, IReadOnlyList<
 /// <param name="IsGreedy">True when every continuation token is the model's argmax prediction.</param>
 /// <param name="ContinuationTokens">How many tokens were scored.</param>
 public sealed record LogLikelihoodResult(double LogLikelihood, bool IsGreedy, int ContinuationTokens);
+
+/// <summary>Requests scored so far by <see cref="LogLikelihoodScorer"/>, reported after each batch.</summary>
+/// <param name="Completed">Requests scored.</param>
+/// <param name="RequestCount">Requests in all.</param>
+public sealed record LogLikelihoodProgress(long Completed, long RequestCount) : IProgressReport
+{
+    /// <summary>The requests in all (<see cref="RequestCount"/>).</summary>
+    public long? Total => RequestCount;
+
+    /// <summary>Always <see cref="ProgressUnit.Requests"/>.</summary>
+    public ProgressUnit Unit => ProgressUnit.Requests;
+
+    /// <summary>Always null.</summary>
+    public string? Status => null;
+}
 
 /// <summary>The result of scoring a text with sliding windows.</summary>
 /// <param name="TotalNllNats">Sum of -log P(token) over all tokens of the text, natural log.</param>
@@ -118,10 +134,10 @@ public sealed class LogLikelihoodScorer
 
     /// <summary>Scores requests; results are in request order and do not depend on the batch size.</summary>
     /// <param name="requests">The requests.</param>
-    /// <param name="progress">Receives the number of requests scored so far.</param>
+    /// <param name="progress">Receives the requests scored so far after each batch.</param>
     /// <param name="cancellationToken">Cancels between batches.</param>
     /// <returns>One result per request.</returns>
-    public Task<IReadOnlyList<LogLikelihoodResult>> ScoreAsync(IReadOnlyList<LogLikelihoodRequest> requests, IProgress<int>? progress = null, CancellationToken cancellationToken = default)
+    public Task<IReadOnlyList<LogLikelihoodResult>> ScoreAsync(IReadOnlyList<LogLikelihoodRequest> requests, IProgress<LogLikelihoodProgress>? progress = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(requests);
         TokenizedRequest[] tokenized = [.. requests.Select(Encode)];
@@ -130,10 +146,10 @@ public sealed class LogLikelihoodScorer
 
     /// <summary>Scores already tokenised requests.</summary>
     /// <param name="requests">The requests; each continuation must have at least one token.</param>
-    /// <param name="progress">Receives the number of requests scored so far.</param>
+    /// <param name="progress">Receives the requests scored so far after each batch.</param>
     /// <param name="cancellationToken">Cancels between batches.</param>
     /// <returns>One result per request.</returns>
-    public Task<IReadOnlyList<LogLikelihoodResult>> ScoreTokensAsync(IReadOnlyList<TokenizedRequest> requests, IProgress<int>? progress = null, CancellationToken cancellationToken = default)
+    public Task<IReadOnlyList<LogLikelihoodResult>> ScoreTokensAsync(IReadOnlyList<TokenizedRequest> requests, IProgress<LogLikelihoodProgress>? progress = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(requests);
         var items = new ScoringItem[requests.Count];
@@ -219,7 +235,7 @@ public sealed class LogLikelihoodScorer
     }
 
     /// <summary>Scores items whose targets are predicted at the last positions of their inputs.</summary>
-    private (double Sum, bool Greedy)[] ScoreItems(ScoringItem[] items, IProgress<int>? progress, CancellationToken cancellationToken)
+    private (double Sum, bool Greedy)[] ScoreItems(ScoringItem[] items, IProgress<LogLikelihoodProgress>? progress, CancellationToken cancellationToken)
     {
         var results = new (double, bool)[items.Length];
 
@@ -237,7 +253,7 @@ public sealed class LogLikelihoodScorer
                 cancellationToken.ThrowIfCancellationRequested();
                 ScoreBatch(batch, device, results);
                 done += batch.Length;
-                progress?.Report(done);
+                progress?.Report(new LogLikelihoodProgress(done, items.Length));
             }
         }
         finally

@@ -22,7 +22,8 @@ namespace ModelSurgery.Benchmarks;
 /// FLOPs per student token: 6 N_s + 12 L_s T D_s (PaLM, appendix B; N counts parameters in matmuls: decoder layers and
 /// head). A distillation step adds the teacher's forward, 2 N_t + 4 L_t T D_t, so its arithmetic ratio to the plain step
 /// is (2 N_t + 4 L_t T D_t + 6 N_s + 12 L_s T D_s) / (6 N_s + 12 L_s T D_s). The last two columns count minor page faults
-/// per step: memory the allocator handed back to the system and had to fault in again.
+/// per step: memory the allocator handed back to the system and had to fault in again. The "apart" columns time the same
+/// distillation step with the two terms computed apart (<see cref="TermsApartObjective"/>), interleaved with the others.
 /// </para>
 /// </summary>
 internal static class StepCosts
@@ -69,6 +70,7 @@ internal static class StepCosts
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"method    fp32 Trainer steps (student fp32, teacher {teacherDtype}, forward KL, T = 1, alpha = 0.5); per repetition: the 2048 x 2048 fp32 matmul peak, {steps} timed plain steps, {steps} timed distillation steps (each after a warm-up step); medians of {repeats} repetitions"));
         var rows = new List<string>();
         var profiles = new List<(string Shape, IReadOnlyList<(string Phase, double Plain, double Distil)> Phases)>();
+        var pieces = new List<(string Shape, IReadOnlyList<(string Piece, double Seconds)> Pieces)>();
         foreach (StepShape shape in chosen)
         {
             double studentFlops = TrainingFlopsPerToken(shape.Student, shape.SeqLen);
@@ -87,29 +89,34 @@ internal static class StepCosts
                 var peaks = new List<double>();
                 var plain = new List<double>();
                 var distil = new List<double>();
+                var apart = new List<double>();
                 var faults = new List<(double Plain, double Distil)>();
                 for (int r = 0; r < repeats; r++)
                 {
                     peaks.Add(TrainBenchmark.MatmulPeak(ScalarType.Float32));
                     var (plainSeconds, plainFaults) = await TrainerStep(shape, file, null, steps, Path.Combine(work, $"plain{r}"), ct);
                     var (distilSeconds, distilFaults) = await TrainerStep(shape, file, Objective(teacher, teacherType), steps, Path.Combine(work, $"distil{r}"), ct);
+                    var (apartSeconds, _) = await TrainerStep(shape, file, new TermsApartObjective(teacher, teacherType), steps, Path.Combine(work, $"apart{r}"), ct);
                     plain.Add(plainSeconds);
                     distil.Add(distilSeconds);
+                    apart.Add(apartSeconds);
                     faults.Add((plainFaults, distilFaults));
                 }
 
                 if (profile)
                 {
                     profiles.Add((shape.Name, PhaseProfile(shape, file, teacher, teacherType, steps)));
+                    pieces.Add((shape.Name, LossPieces(shape, teacher)));
                 }
 
                 double peak = Median(peaks), plainStep = Median(plain), distilStep = Median(distil);
                 long tokensPerStep = (long)shape.Batch * shape.SeqLen;
                 double achieved = studentFlops * tokensPerStep / plainStep;
                 double measuredRatio = distilStep / plainStep;
+                double apartRatio = Median(apart) / plainStep;
                 rows.Add(string.Create(
                     CultureInfo.InvariantCulture,
-                    $"{shape.Name,-16}{peak / 1e9,9:F1}{plainStep,10:F3}{achieved / 1e9,10:F1}{100 * achieved / peak,8:F1}%{distilStep,10:F3}{measuredRatio,9:F2}{arithmetic,9:F2}{measuredRatio / arithmetic,9:F2}{Median(faults.Select(f => f.Plain)),10:F0}{Median(faults.Select(f => f.Distil)),10:F0}"));
+                    $"{shape.Name,-16}{peak / 1e9,9:F1}{plainStep,10:F3}{achieved / 1e9,10:F1}{100 * achieved / peak,8:F1}%{distilStep,10:F3}{measuredRatio,9:F2}{arithmetic,9:F2}{measuredRatio / arithmetic,9:F2}{apartRatio,9:F2}{apartRatio / arithmetic,9:F2}{Median(faults.Select(f => f.Plain)),10:F0}{Median(faults.Select(f => f.Distil)),10:F0}"));
             }
             finally
             {
@@ -118,8 +125,8 @@ internal static class StepCosts
         }
 
         Console.WriteLine();
-        Console.WriteLine($"{"shape",-16}{"peak",9}{"plain",10}{"achieved",10}{"MFU",9}{"distil",10}{"ratio",9}{"arith.",9}{"ratio /",9}{"faults",10}{"faults",10}");
-        Console.WriteLine($"{"",-16}{"GFLOP/s",9}{"s/step",10}{"GFLOP/s",10}{"",9}{"s/step",10}{"",9}{"ratio",9}{"arith.",9}{"plain",10}{"distil",10}");
+        Console.WriteLine($"{"shape",-16}{"peak",9}{"plain",10}{"achieved",10}{"MFU",9}{"distil",10}{"ratio",9}{"arith.",9}{"ratio /",9}{"apart",9}{"apart /",9}{"faults",10}{"faults",10}");
+        Console.WriteLine($"{"",-16}{"GFLOP/s",9}{"s/step",10}{"GFLOP/s",10}{"",9}{"s/step",10}{"",9}{"ratio",9}{"arith.",9}{"ratio",9}{"arith.",9}{"plain",10}{"distil",10}");
         rows.ForEach(Console.WriteLine);
         foreach (var (shapeName, phases) in profiles)
         {
@@ -129,6 +136,16 @@ internal static class StepCosts
             foreach (var (phase, plainSeconds, distilSeconds) in phases)
             {
                 Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{phase,-22}{plainSeconds,10:F4}{distilSeconds,10:F4}"));
+            }
+        }
+
+        foreach (var (shapeName, parts) in pieces)
+        {
+            Console.WriteLine();
+            Console.WriteLine($"{shapeName}: seconds per piece of a distillation step (median of {LossPieceRepeats} runs, interleaved; the loss pieces on B x T x V fp32 logits)");
+            foreach (var (piece, seconds) in parts)
+            {
+                Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{piece,-52}{seconds,10:F4}"));
             }
         }
 
@@ -257,9 +274,125 @@ internal static class StepCosts
         return samples;
     }
 
+    private const int LossPieceRepeats = 7;
+
+    /// <summary>
+    /// Seconds for each piece of a distillation step at the shape (teacher and student forwards, and the loss pieces on
+    /// random fp32 logits of the shape's B x T x V), the pieces interleaved and repeated, medians.
+    /// </summary>
+    private static IReadOnlyList<(string Piece, double Seconds)> LossPieces(StepShape shape, LlamaForCausalLM teacher)
+    {
+        using var student = new LlamaForCausalLM(shape.Student);
+        student.InitializeWeights(1);
+        student.train();
+        teacher.eval();
+        var generator = new Generator(5, torch.CPU);
+        using Tensor inputs = torch.randint(shape.Student.VocabSize, [shape.Batch, shape.SeqLen], generator: generator); // [B, T]
+        using Tensor targets = torch.randint(shape.Student.VocabSize, [shape.Batch, shape.SeqLen], generator: generator); // [B, T]
+        using Tensor studentValues = torch.randn([shape.Batch, shape.SeqLen, shape.Student.VocabSize], generator: generator) * 3; // [B, T, V]
+        using Tensor teacherLogits = torch.randn([shape.Batch, shape.SeqLen, shape.Student.VocabSize], generator: generator) * 3; // [B, T, V]
+        var loss = new DistillationLoss(DistillationDivergence.ForwardKl, temperature: 1.0, alpha: 0.5);
+        (string Name, Action Run)[] pieces =
+        [
+            ("teacher forward, no-grad", () =>
+            {
+                using var noGrad = torch.no_grad();
+                using Tensor logits = teacher.forward(inputs);
+            }),
+            ("teacher forward, inference mode", () =>
+            {
+                using var inference = torch.inference_mode();
+                using Tensor logits = teacher.forward(inputs);
+            }),
+            ("student forward and backward through a sum", () =>
+            {
+                using var scope = torch.NewDisposeScope();
+                student.zero_grad();
+                student.forward(inputs).sum().backward();
+            }),
+            ("teacher log_softmax + exp (no-grad)", () =>
+            {
+                using var scope = torch.NewDisposeScope();
+                using var noGrad = torch.no_grad();
+                _ = teacherLogits.log_softmax(-1).exp();
+            }),
+            ("student log_softmax forward + backward", () => LossOnLogits(studentValues, s => s.log_softmax(-1).sum())),
+            ("plain cross-entropy forward + backward", () => LossOnLogits(studentValues, s => CrossEntropyObjective.Compute(s, targets))),
+            ("KL and CE apart forward + backward", () => LossOnLogits(studentValues, s => TermsApartObjective.Compute(s, teacherLogits, targets))),
+            ("library loss (one soft-target CE) forward + backward", () => LossOnLogits(studentValues, s => loss.Compute(s, teacherLogits, targets))),
+        ];
+        var samples = pieces.Select(_ => new List<double>()).ToArray();
+        for (int r = 0; r <= LossPieceRepeats; r++)
+        {
+            for (int i = 0; i < pieces.Length; i++)
+            {
+                long start = Stopwatch.GetTimestamp();
+                pieces[i].Run();
+                if (r > 0)
+                {
+                    samples[i].Add(Stopwatch.GetElapsedTime(start).TotalSeconds);
+                }
+            }
+        }
+
+        return [.. pieces.Select((p, i) => (p.Name, Median(samples[i])))];
+    }
+
+    // The loss of fresh leaf logits and its backward, as a step runs them.
+    private static void LossOnLogits(Tensor values, Func<Tensor, Tensor> loss)
+    {
+        using var scope = torch.NewDisposeScope();
+        Tensor logits = values.detach().requires_grad_(true); // [B, T, V]
+        Tensor value = loss(logits);
+        _ = value.item<float>();
+        value.backward();
+    }
+
     private static double Median(IEnumerable<double> values)
     {
         double[] sorted = [.. values.Order()];
         return sorted.Length % 2 == 1 ? sorted[sorted.Length / 2] : (sorted[(sorted.Length / 2) - 1] + sorted[sorted.Length / 2]) / 2;
+    }
+}
+
+/// <summary>
+/// The distillation objective with its two terms computed apart, as the library did before it folded them into one
+/// soft-target cross-entropy: log-softmax of teacher and student, KL(p || q) = sum p (log p - log q), and cross-entropy
+/// read from the student's log-softmax; forward KL, T = 1, alpha 0.5. Used as the "apart" contender.
+/// </summary>
+internal sealed class TermsApartObjective : ITrainingObjective
+{
+    private readonly LlamaForCausalLM _teacher;
+
+    public TermsApartObjective(LlamaForCausalLM teacher, ScalarType teacherDtype)
+    {
+        _teacher = teacher;
+        _teacher.to(teacherDtype);
+    }
+
+    public IReadOnlyList<(string Name, Parameter Parameter)> Parameters => [];
+
+    /// <summary>0.5 KL(softmax(teacher) || softmax(student)) + 0.5 CE, the terms taken apart.</summary>
+    public static Tensor Compute(Tensor studentLogits, Tensor teacherLogits, Tensor targets)
+    {
+        using var scope = torch.NewDisposeScope();
+        Tensor logQ = studentLogits.to(ScalarType.Float32).log_softmax(-1); // [B, T, V]
+        Tensor logP = teacherLogits.to(ScalarType.Float32).log_softmax(-1); // [B, T, V]
+        Tensor kl = (logP.exp() * (logP - logQ)).sum(-1).mean();
+        Tensor crossEntropy = nn.functional.nll_loss(logQ.reshape(-1, logQ.shape[^1]), targets.reshape(-1));
+        return ((0.5 * kl) + (0.5 * crossEntropy)).MoveToOuterDisposeScope();
+    }
+
+    public Tensor Loss(nn.Module<Tensor, Tensor> model, TrainingBatch batch)
+    {
+        using var scope = torch.NewDisposeScope();
+        Tensor teacherLogits;
+        _teacher.eval();
+        using (torch.no_grad())
+        {
+            teacherLogits = _teacher.forward(batch.Inputs); // [B, T, V]
+        }
+
+        return Compute(model.forward(batch.Inputs), teacherLogits, batch.Targets).MoveToOuterDisposeScope();
     }
 }

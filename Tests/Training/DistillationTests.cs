@@ -92,6 +92,118 @@ public sealed class DistillationTests
         });
     }
 
+    // How the student's vocabulary relates to the teacher's in the reference comparison below.
+    public enum VocabularyCase
+    {
+        Same,
+        PaddedStudent,
+        KeptTeacherIds,
+    }
+
+    [Test]
+    public void The_loss_equals_the_reference_formula_in_value_and_gradient(
+        [Values] DistillationDivergence divergence,
+        [Values(1.0, 2.0)] double temperature,
+        [Values(0.0, 0.5, 1.0)] double alpha,
+        [Values] VocabularyCase vocabulary,
+        [Values(ScalarType.Float32, ScalarType.BFloat16)] ScalarType teacherDtype)
+    {
+        // The reference takes every piece apart: the teacher in float32, log_softmax of each side at T, kl_div for the
+        // divergence, and cross_entropy over the whole student vocabulary at T = 1.
+        const int batch = 2, positions = 5, vocab = 300;
+        int padding = vocabulary == VocabularyCase.PaddedStudent ? 5 : 0;
+        long[]? kept = vocabulary == VocabularyCase.KeptTeacherIds ? [.. Enumerable.Range(0, vocab).Select(i => (long)((i * 7) % (vocab + 20)))] : null;
+        using var scope = torch.NewDisposeScope();
+        using var generator = new Generator(17, torch.CPU);
+        Tensor studentValues = torch.randn([batch, positions, vocab + padding], generator: generator) * 3; // [B, T, Vs]
+        Tensor teacher = (torch.randn([batch, positions, kept is null ? vocab : vocab + 20], generator: generator) * 3).to(teacherDtype); // [B, T, Vt]
+        Tensor targets = torch.randint(vocab + padding, [batch, positions], generator: generator); // [B, T]
+        var loss = new DistillationLoss(divergence, temperature, alpha, kept);
+
+        Tensor input = studentValues.clone().requires_grad_(true);
+        Tensor value = loss.Compute(input, teacher, targets);
+        value.backward();
+        Tensor referenceInput = studentValues.clone().requires_grad_(true);
+        Tensor reference = ReferenceLoss(referenceInput, teacher, targets, divergence, temperature, alpha, kept);
+        reference.backward();
+
+        // Both sides sum V terms per position (libtorch's CPU sums are pairwise: within ceil(log2 V) epsilon of the sum of
+        // the terms' magnitudes) and differ in how they group them: the library subtracts the teacher's entropy (at most
+        // T^2 ln V) from a cross-entropy instead of summing p (log p - log q). So the values agree within a few
+        // log2(V) epsilon of |loss| + T^2 ln V; the gradients' elements, differences of probabilities times T over the
+        // B T positions, within a few log2(V) epsilon of T / (B T).
+        double epsilon = Math.Pow(2, -23);
+        double sumBits = Math.Ceiling(Math.Log2(vocab));
+        double valueTolerance = 4 * epsilon * sumBits * (Math.Abs(Value(reference)) + (temperature * temperature * Math.Log(vocab)));
+        double gradientTolerance = 4 * epsilon * sumBits * temperature / (batch * positions);
+        Assert.Multiple(() =>
+        {
+            Assert.That(Value(value), Is.EqualTo(Value(reference)).Within(valueTolerance));
+            Assert.That(Value((input.grad! - referenceInput.grad!).abs().max()), Is.LessThanOrEqualTo(gradientTolerance));
+            Assert.That(Value(input.grad!.abs().max()), Is.GreaterThan(1e-3), "a gradient reaches the student");
+        });
+    }
+
+    // alpha * T^2 * divergence(softmax(teacher / T), softmax(student / T)) + (1 - alpha) * CE(student, targets), each piece
+    // taken apart; the teacher restricted to the kept ids and the student to the teacher's columns for the divergence.
+    private static Tensor ReferenceLoss(Tensor student, Tensor teacher, Tensor targets, DistillationDivergence divergence, double temperature, double alpha, long[]? kept)
+    {
+        using var scope = torch.NewDisposeScope();
+        Tensor restricted = (kept is null ? teacher : teacher.index_select(-1, torch.tensor(kept))).to(ScalarType.Float32); // [B, T, V]
+        long vocab = restricted.shape[^1];
+        Tensor logQ = (student.narrow(-1, 0, vocab) / temperature).log_softmax(-1).reshape(-1, vocab); // [B*T, V]
+        Tensor logP = (restricted / temperature).log_softmax(-1).reshape(-1, vocab); // [B*T, V]
+        long count = logQ.shape[0];
+        // kl_div(input, target) with log targets is sum target (log target - input) = KL(target || input).
+        Tensor Kl(Tensor logTarget, Tensor logInput) => nn.functional.kl_div(logInput, logTarget, reduction: nn.Reduction.Sum, log_target: true) / count;
+        Tensor logM = ((logP.exp() + logQ.exp()) / 2).log();
+        Tensor divergenceValue = divergence switch
+        {
+            DistillationDivergence.ForwardKl => Kl(logP, logQ),
+            DistillationDivergence.ReverseKl => Kl(logQ, logP),
+            _ => (Kl(logP, logM) + Kl(logQ, logM)) / 2,
+        };
+        Tensor crossEntropy = nn.functional.cross_entropy(student.reshape(-1, student.shape[^1]), targets.reshape(-1));
+        return ((alpha * temperature * temperature * divergenceValue) + ((1 - alpha) * crossEntropy)).MoveToOuterDisposeScope();
+    }
+
+    [Test]
+    public void The_top_k_loss_equals_the_reference_formula_in_value_and_gradient([Values(1.0, 2.0)] double temperature, [Values(0.0, 0.5, 1.0)] double alpha)
+    {
+        // Reference: the student's full-vocabulary log_softmax at T read at the cached ids, kl_div against the cached
+        // logits' log_softmax at T, and cross_entropy at T = 1, each taken apart.
+        const int batch = 2, positions = 5, vocab = 300, k = 16;
+        using var scope = torch.NewDisposeScope();
+        using var generator = new Generator(19, torch.CPU);
+        Tensor studentValues = torch.randn([batch, positions, vocab], generator: generator) * 3; // [B, T, V]
+        Tensor topIndices = torch.randperm(vocab, generator: generator).narrow(0, 0, k).expand(batch, positions, k).contiguous(); // [B, T, k]
+        Tensor topValues = torch.randn([batch, positions, k], generator: generator) * 3; // [B, T, k]
+        Tensor targets = torch.randint(vocab, [batch, positions], generator: generator); // [B, T]
+        var loss = new DistillationLoss(DistillationDivergence.ForwardKl, temperature, alpha);
+
+        Tensor input = studentValues.clone().requires_grad_(true);
+        Tensor value = loss.ComputeTopK(input, topValues, topIndices, targets);
+        value.backward();
+        Tensor referenceInput = studentValues.clone().requires_grad_(true);
+        Tensor logQ = (referenceInput / temperature).log_softmax(-1).gather(-1, topIndices).reshape(-1, k); // [B*T, k]
+        Tensor logP = (topValues / temperature).log_softmax(-1).reshape(-1, k); // [B*T, k]
+        Tensor divergence = nn.functional.kl_div(logQ, logP, reduction: nn.Reduction.Sum, log_target: true) / (batch * positions);
+        Tensor crossEntropy = nn.functional.cross_entropy(referenceInput.reshape(-1, vocab), targets.reshape(-1));
+        Tensor reference = (alpha * temperature * temperature * divergence) + ((1 - alpha) * crossEntropy);
+        reference.backward();
+
+        // The same operations grouped the same way up to where cross-entropy reads its log-probabilities: within a few
+        // log2(V) epsilon of |loss| in value and of T / (B T) in each gradient element.
+        double epsilon = Math.Pow(2, -23);
+        double sumBits = Math.Ceiling(Math.Log2(vocab));
+        Assert.Multiple(() =>
+        {
+            Assert.That(Value(value), Is.EqualTo(Value(reference)).Within(4 * epsilon * sumBits * Math.Abs(Value(reference))));
+            Assert.That(Value((input.grad! - referenceInput.grad!).abs().max()), Is.LessThanOrEqualTo(4 * epsilon * sumBits * temperature / (batch * positions)));
+            Assert.That(Value(input.grad!.abs().max()), Is.GreaterThan(1e-3), "a gradient reaches the student");
+        });
+    }
+
     [Test]
     public void Teacher_logits_are_restricted_to_the_kept_ids_before_the_softmax()
     {

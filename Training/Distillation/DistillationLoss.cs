@@ -98,7 +98,8 @@ public sealed class DistillationLoss
     {
         ArgumentNullException.ThrowIfNull(studentLogits);
         using var scope = torch.NewDisposeScope();
-        return Term(studentLogits, teacherLogits).Loss.MoveToOuterDisposeScope();
+        (Tensor teacher, Tensor student) = Aligned(studentLogits, teacherLogits);
+        return Term(student, teacher, studentLogits.shape[^1]).Loss.MoveToOuterDisposeScope();
     }
 
     /// <summary>alpha * KD + (1 - alpha) * CE.</summary>
@@ -111,7 +112,18 @@ public sealed class DistillationLoss
         ArgumentNullException.ThrowIfNull(studentLogits);
         ArgumentNullException.ThrowIfNull(targets);
         using var scope = torch.NewDisposeScope();
-        (Tensor term, Tensor? studentLogProbabilities) = Term(studentLogits, teacherLogits);
+        (Tensor teacher, Tensor student) = Aligned(studentLogits, teacherLogits);
+        if (Alpha == 0)
+        {
+            return CrossEntropyObjective.Compute(studentLogits, targets).MoveToOuterDisposeScope();
+        }
+
+        if (Divergence == DistillationDivergence.ForwardKl && Temperature == 1 && student.shape[^1] == studentLogits.shape[^1] && !teacher.requires_grad)
+        {
+            return MixedSoftTargetLoss(student, teacher, targets).MoveToOuterDisposeScope();
+        }
+
+        (Tensor term, Tensor? studentLogProbabilities) = Term(student, teacher, studentLogits.shape[^1]);
         Tensor loss = Alpha * term;
         if (Alpha < 1)
         {
@@ -127,11 +139,40 @@ public sealed class DistillationLoss
         return loss.MoveToOuterDisposeScope();
     }
 
-    // The KD term and, when it is exactly what cross-entropy needs (T = 1, no padding columns left out), the student's
-    // float32 log-probabilities over its whole vocabulary; both in the caller's dispose scope.
-    private (Tensor Loss, Tensor? StudentLogProbabilities) Term(Tensor studentLogits, Tensor teacherLogits)
+    // Forward KL at T = 1 mixed with cross-entropy is one cross-entropy against soft targets:
+    //   alpha KL(p || q) + (1 - alpha) CE(y, q) = -sum_v w_v log q_v - alpha H(p),  w = alpha p + (1 - alpha) onehot(y),
+    // so the student's log-softmax is taken once, its gradient is q - w (one pass back through the log-softmax), and the
+    // teacher's side (p, w and its entropy) is built once without gradients, in place. The value is the same quantity
+    // as the two terms taken apart; only its rounding differs.
+    private Tensor MixedSoftTargetLoss(Tensor student, Tensor teacher, Tensor targets)
     {
-        Tensor teacher = RestrictTeacher(teacherLogits).to(ScalarType.Float32); // [..., V]
+        Tensor softTargets; // [..., V] w
+        Tensor teacherNegativeEntropy; // [] sum over positions of sum_v p log p
+        using (torch.no_grad())
+        {
+            Tensor teacherLogProbabilities = teacher.log_softmax(-1, ScalarType.Float32); // [..., V]
+            softTargets = teacherLogProbabilities.exp(); // [..., V] p
+            teacherNegativeEntropy = teacherLogProbabilities.mul_(softTargets).sum();
+            if (Alpha < 1)
+            {
+                // (1 - alpha) is added at each position's target id: the cross-entropy's one-hot part.
+                softTargets.mul_(Alpha);
+                using Tensor index = targets.to(softTargets.device).unsqueeze(-1); // [..., 1]
+                using Tensor weight = torch.full(index.shape, 1 - Alpha, ScalarType.Float32, softTargets.device); // [..., 1]
+                softTargets.scatter_add_(-1, index, weight);
+            }
+        }
+
+        long positions = student.numel() / student.shape[^1];
+        Tensor studentLogProbabilities = student.log_softmax(-1, ScalarType.Float32); // [..., V] log q
+        Tensor crossEntropySum = (softTargets * studentLogProbabilities).sum(); // [] sum_positions sum_v w log q
+        return (teacherNegativeEntropy * Alpha - crossEntropySum) / positions;
+    }
+
+    // The teacher's logits restricted to the kept ids and the student's real columns, checked to match.
+    private (Tensor Teacher, Tensor Student) Aligned(Tensor studentLogits, Tensor teacherLogits)
+    {
+        Tensor teacher = RestrictTeacher(teacherLogits); // [..., V]
         Tensor student = StudentColumns(studentLogits, teacher.shape[^1]); // [..., V]
         if (!teacher.shape.SequenceEqual(student.shape))
         {
@@ -140,21 +181,49 @@ public sealed class DistillationLoss
                 nameof(teacherLogits));
         }
 
-        Tensor logQ = Tempered(student.to(ScalarType.Float32)).log_softmax(-1); // [..., V] student
-        Tensor logP = Tempered(teacher).log_softmax(-1); // [..., V] teacher
-        Tensor perPosition = Divergence switch
+        return (teacher, student);
+    }
+
+    // The KD term over aligned logits and, when it is exactly what cross-entropy needs (T = 1, no padding columns left
+    // out), the student's float32 log-probabilities over its whole vocabulary; both in the caller's dispose scope.
+    private (Tensor Loss, Tensor? StudentLogProbabilities) Term(Tensor student, Tensor teacher, long studentVocab)
+    {
+        Tensor logQ = Tempered(student).log_softmax(-1, ScalarType.Float32); // [..., V] student
+        Tensor perPosition; // [...]
+        if (Divergence == DistillationDivergence.ForwardKl && !teacher.requires_grad)
         {
-            DistillationDivergence.ForwardKl => Kl(logP, logQ),
-            DistillationDivergence.ReverseKl => Kl(logQ, logP),
-            _ => Jsd(logP, logQ),
-        }; // [...]
+            // KL(p || q) = sum_v p log p - sum_v p log q: the teacher's side once, without gradients, so the student's
+            // gradient runs back through one product instead of exp, difference and product.
+            Tensor p; // [..., V]
+            Tensor negativeEntropy; // [...]
+            using (torch.no_grad())
+            {
+                Tensor logP = Tempered(teacher).log_softmax(-1, ScalarType.Float32); // [..., V]
+                p = logP.exp();
+                negativeEntropy = logP.mul_(p).sum(-1);
+            }
+
+            perPosition = negativeEntropy - (p * logQ).sum(-1);
+        }
+        else
+        {
+            Tensor logP = Tempered(teacher).log_softmax(-1, ScalarType.Float32); // [..., V] teacher
+            perPosition = Divergence switch
+            {
+                DistillationDivergence.ForwardKl => Kl(logP, logQ),
+                DistillationDivergence.ReverseKl => Kl(logQ, logP),
+                _ => Jsd(logP, logQ),
+            };
+        }
+
         Tensor loss = perPosition.mean() * (Temperature * Temperature);
-        bool whole = Temperature == 1 && student.shape[^1] == studentLogits.shape[^1];
+        bool whole = Temperature == 1 && student.shape[^1] == studentVocab;
         return (loss, whole ? logQ : null);
     }
 
-    // logits / T; at T = 1 the division is skipped (it would copy the logits to give the same values).
-    private Tensor Tempered(Tensor logits) => Temperature == 1 ? logits : logits / Temperature;
+    // logits / T in float32; at T = 1 the division is skipped (it would copy the logits to give the same values) and the
+    // log-softmax that follows converts to float32 as it reads.
+    private Tensor Tempered(Tensor logits) => Temperature == 1 ? logits : logits.to(ScalarType.Float32) / Temperature;
 
     /// <summary>
     /// Distillation term against cached top-k teacher logits: the teacher distribution is softmax(values / T) renormalised
@@ -172,9 +241,18 @@ public sealed class DistillationLoss
         ArgumentNullException.ThrowIfNull(topValues);
         ArgumentNullException.ThrowIfNull(topIndices);
         using var scope = torch.NewDisposeScope();
-        Tensor logQ = Tempered(studentLogits.to(ScalarType.Float32)).log_softmax(-1).gather(-1, topIndices); // [B, T, k]
-        Tensor logP = Tempered(topValues.to(ScalarType.Float32)).log_softmax(-1); // [B, T, k]
-        return (Kl(logP, logQ).mean() * (Temperature * Temperature)).MoveToOuterDisposeScope();
+        return TopKTerm(studentLogits, topValues, topIndices).Loss.MoveToOuterDisposeScope();
+    }
+
+    // The top-k KD term and, at T = 1, the student's float32 log-probabilities over its whole vocabulary (what
+    // cross-entropy reads); both in the caller's dispose scope.
+    private (Tensor Loss, Tensor? StudentLogProbabilities) TopKTerm(Tensor studentLogits, Tensor topValues, Tensor topIndices)
+    {
+        Tensor logQAll = Tempered(studentLogits).log_softmax(-1, ScalarType.Float32); // [B, T, Vs]
+        Tensor logQ = logQAll.gather(-1, topIndices); // [B, T, k]
+        Tensor logP = Tempered(topValues).log_softmax(-1, ScalarType.Float32); // [B, T, k]
+        Tensor loss = Kl(logP, logQ).mean() * (Temperature * Temperature);
+        return (loss, Temperature == 1 ? logQAll : null);
     }
 
     /// <summary>alpha * top-k KD + (1 - alpha) * CE.</summary>
@@ -185,11 +263,25 @@ public sealed class DistillationLoss
     /// <returns>Scalar float32 loss.</returns>
     public Tensor ComputeTopK(Tensor studentLogits, Tensor topValues, Tensor topIndices, Tensor targets)
     {
+        ArgumentNullException.ThrowIfNull(studentLogits);
+        ArgumentNullException.ThrowIfNull(topValues);
+        ArgumentNullException.ThrowIfNull(topIndices);
+        ArgumentNullException.ThrowIfNull(targets);
         using var scope = torch.NewDisposeScope();
-        Tensor loss = Alpha * TopKDistillationTerm(studentLogits, topValues, topIndices);
+        if (Alpha == 0)
+        {
+            return CrossEntropyObjective.Compute(studentLogits, targets).MoveToOuterDisposeScope();
+        }
+
+        (Tensor term, Tensor? studentLogProbabilities) = TopKTerm(studentLogits, topValues, topIndices);
+        Tensor loss = Alpha * term;
         if (Alpha < 1)
         {
-            loss = loss + ((1 - Alpha) * CrossEntropyObjective.Compute(studentLogits, targets));
+            // At T = 1 cross-entropy reads the targets' entries of the log-softmax the KD term took.
+            Tensor crossEntropy = studentLogProbabilities is null
+                ? CrossEntropyObjective.Compute(studentLogits, targets)
+                : nn.functional.nll_loss(studentLogProbabilities.reshape(-1, studentLogProbabilities.shape[^1]), targets.reshape(-1));
+            loss = loss + ((1 - Alpha) * crossEntropy);
         }
 
         return loss.MoveToOuterDisposeScope();

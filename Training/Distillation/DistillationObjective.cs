@@ -8,7 +8,8 @@ namespace ModelSurgery.Training.Distillation;
 
 /// <summary>
 /// Trains the student against a teacher run in the same process: the teacher is put in eval mode and run without
-/// gradients (in whatever dtype it was loaded, e.g. bfloat16 to save memory; its logits are compared in float32).
+/// gradients (in inference mode when only its logits are needed), in whatever dtype it was loaded (e.g. bfloat16 to save
+/// memory; its logits are compared in float32).
 /// Optionally adds hidden-state distillation weighted by <c>hiddenWeight</c>; then both models must implement
 /// <see cref="IHiddenStateModel"/>. With a compressed student vocabulary (a <see cref="VocabularyMap"/>, or the loss's
 /// <see cref="DistillationLoss.KeptTeacherIds"/>), batches hold student ids: the teacher is fed the original ids they stand
@@ -88,16 +89,19 @@ public sealed class DistillationObjective : ITrainingObjective
         Tensor teacherLogits;
         IReadOnlyList<Tensor>? teacherHidden = null;
         _teacher.eval();
-        using (torch.no_grad())
+        if (_hidden is not null)
         {
-            if (_hidden is not null)
-            {
-                (teacherLogits, teacherHidden) = ((IHiddenStateModel)_teacher).ForwardWithHiddenStates(teacherInputs); // [B, T, Vt]
-            }
-            else
-            {
-                teacherLogits = _teacher.forward(teacherInputs); // [B, T, Vt]
-            }
+            // No-grad, not inference mode: the teacher's hidden states are saved for the backward of the projected MSE,
+            // which inference tensors may not be.
+            using var noGrad = torch.no_grad();
+            (teacherLogits, teacherHidden) = ((IHiddenStateModel)_teacher).ForwardWithHiddenStates(teacherInputs); // [B, T, Vt]
+        }
+        else
+        {
+            // Inference mode skips autograd's bookkeeping (version counters, view tracking) on every teacher op; the logits
+            // only feed the loss's no-grad teacher side or functional ops, which inference tensors allow.
+            using var inference = torch.inference_mode();
+            teacherLogits = _teacher.forward(teacherInputs); // [B, T, Vt]
         }
 
         Tensor loss;

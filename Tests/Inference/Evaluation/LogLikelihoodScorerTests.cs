@@ -1,4 +1,5 @@
 using ModelSurgery.Inference.Evaluation;
+using ModelSurgery.Inference.Reporting;
 
 // Expected token lists are written inline next to the arithmetic that explains them.
 #pragma warning disable CA1861
@@ -73,10 +74,12 @@ public sealed class LogLikelihoodScorerTests
         ];
         IReadOnlyList<LogLikelihoodResult> single = await Scorer(new BigramLm(StandIns.Probabilities), batchSize: 1).ScoreAsync(requests);
         var batchedModel = new BigramLm(StandIns.Probabilities);
-        IReadOnlyList<LogLikelihoodResult> batched = await Scorer(batchedModel, batchSize: 3).ScoreAsync(requests);
+        var reports = new List<LogLikelihoodProgress>();
+        IReadOnlyList<LogLikelihoodResult> batched = await Scorer(batchedModel, batchSize: 3).ScoreAsync(requests, new SynchronousProgress<LogLikelihoodProgress>(reports.Add));
 
         Assert.That(batched, Is.EqualTo(single));
         Assert.That(batchedModel.SeenShapes.Select(s => s[0]), Is.EqualTo(new long[] { 3, 3, 1 }));
+        Assert.That(reports.Select(r => (r.Completed, r.Total)), Is.EqualTo(new (long, long?)[] { (3, 7), (6, 7), (7, 7) }), "one report per batch: requests scored, of all requests");
 
         // Longest first: the first batch is padded to the longest input, "ba" + "b ab a" minus the last token = 7.
         Assert.That(batchedModel.SeenShapes[0][1], Is.EqualTo(7));

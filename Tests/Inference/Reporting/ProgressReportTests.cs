@@ -39,6 +39,7 @@ public sealed class ProgressReportTests
         [typeof(TeacherCacheProgress)] = (new TeacherCacheProgress(16, 64), 16, 64, ProgressUnit.Windows),
         [typeof(JobExportProgress)] = (new JobExportProgress("copying", "student/model.safetensors", 1_000, 8_000), 1_000, 8_000, ProgressUnit.Bytes),
         [typeof(PipelineProgress)] = (new PipelineProgress("distillation", "loss 2.5", 3, 10, ProgressUnit.Steps), 3, 10, ProgressUnit.Steps),
+        [typeof(LogLikelihoodProgress)] = (new LogLikelihoodProgress(6, 7), 6, 7, ProgressUnit.Requests),
         [typeof(RecipeProgress)] = (new RecipeProgress("data", "started", 0, null, ProgressUnit.Steps), 0, null, ProgressUnit.Steps),
     };
 
