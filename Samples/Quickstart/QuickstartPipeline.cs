@@ -300,7 +300,9 @@ public static class QuickstartPipeline
     private static async Task<(IReadOnlyList<StepRecord> History, IReadOnlyList<EvalRecord> Evaluations, bool FromCache)> EnsureTeacherAsync(
         QuickstartOptions options, LlamaConfig config, TrainingOptions training, DataSet data, string teacherDir, StepLog log, CancellationToken cancellationToken)
     {
-        // The cache is valid only for the same architecture, vocabulary and training budget.
+        // The cache is valid only for the same architecture, vocabulary and training budget. The teacher stays on the
+        // in-memory trainer (TeacherCache), unlike the students: its fingerprint is of these TrainingOptions, so moving it
+        // to the pipeline's stage options would invalidate every cached teacher for no change in what is trained.
         log.Info($"{Count(LlamaTensorLayout.CountParameters(config).Total)} parameters, {Count(training.Tokens ?? 0)} tokens in {training.TotalSteps()} steps of {training.BatchSize} x {training.SeqLen} (unless cached)");
         CachedTeacher teacher = await TeacherCache.EnsureAsync(
             teacherDir, config, training, data.Corpus.TrainingData(), [data.Map.ToJson()], options.Fresh,
