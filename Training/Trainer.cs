@@ -648,7 +648,21 @@ public sealed class Trainer
         return norms.square().sum().sqrt().item<double>();
     }
 
-    // The options a resumed run must share with the one that wrote the state (steps and seed are checked apart).
+    /// <summary>
+    /// Every <see cref="ResumeMismatchException.Option"/> a resumed run can be refused for: the <see cref="TrainingOptions"/>
+    /// properties it must share with the run that wrote the state, and <c>Data</c> (the token file) and <c>DataTokens</c>
+    /// (its length).
+    /// </summary>
+    public static IReadOnlyList<string> ResumeCheckedOptions { get; } =
+    [
+        nameof(TrainingOptions.Steps), nameof(TrainingOptions.Seed), nameof(TrainingOptions.LearningRate), nameof(TrainingOptions.MinLearningRate),
+        nameof(TrainingOptions.WarmupFraction), nameof(TrainingOptions.WeightDecay), nameof(TrainingOptions.GradClip), nameof(TrainingOptions.BatchSize),
+        nameof(TrainingOptions.SeqLen), nameof(TrainingOptions.GradAccumulation), nameof(TrainingOptions.Precision), nameof(TrainingOptions.Beta1),
+        nameof(TrainingOptions.Beta2), nameof(TrainingOptions.Epsilon), "Data", "DataTokens",
+    ];
+
+    // The options a resumed run must share with the one that wrote the state (steps and seed are checked apart); keep
+    // ResumeCheckedOptions in step with it.
     private System.Text.Json.Nodes.JsonObject RunIdentity() => new()
     {
         [nameof(TrainingOptions.LearningRate)] = _options.LearningRate,

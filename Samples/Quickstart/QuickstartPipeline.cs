@@ -142,36 +142,41 @@ public static class QuickstartPipeline
         log.Done();
 
         // 4. Train -------------------------------------------------------------------------------------------------
-        // Not through StudentPipeline: the quickstart trains a random-init control beside the inherited student, both on
-        // the in-memory corpus split (PreparedCorpus) the teacher was trained on, and evaluates all three models in memory
-        // with that corpus's tokenizer and separator; the pipeline's distillation reads a token file and splits it itself.
+        // Both students through the library's pipeline, on the token file PreparedCorpus wrote: its description records
+        // where the held-out Brown documents start, so the runs train and validate on the windows the teacher did.
         log.Step($"4. Train both students on {Count(sizes.StudentTokens)} tokens: inherited + distilled vs random init + cross-entropy");
-        using LlamaForCausalLM teacher = ModelCheckpoint.Load(teacherDir);
-        teacher.eval();
-        using LlamaForCausalLM inherited = ModelCheckpoint.Load(inheritedDir);
-        var distillation = new DistillationObjective(teacher, new DistillationLoss(DistillationDivergence.ForwardKl, temperature: 1.0, alpha: 0.5));
-        TrainingResult inheritedRun = await TrainAsync(
-            inherited, TrainingFor(sizes, sizes.StudentTokens, sizes.StudentBatchSize, learningRate: 1e-3, Path.Combine(outDir, "runs", InheritedName)),
-            distillation, data, log, InheritedName, cancellationToken).ConfigureAwait(false);
-        await ModelCheckpoint.SaveAsync(inherited, inheritedDir, cancellationToken: cancellationToken).ConfigureAwait(false);
-        ModelFolderTokenizer.CopyInto(teacherDir, inheritedDir, inherited.Config);
+        string tokensPath = data.Corpus.Tokens.Path;
+        IReadOnlyList<string> evaluationText = [data.EvalBrownPath, data.EvalHeldoutPath];
+        var suite = new EvaluationSuite { Text = evaluationText, MaxLength = sizes.SeqLen, BatchSize = 8, IncludeTeacher = true };
+        ModelFolderTokenizer.CopyInto(teacherDir, inheritedDir, plan.Student);
+        DistillationOptions distillation = StudentStage(new DistillationOptions { KdLoss = DistillationDivergence.ForwardKl, Temperature = 1.0, Alpha = 0.5 }, sizes);
+        (StudentPipelineResult inheritedRun, double inheritedSeconds) = await RunStudentAsync(
+            StudentPipeline.ForStudent(inheritedDir).DistilledFrom(teacherDir).Distill(tokensPath, distillation, Path.Combine(outDir, "runs", InheritedName)).Evaluate(suite),
+            distillation, log, InheritedName, cancellationToken).ConfigureAwait(false);
 
-        using var random = new LlamaForCausalLM(plan.Student);
-        random.InitializeWeights((long)Seed);
-        TrainingResult randomRun = await TrainAsync(
-            random, TrainingFor(sizes, sizes.StudentTokens, sizes.StudentBatchSize, learningRate: 1e-3, Path.Combine(outDir, "runs", RandomName)),
-            null, data, log, RandomName, cancellationToken).ConfigureAwait(false);
+        // The control: the student's shape with random weights, saved as a checkpoint for the pipeline to train.
         string randomDir = Path.Combine(outDir, "student-random");
-        await ModelCheckpoint.SaveAsync(random, randomDir, cancellationToken: cancellationToken).ConfigureAwait(false);
-        ModelFolderTokenizer.CopyInto(teacherDir, randomDir, random.Config);
+        using (var initial = new LlamaForCausalLM(plan.Student))
+        {
+            initial.InitializeWeights((long)Seed);
+            await ModelCheckpoint.SaveAsync(initial, randomDir, cancellationToken: cancellationToken).ConfigureAwait(false);
+        }
+
+        ModelFolderTokenizer.CopyInto(teacherDir, randomDir, plan.Student);
+        TrainingStageOptions training = StudentStage(new TrainingStageOptions(), sizes);
+        (StudentPipelineResult randomRun, double randomSeconds) = await RunStudentAsync(
+            StudentPipeline.ForStudent(randomDir).Train(tokensPath, training, Path.Combine(outDir, "runs", RandomName)).Evaluate(suite with { IncludeTeacher = false }),
+            training, log, RandomName, cancellationToken).ConfigureAwait(false);
+        TrainingResult inheritedTraining = inheritedRun.Training!.Runs[0];
+        TrainingResult randomTraining = randomRun.Training!.Runs[0];
 
         // Curves over tokens seen. The inherited student's training loss is the distillation objective (0.5 CE + 0.5 KL),
         // which is not a cross-entropy: it gets a chart of its own, and the cross-entropy charts compare like with like.
         long studentTokensPerStep = (long)sizes.StudentBatchSize * sizes.SeqLen;
         string lossCurves = Path.Combine(outDir, "loss-curves.png");
-        Charts.Save(LossCurves(teacherHistory, randomRun.History, teacherTraining.TokensPerStep, studentTokensPerStep), lossCurves);
+        Charts.Save(LossCurves(teacherHistory, randomTraining.History, teacherTraining.TokensPerStep, studentTokensPerStep), lossCurves);
         string objectiveCurve = Path.Combine(outDir, "distillation-objective.png");
-        Charts.Save(ObjectiveCurve(inheritedRun.History, studentTokensPerStep), objectiveCurve);
+        Charts.Save(ObjectiveCurve(inheritedTraining.History, studentTokensPerStep), objectiveCurve);
         string validationCurves = Path.Combine(outDir, "validation-curves.png");
         var validation = new List<LineSeries>();
         if (teacherEvaluations.Count > 0)
@@ -179,39 +184,46 @@ public static class QuickstartPipeline
             validation.Add(Curve("teacher", teacherEvaluations.Select(e => (e.Step, e.ValidationLoss)), teacherTraining.TokensPerStep));
         }
 
-        validation.Add(Curve("inherited student", inheritedRun.Evaluations.Select(e => (e.Step, e.ValidationLoss)), studentTokensPerStep));
-        validation.Add(Curve("random student", randomRun.Evaluations.Select(e => (e.Step, e.ValidationLoss)), studentTokensPerStep));
+        validation.Add(Curve("inherited student", inheritedTraining.Evaluations.Select(e => (e.Step, e.ValidationLoss)), studentTokensPerStep));
+        validation.Add(Curve("random student", randomTraining.Evaluations.Select(e => (e.Step, e.ValidationLoss)), studentTokensPerStep));
         Charts.Lines(validationCurves, "Validation cross-entropy on held-out Brown", "tokens", "loss", validation);
         log.Info($"loss curves {Path.GetFileName(lossCurves)}, {Path.GetFileName(objectiveCurve)}, {Path.GetFileName(validationCurves)}");
         log.Done();
 
         // 5. Evaluate ----------------------------------------------------------------------------------------------
+        // The pipelines evaluated the teacher and each trained student (the tasks are named after the files, the prefix
+        // is the models' BOS, the separator); the text samples are inference, generated here from the saved checkpoints.
         log.Step("5. Evaluate: bits per byte and perplexity on held-out Brown and on heldout.jsonl");
-        IReadOnlyList<TaskSpec> tasks = [TaskSpec.Text(BrownTask, data.EvalBrownPath), TaskSpec.Text(HeldoutTask, data.EvalHeldoutPath)];
-        var evaluations = new List<ModelEvaluation>();
-        var rows = new List<QuickstartModelResult>();
-        foreach ((string name, LlamaForCausalLM model, double validationLoss) in new[]
+        if (inheritedRun.Evaluations.Count != 2 || randomRun.Evaluations.Count != 1)
         {
-            (TeacherName, teacher, teacherEvaluations.Count == 0 ? double.NaN : teacherEvaluations[^1].ValidationLoss),
-            (InheritedName, inherited, LastValidation(inheritedRun)),
-            (RandomName, random, LastValidation(randomRun)),
+            throw new InvalidOperationException($"{teacherDir}: the teacher folder holds no tokenizer, so the pipeline did not evaluate it.");
+        }
+
+        var evaluations = new List<ModelEvaluation>
+        {
+            inheritedRun.Evaluations[0] with { ModelName = TeacherName },
+            inheritedRun.Evaluations[1] with { ModelName = InheritedName },
+            randomRun.Evaluations[0] with { ModelName = RandomName },
+        };
+        log.Info($"evaluated with the training runs: {inheritedSeconds:F1} s (teacher and inherited), {randomSeconds:F1} s (random), training included");
+        var rows = new List<QuickstartModelResult>();
+        foreach ((ModelEvaluation evaluation, string directory, double validationLoss) in new[]
+        {
+            (evaluations[0], teacherDir, teacherEvaluations.Count == 0 ? double.NaN : teacherEvaluations[^1].ValidationLoss),
+            (evaluations[1], inheritedRun.Student, LastValidation(inheritedTraining)),
+            (evaluations[2], randomRun.Student, LastValidation(randomTraining)),
         })
         {
-            var watch = Stopwatch.StartNew();
+            using LlamaForCausalLM model = ModelCheckpoint.Load(directory);
             model.eval();
-            ModelEvaluation evaluation = await Evaluator.EvaluateAsync(
-                model, data.Tokenizer, tasks,
-                new EvaluationOptions { ModelName = name, MaxLength = sizes.SeqLen, BatchSize = 8, PrefixTokenId = data.SeparatorId },
-                cancellationToken: cancellationToken).ConfigureAwait(false);
-            evaluations.Add(evaluation);
             string sample = await GenerateAsync(model, data.Tokenizer, sizes.SampleTokens, cancellationToken).ConfigureAwait(false);
             ParameterCount count = LlamaTensorLayout.CountParameters(model.Config);
             rows.Add(new QuickstartModelResult(
-                name, count.Total, count.NonEmbedding,
+                evaluation.ModelName, count.Total, count.NonEmbedding,
                 evaluation[BrownTask]!.Metrics[MetricNames.BitsPerByte].Value, evaluation[BrownTask]!.Metrics[MetricNames.TokenPerplexity].Value,
                 evaluation[HeldoutTask]!.Metrics[MetricNames.BitsPerByte].Value, evaluation[HeldoutTask]!.Metrics[MetricNames.TokenPerplexity].Value,
                 validationLoss, sample));
-            log.Info($"{name,-9} brown {rows[^1].BrownBitsPerByte:F3} bpb, heldout {rows[^1].HeldoutBitsPerByte:F3} bpb ({watch.Elapsed.TotalSeconds:F1} s)");
+            log.Info($"{evaluation.ModelName,-9} brown {rows[^1].BrownBitsPerByte:F3} bpb, heldout {rows[^1].HeldoutBitsPerByte:F3} bpb");
         }
 
         var report = new EvaluationReport(evaluations, TeacherName);
@@ -263,8 +275,9 @@ public static class QuickstartPipeline
 
         // Every tenth Brown document is held out: the trainer validates on it and the evaluation reads it as text.
         var split = CorpusSplit.Create(brown, dataOut, holdOutEvery: 10, maxDocuments: sizes.BrownDocuments);
-        string evalBrown = Path.Combine(dataOut, "eval-brown.jsonl");
-        string evalHeldout = Path.Combine(dataOut, "eval-heldout.jsonl");
+        // An evaluation suite names a text task after its file.
+        string evalBrown = Path.Combine(dataOut, BrownTask + ".jsonl");
+        string evalHeldout = Path.Combine(dataOut, HeldoutTask + ".jsonl");
         CorpusSplit.WriteFirstDocuments(split.HeldOutPath, evalBrown, sizes.EvalBrownDocuments);
         CorpusSplit.WriteFirstDocuments(heldout, evalHeldout, sizes.EvalHeldoutDocuments);
         log.Info($"{split.TrainDocuments} Brown documents for training, {split.HeldOutDocuments} held out; evaluating {sizes.EvalBrownDocuments} of them and {sizes.EvalHeldoutDocuments} heldout.jsonl documents");
@@ -287,7 +300,9 @@ public static class QuickstartPipeline
     private static async Task<(IReadOnlyList<StepRecord> History, IReadOnlyList<EvalRecord> Evaluations, bool FromCache)> EnsureTeacherAsync(
         QuickstartOptions options, LlamaConfig config, TrainingOptions training, DataSet data, string teacherDir, StepLog log, CancellationToken cancellationToken)
     {
-        // The cache is valid only for the same architecture, vocabulary and training budget.
+        // The cache is valid only for the same architecture, vocabulary and training budget. The teacher stays on the
+        // in-memory trainer (TeacherCache), unlike the students: its fingerprint is of these TrainingOptions, so moving it
+        // to the pipeline's stage options would invalidate every cached teacher for no change in what is trained.
         log.Info($"{Count(LlamaTensorLayout.CountParameters(config).Total)} parameters, {Count(training.Tokens ?? 0)} tokens in {training.TotalSteps()} steps of {training.BatchSize} x {training.SeqLen} (unless cached)");
         CachedTeacher teacher = await TeacherCache.EnsureAsync(
             teacherDir, config, training, data.Corpus.TrainingData(), [data.Map.ToJson()], options.Fresh,
@@ -299,19 +314,34 @@ public static class QuickstartPipeline
         return (teacher.History, teacher.Evaluations, teacher.FromCache);
     }
 
-    private static async Task<TrainingResult> TrainAsync(
-        LlamaForCausalLM model, TrainingOptions training, ITrainingObjective? objective, DataSet data, StepLog log, string name, CancellationToken cancellationToken)
+    private static async Task<(StudentPipelineResult Result, double Seconds)> RunStudentAsync(
+        StudentPipeline pipeline, TrainingStageOptions stage, StepLog log, string name, CancellationToken cancellationToken)
     {
-        model.train();
-        var trainer = new Trainer(model, training, objective);
         var watch = Stopwatch.StartNew();
-        TrainingResult result = await trainer.TrainAsync(
-            data.Corpus.TrainingData(), TrainingProgressLog(log, name, training.TotalSteps()), cancellationToken: cancellationToken).ConfigureAwait(false);
-        model.eval();
-        string best = result.BestValidationLoss is double b ? $", best validation loss {b:F3}" : string.Empty;
-        log.Info($"{name}: {result.Steps} steps in {watch.Elapsed.TotalSeconds:F1} s, final loss {result.FinalLoss:F3}{best}");
-        return result;
+        StudentPipelineResult result = await pipeline.ReportTo(TrainingProgressLog(log, name, stage.TotalSteps())).RunAsync(cancellationToken).ConfigureAwait(false);
+        TrainingResult run = result.Training!.Runs[0];
+        string best = run.BestValidationLoss is double b ? $", best validation loss {b:F3}" : string.Empty;
+        log.Info($"{name}: {run.Steps} steps, final loss {run.FinalLoss:F3}{best}; trained and evaluated in {watch.Elapsed.TotalSeconds:F1} s ({result.Student})");
+        return (result, watch.Elapsed.TotalSeconds);
     }
+
+    // The students' schedule: the teacher's shape of schedule (TrainingFor) on the student budget, checkpointing only at the end.
+    private static T StudentStage<T>(T stage, QuickstartSizes sizes)
+        where T : TrainingStageOptions => stage with
+    {
+        LearningRate = 1e-3,
+        MinLearningRate = 1e-3 / 10,
+        WarmupFraction = 0.05,
+        BatchSize = sizes.StudentBatchSize,
+        SeqLen = sizes.SeqLen,
+        Tokens = sizes.StudentTokens,
+        EvalEvery = EvalEvery(sizes, sizes.StudentTokens, sizes.StudentBatchSize),
+        EvalBatches = 4,
+        Seed = Seed,
+        CheckpointEvery = 0,
+        // On the CPU like the teacher (TrainingFor): the models are tiny, and the table is the CPU's.
+        Device = "cpu",
+    };
 
     private static SynchronousProgress<TrainingProgress> TrainingProgressLog(StepLog log, string name, long total)
     {
@@ -334,12 +364,15 @@ public static class QuickstartPipeline
         BatchSize = batchSize,
         SeqLen = sizes.SeqLen,
         Tokens = tokens,
-        EvalEvery = (int)Math.Max(1, tokens / ((long)batchSize * sizes.SeqLen) / 4),
+        EvalEvery = EvalEvery(sizes, tokens, batchSize),
         EvalBatches = 4,
         Seed = Seed,
         OutputDir = outputDir,
         CheckpointEvery = int.MaxValue,
     };
+
+    // Four validation passes per run.
+    private static int EvalEvery(QuickstartSizes sizes, long tokens, int batchSize) => (int)Math.Max(1, tokens / ((long)batchSize * sizes.SeqLen) / 4);
 
     private static async Task<string> GenerateAsync(LlamaForCausalLM model, ModelTokenizer tokenizer, int maxNewTokens, CancellationToken cancellationToken)
     {

@@ -160,7 +160,8 @@ public sealed record CorpusPreparationOptions
 
 /// <summary>
 /// A corpus ready for training with a compressed vocabulary: the compressed tokenizer, one token file holding the
-/// training documents followed by the held-out ones, and the windows of each part (no window straddles the boundary).
+/// training documents followed by the held-out ones (its description, <c>corpus.tokens.json</c>, records where the held-out
+/// part starts), and the windows of each part (no window straddles the boundary).
 /// Owns the token file; dispose it when done.
 /// </summary>
 public sealed class PreparedCorpus : IDisposable
@@ -280,15 +281,32 @@ public sealed class PreparedCorpus : IDisposable
         TokenizeResult all = await Tokenization.TokenizeAsync(tokenizer, [split.TrainPath, split.HeldOutPath], tokensPath, tokenizeOptions, cancellationToken: cancellationToken).ConfigureAwait(false);
         TokenizeResult heldOut = await Tokenization.TokenizeAsync(tokenizer, [split.HeldOutPath], Path.Combine(outputDirectory, "heldout.tokens"), tokenizeOptions, cancellationToken: cancellationToken).ConfigureAwait(false);
         long boundary = all.Tokens - heldOut.Tokens;
-        (List<long> train, List<long> validation) = WindowsAround(all.Tokens, boundary, options.SeqLen);
-        if (train.Count == 0 || validation.Count == 0)
+        if (boundary <= 0 || boundary >= all.Tokens)
         {
-            throw new InvalidDataException($"{tokensPath}: {all.Tokens} tokens ({boundary} training) give {train.Count} training and {validation.Count} held-out windows of {options.SeqLen}; both need at least one.");
+            throw new InvalidDataException($"{tokensPath}: {all.Tokens} tokens of which {boundary} training; both parts need tokens.");
         }
 
+        // The description records the split, so that a run reading the token file (CheckpointTraining, StudentPipeline)
+        // trains and validates on exactly these windows.
+        new TokenFileInfo
+        {
+            Tokens = all.Tokens,
+            Documents = all.Documents,
+            VocabSize = compressed.Map.NewVocabSize,
+            SeparatorId = separator,
+            ValidationStartToken = boundary,
+            Tokenizer = compressed.TokenizerPath,
+        }.Save(tokensPath);
         var file = TokenFile.Open(tokensPath);
+        DatasetSplit windows = DatasetSplit.AtToken(all.Tokens, boundary, options.SeqLen);
+        if (windows.Train.Count == 0 || windows.Validation.Count == 0)
+        {
+            file.Dispose();
+            throw new InvalidDataException($"{tokensPath}: {all.Tokens} tokens ({boundary} training) give {windows.Train.Count} training and {windows.Validation.Count} held-out windows of {options.SeqLen}; both need at least one.");
+        }
+
         int[] sample = [.. file.Read(0, (int)Math.Min(boundary, options.SampleTokens)).Select(t => (int)t)];
-        return new PreparedCorpus(split, compressed, tokenizer, separator, file, boundary, train, validation, options.SeqLen, sample);
+        return new PreparedCorpus(split, compressed, tokenizer, separator, file, boundary, windows.Train, windows.Validation, options.SeqLen, sample);
     }
 
     /// <summary>Counts the base tokenizer's tokens over the training part (the input of <see cref="PrepareAsync"/>).</summary>
@@ -304,39 +322,6 @@ public sealed class PreparedCorpus : IDisposable
         return TokenFrequencyCounter.ComputeAsync(
             tokenizer, [split.TrainPath], field, new CountingOptions { TokenizerName = baseTokenizer, VocabSize = tokenizer.VocabularySize },
             cancellationToken: cancellationToken);
-    }
-
-    /// <summary>
-    /// Splits the windows of a <paramref name="tokenCount"/>-token file at <paramref name="boundary"/>: training windows
-    /// end (with their last target) before it, held-out windows start at or after it; a window across it is dropped.
-    /// </summary>
-    /// <param name="tokenCount">Tokens in the file.</param>
-    /// <param name="boundary">First token of the held-out part.</param>
-    /// <param name="seqLen">Inputs per window.</param>
-    /// <returns>Training and held-out window indices, ascending.</returns>
-    public static (List<long> Train, List<long> HeldOut) WindowsAround(long tokenCount, long boundary, int seqLen)
-    {
-        ArgumentOutOfRangeException.ThrowIfNegative(tokenCount);
-        ArgumentOutOfRangeException.ThrowIfNegative(boundary);
-        ArgumentOutOfRangeException.ThrowIfGreaterThan(boundary, tokenCount);
-        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(seqLen);
-        var train = new List<long>();
-        var heldOut = new List<long>();
-        long windows = TokenWindows.Count(tokenCount, seqLen);
-        for (long w = 0; w < windows; w++)
-        {
-            long start = TokenWindows.Start(w, seqLen);
-            if (start + seqLen + 1 <= boundary)
-            {
-                train.Add(w);
-            }
-            else if (start >= boundary)
-            {
-                heldOut.Add(w);
-            }
-        }
-
-        return (train, heldOut);
     }
 
     /// <inheritdoc />

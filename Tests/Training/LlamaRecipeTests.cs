@@ -92,4 +92,33 @@ public sealed class LlamaRecipeTests
             Assert.That(overridden.TrainWindows, Has.Count.EqualTo((int)windows));
         });
     }
+
+    [Test]
+    public void Open_data_splits_at_the_recorded_validation_start_and_names_a_start_beyond_the_file()
+    {
+        string path = TrainCliSupport.WriteTokens(_dir, validationFraction: 0);
+        using TokenFile file = TokenFile.Open(path);
+        long start = file.Count / 2;
+        new TokenFileInfo { Tokens = file.Count, VocabSize = TrainCliSupport.Vocab, SeparatorId = TrainCliSupport.Vocab - 1, ValidationStartToken = start }.Save(path);
+        TrainingData data = CheckpointTraining.OpenData(file, 16);
+        DatasetSplit expected = DatasetSplit.AtToken(file.Count, start, 16);
+        Assert.Multiple(() =>
+        {
+            Assert.That((data.TrainWindows, data.ValidationWindows), Is.EqualTo((expected.Train, expected.Validation)));
+            Assert.That(data.TrainWindows.Max() * 16 + 17, Is.LessThanOrEqualTo(start), "no training window reaches the held-out part");
+            Assert.That(data.ValidationWindows.Min() * 16, Is.GreaterThanOrEqualTo(start));
+            Assert.That(CheckpointTraining.OpenData(file, 16, new CheckpointTrainingSettings { ValidationFraction = 0 }).ValidationWindows, Is.Empty, "a fraction given overrides the recorded split");
+        });
+
+        // A description that belongs to a longer file, or a start that leaves no training window.
+        new TokenFileInfo { Tokens = file.Count * 2, VocabSize = TrainCliSupport.Vocab, SeparatorId = TrainCliSupport.Vocab - 1, ValidationStartToken = file.Count + 1 }.Save(path);
+        Assert.That(() => CheckpointTraining.OpenData(file, 16), Throws.ArgumentException.With.Message.Contains(path).And.Message.Contains("val_start_token"));
+        new TokenFileInfo { Tokens = file.Count, VocabSize = TrainCliSupport.Vocab, SeparatorId = TrainCliSupport.Vocab - 1, ValidationStartToken = 10 }.Save(path);
+        Assert.That(() => CheckpointTraining.OpenData(file, 16), Throws.ArgumentException.With.Message.Contains(path).And.Message.Contains("no training window"));
+
+        // Both splits at once: refused, naming the description and both fields.
+        new TokenFileInfo { Tokens = file.Count, VocabSize = TrainCliSupport.Vocab, SeparatorId = TrainCliSupport.Vocab - 1, ValidationStartToken = start, ValidationFraction = 0.1 }.Save(path);
+        Assert.That(() => CheckpointTraining.OpenData(file, 16), Throws.InstanceOf<InvalidDataException>()
+            .With.Message.Contains(TokenFileInfo.PathFor(path)).And.Message.Contains("val_start_token").And.Message.Contains("val_fraction"));
+    }
 }

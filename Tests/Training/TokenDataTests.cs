@@ -153,6 +153,42 @@ public sealed class TokenDataTests
     }
 
     [Test]
+    public void A_split_at_a_token_never_lets_a_window_straddle_it()
+    {
+        // 41 tokens, validation from token 20, T = 4: window w covers [4w, 4w + 5).
+        DatasetSplit split = DatasetSplit.AtToken(41, 20, 4);
+        Assert.Multiple(() =>
+        {
+            Assert.That(split.Train, Is.EqualTo(new long[] { 0, 1, 2, 3 }), "window 3 ends with token 19, the last training token");
+            Assert.That(split.Validation, Is.EqualTo(new long[] { 5, 6, 7, 8, 9 }), "window 4 would predict token 20 from training inputs; it is dropped");
+            Assert.That(DatasetSplit.AtToken(41, 41, 4).Validation, Is.Empty);
+            Assert.That(() => DatasetSplit.AtToken(10, 11, 4), Throws.InstanceOf<ArgumentOutOfRangeException>());
+        });
+    }
+
+    [Test]
+    public void A_description_sets_a_validation_start_inside_the_file_or_a_fraction_not_both()
+    {
+        string path = Write(8, 7, [1, 2, 3]);
+        new TokenFileInfo { Tokens = 4, VocabSize = 8, SeparatorId = 7, ValidationStartToken = 2 }.Save(path);
+        Assert.That(TokenFileInfo.TryLoad(path)!.ValidationStartToken, Is.EqualTo(2), "round trip");
+        Assert.That(File.ReadAllText(TokenFileInfo.PathFor(path)), Does.Contain("\"val_start_token\": 2"));
+
+        new TokenFileInfo { Tokens = 4, VocabSize = 8, SeparatorId = 7, ValidationStartToken = 2, ValidationFraction = 0.1 }.Save(path);
+        Assert.That(() => TokenFileInfo.TryLoad(path), Throws.InstanceOf<InvalidDataException>()
+            .With.Message.Contains(TokenFileInfo.PathFor(path)).And.Message.Contains("val_start_token").And.Message.Contains("val_fraction"));
+        foreach (long outside in new long[] { 0, 4, -1 })
+        {
+            new TokenFileInfo { Tokens = 4, VocabSize = 8, SeparatorId = 7, ValidationStartToken = outside }.Save(path);
+            Assert.That(() => TokenFileInfo.TryLoad(path), Throws.InstanceOf<InvalidDataException>().With.Message.Contains("val_start_token").And.Message.Contains($"got {outside}"), $"{outside}");
+        }
+
+        new TokenFileInfo { Tokens = 4, VocabSize = 8, SeparatorId = 7 }.Save(path);
+        Assert.That(TokenFileInfo.TryLoad(path)!.ValidationStartToken, Is.Null);
+        Assert.That(File.ReadAllText(TokenFileInfo.PathFor(path)), Does.Contain("\"val_start_token\": null"), "an older reader ignores it");
+    }
+
+    [Test]
     public void The_sampler_yields_windows_of_the_file_and_resumes_exactly()
     {
         string path = TrainingTestData.WritePatternFile(_dir, 16, 10, 30);

@@ -30,6 +30,14 @@ public sealed record TokenFileInfo
     [JsonPropertyName("val_fraction")]
     public double ValidationFraction { get; init; }
 
+    /// <summary>
+    /// The first token of a held-out part at the end of the file: validation is every window from this token on, training
+    /// every window that ends before it (see <see cref="DatasetSplit.AtToken"/>); null splits by
+    /// <see cref="ValidationFraction"/>. A file gives one or the other, so that held-out documents stay out of training.
+    /// </summary>
+    [JsonPropertyName("val_start_token")]
+    public long? ValidationStartToken { get; init; }
+
     /// <summary>Seed of the train/validation split.</summary>
     [JsonPropertyName("split_seed")]
     public ulong SplitSeed { get; init; } = DefaultSplitSeed;
@@ -88,6 +96,19 @@ public sealed record TokenFileInfo
             if (!(info.ValidationFraction >= 0 && info.ValidationFraction < 1) || info.VocabSize <= 0)
             {
                 throw new InvalidDataException($"Token file description '{path}': val_fraction must be in [0, 1) and vocab_size positive.");
+            }
+
+            if (info.ValidationStartToken is long start)
+            {
+                if (info.ValidationFraction > 0)
+                {
+                    throw new InvalidDataException($"Token file description '{path}': val_start_token and val_fraction both set; give one split (val_fraction 0 with val_start_token).");
+                }
+
+                if (start <= 0 || start >= info.Tokens)
+                {
+                    throw new InvalidDataException($"Token file description '{path}': val_start_token must be inside the file's {info.Tokens} tokens (1 to {info.Tokens - 1}); got {start}.");
+                }
             }
 
             return info;

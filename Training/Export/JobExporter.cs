@@ -229,7 +229,23 @@ public static class JobExporter
             throw new JobExportException("data", $"'{tokens}' has {count} tokens, not enough for one window of --seq-len {t.SeqLen} + 1.");
         }
 
-        DatasetSplit split = DatasetSplit.ByChunk(windows, fraction, splitSeed);
+        // The local run's split (OpenData), a held-out part recorded in the description included.
+        DatasetSplit split;
+        try
+        {
+            split = DatasetSplit.ForTokenFile(tokens, info, count, t.SeqLen, o.ValidationFraction, o.SplitSeed);
+        }
+        catch (ArgumentException e)
+        {
+            throw new JobExportException("data", e.Message, innerException: e);
+        }
+
+        if (o.ValidationFraction is null && info?.ValidationStartToken is not null)
+        {
+            // Recorded in the job's config for information: the share the held-out part makes.
+            fraction = (double)split.Validation.Count / windows;
+        }
+
         // The local run validates on its first EvalBatches whole batches of validation windows, in order.
         long evalCount = Math.Min(t.EvalBatches, split.Validation.Count / t.BatchSize) * (long)t.BatchSize;
         IReadOnlyList<long> evalWindows = [.. split.Validation.Take((int)evalCount)];

@@ -13,7 +13,10 @@ namespace ModelSurgery.Training.Recipes;
 /// <summary>Where the data comes from and how models are loaded and saved; shared by training and distillation.</summary>
 public sealed record CheckpointTrainingSettings
 {
-    /// <summary>Share of windows held out for validation; null takes it from the token file's description (<see cref="TokenFileInfo"/>), else 0.</summary>
+    /// <summary>
+    /// Share of windows held out for validation; null takes the token file's split from its description
+    /// (<see cref="TokenFileInfo"/>: a fraction, or a held-out part from <see cref="TokenFileInfo.ValidationStartToken"/>), else 0.
+    /// </summary>
     public double? ValidationFraction { get; init; }
 
     /// <summary>Seed of the train/validation split; null takes it from the token file's description, else <see cref="TokenFileInfo.DefaultSplitSeed"/>.</summary>
@@ -90,27 +93,25 @@ public static class CheckpointTraining
 
     /// <summary>
     /// Splits a token file into windows of <paramref name="seqLen"/> inputs and then into training and validation
-    /// windows, with the fraction and seed given or recorded in the file's description.
+    /// windows, with the fraction and seed given, or the split recorded in the file's description (a fraction and seed,
+    /// or a held-out part at the end: see <see cref="DatasetSplit.ForTokenFile"/>).
     /// </summary>
     /// <param name="file">The open token file.</param>
     /// <param name="seqLen">Inputs per window.</param>
     /// <param name="settings">Split overrides.</param>
     /// <returns>The training data.</returns>
-    /// <exception cref="ArgumentException">The file holds no window of <paramref name="seqLen"/> tokens.</exception>
+    /// <exception cref="ArgumentException">The file holds no window of <paramref name="seqLen"/> tokens, or its recorded validation start leaves no training window.</exception>
+    /// <exception cref="InvalidDataException">The description is invalid (e.g. it sets both <c>val_fraction</c> and <c>val_start_token</c>); the message names the file.</exception>
     public static TrainingData OpenData(TokenFile file, int seqLen, CheckpointTrainingSettings? settings = null)
     {
         ArgumentNullException.ThrowIfNull(file);
         settings ??= new CheckpointTrainingSettings();
-        TokenFileInfo? info = TokenFileInfo.TryLoad(file.Path);
-        double fraction = settings.ValidationFraction ?? info?.ValidationFraction ?? 0;
-        ulong seed = settings.SplitSeed ?? info?.SplitSeed ?? TokenFileInfo.DefaultSplitSeed;
-        long windows = TokenWindows.Count(file.Count, seqLen);
-        if (windows == 0)
+        if (TokenWindows.Count(file.Count, seqLen) == 0)
         {
             throw new ArgumentException($"Token file '{file.Path}' has {file.Count} tokens, not enough for one window of {seqLen} + 1.", nameof(file));
         }
 
-        DatasetSplit split = DatasetSplit.ByChunk(windows, fraction, seed);
+        DatasetSplit split = DatasetSplit.ForTokenFile(file.Path, TokenFileInfo.TryLoad(file.Path), file.Count, seqLen, settings.ValidationFraction, settings.SplitSeed);
         return new TrainingData(file, split.Train, split.Validation);
     }
 

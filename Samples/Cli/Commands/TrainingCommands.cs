@@ -174,7 +174,7 @@ internal sealed class TrainingCommandOptions
         }
         catch (ArgumentException e)
         {
-            throw new UsageException(OptionName(e.Message), e);
+            throw new UsageException(e.Message, e);
         }
 
         double? fraction = parsed.GetValue(_valFraction);
@@ -236,7 +236,7 @@ internal sealed class TrainingCommandOptions
             }
             catch (ResumeMismatchException e)
             {
-                throw new UsageException(OptionName(e.Message), e);
+                throw new UsageException(TrainingFlags.ResumeMessage(e), e);
             }
             catch (TrainingDivergedException e)
             {
@@ -252,29 +252,7 @@ internal sealed class TrainingCommandOptions
             $"{label}: {result.Runs.Count} round(s), {last.Steps} steps in the last, final loss {result.FinalLoss:F4}{best}; final checkpoint {result.FinalCheckpoint}")).ConfigureAwait(false);
         return ExitCodes.Success;
     }
-
-    // Validation messages name the property (e.g. "LearningRate"); say which option that is.
-    private static string OptionName(string message) => message
-        .Replace("Training option MinLearningRate", "--min-lr", StringComparison.Ordinal)
-        .Replace("Training option LearningRate", "--lr", StringComparison.Ordinal)
-        .Replace("Training option WarmupFraction", "--warmup-fraction", StringComparison.Ordinal)
-        .Replace("Training option WeightDecay", "--weight-decay", StringComparison.Ordinal)
-        .Replace("Training option GradClip", "--grad-clip", StringComparison.Ordinal)
-        .Replace("Training option BatchSize", "--batch-size", StringComparison.Ordinal)
-        .Replace("Training option SeqLen", "--seq-len", StringComparison.Ordinal)
-        .Replace("Training option GradAccumulation", "--grad-accum", StringComparison.Ordinal)
-        .Replace("Training option Steps or Tokens", "--steps or --tokens", StringComparison.Ordinal)
-        .Replace("Training option Steps", "--steps or --tokens", StringComparison.Ordinal)
-        .Replace("Training option EvalEvery", "--eval-every", StringComparison.Ordinal)
-        .Replace("Training option EvalBatches", "--eval-batches", StringComparison.Ordinal)
-        .Replace("Training option CheckpointEvery", "--checkpoint-every", StringComparison.Ordinal)
-        .Replace("Training option OutputDir", "--out", StringComparison.Ordinal)
-        .Replace("Training option Seed", "--seed", StringComparison.Ordinal)
-        .Replace("Training option Precision", "--precision", StringComparison.Ordinal)
-        .Replace("Training option DataTokens", "--data (its token count)", StringComparison.Ordinal)
-        .Replace("Training option Data", "--data", StringComparison.Ordinal);
 }
-
 
 /// <summary>A <c>train</c> or <c>distill</c> command line, bound: the stage's record, the run's settings and the chain that runs them.</summary>
 /// <param name="Stage">The stage's options (a <see cref="DistillationOptions"/> for <c>distill</c>).</param>
@@ -427,6 +405,40 @@ internal static class TrainingFlags
 
     /// <summary>The flag for a record key (the key itself when the command has no such flag).</summary>
     public static string OptionName(string key) => Flags.GetValueOrDefault(key, key);
+
+    // The flag of each option a resume can be refused for (Trainer.ResumeCheckedOptions): the message names the
+    // TrainingOptions property, the user typed the flag.
+    private static readonly Dictionary<string, string> ResumeFlags = new(StringComparer.Ordinal)
+    {
+        [nameof(TrainingOptions.Steps)] = "--steps or --tokens",
+        [nameof(TrainingOptions.Seed)] = "--seed",
+        [nameof(TrainingOptions.LearningRate)] = "--lr",
+        [nameof(TrainingOptions.MinLearningRate)] = "--min-lr",
+        [nameof(TrainingOptions.WarmupFraction)] = "--warmup-fraction",
+        [nameof(TrainingOptions.WeightDecay)] = "--weight-decay",
+        [nameof(TrainingOptions.GradClip)] = "--grad-clip",
+        [nameof(TrainingOptions.BatchSize)] = "--batch-size",
+        [nameof(TrainingOptions.SeqLen)] = "--seq-len",
+        [nameof(TrainingOptions.GradAccumulation)] = "--grad-accum (or --batch-tokens)",
+        [nameof(TrainingOptions.Precision)] = "--precision",
+        [nameof(TrainingOptions.Beta1)] = "AdamW beta1 (no flag: the commands use the default)",
+        [nameof(TrainingOptions.Beta2)] = "AdamW beta2 (no flag: the commands use the default)",
+        [nameof(TrainingOptions.Epsilon)] = "AdamW epsilon (no flag: the commands use the default)",
+        ["Data"] = "--data",
+        ["DataTokens"] = "--data (its token count)",
+    };
+
+    /// <summary>The flag a resume was refused for, as the user typed it (see <see cref="ResumeMessage"/>).</summary>
+    /// <param name="option">A <see cref="ResumeMismatchException.Option"/>.</param>
+    /// <returns>The flag, or null when the table has none.</returns>
+    public static string? ResumeFlag(string option) => ResumeFlags.GetValueOrDefault(option);
+
+    /// <summary>The refusal's message with the option named by its flag; the rest of the message as the trainer wrote it.</summary>
+    public static string ResumeMessage(ResumeMismatchException e)
+    {
+        ArgumentNullException.ThrowIfNull(e);
+        return ResumeFlag(e.Option) is { } flag ? e.Message.Replace("Training option " + e.Option, flag, StringComparison.Ordinal) : e.Message;
+    }
 }
 
 /// <summary><c>modelsurgery cache-teacher</c>.</summary>

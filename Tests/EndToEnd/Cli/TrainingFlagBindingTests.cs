@@ -164,6 +164,34 @@ public sealed class TrainingFlagBindingTests
         }
     }
 
+    [Test]
+    public void A_refused_resume_names_the_flag_of_every_option_the_trainer_checks()
+    {
+        string[] trainFlags = Flags(TrainCommand.Create(Context(), out _));
+        string[] distillFlags = Flags(DistillCommand.Create(Context(), out _));
+        foreach (string option in Trainer.ResumeCheckedOptions)
+        {
+            string? flag = TrainingFlags.ResumeFlag(option);
+            Assert.That(flag, Is.Not.Null, $"{option} has a flag (or says it has none)");
+            const string Rest = " is 1 in this run but was 2 in the run that wrote 'state.bin'; a resumed run needs the same options (or start over).";
+            string message = TrainingFlags.ResumeMessage(new ResumeMismatchException(option, "Training option " + option + Rest));
+            Assert.That(message, Is.EqualTo(flag + Rest), "the flag in place of the property, the rest kept");
+
+            // Every flag named is one both commands take.
+            foreach (string named in flag!.Split(' ', '(', ')').Where(w => w.StartsWith("--", StringComparison.Ordinal)))
+            {
+                Assert.That(trainFlags, Does.Contain(named), option);
+                Assert.That(distillFlags, Does.Contain(named), option);
+            }
+        }
+
+        Assert.That(TrainingFlags.ResumeFlag("LearningRate"), Is.EqualTo("--lr"));
+        Assert.That(TrainingFlags.ResumeFlag("Steps"), Is.EqualTo("--steps or --tokens"));
+        Assert.That(TrainingFlags.ResumeFlag("Data"), Is.EqualTo("--data"));
+        var unknown = new ResumeMismatchException("Other", "Training option Other differs.");
+        Assert.That(TrainingFlags.ResumeMessage(unknown), Is.EqualTo(unknown.Message), "an option without a flag keeps the trainer's words");
+    }
+
     private static CliContext Context() => new(TextWriter.Null, TextWriter.Null);
 
     private static string[] Flags(Command command) => [.. command.Options.Select(o => o.Name)];

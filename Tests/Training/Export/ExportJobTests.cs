@@ -359,6 +359,26 @@ public sealed class ExportJobTests
     }
 
     [Test]
+    public async Task A_token_file_split_at_a_token_ships_the_windows_the_local_run_uses()
+    {
+        string tokens = TrainCliSupport.WriteTokens(Path.Combine(_dir, "held-out-tokens"), vocab: _map.NewVocabSize, validationFraction: 0);
+        long count;
+        using (TokenFile file = TokenFile.Open(tokens))
+        {
+            count = file.Count;
+            new TokenFileInfo { Tokens = count, VocabSize = _map.NewVocabSize, SeparatorId = _map.NewVocabSize - 1, ValidationStartToken = count * 3 / 4 }.Save(tokens);
+        }
+
+        ExportedJob job = await JobExporter.ExportAsync(Options("held-out") with { TokensPath = tokens });
+        JsonObject corpus = Json(Path.Combine(job.Directory, "data", "corpus.json"));
+        DatasetSplit split = DatasetSplit.AtToken(count, count * 3 / 4, Local.SeqLen);
+        using TokenFile reopened = TokenFile.Open(tokens);
+        TrainingData local = CheckpointTraining.OpenData(reopened, Local.SeqLen);
+        Assert.That(ReadNpy(Path.Combine(job.Directory, corpus["train_windows"]!.GetValue<string>())), Is.EqualTo(split.Train).And.EqualTo(local.TrainWindows));
+        Assert.That(ReadNpy(Path.Combine(job.Directory, corpus["eval_windows"]!.GetValue<string>())), Is.EqualTo(local.ValidationWindows.Take(Math.Min(Local.EvalBatches, local.ValidationWindows.Count / Local.BatchSize) * Local.BatchSize)));
+    }
+
+    [Test]
     public async Task Continued_pretraining_without_a_teacher_ships_no_teacher_and_no_distillation()
     {
         ExportedJob job = await JobExporter.ExportAsync(Options("pretrain", nodes: 1, gpus: 4) with { TeacherDirectory = null, Distillation = null, Training = Local with { Precision = TrainingPrecision.Fp32 } });

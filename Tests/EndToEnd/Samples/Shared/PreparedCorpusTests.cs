@@ -6,6 +6,7 @@ using ModelSurgery.Surgery.Vocabulary;
 using ModelSurgery.Tests.Checkpoints;
 using ModelSurgery.Tests.Vocabulary;
 using ModelSurgery.Training;
+using ModelSurgery.Training.Data;
 using ModelSurgery.Training.Recipes;
 
 namespace ModelSurgery.Tests.Training;
@@ -68,17 +69,6 @@ public sealed class PreparedCorpusTests
     }
 
     [Test]
-    public void Windows_never_straddle_the_held_out_boundary()
-    {
-        // 41 tokens, boundary at 20, T = 4: window w covers [4w, 4w + 5).
-        (List<long> train, List<long> heldOut) = PreparedCorpus.WindowsAround(41, 20, 4);
-        Assert.That(train, Is.EqualTo(new long[] { 0, 1, 2, 3 }), "window 3 ends with token 19, the last training token");
-        Assert.That(heldOut, Is.EqualTo(new long[] { 5, 6, 7, 8, 9 }), "window 4 would predict token 20 from training inputs; it is dropped");
-        Assert.That(PreparedCorpus.WindowsAround(41, 41, 4).HeldOut, Is.Empty);
-        Assert.That(() => PreparedCorpus.WindowsAround(10, 11, 4), Throws.InstanceOf<ArgumentOutOfRangeException>());
-    }
-
-    [Test]
     public async Task Prepare_compresses_gpt2_tokenizes_both_parts_and_reports_tokens_per_byte()
     {
         using var directory = new TempDirectory();
@@ -99,6 +89,11 @@ public sealed class PreparedCorpusTests
         Assert.That(corpus.TokensPerByte, Is.InRange(0.1, 1.0), "English in byte-level BPE: a few bytes per token");
         TrainingData data = corpus.TrainingData(shuffle: false);
         Assert.That((data.TrainWindows, data.ValidationWindows, data.ShuffleTrain), Is.EqualTo((corpus.TrainWindows, corpus.ValidationWindows, false)));
+
+        // The token file's description records where the held-out part starts: a run on the file splits it the same way.
+        Assert.That(TokenFileInfo.TryLoad(corpus.Tokens.Path)!.ValidationStartToken, Is.EqualTo(corpus.TrainTokens));
+        TrainingData opened = CheckpointTraining.OpenData(corpus.Tokens, 16);
+        Assert.That((opened.TrainWindows, opened.ValidationWindows), Is.EqualTo((corpus.TrainWindows, corpus.ValidationWindows)));
 
         LlamaConfig config = corpus.ModelConfig(layers: 2, hidden: 32, heads: 4, kvHeads: 2, ffn: 64);
         Assert.That((config.VocabSize, config.MaxPositionEmbeddings, config.BosTokenId, config.EosTokenIds.Single()),
