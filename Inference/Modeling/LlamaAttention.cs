@@ -1,4 +1,5 @@
 using ModelSurgery.Inference.Configuration;
+using ModelSurgery.Inference.Runtime;
 using TorchSharp;
 using TorchSharp.Modules;
 using TorchSharp.Utils;
@@ -135,6 +136,15 @@ public sealed class LlamaAttention : Module<Tensor, Tensor>
             values = values.narrow(2, first, keyLength); // [B, KV, S', hd]
         }
 
+        long offset = keyLength - length;
+        bool windowMasks = Window is int limit && keyLength > limit;
+        if (length == 1 && !windowMasks && headGates is null && OneQueryAttention.Applies(queries, keys, values))
+        {
+            // A decoding step on the CPU: one query over the cache in managed code, grouped heads read in place.
+            Tensor step = OneQueryAttention.Compute(queries, keys, values); // [B, H, 1, hd]
+            return Finish(step, batch, length, capture);
+        }
+
         int groupSize = _heads / _kvHeads;
         if (groupSize > 1)
         {
@@ -143,7 +153,6 @@ public sealed class LlamaAttention : Module<Tensor, Tensor>
             values = values.repeat_interleave(groupSize, 1); // [B, H, S, hd]
         }
 
-        long offset = keyLength - length;
         Tensor attended;
         if (Window is int w && keyLength > w)
         {
@@ -172,6 +181,13 @@ public sealed class LlamaAttention : Module<Tensor, Tensor>
             attended = attended * headGates.view(1, _heads, 1, 1); // [B, H, T, hd]
         }
 
+        return Finish(attended, batch, length, capture);
+    }
+
+    // Merges the heads [B, H, T, hd] and projects them: the output [B, T, D] and, when capturing, the heads and the merged
+    // heads, all moved to the caller's dispose scope.
+    private (Tensor Output, Tensor? HeadOutputs, Tensor? MergedHeads) Finish(Tensor attended, long batch, long length, bool capture)
+    {
         Tensor merged = attended.transpose(1, 2).reshape(batch, length, (long)_heads * _headDim); // [B, T, H*hd]
         Tensor output = _outputProjection.forward(merged).MoveToOuterDisposeScope(); // [B, T, D]
         return capture

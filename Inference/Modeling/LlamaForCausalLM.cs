@@ -254,7 +254,7 @@ public sealed class LlamaForCausalLM : Module<Tensor, Tensor>
     private Tensor Head(Tensor normed)
     {
         using var scope = NewDisposeScope();
-        // The head is the largest matrix a decoding step reads; CpuLinear keeps a one-row bf16 step off oneDNN.
+        // The head is the largest matrix a decoding step reads; CpuLinear computes a one-row step in its managed kernel.
         Tensor logits = CpuLinear.Linear(normed, HeadWeight); // [B, T, V]
         return logits.to_type(ScalarType.Float32).MoveToOuterDisposeScope(); // [B, T, V]
     }

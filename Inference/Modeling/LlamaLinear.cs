@@ -36,8 +36,8 @@ public sealed class LlamaLinear : Module<Tensor, Tensor>
     public Parameter? Bias => _bias;
 
     /// <summary>
-    /// Projects the last dimension: [..., in] to [..., out]. A one-row bf16 input on the CPU (decoding) goes through
-    /// <see cref="CpuLinear"/>, which keeps LibTorch off its slow oneDNN path for that case.
+    /// Projects the last dimension: [..., in] to [..., out], through <see cref="CpuLinear"/>, which computes a one-row CPU
+    /// input (decoding) in a managed matrix-vector kernel or keeps LibTorch off its slow one-row bf16 oneDNN path.
     /// </summary>
     public override Tensor forward(Tensor input) => CpuLinear.Linear(input, _weight, _bias);
 }

@@ -291,7 +291,7 @@ internal static unsafe class RowProjection
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static float DotSingle(float* w, float* x, long n)
+    internal static float DotSingle(float* w, float* x, long n)
     {
         long k = 0;
         float s = 0;
@@ -382,7 +382,7 @@ internal static unsafe class RowProjection
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static float DotBFloat16(ushort* w, float* x, long n)
+    internal static float DotBFloat16(ushort* w, float* x, long n)
     {
         long k = 0;
         float s = 0;

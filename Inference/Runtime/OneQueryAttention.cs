@@ -1,0 +1,223 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using ModelSurgery.Inference.Checkpoints;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace ModelSurgery.Inference.Runtime;
+
+/// <summary>
+/// Scaled dot-product attention of one query position over every cached key, <c>softmax(q Kᵀ / √hd) V</c> per head,
+/// computed in managed code on the CPU: what a decoding step needs, without LibTorch's per-head matrix calls (its bf16
+/// attention sends each head's one-row products through a generic bf16 gemv) or the repeat of grouped key/value heads.
+/// </summary>
+/// <remarks>
+/// Scores, softmax and the weighted sum of values are in fp32 whatever the dtype (bf16 keys and values widen exactly);
+/// the result is rounded once to the dtype. Query head h reads key/value head h / (H / KV), as Hugging Face's repeat_kv.
+/// </remarks>
+internal static unsafe class OneQueryAttention
+{
+    /// <summary>
+    /// Whether <see cref="Compute"/> applies: fp32 or bf16 CPU tensors of one dtype, queries [B, H, 1, hd], keys and
+    /// values [B, KV, S, hd] with S ≥ 1, H a multiple of KV, unit stride along hd (the cache's narrowed views qualify),
+    /// and no gradient to track.
+    /// </summary>
+    public static bool Applies(Tensor queries, Tensor keys, Tensor values)
+    {
+        ScalarType dtype = queries.dtype;
+        if ((dtype != ScalarType.Float32 && dtype != ScalarType.BFloat16) || keys.dtype != dtype || values.dtype != dtype
+            || queries.device_type != DeviceType.CPU || keys.device_type != DeviceType.CPU || values.device_type != DeviceType.CPU
+            || queries.dim() != 4 || keys.dim() != 4 || values.dim() != 4 || queries.shape[2] != 1)
+        {
+            return false;
+        }
+
+        long batch = queries.shape[0], heads = queries.shape[1], headDim = queries.shape[3];
+        if (!keys.shape.SequenceEqual(values.shape) || keys.shape[0] != batch || keys.shape[3] != headDim || keys.shape[2] == 0
+            || keys.shape[1] == 0 || heads % keys.shape[1] != 0 || headDim == 0 || keys.stride(3) != 1 || values.stride(3) != 1)
+        {
+            return false;
+        }
+
+        return !torch.is_grad_enabled() || !(queries.requires_grad || keys.requires_grad || values.requires_grad);
+    }
+
+    /// <summary>The attention output [B, H, 1, hd] in the queries' dtype, for inputs where <see cref="Applies"/> holds.</summary>
+    public static Tensor Compute(Tensor queries, Tensor keys, Tensor values)
+    {
+        bool bf16 = queries.dtype == ScalarType.BFloat16;
+        long batch = queries.shape[0], heads = queries.shape[1], headDim = queries.shape[3];
+        long kvHeads = keys.shape[1], length = keys.shape[2], group = heads / kvHeads;
+        using Tensor query = queries.contiguous(); // [B, H, 1, hd]
+        Tensor output = torch.empty(queries.shape, queries.dtype, queries.device); // [B, H, 1, hd]
+
+        // The keys and values are views into the cache's larger buffers: address them through their strides from the
+        // first element, which the cache's contiguous storage holds (a narrow keeps the storage and moves the offset).
+        byte* keyData = ElementAddress(keys), valueData = ElementAddress(values);
+        byte* queryData = TensorMemory.DataPointer(query), outputData = TensorMemory.DataPointer(output);
+        long elementSize = bf16 ? 2 : 4;
+        (long kb, long kh, long ks) = (keys.stride(0) * elementSize, keys.stride(1) * elementSize, keys.stride(2) * elementSize);
+        (long vb, long vh, long vs) = (values.stride(0) * elementSize, values.stride(1) * elementSize, values.stride(2) * elementSize);
+        float scale = 1f / MathF.Sqrt(headDim);
+
+        float[] queryRow = GC.AllocateUninitializedArray<float>((int)headDim, pinned: true);
+        float[] accumulator = GC.AllocateUninitializedArray<float>((int)headDim, pinned: true);
+        float[] scores = GC.AllocateUninitializedArray<float>((int)length, pinned: true);
+        fixed (float* q = queryRow, acc = accumulator, p = scores)
+        {
+            for (long b = 0; b < batch; b++)
+            {
+                for (long h = 0; h < heads; h++)
+                {
+                    long kv = h / group;
+                    byte* keyHead = keyData + (b * kb) + (kv * kh), valueHead = valueData + (b * vb) + (kv * vh);
+                    long row = (b * heads) + h;
+                    if (bf16)
+                    {
+                        RowProjection.WidenInBlockOrder((ushort*)queryData + (row * headDim), queryRow, headDim);
+                    }
+                    else
+                    {
+                        new Span<float>((float*)queryData + (row * headDim), (int)headDim).CopyTo(queryRow);
+                    }
+
+                    float max = float.NegativeInfinity;
+                    for (long s = 0; s < length; s++)
+                    {
+                        float dot = bf16 ? RowProjection.DotBFloat16((ushort*)(keyHead + (s * ks)), q, headDim) : RowProjection.DotSingle((float*)(keyHead + (s * ks)), q, headDim);
+                        p[s] = dot * scale;
+                        max = MathF.Max(max, p[s]);
+                    }
+
+                    float sum = 0;
+                    for (long s = 0; s < length; s++)
+                    {
+                        p[s] = MathF.Exp(p[s] - max);
+                        sum += p[s];
+                    }
+
+                    Array.Clear(accumulator, 0, (int)headDim);
+                    for (long s = 0; s < length; s++)
+                    {
+                        if (bf16)
+                        {
+                            AddScaledBFloat16((ushort*)(valueHead + (s * vs)), p[s], acc, headDim);
+                        }
+                        else
+                        {
+                            AddScaledSingle((float*)(valueHead + (s * vs)), p[s], acc, headDim);
+                        }
+                    }
+
+                    float inverse = 1f / sum;
+                    if (bf16)
+                    {
+                        StoreFromBlockOrder(acc, inverse, (ushort*)outputData + (row * headDim), headDim);
+                    }
+                    else
+                    {
+                        float* target = (float*)outputData + (row * headDim);
+                        for (long d = 0; d < headDim; d++)
+                        {
+                            target[d] = acc[d] * inverse;
+                        }
+                    }
+                }
+            }
+        }
+
+        return output;
+    }
+
+    // Address of element [0, 0, 0, 0] of a CPU view with unit stride along the last dimension: its first row is a
+    // contiguous view, whose data pointer includes the view's storage offset.
+    private static byte* ElementAddress(Tensor view)
+    {
+        using Tensor first = view[0, 0, 0]; // [hd]
+        return TensorMemory.DataPointer(first);
+    }
+
+    // acc += p · v over a fp32 row.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void AddScaledSingle(float* v, float p, float* acc, long n)
+    {
+        long k = 0;
+        if (Vector512.IsHardwareAccelerated)
+        {
+            var pv = Vector512.Create(p);
+            for (; k <= n - Vector512<float>.Count; k += Vector512<float>.Count)
+            {
+                Vector512.MultiplyAddEstimate(Vector512.Load(v + k), pv, Vector512.Load(acc + k)).Store(acc + k);
+            }
+        }
+        else if (Vector256.IsHardwareAccelerated)
+        {
+            var pv = Vector256.Create(p);
+            for (; k <= n - Vector256<float>.Count; k += Vector256<float>.Count)
+            {
+                Vector256.MultiplyAddEstimate(Vector256.Load(v + k), pv, Vector256.Load(acc + k)).Store(acc + k);
+            }
+        }
+
+        for (; k < n; k++)
+        {
+            acc[k] += p * v[k];
+        }
+    }
+
+    // acc += p · v over a bf16 row, acc in the block order of RowProjection.BFloat16Block.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void AddScaledBFloat16(ushort* v, float p, float* acc, long n)
+    {
+        long k = 0;
+        if (Vector512.IsHardwareAccelerated)
+        {
+            var pv = Vector512.Create(p);
+            Vector512<uint> high = Vector512.Create(0xFFFF_0000u);
+            for (; k <= n - Vector512<ushort>.Count; k += Vector512<ushort>.Count)
+            {
+                Vector512<uint> bits = Vector512.Load((uint*)(v + k));
+                Vector512.MultiplyAddEstimate(Vector512.ShiftLeft(bits, 16).AsSingle(), pv, Vector512.Load(acc + k)).Store(acc + k);
+                float* odd = acc + k + Vector512<float>.Count;
+                Vector512.MultiplyAddEstimate((bits & high).AsSingle(), pv, Vector512.Load(odd)).Store(odd);
+            }
+        }
+        else if (Vector256.IsHardwareAccelerated)
+        {
+            var pv = Vector256.Create(p);
+            Vector256<uint> high = Vector256.Create(0xFFFF_0000u);
+            for (; k <= n - Vector256<ushort>.Count; k += Vector256<ushort>.Count)
+            {
+                Vector256<uint> bits = Vector256.Load((uint*)(v + k));
+                Vector256.MultiplyAddEstimate(Vector256.ShiftLeft(bits, 16).AsSingle(), pv, Vector256.Load(acc + k)).Store(acc + k);
+                float* odd = acc + k + Vector256<float>.Count;
+                Vector256.MultiplyAddEstimate((bits & high).AsSingle(), pv, Vector256.Load(odd)).Store(odd);
+            }
+        }
+
+        for (; k < n; k++)
+        {
+            acc[k] += p * RowProjection.BFloat16ToSingle(v[k]);
+        }
+    }
+
+    // Writes acc · scale as bf16 in natural order, undoing RowProjection's block order.
+    private static void StoreFromBlockOrder(float* acc, float scale, ushort* target, long n)
+    {
+        int block = RowProjection.BFloat16Block, half = block / 2;
+        long whole = block == 1 ? 0 : n / block * block;
+        for (long start = 0; start < whole; start += block)
+        {
+            for (int j = 0; j < half; j++)
+            {
+                target[start + (2 * j)] = RowProjection.SingleToBFloat16(acc[start + j] * scale);
+                target[start + (2 * j) + 1] = RowProjection.SingleToBFloat16(acc[start + half + j] * scale);
+            }
+        }
+
+        for (long k = whole; k < n; k++)
+        {
+            target[k] = RowProjection.SingleToBFloat16(acc[k] * scale);
+        }
+    }
+}
