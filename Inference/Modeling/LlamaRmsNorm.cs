@@ -1,3 +1,4 @@
+using ModelSurgery.Inference.Runtime;
 using TorchSharp;
 using TorchSharp.Modules;
 using TorchSharp.Utils;
@@ -36,6 +37,13 @@ public sealed class LlamaRmsNorm : Module<Tensor, Tensor>
     /// <summary>Normalises the last dimension: [..., D] to [..., D] in the input dtype.</summary>
     public override Tensor forward(Tensor input)
     {
+        ArgumentNullException.ThrowIfNull(input);
+        if (RowNorm.Applies(input, _weight))
+        {
+            // One row without gradients (a decoding step on the CPU): the same steps in managed code, no dispatch per op.
+            return RowNorm.Compute(input, _weight, _eps);
+        }
+
         using var scope = NewDisposeScope();
         Tensor x = input.to_type(ScalarType.Float32); // [..., D]
         Tensor meanSquare = x.pow(2).mean([-1], keepdim: true); // [..., 1]

@@ -1,4 +1,5 @@
 using ModelSurgery.Inference.Configuration;
+using ModelSurgery.Inference.Runtime;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -35,6 +36,12 @@ public sealed class RotaryTables : IDisposable
     public Tensor Apply(Tensor x)
     {
         ArgumentNullException.ThrowIfNull(x);
+        if (RowRotary.Applies(x, Cos, Sin))
+        {
+            // One position without gradients (a decoding step on the CPU): the same roundings in managed code.
+            return RowRotary.Compute(x, Cos, Sin);
+        }
+
         using var scope = NewDisposeScope();
         long half = x.shape[^1] / 2;
         Tensor first = x.narrow(-1, 0, half); // [B, H, T, hd/2]
