@@ -24,9 +24,7 @@ internal static unsafe class OneQueryAttention
     /// </summary>
     public static bool Applies(Tensor queries, Tensor keys, Tensor values)
     {
-        ScalarType dtype = queries.dtype;
-        if ((dtype != ScalarType.Float32 && dtype != ScalarType.BFloat16) || keys.dtype != dtype || values.dtype != dtype
-            || queries.device_type != DeviceType.CPU || keys.device_type != DeviceType.CPU || values.device_type != DeviceType.CPU
+        if (!KernelOperands.OnCpuInOneFloatType(queries, keys, values)
             || queries.dim() != 4 || keys.dim() != 4 || values.dim() != 4 || queries.shape[2] != 1)
         {
             return false;
@@ -39,7 +37,7 @@ internal static unsafe class OneQueryAttention
             return false;
         }
 
-        return !torch.is_grad_enabled() || !(queries.requires_grad || keys.requires_grad || values.requires_grad);
+        return KernelOperands.NeedNoGradient(queries, keys, values);
     }
 
     /// <summary>The attention output [B, H, 1, hd] in the queries' dtype, for inputs where <see cref="Applies"/> holds.</summary>

@@ -25,16 +25,14 @@ internal static unsafe class RowNorm
     /// </summary>
     public static bool Applies(Tensor input, Tensor weight)
     {
-        ScalarType dtype = input.dtype;
-        if ((dtype != ScalarType.Float32 && dtype != ScalarType.BFloat16) || weight.dtype != dtype
-            || input.device_type != DeviceType.CPU || weight.device_type != DeviceType.CPU
+        if (!KernelOperands.OnCpuInOneFloatType(input, weight)
             || input.dim() == 0 || weight.dim() != 1 || input.shape[^1] != weight.shape[0] || weight.shape[0] == 0
             || input.numel() != weight.shape[0] || !input.is_contiguous() || !weight.is_contiguous())
         {
             return false;
         }
 
-        return !torch.is_grad_enabled() || !(input.requires_grad || weight.requires_grad);
+        return KernelOperands.NeedNoGradient(input, weight);
     }
 
     /// <summary>The normalised row, shaped and typed as <paramref name="input"/>, for inputs where <see cref="Applies"/> holds.</summary>

@@ -28,9 +28,7 @@ internal static unsafe class RowProjection
     /// </summary>
     public static bool Applies(Tensor input, Tensor weight, Tensor? bias)
     {
-        ScalarType dtype = weight.dtype;
-        if ((dtype != ScalarType.Float32 && dtype != ScalarType.BFloat16) || input.dtype != dtype
-            || input.device_type != DeviceType.CPU || weight.device_type != DeviceType.CPU
+        if (!(bias is null ? KernelOperands.OnCpuInOneFloatType(input, weight) : KernelOperands.OnCpuInOneFloatType(input, weight, bias))
             || weight.dim() != 2 || input.dim() == 0 || input.shape[^1] != weight.shape[1] || weight.shape[1] == 0
             || !input.is_contiguous() || !weight.is_contiguous())
         {
@@ -48,14 +46,12 @@ internal static unsafe class RowProjection
             return false;
         }
 
-        if (bias is not null
-            && (bias.dtype != dtype || bias.device_type != DeviceType.CPU || bias.dim() != 1 || bias.shape[0] != weight.shape[0] || !bias.is_contiguous()))
+        if (bias is not null && (bias.dim() != 1 || bias.shape[0] != weight.shape[0] || !bias.is_contiguous()))
         {
             return false;
         }
 
-        // The kernel records nothing for autograd; a product that needs a gradient takes LibTorch's path.
-        return !torch.is_grad_enabled() || !(input.requires_grad || weight.requires_grad || (bias?.requires_grad ?? false));
+        return bias is null ? KernelOperands.NeedNoGradient(input, weight) : KernelOperands.NeedNoGradient(input, weight, bias);
     }
 
     /// <summary>

@@ -22,9 +22,7 @@ internal static unsafe class RowRotary
     /// </summary>
     public static bool Applies(Tensor x, Tensor cos, Tensor sin)
     {
-        ScalarType dtype = x.dtype;
-        if ((dtype != ScalarType.Float32 && dtype != ScalarType.BFloat16) || cos.dtype != dtype || sin.dtype != dtype
-            || x.device_type != DeviceType.CPU || cos.device_type != DeviceType.CPU || sin.device_type != DeviceType.CPU
+        if (!KernelOperands.OnCpuInOneFloatType(x, cos, sin)
             || x.dim() != 4 || x.shape[2] != 1 || x.shape[3] == 0 || x.shape[3] % 2 != 0
             || cos.numel() != x.shape[3] || sin.numel() != x.shape[3] || cos.shape[^1] != x.shape[3] || sin.shape[^1] != x.shape[3]
             || !x.is_contiguous() || !cos.is_contiguous() || !sin.is_contiguous())
@@ -32,7 +30,7 @@ internal static unsafe class RowRotary
             return false;
         }
 
-        return !torch.is_grad_enabled() || !(x.requires_grad || cos.requires_grad || sin.requires_grad);
+        return KernelOperands.NeedNoGradient(x, cos, sin);
     }
 
     /// <summary>The rotated tensor, shaped and typed as <paramref name="x"/>, for inputs where <see cref="Applies"/> holds.</summary>
