@@ -50,4 +50,19 @@ internal static class KernelOperands
 
         return true;
     }
+
+    /// <summary>
+    /// A pinned scratch array of at least <paramref name="length"/> floats, kept in <paramref name="buffer"/> (a
+    /// <c>[ThreadStatic]</c> field of the calling kernel, so kernels never share one) and replaced only when too short:
+    /// no allocation per call on the decoding path.
+    /// </summary>
+    public static float[] Scratch(ref float[]? buffer, int length)
+    {
+        if (buffer is null || buffer.Length < length)
+        {
+            buffer = GC.AllocateUninitializedArray<float>(length, pinned: true);
+        }
+
+        return buffer;
+    }
 }

@@ -58,11 +58,11 @@ internal static unsafe class OneQueryAttention
         (long vb, long vh, long vs) = (values.stride(0) * elementSize, values.stride(1) * elementSize, values.stride(2) * elementSize);
         float scale = 1f / MathF.Sqrt(headDim);
 
-        float[] queryRow = GC.AllocateUninitializedArray<float>((int)headDim, pinned: true);
-        float[] accumulator = GC.AllocateUninitializedArray<float>((int)headDim, pinned: true);
-        float[] scores = GC.AllocateUninitializedArray<float>((int)length, pinned: true);
-        fixed (float* q = queryRow, acc = accumulator, p = scores)
+        // One scratch row per thread: the query in fp32 [hd], the weighted sum of values [hd], the scores [S].
+        float[] scratch = KernelOperands.Scratch(ref t_scratch, (int)((2 * headDim) + length));
+        fixed (float* q = scratch)
         {
+            float* acc = q + headDim, p = acc + headDim;
             for (long b = 0; b < batch; b++)
             {
                 for (long h = 0; h < heads; h++)
@@ -72,11 +72,11 @@ internal static unsafe class OneQueryAttention
                     long row = (b * heads) + h;
                     if (bf16)
                     {
-                        RowProjection.WidenInBlockOrder((ushort*)queryData + (row * headDim), queryRow, headDim);
+                        RowProjection.WidenInBlockOrder((ushort*)queryData + (row * headDim), scratch, headDim);
                     }
                     else
                     {
-                        new Span<float>((float*)queryData + (row * headDim), (int)headDim).CopyTo(queryRow);
+                        new Span<float>((float*)queryData + (row * headDim), (int)headDim).CopyTo(new Span<float>(q, (int)headDim));
                     }
 
                     float max = float.NegativeInfinity;
@@ -94,7 +94,7 @@ internal static unsafe class OneQueryAttention
                         sum += p[s];
                     }
 
-                    Array.Clear(accumulator, 0, (int)headDim);
+                    new Span<float>(acc, (int)headDim).Clear();
                     for (long s = 0; s < length; s++)
                     {
                         if (bf16)
@@ -126,6 +126,9 @@ internal static unsafe class OneQueryAttention
 
         return output;
     }
+
+    [ThreadStatic]
+    private static float[]? t_scratch;
 
     // Address of element [0, 0, 0, 0] of a CPU view with unit stride along the last dimension: its first row is a
     // contiguous view, whose data pointer includes the view's storage offset.

@@ -80,7 +80,7 @@ internal static unsafe class RowProjection
         float[]? widened = null;
         if (bf16)
         {
-            widened = InputBuffer((int)inFeatures);
+            widened = KernelOperands.Scratch(ref t_inputBuffer, (int)inFeatures);
             WidenInBlockOrder((ushort*)inputData, widened, inFeatures);
         }
 
@@ -169,16 +169,6 @@ internal static unsafe class RowProjection
     // One pinned buffer per calling thread for the widened input row: no allocation per call on the decoding path.
     [ThreadStatic]
     private static float[]? t_inputBuffer;
-
-    private static float[] InputBuffer(int length)
-    {
-        if (t_inputBuffer is null || t_inputBuffer.Length < length)
-        {
-            t_inputBuffer = GC.AllocateUninitializedArray<float>(length, pinned: true);
-        }
-
-        return t_inputBuffer;
-    }
 
     /// <summary>The operands of one product; <see cref="Run"/> computes a range of output rows.</summary>
     private readonly struct Job
