@@ -146,21 +146,16 @@ public sealed class DistillationLoss
     // as the two terms taken apart; only its rounding differs.
     private Tensor MixedSoftTargetLoss(Tensor student, Tensor teacher, Tensor targets)
     {
-        Tensor softTargets; // [..., V] w
-        Tensor teacherNegativeEntropy; // [] sum over positions of sum_v p log p
-        using (torch.no_grad())
+        (Tensor softTargets, Tensor negativeEntropy) = TeacherSide(teacher); // [..., V] p, to become w; [...]
+        Tensor teacherNegativeEntropy = negativeEntropy.sum(); // [] sum over positions of sum_v p log p
+        if (Alpha < 1)
         {
-            Tensor teacherLogProbabilities = teacher.log_softmax(-1, ScalarType.Float32); // [..., V]
-            softTargets = teacherLogProbabilities.exp(); // [..., V] p
-            teacherNegativeEntropy = teacherLogProbabilities.mul_(softTargets).sum();
-            if (Alpha < 1)
-            {
-                // (1 - alpha) is added at each position's target id: the cross-entropy's one-hot part.
-                softTargets.mul_(Alpha);
-                using Tensor index = targets.to(softTargets.device).unsqueeze(-1); // [..., 1]
-                using Tensor weight = torch.full(index.shape, 1 - Alpha, ScalarType.Float32, softTargets.device); // [..., 1]
-                softTargets.scatter_add_(-1, index, weight);
-            }
+            // (1 - alpha) is added at each position's target id: the cross-entropy's one-hot part.
+            using var noGrad = torch.no_grad();
+            softTargets.mul_(Alpha);
+            using Tensor index = targets.to(softTargets.device).unsqueeze(-1); // [..., 1]
+            using Tensor weight = torch.full(index.shape, 1 - Alpha, ScalarType.Float32, softTargets.device); // [..., 1]
+            softTargets.scatter_add_(-1, index, weight);
         }
 
         long positions = student.numel() / student.shape[^1];
@@ -194,15 +189,7 @@ public sealed class DistillationLoss
         {
             // KL(p || q) = sum_v p log p - sum_v p log q: the teacher's side once, without gradients, so the student's
             // gradient runs back through one product instead of exp, difference and product.
-            Tensor p; // [..., V]
-            Tensor negativeEntropy; // [...]
-            using (torch.no_grad())
-            {
-                Tensor logP = Tempered(teacher).log_softmax(-1, ScalarType.Float32); // [..., V]
-                p = logP.exp();
-                negativeEntropy = logP.mul_(p).sum(-1);
-            }
-
+            (Tensor p, Tensor negativeEntropy) = TeacherSide(teacher); // [..., V], [...]
             perPosition = negativeEntropy - (p * logQ).sum(-1);
         }
         else
@@ -219,6 +206,15 @@ public sealed class DistillationLoss
         Tensor loss = perPosition.mean() * (Temperature * Temperature);
         bool whole = Temperature == 1 && student.shape[^1] == studentVocab;
         return (loss, whole ? logQ : null);
+    }
+
+    // The teacher's side of forward KL, without gradients: p = softmax(teacher / T) [..., V] and sum_v p log p [...].
+    private (Tensor Probabilities, Tensor NegativeEntropy) TeacherSide(Tensor teacher)
+    {
+        using var noGrad = torch.no_grad();
+        Tensor logP = Tempered(teacher).log_softmax(-1, ScalarType.Float32); // [..., V]
+        Tensor p = logP.exp(); // [..., V]
+        return (p, logP.mul_(p).sum(-1));
     }
 
     // logits / T in float32; at T = 1 the division is skipped (it would copy the logits to give the same values) and the
