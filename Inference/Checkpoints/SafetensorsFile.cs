@@ -37,6 +37,13 @@ public sealed unsafe partial class SafetensorsFile : IDisposable
             byte* pointer = null;
             view.SafeMemoryMappedViewHandle.AcquirePointer(ref pointer);
             _data = pointer + view.PointerOffset + header.DataStart;
+
+            // Every read announces exactly the pages it needs (Fetch), so the kernel's read-around on a page fault (the
+            // whole read-ahead window around the faulting page, megabytes on many devices) would only read dropped rows.
+            if (OperatingSystem.IsLinux() && view.Capacity > 0)
+            {
+                _ = Madvise((nint)(pointer + view.PointerOffset), (nuint)view.Capacity, MadviseRandom);
+            }
         }
     }
 
@@ -59,10 +66,25 @@ public sealed unsafe partial class SafetensorsFile : IDisposable
     public IReadOnlyDictionary<string, string> Metadata { get; }
 
     /// <summary>
-    /// Two needed byte ranges of one read closer than this are fetched from storage as one range: reading the gap costs
-    /// less than another request (a storage request costs about as much as reading a few hundred KB sequentially).
+    /// Two needed byte ranges of one read at least this far apart are never fetched as one range: beyond it, another
+    /// storage request costs less than reading the gap (a request costs about as much as reading a few hundred KB
+    /// sequentially).
     /// </summary>
     public const long CoalesceGapBytes = 256 * 1024;
+
+    /// <summary>
+    /// The most a read may fetch beyond the pages its needed ranges touch, as a fraction of those pages: coalescing merges
+    /// the shortest gaps (below <see cref="CoalesceGapBytes"/>) first, and only while the gap bytes it adds stay within this
+    /// share, so a read with many short gaps (every other row kept) is not fetched whole.
+    /// </summary>
+    public const double CoalesceSlack = 0.05;
+
+    /// <summary>
+    /// Largest range one prefetch hint asks for. Linux reads at most the device's read-ahead window (or its largest request,
+    /// whichever is larger) per hint and silently drops the rest, so a long range is announced in pieces no larger than the
+    /// smallest such window in common use.
+    /// </summary>
+    internal const long PrefetchPieceBytes = 256 * 1024;
 
     /// <summary>Bytes this file has copied out to callers: what the reads needed.</summary>
     public long BytesNeeded => Interlocked.Read(ref _bytesNeeded);
@@ -462,7 +484,7 @@ public sealed unsafe partial class SafetensorsFile : IDisposable
         CheckIndices(info, 0, rows, nameof(rows));
         long rowBytes = Strides(info, 0).Inner;
         byte* data = DataOf(info);
-        foreach ((long offset, long length) in Coalesce([.. Runs(rows).Select(run => (run.First * rowBytes, run.Count * rowBytes))], CoalesceGapBytes))
+        foreach ((long offset, long length) in Coalesce([.. Runs(rows).Select(run => (run.First * rowBytes, run.Count * rowBytes))], (long)data, Environment.SystemPageSize))
         {
             Prefetch(data + offset, length);
         }
@@ -530,8 +552,9 @@ public sealed unsafe partial class SafetensorsFile : IDisposable
     }
 
     /// <summary>
-    /// Asks the kernel to read a range ahead of the copy. Page faults on a cold mapping read a little at a time; announcing
-    /// the whole range lets the copy run at sequential-read speed.
+    /// Asks the kernel to read a range ahead of the copy, in pieces of <see cref="PrefetchPieceBytes"/>. Page faults on a
+    /// cold mapping read one page at a time (the mapping is advised random); announcing the whole range lets the copy run at
+    /// sequential-read speed. The hint returns once the reads are queued, not when they finish.
     /// </summary>
     private static void Prefetch(byte* start, long length)
     {
@@ -543,21 +566,23 @@ public sealed unsafe partial class SafetensorsFile : IDisposable
         long pageSize = Environment.SystemPageSize;
         long begin = (long)start / pageSize * pageSize;
         long end = ((long)start + length + pageSize - 1) / pageSize * pageSize;
-        _ = Madvise((nint)begin, (nuint)(end - begin), MadviseWillNeed);
+        for (long piece = begin; piece < end; piece += PrefetchPieceBytes)
+        {
+            _ = Madvise((nint)piece, (nuint)Math.Min(PrefetchPieceBytes, end - piece), MadviseWillNeed);
+        }
     }
 
     /// <summary>
-    /// Asks storage for the byte <paramref name="ranges"/> (offsets from <paramref name="tensorData"/>) in as few large
-    /// sequential reads as possible: ranges are sorted, and neighbours less than <see cref="CoalesceGapBytes"/> apart
-    /// merged, before each merged range is prefetched; counts <paramref name="needed"/> and the fetched whole pages.
+    /// Asks storage for the byte <paramref name="ranges"/> (offsets from <paramref name="tensorData"/>) as whole pages, in
+    /// few large sequential reads (<see cref="Coalesce"/>); counts <paramref name="needed"/> and the fetched bytes.
     /// </summary>
     private void Fetch(byte* tensorData, IReadOnlyList<(long Offset, long Length)> ranges, long needed)
     {
         Interlocked.Add(ref _bytesNeeded, needed);
         long fetched = 0;
-        foreach ((long offset, long length) in Coalesce(ranges, CoalesceGapBytes))
+        foreach ((long offset, long length) in Coalesce(ranges, (long)tensorData, Environment.SystemPageSize))
         {
-            fetched += PageSpan(tensorData + offset, length);
+            fetched += length;
             Prefetch(tensorData + offset, length);
         }
 
@@ -565,37 +590,78 @@ public sealed unsafe partial class SafetensorsFile : IDisposable
     }
 
     /// <summary>
-    /// Sorts byte ranges and merges those that overlap, touch or lie less than <paramref name="gap"/> bytes apart; empty
-    /// ranges are dropped. The result covers every input byte with the fewest ranges the gap allows.
+    /// The ranges to fetch for byte <paramref name="ranges"/> at offsets from <paramref name="origin"/>: each widened to the
+    /// whole pages of <paramref name="pageSize"/> it touches (pages are counted from address 0, so <paramref name="origin"/>
+    /// places the offsets), sorted, and merged where they overlap or touch; then gaps shorter than <paramref name="maxGap"/>
+    /// are merged, shortest first, while the gap bytes added stay within <paramref name="slack"/> of the page bound (the
+    /// pages the inputs touch). Empty ranges are dropped. Every input byte is covered, and the result's total length is at
+    /// most (1 + <paramref name="slack"/>) times the page bound.
     /// </summary>
-    internal static List<(long Offset, long Length)> Coalesce(IReadOnlyList<(long Offset, long Length)> ranges, long gap)
+    internal static List<(long Offset, long Length)> Coalesce(IReadOnlyList<(long Offset, long Length)> ranges, long origin, long pageSize, long maxGap = CoalesceGapBytes, double slack = CoalesceSlack)
     {
-        var sorted = ranges.Where(r => r.Length > 0).OrderBy(r => r.Offset).ToList();
-        var merged = new List<(long Offset, long Length)>();
-        foreach ((long offset, long length) in sorted)
+        ArgumentOutOfRangeException.ThrowIfLessThan(pageSize, 1);
+        var pages = new List<(long Begin, long End)>(ranges.Count);
+        foreach ((long offset, long length) in ranges)
         {
-            long distance = merged.Count > 0 ? offset - (merged[^1].Offset + merged[^1].Length) : long.MaxValue;
-            if (distance <= 0 || distance < gap)
+            if (length > 0)
             {
-                (long first, long firstLength) = merged[^1];
-                merged[^1] = (first, Math.Max(first + firstLength, offset + length) - first);
+                long begin = FloorDiv(origin + offset, pageSize) * pageSize;
+                long end = (FloorDiv(origin + offset + length - 1, pageSize) + 1) * pageSize;
+                pages.Add((begin, end));
+            }
+        }
+
+        pages.Sort();
+        var runs = new List<(long Begin, long End)>(pages.Count);
+        long bound = 0;
+        foreach ((long begin, long end) in pages)
+        {
+            if (runs.Count > 0 && begin <= runs[^1].End)
+            {
+                bound += Math.Max(0, end - runs[^1].End);
+                runs[^1] = (runs[^1].Begin, Math.Max(runs[^1].End, end));
             }
             else
             {
-                merged.Add((offset, length));
+                bound += end - begin;
+                runs.Add((begin, end));
+            }
+        }
+
+        // The gaps worth closing (shorter than maxGap), shortest first, each closed while the budget lasts.
+        var merge = new bool[Math.Max(0, runs.Count - 1)];
+        long budget = (long)(slack * bound), spent = 0;
+        foreach (int i in Enumerable.Range(0, merge.Length).Where(i => runs[i + 1].Begin - runs[i].End < maxGap).OrderBy(i => runs[i + 1].Begin - runs[i].End))
+        {
+            long gap = runs[i + 1].Begin - runs[i].End;
+            if (spent + gap > budget)
+            {
+                break;
+            }
+
+            spent += gap;
+            merge[i] = true;
+        }
+
+        var merged = new List<(long Offset, long Length)>(runs.Count);
+        for (int i = 0; i < runs.Count; i++)
+        {
+            if (i > 0 && merge[i - 1])
+            {
+                merged[^1] = (merged[^1].Offset, runs[i].End - origin - merged[^1].Offset);
+            }
+            else
+            {
+                merged.Add((runs[i].Begin - origin, runs[i].End - runs[i].Begin));
             }
         }
 
         return merged;
+
+        static long FloorDiv(long a, long b) => a >= 0 ? a / b : -((-a + b - 1) / b);
     }
 
-    private static long PageSpan(byte* start, long length)
-    {
-        long pageSize = Environment.SystemPageSize;
-        long begin = (long)start / pageSize * pageSize;
-        long end = ((long)start + length + pageSize - 1) / pageSize * pageSize;
-        return end - begin;
-    }
+    private const int MadviseRandom = 1;
 
     private const int MadviseWillNeed = 3;
 

@@ -76,8 +76,9 @@ public sealed record StudentBuildProgress(int TensorsWritten, int TensorCount, l
 /// <param name="BytesWritten">Student tensor bytes written.</param>
 /// <param name="Elapsed">Wall time.</param>
 /// <param name="BytesFetched">
-/// Teacher bytes asked of storage: whole pages of the kept ranges, coalesced into large sequential reads across gaps
-/// shorter than <see cref="SafetensorsFile.CoalesceGapBytes"/>. Compare with <paramref name="BytesRead"/>, the bytes needed.
+/// Teacher bytes asked of storage: whole pages of the kept ranges, coalesced into larger sequential reads across short gaps
+/// within <see cref="SafetensorsFile.CoalesceSlack"/> of the pages they touch. Compare with <paramref name="BytesRead"/>, the
+/// bytes needed.
 /// </param>
 public sealed record StudentBuildResult(string Directory, LlamaConfig Config, ParameterCount Parameters, long BytesRead, long BytesWritten, TimeSpan Elapsed, long BytesFetched);
 
