@@ -103,6 +103,87 @@ public sealed class CoalescedReadTests
         }
     }
 
+    /// <summary>
+    /// Storage is asked for the planned pages only: with the file's pages evicted from the page cache first, a read of every
+    /// third row leaves no more of the file cached than it counted as fetched (page faults on the map read no neighbours).
+    /// </summary>
+    [Test]
+    public async Task A_read_brings_no_pages_into_the_cache_beyond_those_it_fetched()
+    {
+        Assume.That(OperatingSystem.IsLinux(), "page-cache residency is asked of Linux (mincore)");
+        string dir = Directory.CreateTempSubdirectory("coalesce").FullName;
+        try
+        {
+            // 4,096 rows of 8 KiB (32 MiB): the first 12 MiB kept whole (a range longer than a typical read-ahead window, whose
+            // page faults would otherwise read around into the gap after it), then from row 2,048 every third row (16 KiB gaps).
+            const int rows = 4096, columns = 4096;
+            using (torch.Tensor full = torch.arange(0, rows * columns).reshape(rows, columns).to(torch.ScalarType.BFloat16))
+            {
+                await CheckpointWriter.WriteAsync(dir, [("w", full)]);
+            }
+
+            string path = Path.Combine(dir, CheckpointReader.SingleFileName);
+            long length = new FileInfo(path).Length;
+            Evict(path, length);
+            Assume.That(CachedBytes(path, length), Is.LessThanOrEqualTo(Environment.SystemPageSize), "the file system lets clean pages be evicted");
+
+            long[] kept = [.. Enumerable.Range(0, 1536).Select(i => (long)i), .. Enumerable.Range(0, 2048 / 3).Select(i => 2048L + (3 * i))];
+            long fetched;
+            using (var reader = CheckpointReader.Open(dir))
+            {
+                using torch.Tensor picked = reader.ReadIndices("w", 0, kept);
+                fetched = reader.BytesFetched;
+            }
+
+            // The header's pages were read on open (the first holds the header, the next may be shared with data).
+            long header = 2L * Environment.SystemPageSize;
+            Assert.That(CachedBytes(path, length), Is.LessThanOrEqualTo(fetched + header));
+            Assert.That(fetched, Is.LessThan(length * 7 / 10), "the gaps were not fetched");
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    /// <summary>Drops the file's clean pages from the page cache (posix_fadvise DONTNEED).</summary>
+    private static void Evict(string path, long length)
+    {
+        using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
+        Assert.That(PosixFadvise((int)stream.SafeFileHandle.DangerousGetHandle(), 0, length, 4), Is.Zero);
+    }
+
+    /// <summary>Bytes of the file's pages in the page cache (mincore over a fresh map of it).</summary>
+    private static long CachedBytes(string path, long length)
+    {
+        using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
+        nint map = Mmap(0, (nuint)length, 1, 1, (int)stream.SafeFileHandle.DangerousGetHandle(), 0);
+        Assert.That(map, Is.Not.EqualTo((nint)(-1)));
+        try
+        {
+            long page = Environment.SystemPageSize;
+            byte[] resident = new byte[(length + page - 1) / page];
+            Assert.That(Mincore(map, (nuint)length, resident), Is.Zero);
+            return resident.Count(b => (b & 1) != 0) * page;
+        }
+        finally
+        {
+            _ = Munmap(map, (nuint)length);
+        }
+    }
+
+    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "posix_fadvise")]
+    private static extern int PosixFadvise(int fd, long offset, long length, int advice);
+
+    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "mmap")]
+    private static extern nint Mmap(nint address, nuint length, int protection, int flags, int fd, long offset);
+
+    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "mincore")]
+    private static extern int Mincore(nint address, nuint length, byte[] vector);
+
+    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "munmap")]
+    private static extern int Munmap(nint address, nuint length);
+
     [Test]
     public async Task Prefetching_rows_counts_nothing_and_names_bad_rows()
     {
