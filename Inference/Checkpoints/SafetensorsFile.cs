@@ -300,11 +300,70 @@ public sealed unsafe partial class SafetensorsFile : IDisposable
             return tensor;
         }
 
+        GatherSubmatrix(info, rows, columns, TensorMemory.DataPointer(tensor));
+        return tensor;
+    }
+
+    /// <summary>
+    /// Rows (along dimension 0) of a tensor, and of each row only <paramref name="columns"/> when given (2-D tensors),
+    /// copied as stored bytes into <paramref name="destination"/>: what <see cref="ReadIndices"/> along dimension 0 or
+    /// <see cref="ReadSubmatrix"/> returns, without a tensor in between, so a caller that streams the bytes on (a build)
+    /// copies each kept element once.
+    /// </summary>
+    /// <returns>The bytes written at the start of <paramref name="destination"/>.</returns>
+    /// <exception cref="ArgumentException">An index is out of range, columns are given for a tensor that is not 2-D, or the destination is too short.</exception>
+    public long ReadRowsInto(string name, IReadOnlyList<long> rows, IReadOnlyList<long>? columns, Span<byte> destination)
+    {
+        ArgumentNullException.ThrowIfNull(rows);
+        var info = GetInfo(name);
+        NormalizeDim(info, 0);
+        CheckIndices(info, 0, rows, nameof(rows));
+        if (columns is not null)
+        {
+            if (info.Rank != 2)
+            {
+                throw new ArgumentException($"Tensor '{name}' in '{Path}' has rank {info.Rank}; selecting columns needs a 2-D tensor.", nameof(columns));
+            }
+
+            CheckIndices(info, 1, columns, nameof(columns));
+        }
+
+        long rowBytes = Strides(info, 0).Inner;
+        long length = rows.Count * (columns is null ? rowBytes : columns.Count * info.DType.ElementSize());
+        if (destination.Length < length)
+        {
+            throw new ArgumentException($"The destination holds {destination.Length} bytes; rows of tensor '{name}' in '{Path}' need {length}.", nameof(destination));
+        }
+
+        if (length == 0)
+        {
+            return 0;
+        }
+
+        fixed (byte* pinned = destination)
+        {
+            if (columns is not null)
+            {
+                GatherSubmatrix(info, rows, columns, pinned);
+                return length;
+            }
+
+            byte* source = DataOf(info);
+            List<IndexRun> runs = Runs(rows);
+            Fetch(source, [.. runs.Select(run => (run.First * rowBytes, run.Count * rowBytes))], length);
+            CopyPieces(source, pinned, [.. runs.Select(run => (run.First * rowBytes, run.Position * rowBytes, run.Count * rowBytes))]);
+            ReleasePages(source, info.ByteLength);
+            return length;
+        }
+    }
+
+    /// <summary>The kept <paramref name="columns"/> of the kept <paramref name="rows"/> of a 2-D tensor, into <paramref name="destination"/>.</summary>
+    private void GatherSubmatrix(SafetensorsTensorInfo info, IReadOnlyList<long> rows, IReadOnlyList<long> columns, byte* destination)
+    {
         long element = info.DType.ElementSize();
         long sourceRowBytes = info.Shape[1] * element;
         IndexRun[] runs = [.. Runs(columns)];
         byte* source = DataOf(info);
-        byte* destination = TensorMemory.DataPointer(tensor);
         long destinationRowBytes = columns.Count * element;
         // Whole rows: the kept columns of a row rarely skip a page.
         Fetch(source, [.. Runs(rows).Select(run => (run.First * sourceRowBytes, run.Count * sourceRowBytes))], (long)rows.Count * destinationRowBytes);
@@ -339,7 +398,6 @@ public sealed unsafe partial class SafetensorsFile : IDisposable
         });
 
         ReleasePages(DataOf(info), info.ByteLength);
-        return tensor;
     }
 
     /// <summary>
