@@ -37,13 +37,6 @@ public sealed unsafe partial class SafetensorsFile : IDisposable
             byte* pointer = null;
             view.SafeMemoryMappedViewHandle.AcquirePointer(ref pointer);
             _data = pointer + view.PointerOffset + header.DataStart;
-
-            // Every read announces exactly the pages it needs (Fetch), so the kernel's read-around on a page fault (the
-            // whole read-ahead window around the faulting page, megabytes on many devices) would only read dropped rows.
-            if (OperatingSystem.IsLinux() && view.Capacity > 0)
-            {
-                _ = Madvise((nint)(pointer + view.PointerOffset), (nuint)view.Capacity, MadviseRandom);
-            }
         }
     }
 
@@ -611,8 +604,9 @@ public sealed unsafe partial class SafetensorsFile : IDisposable
 
     /// <summary>
     /// Asks the kernel to read a range ahead of the copy, in pieces of <see cref="PrefetchPieceBytes"/>. Page faults on a
-    /// cold mapping read one page at a time (the mapping is advised random); announcing the whole range lets the copy run at
-    /// sequential-read speed. The hint returns once the reads are queued, not when they finish.
+    /// cold mapping read a little at a time, around the faulting page, dropped neighbours included; announcing the whole
+    /// range lets the copy run at sequential-read speed and find every page it needs already read. The hint returns once the
+    /// reads are queued, not when they finish.
     /// </summary>
     private static void Prefetch(byte* start, long length)
     {
@@ -718,8 +712,6 @@ public sealed unsafe partial class SafetensorsFile : IDisposable
 
         static long FloorDiv(long a, long b) => a >= 0 ? a / b : -((-a + b - 1) / b);
     }
-
-    private const int MadviseRandom = 1;
 
     private const int MadviseWillNeed = 3;
 

@@ -105,7 +105,7 @@ public sealed class CoalescedReadTests
 
     /// <summary>
     /// Storage is asked for the planned pages only: with the file's pages evicted from the page cache first, a read of every
-    /// third row leaves no more of the file cached than it counted as fetched (page faults on the map read no neighbours).
+    /// third row leaves no more of the file cached than it counted as fetched (every page a copy touches was announced whole, so no page fault reads around it).
     /// </summary>
     [Test]
     public async Task A_read_brings_no_pages_into_the_cache_beyond_those_it_fetched()
