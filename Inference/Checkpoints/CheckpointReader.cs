@@ -123,6 +123,21 @@ public sealed class CheckpointReader : IDisposable
     /// <inheritdoc cref="SafetensorsFile.ReadSubmatrix"/>
     public torch.Tensor ReadSubmatrix(string name, IReadOnlyList<long> rows, IReadOnlyList<long> columns) => Finite(name, FileOf(name).ReadSubmatrix(name, rows, columns));
 
+    /// <inheritdoc cref="SafetensorsFile.ReadRowsInto"/>
+    /// <remarks>The values are checked like every read (<see cref="TensorChecks.ChecksRawBytes"/> must accept the dtype).</remarks>
+    /// <exception cref="InvalidDataException">The values read hold NaN or infinity.</exception>
+    public long ReadRowsInto(string name, IReadOnlyList<long> rows, IReadOnlyList<long>? columns, Span<byte> destination)
+    {
+        SafetensorsFile file = FileOf(name);
+        long length = file.ReadRowsInto(name, rows, columns, destination);
+        if (!TensorChecks.IsFinite(file.GetInfo(name).DType, destination[..(int)length]))
+        {
+            throw new InvalidDataException($"{file.Path}: tensor '{name}' holds NaN or infinite values; the checkpoint is damaged.");
+        }
+
+        return length;
+    }
+
     // Every tensor read through the reader is checked: NaN or infinite weights stop the command that reads them
     // (inference, scoring, building, export) instead of flowing into its results.
     private torch.Tensor Finite(string name, torch.Tensor tensor)

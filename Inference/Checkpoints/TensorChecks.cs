@@ -43,6 +43,26 @@ public static unsafe class TensorChecks
         return torch.isfinite(tensor).all().item<bool>();
     }
 
+    /// <summary>Whether <see cref="IsFinite(SafetensorsDType, ReadOnlySpan{byte})"/> can check raw values of <paramref name="dtype"/>.</summary>
+    public static bool ChecksRawBytes(SafetensorsDType dtype) => dtype is SafetensorsDType.F32 or SafetensorsDType.F64 or SafetensorsDType.BF16 or SafetensorsDType.F16;
+
+    /// <summary>True when every value of <paramref name="dtype"/> stored in <paramref name="data"/> is finite, checked in place.</summary>
+    /// <exception cref="NotSupportedException">The dtype is not one <see cref="ChecksRawBytes"/> accepts.</exception>
+    public static bool IsFinite(SafetensorsDType dtype, ReadOnlySpan<byte> data)
+    {
+        fixed (byte* values = data)
+        {
+            return dtype switch
+            {
+                SafetensorsDType.F32 => AllExponentsBelowMax((uint*)values, data.Length / 4, 0x7F80_0000u),
+                SafetensorsDType.F64 => AllExponentsBelowMax((ulong*)values, data.Length / 8, 0x7FF0_0000_0000_0000ul),
+                SafetensorsDType.BF16 => AllExponentsBelowMax((ushort*)values, data.Length / 2, (ushort)0x7F80),
+                SafetensorsDType.F16 => AllExponentsBelowMax((ushort*)values, data.Length / 2, (ushort)0x7C00),
+                _ => throw new NotSupportedException($"Raw values of dtype {dtype.ToHeaderString()} are not checked in place."),
+            };
+        }
+    }
+
     /// <summary>
     /// True when no value among <paramref name="count"/> at <paramref name="values"/> has all the bits of
     /// <paramref name="exponent"/> set. Four vectors per step, OR-ed, keep the loop bound by memory rather than by branches.

@@ -76,8 +76,9 @@ public sealed record StudentBuildProgress(int TensorsWritten, int TensorCount, l
 /// <param name="BytesWritten">Student tensor bytes written.</param>
 /// <param name="Elapsed">Wall time.</param>
 /// <param name="BytesFetched">
-/// Teacher bytes asked of storage: whole pages of the kept ranges, coalesced into large sequential reads across gaps
-/// shorter than <see cref="SafetensorsFile.CoalesceGapBytes"/>. Compare with <paramref name="BytesRead"/>, the bytes needed.
+/// Teacher bytes asked of storage: whole pages of the kept ranges, coalesced into larger sequential reads across short gaps
+/// within <see cref="SafetensorsFile.CoalesceSlack"/> of the pages they touch. Compare with <paramref name="BytesRead"/>, the
+/// bytes needed.
 /// </param>
 public sealed record StudentBuildResult(string Directory, LlamaConfig Config, ParameterCount Parameters, long BytesRead, long BytesWritten, TimeSpan Elapsed, long BytesFetched);
 
@@ -263,8 +264,17 @@ public static partial class StudentBuilder
     /// </summary>
     private static (byte[] Buffer, int Length) ReadChunk(CheckpointReader reader, TensorSelection selection, long start, long count, SafetensorsDType dtype)
     {
-        using var scope = torch.NewDisposeScope();
         IReadOnlyList<long> rows = KeptRows(selection, start, count);
+        SafetensorsTensorInfo info = reader.GetInfo(selection.TeacherName);
+        if (info.DType == dtype && TensorChecks.ChecksRawBytes(dtype))
+        {
+            // Stored dtype kept: the kept elements go straight from the map into the buffer the writer takes, copied once.
+            long rowBytes = (info.Shape.Length == 1 ? 1 : selection.Columns?.Length ?? info.Shape[1]) * info.DType.ElementSize();
+            byte[] direct = ArrayPool<byte>.Shared.Rent(checked((int)(count * rowBytes)));
+            return (direct, (int)reader.ReadRowsInto(selection.TeacherName, rows, selection.Columns, direct));
+        }
+
+        using var scope = torch.NewDisposeScope();
         torch.Tensor chunk = selection.Columns is not null
             ? reader.ReadSubmatrix(selection.TeacherName, rows, selection.Columns) // [count, kept columns]
             : selection.Rows is null

@@ -155,6 +155,33 @@ public sealed class CheckpointWriterTests
         }
     }
 
+    /// <summary>Early writeback is a hint to the kernel: asking for it after every few bytes changes no byte written.</summary>
+    [Test]
+    public async Task Early_writeback_writes_the_same_files_as_none()
+    {
+        var tensors = FiveTensors();
+        try
+        {
+            using var none = new TempDirectory();
+            using var often = new TempDirectory();
+            var options = new CheckpointWriterOptions { MaxShardBytes = 200, WritebackBytes = 0 };
+            await CheckpointWriter.WriteAsync(none.Path, tensors, options);
+            await CheckpointWriter.WriteAsync(often.Path, tensors, options with { WritebackBytes = 7 });
+
+            Assert.That(often.FileNames(), Is.EqualTo(none.FileNames()));
+            foreach (string name in none.FileNames())
+            {
+                Assert.That(File.ReadAllBytes(often.File(name)), Is.EqualTo(File.ReadAllBytes(none.File(name))), name);
+            }
+
+            Assert.That(() => CheckpointWriter.Create(none.Path, [new("x", SafetensorsDType.F32, [1])], new CheckpointWriterOptions { WritebackBytes = -1 }), Throws.InstanceOf<ArgumentOutOfRangeException>());
+        }
+        finally
+        {
+            DisposeAll(tensors);
+        }
+    }
+
     [Test]
     public async Task Tensors_are_converted_to_the_declared_dtype()
     {

@@ -92,4 +92,56 @@ public sealed class SubmatrixReadTests
             Directory.Delete(dir, recursive: true);
         }
     }
+
+    /// <summary>
+    /// Reading rows (and columns) straight into a byte buffer gives the bytes of the tensor reads, in large reads gathered on
+    /// several threads and small ones alike, and is checked for NaN like them.
+    /// </summary>
+    [TestCase(torch.ScalarType.BFloat16, 37, 53)]
+    [TestCase(torch.ScalarType.Float32, 37, 53)]
+    [TestCase(torch.ScalarType.BFloat16, 1031, 1543)]
+    public async Task Rows_read_into_a_buffer_equal_the_tensor_reads_and_are_checked(torch.ScalarType dtype, int rowCount, int columnCount)
+    {
+        string dir = Directory.CreateTempSubdirectory("submatrix").FullName;
+        try
+        {
+            using torch.Tensor full = torch.randn(rowCount, columnCount).to(dtype);
+            using torch.Tensor damaged = full.clone();
+            damaged[rowCount - 1, columnCount - 1] = torch.tensor(double.NaN);
+            await CheckpointWriter.WriteAsync(dir, [("w", full), ("v", full[0]), ("bad", damaged)]);
+            using var reader = CheckpointReader.Open(dir);
+            var random = new Random(rowCount);
+            long[] rows = [.. Enumerable.Range(0, rowCount).Where(_ => random.Next(4) != 0).Select(r => (long)r), 7, 7, rowCount - 1];
+            long[] columns = [.. Enumerable.Range(0, columnCount).Where(_ => random.Next(3) != 0).Select(c => (long)c), 0, columnCount - 1];
+            byte[] buffer = new byte[rows.Length * columnCount * 4];
+
+            long length = reader.ReadRowsInto("w", rows, columns, buffer);
+            using (torch.Tensor expected = reader.ReadSubmatrix("w", rows, columns))
+            {
+                Assert.That(buffer.AsSpan(0, (int)length).ToArray(), Is.EqualTo(expected.bytes.ToArray()), "sub-matrix");
+            }
+
+            length = reader.ReadRowsInto("w", rows, null, buffer);
+            using (torch.Tensor expected = reader.ReadIndices("w", 0, rows))
+            {
+                Assert.That(buffer.AsSpan(0, (int)length).ToArray(), Is.EqualTo(expected.bytes.ToArray()), "whole rows");
+            }
+
+            length = reader.ReadRowsInto("v", [3, 1, 2], null, buffer);
+            using (torch.Tensor expected = reader.ReadIndices("v", 0, [3, 1, 2]))
+            {
+                Assert.That(buffer.AsSpan(0, (int)length).ToArray(), Is.EqualTo(expected.bytes.ToArray()), "entries of a vector");
+            }
+
+            Assert.That(reader.ReadRowsInto("bad", [0], null, buffer), Is.EqualTo(columnCount * full.element_size()), "the damaged value is not in row 0");
+            var nan = Assert.Throws<InvalidDataException>(() => reader.ReadRowsInto("bad", [rowCount - 1], [0, columnCount - 1], buffer));
+            Assert.That(nan!.Message, Does.Contain("'bad'").And.Contain("NaN"));
+            Assert.Throws<ArgumentException>(() => reader.ReadRowsInto("w", rows, columns, new byte[10]));
+            Assert.Throws<ArgumentException>(() => reader.ReadRowsInto("v", [0], [0], buffer));
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
 }

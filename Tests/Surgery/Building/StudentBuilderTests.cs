@@ -290,6 +290,41 @@ public sealed class StudentBuilderTests
         Assert.That(reports.Select(r => r.TensorsWritten), Is.EqualTo(Enumerable.Range(1, reports[0].TensorCount)), "one report per tensor, in order");
     }
 
+    /// <summary>
+    /// A teacher split over several shards builds the same student, byte for byte, as the same teacher in one file, pipelined
+    /// or not, with the kept dtype (kept elements gathered straight into the write buffers) and chunks that split tensors.
+    /// </summary>
+    [Test]
+    public async Task A_sharded_teacher_builds_the_same_bytes_as_one_file_pipelined_or_not()
+    {
+        LlamaConfig config = TinyModels.Config(heads: 8, kvHeads: 2, layers: 4);
+        var (teacher, teacherDir) = await SaveTeacherAsync(config, seed: 3);
+        string shardedDir = Path.Combine(_dir, "teacher-sharded");
+        using (teacher)
+        {
+            await CheckpointWriter.WriteAsync(shardedDir, [.. teacher.ToStateDict().Select(kv => (kv.Key, kv.Value))], new CheckpointWriterOptions { MaxShardBytes = 6_000 });
+        }
+
+        File.Copy(Path.Combine(teacherDir, "config.json"), Path.Combine(shardedDir, "config.json"));
+        using (var sharded = CheckpointReader.Open(shardedDir))
+        {
+            Assert.That(sharded.Shards, Has.Count.GreaterThan(2), "several teacher shards");
+        }
+
+        SurgeryPlan plan = PlanBuilder.Random(config, new StudentShape(3, 24, 40, 4, 2, config.VocabSize), seed: 3);
+        var options = new StudentBuildOptions { ChunkBytes = 200 };
+
+        StudentBuildResult single = await StudentBuilder.BuildAsync(teacherDir, plan, Path.Combine(_dir, "from-single"), options with { ReadAhead = false });
+        StudentBuildResult pipelined = await StudentBuilder.BuildAsync(shardedDir, plan, Path.Combine(_dir, "from-sharded"), options);
+        StudentBuildResult sequential = await StudentBuilder.BuildAsync(shardedDir, plan, Path.Combine(_dir, "from-sharded-sequential"), options with { ReadAhead = false });
+
+        foreach (StudentBuildResult other in new[] { pipelined, sequential })
+        {
+            Assert.That(File.ReadAllBytes(Path.Combine(other.Directory, CheckpointReader.SingleFileName)), Is.EqualTo(File.ReadAllBytes(Path.Combine(single.Directory, CheckpointReader.SingleFileName))), other.Directory);
+            Assert.That(other.BytesRead, Is.EqualTo(single.BytesRead));
+        }
+    }
+
     [Test]
     public async Task A_damaged_teacher_tensor_stops_a_pipelined_build_naming_it()
     {
