@@ -23,7 +23,7 @@ internal static unsafe class RowProjection
     internal const long MinRowsPerTask = 64;
 
     /// <summary>
-    /// Whether <see cref="Compute"/> applies: one row of input on the CPU, an fp32 or bf16 weight of the input's dtype
+    /// Whether <see cref="Compute(Tensor, Tensor, Tensor?, int)"/> applies: one row of input on the CPU, an fp32 or bf16 weight of the input's dtype
     /// and width, contiguous operands, a bias (if any) of the same dtype and of the output width, and no gradient to track.
     /// </summary>
     public static bool Applies(Tensor input, Tensor weight, Tensor? bias)
@@ -58,65 +58,190 @@ internal static unsafe class RowProjection
     /// <c>input Wᵀ + bias</c> for inputs where <see cref="Applies"/> holds: [..., in] (one row) to [..., out] in the
     /// input's dtype, computed on up to <paramref name="threads"/> threads.
     /// </summary>
-    public static Tensor Compute(Tensor input, Tensor weight, Tensor? bias, int threads)
+    public static Tensor Compute(Tensor input, Tensor weight, Tensor? bias, int threads) => Compute(input, weight, bias, null, threads);
+
+    /// <summary>
+    /// As <see cref="Compute(Tensor, Tensor, Tensor?, int)"/>, plus <paramref name="residual"/> (when given) added to each
+    /// output row after it is rounded to the dtype, and the sum rounded again: bit for bit what LibTorch's
+    /// <c>residual + linear(input, weight, bias)</c> computes from the rounded projection, without a second pass.
+    /// <paramref name="residual"/> is [..., out] of the input's dtype, contiguous (see <see cref="ResidualApplies"/>), or null.
+    /// </summary>
+    public static Tensor Compute(Tensor input, Tensor weight, Tensor? bias, Tensor? residual, int threads)
     {
-        long outFeatures = weight.shape[0], inFeatures = weight.shape[1];
-        long[] shape = (long[])input.shape.Clone();
-        shape[^1] = outFeatures;
-        Tensor output = torch.empty(shape, weight.dtype, input.device); // [..., out]
+        long outFeatures = weight.shape[0];
+        Tensor output = torch.empty(OutputShape(input, outFeatures), weight.dtype, input.device); // [..., out]
         if (outFeatures == 0)
         {
             return output;
         }
 
-        bool bf16 = weight.dtype == ScalarType.BFloat16;
-        byte* weightData = TensorMemory.DataPointer(weight);
-        byte* inputData = TensorMemory.DataPointer(input);
-        byte* biasData = bias is null ? null : TensorMemory.DataPointer(bias);
-        byte* outputData = TensorMemory.DataPointer(output);
-
-        // The input row in fp32: bf16 widens once here instead of once per output row, and is stored in the order the
-        // bf16 kernels read it (see BFloat16BlockOrder).
-        float[]? widened = null;
-        if (bf16)
+        fixed (float* widened = WidenedInput(input, weight.shape[1]))
         {
-            widened = KernelOperands.Scratch(ref t_inputBuffer, (int)inFeatures);
-            WidenInBlockOrder((ushort*)inputData, widened, inFeatures);
-        }
-
-        fixed (float* widenedData = widened)
-        {
-            var job = new Job
+            Job job = CreateJob(input, widened, weight, bias, TensorMemory.DataPointer(output)) with
             {
-                Weight = weightData,
-                Input = bf16 ? widenedData : (float*)inputData,
-                Bias = biasData,
-                Output = outputData,
-                In = inFeatures,
-                BFloat16 = bf16,
+                Residual = residual is null ? null : TensorMemory.DataPointer(residual),
             };
-            int tasks = (int)Math.Clamp(outFeatures / MinRowsPerTask, 1, Math.Max(threads, 1));
-            if (tasks == 1)
-            {
-                job.Run(0, outFeatures);
-            }
-            else
-            {
-                // One contiguous range of rows per task, each a multiple of 4 rows (the kernel's block) except the last.
-                long perTask = ((outFeatures + tasks - 1) / tasks + 3) & ~3L;
-                Parallel.For(0, tasks, t =>
-                {
-                    long first = t * perTask;
-                    long end = Math.Min(first + perTask, outFeatures);
-                    if (first < end)
-                    {
-                        job.Run(first, end);
-                    }
-                });
-            }
+            ForEachRange(outFeatures, threads, job.Run);
         }
 
         return output;
+    }
+
+    /// <summary>Whether <paramref name="residual"/> can be added in <see cref="Compute(Tensor, Tensor, Tensor?, Tensor?, int)"/>: the shape the product has, its dtype, contiguous, no gradient to track.</summary>
+    public static bool ResidualApplies(Tensor residual, Tensor input, Tensor weight) =>
+        KernelOperands.OnCpuInOneFloatType(residual, weight) && residual.is_contiguous()
+        && residual.shape.SequenceEqual(OutputShape(input, weight.shape[0])) && KernelOperands.NeedNoGradient(residual);
+
+    /// <summary>
+    /// Several products of one input row, <c>input Wᵢᵀ + bᵢ</c> (the q, k and v projections of a decoding step), in one
+    /// parallel region: the rows of all weights are split across the threads together. Each output equals what
+    /// <see cref="Compute(Tensor, Tensor, Tensor?, int)"/> returns for its weight, bit for bit (each row is the same
+    /// reduction in the same order). <see cref="Applies"/> must hold for every weight with its bias.
+    /// </summary>
+    public static Tensor[] ComputeMany(Tensor input, ReadOnlySpan<(Tensor Weight, Tensor? Bias)> projections, int threads)
+    {
+        var outputs = new Tensor[projections.Length];
+        var jobs = new Job[projections.Length];
+        var offsets = new long[projections.Length + 1];
+        fixed (float* widened = WidenedInput(input, projections[0].Weight.shape[1]))
+        {
+            for (int i = 0; i < projections.Length; i++)
+            {
+                (Tensor weight, Tensor? bias) = projections[i];
+                outputs[i] = torch.empty(OutputShape(input, weight.shape[0]), weight.dtype, input.device); // [..., out_i]
+                jobs[i] = CreateJob(input, widened, weight, bias, TensorMemory.DataPointer(outputs[i]));
+                offsets[i + 1] = offsets[i] + weight.shape[0];
+            }
+
+            // The rows of all products in a row, each task a contiguous range that may span two products.
+            ForEachRange(offsets[^1], threads, (first, end) =>
+            {
+                for (int i = 0; i < jobs.Length; i++)
+                {
+                    long from = Math.Max(first, offsets[i]), to = Math.Min(end, offsets[i + 1]);
+                    if (from < to)
+                    {
+                        jobs[i].Run(from - offsets[i], to - offsets[i]);
+                    }
+                }
+            });
+        }
+
+        return outputs;
+    }
+
+    /// <summary>
+    /// SwiGLU's hidden activation of one row, <c>silu(input Gᵀ + g) * (input Uᵀ + u)</c> [..., F], in one parallel region:
+    /// each task computes its range of gate and up rows, rounds them to the dtype, and writes the product of its range.
+    /// The roundings are LibTorch's for <c>silu(linear(x, G, g)) * linear(x, U, u)</c> (the projections, silu computed in
+    /// fp32 from the rounded gate and rounded, the product computed in fp32 from the rounded operands and rounded); the
+    /// projections are bit for bit those of <see cref="Compute(Tensor, Tensor, Tensor?, int)"/>, and silu's exponential
+    /// is .NET's <see cref="MathF.Exp"/> where LibTorch's vectorised one may differ in the last fp32 bit, so a bf16
+    /// activation can differ by one bf16 rounding of silu. <see cref="Applies"/> must hold for both weights with their
+    /// biases, which have the same shape.
+    /// </summary>
+    public static Tensor ComputeSwiGlu(Tensor input, Tensor gateWeight, Tensor? gateBias, Tensor upWeight, Tensor? upBias, int threads)
+    {
+        long hidden = gateWeight.shape[0];
+        Tensor output = torch.empty(OutputShape(input, hidden), gateWeight.dtype, input.device); // [..., F]
+        if (hidden == 0)
+        {
+            return output;
+        }
+
+        bool bf16 = gateWeight.dtype == ScalarType.BFloat16;
+        byte* outputData = TensorMemory.DataPointer(output);
+
+        // The rounded gate and up rows, each task writing and then reading only its own range.
+        fixed (float* gateRows = KernelOperands.Scratch(ref t_gateBuffer, (int)hidden), upRows = KernelOperands.Scratch(ref t_upBuffer, (int)hidden))
+        fixed (float* widened = WidenedInput(input, gateWeight.shape[1]))
+        {
+            Job gate = CreateJob(input, widened, gateWeight, gateBias, (byte*)gateRows);
+            Job up = CreateJob(input, widened, upWeight, upBias, (byte*)upRows);
+            float* gates = gateRows, ups = upRows;
+            ForEachRange(hidden, threads, (first, end) =>
+            {
+                gate.Run(first, end);
+                up.Run(first, end);
+                if (bf16)
+                {
+                    ushort* g = (ushort*)gates, u = (ushort*)ups, o = (ushort*)outputData;
+                    for (long i = first; i < end; i++)
+                    {
+                        float activated = BFloat16ToSingle(SingleToBFloat16(Silu(BFloat16ToSingle(g[i]))));
+                        o[i] = SingleToBFloat16(activated * BFloat16ToSingle(u[i]));
+                    }
+                }
+                else
+                {
+                    float* o = (float*)outputData;
+                    for (long i = first; i < end; i++)
+                    {
+                        o[i] = Silu(gates[i]) * ups[i];
+                    }
+                }
+            });
+        }
+
+        return output;
+    }
+
+    /// <summary><c>x / (1 + exp(-x))</c>, LibTorch's formula for silu.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static float Silu(float x) => x / (1f + MathF.Exp(-x));
+
+    private static long[] OutputShape(Tensor input, long outFeatures)
+    {
+        long[] shape = (long[])input.shape.Clone();
+        shape[^1] = outFeatures;
+        return shape;
+    }
+
+    // The input row in fp32 for bf16 weights: bf16 widens once here instead of once per output row, and is stored in the
+    // order the bf16 kernels read it (see BFloat16BlockOrder); null for fp32, whose kernels read the input in place.
+    private static float[]? WidenedInput(Tensor input, long inFeatures)
+    {
+        if (input.dtype != ScalarType.BFloat16)
+        {
+            return null;
+        }
+
+        float[] widened = KernelOperands.Scratch(ref t_inputBuffer, (int)inFeatures);
+        WidenInBlockOrder((ushort*)TensorMemory.DataPointer(input), widened, inFeatures);
+        return widened;
+    }
+
+    private static Job CreateJob(Tensor input, float* widened, Tensor weight, Tensor? bias, byte* output) => new()
+    {
+        Weight = TensorMemory.DataPointer(weight),
+        Input = widened is not null ? widened : (float*)TensorMemory.DataPointer(input),
+        Bias = bias is null ? null : TensorMemory.DataPointer(bias),
+        Output = output,
+        In = weight.shape[1],
+        BFloat16 = weight.dtype == ScalarType.BFloat16,
+    };
+
+    // Runs body over [0, rows) split into up to `threads` contiguous ranges, each a multiple of 4 rows (the kernel's
+    // block) except the last, and none under MinRowsPerTask; one range runs on the calling thread.
+    private static void ForEachRange(long rows, int threads, Action<long, long> body)
+    {
+        int tasks = (int)Math.Clamp(rows / MinRowsPerTask, 1, Math.Max(threads, 1));
+        if (tasks == 1)
+        {
+            body(0, rows);
+            return;
+        }
+
+        long perTask = ((rows + tasks - 1) / tasks + 3) & ~3L;
+        Parallel.For(0, tasks, t =>
+        {
+            long first = t * perTask;
+            long end = Math.Min(first + perTask, rows);
+            if (first < end)
+            {
+                body(first, end);
+            }
+        });
     }
 
     /// <summary>fp32 value of a bf16 bit pattern: the bits are the upper half of the fp32 ones.</summary>
@@ -170,6 +295,13 @@ internal static unsafe class RowProjection
     [ThreadStatic]
     private static float[]? t_inputBuffer;
 
+    // The same for the rounded gate and up rows of ComputeSwiGlu (bf16 rows use half of each).
+    [ThreadStatic]
+    private static float[]? t_gateBuffer;
+
+    [ThreadStatic]
+    private static float[]? t_upBuffer;
+
     /// <summary>The operands of one product; <see cref="Run"/> computes a range of output rows.</summary>
     private readonly struct Job
     {
@@ -184,6 +316,9 @@ internal static unsafe class RowProjection
         public long In { get; init; }
 
         public bool BFloat16 { get; init; }
+
+        /// <summary>Added to each rounded output row before a second rounding, or null.</summary>
+        public byte* Residual { get; init; }
 
         public void Run(long first, long end)
         {
@@ -213,7 +348,8 @@ internal static unsafe class RowProjection
                     sum += BFloat16ToSingle(((ushort*)Bias)[row]);
                 }
 
-                ((ushort*)Output)[row] = SingleToBFloat16(sum);
+                ushort rounded = SingleToBFloat16(sum);
+                ((ushort*)Output)[row] = Residual is null ? rounded : SingleToBFloat16(BFloat16ToSingle(((ushort*)Residual)[row]) + BFloat16ToSingle(rounded));
             }
             else
             {
@@ -222,7 +358,7 @@ internal static unsafe class RowProjection
                     sum += ((float*)Bias)[row];
                 }
 
-                ((float*)Output)[row] = sum;
+                ((float*)Output)[row] = Residual is null ? sum : ((float*)Residual)[row] + sum;
             }
         }
     }
