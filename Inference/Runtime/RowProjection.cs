@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 using ModelSurgery.Inference.Checkpoints;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -325,7 +326,10 @@ internal static unsafe class RowProjection
             long row = first;
             for (; row + 4 <= end; row += 4)
             {
-                Vector4Sums sums = BFloat16 ? DotBFloat16x4((ushort*)Weight + (row * In), Input, In) : DotSinglex4((float*)Weight + (row * In), Input, In);
+                // bf16 rows ask for the next four rows' lines while they compute (see DotBFloat16x4).
+                Vector4Sums sums = BFloat16
+                    ? DotBFloat16x4((ushort*)Weight + (row * In), Input, In, row + 8 <= end ? 4 * In : 0)
+                    : DotSinglex4((float*)Weight + (row * In), Input, In);
                 Store(row, sums.S0);
                 Store(row + 1, sums.S1);
                 Store(row + 2, sums.S2);
@@ -446,9 +450,12 @@ internal static unsafe class RowProjection
         return s;
     }
 
-    // bf16 weights, a block at a time (see BFloat16Block); x is in block order.
+    // bf16 weights, a block at a time (see BFloat16Block); x is in block order. Each 512-bit step prefetches the same columns
+    // `ahead` elements further (the next four rows; 0 at the end of a range): without it a single thread read bf16 rows at
+    // 10-11 G elements/s against 14-18 with it on a 2-core AVX-512 machine, where the same prefetch slowed the fp32
+    // kernel, so only the bf16 one has it. A prefetch changes no arithmetic and never faults.
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static Vector4Sums DotBFloat16x4(ushort* w, float* x, long n)
+    private static Vector4Sums DotBFloat16x4(ushort* w, float* x, long n, long ahead)
     {
         ushort* w1 = w + n, w2 = w1 + n, w3 = w2 + n;
         long k = 0;
@@ -459,6 +466,14 @@ internal static unsafe class RowProjection
             Vector512<uint> high = Vector512.Create(0xFFFF_0000u);
             for (; k <= n - Vector512<ushort>.Count; k += Vector512<ushort>.Count)
             {
+                if (Sse.IsSupported)
+                {
+                    Sse.Prefetch0(w + ahead + k);
+                    Sse.Prefetch0(w1 + ahead + k);
+                    Sse.Prefetch0(w2 + ahead + k);
+                    Sse.Prefetch0(w3 + ahead + k);
+                }
+
                 Vector512<float> xEven = Vector512.Load(x + k), xOdd = Vector512.Load(x + k + Vector512<float>.Count);
                 Vector512<uint> v = Vector512.Load((uint*)(w + k));
                 a0 = Vector512.MultiplyAddEstimate((v & high).AsSingle(), xOdd, Vector512.MultiplyAddEstimate(Vector512.ShiftLeft(v, 16).AsSingle(), xEven, a0));
