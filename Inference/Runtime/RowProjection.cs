@@ -223,46 +223,11 @@ internal static unsafe class RowProjection
     };
 
     // Runs body over [0, rows) on up to `threads` threads, in contiguous ranges of a multiple of 4 rows (the kernel's
-    // block) except the last, none under MinRowsPerTask, up to RangesPerThread per thread: on a machine shared with other
-    // work a thread that is descheduled mid-region then holds up a small range only, the others take the rest (a bf16
-    // [32000, 768] product on 2 busy cores ran in 0.97-1.55 ms split 8 ways against 1.06-1.84 ms split 2 ways). One range
-    // runs on the calling thread.
+    // block) except the last, none under MinRowsPerTask, up to KernelOperands.RangesPerThread per thread (see there).
     private static void ForEachRange(long rows, int threads, Action<long, long> body)
     {
-        int ranges = threads <= 1 ? 1 : (int)Math.Clamp(rows / MinRowsPerTask, 1, (long)threads * RangesPerThread);
-        if (ranges == 1)
-        {
-            body(0, rows);
-            return;
-        }
-
-        long perRange = ((rows + ranges - 1) / ranges + 3) & ~3L;
-        Parallel.For(0, ranges, ParallelOptionsFor(threads), r =>
-        {
-            long first = r * perRange;
-            long end = Math.Min(first + perRange, rows);
-            if (first < end)
-            {
-                body(first, end);
-            }
-        });
-    }
-
-    /// <summary>Ranges per thread of a split product (see <see cref="ForEachRange"/>).</summary>
-    internal const int RangesPerThread = 4;
-
-    // Options that cap a region at torch's thread count, kept per calling thread so a call allocates none.
-    [ThreadStatic]
-    private static ParallelOptions? t_parallelOptions;
-
-    private static ParallelOptions ParallelOptionsFor(int threads)
-    {
-        if (t_parallelOptions is null || t_parallelOptions.MaxDegreeOfParallelism != threads)
-        {
-            t_parallelOptions = new ParallelOptions { MaxDegreeOfParallelism = threads };
-        }
-
-        return t_parallelOptions;
+        int ranges = threads <= 1 ? 1 : (int)Math.Clamp(rows / MinRowsPerTask, 1, (long)threads * KernelOperands.RangesPerThread);
+        KernelOperands.ForEachRange(rows, ranges, 4, threads, body);
     }
 
     /// <summary>fp32 value of a bf16 bit pattern: the bits are the upper half of the fp32 ones.</summary>
