@@ -104,7 +104,7 @@ public sealed class LlamaAttention : Module<Tensor, Tensor>
     {
         ArgumentNullException.ThrowIfNull(input);
         ArgumentNullException.ThrowIfNull(rope);
-        long batch = input.shape[0], length = input.shape[1];
+        long batch = input.size(0), length = input.size(1);
         if (rope.Length != length)
         {
             throw new ArgumentException($"Layer {LayerIndex}: rotary tables cover {rope.Length} positions but the input has {length}.", nameof(rope));
@@ -127,7 +127,7 @@ public sealed class LlamaAttention : Module<Tensor, Tensor>
             (keys, values) = cache.Append(LayerIndex, keys, values); // [B, KV, S, hd]
         }
 
-        long keyLength = keys.shape[2];
+        long keyLength = keys.size(2);
         if (Window is int window && keyLength - length - window + 1 > 0)
         {
             // No query of this chunk reaches further back than window - 1 positions before the first one: drop the older

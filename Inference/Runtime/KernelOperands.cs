@@ -30,6 +30,29 @@ internal static class KernelOperands
     }
 
     /// <summary>
+    /// Whether the two tensors have the same sizes, read one dimension at a time: <c>Tensor.shape</c> allocates an array
+    /// per call (about a microsecond), which the checks of a decoding step made a few hundred times per token.
+    /// </summary>
+    public static bool SameSizes(Tensor a, Tensor b)
+    {
+        long dims = a.dim();
+        if (b.dim() != dims)
+        {
+            return false;
+        }
+
+        for (int i = 0; i < dims; i++)
+        {
+            if (a.size(i) != b.size(i))
+            {
+                return false;
+            }
+        }
+
+        return true;
+    }
+
+    /// <summary>
     /// Whether no gradient is to be tracked through the tensors (gradients off, or none of them requires one): the
     /// kernels record nothing for autograd, so anything that needs a gradient takes LibTorch's path.
     /// </summary>

@@ -25,14 +25,14 @@ internal static unsafe class OneQueryAttention
     public static bool Applies(Tensor queries, Tensor keys, Tensor values)
     {
         if (!KernelOperands.OnCpuInOneFloatType(queries, keys, values)
-            || queries.dim() != 4 || keys.dim() != 4 || values.dim() != 4 || queries.shape[2] != 1)
+            || queries.dim() != 4 || keys.dim() != 4 || values.dim() != 4 || queries.size(2) != 1)
         {
             return false;
         }
 
-        long batch = queries.shape[0], heads = queries.shape[1], headDim = queries.shape[3];
-        if (!keys.shape.SequenceEqual(values.shape) || keys.shape[0] != batch || keys.shape[3] != headDim || keys.shape[2] == 0
-            || keys.shape[1] == 0 || heads % keys.shape[1] != 0 || headDim == 0 || keys.stride(3) != 1 || values.stride(3) != 1)
+        long batch = queries.size(0), heads = queries.size(1), headDim = queries.size(3);
+        if (!KernelOperands.SameSizes(keys, values) || keys.size(0) != batch || keys.size(3) != headDim || keys.size(2) == 0
+            || keys.size(1) == 0 || heads % keys.size(1) != 0 || headDim == 0 || keys.stride(3) != 1 || values.stride(3) != 1)
         {
             return false;
         }
@@ -44,8 +44,8 @@ internal static unsafe class OneQueryAttention
     public static Tensor Compute(Tensor queries, Tensor keys, Tensor values)
     {
         bool bf16 = queries.dtype == ScalarType.BFloat16;
-        long batch = queries.shape[0], heads = queries.shape[1], headDim = queries.shape[3];
-        long kvHeads = keys.shape[1], length = keys.shape[2], group = heads / kvHeads;
+        long batch = queries.size(0), heads = queries.size(1), headDim = queries.size(3);
+        long kvHeads = keys.size(1), length = keys.size(2), group = heads / kvHeads;
         using Tensor query = queries.contiguous(); // [B, H, 1, hd]
         Tensor output = torch.empty(queries.shape, queries.dtype, queries.device); // [B, H, 1, hd]
 

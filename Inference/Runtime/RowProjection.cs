@@ -30,7 +30,7 @@ internal static unsafe class RowProjection
     public static bool Applies(Tensor input, Tensor weight, Tensor? bias)
     {
         if (!(bias is null ? KernelOperands.OnCpuInOneFloatType(input, weight) : KernelOperands.OnCpuInOneFloatType(input, weight, bias))
-            || weight.dim() != 2 || input.dim() == 0 || input.shape[^1] != weight.shape[1] || weight.shape[1] == 0
+            || weight.dim() != 2 || input.dim() == 0 || input.size(-1) != weight.size(1) || weight.size(1) == 0
             || !input.is_contiguous() || !weight.is_contiguous())
         {
             return false;
@@ -39,7 +39,7 @@ internal static unsafe class RowProjection
         long rows = 1;
         for (int i = 0; i < input.dim() - 1; i++)
         {
-            rows *= input.shape[i];
+            rows *= input.size(i);
         }
 
         if (rows != 1)
@@ -47,7 +47,7 @@ internal static unsafe class RowProjection
             return false;
         }
 
-        if (bias is not null && (bias.dim() != 1 || bias.shape[0] != weight.shape[0] || !bias.is_contiguous()))
+        if (bias is not null && (bias.dim() != 1 || bias.size(0) != weight.size(0) || !bias.is_contiguous()))
         {
             return false;
         }
@@ -69,14 +69,14 @@ internal static unsafe class RowProjection
     /// </summary>
     public static Tensor Compute(Tensor input, Tensor weight, Tensor? bias, Tensor? residual, int threads)
     {
-        long outFeatures = weight.shape[0];
+        long outFeatures = weight.size(0);
         Tensor output = torch.empty(OutputShape(input, outFeatures), weight.dtype, input.device); // [..., out]
         if (outFeatures == 0)
         {
             return output;
         }
 
-        fixed (float* widened = WidenedInput(input, weight.shape[1]))
+        fixed (float* widened = WidenedInput(input, weight.size(1)))
         {
             Job job = CreateJob(input, widened, weight, bias, TensorMemory.DataPointer(output)) with
             {
@@ -91,7 +91,27 @@ internal static unsafe class RowProjection
     /// <summary>Whether <paramref name="residual"/> can be added in <see cref="Compute(Tensor, Tensor, Tensor?, Tensor?, int)"/>: the shape the product has, its dtype, contiguous, no gradient to track.</summary>
     public static bool ResidualApplies(Tensor residual, Tensor input, Tensor weight) =>
         KernelOperands.OnCpuInOneFloatType(residual, weight) && residual.is_contiguous()
-        && residual.shape.SequenceEqual(OutputShape(input, weight.shape[0])) && KernelOperands.NeedNoGradient(residual);
+        && HasOutputShape(residual, input, weight.size(0)) && KernelOperands.NeedNoGradient(residual);
+
+    // Whether `tensor` is [..., outFeatures] with the input's leading sizes (read one size at a time, see KernelOperands.SameSizes).
+    private static bool HasOutputShape(Tensor tensor, Tensor input, long outFeatures)
+    {
+        int dims = (int)input.dim();
+        if (tensor.dim() != dims || tensor.size(dims - 1) != outFeatures)
+        {
+            return false;
+        }
+
+        for (int i = 0; i < dims - 1; i++)
+        {
+            if (tensor.size(i) != input.size(i))
+            {
+                return false;
+            }
+        }
+
+        return true;
+    }
 
     /// <summary>
     /// Several products of one input row, <c>input Wᵢᵀ + bᵢ</c> (the q, k and v projections of a decoding step), in one
@@ -104,14 +124,14 @@ internal static unsafe class RowProjection
         var outputs = new Tensor[projections.Length];
         var jobs = new Job[projections.Length];
         var offsets = new long[projections.Length + 1];
-        fixed (float* widened = WidenedInput(input, projections[0].Weight.shape[1]))
+        fixed (float* widened = WidenedInput(input, projections[0].Weight.size(1)))
         {
             for (int i = 0; i < projections.Length; i++)
             {
                 (Tensor weight, Tensor? bias) = projections[i];
-                outputs[i] = torch.empty(OutputShape(input, weight.shape[0]), weight.dtype, input.device); // [..., out_i]
+                outputs[i] = torch.empty(OutputShape(input, weight.size(0)), weight.dtype, input.device); // [..., out_i]
                 jobs[i] = CreateJob(input, widened, weight, bias, TensorMemory.DataPointer(outputs[i]));
-                offsets[i + 1] = offsets[i] + weight.shape[0];
+                offsets[i + 1] = offsets[i] + weight.size(0);
             }
 
             // The rows of all products in a row, each task a contiguous range that may span two products.
@@ -143,7 +163,7 @@ internal static unsafe class RowProjection
     /// </summary>
     public static Tensor ComputeSwiGlu(Tensor input, Tensor gateWeight, Tensor? gateBias, Tensor upWeight, Tensor? upBias, int threads)
     {
-        long hidden = gateWeight.shape[0];
+        long hidden = gateWeight.size(0);
         Tensor output = torch.empty(OutputShape(input, hidden), gateWeight.dtype, input.device); // [..., F]
         if (hidden == 0)
         {
@@ -155,7 +175,7 @@ internal static unsafe class RowProjection
 
         // The rounded gate and up rows, each task writing and then reading only its own range.
         fixed (float* gateRows = KernelOperands.Scratch(ref t_gateBuffer, (int)hidden), upRows = KernelOperands.Scratch(ref t_upBuffer, (int)hidden))
-        fixed (float* widened = WidenedInput(input, gateWeight.shape[1]))
+        fixed (float* widened = WidenedInput(input, gateWeight.size(1)))
         {
             Job gate = CreateJob(input, widened, gateWeight, gateBias, (byte*)gateRows);
             Job up = CreateJob(input, widened, upWeight, upBias, (byte*)upRows);
@@ -218,7 +238,7 @@ internal static unsafe class RowProjection
         Input = widened is not null ? widened : (float*)TensorMemory.DataPointer(input),
         Bias = bias is null ? null : TensorMemory.DataPointer(bias),
         Output = output,
-        In = weight.shape[1],
+        In = weight.size(1),
         BFloat16 = weight.dtype == ScalarType.BFloat16,
     };
 
