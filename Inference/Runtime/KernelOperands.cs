@@ -31,7 +31,7 @@ internal static class KernelOperands
 
     /// <summary>
     /// Whether the two tensors have the same sizes, read one dimension at a time: <c>Tensor.shape</c> allocates an array
-    /// per call (about a microsecond), which the checks of a decoding step made a few hundred times per token.
+    /// per call (about a microsecond), which the checks of a decoding step made over a thousand times per token.
     /// </summary>
     public static bool SameSizes(Tensor a, Tensor b)
     {
