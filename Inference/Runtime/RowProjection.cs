@@ -20,12 +20,13 @@ namespace ModelSurgery.Inference.Runtime;
 /// </remarks>
 internal static unsafe class RowProjection
 {
-    /// <summary>Output rows one task handles at least, so tiny projections are not split into tasks that cost more than they compute.</summary>
+    /// <summary>Output rows one range of a split product holds at least, so tiny projections are not split into ranges that cost more than they compute.</summary>
     internal const long MinRowsPerTask = 64;
 
     /// <summary>
-    /// Whether <see cref="Compute(Tensor, Tensor, Tensor?, int)"/> applies: one row of input on the CPU, an fp32 or bf16 weight of the input's dtype
-    /// and width, contiguous operands, a bias (if any) of the same dtype and of the output width, and no gradient to track.
+    /// Whether <see cref="Compute(Tensor, Tensor, Tensor?, int)"/> applies: one row of input on the CPU, an fp32 or bf16
+    /// weight of the input's dtype and width, contiguous operands, a bias (if any) of the same dtype and of the output
+    /// width, and no gradient to track.
     /// </summary>
     public static bool Applies(Tensor input, Tensor weight, Tensor? bias)
     {
@@ -88,7 +89,10 @@ internal static unsafe class RowProjection
         return output;
     }
 
-    /// <summary>Whether <paramref name="residual"/> can be added in <see cref="Compute(Tensor, Tensor, Tensor?, Tensor?, int)"/>: the shape the product has, its dtype, contiguous, no gradient to track.</summary>
+    /// <summary>
+    /// Whether <paramref name="residual"/> can be added in <see cref="Compute(Tensor, Tensor, Tensor?, Tensor?, int)"/>:
+    /// the shape the product has, its dtype, contiguous, no gradient to track.
+    /// </summary>
     public static bool ResidualApplies(Tensor residual, Tensor input, Tensor weight) =>
         KernelOperands.OnCpuInOneFloatType(residual, weight) && residual.is_contiguous()
         && HasOutputShape(residual, input, weight.size(0)) && KernelOperands.NeedNoGradient(residual);
@@ -134,7 +138,7 @@ internal static unsafe class RowProjection
                 offsets[i + 1] = offsets[i] + weight.size(0);
             }
 
-            // The rows of all products in a row, each task a contiguous range that may span two products.
+            // The rows of all products one after another, each range contiguous and possibly spanning two products.
             ForEachRange(offsets[^1], threads, (first, end) =>
             {
                 for (int i = 0; i < jobs.Length; i++)
@@ -153,7 +157,7 @@ internal static unsafe class RowProjection
 
     /// <summary>
     /// SwiGLU's hidden activation of one row, <c>silu(input Gᵀ + g) * (input Uᵀ + u)</c> [..., F], in one parallel region:
-    /// each task computes its range of gate and up rows, rounds them to the dtype, and writes the product of its range.
+    /// each range of rows gets its gate and up rows computed, rounded to the dtype and multiplied by the thread that took it.
     /// The roundings are LibTorch's for <c>silu(linear(x, G, g)) * linear(x, U, u)</c> (the projections, silu computed in
     /// fp32 from the rounded gate and rounded, the product computed in fp32 from the rounded operands and rounded); the
     /// projections are bit for bit those of <see cref="Compute(Tensor, Tensor, Tensor?, int)"/>, and silu's exponential
@@ -173,7 +177,7 @@ internal static unsafe class RowProjection
         bool bf16 = gateWeight.dtype == ScalarType.BFloat16;
         byte* outputData = TensorMemory.DataPointer(output);
 
-        // The rounded gate and up rows, each task writing and then reading only its own range.
+        // The rounded gate and up rows, each range written and then read by the one thread that took it.
         fixed (float* gateRows = KernelOperands.Scratch(ref t_gateBuffer, (int)hidden), upRows = KernelOperands.Scratch(ref t_upBuffer, (int)hidden))
         fixed (float* widened = WidenedInput(input, gateWeight.size(1)))
         {
