@@ -1,3 +1,4 @@
+using ModelSurgery.Inference.Runtime;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -51,13 +52,13 @@ public sealed class KvCache : IDisposable
         ArgumentNullException.ThrowIfNull(values);
         ArgumentOutOfRangeException.ThrowIfNegative(layer);
         ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual(layer, LayerCount);
-        if (keys.dim() != 4 || !keys.shape.SequenceEqual(values.shape))
+        if (keys.dim() != 4 || !KernelOperands.SameSizes(keys, values))
         {
             throw new ArgumentException($"KV cache layer {layer}: keys [{string.Join(", ", keys.shape)}] and values [{string.Join(", ", values.shape)}] must both be [B, kvHeads, T, headDim].", nameof(keys));
         }
 
         int length = _lengths[layer];
-        long added = keys.shape[2];
+        long added = keys.size(2);
         if (length + added > MaxLength)
         {
             throw new InvalidOperationException($"KV cache layer {layer}: {length} cached + {added} new positions exceed the maximum length {MaxLength}.");
@@ -65,7 +66,7 @@ public sealed class KvCache : IDisposable
 
         Tensor keyBuffer = _keys[layer] ??= Allocate(keys);
         Tensor valueBuffer = _values[layer] ??= Allocate(values);
-        if (keyBuffer.shape[0] != keys.shape[0] || keyBuffer.shape[1] != keys.shape[1] || keyBuffer.shape[3] != keys.shape[3])
+        if (keyBuffer.size(0) != keys.size(0) || keyBuffer.size(1) != keys.size(1) || keyBuffer.size(3) != keys.size(3))
         {
             throw new ArgumentException($"KV cache layer {layer}: new keys [{string.Join(", ", keys.shape)}] do not match the cached [{string.Join(", ", keyBuffer.shape)}] in batch, heads or head size.", nameof(keys));
         }
@@ -97,7 +98,7 @@ public sealed class KvCache : IDisposable
     private Tensor Allocate(Tensor like)
     {
         // The buffer outlives the step that first fills it, so it must not belong to that step's dispose scope.
-        Tensor buffer = torch.zeros([like.shape[0], like.shape[1], MaxLength, like.shape[3]], like.dtype, like.device); // [B, KV, max, hd]
+        Tensor buffer = torch.zeros([like.size(0), like.size(1), MaxLength, like.size(3)], like.dtype, like.device); // [B, KV, max, hd]
         return buffer.DetachFromDisposeScope();
     }
 }

@@ -96,14 +96,15 @@ public sealed class LlamaAttention : Module<Tensor, Tensor>
     }
 
     /// <summary>
-    /// The attention output [B, T, D] and, when <paramref name="capture"/>, the per-head outputs [B, H, T, hd] (after
-    /// <paramref name="headGates"/>) and the merged heads [B, T, H*hd]; all three in the caller's dispose scope.
+    /// The attention output [B, T, D] (plus <paramref name="residual"/> [B, T, D] when given) and, when
+    /// <paramref name="capture"/>, the per-head outputs [B, H, T, hd] (after <paramref name="headGates"/>) and the merged
+    /// heads [B, T, H*hd]; all three in the caller's dispose scope.
     /// </summary>
-    internal (Tensor Output, Tensor? HeadOutputs, Tensor? MergedHeads) Attend(Tensor input, RotaryTables rope, KvCache? cache, AttentionMasks? masks, Tensor? headGates, bool capture)
+    internal (Tensor Output, Tensor? HeadOutputs, Tensor? MergedHeads) Attend(Tensor input, RotaryTables rope, KvCache? cache, AttentionMasks? masks, Tensor? headGates, bool capture, Tensor? residual = null)
     {
         ArgumentNullException.ThrowIfNull(input);
         ArgumentNullException.ThrowIfNull(rope);
-        long batch = input.shape[0], length = input.shape[1];
+        long batch = input.size(0), length = input.size(1);
         if (rope.Length != length)
         {
             throw new ArgumentException($"Layer {LayerIndex}: rotary tables cover {rope.Length} positions but the input has {length}.", nameof(rope));
@@ -115,9 +116,10 @@ public sealed class LlamaAttention : Module<Tensor, Tensor>
         }
 
         using var scope = NewDisposeScope();
-        Tensor queries = _queryProjection.forward(input).view(batch, length, _heads, _headDim).transpose(1, 2); // [B, H, T, hd]
-        Tensor keys = _keyProjection.forward(input).view(batch, length, _kvHeads, _headDim).transpose(1, 2); // [B, KV, T, hd]
-        Tensor values = _valueProjection.forward(input).view(batch, length, _kvHeads, _headDim).transpose(1, 2); // [B, KV, T, hd]
+        (Tensor projectedQueries, Tensor projectedKeys, Tensor projectedValues) = Project(input); // [B, T, H*hd], [B, T, KV*hd] x 2
+        Tensor queries = projectedQueries.view(batch, length, _heads, _headDim).transpose(1, 2); // [B, H, T, hd]
+        Tensor keys = projectedKeys.view(batch, length, _kvHeads, _headDim).transpose(1, 2); // [B, KV, T, hd]
+        Tensor values = projectedValues.view(batch, length, _kvHeads, _headDim).transpose(1, 2); // [B, KV, T, hd]
         queries = rope.Apply(queries); // [B, H, T, hd]
         keys = rope.Apply(keys); // [B, KV, T, hd]
         if (cache is not null)
@@ -125,7 +127,7 @@ public sealed class LlamaAttention : Module<Tensor, Tensor>
             (keys, values) = cache.Append(LayerIndex, keys, values); // [B, KV, S, hd]
         }
 
-        long keyLength = keys.shape[2];
+        long keyLength = keys.size(2);
         if (Window is int window && keyLength - length - window + 1 > 0)
         {
             // No query of this chunk reaches further back than window - 1 positions before the first one: drop the older
@@ -142,7 +144,7 @@ public sealed class LlamaAttention : Module<Tensor, Tensor>
         {
             // A decoding step on the CPU: one query over the cache in managed code, grouped heads read in place.
             Tensor step = OneQueryAttention.Compute(queries, keys, values); // [B, H, 1, hd]
-            return Finish(step, batch, length, capture);
+            return Finish(step, batch, length, capture, residual);
         }
 
         int groupSize = _heads / _kvHeads;
@@ -181,15 +183,31 @@ public sealed class LlamaAttention : Module<Tensor, Tensor>
             attended = attended * headGates.view(1, _heads, 1, 1); // [B, H, T, hd]
         }
 
-        return Finish(attended, batch, length, capture);
+        return Finish(attended, batch, length, capture, residual);
     }
 
-    // Merges the heads [B, H, T, hd] and projects them: the output [B, T, D] and, when capturing, the heads and the merged
-    // heads, all moved to the caller's dispose scope.
-    private (Tensor Output, Tensor? HeadOutputs, Tensor? MergedHeads) Finish(Tensor attended, long batch, long length, bool capture)
+    // The q, k and v projections of the input; one row on the CPU (a decoding step) computes all three in one parallel
+    // region, bit for bit as the three separate calls would.
+    private (Tensor Queries, Tensor Keys, Tensor Values) Project(Tensor input)
+    {
+        Tensor? queryBias = _queryProjection.Bias, keyBias = _keyProjection.Bias, valueBias = _valueProjection.Bias;
+        if (RowProjection.Applies(input, _queryProjection.Weight, queryBias) && RowProjection.Applies(input, _keyProjection.Weight, keyBias)
+            && RowProjection.Applies(input, _valueProjection.Weight, valueBias))
+        {
+            Tensor[] projected = RowProjection.ComputeMany(input, [(_queryProjection.Weight, queryBias), (_keyProjection.Weight, keyBias), (_valueProjection.Weight, valueBias)], torch.get_num_threads());
+            return (projected[0], projected[1], projected[2]);
+        }
+
+        return (_queryProjection.forward(input), _keyProjection.forward(input), _valueProjection.forward(input));
+    }
+
+    // Merges the heads [B, H, T, hd] and projects them (adding the residual when given): the output [B, T, D] and, when
+    // capturing, the heads and the merged heads, all moved to the caller's dispose scope.
+    private (Tensor Output, Tensor? HeadOutputs, Tensor? MergedHeads) Finish(Tensor attended, long batch, long length, bool capture, Tensor? residual)
     {
         Tensor merged = attended.transpose(1, 2).reshape(batch, length, (long)_heads * _headDim); // [B, T, H*hd]
-        Tensor output = _outputProjection.forward(merged).MoveToOuterDisposeScope(); // [B, T, D]
+        Tensor projected = residual is null ? _outputProjection.forward(merged) : _outputProjection.ForwardAdding(merged, residual); // [B, T, D]
+        Tensor output = projected.MoveToOuterDisposeScope(); // [B, T, D]
         return capture
             ? (output, attended.MoveToOuterDisposeScope(), merged.MoveToOuterDisposeScope())
             : (output, null, null);

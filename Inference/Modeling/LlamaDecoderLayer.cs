@@ -89,26 +89,21 @@ public sealed class LlamaDecoderLayer : Module<Tensor, Tensor>
         ArgumentNullException.ThrowIfNull(hidden);
         using var scope = NewDisposeScope();
         bool capture = taps?.Observer is not null;
+        Tensor? channelGates = taps?.ChannelGates;
+
+        // Without channel gates the residual adds are the projections' epilogues (one pass fewer over the row when the
+        // decoding kernels compute them); with gates the gated outputs are added here.
+        bool addInProjections = channelGates is null;
         Tensor attentionInput = _inputNorm.forward(hidden); // [B, T, D]
-        (Tensor attended, Tensor? headOutputs, Tensor? merged) = _attention.Attend(attentionInput, rope, cache, masks, taps?.HeadGates, capture); // [B, T, D]
-        if (taps?.ChannelGates is { } channelGates)
-        {
-            attended = attended * channelGates; // [B, T, D]
-        }
-
-        Tensor residual = hidden + attended; // [B, T, D]
+        (Tensor attended, Tensor? headOutputs, Tensor? merged) = _attention.Attend(attentionInput, rope, cache, masks, taps?.HeadGates, capture, addInProjections ? hidden : null); // [B, T, D]
+        Tensor residual = addInProjections ? attended : hidden + (attended * channelGates!); // [B, T, D]
         Tensor mlpInput = _postAttentionNorm.forward(residual); // [B, T, D]
-        (Tensor transformed, Tensor? activation) = _mlp.Transform(mlpInput, taps?.NeuronGates, capture); // [B, T, D]
-        if (taps?.ChannelGates is { } channelGatesAgain)
-        {
-            transformed = transformed * channelGatesAgain; // [B, T, D]
-        }
-
+        (Tensor transformed, Tensor? activation) = _mlp.Transform(mlpInput, taps?.NeuronGates, capture, addInProjections ? residual : null); // [B, T, D]
         if (capture)
         {
             taps!.Observer!(new LayerActivations(attentionInput, headOutputs!, merged!, mlpInput, activation!));
         }
 
-        return (residual + transformed).MoveToOuterDisposeScope(); // [B, T, D]
+        return (addInProjections ? transformed : residual + (transformed * channelGates!)).MoveToOuterDisposeScope(); // [B, T, D]
     }
 }

@@ -40,4 +40,21 @@ public sealed class LlamaLinear : Module<Tensor, Tensor>
     /// input (decoding) in a managed matrix-vector kernel or keeps LibTorch off its slow one-row bf16 oneDNN path.
     /// </summary>
     public override Tensor forward(Tensor input) => CpuLinear.Linear(input, _weight, _bias);
+
+    /// <summary>
+    /// <c>residual + forward(input)</c>: [..., in] and [..., out] to [..., out]. A one-row CPU input adds the residual in
+    /// the projection's kernel as it writes each output row (the same roundings as the separate add, no second pass).
+    /// </summary>
+    internal Tensor ForwardAdding(Tensor input, Tensor residual)
+    {
+        ArgumentNullException.ThrowIfNull(input);
+        ArgumentNullException.ThrowIfNull(residual);
+        if (RowProjection.Applies(input, _weight, _bias) && RowProjection.ResidualApplies(residual, input, _weight))
+        {
+            return RowProjection.Compute(input, _weight, _bias, residual, torch.get_num_threads());
+        }
+
+        using var scope = NewDisposeScope();
+        return (residual + forward(input)).MoveToOuterDisposeScope(); // [..., out]
+    }
 }

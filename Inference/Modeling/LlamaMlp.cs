@@ -1,4 +1,5 @@
 using ModelSurgery.Inference.Configuration;
+using ModelSurgery.Inference.Runtime;
 using TorchSharp;
 using TorchSharp.Modules;
 using TorchSharp.Utils;
@@ -50,20 +51,36 @@ public sealed class LlamaMlp : Module<Tensor, Tensor>
         return Transform(input, neuronGates, capture: false).Output.MoveToOuterDisposeScope(); // [..., D]
     }
 
-    /// <summary>The output [..., D] and, when <paramref name="capture"/>, the gated activation [..., F]; both in the caller's dispose scope.</summary>
-    internal (Tensor Output, Tensor? Activation) Transform(Tensor input, Tensor? neuronGates, bool capture)
+    /// <summary>
+    /// The output [..., D] (plus <paramref name="residual"/> [..., D] when given) and, when <paramref name="capture"/>, the
+    /// gated activation [..., F]; both in the caller's dispose scope.
+    /// </summary>
+    internal (Tensor Output, Tensor? Activation) Transform(Tensor input, Tensor? neuronGates, bool capture, Tensor? residual = null)
     {
         ArgumentNullException.ThrowIfNull(input);
         using var scope = NewDisposeScope();
-        Tensor gate = nn.functional.silu(_gateProjection.forward(input)); // [..., F]
-        Tensor up = _upProjection.forward(input); // [..., F]
-        Tensor activation = gate * up; // [..., F]
+        Tensor activation; // [..., F]
+        Tensor gateWeight = _gateProjection.Weight, upWeight = _upProjection.Weight;
+        Tensor? gateBias = _gateProjection.Bias, upBias = _upProjection.Bias;
+        if (RowProjection.Applies(input, gateWeight, gateBias) && RowProjection.Applies(input, upWeight, upBias))
+        {
+            // One row on the CPU (a decoding step): gate, up and their product in one parallel region.
+            activation = RowProjection.ComputeSwiGlu(input, gateWeight, gateBias, upWeight, upBias, torch.get_num_threads()); // [..., F]
+        }
+        else
+        {
+            Tensor gate = nn.functional.silu(_gateProjection.forward(input)); // [..., F]
+            Tensor up = _upProjection.forward(input); // [..., F]
+            activation = gate * up; // [..., F]
+        }
+
         if (neuronGates is not null)
         {
             activation = activation * neuronGates; // [..., F]
         }
 
-        Tensor output = _downProjection.forward(activation).MoveToOuterDisposeScope(); // [..., D]
+        Tensor projected = residual is null ? _downProjection.forward(activation) : _downProjection.ForwardAdding(activation, residual); // [..., D]
+        Tensor output = projected.MoveToOuterDisposeScope(); // [..., D]
         return (output, capture ? activation.MoveToOuterDisposeScope() : null);
     }
 }

@@ -30,6 +30,29 @@ internal static class KernelOperands
     }
 
     /// <summary>
+    /// Whether the two tensors have the same sizes, read one dimension at a time: <c>Tensor.shape</c> allocates an array
+    /// per call (about a microsecond), which the checks of a decoding step made over a thousand times per token.
+    /// </summary>
+    public static bool SameSizes(Tensor a, Tensor b)
+    {
+        long dims = a.dim();
+        if (b.dim() != dims)
+        {
+            return false;
+        }
+
+        for (int i = 0; i < dims; i++)
+        {
+            if (a.size(i) != b.size(i))
+            {
+                return false;
+            }
+        }
+
+        return true;
+    }
+
+    /// <summary>
     /// Whether no gradient is to be tracked through the tensors (gradients off, or none of them requires one): the
     /// kernels record nothing for autograd, so anything that needs a gradient takes LibTorch's path.
     /// </summary>
@@ -64,5 +87,51 @@ internal static class KernelOperands
         }
 
         return buffer;
+    }
+
+    /// <summary>
+    /// Ranges per thread a kernel splits its work into at most: on a machine shared with other work a thread that is
+    /// descheduled mid-region then holds up a small range only, and the others take the rest (a bf16 [32000, 768]
+    /// one-row product on 2 busy cores ran in 0.97-1.55 ms split 8 ways against 1.06-1.84 ms split 2 ways).
+    /// </summary>
+    public const int RangesPerThread = 4;
+
+    /// <summary>
+    /// Runs <paramref name="body"/> over [0, <paramref name="count"/>) in <paramref name="ranges"/> contiguous ranges (each
+    /// a multiple of <paramref name="align"/> but the last) on at most <paramref name="threads"/> threads, the calling
+    /// thread among them; one range runs inline. Every index is in exactly one range.
+    /// </summary>
+    public static void ForEachRange(long count, int ranges, long align, int threads, Action<long, long> body)
+    {
+        if (ranges <= 1 || threads <= 1)
+        {
+            body(0, count);
+            return;
+        }
+
+        long perRange = ((count + ranges - 1) / ranges + align - 1) / align * align;
+        Parallel.For(0, ranges, ParallelOptionsFor(threads), r =>
+        {
+            long first = r * perRange;
+            long end = Math.Min(first + perRange, count);
+            if (first < end)
+            {
+                body(first, end);
+            }
+        });
+    }
+
+    // Options that cap a region at torch's thread count, kept per calling thread so a call allocates none.
+    [ThreadStatic]
+    private static ParallelOptions? t_parallelOptions;
+
+    private static ParallelOptions ParallelOptionsFor(int threads)
+    {
+        if (t_parallelOptions is null || t_parallelOptions.MaxDegreeOfParallelism != threads)
+        {
+            t_parallelOptions = new ParallelOptions { MaxDegreeOfParallelism = threads };
+        }
+
+        return t_parallelOptions;
     }
 }

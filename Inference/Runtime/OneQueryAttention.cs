@@ -25,14 +25,14 @@ internal static unsafe class OneQueryAttention
     public static bool Applies(Tensor queries, Tensor keys, Tensor values)
     {
         if (!KernelOperands.OnCpuInOneFloatType(queries, keys, values)
-            || queries.dim() != 4 || keys.dim() != 4 || values.dim() != 4 || queries.shape[2] != 1)
+            || queries.dim() != 4 || keys.dim() != 4 || values.dim() != 4 || queries.size(2) != 1)
         {
             return false;
         }
 
-        long batch = queries.shape[0], heads = queries.shape[1], headDim = queries.shape[3];
-        if (!keys.shape.SequenceEqual(values.shape) || keys.shape[0] != batch || keys.shape[3] != headDim || keys.shape[2] == 0
-            || keys.shape[1] == 0 || heads % keys.shape[1] != 0 || headDim == 0 || keys.stride(3) != 1 || values.stride(3) != 1)
+        long batch = queries.size(0), heads = queries.size(1), headDim = queries.size(3);
+        if (!KernelOperands.SameSizes(keys, values) || keys.size(0) != batch || keys.size(3) != headDim || keys.size(2) == 0
+            || keys.size(1) == 0 || heads % keys.size(1) != 0 || headDim == 0 || keys.stride(3) != 1 || values.stride(3) != 1)
         {
             return false;
         }
@@ -44,8 +44,8 @@ internal static unsafe class OneQueryAttention
     public static Tensor Compute(Tensor queries, Tensor keys, Tensor values)
     {
         bool bf16 = queries.dtype == ScalarType.BFloat16;
-        long batch = queries.shape[0], heads = queries.shape[1], headDim = queries.shape[3];
-        long kvHeads = keys.shape[1], length = keys.shape[2], group = heads / kvHeads;
+        long batch = queries.size(0), heads = queries.size(1), headDim = queries.size(3);
+        long kvHeads = keys.size(1), length = keys.size(2), group = heads / kvHeads;
         using Tensor query = queries.contiguous(); // [B, H, 1, hd]
         Tensor output = torch.empty(queries.shape, queries.dtype, queries.device); // [B, H, 1, hd]
 
@@ -58,18 +58,83 @@ internal static unsafe class OneQueryAttention
         (long vb, long vh, long vs) = (values.stride(0) * elementSize, values.stride(1) * elementSize, values.stride(2) * elementSize);
         float scale = 1f / MathF.Sqrt(headDim);
 
-        // One scratch row per thread: the query in fp32 [hd], the weighted sum of values [hd], the scores [S].
-        float[] scratch = KernelOperands.Scratch(ref t_scratch, (int)((2 * headDim) + length));
-        fixed (float* q = scratch)
+        var job = new HeadJob
         {
-            float* acc = q + headDim, p = acc + headDim;
-            for (long b = 0; b < batch; b++)
+            Queries = queryData,
+            Keys = keyData,
+            Values = valueData,
+            Output = outputData,
+            Heads = heads,
+            Group = group,
+            HeadDim = headDim,
+            Length = length,
+            KeyStrides = (kb, kh, ks),
+            ValueStrides = (vb, vh, vs),
+            Scale = scale,
+            BFloat16 = bf16,
+        };
+
+        // Heads split across torch's threads when there is enough work to pay for a parallel region (MinScoresPerRange
+        // scores per range); each head is computed the same way whichever thread takes it.
+        long rows = batch * heads;
+        int threads = torch.get_num_threads();
+        int ranges = (int)Math.Clamp(rows * length / MinScoresPerRange, 1, Math.Min(rows, (long)threads * KernelOperands.RangesPerThread));
+        KernelOperands.ForEachRange(rows, ranges, 1, threads, job.Run);
+        return output;
+    }
+
+    [ThreadStatic]
+    private static float[]? t_scratch;
+
+    /// <summary>Score count under which the heads are not split across threads (a region costs a few microseconds).</summary>
+    internal const long MinScoresPerRange = 256;
+
+    /// <summary>The operands of one attention step; <see cref="Run"/> computes a range of (batch, head) rows.</summary>
+    private readonly struct HeadJob
+    {
+        public byte* Queries { get; init; }
+
+        public byte* Keys { get; init; }
+
+        public byte* Values { get; init; }
+
+        public byte* Output { get; init; }
+
+        public long Heads { get; init; }
+
+        public long Group { get; init; }
+
+        public long HeadDim { get; init; }
+
+        public long Length { get; init; }
+
+        public (long Batch, long Head, long Position) KeyStrides { get; init; }
+
+        public (long Batch, long Head, long Position) ValueStrides { get; init; }
+
+        public float Scale { get; init; }
+
+        public bool BFloat16 { get; init; }
+
+        public void Run(long firstRow, long endRow)
+        {
+            bool bf16 = BFloat16;
+            long headDim = HeadDim, length = Length, heads = Heads, group = Group;
+            byte* keyData = Keys, valueData = Values, queryData = Queries, outputData = Output;
+            (long kb, long kh, long ks) = KeyStrides;
+            (long vb, long vh, long vs) = ValueStrides;
+            float scale = Scale;
+
+            // One scratch row per thread: the query in fp32 [hd], the weighted sum of values [hd], the scores [S].
+            float[] scratch = KernelOperands.Scratch(ref t_scratch, (int)((2 * headDim) + length));
+            fixed (float* q = scratch)
             {
-                for (long h = 0; h < heads; h++)
+                float* acc = q + headDim, p = acc + headDim;
+                for (long row = firstRow; row < endRow; row++)
                 {
+                    long b = row / heads, h = row % heads;
                     long kv = h / group;
                     byte* keyHead = keyData + (b * kb) + (kv * kh), valueHead = valueData + (b * vb) + (kv * vh);
-                    long row = (b * heads) + h;
                     if (bf16)
                     {
                         RowProjection.WidenInBlockOrder((ushort*)queryData + (row * headDim), scratch, headDim);
@@ -123,12 +188,7 @@ internal static unsafe class OneQueryAttention
                 }
             }
         }
-
-        return output;
     }
-
-    [ThreadStatic]
-    private static float[]? t_scratch;
 
     // Address of element [0, 0, 0, 0] of a CPU view with unit stride along the last dimension: its first row is a
     // contiguous view, whose data pointer includes the view's storage offset.

@@ -26,8 +26,8 @@ internal static unsafe class RowNorm
     public static bool Applies(Tensor input, Tensor weight)
     {
         if (!KernelOperands.OnCpuInOneFloatType(input, weight)
-            || input.dim() == 0 || weight.dim() != 1 || input.shape[^1] != weight.shape[0] || weight.shape[0] == 0
-            || input.numel() != weight.shape[0] || !input.is_contiguous() || !weight.is_contiguous())
+            || input.dim() == 0 || weight.dim() != 1 || input.size(-1) != weight.size(0) || weight.size(0) == 0
+            || input.numel() != weight.size(0) || !input.is_contiguous() || !weight.is_contiguous())
         {
             return false;
         }
@@ -38,7 +38,7 @@ internal static unsafe class RowNorm
     /// <summary>The normalised row, shaped and typed as <paramref name="input"/>, for inputs where <see cref="Applies"/> holds.</summary>
     public static Tensor Compute(Tensor input, Tensor weight, double eps)
     {
-        long width = weight.shape[0];
+        long width = weight.size(0);
         Tensor output = torch.empty(input.shape, input.dtype, input.device); // [..., D]
         byte* x = TensorMemory.DataPointer(input), w = TensorMemory.DataPointer(weight), y = TensorMemory.DataPointer(output);
         if (input.dtype == ScalarType.Float32)

@@ -23,8 +23,8 @@ internal static unsafe class RowRotary
     public static bool Applies(Tensor x, Tensor cos, Tensor sin)
     {
         if (!KernelOperands.OnCpuInOneFloatType(x, cos, sin)
-            || x.dim() != 4 || x.shape[2] != 1 || x.shape[3] == 0 || x.shape[3] % 2 != 0
-            || cos.numel() != x.shape[3] || sin.numel() != x.shape[3] || cos.shape[^1] != x.shape[3] || sin.shape[^1] != x.shape[3]
+            || x.dim() != 4 || x.size(2) != 1 || x.size(3) == 0 || x.size(3) % 2 != 0
+            || cos.numel() != x.size(3) || sin.numel() != x.size(3) || cos.size(-1) != x.size(3) || sin.size(-1) != x.size(3)
             || !x.is_contiguous() || !cos.is_contiguous() || !sin.is_contiguous())
         {
             return false;
@@ -36,7 +36,7 @@ internal static unsafe class RowRotary
     /// <summary>The rotated tensor, shaped and typed as <paramref name="x"/>, for inputs where <see cref="Applies"/> holds.</summary>
     public static Tensor Compute(Tensor x, Tensor cos, Tensor sin)
     {
-        long headDim = x.shape[3], half = headDim / 2, rows = x.numel() / headDim;
+        long headDim = x.size(3), half = headDim / 2, rows = x.numel() / headDim;
         Tensor output = torch.empty(x.shape, x.dtype, x.device); // [B, H, 1, hd]
         byte* source = TensorMemory.DataPointer(x), target = TensorMemory.DataPointer(output);
         byte* c = TensorMemory.DataPointer(cos), s = TensorMemory.DataPointer(sin);

@@ -10,6 +10,7 @@ var root = new RootCommand("ModelSurgery benchmarks: each command prints what it
     IoBenchmark.CreateStreamingChild(),
     TrainBenchmark.Create(),
     GenerateBenchmark.Create(),
+    DecodeProfileBenchmark.Create(),
     EvalBenchmark.Create(),
     SurgeryBenchmark.Create(),
     SurgeryBenchmark.CreateScoreChild(),

@@ -8,6 +8,7 @@ namespace ModelSurgery.Tests.Inference;
 /// The managed attention of one query over a cache equals LibTorch's <c>scaled_dot_product_attention</c> with the
 /// grouped key/value heads repeated, within a bound derived from fp32 (and bf16) rounding; it reads cache views in place.
 /// </summary>
+[NonParallelizable]
 public sealed class OneQueryAttentionTests
 {
     [Test, Combinatorial]
@@ -49,6 +50,34 @@ public sealed class OneQueryAttentionTests
         Tensor bound = maxValue * ((2 * ((2 * delta) + ((length + 2) * eps32))) + bf16Terms); // [B, H, 1, hd]
         Tensor excess = (result.to_type(ScalarType.Float64) - reference.to_type(ScalarType.Float64)).abs() - bound;
         Assert.That(excess.max().item<double>(), Is.LessThanOrEqualTo(0.0));
+    }
+
+    [Test]
+    public void Heads_split_across_threads_equal_one_thread_bit_for_bit(
+        [Values(ScalarType.Float32, ScalarType.BFloat16)] ScalarType dtype)
+    {
+        // Enough scores (2 x 6 heads x 200 positions) for the heads to be split into ranges; each head is one computation
+        // in a fixed order, whichever thread runs it.
+        using var scope = NewDisposeScope();
+        using var noGrad = torch.no_grad();
+        using var generator = new Generator(71);
+        Tensor queries = torch.randn([2, 6, 1, 40], generator: generator).to_type(dtype); // [B, H, 1, hd]
+        Tensor keys = torch.randn([2, 3, 200, 40], generator: generator).to_type(dtype); // [B, KV, S, hd]
+        Tensor values = torch.randn([2, 3, 200, 40], generator: generator).to_type(dtype); // [B, KV, S, hd]
+        Assert.That(2 * 6 * 200 / OneQueryAttention.MinScoresPerRange, Is.GreaterThan(1), "the work is split");
+        int saved = torch.get_num_threads();
+        try
+        {
+            torch.set_num_threads(1);
+            Tensor one = OneQueryAttention.Compute(queries, keys, values); // [B, H, 1, hd]
+            torch.set_num_threads(2);
+            Tensor two = OneQueryAttention.Compute(queries, keys, values); // [B, H, 1, hd]
+            Assert.That(one.eq(two).all().item<bool>(), Is.True);
+        }
+        finally
+        {
+            torch.set_num_threads(saved);
+        }
     }
 
     [Test]

@@ -103,6 +103,84 @@ public sealed class RowProjectionTests
         }
     }
 
+    [Test, Combinatorial]
+    public void Several_products_in_one_region_equal_the_separate_products_bit_for_bit(
+        [Values(ScalarType.Float32, ScalarType.BFloat16)] ScalarType dtype,
+        [Values(7L, 781L)] long inFeatures,
+        [Values] bool withBias,
+        [Values(1, 2)] int threads)
+    {
+        // Row counts that are not multiples of the kernel's 4-row block, so task ranges straddle two products.
+        using var scope = NewDisposeScope();
+        using var noGrad = torch.no_grad();
+        long[] outFeatures = [130, 3, 67];
+        var projections = new (Tensor Weight, Tensor? Bias)[outFeatures.Length];
+        Tensor input = Operands(inFeatures, 1, dtype, seed: 41).Input; // [1, 1, in]
+        for (int i = 0; i < outFeatures.Length; i++)
+        {
+            var (_, weight, bias) = Operands(inFeatures, outFeatures[i], dtype, seed: 43 + i);
+            projections[i] = (weight, withBias ? bias : null);
+        }
+
+        Tensor[] together = RowProjection.ComputeMany(input, projections, threads);
+        for (int i = 0; i < outFeatures.Length; i++)
+        {
+            Tensor alone = RowProjection.Compute(input, projections[i].Weight, projections[i].Bias, threads); // [1, 1, out_i]
+            Assert.That(together[i].shape, Is.EqualTo(alone.shape));
+            Assert.That(together[i].eq(alone).all().item<bool>(), Is.True, $"product {i}");
+        }
+    }
+
+    [Test, Combinatorial]
+    public void The_residual_epilogue_equals_adding_the_rounded_product_bit_for_bit(
+        [Values(ScalarType.Float32, ScalarType.BFloat16)] ScalarType dtype,
+        [Values(7L, 781L)] long inFeatures,
+        [Values(3L, 1000L)] long outFeatures,
+        [Values] bool withBias,
+        [Values(1, 2)] int threads)
+    {
+        // LibTorch adds the rounded projection to the residual in fp32 and rounds once more: the kernel does the same.
+        using var scope = NewDisposeScope();
+        using var noGrad = torch.no_grad();
+        var (input, weight, bias) = Operands(inFeatures, outFeatures, dtype, seed: 47);
+        Tensor? b = withBias ? bias : null;
+        Tensor residual = (torch.randn([1, 1, outFeatures], generator: new Generator(53)) * 4).to_type(dtype); // [1, 1, out]
+        Assert.That(RowProjection.ResidualApplies(residual, input, weight), Is.True);
+        Tensor fused = RowProjection.Compute(input, weight, b, residual, threads); // [1, 1, out]
+        Tensor separate = residual + RowProjection.Compute(input, weight, b, threads); // [1, 1, out]
+        Assert.That(fused.eq(separate).all().item<bool>(), Is.True);
+        Assert.That(RowProjection.ResidualApplies(residual.to_type(ScalarType.Float64), input, weight), Is.False, "another dtype");
+        Assert.That(RowProjection.ResidualApplies(residual.narrow(-1, 0, outFeatures - 1), input, weight), Is.False, "another width");
+    }
+
+    [Test, Combinatorial]
+    public void SwiGlu_in_one_region_equals_silu_times_up_within_one_rounding_of_silu(
+        [Values(ScalarType.Float32, ScalarType.BFloat16)] ScalarType dtype,
+        [Values(7L, 781L)] long inFeatures,
+        [Values(5L, 1027L)] long hidden,
+        [Values] bool withBias,
+        [Values(1, 2)] int threads)
+    {
+        using var scope = NewDisposeScope();
+        using var noGrad = torch.no_grad();
+        var (input, gate, gateBias) = Operands(inFeatures, hidden, dtype, seed: 59);
+        var (_, up, upBias) = Operands(inFeatures, hidden, dtype, seed: 61);
+        Tensor? gb = withBias ? gateBias : null, ub = withBias ? upBias : null;
+        Tensor fused = RowProjection.ComputeSwiGlu(input, gate, gb, up, ub, threads); // [1, 1, F]
+        Tensor plain = nn.functional.silu(RowProjection.Compute(input, gate, gb, threads)) * RowProjection.Compute(input, up, ub, threads); // [1, 1, F]
+        Assert.That(fused.shape, Is.EqualTo(plain.shape));
+        Assert.That(fused.dtype, Is.EqualTo(dtype));
+
+        // The projections are the same; only silu's exponential may differ, by at most an fp32 ulp or two on either side
+        // (about 3 eps32 relative in silu after the division), then the product rounds. In fp32 that leaves 4 eps32 of
+        // the product; in bf16 the rounded silu can move by one bf16 ulp (eps_bf16 relative), and the product's rounding
+        // adds half an ulp on each side: 2 eps_bf16 of the product.
+        double eps = dtype == ScalarType.BFloat16 ? 2 * torch.finfo(ScalarType.BFloat16).eps : 4 * torch.finfo(ScalarType.Float32).eps;
+        Tensor ours = fused.to_type(ScalarType.Float64), theirs = plain.to_type(ScalarType.Float64); // [1, 1, F]
+        Tensor excess = (ours - theirs).abs() - (torch.maximum(ours.abs(), theirs.abs()) * eps); // [1, 1, F]
+        Assert.That(excess.max().item<double>(), Is.LessThanOrEqualTo(0.0));
+    }
+
     [Test]
     public void Non_contiguous_multi_row_mixed_and_gradient_inputs_take_the_plain_path_bit_for_bit()
     {
