@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Diagnostics.CodeAnalysis;
 using System.IO.MemoryMappedFiles;
@@ -366,7 +367,9 @@ public sealed unsafe partial class SafetensorsFile : IDisposable
         int[]? gather = element is 2 or 4 && columns.Count < ShortRunGatherLength * runs.Length ? [.. columns.Select(c => (int)c)] : null;
 
         // Rows are independent: blocks of them are gathered on several threads, which also overlaps their page faults.
-        ForEachRowBlock(rows.Count, destinationRowBytes, (first, end) =>
+        // Optimized at once, like the gather below: the rows of one build are copied long before tiered compilation would
+        // replace this loop's unoptimized first version (which also calls a patchpoint helper on every iteration).
+        ForEachRowBlock(rows.Count, destinationRowBytes, [MethodImpl(MethodImplOptions.AggressiveOptimization)] (first, end) =>
         {
             for (int r = first; r < end; r++)
             {
@@ -464,6 +467,7 @@ public sealed unsafe partial class SafetensorsFile : IDisposable
     private const int ShortRunGatherLength = 8;
 
     /// <summary>destination[j] = source[columns[j]] for every j: one row of a sub-matrix.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Gather<T>(T* source, T* destination, int[] columns)
         where T : unmanaged
     {

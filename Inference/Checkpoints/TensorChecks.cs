@@ -1,4 +1,5 @@
 using System.Numerics;
+using System.Runtime.CompilerServices;
 using TorchSharp;
 
 namespace ModelSurgery.Inference.Checkpoints;
@@ -67,6 +68,7 @@ public static unsafe class TensorChecks
     /// True when no value among <paramref name="count"/> at <paramref name="values"/> has all the bits of
     /// <paramref name="exponent"/> set. Four vectors per step, OR-ed, keep the loop bound by memory rather than by branches.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // called on a few large buffers: an unoptimized first version would scan most of them
     internal static bool AllExponentsBelowMax<T>(T* values, long count, T exponent)
         where T : unmanaged, IBinaryInteger<T>
     {

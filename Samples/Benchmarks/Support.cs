@@ -32,11 +32,22 @@ internal static class Checkpoints
 /// <summary>Runs this benchmark program again in a fresh process, so per-process figures (peak RSS) start clean.</summary>
 internal static class ChildProcess
 {
-    public static string RunSelf(IReadOnlyList<string> args)
+    public static string RunSelf(IReadOnlyList<string> args) => Run(null, args);
+
+    /// <summary>
+    /// Runs <paramref name="program"/> (another build of this benchmark program: its executable or its .dll) with
+    /// <paramref name="args"/>, or this program when null; returns its standard output.
+    /// </summary>
+    public static string Run(string? program, IReadOnlyList<string> args)
     {
-        string host = Environment.ProcessPath!;
+        bool assembly = program is not null && program.EndsWith(".dll", StringComparison.OrdinalIgnoreCase);
+        string host = program is null ? Environment.ProcessPath! : assembly ? "dotnet" : program;
         var info = new ProcessStartInfo(host) { RedirectStandardOutput = true, UseShellExecute = false };
-        if (Path.GetFileNameWithoutExtension(host) == "dotnet")
+        if (assembly)
+        {
+            info.ArgumentList.Add(program!);
+        }
+        else if (program is null && Path.GetFileNameWithoutExtension(host) == "dotnet")
         {
             info.ArgumentList.Add(typeof(ChildProcess).Assembly.Location);
         }

@@ -28,9 +28,12 @@ internal static class SurgeryBenchmark
         {
             Description = "Keep every hidden channel and prune only layers, heads and neurons, so whole rows drop (half the heads, half the FFN, as many layers as the budget allows).",
         };
+        var pairs = new Option<int>("--pairs") { DefaultValueFactory = _ => 5, Description = "Pairs of (sequential read, build) to measure, in alternating order; the ratio is reported per pair and as their median." };
+        var warmCache = new Option<bool>("--warm") { Description = "Keep the teacher in the page cache for every read instead of dropping it: the ratio then shows the build's CPU cost, not the disk's." };
+        var compareWith = new Option<string?>("--compare-with") { Description = "Another build of this benchmark program (its executable or .dll, e.g. of an earlier commit) whose build joins every pair, alternating with this one." };
         var command = new Command("surgery", "Peak RSS of layer-by-layer scoring, and bytes read / peak RSS / wall time of a student build, on a teacher larger than half the RAM.")
         {
-            preset, work, sequences, length, budget, skipScore, keepHidden,
+            preset, work, sequences, length, budget, skipScore, keepHidden, pairs, warmCache, compareWith,
         };
         command.SetAction(async (parsed, ct) =>
         {
@@ -62,32 +65,72 @@ internal static class SurgeryBenchmark
             long studentBytes = plan.ParameterCount.Total * 2;
             Console.WriteLine($"student plan     {plan.Summary().Split('\n')[^1].Trim()}");
 
-            // A student left by an earlier run would be freed when the new one is renamed over it, inside the measured time.
-            if (Directory.Exists(student))
+            // One build first, not counted: it tells how many bytes the build makes the kernel read from storage (the
+            // length of the sequential read it is compared with), and it leaves every contender's teacher reads equally
+            // warm in whatever cache lies below the page cache (a virtual disk's host), which otherwise favours whichever
+            // read ran last.
+            bool warm = parsed.GetValue(warmCache);
+            string? before = parsed.GetValue(compareWith);
+            BuildRun first = RunBuild(null, teacher, planPath, student, warm);
+            long sequentialLength = warm || first.StorageBytes <= 0 ? first.FetchedBytes : first.StorageBytes;
+            Console.WriteLine($"cache            {(warm ? "teacher warm in the page cache before every run (the CPU cost alone)" : "page cache dropped before every run")}; {parsed.GetValue(pairs)} pairs after one uncounted build; sequential reads {Measure.Mb(sequentialLength)}");
+
+            // Pairs of (sequential read, build), in alternating order; with --compare-with the other program's build joins
+            // each pair, and the two builds swap places from pair to pair.
+            var sequential = new List<double>();
+            var builds = new List<BuildRun>();
+            var others = new List<BuildRun>();
+            for (int pair = 0; pair < parsed.GetValue(pairs); pair++)
             {
-                Directory.Delete(student, recursive: true);
+                double? sequentialSeconds = null;
+                BuildRun? build = null, other = null;
+                bool sequentialFirst = pair % 2 == 0;
+                if (sequentialFirst)
+                {
+                    sequentialSeconds = TimeSequentialRead(teacher, sequentialLength, warm);
+                }
+
+                for (int turn = 0; turn < (before is null ? 1 : 2); turn++)
+                {
+                    if ((turn == 0) == (pair % 2 == 0 || before is null))
+                    {
+                        build = RunBuild(null, teacher, planPath, student, warm);
+                    }
+                    else
+                    {
+                        other = RunBuild(before, teacher, planPath, student, warm);
+                    }
+                }
+
+                sequentialSeconds ??= TimeSequentialRead(teacher, sequentialLength, warm);
+                sequential.Add(sequentialSeconds.Value);
+                builds.Add(build!);
+                string line = $"pair {pair + 1}           sequential {sequentialSeconds:F2} s; build {build!.Seconds:F2} s ({build.CpuSeconds:F1} s CPU), ratio {build.Seconds / sequentialSeconds:F2}";
+                if (other is not null)
+                {
+                    others.Add(other);
+                    line += $"; before {other.Seconds:F2} s ({other.CpuSeconds:F1} s CPU), ratio {other.Seconds / sequentialSeconds:F2}";
+                }
+
+                Console.WriteLine($"{line}; load average {File.ReadAllText("/proc/loadavg").Split(' ')[0]}");
             }
 
-            Measure.DropPageCache();
-            string[] build = ChildProcess.RunSelf(["surgery-build-child", teacher, planPath, student]).Trim().Split(' ');
-            double buildSeconds = double.Parse(build[0], CultureInfo.InvariantCulture);
-            long copied = long.Parse(build[1], CultureInfo.InvariantCulture), storage = long.Parse(build[2], CultureInfo.InvariantCulture), peak = long.Parse(build[3], CultureInfo.InvariantCulture);
-            long fetched = long.Parse(build[4], CultureInfo.InvariantCulture);
-            double cpuSeconds = double.Parse(build[5], CultureInfo.InvariantCulture);
-
-            // The baseline: a plain sequential read of as many bytes as the build made the kernel read from storage.
-            Measure.DropPageCache();
-            var watch = Stopwatch.StartNew();
-            long sequentialBytes = SequentialPrefix(teacher, storage > 0 ? storage : copied);
-            double sequentialSeconds = watch.Elapsed.TotalSeconds;
-
-            Console.WriteLine($"build            {buildSeconds:F1} s ({cpuSeconds:F1} s CPU in the whole child process, on a machine with load average {File.ReadAllText("/proc/loadavg").Split(' ')[0]}); student {Measure.Mb(studentBytes)}");
-            Console.WriteLine($"  bytes copied   {Measure.Mb(copied)} = {(double)copied / studentBytes:F2} x student (kept elements only; goal <= 1.3)");
+            double[] ratios = [.. builds.Select((b, k) => b.Seconds / sequential[k])];
+            BuildRun median = builds.OrderBy(b => b.Seconds).ElementAt(builds.Count / 2);
+            Console.WriteLine($"build            {Median(builds.Select(b => b.Seconds)):F1} s median ({Median(builds.Select(b => b.CpuSeconds)):F1} s CPU in the whole child process, on a machine with load average {File.ReadAllText("/proc/loadavg").Split(' ')[0]}); student {Measure.Mb(studentBytes)}");
+            Console.WriteLine($"  bytes copied   {Measure.Mb(median.CopiedBytes)} = {(double)median.CopiedBytes / studentBytes:F2} x student (kept elements only; goal <= 1.3)");
             Console.WriteLine($"  page bound     {Measure.Mb(pageBytes)} = {(double)pageBytes / neededBytes:F2} x needed (4 KiB pages holding at least one kept element: the least row-major storage allows)");
-            Console.WriteLine($"  fetched        {Measure.Mb(fetched)} = {(double)fetched / copied:F2} x needed = {(double)fetched / pageBytes:F2} x page bound (kept ranges as whole pages, gaps < {SafetensorsFile.CoalesceGapBytes / 1024} KiB closed shortest first within {SafetensorsFile.CoalesceSlack:P0} of the pages read)");
-            Console.WriteLine($"  storage read   {(storage < 0 ? "unavailable" : Measure.Mb(storage) + $" = {(double)storage / studentBytes:F2} x student (whole pages: scattered kept channels touch every page of a kept row)")}");
-            Console.WriteLine($"  peak RSS       {Measure.Mb(peak)} (goal: student + 1 GB = {Measure.Mb(studentBytes + (1L << 30))})");
-            Console.WriteLine($"  sequential     {Measure.Mb(sequentialBytes)} in {sequentialSeconds:F1} s; build / sequential = {buildSeconds / sequentialSeconds:F2} (goal <= 1.5)");
+            Console.WriteLine($"  fetched        {Measure.Mb(median.FetchedBytes)} = {(double)median.FetchedBytes / median.CopiedBytes:F2} x needed = {(double)median.FetchedBytes / pageBytes:F2} x page bound (kept ranges as whole pages, gaps < {SafetensorsFile.CoalesceGapBytes / 1024} KiB closed shortest first within {SafetensorsFile.CoalesceSlack:P0} of the pages read)");
+            Console.WriteLine($"  storage read   {(first.StorageBytes < 0 ? "unavailable" : Measure.Mb(first.StorageBytes) + $" = {(double)first.StorageBytes / studentBytes:F2} x student (uncounted first build; whole pages: scattered kept channels touch every page of a kept row)")}");
+            Console.WriteLine($"  peak RSS       {Measure.Mb(builds.Max(b => b.PeakRssBytes))} (most of the pairs; goal: student + 1 GB = {Measure.Mb(studentBytes + (1L << 30))})");
+            Console.WriteLine($"  sequential     {Measure.Mb(sequentialLength)} in {Median(sequential):F2} s median ({sequential.Min():F2}-{sequential.Max():F2}); build / sequential = {Median(ratios):F2} median of {ratios.Length} pairs ({ratios.Min():F2}-{ratios.Max():F2}) (goal <= 1.3)");
+            if (others.Count > 0)
+            {
+                double[] otherRatios = [.. others.Select((b, k) => b.Seconds / sequential[k])];
+                double[] speedups = [.. others.Select((b, k) => b.Seconds / builds[k].Seconds)];
+                Console.WriteLine($"  before         {Median(others.Select(b => b.Seconds)):F2} s median ({Median(others.Select(b => b.CpuSeconds)):F1} s CPU); before / sequential = {Median(otherRatios):F2} ({otherRatios.Min():F2}-{otherRatios.Max():F2}); before / build = {Median(speedups):F2} ({speedups.Min():F2}-{speedups.Max():F2})");
+            }
+
             return 0;
         });
         return command;
@@ -138,6 +181,65 @@ internal static class SurgeryBenchmark
             return 0;
         });
         return command;
+    }
+
+    /// <summary>What one build child reported.</summary>
+    private sealed record BuildRun(double Seconds, long CopiedBytes, long StorageBytes, long PeakRssBytes, long FetchedBytes, double CpuSeconds);
+
+    /// <summary>
+    /// Builds the student in a fresh child process of <paramref name="program"/> (null: this program), after deleting the
+    /// previous student (freeing it would otherwise fall inside the measured time) and dropping the page cache, or with
+    /// <paramref name="warm"/> after reading the whole teacher into it.
+    /// </summary>
+    private static BuildRun RunBuild(string? program, string teacher, string planPath, string student, bool warm)
+    {
+        if (Directory.Exists(student))
+        {
+            Directory.Delete(student, recursive: true);
+        }
+
+        PrepareCache(teacher, warm);
+        string[] build = ChildProcess.Run(program, ["surgery-build-child", teacher, planPath, student]).Trim().Split(' ');
+        return new BuildRun(
+            double.Parse(build[0], CultureInfo.InvariantCulture),
+            long.Parse(build[1], CultureInfo.InvariantCulture),
+            long.Parse(build[2], CultureInfo.InvariantCulture),
+            long.Parse(build[3], CultureInfo.InvariantCulture),
+            long.Parse(build[4], CultureInfo.InvariantCulture),
+            double.Parse(build[5], CultureInfo.InvariantCulture));
+    }
+
+    /// <summary>Seconds of a plain sequential read of the first <paramref name="bytes"/> bytes of the teacher's shards, the cache prepared as for a build.</summary>
+    private static double TimeSequentialRead(string teacher, long bytes, bool warm)
+    {
+        PrepareCache(teacher, warm);
+        var watch = Stopwatch.StartNew();
+        SequentialPrefix(teacher, bytes);
+        return watch.Elapsed.TotalSeconds;
+    }
+
+    /// <summary>Drops the page cache, or with <paramref name="warm"/> reads the whole teacher into it.</summary>
+    private static void PrepareCache(string teacher, bool warm)
+    {
+        if (!warm)
+        {
+            Measure.DropPageCache();
+            return;
+        }
+
+        using (Process? sync = Process.Start(new ProcessStartInfo("sync") { UseShellExecute = false }))
+        {
+            // Dirty pages of the previous student are written before the clock starts, as a cache drop would.
+            sync?.WaitForExit();
+        }
+
+        SequentialPrefix(teacher, long.MaxValue);
+    }
+
+    private static double Median(IEnumerable<double> values)
+    {
+        double[] sorted = [.. values.Order()];
+        return sorted.Length % 2 == 1 ? sorted[sorted.Length / 2] : (sorted[(sorted.Length / 2) - 1] + sorted[sorted.Length / 2]) / 2;
     }
 
     /// <summary>

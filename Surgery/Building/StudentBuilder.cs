@@ -34,6 +34,14 @@ public sealed record StudentBuildOptions
     /// </summary>
     public bool ReadAhead { get; init; } = true;
 
+    /// <summary>
+    /// Write the student with direct I/O where the file system allows it (key <c>direct_write</c>, default true; see
+    /// <see cref="CheckpointWriterOptions.DirectWrite"/>): the student's bytes go straight to storage instead of being copied
+    /// into the page cache, the largest CPU cost of the write. The student is then not cached, so a step that reads it right
+    /// after (training) reads it from storage. The output bytes are the same either way.
+    /// </summary>
+    public bool DirectWrite { get; init; } = true;
+
     /// <summary>Build even when the memory estimate exceeds <see cref="MemoryLimitBytes"/>.</summary>
     public bool IgnoreMemoryEstimate { get; init; }
 
@@ -157,7 +165,7 @@ public static partial class StudentBuilder
         Directory.CreateDirectory(outputDirectory);
         CheckpointTensor[] declared = [.. selections.Select(s => new CheckpointTensor(s.Student.Name, options.DType ?? reader.GetInfo(s.TeacherName).DType, StoredShape(s.Student, paddedVocab)))];
         long bytesRead = 0, bytesWritten = 0;
-        await using (CheckpointWriter writer = CheckpointWriter.Create(outputDirectory, declared, new CheckpointWriterOptions { MaxShardBytes = options.MaxShardBytes }, logger))
+        await using (CheckpointWriter writer = CheckpointWriter.Create(outputDirectory, declared, new CheckpointWriterOptions { MaxShardBytes = options.MaxShardBytes, DirectWrite = options.DirectWrite }, logger))
         {
             IEnumerable<Chunk> chunks = Chunks(reader, selections, declared, options.ChunkBytes, cancellationToken);
             IAsyncEnumerable<Chunk> source = options.ReadAhead ? ReadAheadAsync(chunks, cancellationToken) : chunks.ToAsyncEnumerable();

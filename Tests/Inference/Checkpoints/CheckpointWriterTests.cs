@@ -182,6 +182,120 @@ public sealed class CheckpointWriterTests
         }
     }
 
+    /// <summary>
+    /// Direct writing changes how bytes reach storage, never which: with buffers of one and two alignment blocks (so files
+    /// span several buffers and end mid-block), several shards, raw byte chunks of random lengths, and with direct I/O
+    /// refused (the page-cache fallback), every file equals the one written through the page cache.
+    /// </summary>
+    [TestCase(1, DirectFileWriter.Alignment)]
+    [TestCase(2, 2 * DirectFileWriter.Alignment)]
+    [TestCase(3, 16 << 20)]
+    public async Task Direct_writing_writes_the_same_files_as_the_page_cache(int seed, int bufferBytes)
+    {
+        var random = new Random(seed);
+        CheckpointTensor[] declared = [.. Enumerable.Range(0, 7).Select(i => new CheckpointTensor($"t.{i}", SafetensorsDType.BF16, [random.Next(0, 40), random.Next(1, 300)]))];
+        byte[][] data = [.. declared.Select(t => { byte[] bytes = new byte[t.ByteLength]; random.NextBytes(bytes); return bytes; })];
+        var options = new CheckpointWriterOptions { MaxShardBytes = 20_000 };
+
+        using var cached = new TempDirectory();
+        using var direct = new TempDirectory();
+        using var refused = new TempDirectory();
+        await WriteInRandomChunksAsync(cached.Path, options);
+        await WriteInRandomChunksAsync(direct.Path, options with { DirectWrite = true, DirectWriteBufferBytes = bufferBytes });
+        int refusals = 0;
+        await WriteInRandomChunksAsync(refused.Path, options with { DirectWrite = true, OpenDirect = (_, _) => { refusals++; return null; } });
+
+        Assert.That(cached.FileNames().Count(f => f.EndsWith(".safetensors", StringComparison.Ordinal)), Is.GreaterThan(1), "several shards");
+        Assert.That(refusals, Is.EqualTo(cached.FileNames().Count(f => f.EndsWith(".safetensors", StringComparison.Ordinal))), "one refused open per shard");
+        foreach (TempDirectory other in new[] { direct, refused })
+        {
+            Assert.That(other.FileNames(), Is.EqualTo(cached.FileNames()));
+            foreach (string name in cached.FileNames())
+            {
+                Assert.That(File.ReadAllBytes(other.File(name)), Is.EqualTo(File.ReadAllBytes(cached.File(name))), name);
+            }
+        }
+
+        async Task WriteInRandomChunksAsync(string directory, CheckpointWriterOptions writerOptions)
+        {
+            var chunks = new Random(seed);
+            await using CheckpointWriter writer = CheckpointWriter.Create(directory, declared, writerOptions);
+            for (int i = 0; i < declared.Length; i++)
+            {
+                for (int done = 0; done < data[i].Length;)
+                {
+                    int length = Math.Min(data[i].Length - done, chunks.Next(1, 9_000));
+                    await writer.WriteBytesAsync(declared[i].Name, data[i].AsMemory(done, length));
+                    done += length;
+                }
+
+                if (data[i].Length == 0)
+                {
+                    await writer.WriteBytesAsync(declared[i].Name, ReadOnlyMemory<byte>.Empty);
+                }
+            }
+
+            await writer.CompleteAsync();
+        }
+    }
+
+    [Test]
+    public async Task Disposing_an_unfinished_direct_writer_removes_its_temporary_files()
+    {
+        var tensors = FiveTensors();
+        try
+        {
+            var writer = CheckpointWriter.Create(_dir.Path, Declare(tensors), new CheckpointWriterOptions { DirectWrite = true, DirectWriteBufferBytes = DirectFileWriter.Alignment });
+            await writer.WriteTensorAsync(tensors[0].Name, tensors[0].Tensor);
+            Assert.That(_dir.FileNames(), Has.Length.EqualTo(1).And.All.EndsWith(".tmp"), "data goes to a temporary file first");
+
+            await writer.DisposeAsync();
+
+            Assert.That(_dir.FileNames(), Is.Empty);
+        }
+        finally
+        {
+            DisposeAll(tensors);
+        }
+    }
+
+    /// <summary>
+    /// The direct file itself: appends of random lengths land in order, the file is cut to the bytes appended (not the
+    /// padded block), an existing file is never overwritten, and buffers must be whole alignment blocks. Where the file
+    /// system refuses direct I/O nothing is created.
+    /// </summary>
+    [Test]
+    public void Direct_file_writes_exactly_the_appended_bytes()
+    {
+        var random = new Random(5);
+        byte[] expected = new byte[(3 * DirectFileWriter.Alignment) + 123];
+        random.NextBytes(expected);
+        string path = _dir.File("direct.bin");
+        using (DirectFileWriter? file = DirectFileWriter.TryCreate(path, DirectFileWriter.Alignment))
+        {
+            if (file is null)
+            {
+                Assert.That(File.Exists(path), Is.False, "a refused direct open leaves no file");
+                Assert.Ignore("this file system refuses direct I/O; the fallback is covered by Direct_writing_writes_the_same_files_as_the_page_cache");
+            }
+
+            for (int done = 0; done < expected.Length;)
+            {
+                int length = Math.Min(expected.Length - done, random.Next(0, 2 * DirectFileWriter.Alignment));
+                file.Write(expected.AsSpan(done, length));
+                done += length;
+                Assert.That(file.Length, Is.EqualTo(done));
+            }
+
+            file.Complete();
+        }
+
+        Assert.That(File.ReadAllBytes(path), Is.EqualTo(expected));
+        Assert.That(() => DirectFileWriter.TryCreate(path, DirectFileWriter.Alignment), Throws.InstanceOf<IOException>(), "an existing file is not replaced");
+        Assert.That(File.ReadAllBytes(path), Is.EqualTo(expected));
+        Assert.That(() => DirectFileWriter.TryCreate(_dir.File("odd.bin"), DirectFileWriter.Alignment + 1), Throws.InstanceOf<ArgumentOutOfRangeException>());
+    }
+
     [Test]
     public async Task Tensors_are_converted_to_the_declared_dtype()
     {

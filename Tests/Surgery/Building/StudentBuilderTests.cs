@@ -259,8 +259,9 @@ public sealed class StudentBuilderTests
     }
 
     /// <summary>
-    /// Reading ahead changes only when chunks are read, never what is written: a pipelined build equals a sequential one
-    /// byte for byte in every file, with chunks small enough to split every tensor, several shards and a padded vocabulary.
+    /// Reading ahead changes only when chunks are read, and direct writing only how they reach storage, never what is
+    /// written: a pipelined build with direct writes equals a sequential one through the page cache byte for byte in every
+    /// file, with chunks small enough to split every tensor, several shards and a padded vocabulary.
     /// </summary>
     [TestCase(1)]
     [TestCase(2)]
@@ -275,7 +276,8 @@ public sealed class StudentBuilderTests
         var options = new StudentBuildOptions { ChunkBytes = 100, MaxShardBytes = 4_000, PadVocabToMultiple = 64, DType = SafetensorsDType.BF16 };
         var reports = new List<StudentBuildProgress>();
 
-        StudentBuildResult sequential = await StudentBuilder.BuildAsync(teacherDir, plan, Path.Combine(_dir, "sequential"), options with { ReadAhead = false });
+        // Through the page cache and one chunk at a time, against direct writes (the default) and reading ahead.
+        StudentBuildResult sequential = await StudentBuilder.BuildAsync(teacherDir, plan, Path.Combine(_dir, "sequential"), options with { ReadAhead = false, DirectWrite = false });
         StudentBuildResult pipelined = await StudentBuilder.BuildAsync(teacherDir, plan, Path.Combine(_dir, "pipelined"), options, new SynchronousProgress<StudentBuildProgress>(reports.Add));
 
         string[] files = [.. Directory.GetFiles(sequential.Directory).Select(Path.GetFileName).Order(StringComparer.Ordinal)!];
