@@ -13,11 +13,15 @@ namespace ModelSurgery.Benchmarks;
 /// default) with a KV cache half full: the whole step as <see cref="Inference.Generation.TextGenerator"/> runs it, the
 /// projections alone (every weight matrix of the step, called one by one as the layers call them, at torch's thread count
 /// and at one thread), the cost of one empty parallel region (the fork and join every split projection pays) and of one
-/// small LibTorch op (what each residual add, activation or view costs), and the rotary tables of one position.
+/// small LibTorch op (what each residual add, activation or view costs), and the rotary tables of one position; the step
+/// again with the kernels' regions on <c>Parallel.For</c>, and the managed bytes and tensors a step allocates.
 /// Each figure is the median of several rounds, the parts interleaved within a round.
 /// </summary>
 internal static class DecodeProfileBenchmark
 {
+    // KernelOperands.ParallelForSwitch: the kernels' regions through Parallel.For instead of their own workers.
+    private const string ParallelForSwitch = "ModelSurgery.Decoding.ParallelFor";
+
     public static Command Create()
     {
         var shape = new ModelShapeOptions(hidden: 768, layers: 12, heads: 12, ffn: 2048, vocab: 32000);
@@ -60,6 +64,8 @@ internal static class DecodeProfileBenchmark
 
             var step = new List<double>();
             var bytes = new List<double>();
+            var stepParallelFor = new List<double>();
+            var bytesParallelFor = new List<double>();
             var tensorsCreated = new List<double>();
             var projections = new List<double>();
             var projectionsOneThread = new List<double>();
@@ -76,6 +82,11 @@ internal static class DecodeProfileBenchmark
                 step.Add(tokenMs);
                 bytes.Add(bytesPerToken);
                 tensorsCreated.Add(tensorsPerToken);
+                AppContext.SetSwitch(ParallelForSwitch, true);
+                (tokenMs, bytesPerToken, _) = Step(model, context, steps);
+                AppContext.SetSwitch(ParallelForSwitch, false);
+                stepParallelFor.Add(tokenMs);
+                bytesParallelFor.Add(bytesPerToken);
                 torch.set_num_threads(1);
                 stepOneThread.Add(StepMilliseconds(model, context, steps));
                 torch.set_num_threads(threadCount);
@@ -103,6 +114,7 @@ internal static class DecodeProfileBenchmark
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"machine        {Environment.ProcessorCount} logical cores, threads {threadCount}, load average {GenerateBenchmark.LoadAverage()}"));
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"model          D {config.HiddenSize}, L {config.NumHiddenLayers}, FFN {config.IntermediateSize}, vocab {config.VocabSize}, {type}; {steps} tokens after {steps} cached, medians of {roundCount} rounds"));
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"step           {stepMs,8:F3} ms/token ({1000 / stepMs:F1} tokens/s)"));
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"step, Parallel.For regions {Median(stepParallelFor),8:F3} ms/token ({Median(bytesParallelFor):F0} managed bytes/token): step / this {stepMs / Median(stepParallelFor):F3}"));
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"allocations    {Median(bytes),8:F0} managed bytes/token, {Median(tensorsCreated):F0} tensors created/token (each a LibTorch op or view)"));
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"step, 1 thread {Median(stepOneThread),8:F3} ms/token"));
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"attention      {Median(attention),8:F3} ms/token (all layers: q/k/v, rotary, cache, attention, o)"));
