@@ -163,13 +163,14 @@ public sealed class LlamaRotaryEmbedding
     /// Builds the tables for positions [<paramref name="positionOffset"/>, <paramref name="positionOffset"/> +
     /// <paramref name="length"/>). Angles are computed in float32 like Hugging Face, then cast to <paramref name="dtype"/>.
     /// The tensors belong to the caller (or the current dispose scope). One fp32 or bf16 position on the CPU (a decoding
-    /// step) is read from a table precomputed for this model, with the same values.
+    /// step) is read from a table precomputed for this model (up to position 16,383), with the same values.
     /// </summary>
     public RotaryTables CreateTables(long positionOffset, long length, ScalarType dtype, Device device)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(positionOffset);
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(length);
-        if (length == 1 && device.type == DeviceType.CPU && (dtype == ScalarType.Float32 || dtype == ScalarType.BFloat16))
+        if (length == 1 && positionOffset < MaxTablePositions && device.type == DeviceType.CPU
+            && (dtype == ScalarType.Float32 || dtype == ScalarType.BFloat16))
         {
             return new RotaryTables(positionOffset, TableCovering(positionOffset, dtype));
         }
@@ -193,7 +194,7 @@ public sealed class LlamaRotaryEmbedding
             table = slot;
             if (table is null || position >= table.Positions)
             {
-                long positions = Math.Max(Math.Max(MinTablePositions, 2 * (table?.Positions ?? 0)), position + 1);
+                long positions = Math.Min(Math.Max(Math.Max(MinTablePositions, 2 * (table?.Positions ?? 0)), position + 1), MaxTablePositions);
                 table = new PositionTable(this, positions, dtype);
                 Volatile.Write(ref slot, table);
             }
@@ -203,6 +204,9 @@ public sealed class LlamaRotaryEmbedding
     }
 
     private const long MinTablePositions = 256;
+
+    // Positions a table covers at most (16 MB per table at head size 128 in fp32); later ones are built per call.
+    private const long MaxTablePositions = 16384;
     private readonly Lock _growLock = new();
     private PositionTable? _singleTable;
     private PositionTable? _bfloat16Table;

@@ -72,6 +72,9 @@ public sealed class RowRotaryTests
             cos.Dispose();
             sin.Dispose();
         }
+
+        using RotaryTables far = rotary.CreateTables(20000, 1, dtype, CPU);
+        Assert.That(far.TryRowAddresses(dtype, headDim, out _, out _), Is.False, "beyond the largest table: built per call");
     }
 
     [Test]
