@@ -212,7 +212,10 @@ public sealed class LlamaAttention : Module<Tensor, Tensor>
     // capturing, the heads and the merged heads, all moved to the caller's dispose scope.
     private (Tensor Output, Tensor? HeadOutputs, Tensor? MergedHeads) Finish(Tensor attended, long batch, long length, bool capture, Tensor? residual)
     {
-        Tensor merged = attended.transpose(1, 2).reshape(batch, length, (long)_heads * _headDim); // [B, T, H*hd]
+        // One contiguous position [B, H, 1, hd] is laid out as [B, 1, H*hd] already: one view instead of two ops.
+        Tensor merged = length == 1 && attended.is_contiguous()
+            ? attended.view(batch, 1, (long)_heads * _headDim)
+            : attended.transpose(1, 2).reshape(batch, length, (long)_heads * _headDim); // [B, T, H*hd]
         Tensor projected = residual is null ? _outputProjection.forward(merged) : _outputProjection.ForwardAdding(merged, residual); // [B, T, D]
         Tensor output = projected.MoveToOuterDisposeScope(); // [B, T, D]
         return capture
