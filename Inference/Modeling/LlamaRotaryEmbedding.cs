@@ -259,9 +259,10 @@ public sealed class LlamaRotaryEmbedding
             _sin = GC.AllocateUninitializedArray<byte>(_cos.Length, pinned: true);
 
             // Built in blocks of positions whose rows LibTorch cannot merge into one run (a view of a wider tensor), so
-            // its cos and sin loop over each row as they do over a one-position table: a vectorised loop may round its
-            // scalar tail differently, and this keeps every element in the same lane as when one position was built.
-            // Blocks stay under LibTorch's grain size, so no row is split between threads either.
+            // its cos and sin loop over each row as they do over a one-position table and every element takes the same
+            // lane as when one position was built, in case a build rounds a vectorised loop's tail differently (the one
+            // measured did not: contiguous blocks gave the same bits too). Blocks stay under LibTorch's grain size, so
+            // no row is split between threads either.
             long blockPositions = Math.Max(1, BlockElements / HeadDim);
             for (long first = 0; first < positions; first += blockPositions)
             {

@@ -97,13 +97,13 @@ internal static class RangeWorkers
         private int _pending;
         private Exception? _error;
 
-        public Region(long count, long perRange, int ranges, int helpers, Action<long, long> body)
+        public Region(long count, long perRange, int ranges, int participants, Action<long, long> body)
         {
-            (_count, _perRange, _ranges, Helpers, _body, _pending) = (count, perRange, ranges, helpers, body, ranges);
+            (_count, _perRange, _ranges, Participants, _body, _pending) = (count, perRange, ranges, participants, body, ranges);
         }
 
         // Workers with an index below this take ranges; the others (beyond torch's thread count) leave them.
-        public int Helpers { get; }
+        public int Participants { get; }
 
         public static void RunRange(long count, long perRange, int r, Action<long, long> body)
         {
@@ -210,7 +210,7 @@ internal static class RangeWorkers
                 }
 
                 seen = generation;
-                if (Volatile.Read(ref s_region) is Region region && _index < region.Helpers)
+                if (Volatile.Read(ref s_region) is Region region && _index < region.Participants)
                 {
                     region.RunRanges();
                 }
