@@ -1,3 +1,4 @@
+using ModelSurgery.Inference.Checkpoints;
 using ModelSurgery.Inference.Runtime;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -82,6 +83,53 @@ public sealed class KvCache : IDisposable
         return (keyBuffer.narrow(2, 0, length + added), valueBuffer.narrow(2, 0, length + added)); // [B, KV, S, hd]
     }
 
+    /// <summary>
+    /// A decoding step's <see cref="Append"/> without LibTorch: when one new position's projected keys and values
+    /// [B, 1, kvHeads * headDim] are contiguous fp32 or bf16 CPU rows needing no gradient and <paramref name="rope"/>
+    /// holds that position's tables in memory in their dtype, writes the keys rotated by it and the values straight into
+    /// the cache rows and returns true with the views <see cref="Append"/> returns; otherwise (or where
+    /// <see cref="Append"/> would throw) writes nothing and returns false. The rotation rounds as
+    /// <see cref="RotaryTables.Apply"/> does, so the cache holds the same bits either way.
+    /// </summary>
+    internal unsafe bool TryAppendRow(int layer, Tensor keys, Tensor values, long kvHeads, long headDim, RotaryTables rope, out Tensor cachedKeys, out Tensor cachedValues)
+    {
+        (cachedKeys, cachedValues) = (null!, null!);
+        int length = _lengths[layer];
+        long batch = keys.size(0);
+        if (length >= MaxLength || keys.dim() != 3 || keys.size(1) != 1 || keys.size(2) != kvHeads * headDim || headDim % 2 != 0
+            || !KernelOperands.SameSizes(keys, values) || !KernelOperands.OnCpuInOneFloatType(keys, values)
+            || !keys.is_contiguous() || !values.is_contiguous() || !KernelOperands.NeedNoGradient(keys, values)
+            || !rope.TryRowAddresses(keys.dtype, headDim, out nint cos, out nint sin))
+        {
+            return false;
+        }
+
+        Tensor? keyBuffer = _keys[layer], valueBuffer = _values[layer];
+        if (keyBuffer is not null && (keyBuffer.dtype != keys.dtype || keyBuffer.size(0) != batch || keyBuffer.size(1) != kvHeads || keyBuffer.size(3) != headDim))
+        {
+            return false;
+        }
+
+        keyBuffer ??= _keys[layer] = Allocate(batch, kvHeads, headDim, keys.dtype, keys.device);
+        valueBuffer ??= _values[layer] = Allocate(batch, kvHeads, headDim, keys.dtype, keys.device);
+        bool bf16 = keys.dtype == ScalarType.BFloat16;
+        long rowBytes = headDim * (bf16 ? 2 : 4);
+        byte* keySource = TensorMemory.DataPointer(keys), valueSource = TensorMemory.DataPointer(values);
+        byte* keyTarget = TensorMemory.DataPointer(keyBuffer), valueTarget = TensorMemory.DataPointer(valueBuffer);
+        for (long row = 0; row < batch * kvHeads; row++)
+        {
+            // Row (b, h) of the new position goes to [b, h, length, :] of the [B, KV, max, hd] buffers.
+            long target = ((row * MaxLength) + length) * rowBytes;
+            RowRotary.RotateRow(keySource + (row * rowBytes), keyTarget + target, (byte*)cos, (byte*)sin, headDim, bf16);
+            Buffer.MemoryCopy(valueSource + (row * rowBytes), valueTarget + target, rowBytes, rowBytes);
+        }
+
+        _lengths[layer] = length + 1;
+        cachedKeys = keyBuffer.narrow(2, 0, length + 1); // [B, KV, S, hd]
+        cachedValues = valueBuffer.narrow(2, 0, length + 1); // [B, KV, S, hd]
+        return true;
+    }
+
     /// <summary>Frees the buffers.</summary>
     public void Dispose()
     {
@@ -95,10 +143,12 @@ public sealed class KvCache : IDisposable
         }
     }
 
-    private Tensor Allocate(Tensor like)
+    private Tensor Allocate(Tensor like) => Allocate(like.size(0), like.size(1), like.size(3), like.dtype, like.device);
+
+    private Tensor Allocate(long batch, long kvHeads, long headDim, ScalarType dtype, Device device)
     {
         // The buffer outlives the step that first fills it, so it must not belong to that step's dispose scope.
-        Tensor buffer = torch.zeros([like.size(0), like.size(1), MaxLength, like.size(3)], like.dtype, like.device); // [B, KV, max, hd]
+        Tensor buffer = torch.zeros([batch, kvHeads, MaxLength, headDim], dtype, device); // [B, KV, max, hd]
         return buffer.DetachFromDisposeScope();
     }
 }

@@ -117,14 +117,21 @@ public sealed class LlamaAttention : Module<Tensor, Tensor>
 
         using var scope = NewDisposeScope();
         (Tensor projectedQueries, Tensor projectedKeys, Tensor projectedValues) = Project(input); // [B, T, H*hd], [B, T, KV*hd] x 2
-        Tensor queries = projectedQueries.view(batch, length, _heads, _headDim).transpose(1, 2); // [B, H, T, hd]
-        Tensor keys = projectedKeys.view(batch, length, _kvHeads, _headDim).transpose(1, 2); // [B, KV, T, hd]
-        Tensor values = projectedValues.view(batch, length, _kvHeads, _headDim).transpose(1, 2); // [B, KV, T, hd]
+        // One position: [B, 1, H*hd] is already laid out as [B, H, 1, hd], so one view replaces a view and a transpose.
+        Tensor queries = length == 1
+            ? projectedQueries.view(batch, _heads, 1, _headDim)
+            : projectedQueries.view(batch, length, _heads, _headDim).transpose(1, 2); // [B, H, T, hd]
         queries = rope.Apply(queries); // [B, H, T, hd]
-        keys = rope.Apply(keys); // [B, KV, T, hd]
-        if (cache is not null)
+        Tensor keys, values;
+        if (cache is null || length != 1
+            || !cache.TryAppendRow(LayerIndex, projectedKeys, projectedValues, _kvHeads, _headDim, rope, out keys, out values)) // [B, KV, S, hd]
         {
-            (keys, values) = cache.Append(LayerIndex, keys, values); // [B, KV, S, hd]
+            keys = rope.Apply(projectedKeys.view(batch, length, _kvHeads, _headDim).transpose(1, 2)); // [B, KV, T, hd]
+            values = projectedValues.view(batch, length, _kvHeads, _headDim).transpose(1, 2); // [B, KV, T, hd]
+            if (cache is not null)
+            {
+                (keys, values) = cache.Append(LayerIndex, keys, values); // [B, KV, S, hd]
+            }
         }
 
         long keyLength = keys.size(2);
@@ -205,7 +212,10 @@ public sealed class LlamaAttention : Module<Tensor, Tensor>
     // capturing, the heads and the merged heads, all moved to the caller's dispose scope.
     private (Tensor Output, Tensor? HeadOutputs, Tensor? MergedHeads) Finish(Tensor attended, long batch, long length, bool capture, Tensor? residual)
     {
-        Tensor merged = attended.transpose(1, 2).reshape(batch, length, (long)_heads * _headDim); // [B, T, H*hd]
+        // One contiguous position [B, H, 1, hd] is laid out as [B, 1, H*hd] already: one view instead of two ops.
+        Tensor merged = length == 1 && attended.is_contiguous()
+            ? attended.view(batch, 1, (long)_heads * _headDim)
+            : attended.transpose(1, 2).reshape(batch, length, (long)_heads * _headDim); // [B, T, H*hd]
         Tensor projected = residual is null ? _outputProjection.forward(merged) : _outputProjection.ForwardAdding(merged, residual); // [B, T, D]
         Tensor output = projected.MoveToOuterDisposeScope(); // [B, T, D]
         return capture

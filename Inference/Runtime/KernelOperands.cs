@@ -97,6 +97,12 @@ internal static class KernelOperands
     public const int RangesPerThread = 4;
 
     /// <summary>
+    /// The <see cref="AppContext"/> switch that sends the kernels' regions through <c>Parallel.For</c> instead of
+    /// <see cref="RangeWorkers"/> (the benchmarks compare the two; it is also a way back should the workers misbehave).
+    /// </summary>
+    public const string ParallelForSwitch = "ModelSurgery.Decoding.ParallelFor";
+
+    /// <summary>
     /// Runs <paramref name="body"/> over [0, <paramref name="count"/>) in <paramref name="ranges"/> contiguous ranges (each
     /// a multiple of <paramref name="align"/> but the last) on at most <paramref name="threads"/> threads, the calling
     /// thread among them; one range runs inline. Every index is in exactly one range.
@@ -110,28 +116,20 @@ internal static class KernelOperands
         }
 
         long perRange = ((count + ranges - 1) / ranges + align - 1) / align * align;
-        Parallel.For(0, ranges, ParallelOptionsFor(threads), r =>
+        if (AppContext.TryGetSwitch(ParallelForSwitch, out bool useParallelFor) && useParallelFor)
         {
-            long first = r * perRange;
-            long end = Math.Min(first + perRange, count);
-            if (first < end)
+            Parallel.For(0, ranges, new ParallelOptions { MaxDegreeOfParallelism = threads }, r =>
             {
-                body(first, end);
-            }
-        });
-    }
-
-    // Options that cap a region at torch's thread count, kept per calling thread so a call allocates none.
-    [ThreadStatic]
-    private static ParallelOptions? t_parallelOptions;
-
-    private static ParallelOptions ParallelOptionsFor(int threads)
-    {
-        if (t_parallelOptions is null || t_parallelOptions.MaxDegreeOfParallelism != threads)
-        {
-            t_parallelOptions = new ParallelOptions { MaxDegreeOfParallelism = threads };
+                long first = r * perRange;
+                long end = Math.Min(first + perRange, count);
+                if (first < end)
+                {
+                    body(first, end);
+                }
+            });
+            return;
         }
 
-        return t_parallelOptions;
+        RangeWorkers.Run(count, perRange, ranges, threads, body);
     }
 }

@@ -46,7 +46,9 @@ internal static unsafe class OneQueryAttention
         bool bf16 = queries.dtype == ScalarType.BFloat16;
         long batch = queries.size(0), heads = queries.size(1), headDim = queries.size(3);
         long kvHeads = keys.size(1), length = keys.size(2), group = heads / kvHeads;
-        using Tensor query = queries.contiguous(); // [B, H, 1, hd]
+        // The rotated queries are contiguous already; only a strided view pays for a copy (and a tensor handle).
+        using Tensor? copied = queries.is_contiguous() ? null : queries.contiguous(); // [B, H, 1, hd]
+        Tensor query = copied ?? queries; // [B, H, 1, hd]
         Tensor output = torch.empty(queries.shape, queries.dtype, queries.device); // [B, H, 1, hd]
 
         // The keys and values are views into the cache's larger buffers: address them through their strides from the

@@ -13,11 +13,15 @@ namespace ModelSurgery.Benchmarks;
 /// default) with a KV cache half full: the whole step as <see cref="Inference.Generation.TextGenerator"/> runs it, the
 /// projections alone (every weight matrix of the step, called one by one as the layers call them, at torch's thread count
 /// and at one thread), the cost of one empty parallel region (the fork and join every split projection pays) and of one
-/// small LibTorch op (what each residual add, activation or view costs), and the rotary tables of one position.
+/// small LibTorch op (what each residual add, activation or view costs), and the rotary tables of one position; the step
+/// again with the kernels' regions on <c>Parallel.For</c>, and the managed bytes and tensors a step allocates.
 /// Each figure is the median of several rounds, the parts interleaved within a round.
 /// </summary>
 internal static class DecodeProfileBenchmark
 {
+    // KernelOperands.ParallelForSwitch: the kernels' regions through Parallel.For instead of their own workers.
+    private const string ParallelForSwitch = "ModelSurgery.Decoding.ParallelFor";
+
     public static Command Create()
     {
         var shape = new ModelShapeOptions(hidden: 768, layers: 12, heads: 12, ffn: 2048, vocab: 32000);
@@ -59,6 +63,10 @@ internal static class DecodeProfileBenchmark
             using Tensor left = torch.randn([1, 1, config.HiddenSize]).to_type(type), right = torch.randn([1, 1, config.HiddenSize]).to_type(type); // [1, 1, D]
 
             var step = new List<double>();
+            var bytes = new List<double>();
+            var stepParallelFor = new List<double>();
+            var bytesParallelFor = new List<double>();
+            var tensorsCreated = new List<double>();
             var projections = new List<double>();
             var projectionsOneThread = new List<double>();
             var region = new List<double>();
@@ -70,7 +78,15 @@ internal static class DecodeProfileBenchmark
             var norms = new List<double>();
             for (int r = 0; r < roundCount; r++)
             {
-                step.Add(StepMilliseconds(model, context, steps));
+                (double tokenMs, double bytesPerToken, double tensorsPerToken) = Step(model, context, steps);
+                step.Add(tokenMs);
+                bytes.Add(bytesPerToken);
+                tensorsCreated.Add(tensorsPerToken);
+                AppContext.SetSwitch(ParallelForSwitch, true);
+                (tokenMs, bytesPerToken, _) = Step(model, context, steps);
+                AppContext.SetSwitch(ParallelForSwitch, false);
+                stepParallelFor.Add(tokenMs);
+                bytesParallelFor.Add(bytesPerToken);
                 torch.set_num_threads(1);
                 stepOneThread.Add(StepMilliseconds(model, context, steps));
                 torch.set_num_threads(threadCount);
@@ -98,6 +114,8 @@ internal static class DecodeProfileBenchmark
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"machine        {Environment.ProcessorCount} logical cores, threads {threadCount}, load average {GenerateBenchmark.LoadAverage()}"));
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"model          D {config.HiddenSize}, L {config.NumHiddenLayers}, FFN {config.IntermediateSize}, vocab {config.VocabSize}, {type}; {steps} tokens after {steps} cached, medians of {roundCount} rounds"));
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"step           {stepMs,8:F3} ms/token ({1000 / stepMs:F1} tokens/s)"));
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"step, Parallel.For regions {Median(stepParallelFor),8:F3} ms/token ({Median(bytesParallelFor):F0} managed bytes/token): step / this {stepMs / Median(stepParallelFor):F3}"));
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"allocations    {Median(bytes),8:F0} managed bytes/token, {Median(tensorsCreated):F0} tensors created/token (each a LibTorch op or view)"));
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"step, 1 thread {Median(stepOneThread),8:F3} ms/token"));
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"attention      {Median(attention),8:F3} ms/token (all layers: q/k/v, rotary, cache, attention, o)"));
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"mlp            {Median(mlp),8:F3} ms/token (all layers: gate, up, silu, product, down)"));
@@ -117,22 +135,39 @@ internal static class DecodeProfileBenchmark
     }
 
     // Greedy steps from a cache that already holds `context / 2` positions, as TextGenerator steps: ids tensor, logits, argmax.
-    private static double StepMilliseconds(LlamaForCausalLM model, int context, int steps)
+    private static double StepMilliseconds(LlamaForCausalLM model, int context, int steps) => Step(model, context, steps).Milliseconds;
+
+    // As StepMilliseconds, then counting per token, over as many further steps, the managed bytes allocated (by every
+    // thread) and the tensors created (every LibTorch op that returns a tensor, views included, on the calling thread).
+    private static (double Milliseconds, double Bytes, double Tensors) Step(LlamaForCausalLM model, int context, int steps)
     {
-        using KvCache cache = model.CreateKvCache(context + 1); // the warm-up step too
+        using KvCache cache = model.CreateKvCache(context + steps + 2); // the warm-up step and the counted steps too
         using (var scope = NewDisposeScope())
         {
             _ = model.NextTokenLogits(torch.ones([1, context / 2], ScalarType.Int64), cache);
         }
 
         long next = 1;
-        return Milliseconds(steps, () =>
+        void Decode()
         {
             using var scope = NewDisposeScope();
             Tensor logits = model.NextTokenLogits(torch.tensor(new[] { next }, [1, 1]), cache); // [1, V]
             next = logits[0].argmax().item<long>();
-        });
+        }
+
+        double milliseconds = Milliseconds(steps, Decode);
+        long bytesBefore = GC.GetTotalAllocatedBytes(precise: true), tensorsBefore = TensorsCreated();
+        for (int i = 0; i < steps; i++)
+        {
+            Decode();
+        }
+
+        double bytes = GC.GetTotalAllocatedBytes(precise: true) - bytesBefore, tensors = TensorsCreated() - tensorsBefore;
+        return (milliseconds, bytes / steps, tensors / steps);
     }
+
+    private static long TensorsCreated() =>
+        DisposeScopeManager.Statistics.CreatedInScopeCount + DisposeScopeManager.Statistics.CreatedOutsideScopeCount;
 
     // The blocks of every layer called one by one on a fixed hidden row, the attention blocks over a cache half full.
     private static (double Attention, double Mlp, double Norms) BlockMilliseconds(LlamaForCausalLM model, int context, int steps, Tensor hidden)

@@ -15,7 +15,7 @@ public sealed class RowRotaryTests
     [Test, Combinatorial]
     public void One_position_equals_libtorch_bit_for_bit(
         [Values(ScalarType.Float32, ScalarType.BFloat16)] ScalarType dtype,
-        [Values(2L, 8L, 64L)] long headDim,
+        [Values(2L, 8L, 40L, 64L)] long headDim,
         [Values(0L, 1L, 37L, 4095L)] long position)
     {
         using var scope = NewDisposeScope();
@@ -46,6 +46,35 @@ public sealed class RowRotaryTests
         Assert.That(result.dtype, Is.EqualTo(dtype));
         double largest = (result.to_type(ScalarType.Float64) - reference.to_type(ScalarType.Float64)).abs().max().item<double>();
         Assert.That(result.eq(reference).all().item<bool>(), Is.True, $"the same roundings give the same bits; largest difference {largest}");
+    }
+
+    [Test, Combinatorial]
+    public void Precomputed_one_position_tables_equal_the_ones_built_per_position(
+        [Values(ScalarType.Float32, ScalarType.BFloat16)] ScalarType dtype,
+        [Values(2L, 8L, 40L, 64L, 96L, 128L)] long headDim)
+    {
+        using var scope = NewDisposeScope();
+        var config = new LlamaConfig
+        {
+            VocabSize = 16, HiddenSize = (int)headDim * 2, IntermediateSize = 8, NumHiddenLayers = 1, NumAttentionHeads = 2,
+            NumKeyValueHeads = 2, MaxPositionEmbeddings = 8192,
+        };
+        var rotary = new LlamaRotaryEmbedding(config);
+
+        // Every position of the first table and of two growths (256, 512, then 4,096 positions), block edges included.
+        IEnumerable<long> positions = Enumerable.Range(0, 600).Select(p => (long)p).Concat([1023, 1024, 4095]);
+        foreach (long position in positions)
+        {
+            using RotaryTables tables = rotary.CreateTables(position, 1, dtype, CPU);
+            Assert.That(tables.TryRowAddresses(dtype, headDim, out _, out _), Is.True, "one CPU position reads the table");
+            (Tensor cos, Tensor sin) = rotary.Build(position, 1, dtype, CPU); // [1, hd] each, as built per token before
+            Assert.That(tables.Cos.eq(cos).all().item<bool>() && tables.Sin.eq(sin).all().item<bool>(), Is.True, $"position {position}");
+            cos.Dispose();
+            sin.Dispose();
+        }
+
+        using RotaryTables far = rotary.CreateTables(20000, 1, dtype, CPU);
+        Assert.That(far.TryRowAddresses(dtype, headDim, out _, out _), Is.False, "beyond the largest table: built per call");
     }
 
     [Test]

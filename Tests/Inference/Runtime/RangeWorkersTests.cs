@@ -1,0 +1,97 @@
+using System.Collections.Concurrent;
+using ModelSurgery.Inference.Runtime;
+
+namespace ModelSurgery.Tests.Inference;
+
+/// <summary>
+/// The kernels' fork and join runs every range once, on no more threads than asked, rethrows a range's exception after
+/// the region and keeps working, and lets a region started inside a range run instead of waiting on itself.
+/// </summary>
+public sealed class RangeWorkersTests
+{
+    [Test]
+    public void Many_regions_cover_every_index_once_on_at_most_the_threads_asked([Values(1, 2, 3)] int threads)
+    {
+        for (int region = 0; region < 200; region++)
+        {
+            long count = 1 + (region * 37 % 101);
+            int ranges = 1 + (region % 9);
+            long perRange = (count + ranges - 1) / ranges;
+            var seen = new int[count];
+            var threadIds = new ConcurrentDictionary<int, bool>();
+            RangeWorkers.Run(count, perRange, ranges, threads, (first, end) =>
+            {
+                threadIds.TryAdd(Environment.CurrentManagedThreadId, true);
+                for (long i = first; i < end; i++)
+                {
+                    Interlocked.Increment(ref seen[i]);
+                }
+            });
+            Assert.That(seen, Is.All.EqualTo(1), $"region {region}");
+            Assert.That(threadIds.Count, Is.LessThanOrEqualTo(threads), $"region {region}");
+        }
+    }
+
+    [Test]
+    public void An_exception_in_a_range_reaches_the_caller_after_every_range_ran_and_the_next_region_runs()
+    {
+        var ran = new int[8];
+        Assert.Throws<InvalidOperationException>(() => RangeWorkers.Run(8, 1, 8, 2, (first, _) =>
+        {
+            Interlocked.Increment(ref ran[first]);
+            if (first == 3)
+            {
+                throw new InvalidOperationException("range 3");
+            }
+        }));
+        Assert.That(ran, Is.All.EqualTo(1), "the other ranges still ran, once");
+
+        long sum = 0;
+        RangeWorkers.Run(100, 10, 10, 2, (first, end) => Interlocked.Add(ref sum, end - first));
+        Assert.That(sum, Is.EqualTo(100));
+    }
+
+    [Test]
+    public void A_region_started_inside_a_range_runs_rather_than_waiting_on_itself()
+    {
+        long inner = 0;
+        RangeWorkers.Run(4, 1, 4, 2, (_, _) => RangeWorkers.Run(10, 5, 2, 2, (first, end) => Interlocked.Add(ref inner, end - first)));
+        Assert.That(inner, Is.EqualTo(40));
+    }
+
+    [Test]
+    public void Regions_from_several_threads_at_once_all_complete()
+    {
+        long total = 0;
+        Parallel.For(0, 8, _ =>
+        {
+            for (int i = 0; i < 50; i++)
+            {
+                RangeWorkers.Run(64, 8, 8, 2, (first, end) => Interlocked.Add(ref total, end - first));
+            }
+        });
+        Assert.That(total, Is.EqualTo(8L * 50 * 64));
+    }
+
+    [Test]
+    public void The_parallel_for_switch_covers_every_index_once_too()
+    {
+        AppContext.SetSwitch(KernelOperands.ParallelForSwitch, true);
+        try
+        {
+            var seen = new int[1000];
+            KernelOperands.ForEachRange(1000, 8, 4, 2, (first, end) =>
+            {
+                for (long i = first; i < end; i++)
+                {
+                    Interlocked.Increment(ref seen[i]);
+                }
+            });
+            Assert.That(seen, Is.All.EqualTo(1));
+        }
+        finally
+        {
+            AppContext.SetSwitch(KernelOperands.ParallelForSwitch, false);
+        }
+    }
+}
