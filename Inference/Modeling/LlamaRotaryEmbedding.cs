@@ -49,10 +49,9 @@ public sealed class RotaryTables : IDisposable
     public Tensor Apply(Tensor x)
     {
         ArgumentNullException.ThrowIfNull(x);
-        if (_table is not null && x.size(-1) == _table.HeadDim && RowRotary.AppliesTo(x, _table.DType))
+        if (TryRowAddresses(x.dtype, x.size(-1), out nint cos, out nint sin) && RowRotary.AppliesTo(x, x.dtype))
         {
             // One position without gradients (a decoding step on the CPU), its tables read in place.
-            (nint cos, nint sin) = _table.RowAddresses(PositionOffset);
             unsafe
             {
                 return RowRotary.Compute(x, (byte*)cos, (byte*)sin);

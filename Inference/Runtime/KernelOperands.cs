@@ -118,15 +118,7 @@ internal static class KernelOperands
         long perRange = ((count + ranges - 1) / ranges + align - 1) / align * align;
         if (AppContext.TryGetSwitch(ParallelForSwitch, out bool useParallelFor) && useParallelFor)
         {
-            Parallel.For(0, ranges, new ParallelOptions { MaxDegreeOfParallelism = threads }, r =>
-            {
-                long first = r * perRange;
-                long end = Math.Min(first + perRange, count);
-                if (first < end)
-                {
-                    body(first, end);
-                }
-            });
+            RangeWorkers.RunOnParallelFor(count, perRange, ranges, threads, body);
             return;
         }
 

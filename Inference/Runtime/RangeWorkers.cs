@@ -38,7 +38,7 @@ internal static class RangeWorkers
     {
         if (Interlocked.CompareExchange(ref s_busy, 1, 0) != 0)
         {
-            Parallel.For(0, ranges, new ParallelOptions { MaxDegreeOfParallelism = threads }, r => Region.RunRange(count, perRange, r, body));
+            RunOnParallelFor(count, perRange, ranges, threads, body);
             return;
         }
 
@@ -65,6 +65,13 @@ internal static class RangeWorkers
             Volatile.Write(ref s_busy, 0);
         }
     }
+
+    /// <summary>
+    /// The same ranges as <see cref="Run"/> on <c>Parallel.For</c>: for a region started while another runs, and for
+    /// the <see cref="KernelOperands.ParallelForSwitch"/> switch.
+    /// </summary>
+    public static void RunOnParallelFor(long count, long perRange, int ranges, int threads, Action<long, long> body) =>
+        Parallel.For(0, ranges, new ParallelOptions { MaxDegreeOfParallelism = threads }, r => Region.RunRange(count, perRange, r, body));
 
     private static Worker[] WorkersFor(int count)
     {
