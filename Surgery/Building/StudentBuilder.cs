@@ -256,7 +256,7 @@ public static partial class StudentBuilder
                 continue;
             }
 
-            (byte[] buffer, int length) = ReadChunk(reader, selections[tensor], start, count, declared[tensor].DType);
+            (byte[] buffer, int length) = ReadChunk(reader, selections[tensor], start, count, teacherBytes, declared[tensor].DType);
             yield return new Chunk(tensor, buffer, length, teacherBytes, last);
         }
     }
@@ -269,16 +269,16 @@ public static partial class StudentBuilder
     /// <summary>
     /// Rows start..start+count-1 of the kept rows of one student tensor, as bytes of <paramref name="dtype"/> in a pooled
     /// buffer: the two buffers in flight are reused from chunk to chunk instead of allocating (and zeroing) new ones.
+    /// <paramref name="teacherBytes"/> is what those rows' kept elements take in the teacher's dtype (the schedule's count).
     /// </summary>
-    private static (byte[] Buffer, int Length) ReadChunk(CheckpointReader reader, TensorSelection selection, long start, long count, SafetensorsDType dtype)
+    private static (byte[] Buffer, int Length) ReadChunk(CheckpointReader reader, TensorSelection selection, long start, long count, long teacherBytes, SafetensorsDType dtype)
     {
         IReadOnlyList<long> rows = KeptRows(selection, start, count);
         SafetensorsTensorInfo info = reader.GetInfo(selection.TeacherName);
         if (info.DType == dtype && TensorChecks.ChecksRawBytes(dtype))
         {
             // Stored dtype kept: the kept elements go straight from the map into the buffer the writer takes, copied once.
-            long rowBytes = (info.Shape.Length == 1 ? 1 : selection.Columns?.Length ?? info.Shape[1]) * info.DType.ElementSize();
-            byte[] direct = ArrayPool<byte>.Shared.Rent(checked((int)(count * rowBytes)));
+            byte[] direct = ArrayPool<byte>.Shared.Rent(checked((int)teacherBytes));
             return (direct, (int)reader.ReadRowsInto(selection.TeacherName, rows, selection.Columns, direct));
         }
 
