@@ -64,6 +64,12 @@ public sealed record CheckpointWriterOptions
     /// <summary>Bytes gathered before each direct write (a multiple of <see cref="DirectFileWriter.Alignment"/>).</summary>
     internal int DirectWriteBufferBytes { get; init; } = 16 << 20;
 
+    /// <summary>
+    /// Memory a writer with these options holds for the whole time a shard is open, for callers that budget memory: the
+    /// direct-write buffer when <see cref="DirectWrite"/> is set, else 0 (page-cache writes only rent short-lived copy buffers).
+    /// </summary>
+    public long HeldBufferBytes => DirectWrite ? DirectWriteBufferBytes : 0;
+
     /// <summary>Opens a shard for direct writing, or returns null where direct I/O is refused (replaceable to exercise the fallback).</summary>
     internal Func<string, int, DirectFileWriter?> OpenDirect { get; init; } = DirectFileWriter.TryCreate;
 }

@@ -155,8 +155,9 @@ public static partial class StudentBuilder
         }
 
         SafetensorsDType storedDType = options.DType ?? reader.GetInfo(selections[0].TeacherName).DType;
-        // Reading ahead keeps a second chunk buffer in flight.
-        long ioBufferBytes = options.ReadAhead ? 2 * options.ChunkBytes : options.ChunkBytes;
+        var writerOptions = new CheckpointWriterOptions { MaxShardBytes = options.MaxShardBytes, DirectWrite = options.DirectWrite };
+        // Reading ahead keeps a second chunk buffer in flight; a direct-writing writer holds its own aligned buffer too.
+        long ioBufferBytes = (options.ReadAhead ? 2 * options.ChunkBytes : options.ChunkBytes) + writerOptions.HeldBufferBytes;
         PlanEstimate estimate = PlanEstimate.For(plan, reader.GetInfo(selections[0].TeacherName).DType.ToTorchDtypeName(), storedDType.ToTorchDtypeName(), ioBufferBytes);
         string estimateSummary = estimate.Summary();
         LogEstimate(logger, estimateSummary);
@@ -165,7 +166,7 @@ public static partial class StudentBuilder
         Directory.CreateDirectory(outputDirectory);
         CheckpointTensor[] declared = [.. selections.Select(s => new CheckpointTensor(s.Student.Name, options.DType ?? reader.GetInfo(s.TeacherName).DType, StoredShape(s.Student, paddedVocab)))];
         long bytesRead = 0, bytesWritten = 0;
-        await using (CheckpointWriter writer = CheckpointWriter.Create(outputDirectory, declared, new CheckpointWriterOptions { MaxShardBytes = options.MaxShardBytes, DirectWrite = options.DirectWrite }, logger))
+        await using (CheckpointWriter writer = CheckpointWriter.Create(outputDirectory, declared, writerOptions, logger))
         {
             IEnumerable<Chunk> chunks = Chunks(reader, selections, declared, options.ChunkBytes, cancellationToken);
             IAsyncEnumerable<Chunk> source = options.ReadAhead ? ReadAheadAsync(chunks, cancellationToken) : chunks.ToAsyncEnumerable();

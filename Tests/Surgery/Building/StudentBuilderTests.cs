@@ -1,3 +1,4 @@
+using System.Globalization;
 using ModelSurgery.Inference.Checkpoints;
 using ModelSurgery.Inference.Configuration;
 using ModelSurgery.Inference.Inspection;
@@ -216,6 +217,27 @@ public sealed class StudentBuilderTests
 
         StudentBuildResult built = await StudentBuilder.BuildAsync(teacherDir, PlanBuilder.Identity(config), Path.Combine(_dir, "forced"), options with { IgnoreMemoryEstimate = true });
         Assert.That(File.Exists(Path.Combine(built.Directory, "model.safetensors")), Is.True);
+    }
+
+    [Test]
+    public async Task Memory_estimate_counts_the_direct_write_buffer()
+    {
+        LlamaConfig config = TinyModels.Config(layers: 2);
+        var (teacher, teacherDir) = await SaveTeacherAsync(config, seed: 1);
+        teacher.Dispose();
+        SurgeryPlan plan = PlanBuilder.Identity(config);
+        var pageCache = new StudentBuildOptions { DirectWrite = false };
+        long heldByWriter = new CheckpointWriterOptions { DirectWrite = true }.HeldBufferBytes;
+        long withoutWriter = PlanEstimate.For(plan, "float32", "float32", 2 * pageCache.ChunkBytes).PeakBytes;
+        Assert.That(heldByWriter, Is.GreaterThan(0));
+        Assert.That(new CheckpointWriterOptions { DirectWrite = false }.HeldBufferBytes, Is.Zero);
+
+        // A limit between the two estimates: the page-cache build fits, the direct-writing one does not.
+        long limit = withoutWriter + (heldByWriter / 2);
+        StudentBuildResult built = await StudentBuilder.BuildAsync(teacherDir, plan, Path.Combine(_dir, "page-cache"), pageCache with { MemoryLimitBytes = limit });
+        Assert.That(File.Exists(Path.Combine(built.Directory, "model.safetensors")), Is.True);
+        var ex = Assert.ThrowsAsync<InvalidOperationException>(() => StudentBuilder.BuildAsync(teacherDir, plan, Path.Combine(_dir, "direct"), pageCache with { DirectWrite = true, MemoryLimitBytes = limit }));
+        Assert.That(ex!.Message, Does.Contain(string.Create(CultureInfo.InvariantCulture, $"{withoutWriter + heldByWriter:N0} bytes")));
     }
 
     [Test]
