@@ -67,11 +67,14 @@ internal static unsafe class RowProjection
     /// output row after it is rounded to the dtype, and the sum rounded again: bit for bit what LibTorch's
     /// <c>residual + linear(input, weight, bias)</c> computes from the rounded projection, without a second pass.
     /// <paramref name="residual"/> is [..., out] of the input's dtype, contiguous (see <see cref="ResidualApplies"/>), or null.
+    /// The result goes into <paramref name="output"/> when given: a contiguous CPU tensor of out elements, of the weight's
+    /// dtype, or fp32 for bf16 weights (each rounded bf16 value widened, as <c>to_type(Float32)</c> of the bf16 result);
+    /// it may be <paramref name="residual"/> itself (each element is read before it is written), never the input.
     /// </summary>
-    public static Tensor Compute(Tensor input, Tensor weight, Tensor? bias, Tensor? residual, int threads)
+    public static Tensor Compute(Tensor input, Tensor weight, Tensor? bias, Tensor? residual, int threads, Tensor? output = null)
     {
         long outFeatures = weight.size(0);
-        Tensor output = torch.empty(OutputShape(input, outFeatures), weight.dtype, input.device); // [..., out]
+        output ??= torch.empty(OutputShape(input, outFeatures), weight.dtype, input.device); // [..., out]
         if (outFeatures == 0)
         {
             return output;
@@ -82,6 +85,7 @@ internal static unsafe class RowProjection
             Job job = CreateJob(input, widened, weight, bias, TensorMemory.DataPointer(output)) with
             {
                 Residual = residual is null ? null : TensorMemory.DataPointer(residual),
+                WidenOutput = output.dtype == ScalarType.Float32 && weight.dtype == ScalarType.BFloat16,
             };
             ForEachRange(outFeatures, threads, job.Run);
         }
@@ -90,7 +94,7 @@ internal static unsafe class RowProjection
     }
 
     /// <summary>
-    /// Whether <paramref name="residual"/> can be added in <see cref="Compute(Tensor, Tensor, Tensor?, Tensor?, int)"/>:
+    /// Whether <paramref name="residual"/> can be added in <see cref="Compute(Tensor, Tensor, Tensor?, Tensor?, int, Tensor?)"/>:
     /// the shape the product has, its dtype, contiguous, no gradient to track.
     /// </summary>
     public static bool ResidualApplies(Tensor residual, Tensor input, Tensor weight) =>
@@ -121,11 +125,13 @@ internal static unsafe class RowProjection
     /// Several products of one input row, <c>input Wᵢᵀ + bᵢ</c> (the q, k and v projections of a decoding step), in one
     /// parallel region: the rows of all weights are split across the threads together. Each output equals what
     /// <see cref="Compute(Tensor, Tensor, Tensor?, int)"/> returns for its weight, bit for bit (each row is the same
-    /// reduction in the same order). <see cref="Applies"/> must hold for every weight with its bias.
+    /// reduction in the same order). <see cref="Applies"/> must hold for every weight with its bias. With
+    /// <paramref name="into"/> (one contiguous CPU tensor per weight, of its dtype and output width) the products are
+    /// written there and those tensors returned.
     /// </summary>
-    public static Tensor[] ComputeMany(Tensor input, ReadOnlySpan<(Tensor Weight, Tensor? Bias)> projections, int threads)
+    public static Tensor[] ComputeMany(Tensor input, ReadOnlySpan<(Tensor Weight, Tensor? Bias)> projections, int threads, Tensor[]? into = null)
     {
-        var outputs = new Tensor[projections.Length];
+        var outputs = into ?? new Tensor[projections.Length];
         var jobs = new Job[projections.Length];
         var offsets = new long[projections.Length + 1];
         fixed (float* widened = WidenedInput(input, projections[0].Weight.size(1)))
@@ -133,7 +139,7 @@ internal static unsafe class RowProjection
             for (int i = 0; i < projections.Length; i++)
             {
                 (Tensor weight, Tensor? bias) = projections[i];
-                outputs[i] = torch.empty(OutputShape(input, weight.size(0)), weight.dtype, input.device); // [..., out_i]
+                outputs[i] = into is null ? torch.empty(OutputShape(input, weight.size(0)), weight.dtype, input.device) : into[i]; // [..., out_i]
                 jobs[i] = CreateJob(input, widened, weight, bias, TensorMemory.DataPointer(outputs[i]));
                 offsets[i + 1] = offsets[i] + weight.size(0);
             }
@@ -163,12 +169,13 @@ internal static unsafe class RowProjection
     /// projections are bit for bit those of <see cref="Compute(Tensor, Tensor, Tensor?, int)"/>, and silu's exponential
     /// is .NET's <see cref="MathF.Exp"/> where LibTorch's vectorised one may differ in the last fp32 bit, so a bf16
     /// activation can differ by one bf16 rounding of silu. <see cref="Applies"/> must hold for both weights with their
-    /// biases, which have the same shape.
+    /// biases, which have the same shape. The activation goes into <paramref name="output"/> (contiguous, of the weights'
+    /// dtype, F elements) when given.
     /// </summary>
-    public static Tensor ComputeSwiGlu(Tensor input, Tensor gateWeight, Tensor? gateBias, Tensor upWeight, Tensor? upBias, int threads)
+    public static Tensor ComputeSwiGlu(Tensor input, Tensor gateWeight, Tensor? gateBias, Tensor upWeight, Tensor? upBias, int threads, Tensor? output = null)
     {
         long hidden = gateWeight.size(0);
-        Tensor output = torch.empty(OutputShape(input, hidden), gateWeight.dtype, input.device); // [..., F]
+        output ??= torch.empty(OutputShape(input, hidden), gateWeight.dtype, input.device); // [..., F]
         if (hidden == 0)
         {
             return output;
@@ -330,6 +337,9 @@ internal static unsafe class RowProjection
         /// <summary>Added to each rounded output row before a second rounding, or null.</summary>
         public byte* Residual { get; init; }
 
+        /// <summary>With bf16 weights, whether the output is fp32: each rounded bf16 value stored widened.</summary>
+        public bool WidenOutput { get; init; }
+
         public void Run(long first, long end)
         {
             long row = first;
@@ -362,6 +372,12 @@ internal static unsafe class RowProjection
                 }
 
                 ushort rounded = SingleToBFloat16(sum);
+                if (WidenOutput)
+                {
+                    ((float*)Output)[row] = BFloat16ToSingle(Residual is null ? rounded : SingleToBFloat16(BFloat16ToSingle(((ushort*)Residual)[row]) + BFloat16ToSingle(rounded)));
+                    return;
+                }
+
                 ((ushort*)Output)[row] = Residual is null ? rounded : SingleToBFloat16(BFloat16ToSingle(((ushort*)Residual)[row]) + BFloat16ToSingle(rounded));
             }
             else
