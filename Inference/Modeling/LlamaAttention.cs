@@ -118,7 +118,8 @@ public sealed class LlamaAttention : Module<Tensor, Tensor>
             throw new ArgumentException($"Layer {LayerIndex}: rotary tables start at position {rope.PositionOffset} but the KV cache holds {cache.LengthOf(LayerIndex)} positions.", nameof(rope));
         }
 
-        using var scope = NewDisposeScope();
+        // With buffers the kernels make no tensor; what a fallback makes belongs to the step's scope (LlamaModel's).
+        using DisposeScope? scope = buffers is null ? NewDisposeScope() : null;
         (Tensor projectedQueries, Tensor projectedKeys, Tensor projectedValues) = Project(input, buffers); // [B, T, H*hd], [B, T, KV*hd] x 2
         // One position: [B, 1, H*hd] is already laid out as [B, H, 1, hd], so one view replaces a view and a transpose.
         Tensor queries = buffers is not null && ReferenceEquals(projectedQueries, buffers.Queries)

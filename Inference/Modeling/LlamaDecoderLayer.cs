@@ -102,7 +102,8 @@ public sealed class LlamaDecoderLayer : Module<Tensor, Tensor>
             buffers = null;
         }
 
-        using var scope = NewDisposeScope();
+        // With buffers the kernels make no tensor; what a fallback makes belongs to the step's scope (LlamaModel's).
+        using DisposeScope? scope = buffers is null ? NewDisposeScope() : null;
         bool capture = taps?.Observer is not null;
         Tensor? channelGates = taps?.ChannelGates;
 

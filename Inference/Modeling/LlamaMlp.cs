@@ -60,7 +60,8 @@ public sealed class LlamaMlp : Module<Tensor, Tensor>
     internal (Tensor Output, Tensor? Activation) Transform(Tensor input, Tensor? neuronGates, bool capture, Tensor? residual = null, DecodingBuffers? buffers = null)
     {
         ArgumentNullException.ThrowIfNull(input);
-        using var scope = NewDisposeScope();
+        // With buffers the kernels make no tensor; what a fallback makes belongs to the step's scope (LlamaModel's).
+        using DisposeScope? scope = buffers is null ? NewDisposeScope() : null;
         Tensor activation; // [..., F]
         Tensor gateWeight = _gateProjection.Weight, upWeight = _upProjection.Weight;
         Tensor? gateBias = _gateProjection.Bias, upBias = _upProjection.Bias;
