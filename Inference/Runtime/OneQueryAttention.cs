@@ -129,8 +129,25 @@ internal static unsafe class OneQueryAttention
         long rows = batch * heads;
         int threads = torch.get_num_threads();
         int ranges = (int)Math.Clamp(rows * length / MinScoresPerRange, 1, Math.Min(rows, (long)threads * KernelOperands.RangesPerThread));
-        KernelOperands.ForEachRange(rows, ranges, 1, threads, job.Run);
+        // One holder per calling thread with its one delegate (see RowProjection's regions): no boxed job per call.
+        AttentionRegion region = t_region ??= new AttentionRegion();
+        region.Job = job;
+        KernelOperands.ForEachRange(rows, ranges, 1, threads, region.Body);
         return output;
+    }
+
+    [ThreadStatic]
+    private static AttentionRegion? t_region;
+
+    private sealed class AttentionRegion
+    {
+        public AttentionRegion() => Body = Run;
+
+        public HeadJob Job { get; set; }
+
+        public Action<long, long> Body { get; }
+
+        private void Run(long first, long end) => Job.Run(first, end);
     }
 
     [ThreadStatic]

@@ -87,7 +87,9 @@ internal static unsafe class RowProjection
                 Residual = residual is null ? null : TensorMemory.DataPointer(residual),
                 WidenOutput = output.dtype == ScalarType.Float32 && weight.dtype == ScalarType.BFloat16,
             };
-            ForEachRange(outFeatures, threads, job.Run);
+            ProductRegion region = t_productRegion ??= new ProductRegion();
+            region.Job = job;
+            ForEachRange(outFeatures, threads, region.Body);
         }
 
         return output;
@@ -132,8 +134,10 @@ internal static unsafe class RowProjection
     public static Tensor[] ComputeMany(Tensor input, ReadOnlySpan<(Tensor Weight, Tensor? Bias)> projections, int threads, Tensor[]? into = null)
     {
         var outputs = into ?? new Tensor[projections.Length];
-        var jobs = new Job[projections.Length];
-        var offsets = new long[projections.Length + 1];
+        ManyProductsRegion region = t_manyProductsRegion ??= new ManyProductsRegion();
+        region.Prepare(projections.Length);
+        Job[] jobs = region.Jobs;
+        long[] offsets = region.Offsets;
         fixed (float* widened = WidenedInput(input, projections[0].Weight.size(1)))
         {
             for (int i = 0; i < projections.Length; i++)
@@ -145,17 +149,7 @@ internal static unsafe class RowProjection
             }
 
             // The rows of all products one after another, each range contiguous and possibly spanning two products.
-            ForEachRange(offsets[^1], threads, (first, end) =>
-            {
-                for (int i = 0; i < jobs.Length; i++)
-                {
-                    long from = Math.Max(first, offsets[i]), to = Math.Min(end, offsets[i + 1]);
-                    if (from < to)
-                    {
-                        jobs[i].Run(from - offsets[i], to - offsets[i]);
-                    }
-                }
-            });
+            ForEachRange(offsets[projections.Length], threads, region.Body);
         }
 
         return outputs;
@@ -188,34 +182,119 @@ internal static unsafe class RowProjection
         fixed (float* gateRows = KernelOperands.Scratch(ref t_gateBuffer, (int)hidden), upRows = KernelOperands.Scratch(ref t_upBuffer, (int)hidden))
         fixed (float* widened = WidenedInput(input, gateWeight.size(1)))
         {
-            Job gate = CreateJob(input, widened, gateWeight, gateBias, (byte*)gateRows);
-            Job up = CreateJob(input, widened, upWeight, upBias, (byte*)upRows);
-            float* gates = gateRows, ups = upRows;
-            ForEachRange(hidden, threads, (first, end) =>
-            {
-                gate.Run(first, end);
-                up.Run(first, end);
-                if (bf16)
-                {
-                    ushort* g = (ushort*)gates, u = (ushort*)ups, o = (ushort*)outputData;
-                    for (long i = first; i < end; i++)
-                    {
-                        float activated = BFloat16ToSingle(SingleToBFloat16(Silu(BFloat16ToSingle(g[i]))));
-                        o[i] = SingleToBFloat16(activated * BFloat16ToSingle(u[i]));
-                    }
-                }
-                else
-                {
-                    float* o = (float*)outputData;
-                    for (long i = first; i < end; i++)
-                    {
-                        o[i] = Silu(gates[i]) * ups[i];
-                    }
-                }
-            });
+            SwiGluRegion region = t_swiGluRegion ??= new SwiGluRegion();
+            region.Gate = CreateJob(input, widened, gateWeight, gateBias, (byte*)gateRows);
+            region.Up = CreateJob(input, widened, upWeight, upBias, (byte*)upRows);
+            region.Gates = gateRows;
+            region.Ups = upRows;
+            region.Output = outputData;
+            region.BFloat16 = bf16;
+            ForEachRange(hidden, threads, region.Body);
         }
 
         return output;
+    }
+
+    // The bodies of the kernels' parallel regions, one holder per kind and calling thread, each with the one delegate it
+    // made: a call sets the operands and runs the region, so a region allocates no closure, delegate or boxed job (about
+    // a kilobyte and a half per layer of a decoding step otherwise). The ranges run only while the caller waits in the
+    // region (RangeWorkers.Run and Parallel.For return when all have run), so a call never rewrites operands being read.
+    [ThreadStatic]
+    private static ProductRegion? t_productRegion;
+
+    [ThreadStatic]
+    private static ManyProductsRegion? t_manyProductsRegion;
+
+    [ThreadStatic]
+    private static SwiGluRegion? t_swiGluRegion;
+
+    private sealed class ProductRegion
+    {
+        public ProductRegion() => Body = Run;
+
+        public Job Job { get; set; }
+
+        public Action<long, long> Body { get; }
+
+        private void Run(long first, long end) => Job.Run(first, end);
+    }
+
+    private sealed class ManyProductsRegion
+    {
+        private int _count;
+
+        public ManyProductsRegion() => Body = Run;
+
+        public Job[] Jobs { get; private set; } = [];
+
+        // Offsets[i] is the first row of product i in the rows of all products; Offsets[count] their total.
+        public long[] Offsets { get; private set; } = [0];
+
+        public Action<long, long> Body { get; }
+
+        public void Prepare(int count)
+        {
+            if (Jobs.Length < count)
+            {
+                (Jobs, Offsets) = (new Job[count], new long[count + 1]);
+            }
+
+            _count = count;
+        }
+
+        private void Run(long first, long end)
+        {
+            for (int i = 0; i < _count; i++)
+            {
+                long from = Math.Max(first, Offsets[i]), to = Math.Min(end, Offsets[i + 1]);
+                if (from < to)
+                {
+                    Jobs[i].Run(from - Offsets[i], to - Offsets[i]);
+                }
+            }
+        }
+    }
+
+    private sealed class SwiGluRegion
+    {
+        public SwiGluRegion() => Body = Run;
+
+        public Job Gate { get; set; }
+
+        public Job Up { get; set; }
+
+        public float* Gates { get; set; }
+
+        public float* Ups { get; set; }
+
+        public byte* Output { get; set; }
+
+        public bool BFloat16 { get; set; }
+
+        public Action<long, long> Body { get; }
+
+        private void Run(long first, long end)
+        {
+            Gate.Run(first, end);
+            Up.Run(first, end);
+            if (BFloat16)
+            {
+                ushort* g = (ushort*)Gates, u = (ushort*)Ups, o = (ushort*)Output;
+                for (long i = first; i < end; i++)
+                {
+                    float activated = BFloat16ToSingle(SingleToBFloat16(Silu(BFloat16ToSingle(g[i]))));
+                    o[i] = SingleToBFloat16(activated * BFloat16ToSingle(u[i]));
+                }
+            }
+            else
+            {
+                float* gates = Gates, ups = Ups, o = (float*)Output;
+                for (long i = first; i < end; i++)
+                {
+                    o[i] = Silu(gates[i]) * ups[i];
+                }
+            }
+        }
     }
 
     /// <summary><c>x / (1 + exp(-x))</c>, LibTorch's formula for silu.</summary>
