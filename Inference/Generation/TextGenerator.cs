@@ -105,7 +105,7 @@ public static class TextGenerator
         using var scope = NewDisposeScope();
         Tensor ids = torch.tensor(input, [1, input.Length], device: model.Device); // [1, T]
         Tensor logits = model.NextTokenLogits(ids, cache); // [1, V]
-        return sampler.Next(logits[0]); // the only host sync of a step: the chosen id
+        return sampler.NextOfRow(logits); // the only host sync of a step: the chosen id
     }
 }
 
@@ -184,6 +184,43 @@ public sealed class TokenSampler : IDisposable
         Tensor filtered = SamplingFilters.TopP(SamplingFilters.TopK(scaled, _options.TopK), _options.TopP); // [V]
         Tensor probabilities = filtered.softmax(-1).cpu(); // [V]
         return (int)probabilities.multinomial(1, generator: _generator).item<long>();
+    }
+
+    /// <summary>
+    /// As <see cref="Next"/> for logits [1, V]; greedy choice over a contiguous fp32 CPU row is made in managed code, as
+    /// <c>argmax</c> chooses (the first largest value, or the first NaN), without the tensors of an index and an argmax.
+    /// </summary>
+    internal unsafe int NextOfRow(Tensor logits)
+    {
+        ArgumentNullException.ThrowIfNull(logits);
+        if (_generator is not null || logits.dtype != ScalarType.Float32 || logits.device_type != DeviceType.CPU
+            || logits.dim() != 2 || logits.size(0) != 1 || logits.size(1) == 0 || !logits.is_contiguous())
+        {
+            using var scope = NewDisposeScope();
+            return Next(logits[0]);
+        }
+
+        return ArgMax(new ReadOnlySpan<float>(Checkpoints.TensorMemory.DataPointer(logits), checked((int)logits.size(1))));
+    }
+
+    /// <summary>Index of the first largest value, or of the first NaN (which LibTorch's argmax takes as the largest).</summary>
+    internal static int ArgMax(ReadOnlySpan<float> values)
+    {
+        int best = 0;
+        for (int i = 0; i < values.Length; i++)
+        {
+            if (float.IsNaN(values[i]))
+            {
+                return i;
+            }
+
+            if (values[i] > values[best])
+            {
+                best = i;
+            }
+        }
+
+        return best;
     }
 
     /// <summary>Releases the generator.</summary>

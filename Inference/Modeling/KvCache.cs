@@ -1,4 +1,5 @@
 using ModelSurgery.Inference.Checkpoints;
+using ModelSurgery.Inference.Configuration;
 using ModelSurgery.Inference.Runtime;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -16,6 +17,7 @@ public sealed class KvCache : IDisposable
     private readonly Tensor?[] _keys;
     private readonly Tensor?[] _values;
     private readonly int[] _lengths;
+    private DecodingBuffers? _rowBuffers;
 
     /// <summary>Creates an empty cache for <paramref name="layerCount"/> layers holding up to <paramref name="maxLength"/> positions.</summary>
     /// <exception cref="ArgumentOutOfRangeException">A count is not positive.</exception>
@@ -89,11 +91,29 @@ public sealed class KvCache : IDisposable
     /// holds that position's tables in memory in their dtype, writes the keys rotated by it and the values straight into
     /// the cache rows and returns true with the views <see cref="Append"/> returns; otherwise (or where
     /// <see cref="Append"/> would throw) writes nothing and returns false. The rotation rounds as
-    /// <see cref="RotaryTables.Apply"/> does, so the cache holds the same bits either way.
+    /// <see cref="RotaryTables.Apply(Tensor)"/> does, so the cache holds the same bits either way.
     /// </summary>
-    internal unsafe bool TryAppendRow(int layer, Tensor keys, Tensor values, long kvHeads, long headDim, RotaryTables rope, out Tensor cachedKeys, out Tensor cachedValues)
+    internal bool TryAppendRow(int layer, Tensor keys, Tensor values, long kvHeads, long headDim, RotaryTables rope, out Tensor cachedKeys, out Tensor cachedValues)
     {
         (cachedKeys, cachedValues) = (null!, null!);
+        if (!TryWriteRow(layer, keys, values, kvHeads, headDim, rope))
+        {
+            return false;
+        }
+
+        int length = _lengths[layer];
+        cachedKeys = _keys[layer]!.narrow(2, 0, length); // [B, KV, S, hd]
+        cachedValues = _values[layer]!.narrow(2, 0, length); // [B, KV, S, hd]
+        return true;
+    }
+
+    /// <summary>
+    /// <see cref="TryAppendRow"/> without the views: the keys and values are written (and the length advanced) when it
+    /// returns true, and the attention reads the buffers through <see cref="KeyBuffer"/> and <see cref="ValueBuffer"/>
+    /// (a decoding step that creates no tensor).
+    /// </summary>
+    internal unsafe bool TryWriteRow(int layer, Tensor keys, Tensor values, long kvHeads, long headDim, RotaryTables rope)
+    {
         int length = _lengths[layer];
         long batch = keys.size(0);
         if (length >= MaxLength || keys.dim() != 3 || keys.size(1) != 1 || keys.size(2) != kvHeads * headDim || headDim % 2 != 0
@@ -125,9 +145,29 @@ public sealed class KvCache : IDisposable
         }
 
         _lengths[layer] = length + 1;
-        cachedKeys = keyBuffer.narrow(2, 0, length + 1); // [B, KV, S, hd]
-        cachedValues = valueBuffer.narrow(2, 0, length + 1); // [B, KV, S, hd]
         return true;
+    }
+
+    /// <summary>The whole key buffer of <paramref name="layer"/>, [B, KV, MaxLength, hd], of which the first <see cref="LengthOf"/> positions are filled; null before the first append. Owned by the cache.</summary>
+    internal Tensor? KeyBuffer(int layer) => _keys[layer];
+
+    /// <summary>The whole value buffer of <paramref name="layer"/>, as <see cref="KeyBuffer"/>.</summary>
+    internal Tensor? ValueBuffer(int layer) => _values[layer];
+
+    /// <summary>
+    /// The one-row activation buffers of this sequence's decoding steps for a model of <paramref name="config"/> in
+    /// <paramref name="dtype"/>, made on first use and kept until <see cref="Dispose"/> (see <see cref="DecodingBuffers"/>
+    /// for the rule of their lifetime).
+    /// </summary>
+    internal DecodingBuffers RowBuffers(LlamaConfig config, ScalarType dtype)
+    {
+        if (_rowBuffers is null || !_rowBuffers.Fits(config, dtype))
+        {
+            _rowBuffers?.Dispose();
+            _rowBuffers = new DecodingBuffers(config, dtype);
+        }
+
+        return _rowBuffers;
     }
 
     /// <summary>Frees the buffers.</summary>
@@ -141,6 +181,9 @@ public sealed class KvCache : IDisposable
             _values[i] = null;
             _lengths[i] = 0;
         }
+
+        _rowBuffers?.Dispose();
+        _rowBuffers = null;
     }
 
     private Tensor Allocate(Tensor like) => Allocate(like.size(0), like.size(1), like.size(3), like.dtype, like.device);

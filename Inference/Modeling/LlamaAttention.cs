@@ -98,9 +98,12 @@ public sealed class LlamaAttention : Module<Tensor, Tensor>
     /// <summary>
     /// The attention output [B, T, D] (plus <paramref name="residual"/> [B, T, D] when given) and, when
     /// <paramref name="capture"/>, the per-head outputs [B, H, T, hd] (after <paramref name="headGates"/>) and the merged
-    /// heads [B, T, H*hd]; all three in the caller's dispose scope.
+    /// heads [B, T, H*hd]; all three in the caller's dispose scope. With <paramref name="buffers"/> (a decoding step of one
+    /// row whose residual stream is <see cref="DecodingBuffers.Hidden"/>, with a cache, no head gates, no capture) the
+    /// kernels write every intermediate into the buffers, the attention reads the cache's buffers in place, and the output
+    /// is <see cref="DecodingBuffers.Hidden"/>: no tensor is made where the kernels apply.
     /// </summary>
-    internal (Tensor Output, Tensor? HeadOutputs, Tensor? MergedHeads) Attend(Tensor input, RotaryTables rope, KvCache? cache, AttentionMasks? masks, Tensor? headGates, bool capture, Tensor? residual = null)
+    internal (Tensor Output, Tensor? HeadOutputs, Tensor? MergedHeads) Attend(Tensor input, RotaryTables rope, KvCache? cache, AttentionMasks? masks, Tensor? headGates, bool capture, Tensor? residual = null, DecodingBuffers? buffers = null)
     {
         ArgumentNullException.ThrowIfNull(input);
         ArgumentNullException.ThrowIfNull(rope);
@@ -115,15 +118,34 @@ public sealed class LlamaAttention : Module<Tensor, Tensor>
             throw new ArgumentException($"Layer {LayerIndex}: rotary tables start at position {rope.PositionOffset} but the KV cache holds {cache.LengthOf(LayerIndex)} positions.", nameof(rope));
         }
 
-        using var scope = NewDisposeScope();
-        (Tensor projectedQueries, Tensor projectedKeys, Tensor projectedValues) = Project(input); // [B, T, H*hd], [B, T, KV*hd] x 2
+        // With buffers the kernels make no tensor; what a fallback makes belongs to the step's scope (LlamaModel's).
+        using DisposeScope? scope = buffers is null ? NewDisposeScope() : null;
+        (Tensor projectedQueries, Tensor projectedKeys, Tensor projectedValues) = Project(input, buffers); // [B, T, H*hd], [B, T, KV*hd] x 2
         // One position: [B, 1, H*hd] is already laid out as [B, H, 1, hd], so one view replaces a view and a transpose.
-        Tensor queries = length == 1
+        Tensor queries = buffers is not null && ReferenceEquals(projectedQueries, buffers.Queries)
+            ? buffers.QueryHeads
+            : length == 1
             ? projectedQueries.view(batch, _heads, 1, _headDim)
             : projectedQueries.view(batch, length, _heads, _headDim).transpose(1, 2); // [B, H, T, hd]
-        queries = rope.Apply(queries); // [B, H, T, hd]
+        queries = rope.Apply(queries, buffers?.RotatedQueries); // [B, H, T, hd]
         Tensor keys, values;
-        if (cache is null || length != 1
+        if (buffers is not null && cache is not null && length == 1 && headGates is null
+            && cache.TryWriteRow(LayerIndex, projectedKeys, projectedValues, _kvHeads, _headDim, rope))
+        {
+            // The keys and values are in the cache: attend over its buffers in place (no views), within the window.
+            Tensor keyBuffer = cache.KeyBuffer(LayerIndex)!, valueBuffer = cache.ValueBuffer(LayerIndex)!; // [B, KV, max, hd]
+            long cached = cache.LengthOf(LayerIndex);
+            long first = Window is int reach && cached > reach ? cached - reach : 0;
+            if (OneQueryAttention.AppliesOverCache(queries, keyBuffer, valueBuffer))
+            {
+                Tensor step = OneQueryAttention.ComputeOverCache(queries, keyBuffer, valueBuffer, first, cached - first, buffers.Attended); // [B, H, 1, hd]
+                return Finish(step, batch, length, capture, residual, buffers);
+            }
+
+            keys = keyBuffer.narrow(2, 0, cached); // [B, KV, S, hd]
+            values = valueBuffer.narrow(2, 0, cached); // [B, KV, S, hd]
+        }
+        else if (cache is null || length != 1
             || !cache.TryAppendRow(LayerIndex, projectedKeys, projectedValues, _kvHeads, _headDim, rope, out keys, out values)) // [B, KV, S, hd]
         {
             keys = rope.Apply(projectedKeys.view(batch, length, _kvHeads, _headDim).transpose(1, 2)); // [B, KV, T, hd]
@@ -150,8 +172,8 @@ public sealed class LlamaAttention : Module<Tensor, Tensor>
         if (length == 1 && !windowMasks && headGates is null && OneQueryAttention.Applies(queries, keys, values))
         {
             // A decoding step on the CPU: one query over the cache in managed code, grouped heads read in place.
-            Tensor step = OneQueryAttention.Compute(queries, keys, values); // [B, H, 1, hd]
-            return Finish(step, batch, length, capture, residual);
+            Tensor step = OneQueryAttention.Compute(queries, keys, values, buffers?.Attended); // [B, H, 1, hd]
+            return Finish(step, batch, length, capture, residual, buffers);
         }
 
         int groupSize = _heads / _kvHeads;
@@ -190,18 +212,18 @@ public sealed class LlamaAttention : Module<Tensor, Tensor>
             attended = attended * headGates.view(1, _heads, 1, 1); // [B, H, T, hd]
         }
 
-        return Finish(attended, batch, length, capture, residual);
+        return Finish(attended, batch, length, capture, residual, buffers);
     }
 
     // The q, k and v projections of the input; one row on the CPU (a decoding step) computes all three in one parallel
-    // region, bit for bit as the three separate calls would.
-    private (Tensor Queries, Tensor Keys, Tensor Values) Project(Tensor input)
+    // region, bit for bit as the three separate calls would (into the step's buffers when given).
+    private (Tensor Queries, Tensor Keys, Tensor Values) Project(Tensor input, DecodingBuffers? buffers)
     {
         Tensor? queryBias = _queryProjection.Bias, keyBias = _keyProjection.Bias, valueBias = _valueProjection.Bias;
         if (RowProjection.Applies(input, _queryProjection.Weight, queryBias) && RowProjection.Applies(input, _keyProjection.Weight, keyBias)
             && RowProjection.Applies(input, _valueProjection.Weight, valueBias))
         {
-            Tensor[] projected = RowProjection.ComputeMany(input, [(_queryProjection.Weight, queryBias), (_keyProjection.Weight, keyBias), (_valueProjection.Weight, valueBias)], torch.get_num_threads());
+            Tensor[] projected = RowProjection.ComputeMany(input, [(_queryProjection.Weight, queryBias), (_keyProjection.Weight, keyBias), (_valueProjection.Weight, valueBias)], torch.get_num_threads(), buffers?.Projections);
             return (projected[0], projected[1], projected[2]);
         }
 
@@ -209,14 +231,17 @@ public sealed class LlamaAttention : Module<Tensor, Tensor>
     }
 
     // Merges the heads [B, H, T, hd] and projects them (adding the residual when given): the output [B, T, D] and, when
-    // capturing, the heads and the merged heads, all moved to the caller's dispose scope.
-    private (Tensor Output, Tensor? HeadOutputs, Tensor? MergedHeads) Finish(Tensor attended, long batch, long length, bool capture, Tensor? residual)
+    // capturing, the heads and the merged heads, all moved to the caller's dispose scope. With buffers, the merged heads
+    // are the buffers' view of the attention output and the output (with the residual) goes into the residual stream.
+    private (Tensor Output, Tensor? HeadOutputs, Tensor? MergedHeads) Finish(Tensor attended, long batch, long length, bool capture, Tensor? residual, DecodingBuffers? buffers)
     {
         // One contiguous position [B, H, 1, hd] is laid out as [B, 1, H*hd] already: one view instead of two ops.
-        Tensor merged = length == 1 && attended.is_contiguous()
+        Tensor merged = buffers is not null && ReferenceEquals(attended, buffers.Attended)
+            ? buffers.MergedHeads
+            : length == 1 && attended.is_contiguous()
             ? attended.view(batch, 1, (long)_heads * _headDim)
             : attended.transpose(1, 2).reshape(batch, length, (long)_heads * _headDim); // [B, T, H*hd]
-        Tensor projected = residual is null ? _outputProjection.forward(merged) : _outputProjection.ForwardAdding(merged, residual); // [B, T, D]
+        Tensor projected = residual is null ? _outputProjection.forward(merged) : _outputProjection.ForwardAdding(merged, residual, buffers?.Hidden); // [B, T, D]
         Tensor output = projected.MoveToOuterDisposeScope(); // [B, T, D]
         return capture
             ? (output, attended.MoveToOuterDisposeScope(), merged.MoveToOuterDisposeScope())

@@ -84,21 +84,37 @@ public sealed class LlamaDecoderLayer : Module<Tensor, Tensor>
     /// <paramref name="masks"/> shares attention masks across those layers; <paramref name="taps"/> applies gates and
     /// observes the intermediate activations (see <see cref="LayerTaps"/>).
     /// </summary>
-    public Tensor forward(Tensor hidden, RotaryTables rope, KvCache? cache = null, AttentionMasks? masks = null, LayerTaps? taps = null)
+    public Tensor forward(Tensor hidden, RotaryTables rope, KvCache? cache = null, AttentionMasks? masks = null, LayerTaps? taps = null) =>
+        ForwardWithBuffers(hidden, rope, cache, masks, taps, null);
+
+    /// <summary>
+    /// As <see cref="forward(Tensor, RotaryTables, KvCache?, AttentionMasks?, LayerTaps?)"/>. When <paramref name="hidden"/>
+    /// is <paramref name="buffers"/>' <see cref="DecodingBuffers.Hidden"/> (a decoding step of <see cref="LlamaModel"/>,
+    /// which owns that row), with a cache and no taps, the kernels write every intermediate into the buffers and update
+    /// the residual stream in place, so the layer returns that same tensor and makes none; otherwise the buffers are not used.
+    /// </summary>
+    internal Tensor ForwardWithBuffers(Tensor hidden, RotaryTables rope, KvCache? cache, AttentionMasks? masks, LayerTaps? taps, DecodingBuffers? buffers)
     {
         ArgumentNullException.ThrowIfNull(hidden);
-        using var scope = NewDisposeScope();
+        if (buffers is not null && (taps is not null || cache is null || !ReferenceEquals(hidden, buffers.Hidden)))
+        {
+            // The in-place residual would overwrite a tensor the caller owns, or the taps need tensors of their own.
+            buffers = null;
+        }
+
+        // With buffers the kernels make no tensor; what a fallback makes belongs to the step's scope (LlamaModel's).
+        using DisposeScope? scope = buffers is null ? NewDisposeScope() : null;
         bool capture = taps?.Observer is not null;
         Tensor? channelGates = taps?.ChannelGates;
 
         // Without channel gates the residual adds are the projections' epilogues (one pass fewer over the row when the
         // decoding kernels compute them); with gates the gated outputs are added here.
         bool addInProjections = channelGates is null;
-        Tensor attentionInput = _inputNorm.forward(hidden); // [B, T, D]
-        (Tensor attended, Tensor? headOutputs, Tensor? merged) = _attention.Attend(attentionInput, rope, cache, masks, taps?.HeadGates, capture, addInProjections ? hidden : null); // [B, T, D]
+        Tensor attentionInput = _inputNorm.ForwardInto(hidden, buffers?.Normed); // [B, T, D]
+        (Tensor attended, Tensor? headOutputs, Tensor? merged) = _attention.Attend(attentionInput, rope, cache, masks, taps?.HeadGates, capture, addInProjections ? hidden : null, buffers); // [B, T, D]
         Tensor residual = addInProjections ? attended : hidden + (attended * channelGates!); // [B, T, D]
-        Tensor mlpInput = _postAttentionNorm.forward(residual); // [B, T, D]
-        (Tensor transformed, Tensor? activation) = _mlp.Transform(mlpInput, taps?.NeuronGates, capture, addInProjections ? residual : null); // [B, T, D]
+        Tensor mlpInput = _postAttentionNorm.ForwardInto(residual, buffers?.Normed); // [B, T, D]
+        (Tensor transformed, Tensor? activation) = _mlp.Transform(mlpInput, taps?.NeuronGates, capture, addInProjections ? residual : null, buffers); // [B, T, D]
         if (capture)
         {
             taps!.Observer!(new LayerActivations(attentionInput, headOutputs!, merged!, mlpInput, activation!));

@@ -32,4 +32,31 @@ public sealed class LlamaEmbedding : Module<Tensor, Tensor>
         long[] shape = [.. inputIds.shape, _weight.shape[1]];
         return rows.view(shape).MoveToOuterDisposeScope(); // [B, T, D]
     }
+
+    /// <summary>
+    /// Copies the row of the one id in <paramref name="inputIds"/> (int64 [1, 1] on the CPU) into <paramref name="output"/>
+    /// ([1, 1, D], contiguous, the weight's dtype, on the CPU) and returns true when those conditions hold, the weight is a
+    /// contiguous CPU fp32 or bf16 matrix, no gradient is to be tracked and the id is in the vocabulary; otherwise leaves
+    /// everything as it was and returns false (<see cref="forward"/> then reports a bad id). A decoding step's embedding
+    /// without a tensor of its own; the copy is exact, as <c>index_select</c>'s.
+    /// </summary>
+    internal unsafe bool TryLookUpRow(Tensor inputIds, Tensor output)
+    {
+        if (inputIds.dtype != ScalarType.Int64 || inputIds.device_type != DeviceType.CPU || inputIds.numel() != 1 || inputIds.dim() != 2
+            || !inputIds.is_contiguous() || !Runtime.KernelOperands.OnCpuInOneFloatType(_weight, output) || !_weight.is_contiguous()
+            || !output.is_contiguous() || output.numel() != _weight.size(1) || !Runtime.KernelOperands.NeedNoGradient(_weight))
+        {
+            return false;
+        }
+
+        long id = *(long*)Checkpoints.TensorMemory.DataPointer(inputIds);
+        if (id < 0 || id >= _weight.size(0))
+        {
+            return false;
+        }
+
+        long rowBytes = _weight.size(1) * _weight.ElementSize;
+        Buffer.MemoryCopy(Checkpoints.TensorMemory.DataPointer(_weight) + (id * rowBytes), Checkpoints.TensorMemory.DataPointer(output), rowBytes, rowBytes);
+        return true;
+    }
 }

@@ -110,13 +110,35 @@ public sealed class LlamaForCausalLM : Module<Tensor, Tensor>
     /// (appending their keys and values): the same pass as <see cref="forward(Tensor, KvCache?)"/>, with the head over
     /// the last position only, which is all that generation needs from a prompt pass.
     /// </summary>
+    /// <remarks>
+    /// A decoding step (one token, batch 1, a cache, an fp32 or bf16 model on the CPU, no gradients) runs in the cache's
+    /// preallocated <see cref="DecodingBuffers"/>: no tensor is made per layer, and the head writes the fp32 logits
+    /// straight into the one tensor returned.
+    /// </remarks>
     public Tensor NextTokenLogits(Tensor inputIds, KvCache? cache)
     {
         ArgumentNullException.ThrowIfNull(inputIds);
         using var scope = NewDisposeScope();
-        Tensor hidden = _model.forward(inputIds, cache); // [B, T, D]
+        DecodingBuffers? buffers = cache is not null && IsRowStep(inputIds) ? cache.RowBuffers(Config, DType) : null;
+        Tensor hidden = _model.ForwardWithBuffers(inputIds, cache, null, buffers); // [B, T, D]
+        Tensor headWeight = HeadWeight;
+        if (buffers is not null && ReferenceEquals(hidden, buffers.Normed) && RowProjection.Applies(hidden, headWeight, null))
+        {
+            // The normed row is a buffer: [1, 1, D] into fp32 logits [1, V], each value the bf16 or fp32 product widened
+            // as to_type(Float32) does, so the bits are those of the head below.
+            Tensor logits = torch.empty([1, headWeight.size(0)], ScalarType.Float32); // [1, V]
+            RowProjection.Compute(hidden, headWeight, null, null, torch.get_num_threads(), logits);
+            return logits.MoveToOuterDisposeScope(); // [1, V]
+        }
+
         return Head(hidden[.., -1]).MoveToOuterDisposeScope(); // [B, V]
     }
+
+    // Whether a forward pass of inputIds may run in a cache's one-row buffers: one int64 id on the CPU, a model of fp32
+    // or bf16 on the CPU (what the buffers and the decoding kernels hold).
+    private bool IsRowStep(Tensor inputIds) =>
+        inputIds.dim() == 2 && inputIds.size(0) == 1 && inputIds.size(1) == 1 && inputIds.device_type == DeviceType.CPU
+        && (DType is ScalarType.Float32 or ScalarType.BFloat16) && _model.EmbedTokens.Weight.device_type == DeviceType.CPU;
 
     /// <summary>
     /// Logits (float32) [B, T, V] of a whole sequence from position 0 and the output of every decoder layer [B, T, D] (model

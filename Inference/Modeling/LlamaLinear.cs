@@ -43,15 +43,17 @@ public sealed class LlamaLinear : Module<Tensor, Tensor>
 
     /// <summary>
     /// <c>residual + forward(input)</c>: [..., in] and [..., out] to [..., out]. A one-row CPU input adds the residual in
-    /// the projection's kernel as it writes each output row (the same roundings as the separate add, no second pass).
+    /// the projection's kernel as it writes each output row (the same roundings as the separate add, no second pass), into
+    /// <paramref name="output"/> when given (a decoding step's buffer, possibly the residual itself; see
+    /// <see cref="DecodingBuffers"/>).
     /// </summary>
-    internal Tensor ForwardAdding(Tensor input, Tensor residual)
+    internal Tensor ForwardAdding(Tensor input, Tensor residual, Tensor? output = null)
     {
         ArgumentNullException.ThrowIfNull(input);
         ArgumentNullException.ThrowIfNull(residual);
         if (RowProjection.Applies(input, _weight, _bias) && RowProjection.ResidualApplies(residual, input, _weight))
         {
-            return RowProjection.Compute(input, _weight, _bias, residual, torch.get_num_threads());
+            return RowProjection.Compute(input, _weight, _bias, residual, torch.get_num_threads(), output);
         }
 
         using var scope = NewDisposeScope();

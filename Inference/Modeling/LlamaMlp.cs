@@ -53,19 +53,22 @@ public sealed class LlamaMlp : Module<Tensor, Tensor>
 
     /// <summary>
     /// The output [..., D] (plus <paramref name="residual"/> [..., D] when given) and, when <paramref name="capture"/>, the
-    /// gated activation [..., F]; both in the caller's dispose scope.
+    /// gated activation [..., F]; both in the caller's dispose scope. With <paramref name="buffers"/> (a decoding step whose
+    /// residual stream is <see cref="DecodingBuffers.Hidden"/>, no gates, no capture) the kernels write the activation
+    /// and the output into the buffers, and the output is <see cref="DecodingBuffers.Hidden"/>.
     /// </summary>
-    internal (Tensor Output, Tensor? Activation) Transform(Tensor input, Tensor? neuronGates, bool capture, Tensor? residual = null)
+    internal (Tensor Output, Tensor? Activation) Transform(Tensor input, Tensor? neuronGates, bool capture, Tensor? residual = null, DecodingBuffers? buffers = null)
     {
         ArgumentNullException.ThrowIfNull(input);
-        using var scope = NewDisposeScope();
+        // With buffers the kernels make no tensor; what a fallback makes belongs to the step's scope (LlamaModel's).
+        using DisposeScope? scope = buffers is null ? NewDisposeScope() : null;
         Tensor activation; // [..., F]
         Tensor gateWeight = _gateProjection.Weight, upWeight = _upProjection.Weight;
         Tensor? gateBias = _gateProjection.Bias, upBias = _upProjection.Bias;
         if (RowProjection.Applies(input, gateWeight, gateBias) && RowProjection.Applies(input, upWeight, upBias))
         {
             // One row on the CPU (a decoding step): gate, up and their product in one parallel region.
-            activation = RowProjection.ComputeSwiGlu(input, gateWeight, gateBias, upWeight, upBias, torch.get_num_threads()); // [..., F]
+            activation = RowProjection.ComputeSwiGlu(input, gateWeight, gateBias, upWeight, upBias, torch.get_num_threads(), buffers?.Activation); // [..., F]
         }
         else
         {
@@ -79,7 +82,7 @@ public sealed class LlamaMlp : Module<Tensor, Tensor>
             activation = activation * neuronGates; // [..., F]
         }
 
-        Tensor projected = residual is null ? _downProjection.forward(activation) : _downProjection.ForwardAdding(activation, residual); // [..., D]
+        Tensor projected = residual is null ? _downProjection.forward(activation) : _downProjection.ForwardAdding(activation, residual, buffers?.Hidden); // [..., D]
         Tensor output = projected.MoveToOuterDisposeScope(); // [..., D]
         return (output, capture ? activation.MoveToOuterDisposeScope() : null);
     }

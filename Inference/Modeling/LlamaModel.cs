@@ -61,19 +61,33 @@ public sealed class LlamaModel : Module<Tensor, Tensor>
     /// decoder layer [B, T, D] is appended to it in layer order (in the caller's dispose scope). Rotary tables and
     /// attention masks are built once and shared by all layers.
     /// </summary>
-    public Tensor forward(Tensor inputIds, KvCache? cache, IList<Tensor>? layerOutputs)
+    public Tensor forward(Tensor inputIds, KvCache? cache, IList<Tensor>? layerOutputs) => ForwardWithBuffers(inputIds, cache, layerOutputs, null);
+
+    /// <summary>
+    /// As <see cref="forward(Tensor, KvCache?, IList{Tensor}?)"/>. With <paramref name="buffers"/> (a decoding step of one
+    /// token, no layer outputs) the embedded row, every layer's activations and the final norm's output go into the
+    /// buffers where the kernels apply, and the result may be <see cref="DecodingBuffers.Normed"/>: the caller reads it
+    /// before the next step and never disposes it or hands it on (see <see cref="DecodingBuffers"/>).
+    /// </summary>
+    internal Tensor ForwardWithBuffers(Tensor inputIds, KvCache? cache, IList<Tensor>? layerOutputs, DecodingBuffers? buffers)
     {
         ArgumentNullException.ThrowIfNull(inputIds);
+        if (layerOutputs is not null)
+        {
+            // Each layer's output is kept, so it cannot be one row rewritten in place.
+            buffers = null;
+        }
+
         using var scope = NewDisposeScope();
-        Tensor hidden = _embedTokens.forward(inputIds); // [B, T, D]
-        using RotaryTables rope = _rotary.CreateTables(cache?.Length ?? 0, inputIds.shape[1], hidden.dtype, hidden.device);
+        Tensor hidden = buffers is not null && _embedTokens.TryLookUpRow(inputIds, buffers.Hidden) ? buffers.Hidden : _embedTokens.forward(inputIds); // [B, T, D]
+        using RotaryTables rope = _rotary.CreateTables(cache?.Length ?? 0, inputIds.size(1), hidden.dtype, hidden.device);
         using var masks = new AttentionMasks();
         foreach (LlamaDecoderLayer layer in _layerArray)
         {
-            hidden = layer.forward(hidden, rope, cache, masks); // [B, T, D]
+            hidden = layer.ForwardWithBuffers(hidden, rope, cache, masks, null, buffers); // [B, T, D]
             layerOutputs?.Add(hidden.MoveToOuterDisposeScope());
         }
 
-        return _norm.forward(hidden).MoveToOuterDisposeScope(); // [B, T, D]
+        return _norm.ForwardInto(hidden, buffers?.Normed).MoveToOuterDisposeScope(); // [B, T, D]
     }
 }

@@ -35,13 +35,19 @@ public sealed class LlamaRmsNorm : Module<Tensor, Tensor>
     public double Epsilon => _eps;
 
     /// <summary>Normalises the last dimension: [..., D] to [..., D] in the input dtype.</summary>
-    public override Tensor forward(Tensor input)
+    public override Tensor forward(Tensor input) => ForwardInto(input, null);
+
+    /// <summary>
+    /// As <see cref="forward(Tensor)"/>; a row the managed kernel computes is written into <paramref name="output"/> when
+    /// given (a decoding step's buffer, see <see cref="DecodingBuffers"/>), which is then returned.
+    /// </summary>
+    internal Tensor ForwardInto(Tensor input, Tensor? output)
     {
         ArgumentNullException.ThrowIfNull(input);
         if (RowNorm.Applies(input, _weight))
         {
             // One row without gradients (a decoding step on the CPU): the same steps in managed code, no dispatch per op.
-            return RowNorm.Compute(input, _weight, _eps);
+            return RowNorm.Compute(input, _weight, _eps, output);
         }
 
         using var scope = NewDisposeScope();

@@ -46,7 +46,13 @@ public sealed class RotaryTables : IDisposable
     public Tensor Sin => _sin ??= _table!.Row(PositionOffset, sine: true);
 
     /// <summary>Rotates queries or keys [B, heads, T, headDim] by their positions: <c>x cos + rotate_half(x) sin</c>.</summary>
-    public Tensor Apply(Tensor x)
+    public Tensor Apply(Tensor x) => Apply(x, null);
+
+    /// <summary>
+    /// As <see cref="Apply(Tensor)"/>; one position the managed kernel rotates is written into <paramref name="output"/>
+    /// when given (a decoding step's buffer, see <see cref="DecodingBuffers"/>), which is then returned.
+    /// </summary>
+    internal Tensor Apply(Tensor x, Tensor? output)
     {
         ArgumentNullException.ThrowIfNull(x);
         if (TryRowAddresses(x.dtype, x.size(-1), out nint cos, out nint sin) && RowRotary.AppliesTo(x, x.dtype))
@@ -54,14 +60,17 @@ public sealed class RotaryTables : IDisposable
             // One position without gradients (a decoding step on the CPU), its tables read in place.
             unsafe
             {
-                return RowRotary.Compute(x, (byte*)cos, (byte*)sin);
+                return RowRotary.Compute(x, (byte*)cos, (byte*)sin, output);
             }
         }
 
         if (RowRotary.Applies(x, Cos, Sin))
         {
             // One position without gradients (a decoding step on the CPU): the same roundings in managed code.
-            return RowRotary.Compute(x, Cos, Sin);
+            unsafe
+            {
+                return RowRotary.Compute(x, TensorMemory.DataPointer(Cos), TensorMemory.DataPointer(Sin), output);
+            }
         }
 
         using var scope = NewDisposeScope();

@@ -40,39 +40,87 @@ internal static unsafe class OneQueryAttention
         return KernelOperands.NeedNoGradient(queries, keys, values);
     }
 
-    /// <summary>The attention output [B, H, 1, hd] in the queries' dtype, for inputs where <see cref="Applies"/> holds.</summary>
-    public static Tensor Compute(Tensor queries, Tensor keys, Tensor values)
+    /// <summary>
+    /// The attention output [B, H, 1, hd] in the queries' dtype, for inputs where <see cref="Applies"/> holds; written into
+    /// <paramref name="output"/> (contiguous, the queries' dtype and size) when given.
+    /// </summary>
+    public static Tensor Compute(Tensor queries, Tensor keys, Tensor values, Tensor? output = null)
     {
-        bool bf16 = queries.dtype == ScalarType.BFloat16;
-        long batch = queries.size(0), heads = queries.size(1), headDim = queries.size(3);
-        long kvHeads = keys.size(1), length = keys.size(2), group = heads / kvHeads;
+        long elementSize = queries.dtype == ScalarType.BFloat16 ? 2 : 4;
         // The rotated queries are contiguous already; only a strided view pays for a copy (and a tensor handle).
         using Tensor? copied = queries.is_contiguous() ? null : queries.contiguous(); // [B, H, 1, hd]
-        Tensor query = copied ?? queries; // [B, H, 1, hd]
-        Tensor output = torch.empty(queries.shape, queries.dtype, queries.device); // [B, H, 1, hd]
+        output ??= torch.empty(queries.shape, queries.dtype, queries.device); // [B, H, 1, hd]
 
         // The keys and values are views into the cache's larger buffers: address them through their strides from the
         // first element, which the cache's contiguous storage holds (a narrow keeps the storage and moves the offset).
-        byte* keyData = ElementAddress(keys), valueData = ElementAddress(values);
-        byte* queryData = TensorMemory.DataPointer(query), outputData = TensorMemory.DataPointer(output);
-        long elementSize = bf16 ? 2 : 4;
-        (long kb, long kh, long ks) = (keys.stride(0) * elementSize, keys.stride(1) * elementSize, keys.stride(2) * elementSize);
-        (long vb, long vh, long vs) = (values.stride(0) * elementSize, values.stride(1) * elementSize, values.stride(2) * elementSize);
-        float scale = 1f / MathF.Sqrt(headDim);
+        return Run(
+            copied ?? queries,
+            ElementAddress(keys),
+            (keys.stride(0) * elementSize, keys.stride(1) * elementSize, keys.stride(2) * elementSize),
+            ElementAddress(values),
+            (values.stride(0) * elementSize, values.stride(1) * elementSize, values.stride(2) * elementSize),
+            keys.size(1),
+            keys.size(2),
+            output);
+    }
 
+    /// <summary>
+    /// Whether <see cref="ComputeOverCache"/> applies: contiguous fp32 or bf16 CPU queries [B, H, 1, hd] and whole cache
+    /// buffers [B, KV, max, hd] of their dtype, contiguous, H a multiple of KV, and no gradient to track.
+    /// </summary>
+    public static bool AppliesOverCache(Tensor queries, Tensor keyBuffer, Tensor valueBuffer)
+    {
+        if (!KernelOperands.OnCpuInOneFloatType(queries, keyBuffer, valueBuffer)
+            || queries.dim() != 4 || keyBuffer.dim() != 4 || queries.size(2) != 1 || !queries.is_contiguous()
+            || !keyBuffer.is_contiguous() || !valueBuffer.is_contiguous() || !KernelOperands.SameSizes(keyBuffer, valueBuffer))
+        {
+            return false;
+        }
+
+        long heads = queries.size(1);
+        if (keyBuffer.size(0) != queries.size(0) || keyBuffer.size(3) != queries.size(3) || queries.size(3) == 0
+            || keyBuffer.size(1) == 0 || heads % keyBuffer.size(1) != 0)
+        {
+            return false;
+        }
+
+        return KernelOperands.NeedNoGradient(queries, keyBuffer, valueBuffer);
+    }
+
+    /// <summary>
+    /// As <see cref="Compute"/> over positions [<paramref name="first"/>, <paramref name="first"/> + <paramref name="length"/>)
+    /// of the cache's own buffers (<see cref="AppliesOverCache"/> must hold; the positions filled, length at least 1),
+    /// addressed in place: the same bits as <see cref="Compute"/> over the narrowed views, and no tensor made. The output
+    /// goes into <paramref name="output"/> (contiguous, the queries' dtype and size).
+    /// </summary>
+    public static Tensor ComputeOverCache(Tensor queries, Tensor keyBuffer, Tensor valueBuffer, long first, long length, Tensor output)
+    {
+        long elementSize = queries.dtype == ScalarType.BFloat16 ? 2 : 4;
+        long positions = keyBuffer.size(2), headDim = keyBuffer.size(3);
+        (long b, long h, long s) = (keyBuffer.size(1) * positions * headDim * elementSize, positions * headDim * elementSize, headDim * elementSize);
+        long offset = first * s;
+        return Run(queries, TensorMemory.DataPointer(keyBuffer) + offset, (b, h, s), TensorMemory.DataPointer(valueBuffer) + offset, (b, h, s), keyBuffer.size(1), length, output);
+    }
+
+    // The heads of contiguous `query` over `length` keys and values at the given addresses and byte strides, into `output`.
+    private static Tensor Run(Tensor query, byte* keyData, (long Batch, long Head, long Position) keyStrides, byte* valueData, (long Batch, long Head, long Position) valueStrides, long kvHeads, long length, Tensor output)
+    {
+        bool bf16 = query.dtype == ScalarType.BFloat16;
+        long batch = query.size(0), heads = query.size(1), headDim = query.size(3);
+        long group = heads / kvHeads;
         var job = new HeadJob
         {
-            Queries = queryData,
+            Queries = TensorMemory.DataPointer(query),
             Keys = keyData,
             Values = valueData,
-            Output = outputData,
+            Output = TensorMemory.DataPointer(output),
             Heads = heads,
             Group = group,
             HeadDim = headDim,
             Length = length,
-            KeyStrides = (kb, kh, ks),
-            ValueStrides = (vb, vh, vs),
-            Scale = scale,
+            KeyStrides = keyStrides,
+            ValueStrides = valueStrides,
+            Scale = 1f / MathF.Sqrt(headDim),
             BFloat16 = bf16,
         };
 
@@ -81,8 +129,25 @@ internal static unsafe class OneQueryAttention
         long rows = batch * heads;
         int threads = torch.get_num_threads();
         int ranges = (int)Math.Clamp(rows * length / MinScoresPerRange, 1, Math.Min(rows, (long)threads * KernelOperands.RangesPerThread));
-        KernelOperands.ForEachRange(rows, ranges, 1, threads, job.Run);
+        // One holder per calling thread with its one delegate (see RowProjection's regions): no boxed job per call.
+        AttentionRegion region = t_region ??= new AttentionRegion();
+        region.Job = job;
+        KernelOperands.ForEachRange(rows, ranges, 1, threads, region.Body);
         return output;
+    }
+
+    [ThreadStatic]
+    private static AttentionRegion? t_region;
+
+    private sealed class AttentionRegion
+    {
+        public AttentionRegion() => Body = Run;
+
+        public HeadJob Job { get; set; }
+
+        public Action<long, long> Body { get; }
+
+        private void Run(long first, long end) => Job.Run(first, end);
     }
 
     [ThreadStatic]

@@ -35,11 +35,14 @@ internal static unsafe class RowNorm
         return KernelOperands.NeedNoGradient(input, weight);
     }
 
-    /// <summary>The normalised row, shaped and typed as <paramref name="input"/>, for inputs where <see cref="Applies"/> holds.</summary>
-    public static Tensor Compute(Tensor input, Tensor weight, double eps)
+    /// <summary>
+    /// The normalised row, shaped and typed as <paramref name="input"/>, for inputs where <see cref="Applies"/> holds;
+    /// written into <paramref name="output"/> (a contiguous CPU tensor of the input's dtype and size) when given.
+    /// </summary>
+    public static Tensor Compute(Tensor input, Tensor weight, double eps, Tensor? output = null)
     {
         long width = weight.size(0);
-        Tensor output = torch.empty(input.shape, input.dtype, input.device); // [..., D]
+        output ??= torch.empty(input.shape, input.dtype, input.device); // [..., D]
         byte* x = TensorMemory.DataPointer(input), w = TensorMemory.DataPointer(weight), y = TensorMemory.DataPointer(output);
         if (input.dtype == ScalarType.Float32)
         {

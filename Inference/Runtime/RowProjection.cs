@@ -67,11 +67,14 @@ internal static unsafe class RowProjection
     /// output row after it is rounded to the dtype, and the sum rounded again: bit for bit what LibTorch's
     /// <c>residual + linear(input, weight, bias)</c> computes from the rounded projection, without a second pass.
     /// <paramref name="residual"/> is [..., out] of the input's dtype, contiguous (see <see cref="ResidualApplies"/>), or null.
+    /// The result goes into <paramref name="output"/> when given: a contiguous CPU tensor of out elements, of the weight's
+    /// dtype, or fp32 for bf16 weights (each rounded bf16 value widened, as <c>to_type(Float32)</c> of the bf16 result);
+    /// it may be <paramref name="residual"/> itself (each element is read before it is written), never the input.
     /// </summary>
-    public static Tensor Compute(Tensor input, Tensor weight, Tensor? bias, Tensor? residual, int threads)
+    public static Tensor Compute(Tensor input, Tensor weight, Tensor? bias, Tensor? residual, int threads, Tensor? output = null)
     {
         long outFeatures = weight.size(0);
-        Tensor output = torch.empty(OutputShape(input, outFeatures), weight.dtype, input.device); // [..., out]
+        output ??= torch.empty(OutputShape(input, outFeatures), weight.dtype, input.device); // [..., out]
         if (outFeatures == 0)
         {
             return output;
@@ -82,15 +85,18 @@ internal static unsafe class RowProjection
             Job job = CreateJob(input, widened, weight, bias, TensorMemory.DataPointer(output)) with
             {
                 Residual = residual is null ? null : TensorMemory.DataPointer(residual),
+                WidenOutput = output.dtype == ScalarType.Float32 && weight.dtype == ScalarType.BFloat16,
             };
-            ForEachRange(outFeatures, threads, job.Run);
+            ProductRegion region = t_productRegion ??= new ProductRegion();
+            region.Job = job;
+            ForEachRange(outFeatures, threads, region.Body);
         }
 
         return output;
     }
 
     /// <summary>
-    /// Whether <paramref name="residual"/> can be added in <see cref="Compute(Tensor, Tensor, Tensor?, Tensor?, int)"/>:
+    /// Whether <paramref name="residual"/> can be added in <see cref="Compute(Tensor, Tensor, Tensor?, Tensor?, int, Tensor?)"/>:
     /// the shape the product has, its dtype, contiguous, no gradient to track.
     /// </summary>
     public static bool ResidualApplies(Tensor residual, Tensor input, Tensor weight) =>
@@ -121,35 +127,29 @@ internal static unsafe class RowProjection
     /// Several products of one input row, <c>input Wᵢᵀ + bᵢ</c> (the q, k and v projections of a decoding step), in one
     /// parallel region: the rows of all weights are split across the threads together. Each output equals what
     /// <see cref="Compute(Tensor, Tensor, Tensor?, int)"/> returns for its weight, bit for bit (each row is the same
-    /// reduction in the same order). <see cref="Applies"/> must hold for every weight with its bias.
+    /// reduction in the same order). <see cref="Applies"/> must hold for every weight with its bias. With
+    /// <paramref name="into"/> (one contiguous CPU tensor per weight, of its dtype and output width) the products are
+    /// written there and those tensors returned.
     /// </summary>
-    public static Tensor[] ComputeMany(Tensor input, ReadOnlySpan<(Tensor Weight, Tensor? Bias)> projections, int threads)
+    public static Tensor[] ComputeMany(Tensor input, ReadOnlySpan<(Tensor Weight, Tensor? Bias)> projections, int threads, Tensor[]? into = null)
     {
-        var outputs = new Tensor[projections.Length];
-        var jobs = new Job[projections.Length];
-        var offsets = new long[projections.Length + 1];
+        var outputs = into ?? new Tensor[projections.Length];
+        ManyProductsRegion region = t_manyProductsRegion ??= new ManyProductsRegion();
+        region.Prepare(projections.Length);
+        Job[] jobs = region.Jobs;
+        long[] offsets = region.Offsets;
         fixed (float* widened = WidenedInput(input, projections[0].Weight.size(1)))
         {
             for (int i = 0; i < projections.Length; i++)
             {
                 (Tensor weight, Tensor? bias) = projections[i];
-                outputs[i] = torch.empty(OutputShape(input, weight.size(0)), weight.dtype, input.device); // [..., out_i]
+                outputs[i] = into is null ? torch.empty(OutputShape(input, weight.size(0)), weight.dtype, input.device) : into[i]; // [..., out_i]
                 jobs[i] = CreateJob(input, widened, weight, bias, TensorMemory.DataPointer(outputs[i]));
                 offsets[i + 1] = offsets[i] + weight.size(0);
             }
 
             // The rows of all products one after another, each range contiguous and possibly spanning two products.
-            ForEachRange(offsets[^1], threads, (first, end) =>
-            {
-                for (int i = 0; i < jobs.Length; i++)
-                {
-                    long from = Math.Max(first, offsets[i]), to = Math.Min(end, offsets[i + 1]);
-                    if (from < to)
-                    {
-                        jobs[i].Run(from - offsets[i], to - offsets[i]);
-                    }
-                }
-            });
+            ForEachRange(offsets[projections.Length], threads, region.Body);
         }
 
         return outputs;
@@ -163,12 +163,13 @@ internal static unsafe class RowProjection
     /// projections are bit for bit those of <see cref="Compute(Tensor, Tensor, Tensor?, int)"/>, and silu's exponential
     /// is .NET's <see cref="MathF.Exp"/> where LibTorch's vectorised one may differ in the last fp32 bit, so a bf16
     /// activation can differ by one bf16 rounding of silu. <see cref="Applies"/> must hold for both weights with their
-    /// biases, which have the same shape.
+    /// biases, which have the same shape. The activation goes into <paramref name="output"/> (contiguous, of the weights'
+    /// dtype, F elements) when given.
     /// </summary>
-    public static Tensor ComputeSwiGlu(Tensor input, Tensor gateWeight, Tensor? gateBias, Tensor upWeight, Tensor? upBias, int threads)
+    public static Tensor ComputeSwiGlu(Tensor input, Tensor gateWeight, Tensor? gateBias, Tensor upWeight, Tensor? upBias, int threads, Tensor? output = null)
     {
         long hidden = gateWeight.size(0);
-        Tensor output = torch.empty(OutputShape(input, hidden), gateWeight.dtype, input.device); // [..., F]
+        output ??= torch.empty(OutputShape(input, hidden), gateWeight.dtype, input.device); // [..., F]
         if (hidden == 0)
         {
             return output;
@@ -181,34 +182,119 @@ internal static unsafe class RowProjection
         fixed (float* gateRows = KernelOperands.Scratch(ref t_gateBuffer, (int)hidden), upRows = KernelOperands.Scratch(ref t_upBuffer, (int)hidden))
         fixed (float* widened = WidenedInput(input, gateWeight.size(1)))
         {
-            Job gate = CreateJob(input, widened, gateWeight, gateBias, (byte*)gateRows);
-            Job up = CreateJob(input, widened, upWeight, upBias, (byte*)upRows);
-            float* gates = gateRows, ups = upRows;
-            ForEachRange(hidden, threads, (first, end) =>
-            {
-                gate.Run(first, end);
-                up.Run(first, end);
-                if (bf16)
-                {
-                    ushort* g = (ushort*)gates, u = (ushort*)ups, o = (ushort*)outputData;
-                    for (long i = first; i < end; i++)
-                    {
-                        float activated = BFloat16ToSingle(SingleToBFloat16(Silu(BFloat16ToSingle(g[i]))));
-                        o[i] = SingleToBFloat16(activated * BFloat16ToSingle(u[i]));
-                    }
-                }
-                else
-                {
-                    float* o = (float*)outputData;
-                    for (long i = first; i < end; i++)
-                    {
-                        o[i] = Silu(gates[i]) * ups[i];
-                    }
-                }
-            });
+            SwiGluRegion region = t_swiGluRegion ??= new SwiGluRegion();
+            region.Gate = CreateJob(input, widened, gateWeight, gateBias, (byte*)gateRows);
+            region.Up = CreateJob(input, widened, upWeight, upBias, (byte*)upRows);
+            region.Gates = gateRows;
+            region.Ups = upRows;
+            region.Output = outputData;
+            region.BFloat16 = bf16;
+            ForEachRange(hidden, threads, region.Body);
         }
 
         return output;
+    }
+
+    // The bodies of the kernels' parallel regions, one holder per kind and calling thread, each with the one delegate it
+    // made: a call sets the operands and runs the region, so a region allocates no closure, delegate or boxed job (about
+    // a kilobyte and a half per layer of a decoding step otherwise). The ranges run only while the caller waits in the
+    // region (RangeWorkers.Run and Parallel.For return when all have run), so a call never rewrites operands being read.
+    [ThreadStatic]
+    private static ProductRegion? t_productRegion;
+
+    [ThreadStatic]
+    private static ManyProductsRegion? t_manyProductsRegion;
+
+    [ThreadStatic]
+    private static SwiGluRegion? t_swiGluRegion;
+
+    private sealed class ProductRegion
+    {
+        public ProductRegion() => Body = Run;
+
+        public Job Job { get; set; }
+
+        public Action<long, long> Body { get; }
+
+        private void Run(long first, long end) => Job.Run(first, end);
+    }
+
+    private sealed class ManyProductsRegion
+    {
+        private int _count;
+
+        public ManyProductsRegion() => Body = Run;
+
+        public Job[] Jobs { get; private set; } = [];
+
+        // Offsets[i] is the first row of product i in the rows of all products; Offsets[count] their total.
+        public long[] Offsets { get; private set; } = [0];
+
+        public Action<long, long> Body { get; }
+
+        public void Prepare(int count)
+        {
+            if (Jobs.Length < count)
+            {
+                (Jobs, Offsets) = (new Job[count], new long[count + 1]);
+            }
+
+            _count = count;
+        }
+
+        private void Run(long first, long end)
+        {
+            for (int i = 0; i < _count; i++)
+            {
+                long from = Math.Max(first, Offsets[i]), to = Math.Min(end, Offsets[i + 1]);
+                if (from < to)
+                {
+                    Jobs[i].Run(from - Offsets[i], to - Offsets[i]);
+                }
+            }
+        }
+    }
+
+    private sealed class SwiGluRegion
+    {
+        public SwiGluRegion() => Body = Run;
+
+        public Job Gate { get; set; }
+
+        public Job Up { get; set; }
+
+        public float* Gates { get; set; }
+
+        public float* Ups { get; set; }
+
+        public byte* Output { get; set; }
+
+        public bool BFloat16 { get; set; }
+
+        public Action<long, long> Body { get; }
+
+        private void Run(long first, long end)
+        {
+            Gate.Run(first, end);
+            Up.Run(first, end);
+            if (BFloat16)
+            {
+                ushort* g = (ushort*)Gates, u = (ushort*)Ups, o = (ushort*)Output;
+                for (long i = first; i < end; i++)
+                {
+                    float activated = BFloat16ToSingle(SingleToBFloat16(Silu(BFloat16ToSingle(g[i]))));
+                    o[i] = SingleToBFloat16(activated * BFloat16ToSingle(u[i]));
+                }
+            }
+            else
+            {
+                float* gates = Gates, ups = Ups, o = (float*)Output;
+                for (long i = first; i < end; i++)
+                {
+                    o[i] = Silu(gates[i]) * ups[i];
+                }
+            }
+        }
     }
 
     /// <summary><c>x / (1 + exp(-x))</c>, LibTorch's formula for silu.</summary>
@@ -330,6 +416,9 @@ internal static unsafe class RowProjection
         /// <summary>Added to each rounded output row before a second rounding, or null.</summary>
         public byte* Residual { get; init; }
 
+        /// <summary>With bf16 weights, whether the output is fp32: each rounded bf16 value stored widened.</summary>
+        public bool WidenOutput { get; init; }
+
         public void Run(long first, long end)
         {
             long row = first;
@@ -362,6 +451,12 @@ internal static unsafe class RowProjection
                 }
 
                 ushort rounded = SingleToBFloat16(sum);
+                if (WidenOutput)
+                {
+                    ((float*)Output)[row] = BFloat16ToSingle(Residual is null ? rounded : SingleToBFloat16(BFloat16ToSingle(((ushort*)Residual)[row]) + BFloat16ToSingle(rounded)));
+                    return;
+                }
+
                 ((ushort*)Output)[row] = Residual is null ? rounded : SingleToBFloat16(BFloat16ToSingle(((ushort*)Residual)[row]) + BFloat16ToSingle(rounded));
             }
             else

@@ -7,7 +7,7 @@ namespace ModelSurgery.Inference.Runtime;
 
 /// <summary>
 /// Rotary position embedding of one position on the CPU in managed code, <c>x cos + rotate_half(x) sin</c> per head,
-/// with the same roundings as LibTorch's element-wise steps in <see cref="Modeling.RotaryTables.Apply"/> (each product
+/// with the same roundings as LibTorch's element-wise steps in <see cref="Modeling.RotaryTables.Apply(Tensor)"/> (each product
 /// and the sum rounded to the dtype, no fused multiply-add), so the result is bit for bit the same.
 /// </summary>
 /// <remarks>
@@ -54,14 +54,15 @@ internal static unsafe class RowRotary
 
     /// <summary>
     /// The rotated tensor, shaped and typed as <paramref name="x"/>, with the position's tables at <paramref name="cos"/>
-    /// and <paramref name="sin"/> (hd elements each, in x's dtype), for inputs where <see cref="AppliesTo"/> holds.
+    /// and <paramref name="sin"/> (hd elements each, in x's dtype), for inputs where <see cref="AppliesTo"/> holds; written
+    /// into <paramref name="output"/> (contiguous, x's dtype and size, not overlapping x) when given.
     /// </summary>
-    public static Tensor Compute(Tensor x, byte* cos, byte* sin)
+    public static Tensor Compute(Tensor x, byte* cos, byte* sin, Tensor? output = null)
     {
         long headDim = x.size(3), rows = x.numel() / headDim;
         bool bf16 = x.dtype == ScalarType.BFloat16;
         long rowBytes = headDim * (bf16 ? 2 : 4);
-        Tensor output = torch.empty_like(x); // [B, H, 1, hd]
+        output ??= torch.empty_like(x); // [B, H, 1, hd]
         byte* source = TensorMemory.DataPointer(x), target = TensorMemory.DataPointer(output);
         for (long r = 0; r < rows; r++)
         {

@@ -52,6 +52,28 @@ public sealed class OneQueryAttentionTests
         Assert.That(excess.max().item<double>(), Is.LessThanOrEqualTo(0.0));
     }
 
+    [Test, Combinatorial]
+    public void Attention_over_the_cache_buffers_equals_attention_over_their_views_bit_for_bit(
+        [Values(ScalarType.Float32, ScalarType.BFloat16)] ScalarType dtype,
+        [Values(0L, 5L)] long first)
+    {
+        // A decoding step with buffers reads the cache in place from position `first` (a window's start) without views.
+        using var scope = NewDisposeScope();
+        using var noGrad = torch.no_grad();
+        const long Batch = 1, KvHeads = 2, Heads = 4, HeadDim = 40, Capacity = 30, Filled = 17;
+        using var generator = new Generator(29);
+        Tensor queries = torch.randn([Batch, Heads, 1, HeadDim], generator: generator).to_type(dtype); // [B, H, 1, hd]
+        Tensor keyBuffer = (torch.randn([Batch, KvHeads, Capacity, HeadDim], generator: generator) * 2).to_type(dtype); // [B, KV, C, hd]
+        Tensor valueBuffer = torch.randn([Batch, KvHeads, Capacity, HeadDim], generator: generator).to_type(dtype); // [B, KV, C, hd]
+        Assert.That(OneQueryAttention.AppliesOverCache(queries, keyBuffer, valueBuffer), Is.True);
+
+        Tensor output = torch.full([Batch, Heads, 1, HeadDim], float.NaN).to_type(dtype); // [B, H, 1, hd]
+        Tensor result = OneQueryAttention.ComputeOverCache(queries, keyBuffer, valueBuffer, first, Filled - first, output); // [B, H, 1, hd]
+        Tensor expected = OneQueryAttention.Compute(queries, keyBuffer.narrow(2, first, Filled - first), valueBuffer.narrow(2, first, Filled - first)); // [B, H, 1, hd]
+        Assert.That(ReferenceEquals(result, output), Is.True);
+        Assert.That(result.eq(expected).all().item<bool>(), Is.True);
+    }
+
     [Test]
     public void Heads_split_across_threads_equal_one_thread_bit_for_bit(
         [Values(ScalarType.Float32, ScalarType.BFloat16)] ScalarType dtype)

@@ -154,6 +154,42 @@ public sealed class RowProjectionTests
     }
 
     [Test, Combinatorial]
+    public void Products_written_into_given_tensors_equal_the_products_they_allocate_bit_for_bit(
+        [Values(ScalarType.Float32, ScalarType.BFloat16)] ScalarType dtype,
+        [Values(1, 2)] int threads)
+    {
+        // A decoding step's buffers: the plain product, the residual added in place into the residual itself, the fused
+        // q/k/v and SwiGLU products, and the head's fp32 logits of bf16 weights (the rounded bf16 values widened).
+        using var scope = NewDisposeScope();
+        using var noGrad = torch.no_grad();
+        var (input, weight, bias) = Operands(781, 1000, dtype, seed: 67);
+        var (_, second, _) = Operands(781, 1000, dtype, seed: 71);
+        Tensor Target(long width, ScalarType type) => torch.full([1, 1, width], float.NaN).to_type(type); // [1, 1, width]
+
+        Tensor plain = Target(1000, dtype);
+        Assert.That(ReferenceEquals(RowProjection.Compute(input, weight, bias, null, threads, plain), plain), Is.True);
+        Assert.That(plain.eq(RowProjection.Compute(input, weight, bias, threads)).all().item<bool>(), Is.True, "plain");
+
+        Tensor residual = (torch.randn([1, 1, 1000], generator: new Generator(73)) * 4).to_type(dtype); // [1, 1, out]
+        Tensor expected = RowProjection.Compute(input, weight, bias, residual, threads); // [1, 1, out]
+        RowProjection.Compute(input, weight, bias, residual, threads, residual);
+        Assert.That(residual.eq(expected).all().item<bool>(), Is.True, "residual added in place");
+
+        Tensor widened = Target(1000, ScalarType.Float32);
+        RowProjection.Compute(input, weight, null, null, threads, widened);
+        Assert.That(widened.eq(RowProjection.Compute(input, weight, null, threads).to_type(ScalarType.Float32)).all().item<bool>(), Is.True, "fp32 logits");
+
+        Tensor[] into = [Target(1000, dtype), Target(1000, dtype)];
+        Tensor[] many = RowProjection.ComputeMany(input, [(weight, bias), (second, null)], threads, into);
+        Assert.That(ReferenceEquals(many, into), Is.True);
+        Assert.That(into[0].eq(RowProjection.Compute(input, weight, bias, threads)).all().item<bool>() && into[1].eq(RowProjection.Compute(input, second, null, threads)).all().item<bool>(), Is.True, "q/k/v");
+
+        Tensor activation = Target(1000, dtype);
+        RowProjection.ComputeSwiGlu(input, weight, bias, second, null, threads, activation);
+        Assert.That(activation.eq(RowProjection.ComputeSwiGlu(input, weight, bias, second, null, threads)).all().item<bool>(), Is.True, "SwiGLU");
+    }
+
+    [Test, Combinatorial]
     public void SwiGlu_in_one_region_equals_silu_times_up_within_one_rounding_of_silu(
         [Values(ScalarType.Float32, ScalarType.BFloat16)] ScalarType dtype,
         [Values(7L, 781L)] long inFeatures,
