@@ -10,11 +10,12 @@ namespace ModelSurgery.Inference.Runtime;
 /// <remarks>
 /// Why: a decoding step runs about fifty short regions (one per projection or attention), and an empty
 /// <c>Parallel.For</c> costs 6-12 us and about two kilobytes of managed objects each, as it wakes a thread-pool thread
-/// and builds its tasks. Here a region allocates one small object, and a worker still spinning from the previous region
+/// and builds its tasks. Here a region allocates nothing, and a worker still spinning from the previous region
 /// (for a short while) starts at once, as OpenMP's threads do. One region runs at a time: a region started while another
 /// runs (another thread's, or one started inside a range) runs on <c>Parallel.For</c> instead, so nothing waits on
 /// itself. An exception in a range is rethrown on the calling thread after every range has run; the workers live on.
-/// Workers beyond torch's thread count of a region take no ranges of it.
+/// Workers beyond torch's thread count of a region take no ranges of it. Since one region runs at a time, every region
+/// is the same reused object: a region allocates nothing.
 /// </remarks>
 internal static class RangeWorkers
 {
@@ -25,8 +26,8 @@ internal static class RangeWorkers
 
     private static readonly Lock s_startLock = new();
     private static Worker[] s_workers = [];
+    private static readonly Region s_region = new();
     private static int s_busy;
-    private static Region? s_region;
     private static long s_generation;
 
     /// <summary>
@@ -45,20 +46,16 @@ internal static class RangeWorkers
         try
         {
             Worker[] workers = WorkersFor(threads - 1);
-
-            // A region object per call (no reuse): a worker that picks up a finished one late finds no range left in it.
-            var region = new Region(count, perRange, ranges, threads - 1, body);
-            Volatile.Write(ref s_region, region);
+            s_region.Begin(count, perRange, ranges, threads - 1, body);
             Interlocked.Increment(ref s_generation);
             foreach (Worker worker in workers)
             {
                 worker.WakeIfSleeping();
             }
 
-            region.RunRanges();
-            region.WaitForAll();
-            Volatile.Write(ref s_region, null);
-            region.ThrowIfFailed();
+            s_region.RunRanges(participant: -1);
+            s_region.WaitForAll();
+            s_region.EndAndThrowIfFailed();
         }
         finally
         {
@@ -94,23 +91,22 @@ internal static class RangeWorkers
         }
     }
 
+    /// <summary>
+    /// The one region, reused: its operands, and a state word holding the region's number (high 32 bits) and the next
+    /// range to take (low 32 bits). A range is taken by a compare-and-swap of that word, so a thread that read the
+    /// operands of one region can take a range only of that region: the swap fails once the region's last range is taken,
+    /// which happens before its owner writes the next region's operands. A worker late for a finished region takes nothing.
+    /// </summary>
     private sealed class Region
     {
-        private readonly long _count;
-        private readonly long _perRange;
-        private readonly int _ranges;
-        private readonly Action<long, long> _body;
-        private int _next;
+        private long _state;
+        private long _count;
+        private long _perRange;
+        private int _ranges;
+        private int _participants;
+        private Action<long, long>? _body;
         private int _pending;
         private Exception? _error;
-
-        public Region(long count, long perRange, int ranges, int participants, Action<long, long> body)
-        {
-            (_count, _perRange, _ranges, Participants, _body, _pending) = (count, perRange, ranges, participants, body, ranges);
-        }
-
-        // Workers with an index below this take ranges; the others (beyond torch's thread count) leave them.
-        public int Participants { get; }
 
         public static void RunRange(long count, long perRange, int r, Action<long, long> body)
         {
@@ -122,14 +118,36 @@ internal static class RangeWorkers
             }
         }
 
-        public void RunRanges()
+        // By the owner, with no region running: the operands first, then the state word that publishes them.
+        public void Begin(long count, long perRange, int ranges, int participants, Action<long, long> body)
         {
-            int r;
-            while ((r = Interlocked.Increment(ref _next) - 1) < _ranges)
+            (_count, _perRange, _ranges, _participants, _body, _pending, _error) = (count, perRange, ranges, participants, body, ranges, null);
+            long number = (Volatile.Read(ref _state) >> 32) + 1;
+            Volatile.Write(ref _state, (number & uint.MaxValue) << 32);
+        }
+
+        // Takes and runs ranges until none is left; participant is a worker's index (workers at or beyond the region's
+        // participants take none), -1 for the owner.
+        public void RunRanges(int participant)
+        {
+            while (true)
             {
+                long state = Volatile.Read(ref _state);
+                int next = (int)(state & uint.MaxValue);
+                (long count, long perRange, int ranges, Action<long, long>? body) = (_count, _perRange, _ranges, _body);
+                if (next >= ranges || participant >= Volatile.Read(ref _participants) || body is null)
+                {
+                    return;
+                }
+
+                if (Interlocked.CompareExchange(ref _state, state + 1, state) != state)
+                {
+                    continue; // another thread took it, or a new region began: read again
+                }
+
                 try
                 {
-                    RunRange(_count, _perRange, r, _body);
+                    RunRange(count, perRange, next, body);
                 }
                 catch (Exception e)
                 {
@@ -150,9 +168,12 @@ internal static class RangeWorkers
             }
         }
 
-        public void ThrowIfFailed()
+        // By the owner once every range has run: lets go of the body (and what it holds), then rethrows a range's exception.
+        public void EndAndThrowIfFailed()
         {
-            if (Volatile.Read(ref _error) is Exception error)
+            _body = null;
+            Exception? error = Interlocked.Exchange(ref _error, null);
+            if (error is not null)
             {
                 ExceptionDispatchInfo.Throw(error);
             }
@@ -217,10 +238,7 @@ internal static class RangeWorkers
                 }
 
                 seen = generation;
-                if (Volatile.Read(ref s_region) is Region region && _index < region.Participants)
-                {
-                    region.RunRanges();
-                }
+                s_region.RunRanges(_index);
             }
         }
     }

@@ -74,6 +74,60 @@ public sealed class RangeWorkersTests
     }
 
     [Test]
+    public void A_region_allocates_nothing_on_the_calling_thread_once_the_workers_run()
+    {
+        s_total = 0;
+        RangeWorkers.Run(64, 8, 8, 2, s_addToTotal); // starts the worker (and JIT-compiles what a region runs)
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        for (int i = 0; i < 200; i++)
+        {
+            RangeWorkers.Run(64, 8, 8, 2, s_addToTotal);
+        }
+
+        long allocated = GC.GetAllocatedBytesForCurrentThread() - before;
+        Assert.That(Interlocked.Read(ref s_total), Is.EqualTo(201L * 64));
+        Assert.That(allocated, Is.Zero);
+    }
+
+    [Test]
+    public void A_worker_late_for_a_region_takes_no_range_of_the_next_one()
+    {
+        // Regions of different shapes back to back, so a worker that read one region's operands meets the next region's
+        // state: every index of every region runs exactly once, and only while its own region runs.
+        s_strangers = 0;
+        for (int region = 0; region < 2000; region++)
+        {
+            long count = 1 + (region % 13);
+            int ranges = 1 + (region % 5);
+            long perRange = (count + ranges - 1) / ranges;
+            var seen = new int[count];
+            int mine = region;
+            Volatile.Write(ref s_current, region);
+            RangeWorkers.Run(count, perRange, ranges, 2, (first, end) =>
+            {
+                if (Volatile.Read(ref s_current) != mine)
+                {
+                    Interlocked.Increment(ref s_strangers);
+                }
+
+                for (long i = first; i < end; i++)
+                {
+                    Interlocked.Increment(ref seen[i]);
+                }
+            });
+            Volatile.Write(ref s_current, -1);
+            Assert.That(seen, Is.All.EqualTo(1), $"region {region}");
+        }
+
+        Assert.That(Volatile.Read(ref s_strangers), Is.Zero);
+    }
+
+    private static int s_current = -1;
+    private static int s_strangers;
+    private static readonly Action<long, long> s_addToTotal = (first, end) => Interlocked.Add(ref s_total, end - first);
+    private static long s_total;
+
+    [Test]
     public void The_parallel_for_switch_covers_every_index_once_too()
     {
         AppContext.SetSwitch(KernelOperands.ParallelForSwitch, true);
