@@ -90,7 +90,7 @@ public sealed class RangeWorkersTests
     }
 
     [Test]
-    public void A_worker_late_for_a_region_takes_no_range_of_the_next_one()
+    public void A_worker_late_for_a_region_takes_no_range_of_the_next_one([Values(2, 3)] int threads)
     {
         // Regions of different shapes back to back, so a worker that read one region's operands meets the next region's
         // state: every index of every region runs exactly once, and only while its own region runs.
@@ -103,7 +103,7 @@ public sealed class RangeWorkersTests
             var seen = new int[count];
             int mine = region;
             Volatile.Write(ref s_current, region);
-            RangeWorkers.Run(count, perRange, ranges, 2, (first, end) =>
+            RangeWorkers.Run(count, perRange, ranges, threads, (first, end) =>
             {
                 if (Volatile.Read(ref s_current) != mine)
                 {
