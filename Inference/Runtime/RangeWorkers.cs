@@ -27,6 +27,12 @@ internal static class RangeWorkers
     private static readonly Lock s_startLock = new();
     private static Worker[] s_workers = [];
     private static readonly Region s_region = new();
+
+    /// <summary>
+    /// For tests: called on a background worker after it read a region's operands and before it takes a range, so a test
+    /// can hold a worker there and let the next region begin (the interleaving the region's compare-and-swap guards).
+    /// </summary>
+    internal static Action? AfterWorkerReadOperands { get; set; }
     private static int s_busy;
     private static long s_generation;
 
@@ -138,6 +144,11 @@ internal static class RangeWorkers
                 if (next >= ranges || participant >= Volatile.Read(ref _participants) || body is null)
                 {
                     return;
+                }
+
+                if (participant >= 0)
+                {
+                    AfterWorkerReadOperands?.Invoke();
                 }
 
                 if (Interlocked.CompareExchange(ref _state, state + 1, state) != state)

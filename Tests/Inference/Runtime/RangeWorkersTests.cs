@@ -122,6 +122,65 @@ public sealed class RangeWorkersTests
         Assert.That(Volatile.Read(ref s_strangers), Is.Zero);
     }
 
+    [Test]
+    public void A_worker_held_after_reading_a_region_takes_no_range_of_the_next_one()
+    {
+        // In every region the caller holds its first range until a worker has read the region's operands with a range
+        // still free; every third such worker then sleeps before taking it, long enough for the caller to finish that
+        // region and begin the next. The worker must then take nothing of the new region with the old operands.
+        s_strangers = 0;
+        int caller = Environment.CurrentManagedThreadId;
+        int reads = 0;
+        RangeWorkers.AfterWorkerReadOperands = () =>
+        {
+            if (Interlocked.Increment(ref reads) % 3 == 0)
+            {
+                Thread.Sleep(1);
+            }
+        };
+        try
+        {
+            for (int region = 0; region < 300; region++)
+            {
+                long count = 2 + (region % 11);
+                int ranges = 2 + (region % 4);
+                long perRange = (count + ranges - 1) / ranges;
+                var seen = new int[count];
+                int mine = region;
+                int readsBefore = Volatile.Read(ref reads);
+                Volatile.Write(ref s_current, region);
+                RangeWorkers.Run(count, perRange, ranges, 3, (first, end) =>
+                {
+                    if (Volatile.Read(ref s_current) != mine)
+                    {
+                        Interlocked.Increment(ref s_strangers);
+                    }
+
+                    if (Environment.CurrentManagedThreadId == caller && first == 0)
+                    {
+                        // A bound against a hang only: a worker wakes within microseconds.
+                        SpinWait.SpinUntil(() => Volatile.Read(ref reads) > readsBefore, TimeSpan.FromSeconds(10));
+                    }
+
+                    for (long i = first; i < end; i++)
+                    {
+                        Interlocked.Increment(ref seen[i]);
+                    }
+                });
+                Volatile.Write(ref s_current, -1);
+                Assert.That(seen, Is.All.EqualTo(1), $"region {region}");
+            }
+        }
+        finally
+        {
+            RangeWorkers.AfterWorkerReadOperands = null;
+        }
+
+        Thread.Sleep(20); // a worker still held from the last region wakes and must take nothing
+        Assert.That(Volatile.Read(ref s_strangers), Is.Zero);
+        Assert.That(Volatile.Read(ref reads), Is.GreaterThanOrEqualTo(300), "a worker read every region's operands");
+    }
+
     private static int s_current = -1;
     private static int s_strangers;
     private static readonly Action<long, long> s_addToTotal = (first, end) => Interlocked.Add(ref s_total, end - first);
