@@ -129,25 +129,8 @@ internal static unsafe class OneQueryAttention
         long rows = batch * heads;
         int threads = torch.get_num_threads();
         int ranges = (int)Math.Clamp(rows * length / MinScoresPerRange, 1, Math.Min(rows, (long)threads * KernelOperands.RangesPerThread));
-        // One holder per calling thread with its one delegate (see RowProjection's regions): no boxed job per call.
-        AttentionRegion region = t_region ??= new AttentionRegion();
-        region.Job = job;
-        KernelOperands.ForEachRange(rows, ranges, 1, threads, region.Body);
+        KernelOperands.ForEachRange(rows, ranges, 1, threads, RangeJobRegion<HeadJob>.BodyFor(job));
         return output;
-    }
-
-    [ThreadStatic]
-    private static AttentionRegion? t_region;
-
-    private sealed class AttentionRegion
-    {
-        public AttentionRegion() => Body = Run;
-
-        public HeadJob Job { get; set; }
-
-        public Action<long, long> Body { get; }
-
-        private void Run(long first, long end) => Job.Run(first, end);
     }
 
     [ThreadStatic]
@@ -157,7 +140,7 @@ internal static unsafe class OneQueryAttention
     internal const long MinScoresPerRange = 256;
 
     /// <summary>The operands of one attention step; <see cref="Run"/> computes a range of (batch, head) rows.</summary>
-    private readonly struct HeadJob
+    private readonly struct HeadJob : IRangeJob
     {
         public byte* Queries { get; init; }
 

@@ -87,9 +87,7 @@ internal static unsafe class RowProjection
                 Residual = residual is null ? null : TensorMemory.DataPointer(residual),
                 WidenOutput = output.dtype == ScalarType.Float32 && weight.dtype == ScalarType.BFloat16,
             };
-            ProductRegion region = t_productRegion ??= new ProductRegion();
-            region.Job = job;
-            ForEachRange(outFeatures, threads, region.Body);
+            ForEachRange(outFeatures, threads, RangeJobRegion<Job>.BodyFor(job));
         }
 
         return output;
@@ -195,29 +193,13 @@ internal static unsafe class RowProjection
         return output;
     }
 
-    // The bodies of the kernels' parallel regions, one holder per kind and calling thread, each with the one delegate it
-    // made: a call sets the operands and runs the region, so a region allocates no closure, delegate or boxed job (about
-    // a kilobyte and a half per layer of a decoding step otherwise). The ranges run only while the caller waits in the
-    // region (RangeWorkers.Run and Parallel.For return when all have run), so a call never rewrites operands being read.
-    [ThreadStatic]
-    private static ProductRegion? t_productRegion;
-
+    // The bodies of the fused regions, one holder per kind and calling thread, as RangeJobRegion is for one job: a call
+    // sets the operands and runs the region, which allocates nothing, and never rewrites operands being read.
     [ThreadStatic]
     private static ManyProductsRegion? t_manyProductsRegion;
 
     [ThreadStatic]
     private static SwiGluRegion? t_swiGluRegion;
-
-    private sealed class ProductRegion
-    {
-        public ProductRegion() => Body = Run;
-
-        public Job Job { get; set; }
-
-        public Action<long, long> Body { get; }
-
-        private void Run(long first, long end) => Job.Run(first, end);
-    }
 
     private sealed class ManyProductsRegion
     {
@@ -399,7 +381,7 @@ internal static unsafe class RowProjection
     private static float[]? t_upBuffer;
 
     /// <summary>The operands of one product; <see cref="Run"/> computes a range of output rows.</summary>
-    private readonly struct Job
+    private readonly struct Job : IRangeJob
     {
         public byte* Weight { get; init; }
 
