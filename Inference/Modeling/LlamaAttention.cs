@@ -135,7 +135,7 @@ public sealed class LlamaAttention : Module<Tensor, Tensor>
             // The keys and values are in the cache: attend over its buffers in place (no views), within the window.
             Tensor keyBuffer = cache.KeyBuffer(LayerIndex)!, valueBuffer = cache.ValueBuffer(LayerIndex)!; // [B, KV, max, hd]
             long cached = cache.LengthOf(LayerIndex);
-            long first = Window is int reach && cached > reach ? cached - reach : 0;
+            long first = FirstKeyInWindow(cached, length);
             if (OneQueryAttention.AppliesOverCache(queries, keyBuffer, valueBuffer))
             {
                 Tensor step = OneQueryAttention.ComputeOverCache(queries, keyBuffer, valueBuffer, first, cached - first, buffers.Attended); // [B, H, 1, hd]
@@ -157,14 +157,13 @@ public sealed class LlamaAttention : Module<Tensor, Tensor>
         }
 
         long keyLength = keys.size(2);
-        if (Window is int window && keyLength - length - window + 1 > 0)
+        if (FirstKeyInWindow(keyLength, length) is long unseen and > 0)
         {
-            // No query of this chunk reaches further back than window - 1 positions before the first one: drop the older
-            // keys before repeat_kv, so a decoding step costs O(window) however long the cache is.
-            long first = keyLength - length - window + 1;
-            keyLength -= first;
-            keys = keys.narrow(2, first, keyLength); // [B, KV, S', hd]
-            values = values.narrow(2, first, keyLength); // [B, KV, S', hd]
+            // Drop the keys no query of this chunk sees before repeat_kv, so a decoding step costs O(window) however long
+            // the cache is.
+            keyLength -= unseen;
+            keys = keys.narrow(2, unseen, keyLength); // [B, KV, S', hd]
+            values = values.narrow(2, unseen, keyLength); // [B, KV, S', hd]
         }
 
         long offset = keyLength - length;
@@ -214,6 +213,10 @@ public sealed class LlamaAttention : Module<Tensor, Tensor>
 
         return Finish(attended, batch, length, capture, residual, buffers);
     }
+
+    // The first of `keyLength` keys that a query of the last `length` positions can see: with a window, no query reaches
+    // further back than window - 1 positions before the chunk's first one; without one, 0.
+    private long FirstKeyInWindow(long keyLength, long length) => Window is int window ? Math.Max(0, keyLength - length - window + 1) : 0;
 
     // The q, k and v projections of the input; one row on the CPU (a decoding step) computes all three in one parallel
     // region, bit for bit as the three separate calls would (into the step's buffers when given).
