@@ -67,10 +67,7 @@ public sealed class RotaryTables : IDisposable
         if (RowRotary.Applies(x, Cos, Sin))
         {
             // One position without gradients (a decoding step on the CPU): the same roundings in managed code.
-            unsafe
-            {
-                return RowRotary.Compute(x, TensorMemory.DataPointer(Cos), TensorMemory.DataPointer(Sin), output);
-            }
+            return RowRotary.Compute(x, Cos, Sin, output);
         }
 
         using var scope = NewDisposeScope();

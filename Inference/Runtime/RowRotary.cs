@@ -18,7 +18,7 @@ namespace ModelSurgery.Inference.Runtime;
 internal static unsafe class RowRotary
 {
     /// <summary>
-    /// Whether <see cref="Compute(Tensor, Tensor, Tensor)"/> applies: a contiguous fp32 or bf16 CPU tensor [B, H, 1, hd] with hd even, tables of
+    /// Whether <see cref="Compute(Tensor, Tensor, Tensor, Tensor?)"/> applies: a contiguous fp32 or bf16 CPU tensor [B, H, 1, hd] with hd even, tables of
     /// one position ([1, hd]) of the same dtype, contiguous, and no gradient to track.
     /// </summary>
     public static bool Applies(Tensor x, Tensor cos, Tensor sin)
@@ -48,9 +48,12 @@ internal static unsafe class RowRotary
         return KernelOperands.NeedNoGradient(x);
     }
 
-    /// <summary>The rotated tensor, shaped and typed as <paramref name="x"/>, for inputs where <see cref="Applies"/> holds.</summary>
-    public static Tensor Compute(Tensor x, Tensor cos, Tensor sin) =>
-        Compute(x, TensorMemory.DataPointer(cos), TensorMemory.DataPointer(sin));
+    /// <summary>
+    /// The rotated tensor, shaped and typed as <paramref name="x"/>, for inputs where <see cref="Applies"/> holds; written
+    /// into <paramref name="output"/> as below when given.
+    /// </summary>
+    public static Tensor Compute(Tensor x, Tensor cos, Tensor sin, Tensor? output = null) =>
+        Compute(x, TensorMemory.DataPointer(cos), TensorMemory.DataPointer(sin), output);
 
     /// <summary>
     /// The rotated tensor, shaped and typed as <paramref name="x"/>, with the position's tables at <paramref name="cos"/>
