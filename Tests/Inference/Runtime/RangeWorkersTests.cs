@@ -97,26 +97,7 @@ public sealed class RangeWorkersTests
         s_strangers = 0;
         for (int region = 0; region < 2000; region++)
         {
-            long count = 1 + (region % 13);
-            int ranges = 1 + (region % 5);
-            long perRange = (count + ranges - 1) / ranges;
-            var seen = new int[count];
-            int mine = region;
-            Volatile.Write(ref s_current, region);
-            RangeWorkers.Run(count, perRange, ranges, threads, (first, end) =>
-            {
-                if (Volatile.Read(ref s_current) != mine)
-                {
-                    Interlocked.Increment(ref s_strangers);
-                }
-
-                for (long i = first; i < end; i++)
-                {
-                    Interlocked.Increment(ref seen[i]);
-                }
-            });
-            Volatile.Write(ref s_current, -1);
-            Assert.That(seen, Is.All.EqualTo(1), $"region {region}");
+            RunRegionChecked(region, 1 + (region % 13), 1 + (region % 5), threads, onFirstRange: null);
         }
 
         Assert.That(Volatile.Read(ref s_strangers), Is.Zero);
@@ -142,33 +123,15 @@ public sealed class RangeWorkersTests
         {
             for (int region = 0; region < 300; region++)
             {
-                long count = 2 + (region % 11);
-                int ranges = 2 + (region % 4);
-                long perRange = (count + ranges - 1) / ranges;
-                var seen = new int[count];
-                int mine = region;
                 int readsBefore = Volatile.Read(ref reads);
-                Volatile.Write(ref s_current, region);
-                RangeWorkers.Run(count, perRange, ranges, 3, (first, end) =>
+                RunRegionChecked(region, 2 + (region % 11), 2 + (region % 4), 3, onFirstRange: () =>
                 {
-                    if (Volatile.Read(ref s_current) != mine)
-                    {
-                        Interlocked.Increment(ref s_strangers);
-                    }
-
-                    if (Environment.CurrentManagedThreadId == caller && first == 0)
+                    if (Environment.CurrentManagedThreadId == caller)
                     {
                         // A bound against a hang only: a worker wakes within microseconds.
                         SpinWait.SpinUntil(() => Volatile.Read(ref reads) > readsBefore, TimeSpan.FromSeconds(10));
                     }
-
-                    for (long i = first; i < end; i++)
-                    {
-                        Interlocked.Increment(ref seen[i]);
-                    }
                 });
-                Volatile.Write(ref s_current, -1);
-                Assert.That(seen, Is.All.EqualTo(1), $"region {region}");
             }
         }
         finally
@@ -179,6 +142,34 @@ public sealed class RangeWorkersTests
         Thread.Sleep(20); // a worker still held from the last region wakes and must take nothing
         Assert.That(Volatile.Read(ref s_strangers), Is.Zero);
         Assert.That(Volatile.Read(ref reads), Is.GreaterThanOrEqualTo(300), "a worker read every region's operands");
+    }
+
+    // Runs region number `region` over `count` indices in `ranges` ranges with s_current set to it, counting in
+    // s_strangers every range run while another region is current, and checks that every index ran once.
+    private static void RunRegionChecked(int region, long count, int ranges, int threads, Action? onFirstRange)
+    {
+        long perRange = (count + ranges - 1) / ranges;
+        var seen = new int[count];
+        Volatile.Write(ref s_current, region);
+        RangeWorkers.Run(count, perRange, ranges, threads, (first, end) =>
+        {
+            if (Volatile.Read(ref s_current) != region)
+            {
+                Interlocked.Increment(ref s_strangers);
+            }
+
+            if (first == 0)
+            {
+                onFirstRange?.Invoke();
+            }
+
+            for (long i = first; i < end; i++)
+            {
+                Interlocked.Increment(ref seen[i]);
+            }
+        });
+        Volatile.Write(ref s_current, -1);
+        Assert.That(seen, Is.All.EqualTo(1), $"region {region}");
     }
 
     private static int s_current = -1;
