@@ -22,6 +22,16 @@ public sealed class CheckpointWriterTests
             .Select(i => ($"layer.{i}.weight", torch.arange(i * 16, (i + 1) * 16, dtype: torch.float32).reshape(4, 4))) // [4, 4]
             .ToArray();
 
+    // The same file names in both directories, each file byte for byte the same.
+    private static void AssertSameFiles(TempDirectory expected, TempDirectory actual)
+    {
+        Assert.That(actual.FileNames(), Is.EqualTo(expected.FileNames()));
+        foreach (string name in expected.FileNames())
+        {
+            Assert.That(File.ReadAllBytes(actual.File(name)), Is.EqualTo(File.ReadAllBytes(expected.File(name))), name);
+        }
+    }
+
     private static void DisposeAll((string Name, torch.Tensor Tensor)[] tensors)
     {
         foreach (var (_, tensor) in tensors)
@@ -143,11 +153,7 @@ public sealed class CheckpointWriterTests
             await CheckpointWriter.WriteAsync(first.Path, tensors, options);
             await CheckpointWriter.WriteAsync(second.Path, tensors, options with { Metadata = new Dictionary<string, string> { ["a"] = "1", ["b"] = "2" } });
 
-            Assert.That(second.FileNames(), Is.EqualTo(first.FileNames()));
-            foreach (string name in first.FileNames())
-            {
-                Assert.That(File.ReadAllBytes(second.File(name)), Is.EqualTo(File.ReadAllBytes(first.File(name))), name);
-            }
+            AssertSameFiles(first, second);
         }
         finally
         {
@@ -168,11 +174,7 @@ public sealed class CheckpointWriterTests
             await CheckpointWriter.WriteAsync(none.Path, tensors, options);
             await CheckpointWriter.WriteAsync(often.Path, tensors, options with { WritebackBytes = 7 });
 
-            Assert.That(often.FileNames(), Is.EqualTo(none.FileNames()));
-            foreach (string name in none.FileNames())
-            {
-                Assert.That(File.ReadAllBytes(often.File(name)), Is.EqualTo(File.ReadAllBytes(none.File(name))), name);
-            }
+            AssertSameFiles(none, often);
 
             Assert.That(() => CheckpointWriter.Create(none.Path, [new("x", SafetensorsDType.F32, [1])], new CheckpointWriterOptions { WritebackBytes = -1 }), Throws.InstanceOf<ArgumentOutOfRangeException>());
         }
@@ -207,14 +209,8 @@ public sealed class CheckpointWriterTests
 
         Assert.That(cached.FileNames().Count(f => f.EndsWith(".safetensors", StringComparison.Ordinal)), Is.GreaterThan(1), "several shards");
         Assert.That(refusals, Is.EqualTo(cached.FileNames().Count(f => f.EndsWith(".safetensors", StringComparison.Ordinal))), "one refused open per shard");
-        foreach (TempDirectory other in new[] { direct, refused })
-        {
-            Assert.That(other.FileNames(), Is.EqualTo(cached.FileNames()));
-            foreach (string name in cached.FileNames())
-            {
-                Assert.That(File.ReadAllBytes(other.File(name)), Is.EqualTo(File.ReadAllBytes(cached.File(name))), name);
-            }
-        }
+        AssertSameFiles(cached, direct);
+        AssertSameFiles(cached, refused);
 
         async Task WriteInRandomChunksAsync(string directory, CheckpointWriterOptions writerOptions)
         {
