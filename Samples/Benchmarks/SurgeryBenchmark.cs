@@ -3,6 +3,7 @@ using System.Diagnostics;
 using System.Globalization;
 using ModelSurgery.Inference.Checkpoints;
 using ModelSurgery.Inference.Configuration;
+using ModelSurgery.Inference.IO;
 using ModelSurgery.Surgery.Building;
 using ModelSurgery.Surgery.Planning;
 using ModelSurgery.Surgery.Scoring;
@@ -30,10 +31,12 @@ internal static class SurgeryBenchmark
         };
         var pairs = new Option<int>("--pairs") { DefaultValueFactory = _ => 5, Description = "Pairs of (sequential read, build) to measure, in alternating order; the ratio is reported per pair and as their median." };
         var warmCache = new Option<bool>("--warm") { Description = "Keep the teacher in the page cache for every read instead of dropping it: the ratio then shows the build's CPU cost, not the disk's." };
+        var readWorkers = new Option<int?>("--read-workers") { Description = "Read workers of the build (StudentBuildOptions.ReadWorkers); default: what the build picks for the teacher's storage." };
+        var compareReadWorkers = new Option<int?>("--compare-read-workers") { Description = "A second build with this many read workers joins every pair, alternating with the first, as --compare-with does." };
         var compareWith = new Option<string?>("--compare-with") { Description = "Another build of this benchmark program (its executable or .dll, e.g. of an earlier commit) whose build joins every pair, alternating with this one." };
         var command = new Command("surgery", "Peak RSS of layer-by-layer scoring, and bytes read / peak RSS / wall time of a student build, on a teacher larger than half the RAM.")
         {
-            preset, work, sequences, length, budget, skipScore, keepHidden, pairs, warmCache, compareWith,
+            preset, work, sequences, length, budget, skipScore, keepHidden, pairs, warmCache, readWorkers, compareReadWorkers, compareWith,
         };
         command.SetAction(async (parsed, ct) =>
         {
@@ -62,6 +65,7 @@ internal static class SurgeryBenchmark
             string planPath = Path.Combine(parsed.GetValue(work)!, "bench-plan.json");
             plan.Save(planPath);
             string student = Path.Combine(parsed.GetValue(work)!, "bench-student");
+            Console.WriteLine($"read workers     build: {parsed.GetValue(readWorkers)?.ToString(CultureInfo.InvariantCulture) ?? $"the build's choice for this storage (rotational: {StorageDevice.IsRotational(teacher)?.ToString() ?? "unknown"})"}");
             long studentBytes = plan.ParameterCount.Total * 2;
             Console.WriteLine($"student plan     {plan.Summary().Split('\n')[^1].Trim()}");
 
@@ -71,7 +75,11 @@ internal static class SurgeryBenchmark
             // read ran last.
             bool warm = parsed.GetValue(warmCache);
             string? before = parsed.GetValue(compareWith);
-            BuildRun first = RunBuild(null, teacher, planPath, student, warm);
+            int? workers = parsed.GetValue(readWorkers);
+            int? otherWorkers = parsed.GetValue(compareReadWorkers) ?? workers;
+            bool compare = before is not null || parsed.GetValue(compareReadWorkers) is not null;
+            string otherName = before is not null ? "before" : $"{otherWorkers} workers";
+            BuildRun first = RunBuild(null, teacher, planPath, student, warm, workers);
             long sequentialLength = warm || first.StorageBytes <= 0 ? first.FetchedBytes : first.StorageBytes;
             Console.WriteLine($"cache            {(warm ? "teacher warm in the page cache before every run (the CPU cost alone)" : "page cache dropped before every run")}; {parsed.GetValue(pairs)} pairs after one uncounted build; sequential reads {Measure.Mb(sequentialLength)}");
 
@@ -90,15 +98,15 @@ internal static class SurgeryBenchmark
                     sequentialSeconds = TimeSequentialRead(teacher, sequentialLength, warm);
                 }
 
-                for (int turn = 0; turn < (before is null ? 1 : 2); turn++)
+                for (int turn = 0; turn < (compare ? 2 : 1); turn++)
                 {
-                    if ((turn == 0) == (pair % 2 == 0 || before is null))
+                    if ((turn == 0) == (pair % 2 == 0 || !compare))
                     {
-                        build = RunBuild(null, teacher, planPath, student, warm);
+                        build = RunBuild(null, teacher, planPath, student, warm, workers);
                     }
                     else
                     {
-                        other = RunBuild(before, teacher, planPath, student, warm);
+                        other = RunBuild(before, teacher, planPath, student, warm, otherWorkers);
                     }
                 }
 
@@ -109,7 +117,7 @@ internal static class SurgeryBenchmark
                 if (other is not null)
                 {
                     others.Add(other);
-                    line += $"; before {other.Seconds:F2} s ({other.CpuSeconds:F1} s CPU), ratio {other.Seconds / sequentialSeconds:F2}";
+                    line += $"; {otherName} {other.Seconds:F2} s ({other.CpuSeconds:F1} s CPU), ratio {other.Seconds / sequentialSeconds:F2}";
                 }
 
                 Console.WriteLine($"{line}; load average {File.ReadAllText("/proc/loadavg").Split(' ')[0]}");
@@ -128,7 +136,7 @@ internal static class SurgeryBenchmark
             {
                 double[] otherRatios = [.. others.Select((b, k) => b.Seconds / sequential[k])];
                 double[] speedups = [.. others.Select((b, k) => b.Seconds / builds[k].Seconds)];
-                Console.WriteLine($"  before         {Median(others.Select(b => b.Seconds)):F2} s median ({Median(others.Select(b => b.CpuSeconds)):F1} s CPU); before / sequential = {Median(otherRatios):F2} ({otherRatios.Min():F2}-{otherRatios.Max():F2}); before / build = {Median(speedups):F2} ({speedups.Min():F2}-{speedups.Max():F2})");
+                Console.WriteLine($"  {otherName,-14} {Median(others.Select(b => b.Seconds)):F2} s median ({Median(others.Select(b => b.CpuSeconds)):F1} s CPU); {otherName} / sequential = {Median(otherRatios):F2} ({otherRatios.Min():F2}-{otherRatios.Max():F2}); {otherName} / build = {Median(speedups):F2} ({speedups.Min():F2}-{speedups.Max():F2})");
             }
 
             return 0;
@@ -165,7 +173,8 @@ internal static class SurgeryBenchmark
         var teacher = new Argument<string>("teacher");
         var plan = new Argument<string>("plan");
         var output = new Argument<string>("out");
-        var command = new Command("surgery-build-child", "Internal.") { teacher, plan, output };
+        var workers = new Argument<string>("read-workers");
+        var command = new Command("surgery-build-child", "Internal.") { teacher, plan, output, workers };
         command.Hidden = true;
         command.SetAction(async (parsed, ct) =>
         {
@@ -175,7 +184,8 @@ internal static class SurgeryBenchmark
             }
 
             long storageBefore = Measure.StorageReadBytes();
-            StudentBuildResult result = await StudentBuilder.BuildAsync(parsed.GetValue(teacher)!, SurgeryPlan.Load(parsed.GetValue(plan)!), parsed.GetValue(output)!, cancellationToken: ct);
+            var options = new StudentBuildOptions { ReadWorkers = parsed.GetValue(workers) is "auto" ? null : int.Parse(parsed.GetValue(workers)!, CultureInfo.InvariantCulture) };
+            StudentBuildResult result = await StudentBuilder.BuildAsync(parsed.GetValue(teacher)!, SurgeryPlan.Load(parsed.GetValue(plan)!), parsed.GetValue(output)!, options, cancellationToken: ct);
             long storage = storageBefore < 0 ? -1 : Measure.StorageReadBytes() - storageBefore;
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{result.Elapsed.TotalSeconds} {result.BytesRead} {storage} {Measure.PeakRssBytes()} {result.BytesFetched} {Process.GetCurrentProcess().TotalProcessorTime.TotalSeconds}"));
             return 0;
@@ -191,7 +201,7 @@ internal static class SurgeryBenchmark
     /// previous student (freeing it would otherwise fall inside the measured time) and dropping the page cache, or with
     /// <paramref name="warm"/> after reading the whole teacher into it.
     /// </summary>
-    private static BuildRun RunBuild(string? program, string teacher, string planPath, string student, bool warm)
+    private static BuildRun RunBuild(string? program, string teacher, string planPath, string student, bool warm, int? readWorkers)
     {
         if (Directory.Exists(student))
         {
@@ -199,7 +209,7 @@ internal static class SurgeryBenchmark
         }
 
         PrepareCache(teacher, warm);
-        string[] build = ChildProcess.Run(program, ["surgery-build-child", teacher, planPath, student]).Trim().Split(' ');
+        string[] build = ChildProcess.Run(program, ["surgery-build-child", teacher, planPath, student, readWorkers?.ToString(CultureInfo.InvariantCulture) ?? "auto"]).Trim().Split(' ');
         return new BuildRun(
             double.Parse(build[0], CultureInfo.InvariantCulture),
             long.Parse(build[1], CultureInfo.InvariantCulture),

@@ -1,7 +1,6 @@
 using System.Buffers;
 using System.Diagnostics;
 using System.Globalization;
-using System.Threading.Channels;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using ModelSurgery.Inference.Checkpoints;
@@ -28,11 +27,21 @@ public sealed record StudentBuildOptions
     public long ChunkBytes { get; init; } = 64L << 20;
 
     /// <summary>
-    /// Read and gather the next chunk while the current one is written (key <c>read_ahead</c>, default true). Memory stays
-    /// bounded: at most two chunks' buffers are in flight, the one being written and the one being read. False reads,
-    /// gathers and writes one chunk after the other; the output bytes are the same either way.
+    /// Read and gather the next chunks while the current one is written (key <c>read_ahead</c>, default true), on
+    /// <see cref="ReadWorkers"/> workers. Memory stays bounded: each worker holds the buffer of the chunk it reads and the
+    /// writer the one it writes. False reads, gathers and writes one chunk after the other; the output bytes are the same
+    /// either way.
     /// </summary>
     public bool ReadAhead { get; init; } = true;
+
+    /// <summary>
+    /// Workers that read and gather chunks at once when reading ahead (key <c>read_workers</c>, at least 1). Null picks by
+    /// the teacher's storage: 1 where Linux reports a rotational disk (concurrent reads would make it seek between them),
+    /// else <see cref="StudentBuilder.DefaultReadWorkers"/>; each read's own gather already spreads its rows over LibTorch's
+    /// threads, so more workers mainly keep more reads queued at the storage, reading the next tensors (and shards) while
+    /// one chunk waits for its pages. Chunks are written in order whatever the count: the output bytes are the same.
+    /// </summary>
+    public int? ReadWorkers { get; init; }
 
     /// <summary>
     /// Write the student with direct I/O where the file system allows it (key <c>direct_write</c>, default true; see
@@ -93,9 +102,10 @@ public sealed record StudentBuildResult(string Directory, LlamaConfig Config, Pa
 /// <summary>
 /// Builds a student checkpoint from a teacher checkpoint and a <see cref="SurgeryPlan"/>, copying only the kept rows and
 /// columns of each teacher tensor out of the memory-mapped files (a chunk of rows at a time) and streaming the result into
-/// a normal Hugging Face checkpoint. The teacher is never loaded whole. Reading and writing overlap: a worker reads and
-/// gathers the next chunk while the current one is written (<see cref="StudentBuildOptions.ReadAhead"/>), with at most two
-/// chunks' buffers in flight, so peak memory is about two read chunks plus the runtime.
+/// a normal Hugging Face checkpoint. The teacher is never loaded whole. Reading and writing overlap: workers read and
+/// gather the next chunks while the current one is written (<see cref="StudentBuildOptions.ReadAhead"/>,
+/// <see cref="StudentBuildOptions.ReadWorkers"/>), with one chunk buffer per worker plus the one written in flight, so peak
+/// memory is those chunks plus the runtime.
 /// </summary>
 public static partial class StudentBuilder
 {
@@ -134,6 +144,11 @@ public static partial class StudentBuilder
             throw new ArgumentException($"PadVocabToMultiple must be at least 1, got {options.PadVocabToMultiple}.", nameof(options));
         }
 
+        if (options.ReadWorkers is < 1)
+        {
+            throw new ArgumentException($"ReadWorkers (read_workers) must be at least 1, got {options.ReadWorkers}.", nameof(options));
+        }
+
         LlamaConfig student = plan.Student;
         int paddedVocab = (student.VocabSize + options.PadVocabToMultiple - 1) / options.PadVocabToMultiple * options.PadVocabToMultiple;
         student = student with { VocabSize = paddedVocab };
@@ -156,8 +171,10 @@ public static partial class StudentBuilder
 
         SafetensorsDType storedDType = options.DType ?? reader.GetInfo(selections[0].TeacherName).DType;
         var writerOptions = new CheckpointWriterOptions { MaxShardBytes = options.MaxShardBytes, DirectWrite = options.DirectWrite };
-        // Reading ahead keeps a second chunk buffer in flight; a direct-writing writer holds its own aligned buffer too.
-        long ioBufferBytes = (options.ReadAhead ? 2 * options.ChunkBytes : options.ChunkBytes) + writerOptions.HeldBufferBytes;
+        // Reading ahead keeps a chunk buffer per worker in flight besides the one written; a direct-writing writer holds its
+        // own aligned buffer too.
+        int readWorkers = options.ReadAhead ? ReadWorkersFor(options, reader, logger) : 1;
+        long ioBufferBytes = (options.ReadAhead ? ReadAhead.ItemsInFlight(readWorkers) : 1) * options.ChunkBytes + writerOptions.HeldBufferBytes;
         PlanEstimate estimate = PlanEstimate.For(plan, reader.GetInfo(selections[0].TeacherName).DType.ToTorchDtypeName(), storedDType.ToTorchDtypeName(), ioBufferBytes);
         string estimateSummary = estimate.Summary();
         LogEstimate(logger, estimateSummary);
@@ -168,8 +185,11 @@ public static partial class StudentBuilder
         long bytesRead = 0, bytesWritten = 0;
         await using (CheckpointWriter writer = CheckpointWriter.Create(outputDirectory, declared, writerOptions, logger))
         {
-            IEnumerable<Chunk> chunks = Chunks(reader, selections, declared, options.ChunkBytes, cancellationToken);
-            IAsyncEnumerable<Chunk> source = options.ReadAhead ? ReadAheadAsync(chunks, cancellationToken) : chunks.ToAsyncEnumerable();
+            List<ChunkRead> schedule = Schedule(reader, selections, options.ChunkBytes);
+            Chunk Read(int k, CancellationToken stop) => ReadScheduled(reader, selections, declared, schedule, k, stop);
+            IAsyncEnumerable<Chunk> source = options.ReadAhead
+                ? ReadAhead.RunAsync(schedule.Count, Read, readWorkers, cancellationToken)
+                : Enumerable.Range(0, schedule.Count).Select(k => Read(k, cancellationToken)).ToAsyncEnumerable();
             await foreach (Chunk chunk in source.WithCancellation(cancellationToken).ConfigureAwait(false))
             {
                 cancellationToken.ThrowIfCancellationRequested();
@@ -212,15 +232,18 @@ public static partial class StudentBuilder
     /// <param name="LastOfTensor">Whether the tensor ends with this chunk.</param>
     private sealed record Chunk(int Tensor, byte[] Buffer, int Length, long TeacherBytes, bool LastOfTensor);
 
-    /// <summary>
-    /// Every student tensor, a chunk of kept rows at a time, in write order. Each chunk is read, checked and gathered when
-    /// it is enumerated, so the enumeration order is the whole schedule of teacher reads.
-    /// </summary>
-    private static IEnumerable<Chunk> Chunks(CheckpointReader reader, IReadOnlyList<TensorSelection> selections, CheckpointTensor[] declared, long chunkBytes, CancellationToken cancellationToken)
+    /// <summary>One read of the build's schedule: kept rows start..start+count-1 of student tensor <paramref name="Tensor"/>.</summary>
+    /// <param name="Tensor">Index of the student tensor (in <see cref="TensorSelection.For"/> order).</param>
+    /// <param name="Start">First kept row.</param>
+    /// <param name="Count">Kept rows (0 for a tensor without rows).</param>
+    /// <param name="TeacherBytes">What the rows' kept elements take in the teacher's dtype.</param>
+    /// <param name="Last">Whether the tensor ends with this read.</param>
+    private readonly record struct ChunkRead(int Tensor, long Start, long Count, long TeacherBytes, bool Last);
+
+    /// <summary>Every student tensor, a chunk of kept rows at a time, in write order: the whole schedule of teacher reads.</summary>
+    private static List<ChunkRead> Schedule(CheckpointReader reader, IReadOnlyList<TensorSelection> selections, long chunkBytes)
     {
-        // The whole schedule first, so each read can ask storage for the one after it before copying its own rows:
-        // storage then stays busy while this chunk is gathered and the previous one written.
-        var schedule = new List<(int Tensor, long Start, long Count, long TeacherBytes, bool Last)>();
+        var schedule = new List<ChunkRead>();
         for (int i = 0; i < selections.Count; i++)
         {
             TensorSelection selection = selections[i];
@@ -231,35 +254,40 @@ public static partial class StudentBuilder
             long rowsPerChunk = Math.Max(1, chunkBytes / Math.Max(1, rowBytes));
             if (rowCount == 0)
             {
-                schedule.Add((i, 0, 0, 0, true));
+                schedule.Add(new ChunkRead(i, 0, 0, 0, true));
             }
 
             for (long start = 0; start < rowCount; start += rowsPerChunk)
             {
                 long count = Math.Min(rowsPerChunk, rowCount - start);
-                schedule.Add((i, start, count, count * rowBytes, start + count >= rowCount));
+                schedule.Add(new ChunkRead(i, start, count, count * rowBytes, start + count >= rowCount));
             }
         }
 
-        for (int k = 0; k < schedule.Count; k++)
+        return schedule;
+    }
+
+    /// <summary>
+    /// Reads, checks and gathers read <paramref name="k"/> of the schedule. It first asks storage for the read after it, so
+    /// storage stays busy while this chunk is gathered and the previous one written.
+    /// </summary>
+    private static Chunk ReadScheduled(CheckpointReader reader, IReadOnlyList<TensorSelection> selections, CheckpointTensor[] declared, List<ChunkRead> schedule, int k, CancellationToken cancellationToken)
+    {
+        cancellationToken.ThrowIfCancellationRequested();
+        ChunkRead read = schedule[k];
+        if (k + 1 < schedule.Count && schedule[k + 1].Count > 0)
         {
-            cancellationToken.ThrowIfCancellationRequested();
-            var (tensor, start, count, teacherBytes, last) = schedule[k];
-            if (k + 1 < schedule.Count && schedule[k + 1].Count > 0)
-            {
-                var next = schedule[k + 1];
-                reader.PrefetchRows(selections[next.Tensor].TeacherName, KeptRows(selections[next.Tensor], next.Start, next.Count));
-            }
-
-            if (count == 0)
-            {
-                yield return new Chunk(tensor, [], 0, 0, last);
-                continue;
-            }
-
-            (byte[] buffer, int length) = ReadChunk(reader, selections[tensor], start, count, teacherBytes, declared[tensor].DType);
-            yield return new Chunk(tensor, buffer, length, teacherBytes, last);
+            ChunkRead next = schedule[k + 1];
+            reader.PrefetchRows(selections[next.Tensor].TeacherName, KeptRows(selections[next.Tensor], next.Start, next.Count));
         }
+
+        if (read.Count == 0)
+        {
+            return new Chunk(read.Tensor, [], 0, 0, read.Last);
+        }
+
+        (byte[] buffer, int length) = ReadChunk(reader, selections[read.Tensor], read.Start, read.Count, read.TeacherBytes, declared[read.Tensor].DType);
+        return new Chunk(read.Tensor, buffer, length, read.TeacherBytes, read.Last);
     }
 
     /// <summary>Teacher row indices of kept rows start..start+count-1 of a selection.</summary>
@@ -295,80 +323,25 @@ public static partial class StudentBuilder
         return (buffer, bytes.Length);
     }
 
-    /// <summary>Chunks in flight: the one being written and the one being read behind it.</summary>
-    internal const int ChunksInFlight = 2;
+    /// <summary>Read workers when the storage does not call for one (<see cref="StudentBuildOptions.ReadWorkers"/> null).</summary>
+    public static int DefaultReadWorkers => Math.Clamp(Environment.ProcessorCount, 1, 2);
 
-    /// <summary>
-    /// Enumerates <paramref name="items"/> on a worker while the caller consumes them, so reading and gathering chunk
-    /// i+1 overlaps writing chunk i. A slot is taken before an item is produced and given back only once the caller has asked
-    /// for the next one (it is done with the previous), so at most <see cref="ChunksInFlight"/> chunks exist at once.
-    /// Order is kept (one reader, one writer, FIFO); a failure or cancellation on either side stops the other.
-    /// </summary>
-    internal static async IAsyncEnumerable<T> ReadAheadAsync<T>(IEnumerable<T> items, [System.Runtime.CompilerServices.EnumeratorCancellation] CancellationToken cancellationToken)
+    /// <summary>The read workers a build uses: the option, else 1 on a rotational disk, else <see cref="DefaultReadWorkers"/>.</summary>
+    private static int ReadWorkersFor(StudentBuildOptions options, CheckpointReader reader, ILogger logger)
     {
-        var pipe = Channel.CreateUnbounded<T>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
-        using var slots = new SemaphoreSlim(ChunksInFlight);
-        using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        Task reading = Task.Run(
-            () =>
-            {
-                try
-                {
-                    foreach (T item in WithSlots(items, slots, stop.Token))
-                    {
-                        pipe.Writer.TryWrite(item);
-                    }
-
-                    pipe.Writer.Complete();
-                }
-                catch (Exception ex)
-                {
-                    // Handed to the consumer, which rethrows it from its next wait (a damaged tensor, a cancellation).
-                    pipe.Writer.Complete(ex);
-                }
-            },
-            CancellationToken.None);
-
-        try
+        if (options.ReadWorkers is int chosen)
         {
-            bool holding = false;
-            while (await pipe.Reader.WaitToReadAsync(cancellationToken).ConfigureAwait(false))
-            {
-                while (pipe.Reader.TryRead(out T? item))
-                {
-                    if (holding)
-                    {
-                        // The consumer asks for a chunk only once it is done with the previous one.
-                        slots.Release();
-                    }
-
-                    holding = true;
-                    yield return item!;
-                }
-            }
+            return chosen;
         }
-        finally
+
+        string firstShard = reader.Shards[0].Path;
+        if (StorageDevice.IsRotational(firstShard) == true)
         {
-            // Stops a reader still waiting for a slot (the consumer failed or was cancelled) before the slots go away.
-            await stop.CancelAsync().ConfigureAwait(false);
-            await reading.ConfigureAwait(false);
+            LogRotational(logger, firstShard);
+            return 1;
         }
-    }
 
-    /// <summary>Takes a slot before each item of <paramref name="items"/> is produced.</summary>
-    private static IEnumerable<T> WithSlots<T>(IEnumerable<T> items, SemaphoreSlim slots, CancellationToken cancellationToken)
-    {
-        using IEnumerator<T> each = items.GetEnumerator();
-        while (true)
-        {
-            slots.Wait(cancellationToken);
-            if (!each.MoveNext())
-            {
-                yield break;
-            }
-
-            yield return each.Current;
-        }
+        return DefaultReadWorkers;
     }
 
     /// <summary>Rows start..start+count-1 as an index list, without allocating it.</summary>
@@ -459,6 +432,9 @@ public static partial class StudentBuilder
 
         ModelFolderTokenizer.CopyInto(teacherDirectory, outputDirectory, student);
     }
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "{Path} is on a rotational disk (as Linux reports it): one read worker, so reads do not make it seek between them; set read_workers to override")]
+    private static partial void LogRotational(ILogger logger, string path);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Build estimate: {Summary}")]
     private static partial void LogEstimate(ILogger logger, string summary);

@@ -148,6 +148,7 @@ public sealed class MisuseBatteryTests
         yield return new(Garbage, "vocab compress --coverage NaN", ["vocab", "compress", "--model", "{d}/m", "--corpus", "{d}/c.jsonl", "--coverage", "NaN", "--out", "{d}/v"], ["--coverage"]);
         yield return new(Garbage, "tokenize --val-fraction NaN", ["tokenize", "--tokenizer", "{d}/m", "--in", "{d}/c.jsonl", "--out", "{d}/t.bin", "--val-fraction", "NaN", "--separator-id", "96"], ["--val-fraction"]);
         yield return new(Garbage, "build --max-shard-size negative", ["build", "--model", "{d}/m", "--plan", "{d}/plan.json", "--out", "{d}/s2", "--max-shard-size", "-5"], ["--max-shard-size"]);
+        yield return new(Garbage, "build --read-workers 0", ["build", "--model", "{d}/m", "--plan", "{d}/plan.json", "--out", "{d}/s2", "--read-workers", "0"], ["--read-workers"]);
         yield return new(Garbage, "eval --few-shot negative", ["eval", "--model", "{d}/m", "--perplexity", "{d}/c.jsonl", "--few-shot", "-1", "--device", "cpu"], ["--few-shot"]);
         yield return new(Garbage, "eval --batch-size 0", ["eval", "--model", "{d}/m", "--perplexity", "{d}/c.jsonl", "--batch-size", "0", "--device", "cpu"], ["--batch-size"]);
         yield return new(Garbage, "cache-teacher --top-k beyond the vocabulary", ["cache-teacher", "--teacher", "{d}/m", "--data", "{d}/tokens.bin", "--out", "{d}/cache.bin", "--seq-len", "16", "--top-k", "1000", "--device", "cpu"], ["--top-k"]);

@@ -226,7 +226,8 @@ public sealed class StudentBuilderTests
         var (teacher, teacherDir) = await SaveTeacherAsync(config, seed: 1);
         teacher.Dispose();
         SurgeryPlan plan = PlanBuilder.Identity(config);
-        var pageCache = new StudentBuildOptions { DirectWrite = false };
+        // One read worker whatever the storage: the estimate then holds two chunk buffers, the one read and the one written.
+        var pageCache = new StudentBuildOptions { DirectWrite = false, ReadWorkers = 1 };
         long heldByWriter = new CheckpointWriterOptions { DirectWrite = true }.HeldBufferBytes;
         long withoutWriter = PlanEstimate.For(plan, "float32", "float32", 2 * pageCache.ChunkBytes).PeakBytes;
         Assert.That(heldByWriter, Is.GreaterThan(0));
@@ -238,6 +239,43 @@ public sealed class StudentBuilderTests
         Assert.That(File.Exists(Path.Combine(built.Directory, "model.safetensors")), Is.True);
         var ex = Assert.ThrowsAsync<InvalidOperationException>(() => StudentBuilder.BuildAsync(teacherDir, plan, Path.Combine(_dir, "direct"), pageCache with { DirectWrite = true, MemoryLimitBytes = limit }));
         Assert.That(ex!.Message, Does.Contain(string.Create(CultureInfo.InvariantCulture, $"{withoutWriter + heldByWriter:N0} bytes")));
+    }
+
+    [Test]
+    public async Task Memory_estimate_counts_a_chunk_buffer_per_read_worker()
+    {
+        LlamaConfig config = TinyModels.Config(layers: 2);
+        var (teacher, teacherDir) = await SaveTeacherAsync(config, seed: 1);
+        teacher.Dispose();
+        SurgeryPlan plan = PlanBuilder.Identity(config);
+        var options = new StudentBuildOptions { DirectWrite = false, ChunkBytes = 1L << 30 };
+        long Estimate(int chunks) => PlanEstimate.For(plan, "float32", "float32", chunks * options.ChunkBytes).PeakBytes;
+
+        // Three workers hold three chunks besides the one written; one worker fits under a limit below that.
+        long limit = Estimate(3);
+        StudentBuildResult built = await StudentBuilder.BuildAsync(teacherDir, plan, Path.Combine(_dir, "one"), options with { ReadWorkers = 1, MemoryLimitBytes = limit });
+        Assert.That(File.Exists(Path.Combine(built.Directory, "model.safetensors")), Is.True);
+        var ex = Assert.ThrowsAsync<InvalidOperationException>(() => StudentBuilder.BuildAsync(teacherDir, plan, Path.Combine(_dir, "three"), options with { ReadWorkers = 3, MemoryLimitBytes = limit }));
+        Assert.That(ex!.Message, Does.Contain(string.Create(CultureInfo.InvariantCulture, $"{Estimate(4):N0} bytes")));
+
+        // Without reading ahead one chunk is in flight, whatever the workers.
+        built = await StudentBuilder.BuildAsync(teacherDir, plan, Path.Combine(_dir, "sequential"), options with { ReadAhead = false, ReadWorkers = 3, MemoryLimitBytes = Estimate(1) });
+        Assert.That(File.Exists(Path.Combine(built.Directory, "model.safetensors")), Is.True);
+    }
+
+    [TestCase(0)]
+    [TestCase(-2)]
+    public void Read_workers_below_one_are_refused_naming_the_option(int workers)
+    {
+        var ex = Assert.ThrowsAsync<ArgumentException>(async () =>
+        {
+            LlamaConfig config = TinyModels.Config(layers: 2);
+            var (teacher, teacherDir) = await SaveTeacherAsync(config, seed: 1);
+            teacher.Dispose();
+            await StudentBuilder.BuildAsync(teacherDir, PlanBuilder.Identity(config), Path.Combine(_dir, "student"), new StudentBuildOptions { ReadWorkers = workers });
+        });
+        Assert.That(ex!.Message, Does.Contain("read_workers").And.Contain(workers.ToString(CultureInfo.InvariantCulture)));
+        Assert.That(Directory.Exists(Path.Combine(_dir, "student")), Is.False);
     }
 
     [Test]
@@ -285,9 +323,9 @@ public sealed class StudentBuilderTests
     /// written: a pipelined build with direct writes equals a sequential one through the page cache byte for byte in every
     /// file, with chunks small enough to split every tensor, several shards and a padded vocabulary.
     /// </summary>
-    [TestCase(1)]
-    [TestCase(2)]
-    public async Task Reading_ahead_writes_the_same_bytes_as_a_sequential_build(int seed)
+    [TestCase(1, 1)]
+    [TestCase(2, 3)]
+    public async Task Reading_ahead_writes_the_same_bytes_as_a_sequential_build(int seed, int readWorkers)
     {
         LlamaConfig config = TinyModels.Config(heads: 8, kvHeads: 2, layers: 4);
         var (teacher, teacherDir) = await SaveTeacherAsync(config, seed);
@@ -300,7 +338,7 @@ public sealed class StudentBuilderTests
 
         // Through the page cache and one chunk at a time, against direct writes (the default) and reading ahead.
         StudentBuildResult sequential = await StudentBuilder.BuildAsync(teacherDir, plan, Path.Combine(_dir, "sequential"), options with { ReadAhead = false, DirectWrite = false });
-        StudentBuildResult pipelined = await StudentBuilder.BuildAsync(teacherDir, plan, Path.Combine(_dir, "pipelined"), options, new SynchronousProgress<StudentBuildProgress>(reports.Add));
+        StudentBuildResult pipelined = await StudentBuilder.BuildAsync(teacherDir, plan, Path.Combine(_dir, "pipelined"), options with { ReadWorkers = readWorkers }, new SynchronousProgress<StudentBuildProgress>(reports.Add));
 
         string[] files = [.. Directory.GetFiles(sequential.Directory).Select(Path.GetFileName).Order(StringComparer.Ordinal)!];
         Assert.That(files.Count(f => f.EndsWith(".safetensors", StringComparison.Ordinal)), Is.GreaterThan(1), "several shards");
@@ -316,7 +354,7 @@ public sealed class StudentBuilderTests
 
     /// <summary>
     /// A teacher split over several shards builds the same student, byte for byte, as the same teacher in one file, pipelined
-    /// or not, with the kept dtype (kept elements gathered straight into the write buffers) and chunks that split tensors.
+    /// on one or several read workers or not, with the kept dtype (kept elements gathered straight into the write buffers) and chunks that split tensors.
     /// </summary>
     [Test]
     public async Task A_sharded_teacher_builds_the_same_bytes_as_one_file_pipelined_or_not()
@@ -339,18 +377,24 @@ public sealed class StudentBuilderTests
         var options = new StudentBuildOptions { ChunkBytes = 200 };
 
         StudentBuildResult single = await StudentBuilder.BuildAsync(teacherDir, plan, Path.Combine(_dir, "from-single"), options with { ReadAhead = false });
-        StudentBuildResult pipelined = await StudentBuilder.BuildAsync(shardedDir, plan, Path.Combine(_dir, "from-sharded"), options);
         StudentBuildResult sequential = await StudentBuilder.BuildAsync(shardedDir, plan, Path.Combine(_dir, "from-sharded-sequential"), options with { ReadAhead = false });
+        var others = new List<StudentBuildResult> { sequential };
+        foreach (int workers in new[] { 1, 2, 5 })
+        {
+            // Several workers read chunks of different shards at once; the writer still takes them in order.
+            others.Add(await StudentBuilder.BuildAsync(shardedDir, plan, Path.Combine(_dir, $"from-sharded-{workers}-workers"), options with { ReadWorkers = workers }));
+        }
 
-        foreach (StudentBuildResult other in new[] { pipelined, sequential })
+        foreach (StudentBuildResult other in others)
         {
             Assert.That(File.ReadAllBytes(Path.Combine(other.Directory, CheckpointReader.SingleFileName)), Is.EqualTo(File.ReadAllBytes(Path.Combine(single.Directory, CheckpointReader.SingleFileName))), other.Directory);
             Assert.That(other.BytesRead, Is.EqualTo(single.BytesRead));
         }
     }
 
-    [Test]
-    public async Task A_damaged_teacher_tensor_stops_a_pipelined_build_naming_it()
+    [TestCase(1)]
+    [TestCase(3)]
+    public async Task A_damaged_teacher_tensor_stops_a_pipelined_build_naming_it(int readWorkers)
     {
         LlamaConfig config = TinyModels.Config(layers: 2);
         var (teacher, teacherDir) = await SaveTeacherAsync(config, seed: 1);
@@ -367,7 +411,7 @@ public sealed class StudentBuilderTests
             await CheckpointWriter.WriteAsync(teacherDir, tensors);
         }
 
-        var ex = Assert.ThrowsAsync<InvalidDataException>(() => StudentBuilder.BuildAsync(teacherDir, PlanBuilder.Identity(config), Path.Combine(_dir, "student"), new StudentBuildOptions { ChunkBytes = 64 }));
+        var ex = Assert.ThrowsAsync<InvalidDataException>(() => StudentBuilder.BuildAsync(teacherDir, PlanBuilder.Identity(config), Path.Combine(_dir, "student"), new StudentBuildOptions { ChunkBytes = 64, ReadWorkers = readWorkers }));
         Assert.That(ex!.Message, Does.Contain("model.layers.1.mlp.up_proj.weight").And.Contain("NaN"));
         Assert.That(Directory.Exists(Path.Combine(_dir, "student")) ? Directory.GetFiles(Path.Combine(_dir, "student")) : [], Is.Empty);
     }
