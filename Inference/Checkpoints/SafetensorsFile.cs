@@ -364,7 +364,10 @@ public sealed unsafe partial class SafetensorsFile : IDisposable
 
         // Scattered channels make most runs a few elements long; copying them one by one from an index list then beats a
         // copy call per run. Long runs (whole heads, neurons in blocks) are copied as runs.
-        int[]? gather = element is 2 or 4 && columns.Count < ShortRunGatherLength * runs.Length ? [.. columns.Select(c => (int)c)] : null;
+        // Where the CPU has AVX-512, such rows are packed a block of 64 bytes at a time instead (RowCompressor).
+        bool shortRuns = element is 2 or 4 && columns.Count < ShortRunGatherLength * runs.Length;
+        RowCompressor? compressor = shortRuns ? RowCompressor.TryCreate(columns, element, info.Shape[1]) : null;
+        int[]? gather = shortRuns && compressor is null ? [.. columns.Select(c => (int)c)] : null;
 
         // Rows are independent: blocks of them are gathered on several threads, which also overlaps their page faults.
         // Optimized at once, like the gather below: the rows of one build are copied long before tiered compilation would
@@ -375,7 +378,11 @@ public sealed unsafe partial class SafetensorsFile : IDisposable
             {
                 byte* sourceRow = source + (rows[r] * sourceRowBytes);
                 byte* destinationRow = destination + (r * destinationRowBytes);
-                if (gather is not null && element == 2)
+                if (compressor is not null)
+                {
+                    compressor.CompressRow(sourceRow, destinationRow);
+                }
+                else if (gather is not null && element == 2)
                 {
                     Gather((ushort*)sourceRow, (ushort*)destinationRow, gather);
                 }
