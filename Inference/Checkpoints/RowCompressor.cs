@@ -47,11 +47,11 @@ internal sealed unsafe class RowCompressor
         _tail = [.. tail];
         if (elementSize == 2)
         {
-            _wordMasks = [.. masks.Select(m => Vector512.Create([.. Enumerable.Range(0, 32).Select(i => (m >> i & 1) != 0 ? ushort.MaxValue : (ushort)0)]))];
+            _wordMasks = Masks(masks, ushort.MaxValue);
         }
         else
         {
-            _doubleWordMasks = [.. masks.Select(m => Vector512.Create([.. Enumerable.Range(0, 16).Select(i => (m >> i & 1) != 0 ? uint.MaxValue : 0u)]))];
+            _doubleWordMasks = Masks(masks, uint.MaxValue);
         }
     }
 
@@ -104,25 +104,25 @@ internal sealed unsafe class RowCompressor
     {
         if (_elementSize == 2)
         {
-            CompressWords((ushort*)sourceRow, (ushort*)destinationRow);
+            Compress((ushort*)sourceRow, (ushort*)destinationRow, _wordMasks!);
         }
         else
         {
-            CompressDoubleWords((uint*)sourceRow, (uint*)destinationRow);
+            Compress((uint*)sourceRow, (uint*)destinationRow, _doubleWordMasks!);
         }
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private void CompressWords(ushort* source, ushort* destination)
+    private void Compress<T>(T* source, T* destination, Vector512<T>[] masks)
+        where T : unmanaged
     {
-        Vector512<ushort>[] masks = _wordMasks!;
-        int written = 0;
+        int lanes = Vector512<T>.Count, written = 0;
         for (int b = 0; b < masks.Length; b++)
         {
-            Vector512<ushort> packed = Avx512Vbmi2.Compress(Vector512<ushort>.Zero, masks[b], Vector512.Load(source + (b * 32)));
+            Vector512<T> packed = Pack(masks[b], Vector512.Load(source + (b * lanes)));
 
             // A whole vector is stored while it ends inside the row; the blocks after it overwrite its unused lanes.
-            if (written + 32 <= _kept)
+            if (written + lanes <= _kept)
             {
                 packed.Store(destination + written);
             }
@@ -143,32 +143,14 @@ internal sealed unsafe class RowCompressor
         }
     }
 
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private void CompressDoubleWords(uint* source, uint* destination)
-    {
-        Vector512<uint>[] masks = _doubleWordMasks!;
-        int written = 0;
-        for (int b = 0; b < masks.Length; b++)
-        {
-            Vector512<uint> packed = Avx512F.Compress(Vector512<uint>.Zero, masks[b], Vector512.Load(source + (b * 16)));
-            if (written + 16 <= _kept)
-            {
-                packed.Store(destination + written);
-            }
-            else
-            {
-                for (int k = 0; k < _counts[b]; k++)
-                {
-                    destination[written + k] = packed.GetElement(k);
-                }
-            }
+    /// <summary>The lanes of <paramref name="value"/> that <paramref name="mask"/> selects, packed into the lowest lanes.</summary>
+    private static Vector512<T> Pack<T>(Vector512<T> mask, Vector512<T> value)
+        where T : unmanaged => typeof(T) == typeof(ushort)
+        ? Avx512Vbmi2.Compress(Vector512<ushort>.Zero, mask.AsUInt16(), value.AsUInt16()).As<ushort, T>()
+        : Avx512F.Compress(Vector512<uint>.Zero, mask.AsUInt32(), value.AsUInt32()).As<uint, T>();
 
-            written += _counts[b];
-        }
-
-        foreach (int column in _tail)
-        {
-            destination[written++] = source[column];
-        }
-    }
+    /// <summary>One mask vector per block: all ones in the lanes of kept columns.</summary>
+    private static Vector512<T>[] Masks<T>(ulong[] bits, T ones)
+        where T : unmanaged =>
+        [.. bits.Select(m => Vector512.Create([.. Enumerable.Range(0, Vector512<T>.Count).Select(i => (m >> i & 1) != 0 ? ones : default)]))];
 }
