@@ -248,7 +248,7 @@ public sealed unsafe partial class SafetensorsFile : IDisposable
 
             // Rows of a matrix (or entries of a vector): each run is one copy, split and spread over threads.
             CopyPieces(source, destination, [.. runs.Select(run => (run.First * inner, run.Position * inner, run.Count * inner))]);
-            ReleasePages(DataOf(info), info.ByteLength);
+            ReleaseRows(DataOf(info), indices, inner);
             return tensor;
         }
 
@@ -346,7 +346,7 @@ public sealed unsafe partial class SafetensorsFile : IDisposable
             List<IndexRun> runs = Runs(rows);
             Fetch(source, [.. runs.Select(run => (run.First * rowBytes, run.Count * rowBytes))], length, exact: true);
             CopyPieces(source, pinned, [.. runs.Select(run => (run.First * rowBytes, run.Position * rowBytes, run.Count * rowBytes))]);
-            ReleasePages(source, info.ByteLength);
+            ReleaseRows(source, rows, rowBytes);
             return length;
         }
     }
@@ -400,7 +400,7 @@ public sealed unsafe partial class SafetensorsFile : IDisposable
             }
         });
 
-        ReleasePages(DataOf(info), info.ByteLength);
+        ReleaseRows(DataOf(info), rows, sourceRowBytes);
     }
 
     /// <summary>
@@ -596,6 +596,28 @@ public sealed unsafe partial class SafetensorsFile : IDisposable
 
     /// <inheritdoc />
     public override string ToString() => $"{Path} ({Tensors.Count} tensors, {TotalTensorBytes} bytes)";
+
+    /// <summary>
+    /// <see cref="ReleasePages"/> over the span from the first to the last of <paramref name="rows"/> (of
+    /// <paramref name="rowBytes"/> each) only: reads of other rows of the same tensor on other threads (a build's read
+    /// workers take consecutive chunks of one tensor) keep their pages mapped.
+    /// </summary>
+    private static void ReleaseRows(byte* data, IReadOnlyList<long> rows, long rowBytes)
+    {
+        if (rows.Count == 0)
+        {
+            return;
+        }
+
+        long first = long.MaxValue, last = long.MinValue;
+        for (int i = 0; i < rows.Count; i++)
+        {
+            first = Math.Min(first, rows[i]);
+            last = Math.Max(last, rows[i]);
+        }
+
+        ReleasePages(data + (first * rowBytes), (last - first + 1) * rowBytes);
+    }
 
     /// <summary>
     /// Drops this process's mapping of pages that were just copied out (they stay in the page cache), so streaming a

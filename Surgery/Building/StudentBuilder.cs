@@ -186,7 +186,7 @@ public static partial class StudentBuilder
         await using (CheckpointWriter writer = CheckpointWriter.Create(outputDirectory, declared, writerOptions, logger))
         {
             List<ChunkRead> schedule = Schedule(reader, selections, options.ChunkBytes);
-            Chunk Read(int k, CancellationToken stop) => ReadScheduled(reader, selections, declared, schedule, k, stop);
+            Chunk Read(int k, CancellationToken stop) => ReadScheduled(reader, selections, declared, schedule, k, readWorkers, stop);
             IAsyncEnumerable<Chunk> source = options.ReadAhead
                 ? ReadAhead.RunAsync(schedule.Count, Read, readWorkers, cancellationToken)
                 : Enumerable.Range(0, schedule.Count).Select(k => Read(k, cancellationToken)).ToAsyncEnumerable();
@@ -268,16 +268,17 @@ public static partial class StudentBuilder
     }
 
     /// <summary>
-    /// Reads, checks and gathers read <paramref name="k"/> of the schedule. It first asks storage for the read after it, so
-    /// storage stays busy while this chunk is gathered and the previous one written.
+    /// Reads, checks and gathers read <paramref name="k"/> of the schedule. It first asks storage for the read
+    /// <paramref name="readers"/> places after it, the next one no reader has taken yet, so storage stays busy while the
+    /// chunks in hand are gathered and the previous one written.
     /// </summary>
-    private static Chunk ReadScheduled(CheckpointReader reader, IReadOnlyList<TensorSelection> selections, CheckpointTensor[] declared, List<ChunkRead> schedule, int k, CancellationToken cancellationToken)
+    private static Chunk ReadScheduled(CheckpointReader reader, IReadOnlyList<TensorSelection> selections, CheckpointTensor[] declared, List<ChunkRead> schedule, int k, int readers, CancellationToken cancellationToken)
     {
         cancellationToken.ThrowIfCancellationRequested();
         ChunkRead read = schedule[k];
-        if (k + 1 < schedule.Count && schedule[k + 1].Count > 0)
+        if (k + readers < schedule.Count && schedule[k + readers].Count > 0)
         {
-            ChunkRead next = schedule[k + 1];
+            ChunkRead next = schedule[k + readers];
             reader.PrefetchRows(selections[next.Tensor].TeacherName, KeptRows(selections[next.Tensor], next.Start, next.Count));
         }
 

@@ -41,12 +41,20 @@ public sealed class ReaderResidentMemoryTests
             }
 
             using var reader = CheckpointReader.Open(dir);
+            long[] evenRows = [.. Enumerable.Range(0, (int)rows / 2).Select(r => 2L * r)];
+            long[] everyThirdColumn = [.. Enumerable.Range(0, (int)columns / 3).Select(c => 3L * c)];
+            byte[] buffer = new byte[rows * columns * sizeof(float)];
             long before = MappedFileResidentBytes();
             foreach (string name in reader.TensorNames)
             {
                 using torch.Tensor whole = reader.ReadTensor(name);
                 using torch.Tensor rowsRead = reader.ReadIndices(name, 0, [0, 5, 2000]);
                 using torch.Tensor slice = reader.ReadSlice(name, 1, 100, 50);
+
+                // Half the rows of each tensor (8 MiB of its pages), as a build reads them: whole and with kept columns.
+                using torch.Tensor submatrix = reader.ReadSubmatrix(name, evenRows, everyThirdColumn);
+                reader.ReadRowsInto(name, evenRows, null, buffer);
+                reader.ReadRowsInto(name, evenRows, everyThirdColumn, buffer);
             }
 
             long growth = MappedFileResidentBytes() - before;
