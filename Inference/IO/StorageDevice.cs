@@ -23,7 +23,10 @@ public static class StorageDevice
     {
         try
         {
-            string? device = DeviceOf(Path.GetFullPath(path), File.ReadLines(mountInfoPath));
+            // A file that is a link (a Hugging Face cache's snapshot files link to its blobs) is judged by its target.
+            var info = new FileInfo(path);
+            string file = info.LinkTarget is null ? info.FullName : info.ResolveLinkTarget(returnFinalTarget: true)?.FullName ?? info.FullName;
+            string? device = DeviceOf(file, File.ReadLines(mountInfoPath));
             if (device is null)
             {
                 return null;

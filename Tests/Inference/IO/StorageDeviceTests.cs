@@ -57,6 +57,12 @@ public sealed class StorageDeviceTests
         string mountInfo = Path.Combine(_dir, "mountinfo");
         File.WriteAllLines(mountInfo, MountInfo);
 
+        // A model file under /work that links to a blob under /data (on the rotational partition).
+        string link = Path.Combine(_dir, "model.safetensors");
+        File.CreateSymbolicLink(link, "/data/blobs/0123abcd");
+        string realMounts = Path.Combine(_dir, "mountinfo-with-temp");
+        File.WriteAllLines(realMounts, [.. MountInfo, $"60 26 254:0 / {_dir} rw - ext4 /dev/vda rw"]);
+
         Assert.Multiple(() =>
         {
             Assert.That(StorageDevice.IsRotational("/work/a.safetensors", mountInfo, block), Is.False);
@@ -65,6 +71,7 @@ public sealed class StorageDeviceTests
             Assert.That(StorageDevice.IsRotational("/mnt/my disk/a.safetensors", mountInfo, block), Is.Null, "no entry for the device");
             Assert.That(StorageDevice.IsRotational("/mnt/ram/a.safetensors", mountInfo, block), Is.Null, "no block device");
             Assert.That(StorageDevice.IsRotational("/work/a.safetensors", Path.Combine(_dir, "missing"), block), Is.Null, "no mount table");
+            Assert.That(StorageDevice.IsRotational(link, realMounts, block), Is.True, "a link is judged by its target");
         });
     }
 
