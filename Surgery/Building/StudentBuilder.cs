@@ -97,7 +97,8 @@ public sealed record StudentBuildProgress(int TensorsWritten, int TensorCount, l
 /// within <see cref="SafetensorsFile.CoalesceSlack"/> of the pages they touch. Compare with <paramref name="BytesRead"/>, the
 /// bytes needed.
 /// </param>
-public sealed record StudentBuildResult(string Directory, LlamaConfig Config, ParameterCount Parameters, long BytesRead, long BytesWritten, TimeSpan Elapsed, long BytesFetched);
+/// <param name="ReadWorkers">Workers that read chunks at once (<see cref="StudentBuildOptions.ReadWorkers"/>, or what the storage called for; 1 without reading ahead).</param>
+public sealed record StudentBuildResult(string Directory, LlamaConfig Config, ParameterCount Parameters, long BytesRead, long BytesWritten, TimeSpan Elapsed, long BytesFetched, int ReadWorkers);
 
 /// <summary>
 /// Builds a student checkpoint from a teacher checkpoint and a <see cref="SurgeryPlan"/>, copying only the kept rows and
@@ -217,8 +218,8 @@ public static partial class StudentBuilder
         GenerationConfigFile.Write(outputDirectory, written, GenerationConfigFile.TryRead(teacherDirectory));
         CopyTokenizer(teacherDirectory, outputDirectory, plan, written, options.Tokenizer, logger);
 
-        var result = new StudentBuildResult(outputDirectory, written, LlamaTensorLayout.CountParameters(written), bytesRead, bytesWritten, clock.Elapsed, reader.BytesFetched);
-        LogBuilt(logger, outputDirectory, result.Parameters.Total, bytesRead, reader.BytesFetched, bytesWritten, clock.Elapsed.TotalSeconds);
+        var result = new StudentBuildResult(outputDirectory, written, LlamaTensorLayout.CountParameters(written), bytesRead, bytesWritten, clock.Elapsed, reader.BytesFetched, readWorkers);
+        LogBuilt(logger, outputDirectory, result.Parameters.Total, bytesRead, reader.BytesFetched, readWorkers, bytesWritten, clock.Elapsed.TotalSeconds);
         return result;
     }
 
@@ -440,8 +441,8 @@ public static partial class StudentBuilder
     [LoggerMessage(Level = LogLevel.Information, Message = "Build estimate: {Summary}")]
     private static partial void LogEstimate(ILogger logger, string summary);
 
-    [LoggerMessage(Level = LogLevel.Information, Message = "Built {Directory}: {Parameters:N0} parameters, {BytesRead:N0} teacher bytes needed, {BytesFetched:N0} fetched, {BytesWritten:N0} bytes written in {Seconds:F1} s")]
-    private static partial void LogBuilt(ILogger logger, string directory, long parameters, long bytesRead, long bytesFetched, long bytesWritten, double seconds);
+    [LoggerMessage(Level = LogLevel.Information, Message = "Built {Directory}: {Parameters:N0} parameters, {BytesRead:N0} teacher bytes needed, {BytesFetched:N0} fetched by {ReadWorkers} read workers, {BytesWritten:N0} bytes written in {Seconds:F1} s")]
+    private static partial void LogBuilt(ILogger logger, string directory, long parameters, long bytesRead, long bytesFetched, int readWorkers, long bytesWritten, double seconds);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "{Directory}: the plan compresses the vocabulary and no tokenizer was given, so none was written; pass the compressed tokenizer")]
     private static partial void LogNoTokenizer(ILogger logger, string directory);

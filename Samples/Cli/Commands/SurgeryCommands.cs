@@ -427,7 +427,7 @@ internal static class SurgeryCommands
             }
 
             await context.Output.WriteLineAsync(string.Create(CultureInfo.InvariantCulture,
-                $"built {result.Directory}: {result.Parameters.Total:N0} parameters ({result.Config.NumHiddenLayers} layers, hidden {result.Config.HiddenSize}, FFN {result.Config.IntermediateSize}, {result.Config.NumAttentionHeads}/{result.Config.NumKeyValueHeads} heads), {result.BytesRead / 1e6:F1} MB of the teacher needed and {result.BytesFetched / 1e6:F1} MB read ({(double)result.BytesFetched / Math.Max(1, result.BytesRead):F2} x), {result.BytesWritten / 1e6:F1} MB written in {result.Elapsed.TotalSeconds:F1} s")).ConfigureAwait(false);
+                $"built {result.Directory}: {result.Parameters.Total:N0} parameters ({result.Config.NumHiddenLayers} layers, hidden {result.Config.HiddenSize}, FFN {result.Config.IntermediateSize}, {result.Config.NumAttentionHeads}/{result.Config.NumKeyValueHeads} heads), {result.BytesRead / 1e6:F1} MB of the teacher needed and {result.BytesFetched / 1e6:F1} MB read ({(double)result.BytesFetched / Math.Max(1, result.BytesRead):F2} x) by {result.ReadWorkers} read workers, {result.BytesWritten / 1e6:F1} MB written in {result.Elapsed.TotalSeconds:F1} s")).ConfigureAwait(false);
         }
     }
 }

@@ -63,7 +63,7 @@ public sealed class SurgeryCommandTests
         string student = Path.Combine(_dir, "student");
         var built = await Run("build", "--model", _teacher, "--plan", plan, "--out", student, "--read-workers", "3");
         Assert.That(built.Code, Is.EqualTo(0), built.Err);
-        Assert.That(built.Out, Does.Match(@"MB of the teacher needed and [0-9.]+ MB read \([0-9.]+ x\)"));
+        Assert.That(built.Out, Does.Match(@"MB of the teacher needed and [0-9.]+ MB read \([0-9.]+ x\) by 3 read workers"));
         using LlamaForCausalLM model = ModelCheckpoint.Load(student, new ModelLoadOptions { Device = "cpu" });
         Assert.That(model.Config, Is.EqualTo(loadedPlan.Student with { TorchDtype = "float32" }).Using<LlamaConfig>((a, b) => a.ToJson() == b.ToJson()));
         Assert.That(built.Err, Does.Contain("estimate:"));

@@ -263,6 +263,17 @@ public sealed class StudentBuilderTests
         Assert.That(File.Exists(Path.Combine(built.Directory, "model.safetensors")), Is.True);
     }
 
+    [Test]
+    public async Task Without_a_worker_count_the_build_reads_as_the_teachers_storage_allows()
+    {
+        LlamaConfig config = TinyModels.Config(layers: 2);
+        var (teacher, teacherDir) = await SaveTeacherAsync(config, seed: 1);
+        teacher.Dispose();
+        StudentBuildResult built = await StudentBuilder.BuildAsync(teacherDir, PlanBuilder.Identity(config), Path.Combine(_dir, "student"));
+        bool? rotational = ModelSurgery.Inference.IO.StorageDevice.IsRotational(Path.Combine(teacherDir, CheckpointReader.SingleFileName));
+        Assert.That(built.ReadWorkers, Is.EqualTo(rotational == true ? 1 : StudentBuilder.DefaultReadWorkers), $"rotational: {rotational?.ToString() ?? "unknown"}");
+    }
+
     [TestCase(0)]
     [TestCase(-2)]
     public void Read_workers_below_one_are_refused_naming_the_option(int workers)
@@ -349,6 +360,7 @@ public sealed class StudentBuilderTests
         }
 
         Assert.That((pipelined.BytesRead, pipelined.BytesWritten), Is.EqualTo((sequential.BytesRead, sequential.BytesWritten)));
+        Assert.That((pipelined.ReadWorkers, sequential.ReadWorkers), Is.EqualTo((readWorkers, 1)), "workers used, and one without reading ahead");
         Assert.That(reports.Select(r => r.TensorsWritten), Is.EqualTo(Enumerable.Range(1, reports[0].TensorCount)), "one report per tensor, in order");
     }
 
