@@ -78,6 +78,12 @@ public sealed class Trainer
         _logger = logger ?? NullLogger.Instance;
     }
 
+    /// <summary>The process's minor page faults so far (a seam for tests; the process's own count by default).</summary>
+    internal Func<long?> CountMinorPageFaults { get; init; } = NativeAllocator.MinorPageFaults;
+
+    /// <summary>Whether the process started with glibc's threads on one arena (a seam for tests).</summary>
+    internal Func<bool> StartedWithOneArena { get; init; } = () => NativeAllocator.StartedWithOneArena;
+
     /// <summary>Path of the training state a resumed run reads.</summary>
     /// <param name="outputDir">The run's output folder.</param>
     /// <returns>The state file path.</returns>
@@ -207,9 +213,12 @@ public sealed class Trainer
 
         // Every step allocates and frees the same large tensors: keep freed memory for reuse instead of faulting it in again.
         // Process-wide, so a host that manages its own allocator opts out with TrainingOptions.KeepFreedMemoryInProcess.
-        if (_options.KeepFreedMemoryInProcess && NativeAllocator.KeepFreedMemoryInProcess())
+        bool freedMemoryKept = _options.KeepFreedMemoryInProcess && NativeAllocator.KeepFreedMemoryInProcess();
+        if (freedMemoryKept)
         {
-            TrainingLog.KeptFreedMemoryInProcess(_logger);
+            TrainingLog.KeptFreedMemoryInProcess(_logger, StartedWithOneArena()
+                ? "every thread allocates from glibc's main arena"
+                : "threads other than the main one allocate from arenas of their own, which map blocks of 64 MiB or more afresh (MALLOC_ARENA_MAX=1 at process start keeps them on one)");
         }
         if (OperatingSystem.IsLinux() && string.IsNullOrEmpty(Environment.GetEnvironmentVariable(CpuThreading.WaitPolicyVariable)))
         {
@@ -222,6 +231,7 @@ public sealed class Trainer
         var clock = Stopwatch.StartNew();
         var stepLog = Stopwatch.StartNew();
         long startStep = run.Step;
+        var freshMemory = new FreshMemoryWatch(this);
         int nonFiniteInARow = run.NonFiniteInARow;
         while (run.Step < totalSteps)
         {
@@ -242,7 +252,13 @@ public sealed class Trainer
                 group.LearningRate = lr;
             }
 
+            long? faultsBefore = freedMemoryKept ? CountMinorPageFaults() : null;
             StepRecord record = TrainStep(sampler, optimizer, optimized, modelParameters, clipped, lr, run.Step + 1);
+            if (faultsBefore is long before && CountMinorPageFaults() is long after)
+            {
+                freshMemory.Observe(run.Step - startStep, after - before);
+            }
+
             run.Step++;
             run.History.Add(record);
             nonFiniteInARow = record.Skipped ? nonFiniteInARow + 1 : 0;
@@ -315,6 +331,39 @@ public sealed class Trainer
         }
 
         return new TrainingResult(run.Step, run.History, run.Evaluations, run.BestValidationLoss, _options.OutputDir);
+    }
+
+    /// <summary>
+    /// Warns once, where the C allocator was told to keep freed memory, when warmed-up steps keep faulting in fresh
+    /// memory while glibc gives threads arenas of their own: such an arena maps every block of 64 MiB or more (logits over
+    /// a large vocabulary) afresh and unmaps it when freed, every step, and only <c>MALLOC_ARENA_MAX=1</c> at process
+    /// start stops it. Every step is watched, since a loop may move onto pool threads only after its first checkpoint.
+    /// </summary>
+    private sealed class FreshMemoryWatch(Trainer trainer)
+    {
+        /// <summary>Steps of a run (0-based) before this one allocate state once (optimizer moments, first activations).</summary>
+        private const int FirstWatchedStep = 2;
+
+        /// <summary>How many steps in a row must fault in fresh memory: a step that evaluates or grows once does not count.</summary>
+        private const int StepsInARow = 2;
+
+        /// <summary>Fresh memory per step from which a step counts (glibc's largest mmap threshold).</summary>
+        private const long WarningBytes = 32L << 20;
+
+        private int _inARow;
+        private bool _warned;
+
+        /// <summary>Takes the minor page faults of step <paramref name="stepOfRun"/> (0-based within this run).</summary>
+        public void Observe(long stepOfRun, long faults)
+        {
+            long bytes = faults * Environment.SystemPageSize;
+            _inARow = stepOfRun >= FirstWatchedStep && bytes >= WarningBytes ? _inARow + 1 : 0;
+            if (_inARow >= StepsInARow && !_warned && !trainer.StartedWithOneArena())
+            {
+                _warned = true;
+                TrainingLog.StepsMapFreshMemory(trainer._logger, bytes >> 20, faults);
+            }
+        }
     }
 
     private StepRecord TrainStep(

@@ -11,6 +11,10 @@ public static partial class Program
     /// <summary>Runs the tool. Exit codes: 0 success, 1 failure (one-line message), 2 usage error.</summary>
     public static async Task<int> Main(string[] args)
     {
+        // First of all, since it starts the program again: glibc reads its arena limit only at process start, and without
+        // one a thread other than the main one maps every block of 64 MiB or more afresh (logits over a vocabulary), which
+        // made training steps twice as slow once async writes had moved the loop onto pool threads.
+        Inference.Runtime.NativeAllocator.RestartOnOneArena();
         // Before LibTorch loads: OpenMP threads that spin while waiting starve each other on small or busy machines.
         Training.CpuThreading.PreferPassiveWaiting();
         // Generation, perplexity and evaluation free and reallocate the same large tensors (logits over the vocabulary,

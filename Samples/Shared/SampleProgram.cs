@@ -1,3 +1,4 @@
+using ModelSurgery.Inference.Runtime;
 using ModelSurgery.Training;
 
 namespace ModelSurgery.Samples;
@@ -18,6 +19,9 @@ public static class SampleProgram
         ArgumentNullException.ThrowIfNull(parse);
         ArgumentNullException.ThrowIfNull(run);
 
+        // First of all, since it starts the program again with every thread on glibc's main arena: the samples train on
+        // pool threads, where blocks of 64 MiB or more (their logits) were otherwise mapped afresh every step.
+        NativeAllocator.RestartOnOneArena();
         // Before LibTorch loads: OpenMP threads that spin while waiting starve each other on small or busy machines.
         CpuThreading.PreferPassiveWaiting();
         T? options;

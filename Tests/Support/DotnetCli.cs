@@ -9,23 +9,24 @@ internal static class DotnetCli
     /// <summary>Runs <c>dotnet</c> with <paramref name="arguments"/> and returns its output; fails the test with that output when it exits non-zero.</summary>
     public static string Run(string workingDirectory, params string[] arguments)
     {
-        (int exitCode, string text) = Execute(workingDirectory, new Dictionary<string, string>(), arguments);
+        (int exitCode, string text) = Execute(workingDirectory, new Dictionary<string, string?>(), arguments);
         Assert.That(exitCode, Is.Zero, $"dotnet {string.Join(' ', arguments)} failed in {workingDirectory}:\n{text}");
         return text;
     }
 
     /// <summary>
     /// Runs <c>dotnet</c> with <paramref name="arguments"/> and the extra <paramref name="environment"/> variables,
-    /// and returns its exit code and output (standard output and error, interleaved) without judging them.
+    /// (a null value removes the variable), and returns its exit code and output (standard output and error,
+    /// interleaved) without judging them.
     /// </summary>
-    public static (int ExitCode, string Output) Execute(string workingDirectory, IReadOnlyDictionary<string, string> environment, params string[] arguments) =>
+    public static (int ExitCode, string Output) Execute(string workingDirectory, IReadOnlyDictionary<string, string?> environment, params string[] arguments) =>
         ExecuteProgram(Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") ?? "dotnet", workingDirectory, environment, arguments);
 
     /// <summary>
     /// Runs <paramref name="program"/> (an installed tool, say) like <see cref="Execute"/> runs <c>dotnet</c>: same
     /// environment rules, exit code and interleaved output returned without judging them.
     /// </summary>
-    public static (int ExitCode, string Output) ExecuteProgram(string program, string workingDirectory, IReadOnlyDictionary<string, string> environment, params string[] arguments)
+    public static (int ExitCode, string Output) ExecuteProgram(string program, string workingDirectory, IReadOnlyDictionary<string, string?> environment, params string[] arguments)
     {
         var start = new ProcessStartInfo(program)
         {
@@ -46,9 +47,16 @@ internal static class DotnetCli
 
         start.Environment["DOTNET_CLI_TELEMETRY_OPTOUT"] = "1";
         start.Environment["DOTNET_NOLOGO"] = "1";
-        foreach ((string name, string value) in environment)
+        foreach ((string name, string? value) in environment)
         {
-            start.Environment[name] = value;
+            if (value is null)
+            {
+                start.Environment.Remove(name);
+            }
+            else
+            {
+                start.Environment[name] = value;
+            }
         }
 
         using Process process = Process.Start(start) ?? throw new InvalidOperationException("dotnet did not start.");

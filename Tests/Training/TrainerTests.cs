@@ -77,6 +77,67 @@ public sealed class TrainerTests
         Assert.That(left.Lines, Has.None.Contain("keeps freed memory"), "opted out, the process's allocator is left alone");
     }
 
+    [TestCase("40,40,40,40,40,40,40,40", false, 40, Description = "every step maps 40 MiB afresh: name the setting, once")]
+    [TestCase("0,0,0,0,0,64,64,0", false, 64, Description = "the loop moved onto a pool thread after a checkpoint")]
+    [TestCase("1,1,1,1,1,1,1,1", false, 0, Description = "a few pages per step are nothing to warn about")]
+    [TestCase("40,40,40,40,40,40,40,40", true, 0, Description = "the process already runs on one arena: the setting would change nothing")]
+    [TestCase("90,90,0,0,0,0,0,0", false, 0, Description = "the first steps allocate the optimizer's state once")]
+    [TestCase("0,0,40,0,40,0,40,0", false, 0, Description = "one step in a while that grows something is not a pattern")]
+    public async Task Steps_that_keep_faulting_in_fresh_memory_name_the_allocator_setting(string mebibytesPerStep, bool oneArena, int warnedMebibytes)
+    {
+        Assume.That(OperatingSystem.IsLinux(), "the allocator settings exist on glibc only");
+        long[] pagesPerStep = [.. mebibytesPerStep.Split(',').Select(m => (long.Parse(m, System.Globalization.CultureInfo.InvariantCulture) << 20) / Environment.SystemPageSize)];
+        using var model = new TinyCausalLm(Vocab, 16, seed: 1);
+        var logger = new ListLogger();
+        // A process whose step k faults pagesPerStep[k] pages; the trainer reads the count before and after each step.
+        int calls = 0;
+        long total = 0;
+        long? Count()
+        {
+            if (calls++ % 2 == 1)
+            {
+                total += pagesPerStep[(calls - 1) / 2];
+            }
+
+            return total;
+        }
+
+        var trainer = new Trainer(model, Options("fresh-memory", pagesPerStep.Length), logger: logger) { CountMinorPageFaults = Count, StartedWithOneArena = () => oneArena };
+        await trainer.TrainAsync(Data);
+
+        string[] warnings = [.. logger.Lines.Where(l => l.Contains("Start the process with MALLOC_ARENA_MAX=1", StringComparison.Ordinal))];
+        Assert.Multiple(() =>
+        {
+            Assert.That(calls, Is.EqualTo(2 * pagesPerStep.Length), "every step is counted, before and after");
+            Assert.That(warnings, Has.Length.EqualTo(warnedMebibytes > 0 ? 1 : 0));
+            if (warnedMebibytes > 0)
+            {
+                long pages = ((long)warnedMebibytes << 20) / Environment.SystemPageSize;
+                Assert.That(warnings[0], Does.Contain($"faults in {warnedMebibytes} MiB of fresh memory ({pages} page faults)"));
+            }
+        });
+    }
+
+    [Test]
+    public async Task A_host_that_keeps_its_own_allocator_settings_gets_no_page_fault_count_or_warning()
+    {
+        using var model = new TinyCausalLm(Vocab, 16, seed: 1);
+        var logger = new ListLogger();
+        int calls = 0;
+        var trainer = new Trainer(model, Options("own-allocator", 6) with { KeepFreedMemoryInProcess = false }, logger: logger)
+        {
+            CountMinorPageFaults = () => ++calls * (1L << 20),
+            StartedWithOneArena = () => false,
+        };
+        await trainer.TrainAsync(Data);
+
+        Assert.Multiple(() =>
+        {
+            Assert.That(calls, Is.Zero, "the faults are counted only where the trainer set the allocator up");
+            Assert.That(logger.Lines, Has.None.Contain("MALLOC_ARENA_MAX"));
+        });
+    }
+
     [Test]
     public async Task Loss_falls_on_a_learnable_sequence()
     {

@@ -94,7 +94,7 @@ public sealed class CliToolPackageTests
 
     private string Installed(string tool, params string[] arguments)
     {
-        (int exitCode, string output) = DotnetCli.ExecuteProgram(tool, _work, new Dictionary<string, string>(), arguments);
+        (int exitCode, string output) = DotnetCli.ExecuteProgram(tool, _work, new Dictionary<string, string?>(), arguments);
         Assert.That(exitCode, Is.Zero, $"modelsurgery {string.Join(' ', arguments)} failed:\n{output}");
         return output;
     }

@@ -52,7 +52,7 @@ public sealed class NotebookTests
 
         // The kernel starts in the notebook's folder, as Polyglot Notebooks starts it; the feed and version come from
         // the environment, so the committed notebook runs exactly as it is.
-        var environment = new Dictionary<string, string>
+        var environment = new Dictionary<string, string?>
         {
             ["MODELSURGERY_FEED"] = feed.Folder,
             ["MODELSURGERY_VERSION"] = feed.Version,

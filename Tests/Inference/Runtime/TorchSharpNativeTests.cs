@@ -46,7 +46,7 @@ public sealed class TorchSharpNativeTests
         // Without the fix TorchSharp falls back to copying LibTorch out of the NuGet packages folder (half a gigabyte);
         // an empty packages folder makes it give up at once instead.
         string noPackages = Path.Combine(directory.Path, "no-packages");
-        (int plainExit, string plain) = DotnetCli.Execute(app, new Dictionary<string, string> { ["NUGET_PACKAGES"] = noPackages }, probe, "plain", cache);
+        (int plainExit, string plain) = DotnetCli.Execute(app, new Dictionary<string, string?> { ["NUGET_PACKAGES"] = noPackages }, probe, "plain", cache);
         Assert.That(plainExit, Is.Zero, plain);
         string fixedRun = DotnetCli.Run(app, probe, "fix", cache);
         string again = DotnetCli.Run(app, probe, "fix", cache);
