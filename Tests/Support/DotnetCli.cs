@@ -28,6 +28,13 @@ internal static class DotnetCli
     /// </summary>
     public static (int ExitCode, string Output) ExecuteProgram(string program, string workingDirectory, IReadOnlyDictionary<string, string?> environment, params string[] arguments)
     {
+        (int exitCode, _, string output) = ExecuteProgramWithId(program, workingDirectory, environment, arguments);
+        return (exitCode, output);
+    }
+
+    /// <summary><see cref="ExecuteProgram"/> that also returns the process id the program ran under.</summary>
+    public static (int ExitCode, int ProcessId, string Output) ExecuteProgramWithId(string program, string workingDirectory, IReadOnlyDictionary<string, string?> environment, params string[] arguments)
+    {
         var start = new ProcessStartInfo(program)
         {
             WorkingDirectory = workingDirectory,
@@ -69,7 +76,7 @@ internal static class DotnetCli
 
         lock (output)
         {
-            return (process.ExitCode, output.ToString());
+            return (process.ExitCode, process.Id, output.ToString());
         }
     }
 

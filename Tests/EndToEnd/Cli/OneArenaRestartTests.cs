@@ -1,5 +1,4 @@
-using System.Diagnostics;
-using System.Text;
+using ModelSurgery.Tests.Support;
 using ModelSurgery.Tests.Training;
 
 namespace ModelSurgery.Tests.Cli;
@@ -53,35 +52,10 @@ public sealed class OneArenaRestartTests
         });
     }
 
-    private static (int ExitCode, int ProcessId, string Output) RunTool(string? arenaMax, string[] arguments)
-    {
-        var start = new ProcessStartInfo(Path.Combine(TestContext.CurrentContext.TestDirectory, "modelsurgery"))
-        {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-        };
-        foreach (string argument in arguments)
-        {
-            start.ArgumentList.Add(argument);
-        }
-
-        start.Environment.Remove("GLIBC_TUNABLES");
-        start.Environment.Remove("MALLOC_ARENA_MAX");
-        if (arenaMax is not null)
-        {
-            start.Environment["MALLOC_ARENA_MAX"] = arenaMax;
-        }
-
-        using Process process = Process.Start(start) ?? throw new InvalidOperationException("modelsurgery did not start.");
-        var output = new StringBuilder();
-        process.OutputDataReceived += (_, e) => { if (e.Data is not null) { lock (output) { output.AppendLine(e.Data); } } };
-        process.ErrorDataReceived += (_, e) => { if (e.Data is not null) { lock (output) { output.AppendLine(e.Data); } } };
-        process.BeginOutputReadLine();
-        process.BeginErrorReadLine();
-        process.WaitForExit();
-        lock (output)
-        {
-            return (process.ExitCode, process.Id, output.ToString());
-        }
-    }
+    private (int ExitCode, int ProcessId, string Output) RunTool(string? arenaMax, string[] arguments) =>
+        DotnetCli.ExecuteProgramWithId(
+            Path.Combine(TestContext.CurrentContext.TestDirectory, "modelsurgery"),
+            _dir,
+            new Dictionary<string, string?> { ["GLIBC_TUNABLES"] = null, ["MALLOC_ARENA_MAX"] = arenaMax },
+            arguments);
 }
