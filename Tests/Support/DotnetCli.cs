@@ -15,7 +15,7 @@ internal static class DotnetCli
     }
 
     /// <summary>
-    /// Runs <c>dotnet</c> with <paramref name="arguments"/> and the extra <paramref name="environment"/> variables,
+    /// Runs <c>dotnet</c> with <paramref name="arguments"/> and the extra <paramref name="environment"/> variables
     /// (a null value removes the variable), and returns its exit code and output (standard output and error,
     /// interleaved) without judging them.
     /// </summary>
