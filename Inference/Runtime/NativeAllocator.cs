@@ -9,8 +9,8 @@ namespace ModelSurgery.Inference.Runtime;
 /// frees and reallocates the same large tensors (training, unless <c>TrainingOptions.KeepFreedMemoryInProcess</c> is
 /// false). A program that generates or evaluates decides for itself: the
 /// <c>modelsurgery</c> tool and the benchmarks call <see cref="KeepFreedMemoryInProcess"/> at startup, while a host that
-/// embeds inference (a server with other work) may prefer its heap to shrink after a large batch. The tool, the samples
-/// and the benchmarks also call <see cref="RestartOnOneArena"/> first thing, since one setting exists only at start.
+/// embeds inference (a server with other work) may prefer its heap to shrink after a large batch. The tool and the
+/// samples also call <see cref="RestartOnOneArena"/> first thing, since one setting exists only at start.
 /// </para>
 /// </summary>
 public static class NativeAllocator

@@ -2,8 +2,8 @@ using System.CommandLine;
 using ModelSurgery.Benchmarks;
 
 // Benchmarks print measured figures; they are commands, never tests.
-// First of all, as the tool does: threads other than the main one then reuse freed blocks of 64 MiB or more.
-ModelSurgery.Inference.Runtime.NativeAllocator.RestartOnOneArena();
+// No restart on one allocator arena here (unlike the tool): the benchmarks time their steps on the main thread, whose
+// arena keeps large blocks anyway, and one arena shared by the worker threads made bf16 steps up to 1.6x slower.
 // Before LibTorch loads: OpenMP threads that spin while waiting starve each other on small or busy machines.
 ModelSurgery.Training.CpuThreading.PreferPassiveWaiting();
 var root = new RootCommand("ModelSurgery benchmarks: each command prints what it measured on this machine.")
