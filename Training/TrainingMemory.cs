@@ -1,6 +1,7 @@
 using System.Globalization;
 using ModelSurgery.Inference.Checkpoints;
 using ModelSurgery.Inference.Configuration;
+using ModelSurgery.Inference.Modeling;
 using ModelSurgery.Inference.Runtime;
 using TorchSharp;
 
@@ -12,7 +13,7 @@ namespace ModelSurgery.Training;
 /// <param name="Gradients">Parameter gradients (in bf16 runs both the model's and the master copies').</param>
 /// <param name="OptimizerStates">AdamW's two float32 moments per parameter.</param>
 /// <param name="Activations">Tensors kept for the backward pass of one micro-batch, every layer.</param>
-/// <param name="AttentionScores">Materialised attention scores and probabilities (only where the fused kernel cannot run).</param>
+/// <param name="AttentionScores">Materialised attention scores and probabilities (only where the fused kernel does not run).</param>
 /// <param name="Logits">The student's float32 logits and their gradient.</param>
 /// <param name="Teacher">The teacher's weights, its logits and one layer's forward transients (distillation only).</param>
 public sealed record TrainingMemoryEstimate(long Weights, long MasterWeights, long Gradients, long OptimizerStates, long Activations, long AttentionScores, long Logits, long Teacher)
@@ -31,7 +32,9 @@ public sealed record TrainingMemoryEstimate(long Weights, long MasterWeights, lo
 /// AdamW's two float32 states, per layer and token the tensors autograd keeps (<see cref="ActivationsPerLayerToken"/>
 /// elements of the compute dtype), attention scores B x H x T x T (twice: scores and probabilities) only for layers with a
 /// sliding window shorter than the sequence (those take the masked, unfused path of <c>scaled_dot_product_attention</c>; causal layers use the fused
-/// kernel, which keeps no T x T tensor), and the logits B x T x V in float32, twice for the backward pass.
+/// kernel, which keeps no T x T tensor) or, in every layer, the float32 softmax and the probabilities in the compute dtype
+/// where training takes <see cref="EagerAttention"/> (bf16 on the CPU over short sequences), and the logits B x T x V in
+/// float32, twice for the backward pass.
 /// </summary>
 public static class TrainingMemory
 {
@@ -55,8 +58,9 @@ public static class TrainingMemory
     /// <param name="options">Batch size, sequence length and precision.</param>
     /// <param name="teacher">The teacher's config when distilling from a live teacher; null otherwise.</param>
     /// <param name="teacherElementSize">Bytes per teacher weight (4 for float32, the default load dtype; 2 for bf16/f16).</param>
+    /// <param name="device">Where the student trains, which decides how its attention runs.</param>
     /// <returns>The estimate by part.</returns>
-    public static TrainingMemoryEstimate Estimate(LlamaConfig student, TrainingOptions options, LlamaConfig? teacher = null, int teacherElementSize = 4)
+    public static TrainingMemoryEstimate Estimate(LlamaConfig student, TrainingOptions options, LlamaConfig? teacher = null, int teacherElementSize = 4, DeviceType device = DeviceType.CPU)
     {
         ArgumentNullException.ThrowIfNull(student);
         ArgumentNullException.ThrowIfNull(options);
@@ -70,8 +74,11 @@ public static class TrainingMemory
         long gradients = (parameters * element) + masters;
         long optimizer = 2 * parameters * Float;
         long activations = tokens * student.NumHiddenLayers * ActivationsPerLayerToken(student) * element;
+        long scoreElements = (long)options.BatchSize * student.NumAttentionHeads * options.SeqLen * options.SeqLen;
         int windowed = student.LayerAttentionWindows.Count(w => w < options.SeqLen);
-        long scores = 2L * options.BatchSize * student.NumAttentionHeads * options.SeqLen * options.SeqLen * windowed * element;
+        long scores = EagerAttention.AppliesInTraining(bf16 ? torch.ScalarType.BFloat16 : torch.ScalarType.Float32, device, options.SeqLen)
+            ? scoreElements * student.NumHiddenLayers * (Float + element)
+            : 2L * scoreElements * windowed * element;
         long logits = 2 * tokens * student.VocabSize * Float;
 
         long teacherBytes = 0;
@@ -95,7 +102,7 @@ public static class TrainingMemory
     public static void EnsureFits(string modelDir, LlamaConfig student, TrainingOptions options, DeviceType device, LlamaConfig? teacher = null, int teacherElementSize = 4)
     {
         ArgumentNullException.ThrowIfNull(options);
-        TrainingMemoryEstimate estimate = Estimate(student, options, teacher, teacherElementSize);
+        TrainingMemoryEstimate estimate = Estimate(student, options, teacher, teacherElementSize, device);
         MemoryPreflight.EnsureFits(
             estimate.Total,
             string.Create(CultureInfo.InvariantCulture,

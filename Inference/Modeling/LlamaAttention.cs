@@ -184,7 +184,14 @@ public sealed class LlamaAttention : Module<Tensor, Tensor>
         }
 
         Tensor attended;
-        if (Window is int w && keyLength > w)
+        if (offset == 0 && queries.requires_grad && EagerAttention.AppliesInTraining(queries.dtype, queries.device_type, keyLength))
+        {
+            // Training in bf16 on the CPU over short sequences: the fused kernel's backward is the slower one there.
+            int? window = windowMasks ? Window : null;
+            Tensor allowed = masks?.Get(length, keyLength, window, input.device) ?? AttentionMasks.Build(length, keyLength, window, input.device); // [T, S]
+            attended = EagerAttention.Compute(queries, keys, values, allowed); // [B, H, T, hd]
+        }
+        else if (Window is int w && keyLength > w)
         {
             // The window hides at least one key from the last query; the built-in causal flag cannot express that.
             Tensor allowed = masks?.Get(length, keyLength, w, input.device) ?? AttentionMasks.Build(length, keyLength, w, input.device); // [T, S]

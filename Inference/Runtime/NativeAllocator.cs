@@ -70,7 +70,8 @@ public static class NativeAllocator
     /// program's entry point, before anything is written or started: the running image is replaced (<c>execv</c> on
     /// <c>/proc/self/exe</c> with the arguments of <c>/proc/self/cmdline</c>), so standard streams, the working folder
     /// and the parent's wait carry over. A limit the user set (<c>MALLOC_ARENA_MAX=0</c> keeps glibc's default) is left
-    /// as it is. Never call it from a host that is not a program of its own (a notebook kernel, a test runner).
+    /// as it is, and so is a process with a debugger attached. Never call it from a host that is not a program of its own
+    /// (a notebook kernel, a test runner).
     /// <para>
     /// Why: glibc reads the arena limit only at process start, and without it a block of 64 MiB or more that a thread
     /// other than the main one allocates is mapped afresh and unmapped when freed. LibTorch's logits over a vocabulary of
@@ -82,7 +83,8 @@ public static class NativeAllocator
     /// <returns>Why the process was not restarted.</returns>
     public static OneArenaRestart RestartOnOneArena()
     {
-        if (ReasonNotToRestart(OperatingSystem.IsLinux() && IsGlibc(), Environment.GetEnvironmentVariable(ArenaLimitVariable), Environment.GetEnvironmentVariable(TunablesVariable)) is OneArenaRestart reason)
+        bool glibc = OperatingSystem.IsLinux() && IsGlibc();
+        if (ReasonNotToRestart(glibc, System.Diagnostics.Debugger.IsAttached, Environment.GetEnvironmentVariable(ArenaLimitVariable), Environment.GetEnvironmentVariable(TunablesVariable)) is OneArenaRestart reason)
         {
             return reason;
         }
@@ -147,14 +149,20 @@ public static class NativeAllocator
 
     /// <summary>What <see cref="RestartOnOneArena"/> does given the platform and the environment it was started with.</summary>
     /// <param name="glibc">Whether the process runs on Linux with glibc.</param>
+    /// <param name="debuggerAttached">Whether a debugger is attached, which would lose the process it started when its image is replaced.</param>
     /// <param name="arenaMax">The value of <c>MALLOC_ARENA_MAX</c>, or null.</param>
     /// <param name="tunables">The value of <c>GLIBC_TUNABLES</c>, or null.</param>
     /// <returns>Why not to restart; null when the process should restart.</returns>
-    internal static OneArenaRestart? ReasonNotToRestart(bool glibc, string? arenaMax, string? tunables)
+    internal static OneArenaRestart? ReasonNotToRestart(bool glibc, bool debuggerAttached, string? arenaMax, string? tunables)
     {
         if (!glibc)
         {
             return OneArenaRestart.Unsupported;
+        }
+
+        if (debuggerAttached)
+        {
+            return OneArenaRestart.DebuggerAttached;
         }
 
         if (IsOneArena(arenaMax, tunables))
@@ -333,4 +341,7 @@ public enum OneArenaRestart
 
     /// <summary>The restart failed (<c>execv</c> returned); the process goes on as it started.</summary>
     Failed,
+
+    /// <summary>A debugger is attached: replacing the process image would leave it holding a process that is gone.</summary>
+    DebuggerAttached,
 }

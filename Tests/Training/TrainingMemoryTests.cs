@@ -1,4 +1,5 @@
 using ModelSurgery.Inference.Configuration;
+using ModelSurgery.Inference.Modeling;
 using ModelSurgery.Inference.Runtime;
 using ModelSurgery.Training;
 using TorchSharp;
@@ -51,6 +52,18 @@ public sealed class TrainingMemoryTests
         Assert.That(e.OptimizerStates, Is.EqualTo(2 * 212 * 4));
         Assert.That(e.Activations, Is.EqualTo(3 * 5 * 78 * 2));
         Assert.That(e.Logits, Is.EqualTo(2 * 3 * 5 * 10 * 4));
+    }
+
+    [Test]
+    public void Bf16_training_on_the_cpu_over_short_sequences_keeps_eager_attention_scores_in_every_layer()
+    {
+        TrainingOptions bf16 = Options with { Precision = TrainingPrecision.Bf16 };
+
+        // The float32 softmax and the bf16 probabilities: B x H x T x T x (4 + 2) bytes per layer.
+        Assert.That(TrainingMemory.Estimate(Tiny(), bf16).AttentionScores, Is.EqualTo(3 * 2 * 5 * 5 * 1 * (4 + 2)));
+        Assert.That(TrainingMemory.Estimate(Tiny(), bf16, device: DeviceType.CUDA).AttentionScores, Is.Zero, "the fused kernel on a GPU");
+        Assert.That(TrainingMemory.Estimate(Tiny(), bf16 with { SeqLen = EagerAttention.MaxKeys + 1 }).AttentionScores, Is.Zero, "and past the eager path's length");
+        Assert.That(TrainingMemory.Estimate(Tiny(), Options).AttentionScores, Is.Zero, "float32 keeps the fused kernel");
     }
 
     [Test]

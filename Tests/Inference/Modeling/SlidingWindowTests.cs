@@ -103,6 +103,24 @@ public sealed class SlidingWindowTests
         return copy;
     }
 
+    private static LlamaForCausalLM InDtype(LlamaForCausalLM model, LlamaConfig config, ScalarType dtype)
+    {
+        var copy = new LlamaForCausalLM(config, dtype);
+        using var scope = NewDisposeScope();
+        copy.LoadStateDict(model.ToStateDict().ToDictionary(kv => kv.Key, kv => kv.Value.to(dtype), StringComparer.Ordinal));
+        copy.eval();
+        return copy;
+    }
+
+    /// <summary>Logits of a forward pass that records gradients, as a training step's.</summary>
+    private static double[][] TrainingLogits(LlamaForCausalLM model, long[] tokens)
+    {
+        using var scope = NewDisposeScope();
+        Tensor logits = model.forward(TinyModels.Ids(tokens))[0];
+        Assert.That(logits.requires_grad, Is.True);
+        return Rows(logits);
+    }
+
     private static ReferenceLlamaForward Reference(LlamaForCausalLM model, IReadOnlyList<int?> windows) =>
         new(model.Config, model.ToStateDict(), windows);
 
@@ -170,6 +188,28 @@ public sealed class SlidingWindowTests
         double unwindowedDifference = MaxAbsDiff(ModelLogits(unwindowed, tokens), expected);
         TestContext.Out.WriteLine($"  without the window: {unwindowedDifference:E3}");
         Assert.That(unwindowedDifference, Is.GreaterThan(100 * tolerance));
+    }
+
+    [TestCaseSource(nameof(Configs))]
+    public void Bf16_training_forward_takes_eager_attention_and_is_as_close_to_the_reference_as_the_fused_kernel(string kind, int window, int length)
+    {
+        // A forward pass that records gradients in bf16 on the CPU takes EagerAttention, one without takes the fused
+        // kernel; both round to bf16 at every step, so the fused kernel's distance from the float64 reference (same bf16
+        // weights) is the yardstick, and the windowless model's distance shows the comparison would see a wrong mask.
+        var (config, windows) = Case(kind, window);
+        Assert.That(EagerAttention.AppliesInTraining(ScalarType.BFloat16, DeviceType.CPU, length), Is.True);
+        using LlamaForCausalLM fp32 = Create(config, seed: 7);
+        using LlamaForCausalLM model = InDtype(fp32, config, ScalarType.BFloat16);
+        using LlamaForCausalLM unwindowed = InDtype(fp32, WithoutWindows(config), ScalarType.BFloat16);
+        long[] tokens = TinyModels.RandomIds(length, config.VocabSize, seed: 8);
+        double[][] expected = Reference(model, windows).Logits(tokens);
+
+        double eager = MaxAbsDiff(TrainingLogits(model, tokens), expected);
+        double fused = MaxAbsDiff(ModelLogits(model, tokens), expected);
+        double withoutWindow = MaxAbsDiff(TrainingLogits(unwindowed, tokens), expected);
+        TestContext.Out.WriteLine($"{kind} W={window} T={length}: bf16 max |logit diff| eager {eager:E3}, fused {fused:E3}, without the window {withoutWindow:E3} (max logit {MaxAbs(expected):E3})");
+        Assert.That(eager, Is.LessThanOrEqualTo(2 * fused));
+        Assert.That(withoutWindow, Is.GreaterThan(4 * Math.Max(eager, fused)));
     }
 
     [TestCaseSource(nameof(Configs))]

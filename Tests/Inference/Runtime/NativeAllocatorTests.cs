@@ -34,17 +34,19 @@ public sealed class NativeAllocatorTests
     public void One_arena_is_read_as_glibc_reads_the_limit(string? arenaMax, string? tunables, bool oneArena) =>
         Assert.That(NativeAllocator.IsOneArena(arenaMax, tunables), Is.EqualTo(oneArena));
 
-    [TestCase(false, null, null, OneArenaRestart.Unsupported)]
-    [TestCase(true, null, null, null)]
-    [TestCase(true, "", null, null, Description = "an empty variable is no setting")]
-    [TestCase(true, "1", null, OneArenaRestart.AlreadyOneArena)]
-    [TestCase(true, null, "glibc.malloc.arena_max=1", OneArenaRestart.AlreadyOneArena)]
-    [TestCase(true, "0", null, OneArenaRestart.KeptUserSetting, Description = "0 asks for glibc's default and is how a user opts out")]
-    [TestCase(true, "4", null, OneArenaRestart.KeptUserSetting)]
-    [TestCase(true, null, "glibc.malloc.arena_max=2", OneArenaRestart.KeptUserSetting)]
-    [TestCase(true, null, "glibc.malloc.tcache_count=0", null, Description = "other tunables leave the limit unset")]
-    public void The_process_restarts_only_on_glibc_and_only_where_no_arena_limit_was_set(bool glibc, string? arenaMax, string? tunables, OneArenaRestart? reason) =>
-        Assert.That(NativeAllocator.ReasonNotToRestart(glibc, arenaMax, tunables), Is.EqualTo(reason));
+    [TestCase(false, false, null, null, OneArenaRestart.Unsupported)]
+    [TestCase(true, false, null, null, null)]
+    [TestCase(true, false, "", null, null, Description = "an empty variable is no setting")]
+    [TestCase(true, false, "1", null, OneArenaRestart.AlreadyOneArena)]
+    [TestCase(true, false, null, "glibc.malloc.arena_max=1", OneArenaRestart.AlreadyOneArena)]
+    [TestCase(true, false, "0", null, OneArenaRestart.KeptUserSetting, Description = "0 asks for glibc's default and is how a user opts out")]
+    [TestCase(true, false, "4", null, OneArenaRestart.KeptUserSetting)]
+    [TestCase(true, false, null, "glibc.malloc.arena_max=2", OneArenaRestart.KeptUserSetting)]
+    [TestCase(true, false, null, "glibc.malloc.tcache_count=0", null, Description = "other tunables leave the limit unset")]
+    [TestCase(true, true, null, null, OneArenaRestart.DebuggerAttached, Description = "a debugger would lose the process it started")]
+    [TestCase(false, true, null, null, OneArenaRestart.Unsupported)]
+    public void The_process_restarts_only_on_glibc_and_only_where_no_arena_limit_was_set(bool glibc, bool debuggerAttached, string? arenaMax, string? tunables, OneArenaRestart? reason) =>
+        Assert.That(NativeAllocator.ReasonNotToRestart(glibc, debuggerAttached, arenaMax, tunables), Is.EqualTo(reason));
 
     [Test]
     public void The_restart_takes_the_arguments_exactly_as_the_process_got_them()
