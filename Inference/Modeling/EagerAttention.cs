@@ -40,7 +40,7 @@ public static class EagerAttention
         // Out of place: TorchSharp's in-place mul_ by a scalar rounds the scalar to bf16 first, mul keeps it in float
         // as PyTorch does for Hugging Face's `* self.scaling`.
         Tensor scores = queries.matmul(keys.transpose(2, 3)).mul(1.0 / Math.Sqrt(queries.size(3))); // [B, H, T, S]
-        scores = scores.masked_fill_(allowed.logical_not(), double.NegativeInfinity);
+        scores.masked_fill_(allowed.logical_not(), double.NegativeInfinity);
         Tensor probabilities = dtype is ScalarType.BFloat16 or ScalarType.Float16
             ? scores.softmax(-1, ScalarType.Float32).to(dtype)
             : scores.softmax(-1); // [B, H, T, S]

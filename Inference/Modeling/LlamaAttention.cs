@@ -183,19 +183,19 @@ public sealed class LlamaAttention : Module<Tensor, Tensor>
             values = values.repeat_interleave(groupSize, 1); // [B, H, S, hd]
         }
 
+        // The mask [T, S] of these queries over these keys, shared across the forward's layers when masks are given.
+        Tensor Allowed(int? window) => masks?.Get(length, keyLength, window, input.device) ?? AttentionMasks.Build(length, keyLength, window, input.device);
+
         Tensor attended;
         if (offset == 0 && queries.requires_grad && EagerAttention.AppliesInTraining(queries.dtype, queries.device_type, keyLength))
         {
             // Training in bf16 on the CPU over short sequences: the fused kernel's backward is the slower one there.
-            int? window = windowMasks ? Window : null;
-            Tensor allowed = masks?.Get(length, keyLength, window, input.device) ?? AttentionMasks.Build(length, keyLength, window, input.device); // [T, S]
-            attended = EagerAttention.Compute(queries, keys, values, allowed); // [B, H, T, hd]
+            attended = EagerAttention.Compute(queries, keys, values, Allowed(windowMasks ? Window : null)); // [B, H, T, hd]
         }
         else if (Window is int w && keyLength > w)
         {
             // The window hides at least one key from the last query; the built-in causal flag cannot express that.
-            Tensor allowed = masks?.Get(length, keyLength, w, input.device) ?? AttentionMasks.Build(length, keyLength, w, input.device); // [T, S]
-            attended = nn.functional.scaled_dot_product_attention(queries, keys, values, allowed); // [B, H, T, hd]
+            attended = nn.functional.scaled_dot_product_attention(queries, keys, values, Allowed(w)); // [B, H, T, hd]
         }
         else if (offset == 0)
         {
@@ -209,8 +209,7 @@ public sealed class LlamaAttention : Module<Tensor, Tensor>
         else
         {
             // Built-in causal masking aligns top-left; with cached positions query i sees keys 0..offset+i.
-            Tensor allowed = masks?.Get(length, keyLength, null, input.device) ?? AttentionMasks.Build(length, keyLength, null, input.device); // [T, S]
-            attended = nn.functional.scaled_dot_product_attention(queries, keys, values, allowed); // [B, H, T, hd]
+            attended = nn.functional.scaled_dot_product_attention(queries, keys, values, Allowed(null)); // [B, H, T, hd]
         }
 
         if (headGates is not null)

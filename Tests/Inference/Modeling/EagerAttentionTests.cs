@@ -35,7 +35,8 @@ public sealed class EagerAttentionTests
 
         // A dot product of n float64 terms is off by at most n * u * (sum of |terms|); forward and backward chain the scores
         // (hd terms), the softmax (S) and the weighted sum (S), so 2 (hd + 2S) terms bound every element here relative to
-        // the largest reference value.
+        // the largest reference value. A gradient sums up to S such chains whose terms may cancel, so it is bounded
+        // relative to S times its largest value.
         double bound = 2.0 * (headDim + (2.0 * keys)) * Float64Roundoff;
         Assert.Multiple(() =>
         {

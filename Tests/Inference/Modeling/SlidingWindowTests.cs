@@ -95,19 +95,10 @@ public sealed class SlidingWindowTests
         return model;
     }
 
-    private static LlamaForCausalLM SameWeights(LlamaForCausalLM model, LlamaConfig config)
-    {
-        var copy = new LlamaForCausalLM(config);
-        copy.LoadStateDict(model.ToStateDict());
-        copy.eval();
-        return copy;
-    }
-
-    private static LlamaForCausalLM InDtype(LlamaForCausalLM model, LlamaConfig config, ScalarType dtype)
+    private static LlamaForCausalLM SameWeights(LlamaForCausalLM model, LlamaConfig config, ScalarType dtype = ScalarType.Float32)
     {
         var copy = new LlamaForCausalLM(config, dtype);
-        using var scope = NewDisposeScope();
-        copy.LoadStateDict(model.ToStateDict().ToDictionary(kv => kv.Key, kv => kv.Value.to(dtype), StringComparer.Ordinal));
+        copy.LoadStateDict(model.ToStateDict());
         copy.eval();
         return copy;
     }
@@ -199,8 +190,8 @@ public sealed class SlidingWindowTests
         var (config, windows) = Case(kind, window);
         Assert.That(EagerAttention.AppliesInTraining(ScalarType.BFloat16, DeviceType.CPU, length), Is.True);
         using LlamaForCausalLM fp32 = Create(config, seed: 7);
-        using LlamaForCausalLM model = InDtype(fp32, config, ScalarType.BFloat16);
-        using LlamaForCausalLM unwindowed = InDtype(fp32, WithoutWindows(config), ScalarType.BFloat16);
+        using LlamaForCausalLM model = SameWeights(fp32, config, ScalarType.BFloat16);
+        using LlamaForCausalLM unwindowed = SameWeights(fp32, WithoutWindows(config), ScalarType.BFloat16);
         long[] tokens = TinyModels.RandomIds(length, config.VocabSize, seed: 8);
         double[][] expected = Reference(model, windows).Logits(tokens);
 
