@@ -1,27 +1,30 @@
+using System.Buffers;
+using System.Diagnostics.CodeAnalysis;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
-using System.Diagnostics.CodeAnalysis;
-using System.IO.MemoryMappedFiles;
+using Microsoft.Win32.SafeHandles;
 using TorchSharp;
 
 namespace ModelSurgery.Inference.Checkpoints;
 
 /// <summary>
-/// A safetensors file opened read-only on a memory map. The header is validated on open; reads copy only the bytes
-/// they need from the map straight into new CPU tensors of the stored dtype. Reads are thread-safe; disposing while
-/// reads are in flight is not.
+/// A safetensors file opened read-only. The header is validated on open; reads take the pages they need with positional
+/// reads (<c>pread</c>) into a small buffer of the reading thread and copy from it only the bytes they keep into new CPU
+/// tensors of the stored dtype. Positional reads rather than a memory map: the kernel copies out of its page cache
+/// without mapping each page into the process (whose page faults were the largest CPU cost of a build after the gather
+/// itself), and nothing of the file counts in the process's resident set. Reads are thread-safe; disposing while reads
+/// are in flight is not.
 /// </summary>
 public sealed unsafe partial class SafetensorsFile : IDisposable
 {
-    private readonly MemoryMappedFile? _map;
-    private readonly MemoryMappedViewAccessor? _view;
+    private readonly SafeFileHandle _file;
+    private readonly SafeFileHandle _streamingFile;
     private readonly Dictionary<string, SafetensorsTensorInfo> _byName;
-    private byte* _data;
     private int _disposed;
     private long _bytesNeeded;
     private long _bytesFetched;
 
-    private SafetensorsFile(string path, long fileLength, SafetensorsHeader.Parsed header, MemoryMappedFile? map, MemoryMappedViewAccessor? view)
+    private SafetensorsFile(string path, long fileLength, SafetensorsHeader.Parsed header, SafeFileHandle file, SafeFileHandle streamingFile)
     {
         Path = path;
         FileLength = fileLength;
@@ -31,14 +34,8 @@ public sealed unsafe partial class SafetensorsFile : IDisposable
         TensorNames = header.Tensors.Select(t => t.Name).ToArray();
         TotalTensorBytes = header.Tensors.Sum(t => t.ByteLength);
         _byName = header.Tensors.ToDictionary(t => t.Name, StringComparer.Ordinal);
-        _map = map;
-        _view = view;
-        if (view is not null)
-        {
-            byte* pointer = null;
-            view.SafeMemoryMappedViewHandle.AcquirePointer(ref pointer);
-            _data = pointer + view.PointerOffset + header.DataStart;
-        }
+        _file = file;
+        _streamingFile = streamingFile;
     }
 
     /// <summary>Path the file was opened from.</summary>
@@ -103,31 +100,23 @@ public sealed unsafe partial class SafetensorsFile : IDisposable
             throw new PlatformNotSupportedException("safetensors data is little-endian; big-endian hosts are not supported.");
         }
 
-        var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read | FileShare.Delete, 1, FileOptions.RandomAccess);
-        MemoryMappedFile? map = null;
-        MemoryMappedViewAccessor? view = null;
+        // Two handles, because the kernel keeps read-ahead state per open file. Reads that select rows use one opened for
+        // random access: storage reads only what they ask for (and what Fetch announces), never read-ahead into the
+        // dropped rows between kept ones. Whole tensors and slices use one with the kernel's read-ahead, which streams
+        // them in large blocks (without it, whole-tensor reads from storage took 1.8 x as long).
+        SafeFileHandle? file = null, streamingFile = null;
         try
         {
-            long length = stream.Length;
-            var header = SafetensorsHeader.Read(path, stream.SafeFileHandle);
-            if (length > header.DataStart)
-            {
-                // A map of an empty data buffer is useless (and a zero-length map is an error), so only map when there is data.
-                map = MemoryMappedFile.CreateFromFile(stream, null, 0, MemoryMappedFileAccess.Read, HandleInheritability.None, leaveOpen: false);
-                view = map.CreateViewAccessor(0, 0, MemoryMappedFileAccess.Read);
-            }
-            else
-            {
-                stream.Dispose();
-            }
-
-            return new SafetensorsFile(path, length, header, map, view);
+            file = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.Read | FileShare.Delete, FileOptions.RandomAccess);
+            long length = RandomAccess.GetLength(file);
+            var header = SafetensorsHeader.Read(path, file);
+            streamingFile = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.Read | FileShare.Delete);
+            return new SafetensorsFile(path, length, header, file, streamingFile);
         }
         catch
         {
-            view?.Dispose();
-            map?.Dispose();
-            stream.Dispose();
+            file?.Dispose();
+            streamingFile?.Dispose();
             throw;
         }
     }
@@ -154,9 +143,9 @@ public sealed unsafe partial class SafetensorsFile : IDisposable
     {
         var info = GetInfo(name);
         var tensor = NewTensor(info, info.Shape);
-        Fetch(DataOf(info), [(0, info.ByteLength)], info.ByteLength, exact: false);
-        CopyPieces(DataOf(info), TensorMemory.DataPointer(tensor), [(0, 0, info.ByteLength)]);
-        ReleasePages(DataOf(info), info.ByteLength);
+        long data = DataOffsetOf(info);
+        Fetch(data, [(0, info.ByteLength)], info.ByteLength, exact: false);
+        CopyPieces(data, TensorMemory.DataPointer(tensor), [(0, 0, info.ByteLength)], exact: false);
         return tensor;
     }
 
@@ -189,7 +178,7 @@ public sealed unsafe partial class SafetensorsFile : IDisposable
             return tensor;
         }
 
-        byte* source = DataOf(info) + (start * inner);
+        long data = DataOffsetOf(info);
         byte* destination = TensorMemory.DataPointer(tensor);
         long sourceStride = size * inner;
         var ranges = new List<(long Offset, long Length)>((int)Math.Min(outer, 1 << 16));
@@ -199,16 +188,21 @@ public sealed unsafe partial class SafetensorsFile : IDisposable
         }
 
         // Very many short runs: fetch the span they cover (the coalescing would merge them anyway).
-        Fetch(DataOf(info), outer <= 1 << 16 ? ranges : [(start * inner, ((outer - 1) * sourceStride) + run)], outer * run, exact: false);
-        var pieces = new List<(long From, long To, long Length)>((int)Math.Min(outer, int.MaxValue));
-        for (long o = 0; o < outer; o++)
+        Fetch(data, outer <= 1 << 16 ? ranges : [(start * inner, ((outer - 1) * sourceStride) + run)], outer * run, exact: false);
+        if (ReadsRunsDirectly(run, sourceStride))
         {
-            pieces.Add((o * sourceStride, o * run, run));
+            var pieces = new List<(long From, long To, long Length)>((int)Math.Min(outer, int.MaxValue));
+            for (long o = 0; o < outer; o++)
+            {
+                pieces.Add(((start * inner) + (o * sourceStride), o * run, run));
+            }
+
+            CopyPieces(data, destination, pieces, exact: false);
+            return tensor;
         }
 
-        CopyPieces(source, destination, pieces);
-
-        ReleasePages(DataOf(info), info.ByteLength);
+        // Short runs: whole outer rows are read a block at a time and the runs copied out of them.
+        ForEachRow(data, null, checked((int)outer), sourceStride, exact: false, (sourceRow, o) => TensorMemory.Copy(sourceRow + (start * inner), destination + (o * run), run));
         return tensor;
     }
 
@@ -237,39 +231,47 @@ public sealed unsafe partial class SafetensorsFile : IDisposable
 
         // Consecutive ascending indices are merged into one run, so contiguous selections cost one copy per outer row.
         List<IndexRun> runs = Runs(indices);
-        byte* source = DataOf(info);
+        long data = DataOffsetOf(info);
         byte* destination = TensorMemory.DataPointer(tensor);
         long sourceStride = size * inner;
         long destinationStride = checked(indices.Count * inner);
         long needed = indices.Count * inner * outer;
         if (outer == 1)
         {
-            Fetch(source, [.. runs.Select(run => (run.First * inner, run.Count * inner))], needed, exact: true);
+            Fetch(data, [.. runs.Select(run => (run.First * inner, run.Count * inner))], needed, exact: true);
 
-            // Rows of a matrix (or entries of a vector): each run is one copy, split and spread over threads.
-            CopyPieces(source, destination, [.. runs.Select(run => (run.First * inner, run.Position * inner, run.Count * inner))]);
-            ReleaseRows(DataOf(info), indices, inner);
+            // Rows of a matrix (or entries of a vector): each run is one read, split and spread over threads.
+            CopyPieces(data, destination, [.. runs.Select(run => (run.First * inner, run.Position * inner, run.Count * inner))], exact: true);
             return tensor;
         }
 
-        Fetch(source, [(0, info.ByteLength)], needed, exact: false);
-        for (long o = 0; o < outer; o++)
+        Fetch(data, [(0, info.ByteLength)], needed, exact: false);
+        if (ReadsRunsDirectly(needed / (outer * runs.Count), sourceStride))
         {
-            byte* sourceRow = source + (o * sourceStride);
+            var pieces = new List<(long From, long To, long Length)>((int)Math.Min(outer * runs.Count, int.MaxValue));
+            for (long o = 0; o < outer; o++)
+            {
+                pieces.AddRange(runs.Select(run => ((o * sourceStride) + (run.First * inner), (o * destinationStride) + (run.Position * inner), run.Count * inner)));
+            }
+
+            CopyPieces(data, destination, pieces, exact: false);
+            return tensor;
+        }
+
+        ForEachRow(data, null, checked((int)outer), sourceStride, exact: false, (sourceRow, o) =>
+        {
             byte* destinationRow = destination + (o * destinationStride);
             foreach (IndexRun run in runs)
             {
                 TensorMemory.Copy(sourceRow + (run.First * inner), destinationRow + (run.Position * inner), run.Count * inner);
             }
-        }
-
-        ReleasePages(DataOf(info), info.ByteLength);
+        });
         return tensor;
     }
 
     /// <summary>
     /// Reads a sub-matrix of a 2-D tensor: the given rows (in order), and of each row only the given columns (in order).
-    /// Only kept elements are copied, straight from the mapped file, so a student matrix costs its own size in copying.
+    /// Only kept elements are copied out of the rows read, so a student matrix costs its own size in copying.
     /// </summary>
     /// <param name="name">Tensor name.</param>
     /// <param name="rows">Row indices (duplicates allowed).</param>
@@ -342,11 +344,10 @@ public sealed unsafe partial class SafetensorsFile : IDisposable
                 return length;
             }
 
-            byte* source = DataOf(info);
+            long data = DataOffsetOf(info);
             List<IndexRun> runs = Runs(rows);
-            Fetch(source, [.. runs.Select(run => (run.First * rowBytes, run.Count * rowBytes))], length, exact: true);
-            CopyPieces(source, pinned, [.. runs.Select(run => (run.First * rowBytes, run.Position * rowBytes, run.Count * rowBytes))]);
-            ReleaseRows(source, rows, rowBytes);
+            Fetch(data, [.. runs.Select(run => (run.First * rowBytes, run.Count * rowBytes))], length, exact: true);
+            CopyPieces(data, pinned, [.. runs.Select(run => (run.First * rowBytes, run.Position * rowBytes, run.Count * rowBytes))], exact: true);
             return length;
         }
     }
@@ -357,10 +358,10 @@ public sealed unsafe partial class SafetensorsFile : IDisposable
         long element = info.DType.ElementSize();
         long sourceRowBytes = info.Shape[1] * element;
         IndexRun[] runs = [.. Runs(columns)];
-        byte* source = DataOf(info);
+        long data = DataOffsetOf(info);
         long destinationRowBytes = columns.Count * element;
         // Whole rows: the kept columns of a row rarely skip a page.
-        Fetch(source, [.. Runs(rows).Select(run => (run.First * sourceRowBytes, run.Count * sourceRowBytes))], (long)rows.Count * destinationRowBytes, exact: true);
+        Fetch(data, [.. Runs(rows).Select(run => (run.First * sourceRowBytes, run.Count * sourceRowBytes))], (long)rows.Count * destinationRowBytes, exact: true);
 
         // Scattered channels make most runs a few elements long; copying them one by one from an index list then beats a
         // copy call per run. Long runs (whole heads, neurons in blocks) are copied as runs.
@@ -369,39 +370,88 @@ public sealed unsafe partial class SafetensorsFile : IDisposable
         RowCompressor? compressor = shortRuns ? RowCompressor.TryCreate(columns, element, info.Shape[1]) : null;
         int[]? gather = shortRuns && compressor is null ? [.. columns.Select(c => (int)c)] : null;
 
-        // Rows are independent: blocks of them are gathered on several threads, which also overlaps their page faults.
         // Optimized at once, like the gather below: the rows of one build are copied long before tiered compilation would
-        // replace this loop's unoptimized first version (which also calls a patchpoint helper on every iteration).
-        ForEachRowBlock(rows.Count, destinationRowBytes, [MethodImpl(MethodImplOptions.AggressiveOptimization)] (first, end) =>
+        // replace this callback's unoptimized first version.
+        ForEachRow(data, rows, rows.Count, sourceRowBytes, exact: true, [MethodImpl(MethodImplOptions.AggressiveOptimization)] (sourceRow, r) =>
         {
-            for (int r = first; r < end; r++)
+            byte* destinationRow = destination + (r * destinationRowBytes);
+            if (compressor is not null)
             {
-                byte* sourceRow = source + (rows[r] * sourceRowBytes);
-                byte* destinationRow = destination + (r * destinationRowBytes);
-                if (compressor is not null)
+                compressor.CompressRow(sourceRow, destinationRow);
+            }
+            else if (gather is not null && element == 2)
+            {
+                Gather((ushort*)sourceRow, (ushort*)destinationRow, gather);
+            }
+            else if (gather is not null)
+            {
+                Gather((uint*)sourceRow, (uint*)destinationRow, gather);
+            }
+            else
+            {
+                foreach (IndexRun run in runs)
                 {
-                    compressor.CompressRow(sourceRow, destinationRow);
-                }
-                else if (gather is not null && element == 2)
-                {
-                    Gather((ushort*)sourceRow, (ushort*)destinationRow, gather);
-                }
-                else if (gather is not null)
-                {
-                    Gather((uint*)sourceRow, (uint*)destinationRow, gather);
-                }
-                else
-                {
-                    foreach (IndexRun run in runs)
-                    {
-                        Buffer.MemoryCopy(sourceRow + (run.First * element), destinationRow + (run.Position * element), run.Count * element, run.Count * element);
-                    }
+                    Buffer.MemoryCopy(sourceRow + (run.First * element), destinationRow + (run.Position * element), run.Count * element, run.Count * element);
                 }
             }
         });
-
-        ReleaseRows(DataOf(info), rows, sourceRowBytes);
     }
+
+    /// <summary>What a row-by-row read does with one source row: <paramref name="sourceRow"/> is row <paramref name="position"/> of the read's row list.</summary>
+    private delegate void RowAction(byte* sourceRow, int position);
+
+    /// <summary>Rows read a block at a time hold at most this many bytes (or one row, if longer).</summary>
+    internal const long RowBlockBytes = 256 * 1024;
+
+    /// <summary>
+    /// Calls <paramref name="action"/> for every row in <paramref name="rows"/> (indices of rows of <paramref name="rowBytes"/>
+    /// bytes from file offset <paramref name="data"/>; null: rows 0..<paramref name="count"/>-1), with the row read into a
+    /// buffer of the calling thread: consecutive ascending rows are read together, up to <see cref="RowBlockBytes"/>, so a
+    /// block costs one read. Blocks of rows run on up to <see cref="GatherThreads"/> threads, which also overlaps the reads
+    /// that wait for storage.
+    /// </summary>
+    private void ForEachRow(long data, IReadOnlyList<long>? rows, int count, long rowBytes, bool exact, RowAction action)
+    {
+        long blockRows = Math.Max(1, RowBlockBytes / rowBytes);
+        ForEachRowBlock(count, rowBytes, (first, end) =>
+        {
+            byte[] buffer = ArrayPool<byte>.Shared.Rent(checked((int)(blockRows * rowBytes)));
+            try
+            {
+                fixed (byte* block = buffer)
+                {
+                    for (int r = first; r < end;)
+                    {
+                        long row = rows?[r] ?? r;
+                        int held = 1;
+                        while (r + held < end && held < blockRows && (rows?[r + held] ?? r + held) == row + held)
+                        {
+                            held++;
+                        }
+
+                        ReadAt(data + (row * rowBytes), block, held * rowBytes, exact);
+                        for (int k = 0; k < held; k++)
+                        {
+                            action(block + (k * rowBytes), r + k);
+                        }
+
+                        r += held;
+                    }
+                }
+            }
+            finally
+            {
+                ArrayPool<byte>.Shared.Return(buffer);
+            }
+        });
+    }
+
+    /// <summary>
+    /// Whether pieces of <paramref name="pieceBytes"/> out of rows of <paramref name="rowBytes"/> are read each on its own
+    /// (long pieces, or rows too long to buffer) rather than by reading whole rows and copying the pieces out of them
+    /// (short pieces: one read per row block instead of one per piece).
+    /// </summary>
+    internal static bool ReadsRunsDirectly(long pieceBytes, long rowBytes) => pieceBytes >= RowBlockBytes / 4 || rowBytes > 16 * RowBlockBytes;
 
     /// <summary>
     /// Below this many bytes a copy stays on the calling thread: starting workers costs more than it saves.
@@ -435,26 +485,19 @@ public sealed unsafe partial class SafetensorsFile : IDisposable
     }
 
     /// <summary>
-    /// Copies byte ranges (offsets from <paramref name="source"/> and <paramref name="destination"/>), split into pieces of
-    /// at most <see cref="ParallelCopyBytes"/> and spread over up to <see cref="GatherThreads"/> threads.
+    /// Reads byte ranges (<c>From</c> offsets in the file from <paramref name="data"/>, <c>To</c> offsets from
+    /// <paramref name="destination"/>), split into pieces of at most <see cref="ParallelCopyBytes"/> that up to
+    /// <see cref="GatherThreads"/> threads take in file order (so the kernel sees one sequential stream it can read ahead
+    /// of, not one per thread). Each piece is read through a buffer of the thread's, which stays mapped, and copied on from
+    /// there: reading straight into a new tensor made the kernel fault its fresh pages in inside the copy, and reading every
+    /// tensor of a checkpoint took about twice as long (the <c>io</c> benchmark).
     /// </summary>
-    private static void CopyPieces(byte* source, byte* destination, List<(long From, long To, long Length)> ranges)
+    private void CopyPieces(long data, byte* destination, List<(long From, long To, long Length)> ranges, bool exact)
     {
         long total = 0;
         foreach (var range in ranges)
         {
             total += range.Length;
-        }
-
-        int threads = GatherThreads;
-        if (threads == 1 || total < 2 * ParallelCopyBytes)
-        {
-            foreach ((long from, long to, long length) in ranges)
-            {
-                TensorMemory.Copy(source + from, destination + to, length);
-            }
-
-            return;
         }
 
         var pieces = new List<(long From, long To, long Length)>((int)Math.Min(ranges.Count + (total / ParallelCopyBytes), int.MaxValue));
@@ -466,8 +509,41 @@ public sealed unsafe partial class SafetensorsFile : IDisposable
             }
         }
 
-        Parallel.For(0, pieces.Count, new ParallelOptions { MaxDegreeOfParallelism = threads }, i =>
-            TensorMemory.Copy(source + pieces[i].From, destination + pieces[i].To, pieces[i].Length));
+        int threads = total < 2 * ParallelCopyBytes ? 1 : Math.Min(GatherThreads, pieces.Count);
+        int next = -1;
+        void Work()
+        {
+            byte[] buffer = ArrayPool<byte>.Shared.Rent((int)RowBlockBytes);
+            try
+            {
+                fixed (byte* staging = buffer)
+                {
+                    for (int i = Interlocked.Increment(ref next); i < pieces.Count; i = Interlocked.Increment(ref next))
+                    {
+                        (long from, long to, long length) = pieces[i];
+                        for (long done = 0; done < length; done += RowBlockBytes)
+                        {
+                            long part = Math.Min(RowBlockBytes, length - done);
+                            ReadAt(data + from + done, staging, part, exact);
+                            TensorMemory.Copy(staging, destination + to + done, part);
+                        }
+                    }
+                }
+            }
+            finally
+            {
+                ArrayPool<byte>.Shared.Return(buffer);
+            }
+        }
+
+        if (threads == 1)
+        {
+            Work();
+        }
+        else
+        {
+            Parallel.For(0, threads, new ParallelOptions { MaxDegreeOfParallelism = threads }, _ => Work());
+        }
     }
 
     /// <summary>Mean run length below which <see cref="ReadSubmatrix"/> gathers element by element.</summary>
@@ -545,8 +621,8 @@ public sealed unsafe partial class SafetensorsFile : IDisposable
         NormalizeDim(info, 0);
         CheckIndices(info, 0, rows, nameof(rows));
         long rowBytes = Strides(info, 0).Inner;
-        byte* data = DataOf(info);
-        List<(long Offset, long Length)> fetch = Coalesce([.. Runs(rows).Select(run => (run.First * rowBytes, run.Count * rowBytes))], (long)data, Environment.SystemPageSize);
+        long data = DataOffsetOf(info);
+        List<(long Offset, long Length)> fetch = Coalesce([.. Runs(rows).Select(run => (run.First * rowBytes, run.Count * rowBytes))], data, Environment.SystemPageSize);
         foreach ((long offset, long length) in fetch)
         {
             Prefetch(data + offset, length, exact: true);
@@ -571,9 +647,12 @@ public sealed unsafe partial class SafetensorsFile : IDisposable
             return;
         }
 
-        Fetch(DataOf(info), [(byteOffset, destination.Length)], destination.Length, exact: false);
-        new ReadOnlySpan<byte>(DataOf(info) + byteOffset, destination.Length).CopyTo(destination);
-        ReleasePages(DataOf(info) + byteOffset, destination.Length);
+        long data = DataOffsetOf(info);
+        Fetch(data, [(byteOffset, destination.Length)], destination.Length, exact: false);
+        fixed (byte* pinned = destination)
+        {
+            ReadAt(data + byteOffset, pinned, destination.Length, exact: false);
+        }
     }
 
     /// <inheritdoc />
@@ -584,68 +663,21 @@ public sealed unsafe partial class SafetensorsFile : IDisposable
             return;
         }
 
-        if (_view is not null)
-        {
-            _view.SafeMemoryMappedViewHandle.ReleasePointer();
-            _view.Dispose();
-        }
-
-        _map?.Dispose();
-        _data = null;
+        _file.Dispose();
+        _streamingFile.Dispose();
     }
 
     /// <inheritdoc />
     public override string ToString() => $"{Path} ({Tensors.Count} tensors, {TotalTensorBytes} bytes)";
 
     /// <summary>
-    /// <see cref="ReleasePages"/> over the span from the first to the last of <paramref name="rows"/> (of
-    /// <paramref name="rowBytes"/> each) only: reads of other rows of the same tensor on other threads (a build's read
-    /// workers take consecutive chunks of one tensor) keep their pages mapped.
-    /// </summary>
-    private static void ReleaseRows(byte* data, IReadOnlyList<long> rows, long rowBytes)
-    {
-        if (rows.Count == 0)
-        {
-            return;
-        }
-
-        long first = long.MaxValue, last = long.MinValue;
-        for (int i = 0; i < rows.Count; i++)
-        {
-            first = Math.Min(first, rows[i]);
-            last = Math.Max(last, rows[i]);
-        }
-
-        ReleasePages(data + (first * rowBytes), (last - first + 1) * rowBytes);
-    }
-
-    /// <summary>
-    /// Drops this process's mapping of pages that were just copied out (they stay in the page cache), so streaming a
-    /// checkpoint larger than memory does not grow the resident set by the file's size. Linux only; a no-op elsewhere.
-    /// </summary>
-    private static void ReleasePages(byte* start, long length)
-    {
-        if (!OperatingSystem.IsLinux() || length <= 0)
-        {
-            return;
-        }
-
-        long pageSize = Environment.SystemPageSize;
-        long begin = (long)start / pageSize * pageSize;
-        long end = ((long)start + length + pageSize - 1) / pageSize * pageSize;
-        _ = Madvise((nint)begin, (nuint)(end - begin), MadviseDontNeed);
-    }
-
-    /// <summary>
-    /// Asks the kernel to read a range ahead of the copy; returns once the reads are queued, not when they finish. Page
-    /// faults on a cold mapping read a little at a time, around the faulting page, whatever lies there. With
+    /// Asks the kernel to read the bytes at file offsets <paramref name="start"/>..+<paramref name="length"/> into its page
+    /// cache ahead of the reads that copy them; returns once the reads are queued, not when they finish. With
     /// <paramref name="exact"/> (reads that select rows or columns) the range is announced in pieces of
-    /// <see cref="PrefetchPieceBytes"/>, so every page the copy needs is already asked for and no fault reads around into
-    /// dropped rows. Otherwise (whole tensors, slices) only the start is announced and the kernel's read-ahead streams the
-    /// rest in large blocks while the copy runs: announcing every page made whole-tensor reads about 1.5 x slower (the
-    /// <c>io</c> benchmark), and such reads have no dropped rows to protect.
+    /// <see cref="PrefetchPieceBytes"/>, so every page the copy needs is already asked for. Otherwise (whole tensors,
+    /// slices) it is announced once, which queues its start; the copy's own reads fetch the rest.
     /// </summary>
-    private static void Prefetch(byte* start, long length, bool exact)
+    private void Prefetch(long start, long length, bool exact)
     {
         if (!OperatingSystem.IsLinux() || length <= 0)
         {
@@ -653,30 +685,51 @@ public sealed unsafe partial class SafetensorsFile : IDisposable
         }
 
         long pageSize = Environment.SystemPageSize;
-        long begin = (long)start / pageSize * pageSize;
-        long end = ((long)start + length + pageSize - 1) / pageSize * pageSize;
+        long begin = start / pageSize * pageSize;
+        long end = (start + length + pageSize - 1) / pageSize * pageSize;
         if (!exact)
         {
-            _ = Madvise((nint)begin, (nuint)(end - begin), MadviseWillNeed);
+            _ = Fadvise(_streamingFile, begin, end - begin, FadviseWillNeed);
             return;
         }
 
         for (long piece = begin; piece < end; piece += PrefetchPieceBytes)
         {
-            _ = Madvise((nint)piece, (nuint)Math.Min(PrefetchPieceBytes, end - piece), MadviseWillNeed);
+            _ = Fadvise(_file, piece, Math.Min(PrefetchPieceBytes, end - piece), FadviseWillNeed);
         }
     }
 
     /// <summary>
-    /// Asks storage for the byte <paramref name="ranges"/> (offsets from <paramref name="tensorData"/>) as whole pages, in
-    /// few large sequential reads (<see cref="Coalesce"/>), announced page by page when <paramref name="exact"/>
+    /// Reads <paramref name="length"/> bytes at file offset <paramref name="offset"/> into <paramref name="destination"/>,
+    /// through the random-access handle for <paramref name="exact"/> reads (selected rows), else the streaming one.
+    /// </summary>
+    private void ReadAt(long offset, byte* destination, long length, bool exact)
+    {
+        ObjectDisposedException.ThrowIf(_disposed != 0, this);
+        while (length > 0)
+        {
+            int read = RandomAccess.Read(exact ? _file : _streamingFile, new Span<byte>(destination, (int)Math.Min(length, 1 << 30)), offset);
+            if (read <= 0)
+            {
+                throw new InvalidDataException($"'{Path}' ended at byte {offset}, before the tensor data its header declares (the file was cut short after it was opened).");
+            }
+
+            destination += read;
+            offset += read;
+            length -= read;
+        }
+    }
+
+    /// <summary>
+    /// Asks storage for the byte <paramref name="ranges"/> (offsets from file offset <paramref name="tensorData"/>) as whole
+    /// pages, in few large sequential reads (<see cref="Coalesce"/>), announced page by page when <paramref name="exact"/>
     /// (<see cref="Prefetch"/>); counts <paramref name="needed"/> and the fetched bytes.
     /// </summary>
-    private void Fetch(byte* tensorData, IReadOnlyList<(long Offset, long Length)> ranges, long needed, bool exact)
+    private void Fetch(long tensorData, IReadOnlyList<(long Offset, long Length)> ranges, long needed, bool exact)
     {
         Interlocked.Add(ref _bytesNeeded, needed);
         long fetched = 0;
-        List<(long Offset, long Length)> fetch = Coalesce(ranges, (long)tensorData, Environment.SystemPageSize);
+        List<(long Offset, long Length)> fetch = Coalesce(ranges, tensorData, Environment.SystemPageSize);
         foreach ((long offset, long length) in fetch)
         {
             fetched += length;
@@ -758,17 +811,16 @@ public sealed unsafe partial class SafetensorsFile : IDisposable
         static long FloorDiv(long a, long b) => a >= 0 ? a / b : -((-a + b - 1) / b);
     }
 
-    private const int MadviseWillNeed = 3;
+    private const int FadviseWillNeed = 3;
 
-    private const int MadviseDontNeed = 4;
+    [LibraryImport("libc", EntryPoint = "posix_fadvise")]
+    private static partial int Fadvise(SafeFileHandle file, long offset, long length, int advice);
 
-    [LibraryImport("libc", EntryPoint = "madvise")]
-    private static partial int Madvise(nint address, nuint length, int advice);
-
-    private byte* DataOf(SafetensorsTensorInfo info)
+    /// <summary>The file offset where the data of <paramref name="info"/> begins.</summary>
+    private long DataOffsetOf(SafetensorsTensorInfo info)
     {
         ObjectDisposedException.ThrowIf(_disposed != 0, this);
-        return _data + info.DataBegin;
+        return DataStart + info.DataBegin;
     }
 
     private torch.Tensor NewTensor(SafetensorsTensorInfo info, long[] shape)

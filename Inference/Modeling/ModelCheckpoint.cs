@@ -31,7 +31,7 @@ public static partial class ModelCheckpoint
 {
     /// <summary>
     /// Loads the model in <paramref name="directory"/>: <c>config.json</c> plus <c>model.safetensors</c> or a sharded index.
-    /// Tensors stream from the memory-mapped files one at a time; keys and shapes are checked strictly before any is read.
+    /// Tensors stream from the files one at a time; keys and shapes are checked strictly before any is read.
     /// </summary>
     /// <exception cref="InvalidDataException">The config or a file is malformed, or tensors are missing, unexpected or of another shape; the message names them.</exception>
     public static LlamaForCausalLM Load(string directory, ModelLoadOptions? options = null, ILogger? logger = null)

@@ -4,7 +4,7 @@ using TorchSharp;
 
 namespace ModelSurgery.Tests.Checkpoints;
 
-/// <summary>Streaming a checkpoint must not keep the mapped file resident: a 13 GB teacher has to stream through a 4 GB budget.</summary>
+/// <summary>Streaming a checkpoint must not keep the file resident in the process: a 13 GB teacher has to stream through a 4 GB budget.</summary>
 public sealed class ReaderResidentMemoryTests
 {
     private static long MappedFileResidentBytes()
@@ -58,7 +58,7 @@ public sealed class ReaderResidentMemoryTests
             }
 
             long growth = MappedFileResidentBytes() - before;
-            Assert.That(growth, Is.LessThan(48L << 20), $"the mapped file stayed resident: RssFile grew by {growth >> 20} MiB after reading 128 MiB");
+            Assert.That(growth, Is.LessThan(48L << 20), $"the file stayed resident in the process: RssFile grew by {growth >> 20} MiB after reading 128 MiB");
         }
         finally
         {

@@ -94,6 +94,39 @@ public sealed class SubmatrixReadTests
     }
 
     /// <summary>
+    /// Reads across rows (slices and index lists along the last dimension) take each row's pieces either with a read
+    /// apiece (long pieces) or out of whole rows read a block at a time (short ones); both give torch's own selection.
+    /// </summary>
+    [Test]
+    public async Task Strided_reads_of_long_and_short_pieces_equal_torch_selection()
+    {
+        string dir = Directory.CreateTempSubdirectory("strided").FullName;
+        try
+        {
+            using torch.Tensor full = torch.randn(24, 40_000); // rows of 160,000 bytes
+            await CheckpointWriter.WriteAsync(dir, [("w", full)]);
+            using var reader = CheckpointReader.Open(dir);
+            using var scope = torch.NewDisposeScope();
+            long rowBytes = 40_000 * sizeof(float);
+            long[] longRuns = [.. Enumerable.Range(30_000, 9_999).Concat(Enumerable.Range(2, 20_000)).Select(c => (long)c)];
+            long[] scattered = [39_999, 0, 7, 7, 20_001, 3];
+            Assert.Multiple(() =>
+            {
+                Assert.That(SafetensorsFile.ReadsRunsDirectly(30_000 * sizeof(float), rowBytes), Is.True, "long pieces are read directly");
+                Assert.That(SafetensorsFile.ReadsRunsDirectly(50 * sizeof(float), rowBytes), Is.False, "short pieces come out of whole rows");
+                Assert.That(reader.ReadSlice("w", 1, 3, 30_000).eq(full.narrow(1, 3, 30_000)).all().item<bool>(), Is.True, "long slice");
+                Assert.That(reader.ReadSlice("w", 1, 39_950, 50).eq(full.narrow(1, 39_950, 50)).all().item<bool>(), Is.True, "short slice");
+                Assert.That(reader.ReadIndices("w", 1, longRuns).eq(full.index_select(1, torch.tensor(longRuns))).all().item<bool>(), Is.True, "long runs of indices");
+                Assert.That(reader.ReadIndices("w", 1, scattered).eq(full.index_select(1, torch.tensor(scattered))).all().item<bool>(), Is.True, "scattered indices");
+            });
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    /// <summary>
     /// Reading rows (and columns) straight into a byte buffer gives the bytes of the tensor reads, in large reads gathered on
     /// several threads and small ones alike, and is checked for NaN like them.
     /// </summary>
