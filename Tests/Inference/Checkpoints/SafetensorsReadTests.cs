@@ -218,7 +218,7 @@ public sealed class SafetensorsReadTests
 
     /// <summary>
     /// A U8 tensor of 2.2e9 elements in a sparse file (nothing is allocated for the zero pages): reads near its end need
-    /// 64-bit offsets everywhere, in the header, the map and the copies.
+    /// 64-bit offsets everywhere, in the header, the file reads and the copies.
     /// </summary>
     [Test]
     public void Tensors_over_2GiB_are_read_with_64_bit_offsets()
