@@ -3,13 +3,16 @@ using System.Diagnostics;
 using System.Globalization;
 using ModelSurgery.Inference.Checkpoints;
 using ModelSurgery.Inference.Configuration;
+using ModelSurgery.Inference.Runtime;
 using TorchSharp;
 
 namespace ModelSurgery.Benchmarks;
 
 /// <summary>
 /// <c>io</c>: reading every tensor of a checkpoint against a plain sequential read of the same files, and peak RSS while
-/// streaming tensor by tensor (measured in a fresh child process so earlier work does not count).
+/// streaming tensor by tensor (measured in a fresh child process so earlier work does not count). Both run with the
+/// allocator setting the <c>modelsurgery</c> tool makes (freed memory kept in the process), or with
+/// <c>--default-allocator</c> with the C library's defaults.
 /// </summary>
 internal static class IoBenchmark
 {
@@ -19,15 +22,18 @@ internal static class IoBenchmark
         var dtype = new Option<string>("--dtype") { DefaultValueFactory = _ => "bf16", Description = "Stored dtype: f32, bf16, f16." };
         var work = new Option<string>("--work") { DefaultValueFactory = _ => Path.Combine("artifacts", "bench"), Description = "Folder for synthetic checkpoints (reused across runs)." };
         var repeat = new Option<int>("--repeat") { DefaultValueFactory = _ => 3, Description = "Measurements of each reader; the median is reported." };
-        var command = new Command("io", "Checkpoint read throughput and streaming peak RSS.") { preset, dtype, work, repeat };
+        var defaultAllocator = new Option<bool>("--default-allocator") { Description = "Leave the C allocator's defaults (freed large blocks unmapped) instead of NativeAllocator.KeepFreedMemoryInProcess, as the modelsurgery tool runs." };
+        var command = new Command("io", "Checkpoint read throughput and streaming peak RSS.") { preset, dtype, work, repeat, defaultAllocator };
         command.SetAction(async (parsed, ct) =>
         {
+            bool keptFreedMemory = !parsed.GetValue(defaultAllocator) && NativeAllocator.KeepFreedMemoryInProcess();
             string dir = await Checkpoints.EnsureSyntheticAsync(parsed.GetValue(preset)!, parsed.GetValue(dtype)!, parsed.GetValue(work)!, ct);
             using var reader = CheckpointReader.Open(dir);
             string[] files = [.. reader.Shards.Select(s => s.Path)];
             long fileBytes = reader.Shards.Sum(s => s.ByteSize);
             var sequential = new List<double>();
             var tensors = new List<double>();
+            var faults = new List<long>();
             bool cold = true;
             for (int r = 0; r < parsed.GetValue(repeat); r++)
             {
@@ -37,6 +43,7 @@ internal static class IoBenchmark
                 sequential.Add(watch.Elapsed.TotalSeconds);
 
                 cold &= Measure.DropPageCache();
+                long faultsBefore = NativeAllocator.MinorPageFaults() ?? 0;
                 watch.Restart();
                 foreach (string name in reader.TensorNames)
                 {
@@ -44,17 +51,19 @@ internal static class IoBenchmark
                 }
 
                 tensors.Add(watch.Elapsed.TotalSeconds);
+                faults.Add((NativeAllocator.MinorPageFaults() ?? 0) - faultsBefore);
             }
 
             double seq = Median(sequential), ten = Median(tensors);
             Console.WriteLine($"checkpoint       {dir} ({Measure.Mb(fileBytes)} in {files.Length} file(s), {reader.TensorNames.Count} tensors)");
             Console.WriteLine($"page cache       {(cold ? "dropped before each read (cold reads)" : "could not be dropped (warm reads)")}");
+            Console.WriteLine($"allocator        {(keptFreedMemory ? "freed memory kept in the process (NativeAllocator.KeepFreedMemoryInProcess, as the modelsurgery tool runs)" : "the C library's defaults (large blocks unmapped when freed)")}");
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"sequential read  {seq:F2} s  ({fileBytes / seq / 1e6:F0} MB/s)   median of {sequential.Count}"));
-            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"read all tensors {ten:F2} s  ({fileBytes / ten / 1e6:F0} MB/s)   median of {tensors.Count}"));
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"read all tensors {ten:F2} s  ({fileBytes / ten / 1e6:F0} MB/s)   median of {tensors.Count}; {Median(faults):N0} minor page faults (median)"));
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"ratio            {ten / seq:F2}  (goal <= 1.2)"));
 
             long largest = reader.TensorNames.Max(n => reader.GetInfo(n).ByteLength);
-            (long baseline, long peak) = RunStreamingChild(dir);
+            (long baseline, long peak) = RunStreamingChild(dir, keptFreedMemory);
             Console.WriteLine($"largest tensor   {Measure.Mb(largest)}");
             Console.WriteLine($"streaming RSS    peak {Measure.Mb(peak)}, of which process baseline before reading {Measure.Mb(baseline)}");
             Console.WriteLine($"peak - baseline  {Measure.Mb(peak - baseline)}  (goal: largest tensor + 256 MB = {Measure.Mb(largest + (256L << 20))})");
@@ -67,10 +76,16 @@ internal static class IoBenchmark
     public static Command CreateStreamingChild()
     {
         var dir = new Argument<string>("dir");
-        var command = new Command("io-stream-child", "Internal: streams every tensor and prints RSS figures.") { dir };
+        var keepFreedMemory = new Argument<bool>("keep-freed-memory");
+        var command = new Command("io-stream-child", "Internal: streams every tensor and prints RSS figures.") { dir, keepFreedMemory };
         command.Hidden = true;
         command.SetAction(parsed =>
         {
+            if (parsed.GetValue(keepFreedMemory))
+            {
+                NativeAllocator.KeepFreedMemoryInProcess();
+            }
+
             using (torch.ones(1))
             {
                 // Loads LibTorch so its pages count in the baseline.
@@ -90,14 +105,14 @@ internal static class IoBenchmark
         return command;
     }
 
-    private static (long Baseline, long Peak) RunStreamingChild(string dir)
+    private static (long Baseline, long Peak) RunStreamingChild(string dir, bool keepFreedMemory)
     {
-        string output = ChildProcess.RunSelf(["io-stream-child", dir]);
+        string output = ChildProcess.RunSelf(["io-stream-child", dir, keepFreedMemory ? "true" : "false"]);
         long[] values = [.. output.Trim().Split(' ').Select(v => long.Parse(v, CultureInfo.InvariantCulture))];
         return (values[0], values[1]);
     }
 
-    private static double Median(List<double> values)
+    private static T Median<T>(List<T> values)
     {
         values.Sort();
         return values[values.Count / 2];

@@ -4,6 +4,7 @@ using System.Globalization;
 using ModelSurgery.Inference.Checkpoints;
 using ModelSurgery.Inference.Configuration;
 using ModelSurgery.Inference.IO;
+using ModelSurgery.Inference.Runtime;
 using ModelSurgery.Surgery.Building;
 using ModelSurgery.Surgery.Planning;
 using ModelSurgery.Surgery.Scoring;
@@ -34,9 +35,10 @@ internal static class SurgeryBenchmark
         var readWorkers = new Option<int?>("--read-workers") { Description = "Read workers of the build (StudentBuildOptions.ReadWorkers); default: what the build picks for the teacher's storage." };
         var compareReadWorkers = new Option<int?>("--compare-read-workers") { Description = "A second build with this many read workers joins every pair, alternating with the first, as --compare-with does." };
         var compareWith = new Option<string?>("--compare-with") { Description = "Another build of this benchmark program (its executable or .dll, e.g. of an earlier commit) whose build joins every pair, alternating with this one." };
+        var defaultAllocator = new Option<bool>("--default-allocator") { Description = "This program's builds leave the C allocator's defaults (freed large blocks unmapped) instead of NativeAllocator.KeepFreedMemoryInProcess, as the modelsurgery tool runs." };
         var command = new Command("surgery", "Peak RSS of layer-by-layer scoring, and bytes read / peak RSS / wall time of a student build, on a teacher larger than half the RAM.")
         {
-            preset, work, sequences, length, budget, skipScore, keepHidden, pairs, warmCache, readWorkers, compareReadWorkers, compareWith,
+            preset, work, sequences, length, budget, skipScore, keepHidden, pairs, warmCache, readWorkers, compareReadWorkers, compareWith, defaultAllocator,
         };
         command.SetAction(async (parsed, ct) =>
         {
@@ -79,7 +81,8 @@ internal static class SurgeryBenchmark
             int? otherWorkers = parsed.GetValue(compareReadWorkers) ?? workers;
             bool compare = before is not null || parsed.GetValue(compareReadWorkers) is not null;
             string otherName = before is not null ? "before" : $"{otherWorkers} workers";
-            BuildRun first = RunBuild(null, teacher, planPath, student, warm, workers);
+            string[] allocator = parsed.GetValue(defaultAllocator) ? ["--default-allocator"] : [];
+            BuildRun first = RunBuild(null, teacher, planPath, student, warm, workers, allocator);
             long sequentialLength = warm || first.StorageBytes <= 0 ? first.FetchedBytes : first.StorageBytes;
             Console.WriteLine($"cache            {(warm ? "teacher warm in the page cache before every run (the CPU cost alone)" : "page cache dropped before every run")}; {parsed.GetValue(pairs)} pairs after one uncounted build; sequential reads {Measure.Mb(sequentialLength)}");
 
@@ -102,11 +105,11 @@ internal static class SurgeryBenchmark
                 {
                     if ((turn == 0) == (pair % 2 == 0 || !compare))
                     {
-                        build = RunBuild(null, teacher, planPath, student, warm, workers);
+                        build = RunBuild(null, teacher, planPath, student, warm, workers, allocator);
                     }
                     else
                     {
-                        other = RunBuild(before, teacher, planPath, student, warm, otherWorkers);
+                        other = RunBuild(before, teacher, planPath, student, warm, otherWorkers, []);
                     }
                 }
 
@@ -174,10 +177,17 @@ internal static class SurgeryBenchmark
         var plan = new Argument<string>("plan");
         var output = new Argument<string>("out");
         var workers = new Argument<string>("read-workers");
-        var command = new Command("surgery-build-child", "Internal.") { teacher, plan, output, workers };
+        var defaultAllocator = new Option<bool>("--default-allocator");
+        var command = new Command("surgery-build-child", "Internal.") { teacher, plan, output, workers, defaultAllocator };
         command.Hidden = true;
         command.SetAction(async (parsed, ct) =>
         {
+            if (!parsed.GetValue(defaultAllocator))
+            {
+                // As the modelsurgery tool runs every command.
+                NativeAllocator.KeepFreedMemoryInProcess();
+            }
+
             using (torch.ones(1))
             {
                 // Loads LibTorch before the clock starts.
@@ -201,7 +211,7 @@ internal static class SurgeryBenchmark
     /// previous student (freeing it would otherwise fall inside the measured time) and dropping the page cache, or with
     /// <paramref name="warm"/> after reading the whole teacher into it.
     /// </summary>
-    private static BuildRun RunBuild(string? program, string teacher, string planPath, string student, bool warm, int? readWorkers)
+    private static BuildRun RunBuild(string? program, string teacher, string planPath, string student, bool warm, int? readWorkers, string[] childOptions)
     {
         if (Directory.Exists(student))
         {
@@ -209,7 +219,7 @@ internal static class SurgeryBenchmark
         }
 
         PrepareCache(teacher, warm);
-        string[] build = ChildProcess.Run(program, ["surgery-build-child", teacher, planPath, student, readWorkers?.ToString(CultureInfo.InvariantCulture) ?? "auto"]).Trim().Split(' ');
+        string[] build = ChildProcess.Run(program, ["surgery-build-child", teacher, planPath, student, readWorkers?.ToString(CultureInfo.InvariantCulture) ?? "auto", .. childOptions]).Trim().Split(' ');
         return new BuildRun(
             double.Parse(build[0], CultureInfo.InvariantCulture),
             long.Parse(build[1], CultureInfo.InvariantCulture),
