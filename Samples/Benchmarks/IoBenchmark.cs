@@ -3,6 +3,7 @@ using System.Diagnostics;
 using System.Globalization;
 using ModelSurgery.Inference.Checkpoints;
 using ModelSurgery.Inference.Configuration;
+using ModelSurgery.Inference.Modeling;
 using ModelSurgery.Inference.Runtime;
 using TorchSharp;
 
@@ -23,7 +24,8 @@ internal static class IoBenchmark
         var work = new Option<string>("--work") { DefaultValueFactory = _ => Path.Combine("artifacts", "bench"), Description = "Folder for synthetic checkpoints (reused across runs)." };
         var repeat = new Option<int>("--repeat") { DefaultValueFactory = _ => 3, Description = "Measurements of each reader; the median is reported." };
         var defaultAllocator = new Option<bool>("--default-allocator") { Description = "Leave the C allocator's defaults (freed large blocks unmapped) instead of NativeAllocator.KeepFreedMemoryInProcess, as the modelsurgery tool runs." };
-        var command = new Command("io", "Checkpoint read throughput and streaming peak RSS.") { preset, dtype, work, repeat, defaultAllocator };
+        var compareWith = new Option<string?>("--compare-with") { Description = "Another build of this benchmark program (its executable or .dll, e.g. of an earlier commit) whose model load joins every round, alternating with this one's." };
+        var command = new Command("io", "Checkpoint read throughput, model load time and streaming peak RSS.") { preset, dtype, work, repeat, defaultAllocator, compareWith };
         command.SetAction(async (parsed, ct) =>
         {
             bool keptFreedMemory = !parsed.GetValue(defaultAllocator) && NativeAllocator.KeepFreedMemoryInProcess();
@@ -34,6 +36,9 @@ internal static class IoBenchmark
             var sequential = new List<double>();
             var tensors = new List<double>();
             var faults = new List<long>();
+            var loads = new List<double>();
+            var otherLoads = new List<double>();
+            string? other = parsed.GetValue(compareWith);
             bool cold = true;
             for (int r = 0; r < parsed.GetValue(repeat); r++)
             {
@@ -52,6 +57,14 @@ internal static class IoBenchmark
 
                 tensors.Add(watch.Elapsed.TotalSeconds);
                 faults.Add((NativeAllocator.MinorPageFaults() ?? 0) - faultsBefore);
+
+                // A model is loaded once per process, into fresh memory: each load runs in a child of its own.
+                for (int turn = 0; turn < (other is null ? 1 : 2); turn++)
+                {
+                    bool ours = (turn == 0) == (r % 2 == 0 || other is null);
+                    cold &= Measure.DropPageCache();
+                    (ours ? loads : otherLoads).Add(RunLoadChild(ours ? null : other, dir, keptFreedMemory));
+                }
             }
 
             double seq = Median(sequential), ten = Median(tensors);
@@ -61,6 +74,13 @@ internal static class IoBenchmark
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"sequential read  {seq:F2} s  ({fileBytes / seq / 1e6:F0} MB/s)   median of {sequential.Count}"));
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"read all tensors {ten:F2} s  ({fileBytes / ten / 1e6:F0} MB/s)   median of {tensors.Count}; {Median(faults):N0} minor page faults (median)"));
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"ratio            {ten / seq:F2}  (goal <= 1.2)"));
+            double load = Median(loads);
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"load the model   {load:F2} s  ({fileBytes / load / 1e6:F0} MB/s)   median of {loads.Count}, each in a fresh process (ModelCheckpoint.Load in the stored dtype); ratio {load / seq:F2}"));
+            if (other is not null)
+            {
+                double before = Median(otherLoads);
+                Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  other program {before:F2} s  median of {otherLoads.Count} ({string.Join(", ", otherLoads.Select(v => v.ToString("F2", CultureInfo.InvariantCulture)))} against {string.Join(", ", loads.Select(v => v.ToString("F2", CultureInfo.InvariantCulture)))}); ratio {before / seq:F2}"));
+            }
 
             long largest = reader.TensorNames.Max(n => reader.GetInfo(n).ByteLength);
             (long baseline, long peak) = RunStreamingChild(dir, keptFreedMemory);
@@ -104,6 +124,46 @@ internal static class IoBenchmark
         });
         return command;
     }
+
+    /// <summary>Hidden child mode: load the checkpoint as a model in its stored dtype and print the seconds it took.</summary>
+    public static Command CreateLoadChild()
+    {
+        var dir = new Argument<string>("dir");
+        var keepFreedMemory = new Argument<bool>("keep-freed-memory");
+        var command = new Command("io-load-child", "Internal: loads a model and prints the seconds it took.") { dir, keepFreedMemory };
+        command.Hidden = true;
+        command.SetAction(parsed =>
+        {
+            if (parsed.GetValue(keepFreedMemory))
+            {
+                NativeAllocator.KeepFreedMemoryInProcess();
+            }
+
+            using (torch.ones(1))
+            {
+                // Loads LibTorch before the clock starts.
+            }
+
+            string folder = parsed.GetValue(dir)!;
+            torch.ScalarType stored;
+            using (var reader = CheckpointReader.Open(folder))
+            {
+                stored = reader.GetInfo(reader.TensorNames[0]).DType.ToScalarType();
+            }
+
+            var watch = Stopwatch.StartNew();
+            using (ModelCheckpoint.Load(folder, new ModelLoadOptions { DType = stored, Device = "cpu" }))
+            {
+                Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{watch.Elapsed.TotalSeconds}"));
+            }
+
+            return 0;
+        });
+        return command;
+    }
+
+    private static double RunLoadChild(string? program, string dir, bool keepFreedMemory) =>
+        double.Parse(ChildProcess.Run(program, ["io-load-child", dir, keepFreedMemory ? "true" : "false"]).Trim(), CultureInfo.InvariantCulture);
 
     private static (long Baseline, long Peak) RunStreamingChild(string dir, bool keepFreedMemory)
     {

@@ -10,6 +10,7 @@ var root = new RootCommand("ModelSurgery benchmarks: each command prints what it
 {
     IoBenchmark.Create(),
     IoBenchmark.CreateStreamingChild(),
+    IoBenchmark.CreateLoadChild(),
     TrainBenchmark.Create(),
     GenerateBenchmark.Create(),
     DecodeProfileBenchmark.Create(),
