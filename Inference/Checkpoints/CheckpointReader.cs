@@ -114,6 +114,28 @@ public sealed class CheckpointReader : IDisposable
     /// <inheritdoc cref="SafetensorsFile.ReadTensor"/>
     public torch.Tensor ReadTensor(string name) => Finite(name, FileOf(name).ReadTensor(name));
 
+    /// <summary>
+    /// Reads a whole tensor into <paramref name="destination"/>, a contiguous CPU tensor of the stored dtype and shape (a
+    /// model's parameter, say), with no tensor in between, and checks its values as <see cref="ReadTensor"/> does.
+    /// </summary>
+    /// <exception cref="ArgumentException"><paramref name="destination"/> is not on the CPU, not contiguous, or of another dtype or shape.</exception>
+    /// <exception cref="InvalidDataException">The tensor holds NaN or infinite values; <paramref name="destination"/> then holds them too.</exception>
+    public void ReadTensorInto(string name, torch.Tensor destination)
+    {
+        FileOf(name).ReadTensorInto(name, destination);
+        if (!TensorChecks.IsFinite(destination))
+        {
+            throw NotFinite(name);
+        }
+    }
+
+    /// <summary>Whether <see cref="ReadTensorInto"/> can fill <paramref name="destination"/> with the tensor <paramref name="name"/>.</summary>
+    public bool CanReadInto(string name, torch.Tensor destination)
+    {
+        ArgumentNullException.ThrowIfNull(destination);
+        return TryGetInfo(name, out var info) && SafetensorsFile.CanReadInto(info, destination);
+    }
+
     /// <inheritdoc cref="SafetensorsFile.ReadSlice"/>
     public torch.Tensor ReadSlice(string name, int dim, long start, long length) => Finite(name, FileOf(name).ReadSlice(name, dim, start, length));
 
@@ -144,13 +166,15 @@ public sealed class CheckpointReader : IDisposable
     {
         if (!TensorChecks.IsFinite(tensor))
         {
-            string shard = ShardOf(name);
             tensor.Dispose();
-            throw new InvalidDataException($"{shard}: tensor '{name}' holds NaN or infinite values; the checkpoint is damaged.");
+            throw NotFinite(name);
         }
 
         return tensor;
     }
+
+    private InvalidDataException NotFinite(string name) =>
+        new($"{ShardOf(name)}: tensor '{name}' holds NaN or infinite values; the checkpoint is damaged.");
 
     /// <inheritdoc cref="SafetensorsFile.PrefetchRows"/>
     public void PrefetchRows(string name, IReadOnlyList<long> rows) => FileOf(name).PrefetchRows(name, rows);

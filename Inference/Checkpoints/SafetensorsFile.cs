@@ -139,18 +139,69 @@ public sealed unsafe partial class SafetensorsFile : IDisposable
     /// <summary>Reads a whole tensor.</summary>
     /// <returns>A new CPU tensor of the stored dtype and shape.</returns>
     /// <remarks>
-    /// Every call allocates a new tensor, whose pages the system maps in as the read fills them. A loop that reads and
-    /// frees tensors one after another runs about four times faster when the process keeps freed memory for reuse
-    /// (<see cref="Runtime.NativeAllocator.KeepFreedMemoryInProcess"/>, which the <c>modelsurgery</c> tool applies).
+    /// Every call allocates a new tensor, whose pages the system maps in as the read fills them (in huge pages where the
+    /// kernel grants them). A loop that reads and frees tensors one after another runs several times faster when the
+    /// process keeps freed memory for reuse (<see cref="Runtime.NativeAllocator.KeepFreedMemoryInProcess"/>, which the
+    /// <c>modelsurgery</c> tool applies); to fill a tensor that exists already, use <see cref="ReadTensorInto"/>.
     /// </remarks>
     public torch.Tensor ReadTensor(string name)
     {
         var info = GetInfo(name);
         var tensor = NewTensor(info, info.Shape);
+        try
+        {
+            Fill(info, tensor);
+        }
+        catch
+        {
+            tensor.Dispose();
+            throw;
+        }
+
+        return tensor;
+    }
+
+    /// <summary>
+    /// Reads a whole tensor into <paramref name="destination"/>, a contiguous CPU tensor of the stored dtype and shape (a
+    /// model's parameter, say): the bytes go straight to it, with no tensor in between and no conversion.
+    /// </summary>
+    /// <exception cref="ArgumentException"><paramref name="destination"/> is not on the CPU, not contiguous, or of another dtype or shape; the message names the tensor.</exception>
+    public void ReadTensorInto(string name, torch.Tensor destination)
+    {
+        ArgumentNullException.ThrowIfNull(destination);
+        var info = GetInfo(name);
+        if (!CanReadInto(info, destination))
+        {
+            throw new ArgumentException(
+                $"Tensor '{name}' in '{Path}' is {info.DType.ToHeaderString()} [{string.Join(", ", info.Shape)}]; it can be read only into a contiguous CPU tensor of that dtype and shape, not {destination.dtype} [{string.Join(", ", destination.shape)}] on {destination.device}.",
+                nameof(destination));
+        }
+
+        Fill(info, destination);
+    }
+
+    /// <summary>Whether <see cref="ReadTensorInto"/> can fill <paramref name="destination"/> with the tensor <paramref name="info"/> describes.</summary>
+    internal static bool CanReadInto(SafetensorsTensorInfo info, torch.Tensor destination) =>
+        destination.device_type == DeviceType.CPU
+        && destination.is_contiguous()
+        && info.DType.TryToScalarType(out var scalarType)
+        && destination.dtype == scalarType
+        && destination.shape.SequenceEqual(info.Shape);
+
+    /// <summary>Copies the stored bytes of <paramref name="info"/> into <paramref name="tensor"/>, whose memory they fill whole.</summary>
+    private void Fill(SafetensorsTensorInfo info, torch.Tensor tensor)
+    {
+        ObjectDisposedException.ThrowIf(_disposed != 0, this);
+        if (info.ByteLength == 0)
+        {
+            return;
+        }
+
+        byte* destination = TensorMemory.DataPointer(tensor);
+        TensorMemory.AdviseHugePages(destination, info.ByteLength);
         long data = DataOffsetOf(info);
         Fetch(data, [(0, info.ByteLength)], info.ByteLength, exact: false);
-        CopyPieces(data, TensorMemory.DataPointer(tensor), [(0, 0, info.ByteLength)], exact: false);
-        return tensor;
+        CopyPieces(data, destination, [(0, 0, info.ByteLength)], exact: false);
     }
 
     /// <summary>Reads <paramref name="length"/> entries from <paramref name="start"/> along dimension <paramref name="dim"/>.</summary>

@@ -5,8 +5,11 @@ using TorchSharp;
 namespace ModelSurgery.Inference.Checkpoints;
 
 /// <summary>Raw access to the native buffer of contiguous CPU tensors, with 64-bit sizes throughout.</summary>
-internal static unsafe class TensorMemory
+internal static unsafe partial class TensorMemory
 {
+    /// <summary>The size of a transparent huge page on x86-64 and on arm64 with 4 KiB pages.</summary>
+    internal const long HugePageBytes = 2L << 20;
+
     /// <summary>Largest single copy; keeps every span and copy call well under 2 GiB.</summary>
     public const long MaxChunkBytes = 1L << 30;
 
@@ -56,4 +59,52 @@ internal static unsafe class TensorMemory
             count -= chunk;
         }
     }
+
+    /// <summary>
+    /// Asks the kernel to back the memory of <paramref name="length"/> bytes at <paramref name="start"/>, which the caller
+    /// is about to fill whole, with transparent huge pages (Linux <c>madvise(MADV_HUGEPAGE)</c>; elsewhere nothing): only
+    /// the 2 MiB-aligned blocks that lie wholly inside the range, so no neighbouring allocation is touched. The first
+    /// write to such a block then maps 2 MiB at once instead of faulting in 512 pages one by one, which is most of the
+    /// cost of filling fresh memory on a virtual machine. Where the kernel grants huge pages only on request (the
+    /// <c>madvise</c> mode, common on servers), nothing else asks for them: LibTorch does only when the environment sets
+    /// <c>THP_MEM_ALLOC_ENABLE=1</c>. Memory already mapped keeps its pages. Best effort: a refusal changes nothing.
+    /// </summary>
+    public static void AdviseHugePages(byte* start, long length)
+    {
+        if (OperatingSystem.IsLinux() && HugePageBlocks((long)start, length) is (long first, long bytes))
+        {
+            _ = Madvise((nint)first, (nuint)bytes, MadviseHugePage);
+        }
+    }
+
+    /// <summary>
+    /// The 2 MiB-aligned blocks that lie wholly inside <paramref name="length"/> bytes at <paramref name="address"/>, as
+    /// one range: its start and length, both multiples of <see cref="HugePageBytes"/>; null when no block fits.
+    /// </summary>
+    internal static (long Start, long Length)? HugePageBlocks(long address, long length)
+    {
+        if (address <= 0 || length < HugePageBytes)
+        {
+            return null;
+        }
+
+        long first = (address + HugePageBytes - 1) / HugePageBytes * HugePageBytes;
+        long end = (address + length) / HugePageBytes * HugePageBytes;
+        return end > first ? (first, end - first) : null;
+    }
+
+    /// <inheritdoc cref="AdviseHugePages(byte*, long)"/>
+    public static void AdviseHugePages(torch.Tensor tensor)
+    {
+        if (tensor.device_type == DeviceType.CPU && tensor.is_contiguous())
+        {
+            AdviseHugePages(DataPointer(tensor), tensor.numel() * tensor.ElementSize);
+        }
+    }
+
+    /// <summary><c>MADV_HUGEPAGE</c> (Linux, every architecture).</summary>
+    private const int MadviseHugePage = 14;
+
+    [LibraryImport("libc", EntryPoint = "madvise")]
+    private static partial int Madvise(nint address, nuint length, int advice);
 }

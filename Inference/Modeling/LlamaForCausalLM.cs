@@ -232,7 +232,7 @@ public sealed class LlamaForCausalLM : Module<Tensor, Tensor>
     {
         ArgumentNullException.ThrowIfNull(stateDict);
         var shapes = stateDict.ToDictionary(kv => kv.Key, kv => kv.Value.shape, StringComparer.Ordinal);
-        LoadCore(shapes, name => stateDict[name], disposeAfterCopy: false, source);
+        LoadCore(shapes, (name, _) => stateDict[name], disposeAfterCopy: false, valuesChecked: false, source);
     }
 
     /// <summary>
@@ -250,7 +250,30 @@ public sealed class LlamaForCausalLM : Module<Tensor, Tensor>
     {
         ArgumentNullException.ThrowIfNull(shapes);
         ArgumentNullException.ThrowIfNull(readTensor);
-        LoadCore(shapes, readTensor, disposeAfterCopy: true, source);
+        LoadCore(shapes, (name, _) => readTensor(name), disposeAfterCopy: true, valuesChecked: false, source);
+    }
+
+    /// <summary>
+    /// <see cref="LoadWeights"/> from a checkpoint reader, which checks the values itself: a parameter of the stored dtype on the CPU is read straight into its
+    /// memory, with no tensor in between and no copy; any other is read and converted.
+    /// </summary>
+    internal void LoadWeightsFrom(Checkpoints.CheckpointReader reader, IReadOnlyDictionary<string, long[]> shapes, string source)
+    {
+        LoadCore(
+            shapes,
+            (name, parameter) =>
+            {
+                if (!reader.CanReadInto(name, parameter))
+                {
+                    return reader.ReadTensor(name);
+                }
+
+                reader.ReadTensorInto(name, parameter);
+                return null;
+            },
+            disposeAfterCopy: true,
+            valuesChecked: true,
+            source);
     }
 
     /// <summary>
@@ -281,7 +304,12 @@ public sealed class LlamaForCausalLM : Module<Tensor, Tensor>
         return logits.to_type(ScalarType.Float32).MoveToOuterDisposeScope(); // [B, T, V]
     }
 
-    private void LoadCore(IReadOnlyDictionary<string, long[]> shapes, Func<string, Tensor> readTensor, bool disposeAfterCopy, string source)
+    /// <summary>
+    /// Fills every parameter: <paramref name="read"/> either fills the parameter it is given and returns null, or returns
+    /// a tensor to check and copy (disposed afterwards with <paramref name="disposeAfterCopy"/>); its values are checked
+    /// for NaN and infinities unless <paramref name="valuesChecked"/> says the source did that.
+    /// </summary>
+    private void LoadCore(IReadOnlyDictionary<string, long[]> shapes, Func<string, Parameter, Tensor?> read, bool disposeAfterCopy, bool valuesChecked, string source)
     {
         IReadOnlyList<TensorSpec> specs = LlamaTensorLayout.Tensors(Config);
         CheckKeysAndShapes(specs, shapes, source);
@@ -289,7 +317,14 @@ public sealed class LlamaForCausalLM : Module<Tensor, Tensor>
         using var noGrad = torch.no_grad();
         foreach (TensorSpec spec in specs)
         {
-            Tensor value = readTensor(spec.Name);
+            Parameter parameter = parameters[spec.Name];
+            // Fresh, untouched memory that is about to be filled whole: huge pages make that several times cheaper.
+            Checkpoints.TensorMemory.AdviseHugePages(parameter);
+            if (read(spec.Name, parameter) is not Tensor value)
+            {
+                continue;
+            }
+
             try
             {
                 if (!value.shape.SequenceEqual(spec.Shape))
@@ -303,12 +338,12 @@ public sealed class LlamaForCausalLM : Module<Tensor, Tensor>
                     throw new InvalidDataException($"{source}: tensor {spec.Name} is stored as {value.dtype}, not a floating-point type; model weights must be F32, BF16 or F16.");
                 }
 
-                if (!Checkpoints.TensorChecks.IsFinite(value))
+                if (!valuesChecked && !Checkpoints.TensorChecks.IsFinite(value))
                 {
                     throw new InvalidDataException($"{source}: tensor {spec.Name} holds NaN or infinite values; the weights are damaged.");
                 }
 
-                parameters[spec.Name].copy_(value);
+                parameter.copy_(value);
             }
             finally
             {

@@ -31,7 +31,9 @@ public static partial class ModelCheckpoint
 {
     /// <summary>
     /// Loads the model in <paramref name="directory"/>: <c>config.json</c> plus <c>model.safetensors</c> or a sharded index.
-    /// Tensors stream from the files one at a time; keys and shapes are checked strictly before any is read.
+    /// Tensors stream from the files one at a time; keys and shapes are checked strictly before any is read. A parameter
+    /// of the stored dtype on the CPU is read straight into its memory (no tensor in between, no copy), and its memory
+    /// is asked for in huge pages first, since on a virtual machine faulting fresh memory in costs more than the read.
     /// </summary>
     /// <exception cref="InvalidDataException">The config or a file is malformed, or tensors are missing, unexpected or of another shape; the message names them.</exception>
     public static LlamaForCausalLM Load(string directory, ModelLoadOptions? options = null, ILogger? logger = null)
@@ -51,7 +53,7 @@ public static partial class ModelCheckpoint
         var model = new LlamaForCausalLM(config, options.DType ?? torch.ScalarType.Float32, device);
         try
         {
-            model.LoadWeights(shapes, reader.ReadTensor, directory);
+            model.LoadWeightsFrom(reader, shapes, directory);
         }
         catch
         {
