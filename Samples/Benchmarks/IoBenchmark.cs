@@ -93,25 +93,12 @@ internal static class IoBenchmark
     }
 
     /// <summary>Hidden child mode: stream every tensor and print baseline and peak RSS.</summary>
-    public static Command CreateStreamingChild()
-    {
-        var dir = new Argument<string>("dir");
-        var keepFreedMemory = new Argument<bool>("keep-freed-memory");
-        var command = new Command("io-stream-child", "Internal: streams every tensor and prints RSS figures.") { dir, keepFreedMemory };
-        command.Hidden = true;
-        command.SetAction(parsed =>
+    public static Command CreateStreamingChild() => ChildCommand(
+        "io-stream-child",
+        "Internal: streams every tensor and prints RSS figures.",
+        folder =>
         {
-            if (parsed.GetValue(keepFreedMemory))
-            {
-                NativeAllocator.KeepFreedMemoryInProcess();
-            }
-
-            using (torch.ones(1))
-            {
-                // Loads LibTorch so its pages count in the baseline.
-            }
-
-            using var reader = CheckpointReader.Open(parsed.GetValue(dir)!);
+            using var reader = CheckpointReader.Open(folder);
             long baseline = Measure.RssBytes();
             Measure.ResetPeakRss();
             foreach (string name in reader.TensorNames)
@@ -119,32 +106,15 @@ internal static class IoBenchmark
                 using torch.Tensor t = reader.ReadTensor(name);
             }
 
-            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{baseline} {Measure.PeakRssBytes()}"));
-            return 0;
+            return string.Create(CultureInfo.InvariantCulture, $"{baseline} {Measure.PeakRssBytes()}");
         });
-        return command;
-    }
 
     /// <summary>Hidden child mode: load the checkpoint as a model in its stored dtype and print the seconds it took.</summary>
-    public static Command CreateLoadChild()
-    {
-        var dir = new Argument<string>("dir");
-        var keepFreedMemory = new Argument<bool>("keep-freed-memory");
-        var command = new Command("io-load-child", "Internal: loads a model and prints the seconds it took.") { dir, keepFreedMemory };
-        command.Hidden = true;
-        command.SetAction(parsed =>
+    public static Command CreateLoadChild() => ChildCommand(
+        "io-load-child",
+        "Internal: loads a model and prints the seconds it took.",
+        folder =>
         {
-            if (parsed.GetValue(keepFreedMemory))
-            {
-                NativeAllocator.KeepFreedMemoryInProcess();
-            }
-
-            using (torch.ones(1))
-            {
-                // Loads LibTorch before the clock starts.
-            }
-
-            string folder = parsed.GetValue(dir)!;
             torch.ScalarType stored;
             using (var reader = CheckpointReader.Open(folder))
             {
@@ -154,9 +124,33 @@ internal static class IoBenchmark
             var watch = Stopwatch.StartNew();
             using (ModelCheckpoint.Load(folder, new ModelLoadOptions { DType = stored, Device = "cpu" }))
             {
-                Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{watch.Elapsed.TotalSeconds}"));
+                return string.Create(CultureInfo.InvariantCulture, $"{watch.Elapsed.TotalSeconds}");
+            }
+        });
+
+    /// <summary>
+    /// A hidden child command over a checkpoint folder: it applies the allocator setting it is given and loads LibTorch
+    /// before <paramref name="measure"/> runs, so neither counts in what is measured, then prints what it returns.
+    /// </summary>
+    private static Command ChildCommand(string name, string description, Func<string, string> measure)
+    {
+        var dir = new Argument<string>("dir");
+        var keepFreedMemory = new Argument<bool>("keep-freed-memory");
+        var command = new Command(name, description) { dir, keepFreedMemory };
+        command.Hidden = true;
+        command.SetAction(parsed =>
+        {
+            if (parsed.GetValue(keepFreedMemory))
+            {
+                NativeAllocator.KeepFreedMemoryInProcess();
             }
 
+            using (torch.ones(1))
+            {
+                // Loads LibTorch.
+            }
+
+            Console.WriteLine(measure(parsed.GetValue(dir)!));
             return 0;
         });
         return command;
