@@ -146,13 +146,20 @@ public sealed class CheckpointReader : IDisposable
     public torch.Tensor ReadSubmatrix(string name, IReadOnlyList<long> rows, IReadOnlyList<long> columns) => Finite(name, FileOf(name).ReadSubmatrix(name, rows, columns));
 
     /// <inheritdoc cref="SafetensorsFile.ReadRowsInto"/>
-    /// <remarks>The values are checked like every read (<see cref="TensorChecks.ChecksRawBytes"/> must accept the dtype).</remarks>
+    /// <remarks>The values are checked like every read, so the dtype must be one <see cref="TensorChecks.ChecksRawBytes"/> accepts.</remarks>
     /// <exception cref="InvalidDataException">The values read hold NaN or infinity.</exception>
+    /// <exception cref="NotSupportedException">The tensor is of an 8-bit float dtype, whose raw values are not checked; nothing is read.</exception>
     public long ReadRowsInto(string name, IReadOnlyList<long> rows, IReadOnlyList<long>? columns, Span<byte> destination)
     {
         SafetensorsFile file = FileOf(name);
+        SafetensorsDType dtype = file.GetInfo(name).DType;
+        if (!TensorChecks.ChecksRawBytes(dtype))
+        {
+            throw new NotSupportedException($"{file.Path}: tensor '{name}' is {dtype.ToHeaderString()}, and the raw values of 8-bit float dtypes are not checked, so they are not read this way.");
+        }
+
         long length = file.ReadRowsInto(name, rows, columns, destination);
-        if (!TensorChecks.IsFinite(file.GetInfo(name).DType, destination[..(int)length]))
+        if (!TensorChecks.IsFinite(dtype, destination[..(int)length]))
         {
             throw new InvalidDataException($"{file.Path}: tensor '{name}' holds NaN or infinite values; the checkpoint is damaged.");
         }

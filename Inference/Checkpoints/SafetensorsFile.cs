@@ -139,10 +139,10 @@ public sealed unsafe partial class SafetensorsFile : IDisposable
     /// <summary>Reads a whole tensor.</summary>
     /// <returns>A new CPU tensor of the stored dtype and shape.</returns>
     /// <remarks>
-    /// Every call allocates a new tensor, whose pages the system maps in as the read fills them (in huge pages where the
-    /// kernel grants them). A loop that reads and frees tensors one after another runs several times faster when the
-    /// process keeps freed memory for reuse (<see cref="Runtime.NativeAllocator.KeepFreedMemoryInProcess"/>, which the
-    /// <c>modelsurgery</c> tool applies); to fill a tensor that exists already, use <see cref="ReadTensorInto"/>.
+    /// Every call allocates a new tensor, whose pages the system maps in as the read fills them, in huge pages where the
+    /// kernel grants them (or reused from a tensor freed before, where the process keeps freed memory:
+    /// <see cref="Runtime.NativeAllocator.KeepFreedMemoryInProcess"/>); to fill a tensor that exists already, use
+    /// <see cref="ReadTensorInto"/>.
     /// </remarks>
     public torch.Tensor ReadTensor(string name)
     {
@@ -361,6 +361,10 @@ public sealed unsafe partial class SafetensorsFile : IDisposable
     /// <see cref="ReadSubmatrix"/> returns, without a tensor in between, so a caller that streams the bytes on (a build)
     /// copies each kept element once.
     /// </summary>
+    /// <remarks>
+    /// Like the whole-tensor reads, it asks for huge pages for the whole 2 MiB blocks of the bytes it fills
+    /// (<c>madvise</c>, Linux), so a buffer filled for the first time maps 2 MiB at a time; a buffer reused keeps its pages.
+    /// </remarks>
     /// <returns>The bytes written at the start of <paramref name="destination"/>.</returns>
     /// <exception cref="ArgumentException">An index is out of range, columns are given for a tensor that is not 2-D, or the destination is too short.</exception>
     public long ReadRowsInto(string name, IReadOnlyList<long> rows, IReadOnlyList<long>? columns, Span<byte> destination)
@@ -393,6 +397,8 @@ public sealed unsafe partial class SafetensorsFile : IDisposable
 
         fixed (byte* pinned = destination)
         {
+            // A caller's buffer filled for the first time (a build's chunk buffers) maps 2 MiB at a time.
+            TensorMemory.AdviseHugePages(pinned, length);
             if (columns is not null)
             {
                 GatherSubmatrix(info, rows, columns, pinned);

@@ -45,7 +45,8 @@ public static unsafe class TensorChecks
     }
 
     /// <summary>Whether <see cref="IsFinite(SafetensorsDType, ReadOnlySpan{byte})"/> can check raw values of <paramref name="dtype"/>.</summary>
-    public static bool ChecksRawBytes(SafetensorsDType dtype) => dtype is SafetensorsDType.F32 or SafetensorsDType.F64 or SafetensorsDType.BF16 or SafetensorsDType.F16;
+    /// <remarks>Every dtype but the 8-bit floats, whose NaN encodings differ between variants; integers and booleans are always finite.</remarks>
+    public static bool ChecksRawBytes(SafetensorsDType dtype) => dtype is not (SafetensorsDType.F8_E4M3 or SafetensorsDType.F8_E5M2);
 
     /// <summary>True when every value of <paramref name="dtype"/> stored in <paramref name="data"/> is finite, checked in place.</summary>
     /// <exception cref="NotSupportedException">The dtype is not one <see cref="ChecksRawBytes"/> accepts.</exception>
@@ -59,6 +60,7 @@ public static unsafe class TensorChecks
                 SafetensorsDType.F64 => AllExponentsBelowMax((ulong*)values, data.Length / 8, 0x7FF0_0000_0000_0000ul),
                 SafetensorsDType.BF16 => AllExponentsBelowMax((ushort*)values, data.Length / 2, (ushort)0x7F80),
                 SafetensorsDType.F16 => AllExponentsBelowMax((ushort*)values, data.Length / 2, (ushort)0x7C00),
+                _ when ChecksRawBytes(dtype) => true, // integers and booleans
                 _ => throw new NotSupportedException($"Raw values of dtype {dtype.ToHeaderString()} are not checked in place."),
             };
         }

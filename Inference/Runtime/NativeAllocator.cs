@@ -22,9 +22,10 @@ public static class NativeAllocator
     /// gradients); by default glibc gives every block of 32 MiB or more its own mapping, unmaps it when freed, and the
     /// next step faults every 4 KiB page in again, zeroed. Measured on a shared 2-core machine at the quickstart's shape
     /// (vocabulary 8192, 8 x 128 tokens): 34,000 page faults per plain training step and 98,000 per distillation step
-    /// before, 40 and 2,100 after, and steps 3.8 and 6.3 times faster. Streaming a checkpoint tensor by tensor gains the
-    /// same way, each new tensor taking the pages of the one freed before it: reading every tensor of a 2.2 GB checkpoint
-    /// took 311,000 page faults and 3.6-4.3 s before, 32,000-64,000 and 0.8-1.6 s after. The cost: the process keeps its peak heap instead
+    /// before, 40 and 2,100 after, and steps 3.8 and 6.3 times faster. Streaming a checkpoint tensor by tensor gained the
+    /// same way (reading every tensor of a 2.2 GB checkpoint: 311,000 page faults and 3.6-4.3 s before, 32,000-64,000 and
+    /// 0.8-1.6 s after) until the reader asked for huge pages for the memory it fills; now it reads as fast either way.
+    /// The cost: the process keeps its peak heap instead
     /// of shrinking after it. Not every block stays: one of 64 MiB or more asked for on a thread other than the main one
     /// is still mapped (a thread's own arena holds no more), and a thread's arena that empties completely is unmapped.
     /// Only the environment variable <c>MALLOC_ARENA_MAX=1</c>, which glibc reads when the process starts, keeps every

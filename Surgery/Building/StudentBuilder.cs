@@ -23,8 +23,12 @@ public sealed record StudentBuildOptions
     /// <summary>Largest shard of the student checkpoint (default 2 GiB).</summary>
     public long MaxShardBytes { get; init; } = 2L << 30;
 
-    /// <summary>Teacher rows read per chunk when streaming a matrix (bounds the read buffer).</summary>
-    public long ChunkBytes { get; init; } = 64L << 20;
+    /// <summary>
+    /// Teacher bytes read per chunk when streaming a matrix (default 16 MiB; bounds each chunk buffer). Larger chunks do not
+    /// read faster: each buffer is fresh memory the first time it is filled, which costs more than the per-chunk work saved
+    /// (a 1.1B student built from a cached teacher: 64 MiB chunks took about a quarter longer, with 130 MB more peak memory).
+    /// </summary>
+    public long ChunkBytes { get; init; } = 16L << 20;
 
     /// <summary>
     /// Read and gather the next chunks while the current one is written (key <c>read_ahead</c>, default true), on

@@ -177,4 +177,34 @@ public sealed class SubmatrixReadTests
             Directory.Delete(dir, recursive: true);
         }
     }
+
+    /// <summary>
+    /// Integer rows read into a buffer whatever their bits (they cannot be NaN); rows of an 8-bit float, whose raw values
+    /// are not checked, are refused before the buffer is touched, naming the tensor.
+    /// </summary>
+    [Test]
+    public void Integer_rows_are_read_and_8_bit_float_rows_refused()
+    {
+        string dir = Directory.CreateTempSubdirectory("submatrix").FullName;
+        try
+        {
+            // Two 2 x 3 tensors, every byte 0xFF: I32 (-1 everywhere, 24 bytes) and F8_E5M2 (NaN everywhere, 6 bytes).
+            string header = """{"ints":{"dtype":"I32","shape":[2,3],"data_offsets":[0,24]},"f8":{"dtype":"F8_E5M2","shape":[2,3],"data_offsets":[24,30]}}""";
+            RawSafetensors.Write(Path.Combine(dir, "model.safetensors"), header, Enumerable.Repeat((byte)0xFF, 30).ToArray());
+            using var reader = CheckpointReader.Open(dir);
+            byte[] buffer = new byte[24];
+
+            Assert.That(reader.ReadRowsInto("ints", [1, 0], [2, 0], buffer), Is.EqualTo(16));
+            Assert.That(buffer.Take(16), Is.All.EqualTo(0xFF));
+
+            Array.Clear(buffer);
+            var refused = Assert.Throws<NotSupportedException>(() => reader.ReadRowsInto("f8", [0, 1], null, buffer));
+            Assert.That(refused!.Message, Does.Contain("'f8'").And.Contain("F8_E5M2"));
+            Assert.That(buffer, Is.All.EqualTo(0), "nothing is read");
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
 }

@@ -90,6 +90,29 @@ public sealed class TensorChecksTests
         Assert.That(TensorChecks.IsFinite(matrix.narrow(0, 1, 36)), Is.False, "the infinity in the last element of a view");
     }
 
+    [TestCase(SafetensorsDType.BOOL)]
+    [TestCase(SafetensorsDType.U8)]
+    [TestCase(SafetensorsDType.I16)]
+    [TestCase(SafetensorsDType.I32)]
+    [TestCase(SafetensorsDType.U64)]
+    public void Raw_integer_values_are_finite_whatever_their_bits(SafetensorsDType dtype)
+    {
+        // Every byte 0xFF: NaN in every float dtype of any width.
+        byte[] allOnes = Enumerable.Repeat((byte)0xFF, 64).ToArray();
+
+        Assert.That(TensorChecks.ChecksRawBytes(dtype), Is.True);
+        Assert.That(TensorChecks.IsFinite(dtype, allOnes), Is.True);
+        Assert.That(TensorChecks.IsFinite(SafetensorsDType.F32, allOnes), Is.False, "the same bytes as floats");
+    }
+
+    [TestCase(SafetensorsDType.F8_E4M3)]
+    [TestCase(SafetensorsDType.F8_E5M2)]
+    public void Raw_8_bit_floats_are_not_checked(SafetensorsDType dtype)
+    {
+        Assert.That(TensorChecks.ChecksRawBytes(dtype), Is.False);
+        Assert.That(() => TensorChecks.IsFinite(dtype, new byte[4]), Throws.TypeOf<NotSupportedException>());
+    }
+
     [Test]
     public void Integer_and_empty_tensors_are_finite()
     {
