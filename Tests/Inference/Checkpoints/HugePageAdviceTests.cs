@@ -59,12 +59,12 @@ public sealed class HugePageAdviceTests
     public async Task Whole_tensor_and_row_reads_ask_for_huge_pages_for_the_memory_they_fill()
     {
         using var dir = new TempDirectory();
-        using torch.Tensor stored = torch.arange(0, 3 * Block, dtype: torch.ScalarType.Int32).reshape(3 * Block / 1024, 1024); // 6 MiB
+        using torch.Tensor stored = torch.arange(0, 3 * Block / 4, dtype: torch.ScalarType.Int32).reshape(3 * Block / 4 / 1024, 1024); // 6 MiB
         await CheckpointWriter.WriteAsync(dir.Path, [("w", stored)]);
         using var reader = CheckpointReader.Open(dir.Path);
 
         using torch.Tensor whole = reader.ReadTensor("w");
-        byte[] rows = GC.AllocateUninitializedArray<byte>((int)(3 * Block * 4), pinned: true);
+        byte[] rows = GC.AllocateUninitializedArray<byte>((int)(3 * Block), pinned: true);
         long written = reader.ReadRowsInto("w", [.. Enumerable.Range(0, (int)stored.shape[0]).Select(r => (long)r)], null, rows);
 
         Assert.That(whole.eq(stored).all().item<bool>(), Is.True);
