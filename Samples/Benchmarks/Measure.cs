@@ -51,11 +51,7 @@ internal static class Measure
     {
         try
         {
-            using (Process? sync = Process.Start(new ProcessStartInfo("sync") { UseShellExecute = false }))
-            {
-                sync?.WaitForExit();
-            }
-
+            Sync();
             File.WriteAllText("/proc/sys/vm/drop_caches", "3");
             return true;
         }
@@ -63,6 +59,13 @@ internal static class Measure
         {
             return false;
         }
+    }
+
+    /// <summary>Writes every dirty page to storage (<c>sync</c>), so that no earlier write is flushed inside a measured time.</summary>
+    public static void Sync()
+    {
+        using Process? sync = Process.Start(new ProcessStartInfo("sync") { UseShellExecute = false });
+        sync?.WaitForExit();
     }
 
     /// <summary>Reads files front to back with a large buffer: the baseline every reader is compared with.</summary>

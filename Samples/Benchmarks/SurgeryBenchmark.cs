@@ -30,7 +30,7 @@ internal static class SurgeryBenchmark
         {
             Description = "Keep every hidden channel and prune only layers, heads and neurons, so whole rows drop (half the heads, half the FFN, as many layers as the budget allows).",
         };
-        var pairs = new Option<int>("--pairs") { DefaultValueFactory = _ => 5, Description = "Pairs of (sequential read, build) to measure, in alternating order; the ratio is reported per pair and as their median." };
+        var pairs = new Option<int>("--pairs") { DefaultValueFactory = _ => 5, Description = "Pairs of (sequential read, build) to measure, in alternating order, each after a durable write of the student's bytes; the ratios are reported per pair and as their medians." };
         var warmCache = new Option<bool>("--warm") { Description = "Keep the teacher in the page cache for every read instead of dropping it: the ratio then shows the build's CPU cost, not the disk's." };
         var readWorkers = new Option<int?>("--read-workers") { Description = "Read workers of the build (StudentBuildOptions.ReadWorkers); default: what the build picks for the teacher's storage." };
         var compareReadWorkers = new Option<int?>("--compare-read-workers") { Description = "A second build with this many read workers joins every pair, alternating with the first, as --compare-with does." };
@@ -87,14 +87,19 @@ internal static class SurgeryBenchmark
             Console.WriteLine($"cache            {(warm ? "teacher warm in the page cache before every run (the CPU cost alone)" : "page cache dropped before every run")}; {parsed.GetValue(pairs)} pairs after one uncounted build; sequential reads {Measure.Mb(sequentialLength)}");
 
             // Pairs of (sequential read, build), in alternating order; with --compare-with the other program's build joins
-            // each pair, and the two builds swap places from pair to pair.
+            // each pair, and the two builds swap places from pair to pair. Each pair starts with a durable write of the
+            // student's bytes, the build's other physical limit (it reads nothing, so it leaves the teacher's caches alone).
+            string writeProbe = Path.Combine(parsed.GetValue(work)!, "bench-write");
             var sequential = new List<double>();
+            var writes = new List<double>();
             var builds = new List<BuildRun>();
             var others = new List<BuildRun>();
             for (int pair = 0; pair < parsed.GetValue(pairs); pair++)
             {
                 double? sequentialSeconds = null;
                 BuildRun? build = null, other = null;
+                (double writeSeconds, long writtenBytes) = await TimeDurableWriteAsync(student, writeProbe, ct);
+                writes.Add(writeSeconds);
                 bool sequentialFirst = pair % 2 == 0;
                 if (sequentialFirst)
                 {
@@ -116,7 +121,7 @@ internal static class SurgeryBenchmark
                 sequentialSeconds ??= TimeSequentialRead(teacher, sequentialLength, warm);
                 sequential.Add(sequentialSeconds.Value);
                 builds.Add(build!);
-                string line = $"pair {pair + 1}           sequential {sequentialSeconds:F2} s; build {build!.Seconds:F2} s ({build.CpuSeconds:F1} s CPU), ratio {build.Seconds / sequentialSeconds:F2}";
+                string line = $"pair {pair + 1}           write {writeSeconds:F2} s ({Measure.Mb(writtenBytes)}); sequential {sequentialSeconds:F2} s; build {build!.Seconds:F2} s ({build.CpuSeconds:F1} s CPU), ratio {build.Seconds / sequentialSeconds:F2}";
                 if (other is not null)
                 {
                     others.Add(other);
@@ -135,6 +140,10 @@ internal static class SurgeryBenchmark
             Console.WriteLine($"  storage read   {(first.StorageBytes < 0 ? "unavailable" : Measure.Mb(first.StorageBytes) + $" = {(double)first.StorageBytes / studentBytes:F2} x student (uncounted first build; whole pages: scattered kept channels touch every page of a kept row)")}");
             Console.WriteLine($"  peak RSS       {Measure.Mb(builds.Max(b => b.PeakRssBytes))} (most of the pairs; goal: student + 1 GB = {Measure.Mb(studentBytes + (1L << 30))})");
             Console.WriteLine($"  sequential     {Measure.Mb(sequentialLength)} in {Median(sequential):F2} s median ({sequential.Min():F2}-{sequential.Max():F2}); build / sequential = {Median(ratios):F2} median of {ratios.Length} pairs ({ratios.Min():F2}-{ratios.Max():F2}) (goal <= 1.3)");
+            double[] toSlower = [.. builds.Select((b, k) => b.Seconds / Math.Max(sequential[k], writes[k]))];
+            double[] toSum = [.. builds.Select((b, k) => b.Seconds / (sequential[k] + writes[k]))];
+            Console.WriteLine($"  durable write  {Median(writes):F2} s median ({writes.Min():F2}-{writes.Max():F2}) for the student's tensors and shards from memory, as the build writes them (direct I/O where allowed, then fsync and rename)");
+            Console.WriteLine($"                 build / max(sequential, write) = {Median(toSlower):F2} ({toSlower.Min():F2}-{toSlower.Max():F2}), a build that overlaps them fully; build / (sequential + write) = {Median(toSum):F2} ({toSum.Min():F2}-{toSum.Max():F2}), one after the other");
             if (others.Count > 0)
             {
                 double[] otherRatios = [.. others.Select((b, k) => b.Seconds / sequential[k])];
@@ -238,6 +247,52 @@ internal static class SurgeryBenchmark
         return watch.Elapsed.TotalSeconds;
     }
 
+    /// <summary>
+    /// Seconds to write the tensors of the built <paramref name="student"/> (same names, shapes and shards) into
+    /// <paramref name="output"/> with the build's writer settings, from a buffer already in memory, until the files are on
+    /// stable storage: what a build must spend besides reading, with nothing read. Random bytes, so no layer below can skip
+    /// zero blocks.
+    /// </summary>
+    private static async Task<(double Seconds, long Bytes)> TimeDurableWriteAsync(string student, string output, CancellationToken cancellationToken)
+    {
+        if (Directory.Exists(output))
+        {
+            Directory.Delete(output, recursive: true);
+        }
+
+        CheckpointTensor[] declared;
+        using (var reader = CheckpointReader.Open(student))
+        {
+            declared = [.. reader.TensorNames.Select(name => reader.GetInfo(name)).Select(info => new CheckpointTensor(info.Name, info.DType, info.Shape))];
+        }
+
+        var defaults = new StudentBuildOptions();
+        byte[] chunk = new byte[defaults.ChunkBytes];
+        new Random(1).NextBytes(chunk);
+        Measure.Sync();
+        var watch = Stopwatch.StartNew();
+        using (var writer = CheckpointWriter.Create(output, declared, new CheckpointWriterOptions { MaxShardBytes = defaults.MaxShardBytes, DirectWrite = defaults.DirectWrite }))
+        {
+            foreach (CheckpointTensor tensor in declared)
+            {
+                long done = 0;
+                do
+                {
+                    int length = (int)Math.Min(chunk.Length, tensor.ByteLength - done);
+                    await writer.WriteBytesAsync(tensor.Name, chunk.AsMemory(0, length), cancellationToken);
+                    done += length;
+                }
+                while (done < tensor.ByteLength);
+            }
+
+            await writer.CompleteAsync(cancellationToken);
+        }
+
+        double seconds = watch.Elapsed.TotalSeconds;
+        Directory.Delete(output, recursive: true);
+        return (seconds, declared.Sum(t => t.ByteLength));
+    }
+
     /// <summary>Drops the page cache, or with <paramref name="warm"/> reads the whole teacher into it.</summary>
     private static void PrepareCache(string teacher, bool warm)
     {
@@ -247,11 +302,8 @@ internal static class SurgeryBenchmark
             return;
         }
 
-        using (Process? sync = Process.Start(new ProcessStartInfo("sync") { UseShellExecute = false }))
-        {
-            // Dirty pages of the previous student are written before the clock starts, as a cache drop would.
-            sync?.WaitForExit();
-        }
+        // Dirty pages of the previous student are written before the clock starts, as a cache drop would.
+        Measure.Sync();
 
         SequentialPrefix(teacher, long.MaxValue);
     }
