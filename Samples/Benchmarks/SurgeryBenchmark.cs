@@ -90,6 +90,10 @@ internal static class SurgeryBenchmark
             // each pair, and the two builds swap places from pair to pair. Each pair starts with a durable write of the
             // student's bytes, the build's other physical limit (it reads nothing, so it leaves the teacher's caches alone).
             string writeProbe = Path.Combine(parsed.GetValue(work)!, "bench-write");
+            CheckpointTensor[] studentTensors = DeclaredTensors(student);
+            long writtenBytes = studentTensors.Sum(t => t.ByteLength);
+            byte[] writeChunk = new byte[new StudentBuildOptions().ChunkBytes];
+            new Random(1).NextBytes(writeChunk);
             var sequential = new List<double>();
             var writes = new List<double>();
             var builds = new List<BuildRun>();
@@ -98,7 +102,7 @@ internal static class SurgeryBenchmark
             {
                 double? sequentialSeconds = null;
                 BuildRun? build = null, other = null;
-                (double writeSeconds, long writtenBytes) = await TimeDurableWriteAsync(student, writeProbe, ct);
+                double writeSeconds = await TimeDurableWriteAsync(studentTensors, writeChunk, writeProbe, ct);
                 writes.Add(writeSeconds);
                 bool sequentialFirst = pair % 2 == 0;
                 if (sequentialFirst)
@@ -247,28 +251,27 @@ internal static class SurgeryBenchmark
         return watch.Elapsed.TotalSeconds;
     }
 
+    /// <summary>The tensors of a built checkpoint as a writer declares them: names, dtypes and shapes, in file order.</summary>
+    private static CheckpointTensor[] DeclaredTensors(string checkpoint)
+    {
+        using var reader = CheckpointReader.Open(checkpoint);
+        return [.. reader.TensorNames.Select(name => reader.GetInfo(name)).Select(info => new CheckpointTensor(info.Name, info.DType, info.Shape))];
+    }
+
     /// <summary>
-    /// Seconds to write the tensors of the built <paramref name="student"/> (same names, shapes and shards) into
-    /// <paramref name="output"/> with the build's writer settings, from a buffer already in memory, until the files are on
-    /// stable storage: what a build must spend besides reading, with nothing read. Random bytes, so no layer below can skip
-    /// zero blocks.
+    /// Seconds to write <paramref name="declared"/> (the built student's tensors) into <paramref name="output"/> with the
+    /// build's writer settings, a <paramref name="chunk"/> already in memory at a time, until the files are on stable
+    /// storage: what a build must spend besides reading, with nothing read. The chunk holds random bytes, so no layer below
+    /// can skip zero blocks.
     /// </summary>
-    private static async Task<(double Seconds, long Bytes)> TimeDurableWriteAsync(string student, string output, CancellationToken cancellationToken)
+    private static async Task<double> TimeDurableWriteAsync(CheckpointTensor[] declared, byte[] chunk, string output, CancellationToken cancellationToken)
     {
         if (Directory.Exists(output))
         {
             Directory.Delete(output, recursive: true);
         }
 
-        CheckpointTensor[] declared;
-        using (var reader = CheckpointReader.Open(student))
-        {
-            declared = [.. reader.TensorNames.Select(name => reader.GetInfo(name)).Select(info => new CheckpointTensor(info.Name, info.DType, info.Shape))];
-        }
-
         var defaults = new StudentBuildOptions();
-        byte[] chunk = new byte[defaults.ChunkBytes];
-        new Random(1).NextBytes(chunk);
         Measure.Sync();
         var watch = Stopwatch.StartNew();
         using (var writer = CheckpointWriter.Create(output, declared, new CheckpointWriterOptions { MaxShardBytes = defaults.MaxShardBytes, DirectWrite = defaults.DirectWrite }))
@@ -290,7 +293,7 @@ internal static class SurgeryBenchmark
 
         double seconds = watch.Elapsed.TotalSeconds;
         Directory.Delete(output, recursive: true);
-        return (seconds, declared.Sum(t => t.ByteLength));
+        return seconds;
     }
 
     /// <summary>Drops the page cache, or with <paramref name="warm"/> reads the whole teacher into it.</summary>
