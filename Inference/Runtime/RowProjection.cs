@@ -1,6 +1,5 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
-using System.Runtime.Intrinsics.X86;
 using ModelSurgery.Inference.Checkpoints;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -314,12 +313,13 @@ internal static unsafe class RowProjection
         BFloat16 = weight.dtype == ScalarType.BFloat16,
     };
 
-    // Runs body over [0, rows) on up to `threads` threads, in contiguous ranges of a multiple of 4 rows (the kernel's
-    // block) except the last, none under MinRowsPerTask, up to KernelOperands.RangesPerThread per thread (see there).
+    // Runs body over [0, rows) on up to `threads` threads, in contiguous ranges of a multiple of 16 rows except the last
+    // (16 fp32 outputs fill a cache line, which so stays with one thread), none under MinRowsPerTask, up to
+    // KernelOperands.RangesPerThread per thread (see there).
     private static void ForEachRange(long rows, int threads, Action<long, long> body)
     {
         int ranges = threads <= 1 ? 1 : (int)Math.Clamp(rows / MinRowsPerTask, 1, (long)threads * KernelOperands.RangesPerThread);
-        KernelOperands.ForEachRange(rows, ranges, 4, threads, body);
+        KernelOperands.ForEachRange(rows, ranges, 16, threads, body);
     }
 
     /// <summary>fp32 value of a bf16 bit pattern: the bits are the upper half of the fp32 ones.</summary>
@@ -403,20 +403,7 @@ internal static unsafe class RowProjection
 
         public void Run(long first, long end)
         {
-            long row = first;
-            for (; row + 4 <= end; row += 4)
-            {
-                // bf16 rows ask for the next four rows' lines while they compute (see DotBFloat16x4).
-                Vector4Sums sums = BFloat16
-                    ? DotBFloat16x4((ushort*)Weight + (row * In), Input, In, row + 8 <= end ? 4 * In : 0)
-                    : DotSinglex4((float*)Weight + (row * In), Input, In);
-                Store(row, sums.S0);
-                Store(row + 1, sums.S1);
-                Store(row + 2, sums.S2);
-                Store(row + 3, sums.S3);
-            }
-
-            for (; row < end; row++)
+            for (long row = first; row < end; row++)
             {
                 Store(row, BFloat16 ? DotBFloat16((ushort*)Weight + (row * In), Input, In) : DotSingle((float*)Weight + (row * In), Input, In));
             }
@@ -453,55 +440,13 @@ internal static unsafe class RowProjection
         }
     }
 
-    private record struct Vector4Sums(float S0, float S1, float S2, float S3);
+    // The kernels below read one weight row front to back, so each thread's range of rows is one sequential stream,
+    // which the hardware prefetchers follow at the memory's read bandwidth; four accumulators hide the latency of the
+    // fused multiply-adds. Reading four rows side by side (sharing each load of the input) made four short streams per
+    // thread instead: on a 2-core AVX-512 machine that read fp32 rows at 17 GB/s and bf16 rows at 12 GB/s on one thread
+    // against 23 and 26 GB/s read one at a time, with a plain read of the same bytes at 27 GB/s.
 
-    // Four rows at a time share each load of the input and keep four independent streams of weights in flight.
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static Vector4Sums DotSinglex4(float* w, float* x, long n)
-    {
-        float* w1 = w + n, w2 = w1 + n, w3 = w2 + n;
-        long k = 0;
-        float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-        if (Vector512.IsHardwareAccelerated && n >= Vector512<float>.Count)
-        {
-            Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
-            for (; k <= n - Vector512<float>.Count; k += Vector512<float>.Count)
-            {
-                Vector512<float> xv = Vector512.Load(x + k);
-                a0 = Vector512.MultiplyAddEstimate(Vector512.Load(w + k), xv, a0);
-                a1 = Vector512.MultiplyAddEstimate(Vector512.Load(w1 + k), xv, a1);
-                a2 = Vector512.MultiplyAddEstimate(Vector512.Load(w2 + k), xv, a2);
-                a3 = Vector512.MultiplyAddEstimate(Vector512.Load(w3 + k), xv, a3);
-            }
-
-            (s0, s1, s2, s3) = (Vector512.Sum(a0), Vector512.Sum(a1), Vector512.Sum(a2), Vector512.Sum(a3));
-        }
-        else if (Vector256.IsHardwareAccelerated && n >= Vector256<float>.Count)
-        {
-            Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
-            for (; k <= n - Vector256<float>.Count; k += Vector256<float>.Count)
-            {
-                Vector256<float> xv = Vector256.Load(x + k);
-                a0 = Vector256.MultiplyAddEstimate(Vector256.Load(w + k), xv, a0);
-                a1 = Vector256.MultiplyAddEstimate(Vector256.Load(w1 + k), xv, a1);
-                a2 = Vector256.MultiplyAddEstimate(Vector256.Load(w2 + k), xv, a2);
-                a3 = Vector256.MultiplyAddEstimate(Vector256.Load(w3 + k), xv, a3);
-            }
-
-            (s0, s1, s2, s3) = (Vector256.Sum(a0), Vector256.Sum(a1), Vector256.Sum(a2), Vector256.Sum(a3));
-        }
-
-        for (; k < n; k++)
-        {
-            s0 += w[k] * x[k];
-            s1 += w1[k] * x[k];
-            s2 += w2[k] * x[k];
-            s3 += w3[k] * x[k];
-        }
-
-        return new Vector4Sums(s0, s1, s2, s3);
-    }
-
+    /// <summary>The dot product of fp32 row <paramref name="w"/> with <paramref name="x"/>, both <paramref name="n"/> long.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     internal static float DotSingle(float* w, float* x, long n)
     {
@@ -509,23 +454,41 @@ internal static unsafe class RowProjection
         float s = 0;
         if (Vector512.IsHardwareAccelerated && n >= Vector512<float>.Count)
         {
-            Vector512<float> a = default;
-            for (; k <= n - Vector512<float>.Count; k += Vector512<float>.Count)
+            const int width = 16; // Vector512<float>.Count
+            Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
+            for (; k <= n - (4 * width); k += 4 * width)
             {
-                a = Vector512.MultiplyAddEstimate(Vector512.Load(w + k), Vector512.Load(x + k), a);
+                a0 = Vector512.MultiplyAddEstimate(Vector512.Load(w + k), Vector512.Load(x + k), a0);
+                a1 = Vector512.MultiplyAddEstimate(Vector512.Load(w + k + width), Vector512.Load(x + k + width), a1);
+                a2 = Vector512.MultiplyAddEstimate(Vector512.Load(w + k + (2 * width)), Vector512.Load(x + k + (2 * width)), a2);
+                a3 = Vector512.MultiplyAddEstimate(Vector512.Load(w + k + (3 * width)), Vector512.Load(x + k + (3 * width)), a3);
             }
 
-            s = Vector512.Sum(a);
+            for (; k <= n - width; k += width)
+            {
+                a0 = Vector512.MultiplyAddEstimate(Vector512.Load(w + k), Vector512.Load(x + k), a0);
+            }
+
+            s = Vector512.Sum((a0 + a1) + (a2 + a3));
         }
         else if (Vector256.IsHardwareAccelerated && n >= Vector256<float>.Count)
         {
-            Vector256<float> a = default;
-            for (; k <= n - Vector256<float>.Count; k += Vector256<float>.Count)
+            const int width = 8; // Vector256<float>.Count
+            Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
+            for (; k <= n - (4 * width); k += 4 * width)
             {
-                a = Vector256.MultiplyAddEstimate(Vector256.Load(w + k), Vector256.Load(x + k), a);
+                a0 = Vector256.MultiplyAddEstimate(Vector256.Load(w + k), Vector256.Load(x + k), a0);
+                a1 = Vector256.MultiplyAddEstimate(Vector256.Load(w + k + width), Vector256.Load(x + k + width), a1);
+                a2 = Vector256.MultiplyAddEstimate(Vector256.Load(w + k + (2 * width)), Vector256.Load(x + k + (2 * width)), a2);
+                a3 = Vector256.MultiplyAddEstimate(Vector256.Load(w + k + (3 * width)), Vector256.Load(x + k + (3 * width)), a3);
             }
 
-            s = Vector256.Sum(a);
+            for (; k <= n - width; k += width)
+            {
+                a0 = Vector256.MultiplyAddEstimate(Vector256.Load(w + k), Vector256.Load(x + k), a0);
+            }
+
+            s = Vector256.Sum((a0 + a1) + (a2 + a3));
         }
 
         for (; k < n; k++)
@@ -536,74 +499,11 @@ internal static unsafe class RowProjection
         return s;
     }
 
-    // bf16 weights, a block at a time (see BFloat16Block); x is in block order. Each 512-bit step prefetches the same columns
-    // `ahead` elements further (the next four rows; 0 at the end of a range): without it a single thread read bf16 rows at
-    // 10-11 G elements/s against 14-18 with it on a 2-core AVX-512 machine, where the same prefetch slowed the fp32
-    // kernel, so only the bf16 one has it. A prefetch changes no arithmetic and never faults.
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static Vector4Sums DotBFloat16x4(ushort* w, float* x, long n, long ahead)
-    {
-        ushort* w1 = w + n, w2 = w1 + n, w3 = w2 + n;
-        long k = 0;
-        float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-        if (Vector512.IsHardwareAccelerated)
-        {
-            Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
-            Vector512<uint> high = Vector512.Create(0xFFFF_0000u);
-            for (; k <= n - Vector512<ushort>.Count; k += Vector512<ushort>.Count)
-            {
-                if (Sse.IsSupported)
-                {
-                    Sse.Prefetch0(w + ahead + k);
-                    Sse.Prefetch0(w1 + ahead + k);
-                    Sse.Prefetch0(w2 + ahead + k);
-                    Sse.Prefetch0(w3 + ahead + k);
-                }
-
-                Vector512<float> xEven = Vector512.Load(x + k), xOdd = Vector512.Load(x + k + Vector512<float>.Count);
-                Vector512<uint> v = Vector512.Load((uint*)(w + k));
-                a0 = Vector512.MultiplyAddEstimate((v & high).AsSingle(), xOdd, Vector512.MultiplyAddEstimate(Vector512.ShiftLeft(v, 16).AsSingle(), xEven, a0));
-                v = Vector512.Load((uint*)(w1 + k));
-                a1 = Vector512.MultiplyAddEstimate((v & high).AsSingle(), xOdd, Vector512.MultiplyAddEstimate(Vector512.ShiftLeft(v, 16).AsSingle(), xEven, a1));
-                v = Vector512.Load((uint*)(w2 + k));
-                a2 = Vector512.MultiplyAddEstimate((v & high).AsSingle(), xOdd, Vector512.MultiplyAddEstimate(Vector512.ShiftLeft(v, 16).AsSingle(), xEven, a2));
-                v = Vector512.Load((uint*)(w3 + k));
-                a3 = Vector512.MultiplyAddEstimate((v & high).AsSingle(), xOdd, Vector512.MultiplyAddEstimate(Vector512.ShiftLeft(v, 16).AsSingle(), xEven, a3));
-            }
-
-            (s0, s1, s2, s3) = (Vector512.Sum(a0), Vector512.Sum(a1), Vector512.Sum(a2), Vector512.Sum(a3));
-        }
-        else if (Vector256.IsHardwareAccelerated)
-        {
-            Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
-            Vector256<uint> high = Vector256.Create(0xFFFF_0000u);
-            for (; k <= n - Vector256<ushort>.Count; k += Vector256<ushort>.Count)
-            {
-                Vector256<float> xEven = Vector256.Load(x + k), xOdd = Vector256.Load(x + k + Vector256<float>.Count);
-                Vector256<uint> v = Vector256.Load((uint*)(w + k));
-                a0 = Vector256.MultiplyAddEstimate((v & high).AsSingle(), xOdd, Vector256.MultiplyAddEstimate(Vector256.ShiftLeft(v, 16).AsSingle(), xEven, a0));
-                v = Vector256.Load((uint*)(w1 + k));
-                a1 = Vector256.MultiplyAddEstimate((v & high).AsSingle(), xOdd, Vector256.MultiplyAddEstimate(Vector256.ShiftLeft(v, 16).AsSingle(), xEven, a1));
-                v = Vector256.Load((uint*)(w2 + k));
-                a2 = Vector256.MultiplyAddEstimate((v & high).AsSingle(), xOdd, Vector256.MultiplyAddEstimate(Vector256.ShiftLeft(v, 16).AsSingle(), xEven, a2));
-                v = Vector256.Load((uint*)(w3 + k));
-                a3 = Vector256.MultiplyAddEstimate((v & high).AsSingle(), xOdd, Vector256.MultiplyAddEstimate(Vector256.ShiftLeft(v, 16).AsSingle(), xEven, a3));
-            }
-
-            (s0, s1, s2, s3) = (Vector256.Sum(a0), Vector256.Sum(a1), Vector256.Sum(a2), Vector256.Sum(a3));
-        }
-
-        for (; k < n; k++)
-        {
-            s0 += BFloat16ToSingle(w[k]) * x[k];
-            s1 += BFloat16ToSingle(w1[k]) * x[k];
-            s2 += BFloat16ToSingle(w2[k]) * x[k];
-            s3 += BFloat16ToSingle(w3[k]) * x[k];
-        }
-
-        return new Vector4Sums(s0, s1, s2, s3);
-    }
-
+    /// <summary>
+    /// The dot product of bf16 row <paramref name="w"/> with fp32 <paramref name="x"/> in block order (see
+    /// <see cref="BFloat16Block"/>), both <paramref name="n"/> long: two blocks per step, even and odd elements in
+    /// accumulators of their own.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     internal static float DotBFloat16(ushort* w, float* x, long n)
     {
@@ -611,27 +511,51 @@ internal static unsafe class RowProjection
         float s = 0;
         if (Vector512.IsHardwareAccelerated)
         {
-            Vector512<float> a = default;
+            const int block = 32, half = 16; // Vector512<ushort>.Count, Vector512<float>.Count
+            Vector512<float> even0 = default, odd0 = default, even1 = default, odd1 = default;
             Vector512<uint> high = Vector512.Create(0xFFFF_0000u);
-            for (; k <= n - Vector512<ushort>.Count; k += Vector512<ushort>.Count)
+            for (; k <= n - (2 * block); k += 2 * block)
             {
                 Vector512<uint> v = Vector512.Load((uint*)(w + k));
-                a = Vector512.MultiplyAddEstimate((v & high).AsSingle(), Vector512.Load(x + k + Vector512<float>.Count), Vector512.MultiplyAddEstimate(Vector512.ShiftLeft(v, 16).AsSingle(), Vector512.Load(x + k), a));
+                even0 = Vector512.MultiplyAddEstimate(Vector512.ShiftLeft(v, 16).AsSingle(), Vector512.Load(x + k), even0);
+                odd0 = Vector512.MultiplyAddEstimate((v & high).AsSingle(), Vector512.Load(x + k + half), odd0);
+                v = Vector512.Load((uint*)(w + k + block));
+                even1 = Vector512.MultiplyAddEstimate(Vector512.ShiftLeft(v, 16).AsSingle(), Vector512.Load(x + k + block), even1);
+                odd1 = Vector512.MultiplyAddEstimate((v & high).AsSingle(), Vector512.Load(x + k + block + half), odd1);
             }
 
-            s = Vector512.Sum(a);
+            for (; k <= n - block; k += block)
+            {
+                Vector512<uint> v = Vector512.Load((uint*)(w + k));
+                even0 = Vector512.MultiplyAddEstimate(Vector512.ShiftLeft(v, 16).AsSingle(), Vector512.Load(x + k), even0);
+                odd0 = Vector512.MultiplyAddEstimate((v & high).AsSingle(), Vector512.Load(x + k + half), odd0);
+            }
+
+            s = Vector512.Sum((even0 + odd0) + (even1 + odd1));
         }
         else if (Vector256.IsHardwareAccelerated)
         {
-            Vector256<float> a = default;
+            const int block = 16, half = 8; // Vector256<ushort>.Count, Vector256<float>.Count
+            Vector256<float> even0 = default, odd0 = default, even1 = default, odd1 = default;
             Vector256<uint> high = Vector256.Create(0xFFFF_0000u);
-            for (; k <= n - Vector256<ushort>.Count; k += Vector256<ushort>.Count)
+            for (; k <= n - (2 * block); k += 2 * block)
             {
                 Vector256<uint> v = Vector256.Load((uint*)(w + k));
-                a = Vector256.MultiplyAddEstimate((v & high).AsSingle(), Vector256.Load(x + k + Vector256<float>.Count), Vector256.MultiplyAddEstimate(Vector256.ShiftLeft(v, 16).AsSingle(), Vector256.Load(x + k), a));
+                even0 = Vector256.MultiplyAddEstimate(Vector256.ShiftLeft(v, 16).AsSingle(), Vector256.Load(x + k), even0);
+                odd0 = Vector256.MultiplyAddEstimate((v & high).AsSingle(), Vector256.Load(x + k + half), odd0);
+                v = Vector256.Load((uint*)(w + k + block));
+                even1 = Vector256.MultiplyAddEstimate(Vector256.ShiftLeft(v, 16).AsSingle(), Vector256.Load(x + k + block), even1);
+                odd1 = Vector256.MultiplyAddEstimate((v & high).AsSingle(), Vector256.Load(x + k + block + half), odd1);
             }
 
-            s = Vector256.Sum(a);
+            for (; k <= n - block; k += block)
+            {
+                Vector256<uint> v = Vector256.Load((uint*)(w + k));
+                even0 = Vector256.MultiplyAddEstimate(Vector256.ShiftLeft(v, 16).AsSingle(), Vector256.Load(x + k), even0);
+                odd0 = Vector256.MultiplyAddEstimate((v & high).AsSingle(), Vector256.Load(x + k + half), odd0);
+            }
+
+            s = Vector256.Sum((even0 + odd0) + (even1 + odd1));
         }
 
         for (; k < n; k++)

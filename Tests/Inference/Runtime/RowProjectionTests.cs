@@ -43,7 +43,7 @@ public sealed class RowProjectionTests
     [Test, Combinatorial]
     public void The_kernel_equals_linear_within_two_fp32_reductions(
         [Values(ScalarType.Float32, ScalarType.BFloat16)] ScalarType dtype,
-        [Values(7L, 64L, 781L)] long inFeatures,
+        [Values(7L, 64L, 781L, 813L)] long inFeatures,
         [Values(1L, 3L, 1000L)] long outFeatures,
         [Values] bool withBias,
         [Values(1, 2, 3)] int threads)
