@@ -30,7 +30,12 @@ internal static class TrainBenchmark
         var shape = new ModelShapeOptions(hidden: 384, layers: 6, heads: 6, ffn: 1024, vocab: 8192);
         var seqLen = new Option<int>("--seq-len") { DefaultValueFactory = _ => 256, Description = "Tokens per window T." };
         var batch = new Option<int>("--batch-size") { DefaultValueFactory = _ => 4, Description = "Windows per step." };
-        var steps = new Option<int>("--steps") { DefaultValueFactory = _ => 2, Description = "Timed steps per precision (after one warm-up step)." };
+        var steps = new Option<int>("--steps") { DefaultValueFactory = _ => 2, Description = "Timed steps per precision (after the warm-up steps)." };
+        var warmupSteps = new Option<int>("--warmup-steps")
+        {
+            DefaultValueFactory = _ => 6,
+            Description = "Untimed steps before the timed ones, for the precision table (the C library's heap grows over a process's first steps, faulting fresh memory in; the table shows the faults left per timed step).",
+        };
         var precisions = new Option<string>("--precisions") { DefaultValueFactory = _ => "fp32,bf16", Description = "Comma-separated: fp32, bf16." };
         var threads = new Option<int?>("--threads") { Description = "torch.set_num_threads (default: leave torch's choice)." };
         var profile = new Option<bool>("--profile") { Description = "Also time each phase of a step (forward, loss, backward, casts, clipping, AdamW) per precision." };
@@ -47,6 +52,7 @@ internal static class TrainBenchmark
         };
         var teacherDtype = new Option<string>("--teacher-dtype") { DefaultValueFactory = _ => "fp32", Description = "With --step-costs: the teacher's dtype, fp32 or bf16." };
         ModelShapeOptions.Positive(steps);
+        ModelShapeOptions.Positive(warmupSteps);
         ModelShapeOptions.Positive(repeats);
         stepCosts.Validators.Add(result =>
         {
@@ -58,7 +64,7 @@ internal static class TrainBenchmark
         });
         teacherDtype.AcceptOnlyFromAmong("fp32", "bf16");
         var command = new Command("train", "Training throughput (tokens/s) and fraction of the measured matmul peak; with --step-costs, the cost of distillation steps too.")
-        { seqLen, batch, steps, precisions, threads, profile, stepCosts, repeats, teacherDtype };
+        { seqLen, batch, steps, warmupSteps, precisions, threads, profile, stepCosts, repeats, teacherDtype };
         shape.AddTo(command);
         command.SetAction(async (parsed, ct) =>
         {
@@ -78,7 +84,7 @@ internal static class TrainBenchmark
                 MaxPositionEmbeddings = Math.Max(2048, parsed.GetValue(seqLen)),
                 EosTokenIds = [0],
             });
-            int t = parsed.GetValue(seqLen), b = parsed.GetValue(batch), timed = parsed.GetValue(steps);
+            int t = parsed.GetValue(seqLen), b = parsed.GetValue(batch), timed = parsed.GetValue(steps), warmup = parsed.GetValue(warmupSteps);
             ParameterCount count = LlamaTensorLayout.CountParameters(config);
             long embedding = (long)config.VocabSize * config.HiddenSize;
             long matmulParameters = count.Total - embedding + (config.TieWordEmbeddings ? embedding : 0);
@@ -86,13 +92,13 @@ internal static class TrainBenchmark
 
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"machine          {Environment.ProcessorCount} logical cores, torch threads {torch.get_num_threads()}, load average {LoadAverage()}"));
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"model            D {config.HiddenSize}, L {config.NumHiddenLayers}, heads {config.NumAttentionHeads}, FFN {config.IntermediateSize}, vocab {config.VocabSize}: {count.Total / 1e6:F1} M parameters ({matmulParameters / 1e6:F1} M in matmuls)"));
-            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"batch            {b} x {t} = {b * t} tokens per step, {timed} timed steps after 1 warm-up step"));
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"batch            {b} x {t} = {b * t} tokens per step, {timed} timed steps after {warmup} warm-up steps"));
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"FLOPs per token  6 N + 12 L T D = {flopsPerToken / 1e6:F1} M"));
 
             string work = Directory.CreateTempSubdirectory("train-bench").FullName;
             try
             {
-                string tokens = WriteRandomTokens(work, config.VocabSize, (long)b * t * (timed + 2) * 2);
+                string tokens = WriteRandomTokens(work, config.VocabSize, (long)b * t * (warmup + timed + 1) * 2);
                 using TokenFile file = TokenFile.Open(tokens);
                 string[] precisionNames = parsed.GetValue(precisions)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
                 int rounds = parsed.GetValue(repeats);
@@ -112,15 +118,15 @@ internal static class TrainBenchmark
                     {
                         ScalarType dtype = precision == "bf16" ? ScalarType.BFloat16 : ScalarType.Float32;
                         double peak = MatmulPeak(dtype);
-                        double bare = BareForwardBackward(config, dtype, b, t, timed);
+                        double bare = BareForwardBackward(config, dtype, b, t, warmup, timed);
                         if (parsed.GetValue(profile) && round == 0)
                         {
-                            profiles.Add((precision, PhaseProfile(config, dtype, b, t, timed)));
+                            profiles.Add((precision, PhaseProfile(config, dtype, b, t, warmup, timed)));
                         }
 
-                        var (trainer, losses) = await TrainerThroughput(config, file, precision == "bf16" ? TrainingPrecision.Bf16 : TrainingPrecision.Fp32, b, t, timed, Path.Combine(work, $"{precision}-{round}"), ct);
+                        var (trainer, faults, losses) = await TrainerThroughput(config, file, precision == "bf16" ? TrainingPrecision.Bf16 : TrainingPrecision.Fp32, b, t, warmup, timed, Path.Combine(work, $"{precision}-{round}"), ct);
                         runs[precision].Add(new PrecisionRun(peak, bare, trainer, losses));
-                        Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"round {round + 1} {precision,-5}  Trainer {trainer,8:F0} tokens/s, matmul peak {peak / 1e9:F1} GFLOP/s, load average {LoadAverage()}"));
+                        Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"round {round + 1} {precision,-5}  Trainer {trainer,8:F0} tokens/s, {faults,8:F0} minor page faults per timed step, matmul peak {peak / 1e9:F1} GFLOP/s, load average {LoadAverage()}"));
                     }
                 }
 
@@ -226,7 +232,7 @@ internal static class TrainBenchmark
     /// the gradients to the float32 masters, clipping, AdamW, in bf16 the rounding of the masters into the model), each
     /// the median over the timed steps: where the time of a precision goes.
     /// </summary>
-    private static IReadOnlyList<(string Phase, double Seconds)> PhaseProfile(LlamaConfig config, ScalarType dtype, int batch, int seqLen, int steps)
+    private static IReadOnlyList<(string Phase, double Seconds)> PhaseProfile(LlamaConfig config, ScalarType dtype, int batch, int seqLen, int warmup, int steps)
     {
         using var model = new LlamaForCausalLM(config);
         model.InitializeWeights(1);
@@ -242,7 +248,7 @@ internal static class TrainBenchmark
         using var optimizer = torch.optim.AdamW(masters, lr: 1e-4, weight_decay: 0.1);
         string[] names = ["forward", "loss", "backward", "grads to fp32", "clip", "AdamW", "masters to bf16"];
         var samples = names.Select(_ => new List<double>()).ToArray();
-        for (int i = 0; i <= steps; i++)
+        for (int i = 0; i < warmup + steps; i++)
         {
             using var scope = torch.NewDisposeScope();
             Tensor ids = torch.randint(config.VocabSize, [batch, seqLen + 1], dtype: ScalarType.Int64); // [B, T+1]
@@ -300,7 +306,7 @@ internal static class TrainBenchmark
             }
 
             Lap(6);
-            if (i > 0)
+            if (i >= warmup)
             {
                 for (int phase = 0; phase < names.Length; phase++)
                 {
@@ -318,13 +324,13 @@ internal static class TrainBenchmark
     }
 
     /// <summary>Tokens/s of model forward, loss and backward alone, the floor any training loop adds to.</summary>
-    private static double BareForwardBackward(LlamaConfig config, ScalarType dtype, int batch, int seqLen, int steps)
+    private static double BareForwardBackward(LlamaConfig config, ScalarType dtype, int batch, int seqLen, int warmup, int steps)
     {
         using var model = new LlamaForCausalLM(config, dtype);
         model.InitializeWeights(1);
         model.train();
         double total = 0;
-        for (int i = 0; i <= steps; i++)
+        for (int i = 0; i < warmup + steps; i++)
         {
             using var scope = torch.NewDisposeScope();
             Tensor ids = torch.randint(config.VocabSize, [batch, seqLen + 1], dtype: ScalarType.Int64); // [B, T+1]
@@ -333,7 +339,7 @@ internal static class TrainBenchmark
             Tensor loss = CrossEntropyObjective.Compute(logits, ids[.., 1..]);
             loss.backward();
             model.zero_grad();
-            if (i > 0)
+            if (i >= warmup)
             {
                 total += watch.Elapsed.TotalSeconds;
             }
@@ -343,10 +349,10 @@ internal static class TrainBenchmark
     }
 
     /// <summary>
-    /// Tokens/s of <see cref="Trainer"/> steps, timed from the end of the warm-up step to the end of the last timed one,
-    /// and the loss of every step.
+    /// Tokens/s of <see cref="Trainer"/> steps, timed from the end of the last warm-up step to the end of the last timed
+    /// one, the minor page faults per timed step (fresh memory touched), and the loss of every step.
     /// </summary>
-    private static async Task<(double TokensPerSecond, IReadOnlyList<double> Losses)> TrainerThroughput(LlamaConfig config, TokenFile file, TrainingPrecision precision, int batch, int seqLen, int steps, string output, CancellationToken ct)
+    private static async Task<(double TokensPerSecond, double FaultsPerStep, IReadOnlyList<double> Losses)> TrainerThroughput(LlamaConfig config, TokenFile file, TrainingPrecision precision, int batch, int seqLen, int warmup, int steps, string output, CancellationToken ct)
     {
         using var model = new LlamaForCausalLM(config);
         model.InitializeWeights(1);
@@ -354,19 +360,20 @@ internal static class TrainBenchmark
         {
             BatchSize = batch,
             SeqLen = seqLen,
-            Steps = steps + 2, // the last step also writes the training state; it is not timed
+            Steps = warmup + steps + 1, // the last step also writes the training state; it is not timed
             EvalEvery = 0,
             EvalBatches = 0,
             CheckpointEvery = 0,
             Precision = precision,
             OutputDir = output,
         };
-        var marks = new Dictionary<long, double>();
+        var marks = new Dictionary<long, (double Seconds, long Faults)>();
         var clock = Stopwatch.StartNew();
-        var progress = new SynchronousProgress<TrainingProgress>(p => marks[p.Completed] = clock.Elapsed.TotalSeconds);
+        var progress = new SynchronousProgress<TrainingProgress>(p => marks[p.Completed] = (clock.Elapsed.TotalSeconds, Measure.MinorPageFaults()));
         long windows = TokenWindows.Count(file.Count, seqLen);
         TrainingResult result = await new Trainer(model, options).TrainAsync(new TrainingData(file, [.. Enumerable.Range(0, (int)windows).Select(w => (long)w)], []), progress, cancellationToken: ct);
-        return ((double)batch * seqLen * steps / (marks[steps + 1] - marks[1]), [.. result.History.Select(h => h.Loss)]);
+        var (first, last) = (marks[warmup], marks[warmup + steps]);
+        return ((double)batch * seqLen * steps / (last.Seconds - first.Seconds), (double)(last.Faults - first.Faults) / steps, [.. result.History.Select(h => h.Loss)]);
     }
 
     private static double Median(IEnumerable<double> values)
