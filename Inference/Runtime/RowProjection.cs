@@ -314,8 +314,8 @@ internal static unsafe class RowProjection
     };
 
     // Runs body over [0, rows) on up to `threads` threads, in contiguous ranges of a multiple of 16 rows except the last
-    // (16 fp32 outputs fill a cache line, which so stays with one thread), none under MinRowsPerTask, up to
-    // KernelOperands.RangesPerThread per thread (see there).
+    // (16 fp32 outputs fill one cache line, so two threads seldom write the same line of the output), none under
+    // MinRowsPerTask, up to KernelOperands.RangesPerThread per thread (see there).
     private static void ForEachRange(long rows, int threads, Action<long, long> body)
     {
         int ranges = threads <= 1 ? 1 : (int)Math.Clamp(rows / MinRowsPerTask, 1, (long)threads * KernelOperands.RangesPerThread);
