@@ -454,7 +454,7 @@ internal static unsafe class RowProjection
         float s = 0;
         if (Vector512.IsHardwareAccelerated && n >= Vector512<float>.Count)
         {
-            const int width = 16; // Vector512<float>.Count
+            int width = Vector512<float>.Count;
             Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
             for (; k <= n - (4 * width); k += 4 * width)
             {
@@ -473,7 +473,7 @@ internal static unsafe class RowProjection
         }
         else if (Vector256.IsHardwareAccelerated && n >= Vector256<float>.Count)
         {
-            const int width = 8; // Vector256<float>.Count
+            int width = Vector256<float>.Count;
             Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
             for (; k <= n - (4 * width); k += 4 * width)
             {
@@ -511,7 +511,7 @@ internal static unsafe class RowProjection
         float s = 0;
         if (Vector512.IsHardwareAccelerated)
         {
-            const int block = 32, half = 16; // Vector512<ushort>.Count, Vector512<float>.Count
+            int block = Vector512<ushort>.Count, half = Vector512<float>.Count;
             Vector512<float> even0 = default, odd0 = default, even1 = default, odd1 = default;
             Vector512<uint> high = Vector512.Create(0xFFFF_0000u);
             for (; k <= n - (2 * block); k += 2 * block)
@@ -535,7 +535,7 @@ internal static unsafe class RowProjection
         }
         else if (Vector256.IsHardwareAccelerated)
         {
-            const int block = 16, half = 8; // Vector256<ushort>.Count, Vector256<float>.Count
+            int block = Vector256<ushort>.Count, half = Vector256<float>.Count;
             Vector256<float> even0 = default, odd0 = default, even1 = default, odd1 = default;
             Vector256<uint> high = Vector256.Create(0xFFFF_0000u);
             for (; k <= n - (2 * block); k += 2 * block)
